@@ -1,0 +1,145 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Enforcement says what a violation of a policy does to the request.
+// +kubebuilder:validation:Enum=Deny;Warn;Audit
+type Enforcement string
+
+const (
+	// Deny rejects the request.
+	Deny Enforcement = "Deny"
+	// Warn admits the request and returns the violation as a warning.
+	Warn Enforcement = "Warn"
+	// Audit admits the request silently; the violation is only counted and logged.
+	Audit Enforcement = "Audit"
+)
+
+// PolicySpec is the policy schema, the same whether it is carried by a
+// ConfigMap (data key policy.yaml) or by an AdmissionPolicy (spec).
+type PolicySpec struct {
+	// Enforcement is Deny (the default), Warn or Audit.
+	// +optional
+	Enforcement Enforcement `json:"enforcement,omitempty"`
+	// Match narrows which admissions the policy judges.
+	// +optional
+	Match Match `json:"match,omitempty"`
+	// Pods holds the rules for Pods.
+	// +optional
+	Pods *PodRules `json:"pods,omitempty"`
+	// MyApples holds the rules for MyApples.
+	// +optional
+	MyApples *MyAppleRules `json:"myApples,omitempty"`
+}
+
+// Match selects the admissions a policy judges.
+type Match struct {
+	// Kinds the policy judges: Pod, MyApple. Empty means both.
+	// +optional
+	// +listType=set
+	Kinds []string `json:"kinds,omitempty"`
+	// NamespaceSelector matches the labels of the object's namespace.
+	// +optional
+	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
+	// ObjectSelector matches the labels of the object.
+	// +optional
+	ObjectSelector *metav1.LabelSelector `json:"objectSelector,omitempty"`
+	// ExcludedNamespaces are never judged by this policy.
+	// +optional
+	// +listType=set
+	ExcludedNamespaces []string `json:"excludedNamespaces,omitempty"`
+}
+
+// PodRules apply to every container of a Pod: init, regular and ephemeral.
+type PodRules struct {
+	// AllowedRegistries are repository prefixes an image must start with, at
+	// a path-component boundary ("registry.example.com/", "ghcr.io/acme/").
+	// +optional
+	AllowedRegistries []string `json:"allowedRegistries,omitempty"`
+	// DisallowedTags may not be used; an image with neither tag nor digest
+	// counts as "latest".
+	// +optional
+	DisallowedTags []string `json:"disallowedTags,omitempty"`
+	// RequireDigest requires every image to be pinned by digest.
+	// +optional
+	RequireDigest bool `json:"requireDigest,omitempty"`
+	// RequiredLabels must be present on the Pod.
+	// +optional
+	RequiredLabels []string `json:"requiredLabels,omitempty"`
+	// ForbidPrivileged refuses privileged containers.
+	// +optional
+	ForbidPrivileged bool `json:"forbidPrivileged,omitempty"`
+	// ForbidHostNamespaces refuses hostNetwork, hostPID and hostIPC.
+	// +optional
+	ForbidHostNamespaces bool `json:"forbidHostNamespaces,omitempty"`
+	// ForbidHostPath refuses hostPath volumes.
+	// +optional
+	ForbidHostPath bool `json:"forbidHostPath,omitempty"`
+	// RequireRunAsNonRoot requires runAsNonRoot: true for every container,
+	// set on the container or inherited from the Pod.
+	// +optional
+	RequireRunAsNonRoot bool `json:"requireRunAsNonRoot,omitempty"`
+	// RequireResourceLimits lists resources (cpu, memory, ...) every regular
+	// and init container must set a limit for.
+	// +optional
+	RequireResourceLimits []string `json:"requireResourceLimits,omitempty"`
+}
+
+// MyAppleRules apply to MyApples (stable.example.com/v1).
+type MyAppleRules struct {
+	// AllowedColors for spec.color.
+	// +optional
+	AllowedColors []string `json:"allowedColors,omitempty"`
+	// AllowedSizes for spec.size.
+	// +optional
+	AllowedSizes []string `json:"allowedSizes,omitempty"`
+	// MinQuantity is the smallest spec.quantity allowed.
+	// +optional
+	MinQuantity *int64 `json:"minQuantity,omitempty"`
+	// MaxQuantity is the largest spec.quantity allowed.
+	// +optional
+	MaxQuantity *int64 `json:"maxQuantity,omitempty"`
+	// MaxTotalQuantityPerNamespace caps the sum of spec.quantity over the
+	// MyApples of a namespace, this one included.
+	// +optional
+	MaxTotalQuantityPerNamespace *int64 `json:"maxTotalQuantityPerNamespace,omitempty"`
+}
+
+// AdmissionPolicyStatus says whether the policy is in force.
+type AdmissionPolicyStatus struct {
+	// ObservedGeneration is the generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Conditions: Ready is True when the current generation is in force,
+	// False with the reason when it is invalid and an earlier one stays in force.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// AdmissionPolicy is a cluster-wide policy judged by policy-webhook.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:scope=Cluster,shortName=ap
+// +kubebuilder:subresource:status
+// +kubebuilder:printcolumn:name="Enforcement",type=string,JSONPath=`.spec.enforcement`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type AdmissionPolicy struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   PolicySpec            `json:"spec,omitempty"`
+	Status AdmissionPolicyStatus `json:"status,omitempty"`
+}
+
+// AdmissionPolicyList is a list of AdmissionPolicies.
+//
+// +kubebuilder:object:root=true
+type AdmissionPolicyList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []AdmissionPolicy `json:"items"`
+}
