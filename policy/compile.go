@@ -1,0 +1,169 @@
+package policy
+
+import (
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
+)
+
+// Policy is a compiled policy: everything a request needs is prepared once
+// here, when the policy changes, so evaluation only compares.
+type Policy struct {
+	Source     Source
+	sourceName string // Source.String(), computed once
+	// Scope is the namespace the policy applies to, "" for every namespace.
+	Scope       string
+	Enforcement v1alpha1.Enforcement
+	// Version identifies the version of the source in force (its
+	// resourceVersion or generation), for status and logs.
+	Version string
+
+	pods, apples bool // which kinds it judges
+	excluded     []string
+	nsSelector   labels.Selector // nil: every namespace
+	objSelector  labels.Selector // nil: every object
+
+	podRules   *podRules
+	appleRules *appleRules
+}
+
+type podRules struct {
+	registries      []string // prefixes without the trailing '/'
+	registriesSlash []string // the same with it, to compare without allocating
+	registryList    string   // for messages
+	disallowedTags  []string
+	requireDigest   bool
+	requiredLabels  []string
+	privileged      bool
+	hostNamespaces  bool
+	hostPath        bool
+	runAsNonRoot    bool
+	limits          []corev1.ResourceName
+}
+
+func (r *podRules) readsImages() bool {
+	return len(r.registries) > 0 || len(r.disallowedTags) > 0 || r.requireDigest
+}
+
+type appleRules struct {
+	colors, sizes       []string
+	colorList, sizeList string
+	min, max, maxTotal  *int64
+}
+
+// Compile validates a spec and prepares it for evaluation. scope is the
+// namespace it applies to ("" for all), see ConfigMapScope.
+func Compile(src Source, scope string, spec *v1alpha1.PolicySpec) (*Policy, error) {
+	if errs := ValidateSpec(spec); len(errs) > 0 {
+		return nil, errs
+	}
+	p := &Policy{
+		Source:      src,
+		sourceName:  src.String(),
+		Scope:       scope,
+		Enforcement: spec.Enforcement,
+		pods:        matchesKind(spec.Match.Kinds, KindPod) && spec.Pods != nil,
+		apples:      matchesKind(spec.Match.Kinds, KindMyApple) && spec.MyApples != nil,
+		excluded:    append([]string(nil), spec.Match.ExcludedNamespaces...),
+	}
+	if p.Enforcement == "" {
+		p.Enforcement = v1alpha1.Deny
+	}
+	var err error
+	if p.nsSelector, err = selector(spec.Match.NamespaceSelector); err != nil {
+		return nil, FieldErrors{{Field: "match.namespaceSelector", Detail: err.Error()}}
+	}
+	if p.objSelector, err = selector(spec.Match.ObjectSelector); err != nil {
+		return nil, FieldErrors{{Field: "match.objectSelector", Detail: err.Error()}}
+	}
+	if spec.Pods != nil {
+		p.podRules = compilePodRules(spec.Pods)
+	}
+	if spec.MyApples != nil {
+		p.appleRules = compileAppleRules(spec.MyApples)
+	}
+	return p, nil
+}
+
+// selector returns nil for an absent or empty selector, so evaluation can
+// skip it without building a label set.
+func selector(s *metav1.LabelSelector) (labels.Selector, error) {
+	if s == nil || (len(s.MatchLabels) == 0 && len(s.MatchExpressions) == 0) {
+		return nil, nil
+	}
+	return metav1.LabelSelectorAsSelector(s)
+}
+
+func compilePodRules(r *v1alpha1.PodRules) *podRules {
+	c := &podRules{
+		disallowedTags: append([]string(nil), r.DisallowedTags...),
+		requireDigest:  r.RequireDigest,
+		requiredLabels: append([]string(nil), r.RequiredLabels...),
+		privileged:     r.ForbidPrivileged,
+		hostNamespaces: r.ForbidHostNamespaces,
+		hostPath:       r.ForbidHostPath,
+		runAsNonRoot:   r.RequireRunAsNonRoot,
+	}
+	for _, reg := range r.AllowedRegistries {
+		p := normaliseRegistry(reg)
+		c.registries = append(c.registries, p)
+		c.registriesSlash = append(c.registriesSlash, p+"/")
+	}
+	c.registryList = strings.Join(c.registriesSlash, ", ")
+	for _, l := range r.RequireResourceLimits {
+		c.limits = append(c.limits, corev1.ResourceName(l))
+	}
+	return c
+}
+
+// normaliseRegistry writes an allowedRegistries entry the way normalised
+// image names are written, so "index.docker.io/" and "docker.io" both match
+// "docker.io/library/nginx".
+func normaliseRegistry(reg string) string {
+	reg = strings.TrimSuffix(reg, "/")
+	host, rest, _ := strings.Cut(reg, "/")
+	if host == "index.docker.io" || host == "registry-1.docker.io" {
+		host = "docker.io"
+	}
+	host = strings.ToLower(host)
+	if rest == "" {
+		return host
+	}
+	return host + "/" + rest
+}
+
+func compileAppleRules(r *v1alpha1.MyAppleRules) *appleRules {
+	return &appleRules{
+		colors:    append([]string(nil), r.AllowedColors...),
+		sizes:     append([]string(nil), r.AllowedSizes...),
+		colorList: strings.Join(r.AllowedColors, ", "),
+		sizeList:  strings.Join(r.AllowedSizes, ", "),
+		min:       r.MinQuantity,
+		max:       r.MaxQuantity,
+		maxTotal:  r.MaxTotalQuantityPerNamespace,
+	}
+}
+
+// judges reports whether the policy has rules for kind.
+func (p *Policy) judges(kind string) bool {
+	switch kind {
+	case KindPod:
+		return p.pods
+	case KindMyApple:
+		return p.apples
+	}
+	return false
+}
+
+func (p *Policy) String() string {
+	scope := "cluster-wide"
+	if p.Scope != "" {
+		scope = "namespace " + p.Scope
+	}
+	return fmt.Sprintf("%s (%s, %s)", p.Source, p.Enforcement, scope)
+}

@@ -1,0 +1,78 @@
+package policy
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
+)
+
+// Violation is one rule one object breaks, with everything its author needs
+// to fix it: which policy, which rule, where in the object, and why.
+type Violation struct {
+	Source      string               `json:"source"`
+	Rule        string               `json:"rule"`
+	Enforcement v1alpha1.Enforcement `json:"enforcement"`
+	Field       string               `json:"field"`
+	Message     string               `json:"message"`
+}
+
+// String is the one-line form used in denials, warnings and `check`:
+// `<source> <rule> <field>: <message>`.
+func (v *Violation) String() string {
+	return v.Source + " " + v.Rule + " " + v.Field + ": " + v.Message
+}
+
+// Decision is the verdict on one request. Every applicable policy is
+// evaluated, so it lists every violation, of every enforcement.
+type Decision struct {
+	Allowed    bool
+	Violations []Violation
+}
+
+// Denials are the Deny violations, the reasons for a refusal.
+func (d *Decision) Denials() []Violation { return d.only(v1alpha1.Deny) }
+
+// Audits are the Audit violations: counted and logged, never shown to the user.
+func (d *Decision) Audits() []Violation { return d.only(v1alpha1.Audit) }
+
+// Warnings are the Warn violations, as AdmissionResponse warnings.
+func (d *Decision) Warnings() []string {
+	var out []string
+	for i := range d.Violations {
+		if d.Violations[i].Enforcement == v1alpha1.Warn {
+			out = append(out, d.Violations[i].String())
+		}
+	}
+	return out
+}
+
+func (d *Decision) only(e v1alpha1.Enforcement) []Violation {
+	var out []Violation
+	for _, v := range d.Violations {
+		if v.Enforcement == e {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// Message is the refusal a user reads from kubectl: every Deny violation,
+// one a line.
+func (d *Decision) Message() string {
+	deny := d.Denials()
+	if len(deny) == 0 {
+		return ""
+	}
+	if len(deny) == 1 {
+		return "policy violation: " + deny[0].String()
+	}
+	var b strings.Builder
+	b.WriteString(strconv.Itoa(len(deny)))
+	b.WriteString(" policy violations:")
+	for i := range deny {
+		b.WriteString("\n- ")
+		b.WriteString(deny[i].String())
+	}
+	return b.String()
+}

@@ -1,0 +1,79 @@
+package policy
+
+import (
+	"encoding/json"
+	"fmt"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Resources the webhook judges, as the API server names them.
+const (
+	GroupMyApple    = "stable.example.com"
+	ResourcePods    = "pods"
+	ResourceApples  = "myapples"
+	SubResEphemeral = "ephemeralcontainers"
+)
+
+// DecodeObject decodes a Pod or a MyApple from JSON.
+func DecodeObject(kind string, raw []byte) (pod *corev1.Pod, apple *MyApple, err error) {
+	switch kind {
+	case KindPod:
+		pod = &corev1.Pod{}
+		if err := json.Unmarshal(raw, pod); err != nil {
+			return nil, nil, fmt.Errorf("decoding Pod: %w", err)
+		}
+		return pod, nil, nil
+	case KindMyApple:
+		apple = &MyApple{}
+		if err := json.Unmarshal(raw, apple); err != nil {
+			return nil, nil, fmt.Errorf("decoding MyApple: %w", err)
+		}
+		return nil, apple, nil
+	}
+	return nil, nil, fmt.Errorf("kind %q is not judged: only Pod and MyApple are", kind)
+}
+
+// KindOf names the kind of an admission by its resource, which, unlike the
+// object's kind, says "pods" for the ephemeralcontainers subresource too.
+// It returns "" for anything else.
+func KindOf(r *admissionv1.AdmissionRequest) string {
+	switch {
+	case r.Resource.Group == "" && r.Resource.Resource == ResourcePods:
+		return KindPod
+	case r.Resource.Group == GroupMyApple && r.Resource.Resource == ResourceApples:
+		return KindMyApple
+	case r.Resource.Resource == "" && r.Kind.Group == "" && r.Kind.Kind == KindPod:
+		return KindPod
+	case r.Resource.Resource == "" && r.Kind.Group == GroupMyApple && r.Kind.Kind == KindMyApple:
+		return KindMyApple
+	}
+	return ""
+}
+
+// RequestFromAdmission turns an AdmissionRequest for a Pod or MyApple into
+// a Request, decoding the object and, on UPDATE, the old one.
+func RequestFromAdmission(r *admissionv1.AdmissionRequest) (*Request, error) {
+	kind := KindOf(r)
+	if kind == "" {
+		return nil, fmt.Errorf("resource %s is not judged: only pods and myapples.stable.example.com are", r.Resource.String())
+	}
+	req := &Request{Kind: kind, Operation: Operation(r.Operation), SubResource: r.SubResource, Namespace: r.Namespace}
+	if len(r.Object.Raw) == 0 {
+		return nil, fmt.Errorf("request.object is empty")
+	}
+	var err error
+	if req.Pod, req.MyApple, err = DecodeObject(kind, r.Object.Raw); err != nil {
+		return nil, fmt.Errorf("request.object: %w", err)
+	}
+	if len(r.OldObject.Raw) > 0 {
+		if req.OldPod, req.OldMyApple, err = DecodeObject(kind, r.OldObject.Raw); err != nil {
+			return nil, fmt.Errorf("request.oldObject: %w", err)
+		}
+	}
+	if req.Namespace == "" {
+		req.Namespace = req.Object().Namespace
+	}
+	return req, nil
+}

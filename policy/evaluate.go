@@ -1,0 +1,156 @@
+package policy
+
+import (
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
+)
+
+// Evaluate judges a request against every policy of the set that applies
+// to it. cluster may be nil when no cluster state is known.
+func (s *Set) Evaluate(req *Request, cluster Cluster) Decision {
+	d := Decision{Allowed: true}
+	ix := s.forKind(req.Kind)
+	if ix == nil {
+		return d
+	}
+	meta := req.Object()
+	// An object already being deleted only loses finalizers; refusing that
+	// would leave it stuck, and nothing it carries can start running.
+	if meta.DeletionTimestamp != nil {
+		return d
+	}
+	e := evaluation{req: req, cluster: cluster, objLabels: meta.Labels}
+	e.cur = newFacts(req.Pod, req.MyApple, s.images)
+	for _, p := range ix.cluster {
+		e.policy(p, &d)
+	}
+	for _, p := range ix.byNamespace[req.Namespace] {
+		e.policy(p, &d)
+	}
+	return d
+}
+
+// evaluation is the state of one request, shared by every policy it meets
+// so that namespace labels are looked up and images parsed once.
+type evaluation struct {
+	req       *Request
+	cluster   Cluster
+	objLabels map[string]string
+
+	nsLoaded bool
+	nsLabels map[string]string
+
+	cur facts
+	old *facts // on UPDATE, built when first needed
+}
+
+func (e *evaluation) policy(p *Policy, d *Decision) {
+	if !e.applies(p) {
+		return
+	}
+	start := len(d.Violations)
+	out := sink{d: d, p: p}
+	e.rules(p, &e.cur, &out, true)
+	if len(d.Violations) > start && e.req.Operation == Update {
+		e.forgiveOld(p, d, start)
+	}
+	if p.Enforcement == v1alpha1.Deny && len(d.Violations) > start {
+		d.Allowed = false
+	}
+}
+
+func (e *evaluation) applies(p *Policy) bool {
+	ns := e.req.Namespace
+	for _, x := range p.excluded {
+		if x == ns {
+			return false
+		}
+	}
+	if p.objSelector != nil && !p.objSelector.Matches(labels.Set(e.objLabels)) {
+		return false
+	}
+	if p.nsSelector != nil && !p.nsSelector.Matches(labels.Set(e.namespaceLabels())) {
+		return false
+	}
+	return true
+}
+
+// namespaceLabels of the request's namespace. A namespace the cache has not
+// seen yet still carries the label the API server always sets, so selectors
+// on kubernetes.io/metadata.name keep working.
+func (e *evaluation) namespaceLabels() map[string]string {
+	if !e.nsLoaded {
+		e.nsLoaded = true
+		if e.cluster != nil {
+			e.nsLabels, _ = e.cluster.NamespaceLabels(e.req.Namespace)
+		}
+		if e.nsLabels == nil {
+			e.nsLabels = map[string]string{"kubernetes.io/metadata.name": e.req.Namespace}
+		}
+	}
+	return e.nsLabels
+}
+
+func (e *evaluation) rules(p *Policy, f *facts, out *sink, current bool) {
+	switch {
+	case f.pod != nil && p.podRules != nil:
+		p.podRules.check(f, out)
+	case f.apple != nil && p.appleRules != nil:
+		p.appleRules.check(f.apple, out)
+		if current {
+			e.quota(p.appleRules, out)
+		}
+	}
+}
+
+// forgiveOld drops the violations, from start on, that the old object
+// already had: an object admitted before a policy existed can still be
+// relabelled, scaled or finalised, while anything an update introduces is
+// judged. The quota rule judges updates itself and is never forgiven.
+func (e *evaluation) forgiveOld(p *Policy, d *Decision, start int) {
+	if e.old == nil {
+		old := newFacts(e.req.OldPod, e.req.OldMyApple, e.cur.images)
+		e.old = &old
+	}
+	if e.old.pod == nil && e.old.apple == nil {
+		return
+	}
+	var before Decision
+	e.rules(p, e.old, &sink{d: &before, p: p}, false)
+	if len(before.Violations) == 0 {
+		return
+	}
+	kept := d.Violations[:start]
+	for _, v := range d.Violations[start:] {
+		if v.Rule == ruleMaxTotal || !hadViolation(before.Violations, &v) {
+			kept = append(kept, v)
+		}
+	}
+	d.Violations = kept
+}
+
+func hadViolation(list []Violation, v *Violation) bool {
+	for i := range list {
+		if list[i].Rule == v.Rule && list[i].Field == v.Field && list[i].Message == v.Message {
+			return true
+		}
+	}
+	return false
+}
+
+// sink collects the violations of one policy.
+type sink struct {
+	d *Decision
+	p *Policy
+}
+
+func (s *sink) add(rule, field, msg string) {
+	s.d.Violations = append(s.d.Violations, Violation{
+		Source:      s.p.sourceName,
+		Rule:        rule,
+		Enforcement: s.p.Enforcement,
+		Field:       field,
+		Message:     msg,
+	})
+}

@@ -1,0 +1,78 @@
+package policy
+
+import (
+	corev1 "k8s.io/api/core/v1"
+)
+
+// facts is what rules read of one object, gathered once per request.
+type facts struct {
+	pod        *corev1.Pod
+	apple      *MyApple
+	containers []container // nil until a pod rule needs them
+	images     *ImageCache
+}
+
+// container is one container of any of the three lists, so rules treat
+// init, regular and ephemeral containers alike.
+type container struct {
+	list   string // containers, initContainers or ephemeralContainers
+	index  int
+	name   string
+	sc     *corev1.SecurityContext
+	limits corev1.ResourceList
+	hasRes bool // ephemeral containers may not set resources
+
+	image  image
+	parsed bool
+}
+
+func newFacts(pod *corev1.Pod, apple *MyApple, images *ImageCache) facts {
+	return facts{pod: pod, apple: apple, images: images}
+}
+
+func (f *facts) allContainers() []container {
+	if f.containers != nil || f.pod == nil {
+		return f.containers
+	}
+	s := &f.pod.Spec
+	cs := make([]container, 0, len(s.InitContainers)+len(s.Containers)+len(s.EphemeralContainers))
+	for i := range s.InitContainers {
+		c := &s.InitContainers[i]
+		cs = append(cs, container{list: "initContainers", index: i, name: c.Name, sc: c.SecurityContext, limits: c.Resources.Limits, hasRes: true, image: image{raw: c.Image}})
+	}
+	for i := range s.Containers {
+		c := &s.Containers[i]
+		cs = append(cs, container{list: "containers", index: i, name: c.Name, sc: c.SecurityContext, limits: c.Resources.Limits, hasRes: true, image: image{raw: c.Image}})
+	}
+	for i := range s.EphemeralContainers {
+		c := &s.EphemeralContainers[i]
+		cs = append(cs, container{list: "ephemeralContainers", index: i, name: c.Name, sc: c.SecurityContext, image: image{raw: c.Image}})
+	}
+	f.containers = cs
+	return cs
+}
+
+// parsedImage normalises the container's image on first use; every later
+// rule and policy reads the same result.
+func (c *container) parsedImage(cache *ImageCache) *image {
+	if !c.parsed {
+		if cache != nil {
+			c.image = cache.parse(c.image.raw)
+		} else {
+			c.image = parseImage(c.image.raw)
+		}
+		c.parsed = true
+	}
+	return &c.image
+}
+
+func (c *container) field(suffix string) string {
+	return "spec." + c.list + "[" + itoa(c.index) + "]." + suffix
+}
+
+func itoa(i int) string {
+	if i >= 0 && i < 10 {
+		return string(rune('0' + i))
+	}
+	return formatInt(int64(i))
+}

@@ -1,0 +1,50 @@
+package policy
+
+import (
+	"fmt"
+)
+
+const (
+	ruleColors   = "myApples.allowedColors"
+	ruleSizes    = "myApples.allowedSizes"
+	ruleMin      = "myApples.minQuantity"
+	ruleMax      = "myApples.maxQuantity"
+	ruleMaxTotal = "myApples.maxTotalQuantityPerNamespace"
+)
+
+func (r *appleRules) check(a *MyApple, out *sink) {
+	if len(r.colors) > 0 && !contains(r.colors, a.Spec.Color) {
+		out.add(ruleColors, "spec.color", fmt.Sprintf("color %q is not allowed: use one of %s", a.Spec.Color, r.colorList))
+	}
+	if len(r.sizes) > 0 && !contains(r.sizes, a.Spec.Size) {
+		out.add(ruleSizes, "spec.size", fmt.Sprintf("size %q is not allowed: use one of %s", a.Spec.Size, r.sizeList))
+	}
+	if r.min != nil && a.Spec.Quantity < *r.min {
+		out.add(ruleMin, "spec.quantity", fmt.Sprintf("quantity %d is below the minimum %d", a.Spec.Quantity, *r.min))
+	}
+	if r.max != nil && a.Spec.Quantity > *r.max {
+		out.add(ruleMax, "spec.quantity", fmt.Sprintf("quantity %d is above the maximum %d", a.Spec.Quantity, *r.max))
+	}
+}
+
+// quota counts the MyApples already in the namespace plus this one. On
+// UPDATE the cached old version is left out, so it is not counted twice, and
+// an update that does not grow the quantity always passes, as with a
+// ResourceQuota: a namespace over its limit can still shrink.
+func (e *evaluation) quota(r *appleRules, out *sink) {
+	if r.maxTotal == nil {
+		return
+	}
+	a := e.req.MyApple
+	if e.req.Operation == Update && e.req.OldMyApple != nil && a.Spec.Quantity <= e.req.OldMyApple.Spec.Quantity {
+		return
+	}
+	var others int64
+	if e.cluster != nil {
+		others = e.cluster.MyAppleQuantity(e.req.Namespace, a.Name)
+	}
+	if total := others + a.Spec.Quantity; total > *r.maxTotal {
+		out.add(ruleMaxTotal, "spec.quantity", fmt.Sprintf("namespace %s would hold %d MyApples (%d in other MyApples + %d here), above the limit %d",
+			e.req.Namespace, total, others, a.Spec.Quantity, *r.maxTotal))
+	}
+}
