@@ -53,3 +53,6 @@ $(TOOLS_DIR)/.complete: hack/tools/go.mod hack/tools/go.sum hack/build-tools.sh
 test: tools ## Unit and end-to-end tests (builds the tools on first use).
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
+
+# Targets kept beside the parts they drive (deploy, bench, ...).
+-include hack/make/*.mk
