@@ -54,7 +54,7 @@ func lessPolicy(a, b *Policy) bool {
 		return a.Scope == ""
 	}
 	if a.Source.Kind != b.Source.Kind {
-		return a.Source.Kind > b.Source.Kind // AdmissionPolicy before ConfigMap
+		return a.Source.Kind < b.Source.Kind // AdmissionPolicy before ConfigMap
 	}
 	if a.Source.Namespace != b.Source.Namespace {
 		return a.Source.Namespace < b.Source.Namespace

@@ -1,0 +1,209 @@
+package check
+
+import (
+	"encoding/json"
+	"fmt"
+
+	admissionv1 "k8s.io/api/admission/v1"
+
+	"github.com/policy-webhook/policy-webhook/policy"
+)
+
+// Result is the verdict on one judged object.
+type Result struct {
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	Allowed   bool   `json:"allowed"`
+	// Warnings are what kubectl would print as warnings: the Warn violations.
+	Warnings []string `json:"warnings"`
+	// Violations lists every violation, of every enforcement.
+	Violations []policy.Violation `json:"violations"`
+}
+
+// Verdict is DENY, WARN or ALLOW.
+func (r *Result) Verdict() string {
+	switch {
+	case !r.Allowed:
+		return "DENY"
+	case len(r.Warnings) > 0:
+		return "WARN"
+	}
+	return "ALLOW"
+}
+
+// Checker judges objects one after another against a fixed set of policies,
+// keeping the cluster state the admitted ones create.
+type Checker struct {
+	opts    Options
+	set     *policy.Set
+	loaded  map[policy.Source]bool
+	cluster *Cluster
+	// applied holds the last admitted version of each object, so that
+	// applying the same object again is judged as an UPDATE of it.
+	applied   map[objectKey][]byte
+	generated int
+}
+
+type objectKey struct{ kind, namespace, name string }
+
+// New compiles the policies among policyDocs. An invalid policy is an error
+// naming its document and the field paths at fault.
+func New(policyDocs []Document, opts Options) (*Checker, error) {
+	if opts.DefaultNamespace == "" {
+		opts.DefaultNamespace = "default"
+	}
+	cluster := NewCluster()
+	policies, loaded, err := loadPolicies(policyDocs, &opts, cluster)
+	if err != nil {
+		return nil, err
+	}
+	return &Checker{
+		opts:    opts,
+		set:     policy.NewSet(policies),
+		loaded:  loaded,
+		cluster: cluster,
+		applied: map[objectKey][]byte{},
+	}, nil
+}
+
+// Policies is how many policies were loaded.
+func (c *Checker) Policies() int { return c.set.Len() }
+
+// Judge judges one document. It returns nil for documents that are not
+// judged: Namespaces (recorded for namespaceSelector) and other kinds
+// (noted).
+func (c *Checker) Judge(d Document) (*Result, error) {
+	switch {
+	case d.Kind == policy.KindPod && d.APIVersion == "v1",
+		d.Kind == policy.KindMyApple && d.APIVersion == policy.GroupMyApple+"/v1":
+		return c.judgeObject(d)
+	case d.Kind == "AdmissionReview" && d.APIVersion == admissionv1.SchemeGroupVersion.String():
+		return c.judgeReview(d)
+	case d.Kind == "Namespace" && d.APIVersion == "v1":
+		var m objectMeta
+		if err := json.Unmarshal(d.Raw, &m); err != nil {
+			return nil, fmt.Errorf("%s: %w", d.Where, err)
+		}
+		c.cluster.SetNamespace(m.Metadata.Name, m.Metadata.Labels)
+		return nil, nil
+	}
+	if !c.isLoadedPolicy(d) {
+		c.opts.notef("%s: skipping %s %s: only Pods, MyApples, Namespaces and AdmissionReviews are judged", d.Where, d.APIVersion, d.Kind)
+	}
+	return nil, nil
+}
+
+// isLoadedPolicy tells a policy object that was also given with -p, which
+// needs no note: passing a whole directory as both is the common case.
+func (c *Checker) isLoadedPolicy(d Document) bool {
+	var m objectMeta
+	if json.Unmarshal(d.Raw, &m) != nil {
+		return false
+	}
+	src := policy.Source{Kind: d.Kind, Name: m.Metadata.Name}
+	if d.Kind == policy.SourceConfigMap {
+		src.Namespace = m.Metadata.Namespace
+		if src.Namespace == "" {
+			src.Namespace = c.opts.DefaultNamespace
+		}
+	}
+	return c.loaded[src]
+}
+
+// judgeObject judges a Pod or MyApple as `kubectl apply` would submit it:
+// a CREATE, or an UPDATE of the version admitted earlier in the input.
+func (c *Checker) judgeObject(d Document) (*Result, error) {
+	pod, apple, err := policy.DecodeObject(d.Kind, d.Raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", d.Where, err)
+	}
+	req := &policy.Request{Kind: d.Kind, Operation: policy.Create, Pod: pod, MyApple: apple}
+	meta := req.Object()
+	if meta.Namespace == "" {
+		meta.Namespace = c.opts.DefaultNamespace
+	}
+	req.Namespace = meta.Namespace
+	if meta.Name == "" && meta.GenerateName == "" {
+		return nil, fmt.Errorf("%s: %s: metadata.name: required", d.Where, d.Kind)
+	}
+	key := objectKey{d.Kind, req.Namespace, meta.Name}
+	if old, ok := c.applied[key]; ok && meta.Name != "" {
+		req.Operation = policy.Update
+		if req.OldPod, req.OldMyApple, err = policy.DecodeObject(d.Kind, old); err != nil {
+			return nil, fmt.Errorf("%s: decoding the earlier version: %w", d.Where, err)
+		}
+	}
+	r := c.decide(req)
+	if r.Allowed && meta.Name != "" {
+		c.applied[key] = d.Raw
+	}
+	return r, nil
+}
+
+// judgeReview judges an AdmissionReview exactly as the webhook would.
+func (c *Checker) judgeReview(d Document) (*Result, error) {
+	var review admissionv1.AdmissionReview
+	if err := json.Unmarshal(d.Raw, &review); err != nil {
+		return nil, fmt.Errorf("%s: AdmissionReview: %w", d.Where, err)
+	}
+	ar := review.Request
+	if ar == nil {
+		return nil, fmt.Errorf("%s: AdmissionReview: request: required", d.Where)
+	}
+	kind := policy.KindOf(ar)
+	switch {
+	case kind == "":
+		c.opts.notef("%s: skipping AdmissionReview for %s: only pods and myapples are judged", d.Where, ar.Resource.String())
+		return nil, nil
+	case ar.Operation != admissionv1.Create && ar.Operation != admissionv1.Update:
+		if kind == policy.KindMyApple && ar.Operation == admissionv1.Delete {
+			c.cluster.DeleteMyApple(ar.Namespace, ar.Name)
+		}
+		c.opts.notef("%s: skipping AdmissionReview %s %s: only CREATE and UPDATE are judged", d.Where, ar.Operation, kind)
+		return nil, nil
+	case ar.SubResource != "" && !(kind == policy.KindPod && ar.SubResource == policy.SubResEphemeral):
+		c.opts.notef("%s: skipping AdmissionReview for %s/%s: that subresource is not judged", d.Where, ar.Resource.Resource, ar.SubResource)
+		return nil, nil
+	}
+	req, err := policy.RequestFromAdmission(ar)
+	if err != nil {
+		return nil, fmt.Errorf("%s: AdmissionReview: %w", d.Where, err)
+	}
+	if req.Namespace == "" {
+		req.Namespace = c.opts.DefaultNamespace
+	}
+	r := c.decide(req)
+	if name := req.Object().Name; r.Allowed && name != "" {
+		c.applied[objectKey{kind, req.Namespace, name}] = ar.Object.Raw
+	}
+	return r, nil
+}
+
+func (c *Checker) decide(req *policy.Request) *Result {
+	d := c.set.Evaluate(req, c.cluster)
+	if d.Allowed && req.MyApple != nil {
+		name := req.MyApple.Name
+		if name == "" {
+			// generateName: the API server would pick a fresh name.
+			c.generated++
+			name = fmt.Sprintf("%s<generated-%d>", req.MyApple.GenerateName, c.generated)
+		}
+		c.cluster.SetMyApple(req.Namespace, name, req.MyApple.Spec.Quantity)
+	}
+	r := &Result{
+		Kind:       req.Kind,
+		Namespace:  req.Namespace,
+		Name:       req.Name(),
+		Allowed:    d.Allowed,
+		Warnings:   d.Warnings(),
+		Violations: d.Violations,
+	}
+	if r.Warnings == nil {
+		r.Warnings = []string{}
+	}
+	if r.Violations == nil {
+		r.Violations = []policy.Violation{}
+	}
+	return r
+}

@@ -1,0 +1,52 @@
+// Command policy-webhook is the admission webhook (`serve`) and its offline
+// twin (`check`), which judges manifests against policy files the way the
+// webhook would judge them in a cluster.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is stamped at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `policy-webhook judges Pod and MyApple admissions against policy.
+
+Usage:
+  policy-webhook check -p PATH [-p PATH ...] [-n NAMESPACE] [-o text|json] FILE ...
+  policy-webhook serve [flags]
+  policy-webhook version
+
+Run "policy-webhook <command> -h" for a command's flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "check":
+		return runCheck(args[1:], stdin, stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, version)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "policy-webhook: unknown command %q\n\n%s", args[0], usage)
+	return exitUsage
+}
