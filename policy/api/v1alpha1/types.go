@@ -21,7 +21,10 @@ const (
 // ConfigMap (data key policy.yaml) or by an AdmissionPolicy (spec).
 type PolicySpec struct {
 	// Enforcement is Deny (the default), Warn or Audit.
+	// On an AdmissionPolicy the API server fills the default in, so that
+	// `kubectl get admissionpolicies` shows it.
 	// +optional
+	// +kubebuilder:default=Deny
 	Enforcement Enforcement `json:"enforcement,omitempty"`
 	// Match narrows which admissions the policy judges.
 	// +optional
