@@ -54,7 +54,7 @@ metadata: {name: unrelated, namespace: team-a}
 data: {x: y}
 `
 
-func newChecker(t *testing.T, notes io.Writer) *Checker {
+func newChecker(t testing.TB, notes io.Writer) *Checker {
 	t.Helper()
 	docs, err := ReadDocuments("policies.yaml", strings.NewReader(testPolicies))
 	if err != nil {
