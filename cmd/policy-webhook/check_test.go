@@ -1,0 +1,87 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const cliPolicy = `apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: registries
+  namespace: team-a
+  labels: {policy.example.com/policy: "true"}
+data:
+  policy.yaml: |
+    pods:
+      allowedRegistries: [registry.example.com]
+`
+
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestCheckCommand(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "policies/nested/registries.yaml", cliPolicy)
+	writeFile(t, dir, "policies/readme.txt", "not read")
+	good := writeFile(t, dir, "good.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: ok}\nspec:\n  containers: [{name: a, image: registry.example.com/app:1}]\n")
+	bad := writeFile(t, dir, "bad.json", `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"bad"},"spec":{"containers":[{"name":"a","image":"registry.example.com.evil.io/app:1"}]}}`)
+	typo := writeFile(t, dir, "typo.yaml", strings.Replace(cliPolicy, "allowedRegistries", "allowedRegistrie", 1))
+	policies := filepath.Join(dir, "policies")
+
+	tests := []struct {
+		name       string
+		args       []string
+		stdin      string
+		wantCode   int
+		wantStdout []string
+		wantStderr []string
+	}{
+		{"admitted", []string{"-p", policies, "-n", "team-a", good}, "", 0, []string{"ALLOW Pod team-a/ok\n"}, nil},
+		{"denied", []string{"-p", policies, "-n", "team-a", good, bad}, "", 1,
+			[]string{"ALLOW Pod team-a/ok\nDENY Pod team-a/bad\n  ConfigMap team-a/registries pods.allowedRegistries spec.containers[0].image: "}, nil},
+		{"policy of another namespace does not apply", []string{"-p", policies, bad}, "", 0, []string{"ALLOW Pod default/bad"}, nil},
+		{"stdin", []string{"-p", policies, "-n", "team-a", "-"}, "apiVersion: v1\nkind: Pod\nmetadata: {name: s}\nspec:\n  containers: [{name: a, image: nginx}]\n", 1,
+			[]string{"DENY Pod team-a/s"}, nil},
+		{"json", []string{"-p", policies, "-n", "team-a", "-o", "json", bad}, "", 1, []string{`"results": [`, `"rule": "pods.allowedRegistries"`, `"allowed": false`}, nil},
+		{"invalid policy", []string{"-p", typo, good}, "", 2, nil,
+			[]string{"typo.yaml: document 1: ConfigMap team-a/registries is not a valid policy: policy.yaml: pods.allowedRegistrie: unknown field"}},
+		{"missing -p", []string{good}, "", 2, nil, []string{"at least one -p PATH is required"}},
+		{"missing files", []string{"-p", policies}, "", 2, nil, []string{"at least one FILE"}},
+		{"bad format", []string{"-p", policies, "-o", "yaml", good}, "", 2, nil, []string{`-o "yaml": must be text or json`}},
+		{"unreadable input", []string{"-p", policies, filepath.Join(dir, "nope.yaml")}, "", 2, nil, []string{"nope.yaml: no such file"}},
+		{"broken input", []string{"-p", policies, "-"}, "kind: Pod\n  x: [", 2, nil, []string{"<stdin>: document 1: invalid YAML"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(context.Background(), append([]string{"check"}, tt.args...), strings.NewReader(tt.stdin), &stdout, &stderr)
+			if code != tt.wantCode {
+				t.Errorf("exit code %d, want %d; stderr: %s", code, tt.wantCode, stderr.String())
+			}
+			for _, w := range tt.wantStdout {
+				if !strings.Contains(stdout.String(), w) {
+					t.Errorf("stdout lacks %q:\n%s", w, stdout.String())
+				}
+			}
+			for _, w := range tt.wantStderr {
+				if !strings.Contains(stderr.String(), w) {
+					t.Errorf("stderr lacks %q:\n%s", w, stderr.String())
+				}
+			}
+		})
+	}
+}
