@@ -294,3 +294,88 @@ func TestCompileRejectsInvalidSpec(t *testing.T) {
 		t.Errorf("compiled %s with enforcement %q", p, p.Enforcement)
 	}
 }
+
+// TestParseReportsEveryProblem: an author fixes a policy in one go, so
+// unknown fields, duplicated keys, values of the wrong type and invalid
+// values are all reported together, each at its exact path.
+func TestParseReportsEveryProblem(t *testing.T) {
+	tests := []struct {
+		name, yaml string
+		want       []string
+	}{
+		// Type errors come in the order of the keys (YAML-to-JSON sorts them).
+		{"two wrong types", "pods:\n  forbidPrivileged: true\nmyApples:\n  minQuantity: x\n  maxQuantity: [1]\n", []string{
+			"myApples.maxQuantity: must be an integer, not array",
+			"myApples.minQuantity: must be an integer, not string",
+		}},
+		{"wrong types and an unknown field", "pods:\n  forbidPrivileged: \"true\"\n  requiredLabels: app\n  foo: 1\n", []string{
+			"pods.forbidPrivileged: must be a boolean (true or false), not string",
+			"pods.requiredLabels: must be a list, not string",
+			"pods.foo: unknown field",
+		}},
+		{"unknown field and an invalid value", "enforcement: Block\npods:\n  forbidPrivilegd: true\n  requiredLabels: [app]\n", []string{
+			"pods.forbidPrivilegd: unknown field",
+			`enforcement: unsupported value "Block": must be one of Deny, Warn, Audit`,
+		}},
+		{"wrong type and an invalid value", "enforcement: Block\nmyApples:\n  minQuantity: ten\n", []string{
+			"myApples.minQuantity: must be an integer, not string",
+			`enforcement: unsupported value "Block": must be one of Deny, Warn, Audit`,
+		}},
+		{"list items of the wrong type", "match:\n  kinds: [Pod, 1, 2]\npods:\n  requiredLabels: [app, true]\n", []string{
+			"match.kinds[1]: must be a string, not number",
+			"match.kinds[2]: must be a string, not number",
+			"pods.requiredLabels[1]: must be a string, not bool",
+		}},
+		{"label values of the wrong type", "match:\n  namespaceSelector:\n    matchLabels: {example.com/tier: 1, env: prod, version: 2}\npods:\n  requiredLabels: [app]\n", []string{
+			"match.namespaceSelector.matchLabels[example.com/tier]: must be a string, not number",
+			"match.namespaceSelector.matchLabels[version]: must be a string, not number",
+		}},
+		{"selector values of the wrong type", "match:\n  objectSelector:\n    matchExpressions:\n    - {key: a, operator: In, values: [x]}\n    - {key: b, operator: In, values: [1]}\npods:\n  requiredLabels: [app]\n", []string{
+			"match.objectSelector.matchExpressions[1].values[0]: must be a string, not number",
+		}},
+		{"the whole policy is a string", `"pods"`, []string{"must be an object holding the policy, not string"}},
+		{"the whole policy is a list", "- pods: {}\n", []string{"must be an object holding the policy, not array"}},
+		{"duplicate key", "pods:\n  forbidPrivileged: true\n  forbidPrivileged: false\n", []string{
+			"pods.forbidPrivileged: duplicate field (lines 2 and 3)",
+		}},
+		{"duplicate section", "pods:\n  requiredLabels: [app]\nmyApples:\n  minQuantity: 1\npods:\n  forbidPrivileged: true\n", []string{
+			"pods: duplicate field (lines 1 and 5)",
+		}},
+		{"duplicate key in JSON", `{"pods": {"requiredLabels": ["app"]}, "pods": {}}`, []string{
+			"pods: duplicate field (line 1, columns 2 and 39)",
+		}},
+		{"duplicate label key", "match:\n  objectSelector:\n    matchLabels:\n      app.kubernetes.io/name: a\n      app.kubernetes.io/name: b\npods:\n  requiredLabels: [app]\n", []string{
+			"match.objectSelector.matchLabels[app.kubernetes.io/name]: duplicate field (lines 4 and 5)",
+		}},
+		{"duplicate in a list item", "match:\n  namespaceSelector:\n    matchExpressions:\n    - key: env\n      key: tier\n      operator: Exists\npods:\n  requiredLabels: [app]\n", []string{
+			"match.namespaceSelector.matchExpressions[0].key: duplicate field (lines 4 and 5)",
+		}},
+		{"two documents", "pods:\n  requiredLabels: [app]\n---\nmyApples:\n  minQuantity: 0\n", []string{
+			"more than one YAML document (---): a policy is a single document",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec, err := ParseSpec([]byte(tt.yaml))
+			if spec != nil {
+				t.Error("got a spec with the error")
+			}
+			checkProblems(t, err, tt.want...)
+		})
+	}
+	// A document marker before the policy, or after it, is one document.
+	for _, y := range []string{"---\npods:\n  requiredLabels: [app]\n", "pods:\n  requiredLabels: [app]\n---\n", "pods:\n  requiredLabels: [app]\n...\n"} {
+		if _, err := ParseSpec([]byte(y)); err != nil {
+			t.Errorf("%q: %v", y, err)
+		}
+	}
+	// Carrier prefixes apply to each problem.
+	_, err := ParseConfigMapData(map[string]string{ConfigMapDataKey: "pods:\n  forbidPrivileged: 1\n  forbidPrivileged: 2\n  x: 1\n"})
+	checkProblems(t, err,
+		"policy.yaml: pods.forbidPrivileged: duplicate field (lines 2 and 3)",
+		"policy.yaml: pods.forbidPrivileged: must be a boolean (true or false), not number",
+		"policy.yaml: pods.x: unknown field",
+	)
+	_, err = ParseAdmissionPolicySpec([]byte(`"x"`))
+	checkProblems(t, err, "spec: must be an object holding the policy, not string")
+}
