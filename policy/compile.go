@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/distribution/reference"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -122,19 +124,30 @@ func compilePodRules(r *v1alpha1.PodRules) *podRules {
 }
 
 // normaliseRegistry writes an allowedRegistries entry the way normalised
-// image names are written, so "index.docker.io/" and "docker.io" both match
-// "docker.io/library/nginx".
+// image names are written, by the same library: "index.docker.io/" and
+// "docker.io" both become docker.io, which "nginx" (docker.io/library/nginx)
+// is under. Two placeholder path components make the library read the
+// entry's own path as written, without adding "library/". Hosts are
+// compared in lower case, as DNS does. ValidateSpec has refused entries
+// the library cannot read.
 func normaliseRegistry(reg string) string {
-	reg = strings.TrimSuffix(reg, "/")
-	host, rest, _ := strings.Cut(reg, "/")
-	if host == "index.docker.io" || host == "registry-1.docker.io" {
-		host = "docker.io"
+	trimmed := strings.TrimSuffix(reg, "/")
+	named, err := reference.ParseNormalizedNamed(trimmed + registryProbe)
+	if err != nil {
+		return strings.ToLower(trimmed)
 	}
-	host = strings.ToLower(host)
-	if rest == "" {
-		return host
+	return lowerDomain(reference.Domain(named), strings.TrimSuffix(named.Name(), registryProbe))
+}
+
+// registryProbe completes an allowedRegistries entry into a repository name.
+const registryProbe = "/x/y"
+
+// lowerDomain lowers the case of the domain that name starts with.
+func lowerDomain(domain, name string) string {
+	if l := strings.ToLower(domain); l != domain {
+		return l + name[len(domain):]
 	}
-	return host + "/" + rest
+	return name
 }
 
 func compileAppleRules(r *v1alpha1.MyAppleRules) *appleRules {

@@ -21,7 +21,8 @@ func parseImage(raw string) image {
 		im.err = err
 		return im
 	}
-	im.name = named.Name()
+	// Registry hosts are case-insensitive; repository paths are lowercase.
+	im.name = lowerDomain(reference.Domain(named), named.Name())
 	if t, ok := named.(reference.Tagged); ok {
 		im.tag = t.Tag()
 	}

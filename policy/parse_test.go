@@ -256,6 +256,11 @@ myApples:
 
 	_, err = ParseSpec([]byte("myApples:\n  minQuantity: 5\n  maxQuantity: 4\n"))
 	checkProblems(t, err, "myApples.maxQuantity: must not be less than minQuantity (5), not 4")
+	_, err = ParseSpec([]byte("pods:\n  allowedRegistries: [myregistry/, ghcr.io/Acme/, localhost/, registry.example.com:5000, index.docker.io/, Registry.Example.com]\n"))
+	checkProblems(t, err,
+		`pods.allowedRegistries[0]: invalid registry prefix "myregistry/": "myregistry" is not a registry host (no dot or port): images such as myregistry/app are pulled from docker.io/myregistry/app; write the registry's full host name, or docker.io/myregistry/ if Docker Hub is meant`,
+		`pods.allowedRegistries[1]: invalid registry prefix "ghcr.io/Acme/": repository paths are lowercase`,
+	)
 	_, err = ParseSpec([]byte("match:\n  kinds: [MyApple]\npods:\n  forbidPrivileged: true\n"))
 	checkProblems(t, err, "pods: these rules never apply: match.kinds leaves out Pod")
 	_, err = ParseSpec([]byte("match:\n  kinds: [Pod]\npods:\n  forbidPrivileged: true\nmyApples:\n  minQuantity: 1\n"))

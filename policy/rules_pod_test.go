@@ -47,6 +47,11 @@ func TestAllowedRegistries(t *testing.T) {
 		{"docker.io organisation", []string{"docker.io/bitnami/"}, "bitnami/redis:7", true},
 		{"a bare host-like name is a docker.io repository", []string{"registry.example.com/"}, "registry.example.com:1", false},
 		{"localhost", []string{"localhost/"}, "localhost/app:1", true},
+		{"registry-1.docker.io is the host the image names", []string{"registry-1.docker.io/"}, "registry-1.docker.io/library/nginx:1", true},
+		{"registry-1.docker.io is not docker.io to the runtime's parser", []string{"registry-1.docker.io/"}, "nginx:1", false},
+		{"image host in upper case", []string{"registry.example.com/"}, "Registry.Example.com/x:1", true},
+		{"entry host in upper case", []string{"Registry.Example.COM/team/"}, "registry.example.com/team/x:1", true},
+		{"upper case host is still a boundary", []string{"registry.example.com/"}, "Registry.Example.com.evil.io/x:1", false},
 		{"second entry", []string{"quay.io/", "ghcr.io/acme/"}, "ghcr.io/acme/app:1", true},
 		{"digest only", []string{"ghcr.io/acme/"}, "ghcr.io/acme/app@" + digestA, true},
 	}

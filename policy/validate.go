@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/distribution/reference"
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -134,6 +135,21 @@ func registryProblem(reg string) string {
 	}
 	if i := strings.LastIndex(trimmed, "/"); i >= 0 && strings.Contains(trimmed[i:], ":") {
 		return "must not carry a tag: it is a prefix of repository names"
+	}
+	if _, path, _ := strings.Cut(trimmed, "/"); strings.ToLower(path) != path {
+		return "repository paths are lowercase"
+	}
+	named, err := reference.ParseNormalizedNamed(trimmed + registryProbe)
+	if err != nil {
+		return "must be a registry host and optional repository path, such as registry.example.com/team/"
+	}
+	// Only a first component with a dot, a port or "localhost" is a host:
+	// the runtime reads "myregistry/app" as docker.io/myregistry/app. An
+	// entry meaning a host that images can never name would deny them all.
+	host, _, _ := strings.Cut(trimmed, "/")
+	if d := reference.Domain(named); !strings.EqualFold(d, host) && !(host == "index.docker.io" && d == "docker.io") {
+		return fmt.Sprintf("%q is not a registry host (no dot or port): images such as %s/app are pulled from %s/%s/app; write the registry's full host name, or %s/%s/ if Docker Hub is meant",
+			host, host, d, host, d, host)
 	}
 	return ""
 }
