@@ -172,7 +172,7 @@ func validateMyAppleRules(r *v1alpha1.MyAppleRules) FieldErrors {
 	if r.MaxQuantity != nil && *r.MaxQuantity < 1 {
 		errs.add("myApples.maxQuantity", fmt.Sprintf("must be at least 1, not %d", *r.MaxQuantity))
 	}
-	if r.MinQuantity != nil && r.MaxQuantity != nil && *r.MinQuantity > *r.MaxQuantity {
+	if r.MinQuantity != nil && r.MaxQuantity != nil && *r.MaxQuantity >= 1 && *r.MinQuantity > *r.MaxQuantity {
 		errs.add("myApples.maxQuantity", fmt.Sprintf("must not be less than minQuantity (%d), not %d", *r.MinQuantity, *r.MaxQuantity))
 	}
 	if r.MaxTotalQuantityPerNamespace != nil && *r.MaxTotalQuantityPerNamespace < 1 {
