@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"math"
 	"testing"
 )
 
@@ -65,6 +66,7 @@ func TestMaxTotalQuantityPerNamespace(t *testing.T) {
 		"team-a": {"a": 50, "b": 30}, // 80 in all
 		"team-b": {"big": 1000},      // another namespace, never counted for team-a
 		"team-c": {"x": 80, "y": 80}, // over the limit already (admitted before the policy)
+		"team-d": {"huge": math.MaxInt64 - 10},
 	}
 	const over = "above the limit 100"
 	tests := []struct {
@@ -85,6 +87,10 @@ func TestMaxTotalQuantityPerNamespace(t *testing.T) {
 		{"update shrinking in a namespace over the limit", appleUpdate(apple("team-c", "x", "red", "small", 80), apple("team-c", "x", "red", "small", 60)), ""},
 		{"update growing in a namespace over the limit", appleUpdate(apple("team-c", "x", "red", "small", 80), apple("team-c", "x", "red", "small", 81)),
 			"namespace team-c would hold 161 MyApples (80 in other MyApples + 81 here)"},
+		// A sum past the int64 range must not wrap around to a small number.
+		{"create overflowing with the others", appleRequest(apple("team-d", "c", "red", "small", 1000)),
+			"namespace team-d would hold more than 9223372036854775807 MyApples (9223372036854775797 in other MyApples + 1000 here), above the limit 100"},
+		{"create of the largest quantity", appleRequest(apple("team-a", "c", "red", "small", math.MaxInt64)), over},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
