@@ -16,8 +16,10 @@ func (s *Set) Evaluate(req *Request, cluster Cluster) Decision {
 	}
 	meta := req.Object()
 	// An object already being deleted only loses finalizers; refusing that
-	// would leave it stuck, and nothing it carries can start running.
-	if meta.DeletionTimestamp != nil {
+	// would leave it stuck, and nothing it carries can start running. Only
+	// the API server sets deletionTimestamp, on an existing object, so a
+	// CREATE (or a manifest judged offline) carrying one is judged.
+	if meta.DeletionTimestamp != nil && req.Operation == Update {
 		return d
 	}
 	e := evaluation{req: req, cluster: cluster, objLabels: meta.Labels}

@@ -375,6 +375,14 @@ func TestDeletingObjectIsNotJudged(t *testing.T) {
 	if d := set.Evaluate(appleUpdate(a, a), testCluster()); !d.Allowed || len(d.Violations) != 0 {
 		t.Errorf("MyApple being deleted: %v", d.Violations)
 	}
+	// Only the API server sets deletionTimestamp, on an existing object: a
+	// manifest judged offline, or a CREATE, that carries one is judged.
+	if d := set.Evaluate(podRequest(pod), testCluster()); d.Allowed {
+		t.Error("CREATE with a deletionTimestamp was not judged")
+	}
+	if d := set.Evaluate(appleRequest(a), testCluster()); d.Allowed {
+		t.Error("MyApple CREATE with a deletionTimestamp was not judged")
+	}
 }
 
 func TestEvaluateOddRequests(t *testing.T) {
