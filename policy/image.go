@@ -1,6 +1,9 @@
 package policy
 
 import (
+	"fmt"
+	"strconv"
+
 	"github.com/distribution/reference"
 )
 
@@ -14,8 +17,18 @@ type image struct {
 	err    error  // the reference does not parse
 }
 
+// maxReferenceLength is well above the longest valid reference (a name of
+// 255 characters, a tag of 128, a sha512 digest), and bounds what an image
+// string can cost: the API server accepts any string as an image, and the
+// reference grammar is a regular expression that takes seconds on megabytes.
+const maxReferenceLength = 1024
+
 func parseImage(raw string) image {
 	im := image{raw: raw}
+	if len(raw) > maxReferenceLength {
+		im.err = fmt.Errorf("it is %d characters long; no valid reference is longer than %d", len(raw), maxReferenceLength)
+		return im
+	}
 	named, err := reference.ParseNormalizedNamed(raw)
 	if err != nil {
 		im.err = err
@@ -67,4 +80,14 @@ func (im *image) allowedBy(r *podRules) bool {
 
 func hasPrefix(s, prefix string) bool {
 	return len(s) >= len(prefix) && s[:len(prefix)] == prefix
+}
+
+// quoted is the reference as written, quoted for messages, cut short when
+// it is too long to be a reference: denials must stay readable and small.
+func (im *image) quoted() string {
+	const keep = 64
+	if len(im.raw) <= maxReferenceLength {
+		return strconv.Quote(im.raw)
+	}
+	return strconv.Quote(im.raw[:keep]) + "..."
 }

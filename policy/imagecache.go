@@ -27,6 +27,10 @@ func NewImageCache(capacity int) *ImageCache {
 }
 
 func (c *ImageCache) parse(raw string) image {
+	if len(raw) > maxReferenceLength {
+		// Never valid, cheap to refuse, and not worth keeping as a key.
+		return parseImage(raw)
+	}
 	if v, ok := c.m.Load(raw); ok {
 		return *v.(*image)
 	}

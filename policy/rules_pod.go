@@ -83,7 +83,7 @@ func (r *podRules) checkImage(f *facts, c *container, out *sink) {
 		default:
 			rule = ruleDigest
 		}
-		out.add(rule, c.field("image"), fmt.Sprintf("image %q is not a valid image reference: %v", im.raw, im.err))
+		out.add(rule, c.field("image"), fmt.Sprintf("image %s is not a valid image reference: %v", im.quoted(), im.err))
 		return
 	}
 	if len(r.registries) > 0 && !im.allowedBy(r) {

@@ -92,6 +92,12 @@ func TestInvalidImage(t *testing.T) {
 			checkViolations(t, d.Violations, want{tt.rule, "spec.containers[0].image", `image "Nginx:1" is not a valid image reference`})
 		})
 	}
+	t.Run("huge", func(t *testing.T) {
+		huge := "registry.example.com/" + strings.Repeat("a", 1<<20)
+		d := evalImage(t, clusterPolicy(t, "pods:\n  allowedRegistries: [registry.example.com/]\n"), huge)
+		checkViolations(t, d.Violations, want{ruleRegistries, "spec.containers[0].image",
+			`image "registry.example.com/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"... is not a valid image reference: it is 1048597 characters long; no valid reference is longer than 1024`})
+	})
 	t.Run("rules that do not read images ignore it", func(t *testing.T) {
 		d := evalImage(t, clusterPolicy(t, "pods:\n  forbidPrivileged: true\n"), "Nginx:1")
 		checkViolations(t, d.Violations)
