@@ -61,6 +61,10 @@ type appleRules struct {
 // Compile validates a spec and prepares it for evaluation. scope is the
 // namespace it applies to ("" for all), see ConfigMapScope.
 func Compile(src Source, scope string, spec *v1alpha1.PolicySpec) (*Policy, error) {
+	if spec == nil {
+		// An AdmissionPolicy without a spec reaches here from a typed client.
+		return nil, FieldErrors{{Field: "spec", Detail: "required"}}
+	}
 	if errs := ValidateSpec(spec); len(errs) > 0 {
 		return nil, errs
 	}

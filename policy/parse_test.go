@@ -288,6 +288,9 @@ func lines(l []string) string {
 }
 
 func TestCompileRejectsInvalidSpec(t *testing.T) {
+	if _, err := Compile(Source{Kind: SourceAdmissionPolicy, Name: "x"}, "", nil); err == nil {
+		t.Error("nil spec compiled")
+	}
 	_, err := Compile(Source{Kind: SourceAdmissionPolicy, Name: "x"}, "", &v1alpha1.PolicySpec{Enforcement: "Sometimes", Pods: &v1alpha1.PodRules{}})
 	checkProblems(t, err, `enforcement: unsupported value "Sometimes": must be one of Deny, Warn, Audit`)
 	p, err := Compile(Source{Kind: SourceAdmissionPolicy, Name: "x"}, "", &v1alpha1.PolicySpec{Pods: &v1alpha1.PodRules{ForbidPrivileged: true}})
