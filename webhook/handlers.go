@@ -1,0 +1,25 @@
+package webhook
+
+import (
+	"net/http"
+
+	"github.com/go-logr/logr"
+
+	"github.com/policy-webhook/policy-webhook/policy"
+)
+
+// Webhook paths, as the ValidatingWebhookConfiguration names them.
+const (
+	PathPods     = "/validate-pods"
+	PathMyApples = "/validate-myapples"
+	PathPolicies = "/validate-policies"
+)
+
+// handlers builds the http.Handler of every path.
+func handlers(judge Judge, failOpen bool, m *metrics, log logr.Logger) map[string]http.Handler {
+	return map[string]http.Handler{
+		PathPods:     newReviewHandler(newAdmitHandler(policy.KindPod, judge, failOpen, m, log.WithName("pods")), m, log),
+		PathMyApples: newReviewHandler(newAdmitHandler(policy.KindMyApple, judge, failOpen, m, log.WithName("myapples")), m, log),
+		PathPolicies: newReviewHandler(&policyHandler{metrics: m, log: log.WithName("policies")}, m, log),
+	}
+}

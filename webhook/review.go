@@ -1,0 +1,180 @@
+package webhook
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/go-logr/logr"
+	admissionv1 "k8s.io/api/admission/v1"
+	admissionv1beta1 "k8s.io/api/admission/v1beta1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+)
+
+// DefaultMaxRequestBytes bounds an AdmissionReview body. An UPDATE carries
+// two objects, each up to etcd's 1.5 MiB limit and larger again as JSON;
+// refusing a legitimate review would fail the user's request, so the bound
+// is controller-runtime's generous 7 MiB rather than something tighter.
+const DefaultMaxRequestBytes = 7 << 20
+
+// reviewHandler is the HTTP side of one webhook path: it checks the HTTP
+// request, decodes the AdmissionReview, asks its admission.Handler for the
+// verdict and writes the review back. Problems with the HTTP request
+// itself get a 4xx status and a plain-text reason, which is what a person
+// with curl, a load generator and the API server's error message all show
+// best; anything about the object being admitted is a verdict instead.
+type reviewHandler struct {
+	handler  admission.Handler
+	metrics  *metrics
+	log      logr.Logger
+	maxBytes int64
+}
+
+func newReviewHandler(h admission.Handler, m *metrics, log logr.Logger) *reviewHandler {
+	return &reviewHandler{handler: h, metrics: m, log: log, maxBytes: DefaultMaxRequestBytes}
+}
+
+var (
+	reviewV1      = admissionv1.SchemeGroupVersion.String()
+	reviewV1beta1 = admissionv1beta1.SchemeGroupVersion.String()
+)
+
+const reviewKind = "AdmissionReview"
+
+func (h *reviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	defer func() {
+		p := recover()
+		if p == nil {
+			return
+		}
+		if p == http.ErrAbortHandler { //nolint:errorlint // sentinel value, compared as net/http does
+			panic(p)
+		}
+		h.metrics.requestError(errPanic)
+		h.log.Error(fmt.Errorf("panic: %v", p), "Recovered from a panic while serving an admission review",
+			"path", r.URL.Path, "stack", string(debug.Stack()))
+		// If the response was already started this only appends, which
+		// the client sees as a broken response: still not a crash.
+		httpError(w, http.StatusInternalServerError, "policy-webhook: internal error while judging the request; the webhook's log has the details")
+	}()
+
+	if r.Method != http.MethodPost {
+		h.metrics.requestError(errMethod)
+		w.Header().Set("Allow", http.MethodPost)
+		httpError(w, http.StatusMethodNotAllowed, "policy-webhook: method "+r.Method+" is not allowed: POST an AdmissionReview")
+		return
+	}
+	if ct := r.Header.Get("Content-Type"); !isJSON(ct) {
+		h.metrics.requestError(errContentType)
+		httpError(w, http.StatusUnsupportedMediaType, "policy-webhook: content type "+strconv.Quote(ct)+" is not supported: send application/json")
+		return
+	}
+	body, err := h.readBody(w, r)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			h.metrics.requestError(errTooLarge)
+			httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("policy-webhook: the request body is larger than the limit of %d bytes", h.maxBytes))
+			return
+		}
+		h.metrics.requestError(errMalformed)
+		httpError(w, http.StatusBadRequest, "policy-webhook: reading the request body: "+err.Error())
+		return
+	}
+
+	var req admission.Request
+	review := admissionv1.AdmissionReview{Request: &req.AdmissionRequest}
+	if msg := decodeReview(body, &review); msg != "" {
+		h.metrics.requestError(errMalformed)
+		httpError(w, http.StatusBadRequest, "policy-webhook: "+msg)
+		return
+	}
+
+	resp := h.handler.Handle(r.Context(), req)
+	// The response must answer the same review and speak its version: the
+	// v1beta1 envelope is field for field the same as v1.
+	resp.UID = req.UID
+	out := admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: review.APIVersion, Kind: reviewKind},
+		Response: &resp.AdmissionResponse,
+	}
+	if out.APIVersion == "" {
+		out.APIVersion = reviewV1
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if err := json.NewEncoder(w).Encode(&out); err != nil {
+		// The client went away: nothing left to tell it.
+		h.metrics.requestError(errWrite)
+		h.log.V(1).Info("Writing an admission response failed", "uid", req.UID, "error", err.Error())
+	}
+	h.metrics.duration(kindOf(req.Kind.Kind), time.Since(start))
+}
+
+// readBody reads the whole body, refusing more than maxBytes. A known
+// length is checked before reading and sizes the buffer exactly.
+func (h *reviewHandler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	if r.ContentLength > h.maxBytes {
+		return nil, &http.MaxBytesError{Limit: h.maxBytes}
+	}
+	body := http.MaxBytesReader(w, r.Body, h.maxBytes)
+	if r.ContentLength >= 0 {
+		// One spare byte so that a body longer than announced is seen.
+		buf := make([]byte, r.ContentLength, r.ContentLength+1)
+		if _, err := io.ReadFull(body, buf); err != nil {
+			return nil, err
+		}
+		return buf, nil
+	}
+	return io.ReadAll(body)
+}
+
+// decodeReview decodes body into review, whose Request already points at
+// where the request should go. It returns what is wrong, or "".
+func decodeReview(body []byte, review *admissionv1.AdmissionReview) string {
+	if len(body) == 0 {
+		return "the request body is empty: POST an AdmissionReview"
+	}
+	if err := json.Unmarshal(body, review); err != nil {
+		return "the request body is not a valid AdmissionReview: " + err.Error()
+	}
+	switch review.APIVersion {
+	case reviewV1, reviewV1beta1, "":
+	default:
+		return "AdmissionReview apiVersion " + strconv.Quote(review.APIVersion) + " is not supported: send " + reviewV1
+	}
+	if review.Kind != reviewKind && review.Kind != "" {
+		return "expected kind AdmissionReview, got " + strconv.Quote(review.Kind)
+	}
+	// Request was pointed at the caller's value before decoding, to save
+	// a copy: without a "request" key it stays there, empty.
+	r := review.Request
+	if r == nil || (r.UID == "" && r.Operation == "" && r.Kind.Kind == "" && r.Resource.Resource == "" && len(r.Object.Raw) == 0) {
+		return "the AdmissionReview has no request"
+	}
+	if r.UID == "" {
+		return "the AdmissionReview request has no uid"
+	}
+	return ""
+}
+
+// isJSON reports whether a Content-Type names JSON. The API server sends
+// exactly "application/json"; parameters such as a charset are accepted.
+func isJSON(ct string) bool {
+	if ct == "application/json" {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && mt == "application/json"
+}
+
+func httpError(w http.ResponseWriter, code int, msg string) {
+	http.Error(w, msg, code)
+}
