@@ -127,39 +127,34 @@ type lazyObserver struct {
 	o    prometheus.Observer
 }
 
-// newMetrics registers the metrics with reg. A second server in the same
-// process (tests run several) shares the collectors the first registered.
+// newMetrics registers the metrics with reg.
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
-	m := &metrics{}
-	var err error
-	if m.admissionsVec, err = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "policy_webhook_admissions_total",
-		Help: "Admission requests answered, by kind, operation and verdict " +
-			"(allowed, denied, not_synced, allowed_not_synced, skipped, error).",
-	}, []string{"kind", "operation", "verdict"})); err != nil {
-		return nil, err
+	m := &metrics{
+		admissionsVec: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "policy_webhook_admissions_total",
+			Help: "Admission requests answered, by kind, operation and verdict " +
+				"(allowed, denied, not_synced, allowed_not_synced, skipped, error).",
+		}, []string{"kind", "operation", "verdict"}),
+		durationVec: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "policy_webhook_admission_duration_seconds",
+			Help: "Time from reading an AdmissionReview to writing its response, by kind.",
+			// 25µs to 0.2s: an answer from memory takes tens of microseconds.
+			Buckets: prometheus.ExponentialBuckets(25e-6, 2, 14),
+		}, []string{"kind"}),
+		violations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "policy_webhook_violations_total",
+			Help: "Policy violations found in admitted or refused objects, by rule and enforcement (Deny, Warn, Audit).",
+		}, []string{"rule", "enforcement"}),
 	}
-	if m.durationVec, err = register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "policy_webhook_admission_duration_seconds",
-		Help: "Time from reading an AdmissionReview to writing its response, by kind.",
-		// 25µs to 0.2s: an answer from memory takes tens of microseconds.
-		Buckets: prometheus.ExponentialBuckets(25e-6, 2, 14),
-	}, []string{"kind"})); err != nil {
-		return nil, err
-	}
-	if m.violations, err = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "policy_webhook_violations_total",
-		Help: "Policy violations found in admitted or refused objects, by rule and enforcement (Deny, Warn, Audit).",
-	}, []string{"rule", "enforcement"})); err != nil {
-		return nil, err
-	}
-	errs, err := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	errs := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "policy_webhook_request_errors_total",
 		Help: "HTTP requests refused before judging, by reason " +
 			"(method_not_allowed, unsupported_media_type, too_large, malformed, panic, write).",
-	}, []string{"reason"}))
-	if err != nil {
-		return nil, err
+	}, []string{"reason"})
+	for _, c := range []prometheus.Collector{m.admissionsVec, m.durationVec, m.violations, errs} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("registering the webhook's metrics: %w", err)
+		}
 	}
 	// Every reason is exported from the start, so an alert on its rate
 	// works before the first error.
@@ -169,18 +164,30 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	return m, nil
 }
 
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		var zero C
-		return zero, fmt.Errorf("registering metric: %w", err)
+// replacingRegisterer registers collectors in place of any registered
+// before under the same names. A process runs one server, but tests run
+// several in turn, and each must export its own metrics, not fail to start
+// or leave the metrics of a server that has stopped.
+type replacingRegisterer struct {
+	prometheus.Registerer
+}
+
+func (r replacingRegisterer) Register(c prometheus.Collector) error {
+	err := r.Registerer.Register(c)
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		r.Unregister(are.ExistingCollector)
+		return r.Registerer.Register(c)
 	}
-	return c, nil
+	return err
+}
+
+func (r replacingRegisterer) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := r.Register(c); err != nil {
+			panic(err)
+		}
+	}
 }
 
 func (m *metrics) admission(k kindIndex, op opIndex, v verdictIndex) {

@@ -1,0 +1,93 @@
+package webhook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+)
+
+// readiness is what /readyz reports: ready only while the policy cache
+// has synced, a valid certificate is loaded, the webhook server accepts
+// TLS connections, and shutdown has not begun.
+type readiness struct {
+	stopping atomic.Bool
+	judge    Judge
+	certs    *certwatcher.CertWatcher
+	certDir  string
+	server   healthz.Checker // the webhook server's StartedChecker
+	now      func() time.Time
+}
+
+type namedCheck struct {
+	name  string
+	check healthz.Checker
+}
+
+func (r *readiness) checks() []namedCheck {
+	return []namedCheck{
+		{"shutdown", r.checkShutdown},
+		{"policy-cache", r.checkCache},
+		{"certificate", r.checkCertificate},
+		{"webhook-server", r.server},
+	}
+}
+
+func (r *readiness) checkShutdown(*http.Request) error {
+	if r.stopping.Load() {
+		return errors.New("shutting down")
+	}
+	return nil
+}
+
+func (r *readiness) checkCache(*http.Request) error {
+	if !r.judge.HasSynced() {
+		return errors.New("the policy cache has not synced yet")
+	}
+	return nil
+}
+
+func (r *readiness) checkCertificate(*http.Request) error {
+	cert, _ := r.certs.GetCertificate(nil)
+	if cert == nil {
+		return fmt.Errorf("no serving certificate loaded from %s", r.certDir)
+	}
+	// The API server refuses an expired certificate: say so here rather
+	// than leave operators to find it in the API server's log.
+	if cert.Leaf != nil && r.now().After(cert.Leaf.NotAfter) {
+		return fmt.Errorf("the serving certificate in %s expired at %s", r.certDir, cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// ready runs every check, as /readyz does.
+func (r *readiness) ready() bool {
+	for _, c := range r.checks() {
+		if c.check(nil) != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// notifyReady calls fn once, the first time every check passes.
+func (r *readiness) notifyReady(ctx context.Context, fn func()) {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if r.ready() {
+			fn()
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}

@@ -1,0 +1,214 @@
+package webhook
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	"github.com/policy-webhook/policy-webhook/policy/live"
+)
+
+// Serving certificate file names in CertDir, as cert-manager writes them.
+const (
+	CertFile = "tls.crt"
+	KeyFile  = "tls.key"
+)
+
+// Run serves the webhook until ctx is cancelled: the policy cache, the
+// TLS webhook server, metrics and health probes. On cancellation it stops
+// being ready, keeps serving for ShutdownDelay, then stops accepting
+// connections, lets requests in flight finish, stops the cache and returns
+// nil. It returns an error if it cannot start, or if a part fails.
+func Run(ctx context.Context, opts Options) error {
+	opts = opts.withDefaults()
+	if err := opts.validate(); err != nil {
+		return fmt.Errorf("invalid webhook options: %w", err)
+	}
+	log := opts.Log
+
+	cfg := rest.CopyConfig(opts.RestConfig)
+	if cfg.QPS == 0 {
+		cfg.QPS = -1
+	}
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = "policy-webhook"
+	}
+	certs, err := certwatcher.New(filepath.Join(opts.CertDir, CertFile), filepath.Join(opts.CertDir, KeyFile))
+	if err != nil {
+		return fmt.Errorf("loading the serving certificate from %s: %w", opts.CertDir, err)
+	}
+
+	cache, err := newCache(cfg, opts)
+	if err != nil {
+		return err
+	}
+
+	webhookServer := crwebhook.NewServer(crwebhook.Options{
+		Host:    opts.Host,
+		Port:    opts.Port,
+		CertDir: opts.CertDir,
+		// GetCertificate set here keeps the server from loading the files
+		// a second time: the one watcher both serves and reports readiness.
+		TLSOpts: []func(*tls.Config){func(c *tls.Config) {
+			c.GetCertificate = certs.GetCertificate
+			c.MinVersion = tls.VersionTLS12
+		}},
+	})
+	mgrOpts := manager.Options{
+		Metrics:                 metricsserver.Options{BindAddress: disabledIfEmpty(opts.MetricsBindAddress)},
+		HealthProbeBindAddress:  disabledIfEmpty(opts.HealthProbeBindAddress),
+		PprofBindAddress:        disabledIfEmpty(opts.PprofBindAddress),
+		WebhookServer:           webhookServer,
+		LeaderElection:          false,
+		GracefulShutdownTimeout: &opts.GracefulShutdownTimeout,
+	}
+	if log.GetSink() != nil {
+		mgrOpts.Logger = log
+	}
+	// The manager's own cache and client stay unused: nothing asks them
+	// for an informer, so they start none and list nothing.
+	mgr, err := manager.New(cfg, mgrOpts)
+	if err != nil {
+		return fmt.Errorf("creating the manager: %w", err)
+	}
+
+	// Asking the manager for its webhook server is what adds the server
+	// to the manager's runnables.
+	server := mgr.GetWebhookServer()
+
+	m, err := newMetrics(replacingRegisterer{crmetrics.Registry})
+	if err != nil {
+		return err
+	}
+	for path, h := range handlers(cache, opts.FailOpenBeforeSync, m, log.WithName("admission")) {
+		server.Register(path, h)
+	}
+	if err := mgr.Add(certs); err != nil {
+		return fmt.Errorf("adding the certificate watcher: %w", err)
+	}
+
+	ready := &readiness{judge: cache, certs: certs, certDir: opts.CertDir, server: server.StartedChecker(), now: time.Now}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return fmt.Errorf("adding the liveness check: %w", err)
+	}
+	for _, c := range ready.checks() {
+		if err := mgr.AddReadyzCheck(c.name, c.check); err != nil {
+			return fmt.Errorf("adding the readiness check %s: %w", c.name, err)
+		}
+	}
+
+	return serve(ctx, opts, mgr, cache, ready)
+}
+
+// serve runs the manager and the cache and orders their shutdown. The
+// cache runs outside the manager because the manager stops it before the
+// webhook server, and requests still in flight then should be judged by a
+// running cache.
+func serve(ctx context.Context, opts Options, mgr manager.Manager, cache *live.Cache, ready *readiness) error {
+	log := opts.Log
+	// Both outlive ctx on purpose: shutdown is this function's to order.
+	mgrCtx, stopMgr := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopMgr()
+	cacheCtx, stopCache := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopCache()
+
+	cacheDone := make(chan error, 1)
+	go func() { cacheDone <- cache.Start(cacheCtx) }()
+	mgrDone := make(chan error, 1)
+	go func() { mgrDone <- mgr.Start(mgrCtx) }()
+	if opts.OnReady != nil {
+		go ready.notifyReady(mgrCtx, opts.OnReady)
+	}
+
+	stopCacheAndWait := func() error {
+		stopCache()
+		if err := <-cacheDone; err != nil {
+			return fmt.Errorf("policy cache: %w", err)
+		}
+		return nil
+	}
+
+	select {
+	case <-ctx.Done():
+	case err := <-mgrDone:
+		// The manager only returns before being asked to on failure,
+		// such as a port already in use.
+		if err == nil {
+			err = errors.New("stopped unexpectedly")
+		}
+		return errors.Join(fmt.Errorf("webhook server: %w", err), stopCacheAndWait())
+	case err := <-cacheDone:
+		if err == nil {
+			err = errors.New("stopped unexpectedly")
+		}
+		stopMgr()
+		return errors.Join(fmt.Errorf("policy cache: %w", err), <-mgrDone)
+	}
+
+	log.Info("Shutting down: no longer ready", "shutdownDelay", opts.ShutdownDelay)
+	ready.stopping.Store(true)
+	if opts.ShutdownDelay > 0 {
+		select {
+		case <-time.After(opts.ShutdownDelay):
+		case err := <-mgrDone:
+			return errors.Join(fmt.Errorf("webhook server during shutdown: %w", err), stopCacheAndWait())
+		}
+	}
+	log.Info("Shutting down: stopping the server; requests in flight finish")
+	stopMgr()
+	mgrErr := <-mgrDone
+	if mgrErr != nil {
+		mgrErr = fmt.Errorf("stopping the webhook server: %w", mgrErr)
+	}
+	err := errors.Join(mgrErr, stopCacheAndWait())
+	log.Info("Shut down")
+	return err
+}
+
+// newCache builds the clients, all from cfg and sharing one HTTP client,
+// and the live policy cache on them.
+func newCache(cfg *rest.Config, opts Options) (*live.Cache, error) {
+	httpClient, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating the HTTP client for the API server: %w", err)
+	}
+	dyn, err := dynamic.NewForConfigAndClient(cfg, httpClient)
+	if err != nil {
+		return nil, fmt.Errorf("creating the dynamic client: %w", err)
+	}
+	md, err := metadata.NewForConfigAndClient(cfg, httpClient)
+	if err != nil {
+		return nil, fmt.Errorf("creating the metadata client: %w", err)
+	}
+	kube, err := kubernetes.NewForConfigAndClient(cfg, httpClient)
+	if err != nil {
+		return nil, fmt.Errorf("creating the Kubernetes client: %w", err)
+	}
+	cache, err := live.New(live.Config{
+		Dynamic:         dyn,
+		Metadata:        md,
+		Kube:            kube,
+		PolicyNamespace: opts.PolicyNamespace,
+		Log:             opts.Log.WithName("cache"),
+		Metrics:         replacingRegisterer{crmetrics.Registry},
+		ResyncPeriod:    opts.ResyncPeriod,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating the policy cache: %w", err)
+	}
+	return cache, nil
+}
