@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"strings"
 )
 
@@ -42,6 +43,14 @@ func (l FieldErrors) prefixed(prefix string, sep string) FieldErrors {
 		out[i] = &FieldError{Field: f, Detail: e.Detail}
 	}
 	return out
+}
+
+// capped keeps the first n problems and says how many more there were.
+func (l FieldErrors) capped(n int) FieldErrors {
+	if len(l) <= n {
+		return l
+	}
+	return append(l[:n:n], &FieldError{Detail: fmt.Sprintf("and %d more problems", len(l)-n)})
 }
 
 func (l *FieldErrors) add(field, format string) {

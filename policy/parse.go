@@ -8,6 +8,7 @@ import (
 	"io"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 
 	yaml3 "go.yaml.in/yaml/v3"
@@ -19,10 +20,6 @@ import (
 
 // ConfigMapDataKey is the ConfigMap data key that carries a policy spec.
 const ConfigMapDataKey = "policy.yaml"
-
-// maxTypeErrors bounds how many values of the wrong type one parse reports;
-// past it the author has enough to fix.
-const maxTypeErrors = 32
 
 // ParseSpec reads a policy spec from YAML or JSON, strictly: an unknown or
 // duplicated field and a value of the wrong type are errors with their field
@@ -41,9 +38,13 @@ func ParseSpec(data []byte) (*v1alpha1.PolicySpec, error) {
 	// YAML itself.
 	errs := yamlStructure(data)
 	spec := &v1alpha1.PolicySpec{}
-	decodeErrs, typed, complete := decodeStrict(js, spec)
+	decodeErrs, typedPaths, complete := decodeStrict(js, spec)
 	errs = append(errs, decodeErrs...)
 	if complete {
+		typed := make(map[string]bool, len(typedPaths))
+		for _, p := range typedPaths {
+			typed[p] = true
+		}
 		for _, e := range ValidateSpec(spec) {
 			switch {
 			case e.Field == "" && len(errs) > 0:
@@ -56,10 +57,15 @@ func ParseSpec(data []byte) (*v1alpha1.PolicySpec, error) {
 		}
 	}
 	if len(errs) > 0 {
-		return nil, errs
+		return nil, errs.capped(maxProblems)
 	}
 	return spec, nil
 }
+
+// maxProblems is how many problems of one policy are reported: enough to
+// fix a real policy in one go, while a generated one with thousands of
+// mistakes still gets a denial of readable size.
+const maxProblems = 50
 
 // yamlStructure reports what YAML-to-JSON conversion would silently lose: a
 // key set twice in one mapping, and documents after the first.
@@ -150,60 +156,44 @@ func isIdentifier(s string) bool {
 }
 
 // decodeStrict decodes js into spec and reports unknown fields and values of
-// the wrong type, each with its path from the spec root. To report every
-// wrong value, not only the first, each one is replaced by the zero value of
-// the right type and the document decoded again. typed lists the paths of
-// the replaced values; complete says whether spec now holds the document.
+// the wrong type, each with its path from the spec root. typed lists the
+// paths of the values of the wrong type; complete says whether spec holds
+// the rest of the document.
 func decodeStrict(js []byte, spec *v1alpha1.PolicySpec) (errs FieldErrors, typed []string, complete bool) {
-	var tree any
-	for range maxTypeErrors {
+	strict, err := kjson.UnmarshalStrict(js, spec)
+	if err != nil {
+		// The strict decoder stops at the first value of the wrong type,
+		// before it reports unknown fields. Find every such value on the
+		// generic form of the document, in one pass, replace each by the
+		// zero value of the right type, and decode that instead.
+		var tree any
+		d := json.NewDecoder(bytes.NewReader(js))
+		d.UseNumber()
+		if d.Decode(&tree) != nil {
+			return FieldErrors{otherDecodeError(err)}, nil, false
+		}
+		var c typeChecker
+		tree = c.check(reflect.TypeFor[v1alpha1.PolicySpec](), tree, "")
+		errs, typed = c.errs, c.paths
+		fixed, merr := json.Marshal(tree)
+		if merr != nil {
+			return append(errs, otherDecodeError(merr)), typed, false
+		}
 		*spec = v1alpha1.PolicySpec{}
-		strict, err := kjson.UnmarshalStrict(js, spec)
-		if err == nil {
-			for _, se := range strict {
-				var fe kjson.FieldError
-				if errors.As(se, &fe) {
-					kind, _, _ := strings.Cut(se.Error(), " \"")
-					errs.add(fe.FieldPath(), kind)
-					continue
-				}
-				errs.add("", se.Error())
-			}
-			return errs, typed, true
-		}
-		var te *json.UnmarshalTypeError
-		if err2 := json.Unmarshal(js, &v1alpha1.PolicySpec{}); !errors.As(err2, &te) {
-			return append(errs, otherDecodeError(err)), typed, false
-		}
-		if tree == nil {
-			d := json.NewDecoder(bytes.NewReader(js))
-			d.UseNumber()
-			if d.Decode(&tree) != nil {
-				return append(errs, otherDecodeError(err)), typed, false
-			}
-		}
-		paths := replaceWrongType(&tree, te)
-		if len(paths) == 0 {
-			// The standard library's path does not lead to the value:
-			// report what it says and stop.
-			return append(errs, &FieldError{Field: te.Field, Detail: typeDetail(te)}), typed, false
-		}
-		for _, p := range paths {
-			errs.add(p, typeDetail(te))
-		}
-		typed = append(typed, paths...)
-		if js, err = json.Marshal(tree); err != nil {
+		if strict, err = kjson.UnmarshalStrict(fixed, spec); err != nil {
 			return append(errs, otherDecodeError(err)), typed, false
 		}
 	}
-	return errs, typed, false
-}
-
-func typeDetail(te *json.UnmarshalTypeError) string {
-	if te.Field == "" {
-		return fmt.Sprintf("must be an object holding the policy, not %s", te.Value)
+	for _, se := range strict {
+		var fe kjson.FieldError
+		if errors.As(se, &fe) {
+			kind, _, _ := strings.Cut(se.Error(), " \"")
+			errs.add(fe.FieldPath(), kind)
+			continue
+		}
+		errs.add("", se.Error())
 	}
-	return fmt.Sprintf("must be %s, not %s", typeName(te.Type.Kind().String()), te.Value)
+	return errs, typed, true
 }
 
 func otherDecodeError(err error) *FieldError {
@@ -213,73 +203,130 @@ func otherDecodeError(err error) *FieldError {
 	return &FieldError{Detail: strings.TrimPrefix(err.Error(), "json: ")}
 }
 
-// replaceWrongType finds, in the generic form of the document, the values
-// a type error is about, replaces each with the zero value of the type the
-// schema wants, and returns their paths. The standard library's error names
-// struct fields only (match.kinds), so list items (match.kinds[1]) and map
-// entries (matchLabels[team]) are found by their JSON kind.
-func replaceWrongType(root *any, te *json.UnmarshalTypeError) []string {
-	var segs []string
-	if te.Field != "" {
-		segs = strings.Split(te.Field, ".")
+// typeChecker walks a generic JSON document along a Go type, the way
+// encoding/json would decode it, and replaces every value of the wrong type
+// by the zero value of the right one, noting where it was. Unknown fields are
+// left for the strict decoder to report.
+type typeChecker struct {
+	errs  FieldErrors
+	paths []string
+}
+
+func (c *typeChecker) check(t reflect.Type, v any, path string) any {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
 	}
-	got, _, _ := strings.Cut(te.Value, " ")
-	zero := zeroJSON(te.Type)
-	var paths []string
-	var walk func(v *any, segs []string, path string)
-	walk = func(v *any, segs []string, path string) {
-		if len(segs) > 0 {
-			switch x := (*v).(type) {
-			case map[string]any:
-				child, ok := x[segs[0]]
-				if !ok {
-					return
-				}
-				walk(&child, segs[1:], childPath(path, segs[0]))
-				x[segs[0]] = child
-			case []any:
-				for i := range x {
-					walk(&x[i], segs, fmt.Sprintf("%s[%d]", path, i))
-				}
-			}
-			return
+	if v == nil {
+		return nil // null decodes into anything, as nothing
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		m, ok := v.(map[string]any)
+		if !ok {
+			return c.wrong(t, v, path)
 		}
-		if jsonKind(*v) == got {
-			*v = zero
-			paths = append(paths, path)
-			return
+		fields := jsonFields(t)
+		for _, k := range sortedKeys(m) {
+			if ft, ok := fields[k]; ok {
+				m[k] = c.check(ft, m[k], childPath(path, k))
+			}
 		}
-		switch x := (*v).(type) {
-		case []any:
-			for i := range x {
-				if jsonKind(x[i]) == got {
-					x[i] = zero
-					paths = append(paths, fmt.Sprintf("%s[%d]", path, i))
-				}
-			}
-		case map[string]any:
-			keys := make([]string, 0, len(x))
-			for k := range x {
-				keys = append(keys, k)
-			}
-			sort.Strings(keys)
-			for _, k := range keys {
-				if jsonKind(x[k]) == got {
-					x[k] = zero
-					paths = append(paths, path+"["+k+"]")
-				}
-			}
+	case reflect.Map:
+		m, ok := v.(map[string]any)
+		if !ok {
+			return c.wrong(t, v, path)
+		}
+		for _, k := range sortedKeys(m) {
+			m[k] = c.check(t.Elem(), m[k], path+"["+k+"]")
+		}
+	case reflect.Slice, reflect.Array:
+		l, ok := v.([]any)
+		if !ok {
+			return c.wrong(t, v, path)
+		}
+		for i := range l {
+			l[i] = c.check(t.Elem(), l[i], fmt.Sprintf("%s[%d]", path, i))
+		}
+	case reflect.String:
+		if _, ok := v.(string); !ok {
+			return c.wrong(t, v, path)
+		}
+	case reflect.Bool:
+		if _, ok := v.(bool); !ok {
+			return c.wrong(t, v, path)
+		}
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		n, ok := v.(json.Number)
+		if !ok {
+			return c.wrong(t, v, path)
+		}
+		if _, err := strconv.ParseInt(string(n), 10, t.Bits()); err != nil {
+			return c.wrong(t, v, path)
 		}
 	}
-	walk(root, segs, "")
-	return paths
+	return v
+}
+
+// wrong records a value of the wrong type and returns its replacement.
+func (c *typeChecker) wrong(t reflect.Type, v any, path string) any {
+	got := jsonKind(v)
+	if n, ok := v.(json.Number); ok && t.Kind() >= reflect.Int && t.Kind() <= reflect.Int64 {
+		got += " " + string(n)
+	}
+	detail := fmt.Sprintf("must be %s, not %s", typeName(t.Kind()), got)
+	if path == "" {
+		detail = "must be an object holding the policy, not " + got
+	}
+	c.errs.add(path, detail)
+	c.paths = append(c.paths, path)
+	return zeroJSON(t)
+}
+
+// jsonFields maps the JSON names of a struct's fields to their types,
+// fields of embedded structs included, as encoding/json sees them.
+func jsonFields(t reflect.Type) map[string]reflect.Type {
+	out := map[string]reflect.Type{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := f.Tag.Get("json")
+		if tag == "-" || !f.IsExported() && !f.Anonymous {
+			continue
+		}
+		name, _, _ := strings.Cut(tag, ",")
+		if f.Anonymous && name == "" {
+			ft := f.Type
+			for ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				for k, v := range jsonFields(ft) {
+					if _, ok := out[k]; !ok {
+						out[k] = v
+					}
+				}
+				continue
+			}
+		}
+		if name == "" {
+			name = f.Name
+		}
+		out[name] = f.Type
+	}
+	return out
+}
+
+func sortedKeys(m map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // jsonKind names a generic JSON value the way json.UnmarshalTypeError does.
 func jsonKind(v any) string {
 	switch v.(type) {
-	case nil:
-		return "null"
 	case bool:
 		return "bool"
 	case string:
@@ -291,13 +338,10 @@ func jsonKind(v any) string {
 	case map[string]any:
 		return "object"
 	}
-	return ""
+	return "null"
 }
 
 func zeroJSON(t reflect.Type) any {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
 	switch t.Kind() {
 	case reflect.String:
 		return ""
@@ -311,28 +355,36 @@ func zeroJSON(t reflect.Type) any {
 	return json.Number("0")
 }
 
-// underAny reports whether field is one of paths or lies under one.
-func underAny(field string, paths []string) bool {
-	for _, p := range paths {
-		if field == p || strings.HasPrefix(field, p) && (field[len(p)] == '.' || field[len(p)] == '[') {
+// underAny reports whether field is one of paths or lies under one. A
+// field has few ancestors, so each is looked up rather than every path
+// compared: a policy can hold thousands of wrong values.
+func underAny(field string, paths map[string]bool) bool {
+	for {
+		if paths[field] {
 			return true
 		}
+		i := strings.LastIndexAny(field, ".[")
+		if i <= 0 {
+			return false
+		}
+		field = field[:i]
 	}
-	return false
 }
 
-func typeName(kind string) string {
+func typeName(k reflect.Kind) string {
 	switch {
-	case strings.HasPrefix(kind, "int"), strings.HasPrefix(kind, "uint"):
+	case k >= reflect.Int && k <= reflect.Uint64:
 		return "an integer"
-	case kind == "bool":
+	case k == reflect.Float32, k == reflect.Float64:
+		return "a number"
+	case k == reflect.Bool:
 		return "a boolean (true or false)"
-	case kind == "string":
+	case k == reflect.String:
 		return "a string"
-	case kind == "slice":
+	case k == reflect.Slice, k == reflect.Array:
 		return "a list"
-	case kind == "struct", kind == "map", kind == "ptr":
+	case k == reflect.Struct, k == reflect.Map, k == reflect.Pointer:
 		return "an object"
 	}
-	return "a " + kind
+	return "a " + k.String()
 }

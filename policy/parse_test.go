@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -385,4 +386,24 @@ func TestParseReportsEveryProblem(t *testing.T) {
 	)
 	_, err = ParseAdmissionPolicySpec([]byte(`"x"`))
 	checkProblems(t, err, "spec: must be an object holding the policy, not string")
+}
+
+// TestParseHugePolicy: a policy object can be a megabyte of mistakes (a
+// ConfigMap holds up to 1 MiB). Every wrong value is found in one pass, and
+// the report stays readable: the first problems, then how many more.
+func TestParseHugePolicy(t *testing.T) {
+	y := "match:\n  kinds: [" + strings.Repeat("1, ", 20000) + "Pod]\npods:\n  forbidPrivileged: true\n"
+	_, err := ParseSpec([]byte(y))
+	got := problems(t, err)
+	if len(got) != maxProblems+1 {
+		t.Fatalf("%d problems, want %d and a count of the rest", len(got), maxProblems+1)
+	}
+	if got[0] != "match.kinds[0]: must be a string, not number" || got[maxProblems] != "and 19950 more problems" {
+		t.Errorf("problems %q ... %q", got[0], got[maxProblems])
+	}
+	// Numbers past the int64 range are named as YAML-to-JSON wrote them.
+	_, err = ParseSpec([]byte("myApples:\n  maxQuantity: 1e30\n  minQuantity: 99999999999999999999\n"))
+	checkProblems(t, err,
+		"myApples.maxQuantity: must be an integer, not number 1e+30",
+		"myApples.minQuantity: must be an integer, not number 100000000000000000000")
 }
