@@ -13,12 +13,12 @@ import (
 
 // fuzzSet is a small set of every rule, in every enforcement, scoped both
 // ways, with selectors: what a fuzzed object is judged against.
-func fuzzSet(t testing.TB) *Set {
+func fuzzSet(t testing.TB, opts ...SetOption) *Set {
 	return NewSet([]*Policy{
 		admissionPolicy(t, "everything", designExample),
 		configMapPolicy(t, "team-a", "warn", "enforcement: Warn\nmatch:\n  objectSelector: {matchExpressions: [{key: tier, operator: NotIn, values: [batch]}]}\npods:\n  requireDigest: true\n  requireResourceLimits: [cpu, ephemeral-storage]\nmyApples:\n  maxTotalQuantityPerNamespace: 10\n"),
 		configMapPolicy(t, testPolicyNamespace, "audit", "enforcement: Audit\nmatch:\n  namespaceSelector: {matchLabels: {env: prod}}\npods:\n  allowedRegistries: [docker.io/library/]\n  disallowedTags: [latest, dev]\n"),
-	}, WithImageCache(NewImageCache(64)))
+	}, opts...)
 }
 
 // FuzzParseSpec: parsing never panics, fails the same way for both
@@ -49,6 +49,19 @@ func FuzzParseSpec(f *testing.F) {
 		if err != nil {
 			t.Fatalf("ParseSpec accepted a spec Compile refuses: %v", err)
 		}
+		// What was accepted reads back the same once written out, as the
+		// API server stores an AdmissionPolicy's spec.
+		js, err := json.Marshal(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := ParseSpec(js)
+		if err != nil {
+			t.Fatalf("spec written as %s does not parse: %v", js, err)
+		}
+		if js2, _ := json.Marshal(again); string(js2) != string(js) {
+			t.Fatalf("spec written as %s reads back as %s", js, js2)
+		}
 		set := NewSet([]*Policy{p})
 		set.Evaluate(podRequest(latestPod("team-a")), testCluster())
 		set.Evaluate(appleRequest(apple("team-a", "a", "blue", "large", 50)), testCluster())
@@ -61,7 +74,8 @@ func FuzzParseSpec(f *testing.F) {
 func FuzzDecodeObject(f *testing.F) {
 	f.Add([]byte(podJSON))
 	f.Add([]byte(appleJSON))
-	set := fuzzSet(f)
+	set := fuzzSet(f, WithImageCache(NewImageCache(64)))
+	uncached := fuzzSet(f)
 	cluster := testCluster()
 	cluster.apples = map[string]map[string]int64{"team-a": {"a": 5, "b": 7}}
 	f.Fuzz(func(t *testing.T, raw []byte) {
@@ -75,6 +89,9 @@ func FuzzDecodeObject(f *testing.F) {
 			d := set.Evaluate(req, cluster)
 			if again := set.Evaluate(req, cluster); !sameDecision(d, again) {
 				t.Fatalf("%s judged twice: %+v then %+v", kind, d, again)
+			}
+			if u := uncached.Evaluate(req, cluster); !sameDecision(d, u) {
+				t.Fatalf("%s judged with the image cache: %+v, without: %+v", kind, d, u)
 			}
 			if d.Allowed != (len(d.Denials()) == 0) {
 				t.Fatalf("%s: allowed=%v with denials %v", kind, d.Allowed, d.Denials())
@@ -104,7 +121,7 @@ func sameDecision(a, b Decision) bool {
 // turning it into a Request and judging it never panics.
 func FuzzRequestFromAdmission(f *testing.F) {
 	f.Add([]byte(`{"uid":"1","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"namespace":"team-a","operation":"CREATE","object":` + podJSON + `}`))
-	set := fuzzSet(f)
+	set := fuzzSet(f, WithImageCache(NewImageCache(64)))
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		var ar admissionv1.AdmissionRequest
 		if json.Unmarshal(raw, &ar) != nil {
