@@ -89,7 +89,7 @@ func TestAdmitHandlers(t *testing.T) {
 		failOpen bool
 
 		allowed  bool
-		code     int32  // Result.Code, 0 for no Result
+		code     int32 // Result.Code, 0 for no Result
 		reason   metav1.StatusReason
 		message  []string // substrings of Result.Message, in order
 		warnings []string // substrings, one per warning
@@ -379,7 +379,7 @@ func TestViolationMetrics(t *testing.T) {
 // panicJudge fails the way a bug would: it panics.
 type panicJudge struct{}
 
-func (panicJudge) HasSynced() bool                            { return true }
+func (panicJudge) HasSynced() bool                          { return true }
 func (panicJudge) Evaluate(*policy.Request) policy.Decision { panic("boom") }
 
 func TestPanicIsRecovered(t *testing.T) {

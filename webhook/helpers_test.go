@@ -31,7 +31,7 @@ type setJudge struct {
 	cluster policy.Cluster
 }
 
-func (j *setJudge) HasSynced() bool                              { return j.synced }
+func (j *setJudge) HasSynced() bool                            { return j.synced }
 func (j *setJudge) Evaluate(r *policy.Request) policy.Decision { return j.set.Evaluate(r, j.cluster) }
 
 // testPolicy is one policy ConfigMap: where it lives and its policy.yaml.

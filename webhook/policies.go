@@ -51,9 +51,9 @@ func (h *policyHandler) Handle(_ context.Context, req admission.Request) admissi
 	}
 
 	var (
-		src    policy.Source
-		ours   bool
-		err    error
+		src     policy.Source
+		ours    bool
+		err     error
 		verdict verdictIndex
 	)
 	if kind == kindConfigMap {
@@ -104,7 +104,9 @@ type objectMeta struct {
 // badObjectError is an object that could not even be decoded.
 type badObjectError struct{ err error }
 
-func (e *badObjectError) Error() string { return "policy-webhook: cannot read request.object: " + e.err.Error() }
+func (e *badObjectError) Error() string {
+	return "policy-webhook: cannot read request.object: " + e.err.Error()
+}
 func (e *badObjectError) Unwrap() error { return e.err }
 
 // checkConfigMap parses a ConfigMap's policy. ours is false for a

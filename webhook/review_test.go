@@ -53,7 +53,9 @@ func TestReviewHTTPErrors(t *testing.T) {
 		{name: "wrong JSON type", contentType: "application/json", body: func(*testing.T) []byte { return []byte(`{"request":[]}`) },
 			code: 400, msg: "the request body is not a valid AdmissionReview: json: cannot unmarshal array", reason: errMalformed},
 		{name: "no request", contentType: "application/json",
-			body: func(*testing.T) []byte { return []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}`) },
+			body: func(*testing.T) []byte {
+				return []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}`)
+			},
 			code: 400, msg: "policy-webhook: the AdmissionReview has no request", reason: errMalformed},
 		{name: "null request", contentType: "application/json",
 			body: func(*testing.T) []byte {
