@@ -1,0 +1,145 @@
+package certs
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"time"
+)
+
+// backdate is how far before "now" certificates start to be valid, so a
+// verifier whose clock is slightly behind the issuer's still accepts them.
+const backdate = time.Minute
+
+// CA is a self-signed certificate authority that lives in memory only. It is
+// immutable after NewCA, so one CA can issue from several goroutines.
+type CA struct {
+	cert    *x509.Certificate
+	certPEM []byte
+	key     *ecdsa.PrivateKey
+}
+
+// NewCA makes a self-signed ECDSA P-256 CA named commonName, valid from now
+// for validity. It can only sign leaf certificates (path length 0).
+func NewCA(commonName string, validity time.Duration) (*CA, error) {
+	if commonName == "" {
+		return nil, errors.New("creating CA: common name is empty")
+	}
+	if validity <= 0 {
+		return nil, fmt.Errorf("creating CA %q: validity %s is not positive", commonName, validity)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("creating CA %q: generating key: %w", commonName, err)
+	}
+	serial, err := newSerial()
+	if err != nil {
+		return nil, fmt.Errorf("creating CA %q: %w", commonName, err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: commonName},
+		NotBefore:             now.Add(-backdate),
+		NotAfter:              now.Add(validity),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, fmt.Errorf("creating CA %q: signing: %w", commonName, err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("creating CA %q: parsing the signed certificate: %w", commonName, err)
+	}
+	return &CA{cert: cert, certPEM: encodeCert(der), key: key}, nil
+}
+
+// CertPEM returns the CA certificate in PEM: the caBundle of a webhook
+// configuration, or the RootCAs of a client.
+func (ca *CA) CertPEM() []byte {
+	return append([]byte(nil), ca.certPEM...)
+}
+
+// Issue signs a serving certificate for the given DNS names and IP addresses
+// (its subject alternative names, at least one) with a new ECDSA P-256 key,
+// valid from now for validity, which must end before the CA expires. It
+// returns the certificate and the key (SEC 1, "EC PRIVATE KEY", as cert-manager
+// writes ECDSA keys) in PEM.
+func (ca *CA) Issue(dnsNames []string, ips []net.IP, validity time.Duration) (certPEM, keyPEM []byte, err error) {
+	if len(dnsNames) == 0 && len(ips) == 0 {
+		return nil, nil, errors.New("issuing serving certificate: no DNS names or IP addresses")
+	}
+	subject := subjectName(dnsNames, ips)
+	if validity <= 0 {
+		return nil, nil, fmt.Errorf("issuing serving certificate for %s: validity %s is not positive", subject, validity)
+	}
+	now := time.Now()
+	notAfter := now.Add(validity)
+	if notAfter.After(ca.cert.NotAfter) {
+		return nil, nil, fmt.Errorf("issuing serving certificate for %s: it would expire at %s, after its CA (%s)",
+			subject, notAfter.UTC().Format(time.RFC3339), ca.cert.NotAfter.UTC().Format(time.RFC3339))
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("issuing serving certificate for %s: generating key: %w", subject, err)
+	}
+	serial, err := newSerial()
+	if err != nil {
+		return nil, nil, fmt.Errorf("issuing serving certificate for %s: %w", subject, err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: subject},
+		DNSNames:     append([]string(nil), dnsNames...),
+		IPAddresses:  append([]net.IP(nil), ips...),
+		NotBefore:    now.Add(-backdate),
+		NotAfter:     notAfter,
+		// ECDSA keys only sign; KeyEncipherment is for RSA key exchange.
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("issuing serving certificate for %s: signing: %w", subject, err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("issuing serving certificate for %s: encoding key: %w", subject, err)
+	}
+	return encodeCert(der), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), nil
+}
+
+// subjectName is the common name of a serving certificate: verifiers only look
+// at the SANs, but people and logs read the CN.
+func subjectName(dnsNames []string, ips []net.IP) string {
+	if len(dnsNames) > 0 {
+		return dnsNames[0]
+	}
+	return ips[0].String()
+}
+
+// newSerial returns a random positive 128-bit serial number, unique enough that
+// a verifier never sees two certificates with the same issuer and serial.
+func newSerial() (*big.Int, error) {
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
+	if err != nil {
+		return nil, fmt.Errorf("generating serial number: %w", err)
+	}
+	return serial.Add(serial, big.NewInt(1)), nil
+}
+
+func encodeCert(der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}

@@ -1,0 +1,64 @@
+package certs
+
+import (
+	"crypto/tls"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// WriteKeyPair writes certPEM and keyPEM to dir/tls.crt (mode 0644) and
+// dir/tls.key (mode 0600), creating dir if needed. It refuses a certificate and
+// key that do not belong together, so a server never loads a pair it cannot
+// serve. Each file is replaced atomically (a temporary file renamed over it),
+// so a reader sees the old or the new file, never a partial one; the pair as a
+// whole is not swapped atomically, which is what [WriteSecretVolume] is for.
+func WriteKeyPair(dir string, certPEM, keyPEM []byte) error {
+	if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
+		return fmt.Errorf("writing key pair to %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("writing key pair: %w", err)
+	}
+	// The key first: a reader that sees the new certificate then finds its key.
+	if err := writeFileAtomic(filepath.Join(dir, KeyFile), keyPEM, 0o600); err != nil {
+		return fmt.Errorf("writing key pair: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(dir, CertFile), certPEM, 0o644); err != nil {
+		return fmt.Errorf("writing key pair: %w", err)
+	}
+	return nil
+}
+
+// writeFileAtomic replaces path with data through a temporary file in the same
+// directory (rename is only atomic within a file system), synced before the
+// rename so a crash cannot leave an empty file under the final name.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tmp.Close()
+			_ = os.Remove(tmp.Name())
+		}
+	}()
+	// CreateTemp makes the file 0600; set the final mode before any data lands.
+	if err := tmp.Chmod(mode); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("writing %s: syncing: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}
