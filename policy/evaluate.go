@@ -23,6 +23,9 @@ func (s *Set) Evaluate(req *Request, cluster Cluster) Decision {
 		return d
 	}
 	e := evaluation{req: req, cluster: cluster, objLabels: meta.Labels}
+	if req.Operation == Update {
+		e.oldLabels, e.hasOld = req.oldLabels()
+	}
 	e.cur = newFacts(req.Pod, req.MyApple, s.images)
 	for _, p := range ix.cluster {
 		e.policy(p, &d)
@@ -39,6 +42,8 @@ type evaluation struct {
 	req       *Request
 	cluster   Cluster
 	objLabels map[string]string
+	oldLabels map[string]string // on UPDATE, of the object replaced
+	hasOld    bool
 
 	nsLoaded bool
 	nsLabels map[string]string
@@ -69,7 +74,11 @@ func (e *evaluation) applies(p *Policy) bool {
 			return false
 		}
 	}
-	if p.objSelector != nil && !p.objSelector.Matches(labels.Set(e.objLabels)) {
+	// As for a webhook's own objectSelector, an UPDATE is judged when the
+	// old object or the new one matches: dropping the label in the same
+	// update must not take the object out of the policy.
+	if p.objSelector != nil && !p.objSelector.Matches(labels.Set(e.objLabels)) &&
+		!(e.hasOld && p.objSelector.Matches(labels.Set(e.oldLabels))) {
 		return false
 	}
 	if p.nsSelector != nil && !p.nsSelector.Matches(labels.Set(e.namespaceLabels())) {

@@ -154,6 +154,32 @@ func TestMatchObjectSelector(t *testing.T) {
 	}
 }
 
+// TestMatchObjectSelectorOnUpdate: as with a webhook's own objectSelector,
+// an UPDATE is judged when the old object or the new one matches, so that
+// removing a label in the same update cannot take an object out of a policy.
+func TestMatchObjectSelectorOnUpdate(t *testing.T) {
+	set := clusterPolicy(t, "match:\n  objectSelector: {matchLabels: {tier: frontend}}\n"+latestPolicy+"myApples:\n  allowedColors: [red]\n")
+	old := compliantPod()
+	old.Labels["tier"] = "frontend"
+	pod := old.DeepCopy()
+	delete(pod.Labels, "tier")
+	pod.Spec.Containers[0].Image = "nginx"
+	checkViolations(t, set.Evaluate(podUpdate(old, pod), testCluster()).Violations, want{ruleTags, "spec.containers[0].image", `image "nginx"`})
+	// Adding the label is judged as well, from the new object.
+	checkViolations(t, set.Evaluate(podUpdate(pod, old), testCluster()).Violations)
+	unlabelled := compliantPod()
+	changed := unlabelled.DeepCopy()
+	changed.Spec.Containers[0].Image = "nginx"
+	checkViolations(t, set.Evaluate(podUpdate(unlabelled, changed), testCluster()).Violations)
+
+	oldApple := apple("team-a", "a", "red", "small", 1)
+	oldApple.Labels = map[string]string{"tier": "frontend"}
+	a := cloneApple(oldApple)
+	a.Labels = nil
+	a.Spec.Color = "blue"
+	checkViolations(t, set.Evaluate(appleUpdate(oldApple, a), testCluster()).Violations, want{ruleColors, "spec.color", `"blue"`})
+}
+
 func TestMatchExcludedNamespaces(t *testing.T) {
 	set := NewSet([]*Policy{
 		admissionPolicy(t, "no-latest", "match:\n  excludedNamespaces: [kube-system, team-b]\n"+latestPolicy),

@@ -54,6 +54,18 @@ func (r *Request) Object() *metav1.ObjectMeta {
 	return &metav1.ObjectMeta{}
 }
 
+// oldLabels returns the labels of the object an UPDATE replaces, and
+// whether the request carries it.
+func (r *Request) oldLabels() (map[string]string, bool) {
+	switch {
+	case r.OldPod != nil:
+		return r.OldPod.Labels, true
+	case r.OldMyApple != nil:
+		return r.OldMyApple.Labels, true
+	}
+	return nil, false
+}
+
 // Name is the object's name, or its generateName prefix when the API server
 // has yet to pick one.
 func (r *Request) Name() string {
