@@ -39,6 +39,8 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("invalid webhook options: %w", err)
 	}
 	log := opts.Log
+	log.Info("Starting policy-webhook", "policyNamespace", opts.PolicyNamespace, "host", opts.Host, "port", opts.Port,
+		"certDir", opts.CertDir, "failOpenBeforeSync", opts.FailOpenBeforeSync, "shutdownDelay", opts.ShutdownDelay.String())
 
 	cfg := rest.CopyConfig(opts.RestConfig)
 	if cfg.QPS == 0 {

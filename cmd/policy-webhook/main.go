@@ -40,6 +40,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	switch args[0] {
 	case "check":
 		return runCheck(args[1:], stdin, stdout, stderr)
+	case "serve":
+		return runServe(ctx, args[1:], stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, version)
 		return 0

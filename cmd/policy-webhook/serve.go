@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/controller-runtime/pkg/client/config"
+	crlog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/policy-webhook/policy-webhook/webhook"
+)
+
+const serveUsage = `Usage: policy-webhook serve --cert-dir DIR [flags]
+
+Serves the validating admission webhooks over TLS (/validate-pods,
+/validate-myapples, /validate-policies), answering from policy that
+informers keep in memory. Probes: /healthz and /readyz on
+--health-probe-bind-address; metrics: /metrics on --metrics-bind-address.
+SIGTERM or SIGINT: stop being ready, keep serving for --shutdown-delay,
+finish requests in flight, exit 0.
+
+Flags:
+`
+
+// runServe is `policy-webhook serve`: flags to webhook.Options, then
+// webhook.Run until ctx is cancelled (SIGINT, SIGTERM).
+func runServe(ctx context.Context, args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, serveUsage)
+		fs.PrintDefaults()
+	}
+	var (
+		kubeconfig   = fs.String("kubeconfig", "", "path to a kubeconfig; empty: in-cluster config (or $KUBECONFIG, then ~/.kube/config, outside a cluster)")
+		policyNS     = fs.String("policy-namespace", webhook.DefaultPolicyNamespace, "the webhook's own namespace, whose policy ConfigMaps apply cluster-wide")
+		port         = fs.Int("port", webhook.DefaultPort, "port of the TLS webhook server")
+		certDir      = fs.String("cert-dir", "", "directory holding tls.crt and tls.key, reloaded when they change (required)")
+		metricsAddr  = fs.String("metrics-bind-address", ":8080", `address of the metrics server (/metrics); "0" for none`)
+		probeAddr    = fs.String("health-probe-bind-address", ":8081", `address of the health probe server (/healthz, /readyz); "0" for none`)
+		pprofAddr    = fs.String("pprof-bind-address", "", `address of the pprof server (/debug/pprof/); "" for none`)
+		failOpen     = fs.Bool("fail-open-before-sync", false, "admit Pods and MyApples unjudged, with a warning, until the policy cache has synced (default: refuse them)")
+		delay        = fs.Duration("shutdown-delay", 3*time.Second, "on SIGTERM, how long to keep serving while not ready, so that traffic moves away first")
+		drainTimeout = fs.Duration("graceful-shutdown-timeout", webhook.DefaultGracefulShutdownTimeout, "after that, how long requests in flight may take to finish")
+	)
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "policy-webhook serve: unexpected arguments %q\n", fs.Args())
+		return exitUsage
+	}
+	if *certDir == "" {
+		fmt.Fprintln(stderr, "policy-webhook serve: --cert-dir is required: the directory holding tls.crt and tls.key")
+		return exitUsage
+	}
+
+	log := zap.New(zap.UseFlagOptions(&zapOpts), zap.WriteTo(stderr))
+	// controller-runtime and client-go log through their own global
+	// loggers: give them the same one, so every line has one format.
+	crlog.SetLogger(log)
+	klog.SetLogger(log)
+
+	cfg, err := restConfig(*kubeconfig)
+	if err != nil {
+		log.Error(err, "Cannot reach the API server")
+		return 1
+	}
+	err = webhook.Run(ctx, webhook.Options{
+		RestConfig:              cfg,
+		PolicyNamespace:         *policyNS,
+		Port:                    *port,
+		CertDir:                 *certDir,
+		MetricsBindAddress:      *metricsAddr,
+		HealthProbeBindAddress:  *probeAddr,
+		PprofBindAddress:        *pprofAddr,
+		FailOpenBeforeSync:      *failOpen,
+		ShutdownDelay:           *delay,
+		GracefulShutdownTimeout: *drainTimeout,
+		Log:                     log.WithName("policy-webhook"),
+	})
+	if err != nil {
+		log.Error(err, "policy-webhook serve failed")
+		return 1
+	}
+	return 0
+}
+
+// restConfig loads the kubeconfig at path, or without one does what
+// controller-runtime does: $KUBECONFIG, the in-cluster config, then
+// ~/.kube/config. Client-side rate limiting stays off either way (the
+// watches must keep up; admissions make no requests).
+func restConfig(path string) (*rest.Config, error) {
+	if path == "" {
+		cfg, err := config.GetConfig()
+		if err != nil {
+			return nil, fmt.Errorf("loading the in-cluster config (or $KUBECONFIG): %w", err)
+		}
+		return cfg, nil
+	}
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+		&clientcmd.ClientConfigLoadingRules{ExplicitPath: path}, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("loading kubeconfig %s: %w", path, err)
+	}
+	cfg.QPS = -1
+	return cfg, nil
+}
