@@ -1,0 +1,311 @@
+package live
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/metadata/metadatainformer"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/policy-webhook/policy-webhook/policy"
+	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
+)
+
+// eventComponent is the reporting component of the Events the cache records.
+const eventComponent = "policy-webhook"
+
+// imageCacheSize bounds the normalised image references shared by every
+// snapshot: a cluster runs far fewer distinct images than this.
+const imageCacheSize = 4096
+
+// Cache is the live policy state: informers, the compiled policy of each
+// source, and the current snapshot. It is the policy.Cluster that rules
+// read, so evaluating a request makes no API call.
+type Cache struct {
+	cfg     Config
+	log     logr.Logger
+	host    string
+	images  *policy.ImageCache
+	metrics *metrics
+
+	// Policy ConfigMaps come from a factory of their own because its list
+	// options, the label selector, apply to every informer it makes.
+	policyConfigMaps dynamicinformer.DynamicSharedInformerFactory
+	objects          dynamicinformer.DynamicSharedInformerFactory
+	metadata         metadatainformer.SharedInformerFactory
+
+	configMapInformer, policyInformer, appleInformer, namespaceInformer cache.SharedIndexInformer
+	handlers                                                            []cache.ResourceEventHandlerRegistration
+
+	sources *sourceTable
+	apples  *appleIndex
+
+	// dirty asks the builder for a new snapshot; its one slot coalesces
+	// bursts. pendingSince is when the oldest change not yet in a snapshot
+	// arrived (UnixNano, 0 for none).
+	dirty        chan struct{}
+	pendingSince atomic.Int64
+
+	snapshot atomic.Pointer[Snapshot]
+	started  atomic.Bool
+	synced   atomic.Bool
+	syncedCh chan struct{}
+
+	// Set by Start before any informer runs, so before any handler reads them.
+	recorder    record.EventRecorder
+	statusQueue workqueue.TypedRateLimitingInterface[string]
+}
+
+var _ policy.Cluster = (*Cache)(nil)
+
+// New sets up the informers and their handlers. Nothing runs, and nothing
+// is requested from the API server, until Start.
+func New(cfg Config) (*Cache, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("configuring the policy cache: %w", err)
+	}
+	host, _ := os.Hostname() // the Pod name in a cluster; Events name their reporter with it
+	c := &Cache{
+		cfg:      cfg,
+		log:      cfg.Log,
+		host:     host,
+		images:   policy.NewImageCache(imageCacheSize),
+		sources:  newSourceTable(),
+		apples:   newAppleIndex(),
+		dirty:    make(chan struct{}, 1),
+		syncedCh: make(chan struct{}),
+	}
+	m, err := newMetrics(cfg.Metrics, func() float64 { return float64(c.apples.count()) })
+	if err != nil {
+		return nil, fmt.Errorf("configuring the policy cache: %w", err)
+	}
+	c.metrics = m
+	c.snapshot.Store(&Snapshot{Set: policy.NewSet(nil, policy.WithImageCache(c.images))})
+
+	selector := labels.SelectorFromSet(labels.Set{policy.PolicyLabel: "true"}).String()
+	c.policyConfigMaps = dynamicinformer.NewFilteredDynamicSharedInformerFactory(cfg.Dynamic, cfg.ResyncPeriod, metav1.NamespaceAll,
+		func(o *metav1.ListOptions) { o.LabelSelector = selector })
+	c.objects = dynamicinformer.NewFilteredDynamicSharedInformerFactory(cfg.Dynamic, cfg.ResyncPeriod, metav1.NamespaceAll, nil)
+	c.metadata = metadatainformer.NewSharedInformerFactoryWithOptions(cfg.Metadata, cfg.ResyncPeriod,
+		metadatainformer.WithTransform(transformNamespace))
+
+	c.configMapInformer = c.policyConfigMaps.ForResource(corev1.SchemeGroupVersion.WithResource("configmaps")).Informer()
+	c.policyInformer = c.objects.ForResource(v1alpha1.Resource).Informer()
+	c.appleInformer = c.objects.ForResource(MyAppleResource()).Informer()
+	c.namespaceInformer = c.metadata.ForResource(corev1.SchemeGroupVersion.WithResource("namespaces")).Informer()
+
+	for _, s := range []struct {
+		what      string
+		informer  cache.SharedIndexInformer
+		transform cache.TransformFunc // nil: set by its factory
+		handler   cache.ResourceEventHandler
+	}{
+		{"policy ConfigMaps", c.configMapInformer, transformConfigMap, c.configMapHandler()},
+		{"AdmissionPolicies", c.policyInformer, transformAdmissionPolicy, c.admissionPolicyHandler()},
+		{"MyApples", c.appleInformer, transformMyApple, c.apples.handler()},
+		// Namespaces need no handler: selectors read their labels from the
+		// store at request time. Waiting on an empty handler's sync is
+		// waiting on the informer's.
+		{"Namespaces", c.namespaceInformer, nil, cache.ResourceEventHandlerFuncs{}},
+	} {
+		if s.transform != nil {
+			if err := s.informer.SetTransform(s.transform); err != nil {
+				return nil, fmt.Errorf("setting the transform of the %s informer: %w", s.what, err)
+			}
+		}
+		reg, err := s.informer.AddEventHandler(s.handler)
+		if err != nil {
+			return nil, fmt.Errorf("adding the %s event handler: %w", s.what, err)
+		}
+		c.handlers = append(c.handlers, reg)
+	}
+	return c, nil
+}
+
+// MyAppleResource is the MyApple CRD's resource.
+func MyAppleResource() schema.GroupVersionResource {
+	return schema.GroupVersionResource{Group: policy.GroupMyApple, Version: "v1", Resource: policy.ResourceApples}
+}
+
+// Start runs the cache until ctx is done: it starts the informers, waits
+// until every one has synced and its handler has seen the initial list,
+// builds the first snapshot, then keeps snapshots current. Once ctx is
+// done it stops the informers, the status writer and the Event
+// broadcaster, waits for them, and returns nil. A Cache starts once.
+func (c *Cache) Start(ctx context.Context) error {
+	if !c.started.CompareAndSwap(false, true) {
+		return errors.New("starting the policy cache: already started")
+	}
+	begun := time.Now()
+	ctx, cancel := context.WithCancel(ctx)
+
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.cfg.Kube.CoreV1().Events("")})
+	// Every reference handed to the recorder is built in full, so it
+	// needs no scheme to look types up in.
+	c.recorder = broadcaster.NewRecorder(runtime.NewScheme(), corev1.EventSource{Component: eventComponent, Host: c.host})
+	c.statusQueue = workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+		workqueue.TypedRateLimitingQueueConfig[string]{})
+
+	var workers sync.WaitGroup
+	defer func() {
+		// Reverse order of start. The factories' Shutdown waits for
+		// informer goroutines that only stop once ctx is cancelled.
+		cancel()
+		c.statusQueue.ShutDown()
+		workers.Wait()
+		c.policyConfigMaps.Shutdown()
+		c.objects.Shutdown()
+		c.metadata.Shutdown()
+		broadcaster.Shutdown()
+		c.log.Info("Policy cache stopped")
+	}()
+
+	c.log.Info("Starting policy cache", "policyNamespace", c.cfg.PolicyNamespace)
+	c.policyConfigMaps.Start(ctx.Done())
+	c.objects.Start(ctx.Done())
+	c.metadata.Start(ctx.Done())
+
+	checkers := make([]cache.DoneChecker, len(c.handlers))
+	for i, h := range c.handlers {
+		checkers[i] = h.HasSyncedChecker()
+	}
+	if !cache.WaitFor(ctx, "", checkers...) {
+		c.log.Info("Policy cache stopped before it synced")
+		return nil
+	}
+
+	// Everything handled so far goes into the first snapshot.
+	select {
+	case <-c.dirty:
+	default:
+	}
+	snap := c.rebuild(false)
+	// The metric first, so that whoever sees the cache synced sees it too.
+	c.metrics.synced.Set(1)
+	c.synced.Store(true)
+	close(c.syncedCh)
+	c.log.Info("Policy cache synced", "policies", snap.Set.Len(), "invalid", len(snap.Errors),
+		"myApples", c.apples.count(), "namespaces", len(c.namespaceInformer.GetStore().ListKeys()), "took", time.Since(begun))
+
+	workers.Add(2)
+	go func() {
+		defer workers.Done()
+		c.buildLoop(ctx)
+	}()
+	go func() {
+		defer workers.Done()
+		c.statusLoop(ctx)
+	}()
+
+	<-ctx.Done()
+	c.metrics.synced.Set(0)
+	return nil
+}
+
+// NeedLeaderElection tells controller-runtime's manager to run the cache on
+// every replica: each one answers admissions from its own cache.
+func (c *Cache) NeedLeaderElection() bool { return false }
+
+// HasSynced reports whether every informer has synced and the first
+// snapshot is built: before that, the snapshot is empty and a decision
+// taken from it would be wrong.
+func (c *Cache) HasSynced() bool { return c.synced.Load() }
+
+// WaitForSync waits until HasSynced, and reports false if ctx ends first.
+func (c *Cache) WaitForSync(ctx context.Context) bool {
+	select {
+	case <-c.syncedCh:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// Snapshot returns the current snapshot. Before the first sync it is an
+// empty one (Version 0).
+func (c *Cache) Snapshot() *Snapshot { return c.snapshot.Load() }
+
+// Evaluate judges a request against the current snapshot, with the cache
+// as the cluster state rules read. It takes no lock on the policies and
+// makes no API call. Before the first sync no policy applies, so callers
+// check HasSynced first.
+func (c *Cache) Evaluate(req *policy.Request) policy.Decision {
+	return c.snapshot.Load().Set.Evaluate(req, c)
+}
+
+// NamespaceLabels returns a namespace's labels from the cache. The map is
+// the cached one: read it, never write it.
+func (c *Cache) NamespaceLabels(name string) (map[string]string, bool) {
+	obj, ok, err := c.namespaceInformer.GetStore().GetByKey(name)
+	if err != nil || !ok {
+		return nil, false
+	}
+	m, ok := obj.(*metav1.PartialObjectMetadata)
+	if !ok {
+		return nil, false
+	}
+	return m.Labels, true
+}
+
+// MyAppleQuantity is the total spec.quantity of the MyApples of a namespace,
+// leaving out the one named except. It reads a running total, O(1).
+func (c *Cache) MyAppleQuantity(namespace, except string) int64 {
+	return c.apples.sum(namespace, except)
+}
+
+func (c *Cache) buildLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.dirty:
+			c.rebuild(true)
+		}
+	}
+}
+
+// rebuild builds a snapshot from the compiled sources and swaps it in.
+// Only one goroutine builds at a time: Start for the first snapshot, then
+// the build loop.
+func (c *Cache) rebuild(observe bool) *Snapshot {
+	since := c.pendingSince.Swap(0)
+	policies, errs := c.sources.collect()
+	prev := c.snapshot.Load()
+	s := &Snapshot{
+		Set:     policy.NewSet(policies, policy.WithImageCache(c.images)),
+		Errors:  errs,
+		Version: prev.Version + 1,
+		Built:   time.Now(),
+	}
+	c.snapshot.Store(s)
+
+	c.metrics.builds.Inc()
+	byKind := map[string]int{policy.SourceConfigMap: 0, policy.SourceAdmissionPolicy: 0}
+	for _, p := range policies {
+		byKind[p.Source.Kind]++
+	}
+	for kind, n := range byKind {
+		c.metrics.policies.WithLabelValues(kind).Set(float64(n))
+	}
+	if observe && since != 0 {
+		c.metrics.propagation.Observe(s.Built.Sub(time.Unix(0, since)).Seconds())
+	}
+	c.log.V(1).Info("Policy snapshot swapped in", "version", s.Version, "policies", len(policies), "invalid", len(errs))
+	return s
+}

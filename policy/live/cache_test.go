@@ -1,0 +1,435 @@
+package live
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/policy-webhook/policy-webhook/policy"
+)
+
+func TestNotSyncedBeforeStart(t *testing.T) {
+	f := newFixture(t, policyConfigMap("team-a", "registries", registryPolicy))
+	c := f.cache
+	if c.HasSynced() {
+		t.Fatal("HasSynced before Start")
+	}
+	if v := c.Snapshot().Version; v != 0 {
+		t.Fatalf("snapshot version before Start = %d, want 0", v)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if c.WaitForSync(ctx) {
+		t.Fatal("WaitForSync reported a sync before Start")
+	}
+
+	f.start()
+	if !c.HasSynced() {
+		t.Fatal("not HasSynced after WaitForSync")
+	}
+	// The policy that existed before Start is in the first snapshot.
+	if s := c.Snapshot(); s.Version == 0 || s.Set.Len() != 1 {
+		t.Fatalf("first snapshot: version %d with %d policies, want version ≥ 1 with 1", s.Version, s.Set.Len())
+	}
+	allowed(t, c, podRequest("team-a", "nginx"), false)
+
+	if err := c.Start(context.Background()); err == nil {
+		t.Fatal("a second Start succeeded")
+	}
+}
+
+// An informer whose list keeps failing never syncs: the cache must not
+// claim to be synced, and must still stop when asked.
+func TestNotSyncedWhileAListFails(t *testing.T) {
+	f := newFixture(t)
+	f.dyn.PrependReactor("list", "myapples", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, errors.New("the API server is having a bad day")
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.cache.Start(ctx) }()
+
+	wctx, wcancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer wcancel()
+	if f.cache.WaitForSync(wctx) || f.cache.HasSynced() {
+		t.Fatal("synced although MyApples could not be listed")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Start returned %v after cancellation before sync, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Start did not return after its context was cancelled")
+	}
+	if f.cache.HasSynced() {
+		t.Fatal("HasSynced after stopping before sync")
+	}
+}
+
+func TestConfigMapScope(t *testing.T) {
+	f := newFixture(t,
+		policyConfigMap("team-a", "registries", registryPolicy),
+	)
+	f.start()
+	c := f.cache
+
+	// A ConfigMap policy applies to its own namespace only.
+	d := allowed(t, c, podRequest("team-a", "nginx"), false)
+	if got := d.Violations[0].Source; got != "ConfigMap team-a/registries" {
+		t.Errorf("violation source = %q", got)
+	}
+	allowed(t, c, podRequest("team-a", "registry.example.com/app:1.0"), true)
+	allowed(t, c, podRequest("team-b", "nginx"), true)
+
+	// In the policy namespace, it applies to every namespace.
+	global := f.create(policyConfigMap(testPolicyNamespace, "no-docker-hub", `
+pods:
+  allowedRegistries: [registry.example.com/, ghcr.io/]
+`))
+	f.inForce(policy.Source{Kind: policy.SourceConfigMap, Namespace: testPolicyNamespace, Name: "no-docker-hub"}, global.GetResourceVersion())
+	d = allowed(t, c, podRequest("team-b", "nginx"), false)
+	if got := d.Violations[0].Source; got != "ConfigMap policy-system/no-docker-hub" {
+		t.Errorf("violation source = %q", got)
+	}
+	allowed(t, c, podRequest(testPolicyNamespace, "nginx"), false)
+	allowed(t, c, podRequest("team-b", "ghcr.io/acme/app:1"), true)
+	// Both apply in team-a: ghcr.io passes the global one, not team-a's.
+	d = allowed(t, c, podRequest("team-a", "ghcr.io/acme/app:1"), false)
+	if len(d.Violations) != 1 || d.Violations[0].Source != "ConfigMap team-a/registries" {
+		t.Errorf("violations = %v, want only team-a's", d.Violations)
+	}
+	for _, p := range c.Snapshot().Policies() {
+		want := p.Source.Namespace
+		if want == testPolicyNamespace {
+			want = ""
+		}
+		if p.Scope != want {
+			t.Errorf("%s has scope %q, want %q", p.Source, p.Scope, want)
+		}
+	}
+}
+
+func TestUnlabelledConfigMapIgnored(t *testing.T) {
+	unlabelled := policyConfigMap("team-a", "not-a-policy", registryPolicy)
+	unlabelled.SetLabels(nil)
+	f := newFixture(t, unlabelled)
+	f.start()
+	c := f.cache
+
+	if n := c.Snapshot().Set.Len(); n != 0 {
+		t.Fatalf("%d policies from an unlabelled ConfigMap", n)
+	}
+	// Every list and watch of ConfigMaps asks the API server for policy
+	// ConfigMaps only, so the others never reach the process.
+	var seen int
+	for _, a := range f.dyn.Actions() {
+		if a.GetResource().Resource != "configmaps" {
+			continue
+		}
+		var sel string
+		switch a := a.(type) {
+		case k8stesting.ListActionImpl:
+			sel = a.GetListOptions().LabelSelector
+		case k8stesting.WatchActionImpl:
+			sel = a.GetWatchRestrictions().Labels.String()
+		default:
+			continue
+		}
+		seen++
+		if sel != "policy.example.com/policy=true" {
+			t.Errorf("%s configmaps with label selector %q", a.GetVerb(), sel)
+		}
+	}
+	if seen == 0 {
+		t.Fatal("no list or watch of ConfigMaps")
+	}
+
+	// The fake watch, unlike the API server, does not filter by label: an
+	// unlabelled ConfigMap arriving anyway is still ignored.
+	other := policyConfigMap("team-b", "also-not-a-policy", registryPolicy)
+	other.SetLabels(map[string]string{policy.PolicyLabel: "false"})
+	f.create(other)
+	marker := f.create(policyConfigMap("team-c", "marker", registryPolicy))
+	f.inForce(policy.Source{Kind: policy.SourceConfigMap, Namespace: "team-c", Name: "marker"}, marker.GetResourceVersion())
+	if n := c.Snapshot().Set.Len(); n != 1 {
+		t.Fatalf("%d policies, want only the labelled one", n)
+	}
+	allowed(t, c, podRequest("team-b", "nginx"), true)
+
+	// A policy that loses its label stops applying.
+	marker.SetLabels(nil)
+	f.update(marker)
+	f.gone(policy.Source{Kind: policy.SourceConfigMap, Namespace: "team-c", Name: "marker"})
+	allowed(t, c, podRequest("team-c", "nginx"), true)
+}
+
+func TestInvalidVersionKeepsLastGood(t *testing.T) {
+	cm := policyConfigMap("team-a", "registries", registryPolicy)
+	f := newFixture(t, cm)
+	f.start()
+	c := f.cache
+	src := policy.Source{Kind: policy.SourceConfigMap, Namespace: "team-a", Name: "registries"}
+	good := cm.GetResourceVersion()
+	f.inForce(src, good)
+
+	cm = cm.DeepCopy()
+	cm.Object["data"] = map[string]any{policy.ConfigMapDataKey: invalidPolicy}
+	f.update(cm)
+	se := f.failed(src, cm.GetResourceVersion())
+	if se.InForce != good {
+		t.Errorf("error says version %q is in force, want %q", se.InForce, good)
+	}
+	if !strings.Contains(se.Err.Error(), "policy.yaml: pods.allowedRegistries[0]") {
+		t.Errorf("error %q lacks the field path", se.Err)
+	}
+	// The last good version still judges.
+	f.inForce(src, good)
+	allowed(t, c, podRequest("team-a", "nginx"), false)
+	allowed(t, c, podRequest("team-a", "registry.example.com/app:1"), true)
+
+	// The author sees a Warning Event on the ConfigMap.
+	var ev corev1.Event
+	eventually(t, "a Warning Event on the ConfigMap", func() bool {
+		for _, e := range f.events("team-a", "registries") {
+			if e.Reason == ReasonInvalidPolicy {
+				ev = e
+				return true
+			}
+		}
+		return false
+	})
+	if ev.Type != corev1.EventTypeWarning || ev.InvolvedObject.Kind != "ConfigMap" || ev.InvolvedObject.UID != cm.GetUID() {
+		t.Errorf("event %s %s on %+v", ev.Type, ev.Reason, ev.InvolvedObject)
+	}
+	for _, want := range []string{"policy.yaml: pods.allowedRegistries[0]", "without a scheme", "resourceVersion " + good + " stays in force"} {
+		if !strings.Contains(ev.Message, want) {
+			t.Errorf("event message %q lacks %q", ev.Message, want)
+		}
+	}
+	if v := gaugeValue(t, f.reg, MetricPolicyErrors, map[string]string{"kind": "ConfigMap", "namespace": "team-a", "name": "registries"}); v != 1 {
+		t.Errorf("%s = %v, want 1", MetricPolicyErrors, v)
+	}
+
+	// A valid version goes in force and clears the error.
+	cm = cm.DeepCopy()
+	cm.Object["data"] = map[string]any{policy.ConfigMapDataKey: dockerHubPolicy}
+	f.update(cm)
+	f.inForce(src, cm.GetResourceVersion())
+	if _, ok := c.Snapshot().Errors[src]; ok {
+		t.Error("error still reported after a valid version")
+	}
+	allowed(t, c, podRequest("team-a", "nginx"), true)
+	allowed(t, c, podRequest("team-a", "registry.example.com/app:1"), false)
+	if n := countSeries(t, f.reg, MetricPolicyErrors); n != 0 {
+		t.Errorf("%d %s series after the fix, want 0", n, MetricPolicyErrors)
+	}
+}
+
+func TestInvalidFromTheStart(t *testing.T) {
+	f := newFixture(t, policyConfigMap("team-a", "broken", invalidPolicy))
+	f.start()
+	src := policy.Source{Kind: policy.SourceConfigMap, Namespace: "team-a", Name: "broken"}
+	se, ok := f.cache.Snapshot().Errors[src]
+	if !ok {
+		t.Fatal("no error reported for an invalid policy")
+	}
+	if se.InForce != "" {
+		t.Errorf("InForce = %q for a policy that never compiled", se.InForce)
+	}
+	if n := f.cache.Snapshot().Set.Len(); n != 0 {
+		t.Errorf("%d policies in force", n)
+	}
+	allowed(t, f.cache, podRequest("team-a", "nginx"), true)
+	eventually(t, "a Warning Event saying no version is in force", func() bool {
+		for _, e := range f.events("team-a", "broken") {
+			if e.Reason == ReasonInvalidPolicy && strings.Contains(e.Message, "no version of it is in force") {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+func TestDeleteStopsApplying(t *testing.T) {
+	cm := policyConfigMap("team-a", "registries", registryPolicy)
+	ap := admissionPolicy("trusted", 1, registrySpec("ghcr.io/"))
+	broken := policyConfigMap("team-b", "broken", invalidPolicy)
+	f := newFixture(t, cm, ap, broken)
+	f.start()
+	c := f.cache
+	allowed(t, c, podRequest("team-a", "registry.example.com/app:1"), false) // AdmissionPolicy: not ghcr.io
+	allowed(t, c, podRequest("team-a", "ghcr.io/app:1"), false)              // ConfigMap: not registry.example.com
+
+	f.delete(ap)
+	f.gone(policy.Source{Kind: policy.SourceAdmissionPolicy, Name: "trusted"})
+	allowed(t, c, podRequest("team-a", "registry.example.com/app:1"), true)
+	allowed(t, c, podRequest("team-b", "nginx"), true)
+
+	f.delete(cm)
+	f.gone(policy.Source{Kind: policy.SourceConfigMap, Namespace: "team-a", Name: "registries"})
+	allowed(t, c, podRequest("team-a", "nginx"), true)
+
+	// Deleting an invalid source clears its error and its metric.
+	f.delete(broken)
+	f.gone(policy.Source{Kind: policy.SourceConfigMap, Namespace: "team-b", Name: "broken"})
+	if n := countSeries(t, f.reg, MetricPolicyErrors); n != 0 {
+		t.Errorf("%d %s series after deleting the invalid source", n, MetricPolicyErrors)
+	}
+	if n := c.Snapshot().Set.Len(); n != 0 {
+		t.Errorf("%d policies left", n)
+	}
+}
+
+// A source deleted and created again under the same name inherits nothing
+// from the old one, even at the same generation.
+func TestRecreatedSourceIsNew(t *testing.T) {
+	ap := admissionPolicy("trusted", 1, registrySpec("ghcr.io/"))
+	f := newFixture(t, ap)
+	f.start()
+	src := policy.Source{Kind: policy.SourceAdmissionPolicy, Name: "trusted"}
+	f.delete(ap)
+	f.gone(src)
+	again := admissionPolicy("trusted", 1, map[string]any{"pods": map[string]any{"allowedRegistries": []any{"https://x/"}}})
+	f.create(again)
+	se := f.failed(src, "1")
+	if se.InForce != "" {
+		t.Errorf("the recreated policy inherited version %q", se.InForce)
+	}
+	allowed(t, f.cache, podRequest("team-a", "nginx"), true)
+}
+
+func TestNamespaceSelector(t *testing.T) {
+	ap := admissionPolicy("prod-registries", 1, map[string]any{
+		"match": map[string]any{"namespaceSelector": map[string]any{"matchLabels": map[string]any{"env": "prod"}}},
+		"pods":  map[string]any{"allowedRegistries": []any{"registry.example.com/"}},
+	})
+	dev := namespaceMeta("dev", map[string]string{"env": "dev"})
+	f := newFixture(t, ap, namespaceMeta("prod", map[string]string{"env": "prod"}), dev)
+	f.start()
+	c := f.cache
+
+	if l, ok := c.NamespaceLabels("prod"); !ok || l["env"] != "prod" {
+		t.Errorf("NamespaceLabels(prod) = %v, %v", l, ok)
+	}
+	if _, ok := c.NamespaceLabels("nowhere"); ok {
+		t.Error("NamespaceLabels knows a namespace that does not exist")
+	}
+	allowed(t, c, podRequest("prod", "nginx"), false)
+	allowed(t, c, podRequest("dev", "nginx"), true)
+
+	dev = dev.DeepCopy()
+	dev.Labels = map[string]string{"env": "prod"}
+	f.updateNamespace(dev)
+	eventually(t, "dev is relabelled in the cache", func() bool {
+		l, _ := c.NamespaceLabels("dev")
+		return l["env"] == "prod"
+	})
+	allowed(t, c, podRequest("dev", "nginx"), false)
+}
+
+func TestConcurrentEvaluateDuringUpdates(t *testing.T) {
+	cm := policyConfigMap("team-a", "registries", registryPolicy)
+	f := newFixture(t, cm)
+	f.start()
+	c := f.cache
+
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			d := c.Evaluate(podRequest("team-a", "nginx"))
+			// Every version of the policy refuses nginx: no reader may
+			// ever see a half-built snapshot that lets it through.
+			if d.Allowed {
+				t.Error("nginx allowed while the policy was being updated")
+				return
+			}
+		}
+	}()
+	for i := range 50 {
+		cm = cm.DeepCopy()
+		cm.Object["data"] = map[string]any{policy.ConfigMapDataKey: registryPolicy + "  disallowedTags: [latest, v" + string(rune('a'+i%26)) + "]\n"}
+		f.update(cm)
+	}
+	f.inForce(policy.Source{Kind: policy.SourceConfigMap, Namespace: "team-a", Name: "registries"}, cm.GetResourceVersion())
+	close(stop)
+	<-done
+}
+
+func TestTransformsDropWhatIsNotRead(t *testing.T) {
+	withNoise := func(u interface{ SetManagedFields([]metav1.ManagedFieldsEntry); SetAnnotations(map[string]string) }) {
+		u.SetManagedFields([]metav1.ManagedFieldsEntry{{Manager: "kubectl", Operation: metav1.ManagedFieldsOperationApply}})
+		u.SetAnnotations(map[string]string{corev1.LastAppliedConfigAnnotation: `{"huge":"json"}`, "keep": "me"})
+	}
+	cm := policyConfigMap("team-a", "registries", registryPolicy)
+	cm.Object["data"].(map[string]any)["README"] = "a long explanation"
+	cm.Object["binaryData"] = map[string]any{"logo.png": "aGVsbG8="}
+	withNoise(cm)
+	ap := admissionPolicy("trusted", 1, registrySpec("ghcr.io/"))
+	withNoise(ap)
+	mine := myApple("team-a", "a", 3)
+	withNoise(mine)
+	ns := namespaceMeta("team-a", map[string]string{"env": "prod"})
+	withNoise(ns)
+	f := newFixture(t, cm, ap, mine, ns)
+	f.start()
+	c := f.cache
+
+	obj, _, _ := c.configMapInformer.GetStore().GetByKey("team-a/registries")
+	got := obj.(interface{ UnstructuredContent() map[string]any }).UnstructuredContent()
+	md := got["metadata"].(map[string]any)
+	if _, ok := md["managedFields"]; ok {
+		t.Error("ConfigMap managedFields kept")
+	}
+	if ann := md["annotations"].(map[string]any); ann[corev1.LastAppliedConfigAnnotation] != nil || ann["keep"] != "me" {
+		t.Errorf("ConfigMap annotations = %v", ann)
+	}
+	if data := got["data"].(map[string]any); len(data) != 1 || data[policy.ConfigMapDataKey] == nil {
+		t.Errorf("ConfigMap data keys = %v, want only %s", data, policy.ConfigMapDataKey)
+	}
+	if _, ok := got["binaryData"]; ok {
+		t.Error("ConfigMap binaryData kept")
+	}
+	if md["labels"] == nil {
+		t.Error("ConfigMap labels dropped")
+	}
+
+	obj, _, _ = c.policyInformer.GetStore().GetByKey("trusted")
+	got = obj.(interface{ UnstructuredContent() map[string]any }).UnstructuredContent()
+	md = got["metadata"].(map[string]any)
+	if _, ok := md["managedFields"]; ok {
+		t.Error("AdmissionPolicy managedFields kept")
+	}
+	if ann := md["annotations"].(map[string]any); ann[corev1.LastAppliedConfigAnnotation] != nil {
+		t.Error("AdmissionPolicy last-applied annotation kept")
+	}
+	if got["spec"] == nil {
+		t.Error("AdmissionPolicy spec dropped")
+	}
+
+	obj, _, _ = c.appleInformer.GetStore().GetByKey("team-a/a")
+	if a, ok := obj.(*apple); !ok || *a != (apple{namespace: "team-a", name: "a", resourceVersion: mine.GetResourceVersion(), quantity: 3}) {
+		t.Errorf("cached MyApple = %#v", obj)
+	}
+
+	obj, _, _ = c.namespaceInformer.GetStore().GetByKey("team-a")
+	m := obj.(*metav1.PartialObjectMetadata)
+	if m.ManagedFields != nil || m.Annotations != nil || m.Labels["env"] != "prod" {
+		t.Errorf("cached namespace = %+v", m.ObjectMeta)
+	}
+}

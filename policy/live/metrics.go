@@ -1,0 +1,88 @@
+package live
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metric names, for dashboards, alerts and tests.
+const (
+	MetricPolicies       = "policy_webhook_policies"
+	MetricPolicyErrors   = "policy_webhook_policy_errors"
+	MetricSnapshotBuilds = "policy_webhook_snapshot_builds_total"
+	MetricPropagation    = "policy_webhook_policy_propagation_seconds"
+	MetricCacheSynced    = "policy_webhook_cache_synced"
+	MetricStatusUpdates  = "policy_webhook_policy_status_updates_total"
+	MetricCachedMyApples = "policy_webhook_cached_myapples"
+)
+
+const (
+	metricLabelKind         = "kind"
+	metricLabelNamespace    = "namespace"
+	metricLabelName         = "name"
+	metricLabelResult       = "result"
+	statusResultUpdated     = "updated"
+	statusResultFailed      = "failed"
+	propagationBucketsStart = 0.0001 // 100µs
+)
+
+// metrics are one Cache's collectors. They exist even when nothing
+// registers them, so the code that updates them never branches.
+type metrics struct {
+	policies      *prometheus.GaugeVec
+	policyErrors  *prometheus.GaugeVec
+	builds        prometheus.Counter
+	propagation   prometheus.Histogram
+	synced        prometheus.Gauge
+	statusUpdates *prometheus.CounterVec
+	apples        prometheus.GaugeFunc
+}
+
+func newMetrics(reg prometheus.Registerer, apples func() float64) (*metrics, error) {
+	m := &metrics{
+		policies: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: MetricPolicies,
+			Help: "Policies in force, by carrier kind (ConfigMap, AdmissionPolicy).",
+		}, []string{metricLabelKind}),
+		policyErrors: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: MetricPolicyErrors,
+			Help: "1 for each policy source whose newest version is invalid and not in force (its last good version, if any, stays in force).",
+		}, []string{metricLabelKind, metricLabelNamespace, metricLabelName}),
+		builds: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: MetricSnapshotBuilds,
+			Help: "Policy snapshots built and swapped in.",
+		}),
+		propagation: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    MetricPropagation,
+			Help:    "Seconds from the informer delivering a policy change to the snapshot that enforces it being swapped in.",
+			Buckets: prometheus.ExponentialBuckets(propagationBucketsStart, 2, 16),
+		}),
+		synced: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: MetricCacheSynced,
+			Help: "1 once every informer has synced and the first policy snapshot is built.",
+		}),
+		statusUpdates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricStatusUpdates,
+			Help: "AdmissionPolicy status writes, by result (updated, failed).",
+		}, []string{metricLabelResult}),
+		apples: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: MetricCachedMyApples,
+			Help: "MyApples held in the cache for the namespace quota rule.",
+		}, apples),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	var errs []error
+	for _, c := range []prometheus.Collector{m.policies, m.policyErrors, m.builds, m.propagation, m.synced, m.statusUpdates, m.apples} {
+		if err := reg.Register(c); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("registering metrics: %w", err)
+	}
+	return m, nil
+}

@@ -1,0 +1,211 @@
+package live
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/policy-webhook/policy-webhook/policy"
+	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
+)
+
+// eventMessageLimit keeps Event messages within what the events API
+// accepts; the full error is in the log and, for an AdmissionPolicy, its
+// status.
+const eventMessageLimit = 1024
+
+func (c *Cache) configMapHandler() cache.ResourceEventHandler {
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) { c.onConfigMap(obj) },
+		UpdateFunc: func(old, obj any) {
+			if !sameResourceVersion(old, obj) {
+				c.onConfigMap(obj)
+			}
+		},
+		DeleteFunc: func(obj any) {
+			if ns, name, ok := objectKey(obj); ok {
+				c.removeSource(policy.Source{Kind: policy.SourceConfigMap, Namespace: ns, Name: name}, time.Now())
+			}
+		},
+	}
+}
+
+func (c *Cache) admissionPolicyHandler() cache.ResourceEventHandler {
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) { c.onAdmissionPolicy(obj) },
+		UpdateFunc: func(old, obj any) {
+			if !sameResourceVersion(old, obj) {
+				c.onAdmissionPolicy(obj)
+			}
+		},
+		DeleteFunc: func(obj any) {
+			if _, name, ok := objectKey(obj); ok {
+				c.removeSource(policy.Source{Kind: policy.SourceAdmissionPolicy, Name: name}, time.Now())
+			}
+		},
+	}
+}
+
+func (c *Cache) onConfigMap(obj any) {
+	received := time.Now()
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return
+	}
+	src := policy.Source{Kind: policy.SourceConfigMap, Namespace: u.GetNamespace(), Name: u.GetName()}
+	if !policy.IsPolicyConfigMap(u.GetLabels()) {
+		// The watch selects the label on the API server, which reports an
+		// object losing it as a deletion. This guards any path that would
+		// report it as an update instead.
+		c.removeSource(src, received)
+		return
+	}
+	p, err := compileConfigMap(src, u, c.cfg.PolicyNamespace)
+	c.applySource(src, u, u.GetResourceVersion(), p, err, received)
+}
+
+func compileConfigMap(src policy.Source, u *unstructured.Unstructured, policyNamespace string) (*policy.Policy, error) {
+	data, _, err := unstructured.NestedStringMap(u.Object, "data")
+	if err != nil {
+		return nil, fmt.Errorf("reading data: %w", err)
+	}
+	spec, err := policy.ParseConfigMapData(data)
+	if err != nil {
+		return nil, err
+	}
+	p, err := policy.Compile(src, policy.ConfigMapScope(src.Namespace, policyNamespace), spec)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", policy.ConfigMapDataKey, err)
+	}
+	p.Version = u.GetResourceVersion()
+	return p, nil
+}
+
+func (c *Cache) onAdmissionPolicy(obj any) {
+	received := time.Now()
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return
+	}
+	src := policy.Source{Kind: policy.SourceAdmissionPolicy, Name: u.GetName()}
+	version := strconv.FormatInt(u.GetGeneration(), 10)
+	if st, ok := c.sources.get(src); ok && st.uid == u.GetUID() && st.version == version && version != "0" {
+		// The generation counts spec changes only: this is a change of
+		// metadata or status (often our own status write), so there is
+		// nothing to compile, but the status may still need setting right.
+		c.enqueueStatus(u.GetName())
+		return
+	}
+	p, err := compileAdmissionPolicy(src, u, version)
+	c.applySource(src, u, version, p, err, received)
+	c.enqueueStatus(u.GetName())
+}
+
+func compileAdmissionPolicy(src policy.Source, u *unstructured.Unstructured, version string) (*policy.Policy, error) {
+	spec, err := policy.ParseAdmissionPolicyObject(u.Object)
+	if err != nil {
+		return nil, err
+	}
+	p, err := policy.Compile(src, "", spec)
+	if err != nil {
+		return nil, fmt.Errorf("spec: %w", err)
+	}
+	p.Version = version
+	return p, nil
+}
+
+// applySource records a new version of a source, reports it if invalid,
+// and has a new snapshot built.
+func (c *Cache) applySource(src policy.Source, u *unstructured.Unstructured, version string, p *policy.Policy, err error, received time.Time) {
+	st := c.sources.set(src, version, u.GetUID(), p, err)
+	if err == nil {
+		c.metrics.policyErrors.DeleteLabelValues(src.Kind, src.Namespace, src.Name)
+		c.log.V(1).Info("Policy in force", "source", src.String(), "version", version)
+	} else {
+		c.metrics.policyErrors.WithLabelValues(src.Kind, src.Namespace, src.Name).Set(1)
+		inForce := inForceVersion(&st)
+		c.log.Error(err, "Policy version is invalid and not in force", "source", src.String(), "version", version, "inForce", inForce)
+		c.recordInvalid(src, u, inForce, err)
+	}
+	c.changed(received)
+}
+
+func (c *Cache) removeSource(src policy.Source, received time.Time) {
+	if !c.sources.remove(src) {
+		return
+	}
+	c.metrics.policyErrors.DeleteLabelValues(src.Kind, src.Namespace, src.Name)
+	c.log.Info("Policy source deleted, no longer in force", "source", src.String())
+	c.changed(received)
+}
+
+// recordInvalid puts a Warning Event on the object, where `kubectl
+// describe` shows it to the policy's author.
+func (c *Cache) recordInvalid(src policy.Source, u *unstructured.Unstructured, inForce string, err error) {
+	ref := &corev1.ObjectReference{
+		Namespace:       u.GetNamespace(),
+		Name:            u.GetName(),
+		UID:             u.GetUID(),
+		ResourceVersion: u.GetResourceVersion(),
+	}
+	switch src.Kind {
+	case policy.SourceConfigMap:
+		ref.APIVersion, ref.Kind = "v1", "ConfigMap"
+	case policy.SourceAdmissionPolicy:
+		ref.APIVersion, ref.Kind = v1alpha1.GroupVersion.String(), "AdmissionPolicy"
+	}
+	msg := "Policy not in force: " + err.Error() + " (" + stillInForce(src.Kind, inForce) + ")"
+	if len(msg) > eventMessageLimit {
+		msg = msg[:eventMessageLimit-3] + "..."
+	}
+	c.recorder.Event(ref, corev1.EventTypeWarning, ReasonInvalidPolicy, msg)
+}
+
+// stillInForce says which version of a source applies instead of an
+// invalid one.
+func stillInForce(kind, inForce string) string {
+	if inForce == "" {
+		return "no version of it is in force"
+	}
+	if kind == policy.SourceAdmissionPolicy {
+		return "generation " + inForce + " stays in force"
+	}
+	return "resourceVersion " + inForce + " stays in force"
+}
+
+// changed has a new snapshot built. Bursts coalesce: however many changes
+// arrive while a build runs, one more build follows and takes them all.
+func (c *Cache) changed(received time.Time) {
+	c.pendingSince.CompareAndSwap(0, received.UnixNano())
+	select {
+	case c.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// sameResourceVersion tells a resync, which re-delivers an unchanged
+// object, from a change.
+func sameResourceVersion(old, obj any) bool {
+	o, err1 := meta.Accessor(old)
+	n, err2 := meta.Accessor(obj)
+	return err1 == nil && err2 == nil && o.GetResourceVersion() != "" && o.GetResourceVersion() == n.GetResourceVersion()
+}
+
+// objectKey names a deleted object, which may come as the tombstone the
+// informer leaves when it missed the deletion itself.
+func objectKey(obj any) (namespace, name string, ok bool) {
+	if t, isTombstone := obj.(cache.DeletedFinalStateUnknown); isTombstone {
+		ns, name, err := cache.SplitMetaNamespaceKey(t.Key)
+		return ns, name, err == nil
+	}
+	m, err := meta.Accessor(obj)
+	if err != nil {
+		return "", "", false
+	}
+	return m.GetNamespace(), m.GetName(), true
+}

@@ -1,0 +1,39 @@
+package live
+
+import (
+	"time"
+
+	"github.com/policy-webhook/policy-webhook/policy"
+)
+
+// Snapshot is the policy in force at one moment. It is immutable: a change
+// builds a new one and swaps it in whole, so a reader holding one sees a
+// consistent view for as long as it keeps it.
+type Snapshot struct {
+	// Set holds the compiled policies in force.
+	Set *policy.Set
+	// Errors lists the sources whose newest version is invalid. A source
+	// with a last good version keeps it in force (it is in Set).
+	Errors map[policy.Source]SourceError
+	// Version counts the snapshots this Cache has built. 0 is the empty
+	// snapshot held before the first build.
+	Version uint64
+	// Built is when the snapshot was built.
+	Built time.Time
+}
+
+// SourceError is why a source's newest version is not in force.
+//
+// Versions are resourceVersions for ConfigMaps and generations for
+// AdmissionPolicies, as their status reports them.
+type SourceError struct {
+	// Version is the version that failed.
+	Version string
+	// Err holds the field-path errors.
+	Err error
+	// InForce is the version still in force, "" if none is.
+	InForce string
+}
+
+// Policies returns the policies in force, in evaluation order.
+func (s *Snapshot) Policies() []*policy.Policy { return s.Set.Policies() }

@@ -1,0 +1,104 @@
+package live
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/policy-webhook/policy-webhook/policy"
+)
+
+// Transforms run on every object before the informer stores it (client-go
+// calls them once per object, in place, before any handler sees it). They
+// drop what nothing here reads, which is most of an object: managedFields
+// and kubectl's last-applied copy alone are often larger than the spec.
+// Each one passes through anything that is not the raw type it expects,
+// which keeps it idempotent, as client-go asks.
+
+// trimMetadata drops managedFields and the last-applied annotation.
+func trimMetadata(u *unstructured.Unstructured) {
+	md, ok := u.Object["metadata"].(map[string]any)
+	if !ok {
+		return
+	}
+	delete(md, "managedFields")
+	if ann, ok := md["annotations"].(map[string]any); ok {
+		delete(ann, corev1.LastAppliedConfigAnnotation)
+		if len(ann) == 0 {
+			delete(md, "annotations")
+		}
+	}
+}
+
+// transformConfigMap keeps a policy ConfigMap's identity, labels and the
+// policy.yaml key. Other keys (notes, examples) are never read.
+func transformConfigMap(obj any) (any, error) {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return obj, nil
+	}
+	trimMetadata(u)
+	if data, ok := u.Object["data"].(map[string]any); ok {
+		for k := range data {
+			if k != policy.ConfigMapDataKey {
+				delete(data, k)
+			}
+		}
+	}
+	delete(u.Object, "binaryData")
+	return u, nil
+}
+
+// transformAdmissionPolicy keeps spec and status: status is compared
+// before it is written, so that it is written only when it changes.
+func transformAdmissionPolicy(obj any) (any, error) {
+	if u, ok := obj.(*unstructured.Unstructured); ok {
+		trimMetadata(u)
+	}
+	return obj, nil
+}
+
+// transformNamespace keeps a namespace's name and labels, all that a
+// namespaceSelector reads.
+func transformNamespace(obj any) (any, error) {
+	m, ok := obj.(*metav1.PartialObjectMetadata)
+	if !ok {
+		return obj, nil
+	}
+	m.ManagedFields = nil
+	m.Annotations = nil
+	m.OwnerReferences = nil
+	m.Finalizers = nil
+	return m, nil
+}
+
+// transformMyApple replaces a MyApple by the three fields the quota rule
+// reads, a few dozen bytes instead of a few kilobytes of maps.
+func transformMyApple(obj any) (any, error) {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return obj, nil
+	}
+	return &apple{
+		namespace:       u.GetNamespace(),
+		name:            u.GetName(),
+		resourceVersion: u.GetResourceVersion(),
+		quantity:        appleQuantity(u.Object),
+	}, nil
+}
+
+// appleQuantity reads spec.quantity. The CRD makes it an integer of at
+// least 1; anything else counts as nothing rather than failing the watch.
+func appleQuantity(obj map[string]any) int64 {
+	spec, ok := obj["spec"].(map[string]any)
+	if !ok {
+		return 0
+	}
+	switch q := spec["quantity"].(type) {
+	case int64:
+		return q
+	case float64:
+		return int64(q)
+	}
+	return 0
+}
