@@ -126,8 +126,8 @@ func (h *reviewHandler) readBody(w http.ResponseWriter, r *http.Request) ([]byte
 	}
 	body := http.MaxBytesReader(w, r.Body, h.maxBytes)
 	if r.ContentLength >= 0 {
-		// One spare byte so that a body longer than announced is seen.
-		buf := make([]byte, r.ContentLength, r.ContentLength+1)
+		// net/http stops the body at the announced length.
+		buf := make([]byte, r.ContentLength)
 		if _, err := io.ReadFull(body, buf); err != nil {
 			return nil, err
 		}

@@ -246,6 +246,11 @@ func freePort(t *testing.T) int {
 // new directory and returns it with a pool that trusts it.
 func writeServingCert(t *testing.T) (string, *x509.CertPool) {
 	t.Helper()
+	return writeCert(t, time.Now().Add(time.Hour))
+}
+
+func writeCert(t *testing.T, notAfter time.Time) (string, *x509.CertPool) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -253,8 +258,8 @@ func writeServingCert(t *testing.T) (string, *x509.CertPool) {
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(time.Now().UnixNano()),
 		Subject:      pkix.Name{CommonName: "policy-webhook test"},
-		NotBefore:    time.Now().Add(-time.Minute),
-		NotAfter:     time.Now().Add(time.Hour),
+		NotBefore:    notAfter.Add(-2 * time.Hour),
+		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
