@@ -38,7 +38,7 @@ func namespaceResource() schema.GroupVersionResource {
 // object trackers, whose watches feed the informers as an API server would;
 // like an API server, the fixture gives every write a new resourceVersion.
 type fixture struct {
-	t     *testing.T
+	t     testing.TB
 	dyn   *dynamicfake.FakeDynamicClient
 	meta  *metadatafake.FakeMetadataClient
 	kube  *kubefake.Clientset
@@ -50,7 +50,7 @@ type fixture struct {
 
 // newFixture makes a Cache whose fake cluster starts with objs: unstructured
 // objects for the dynamic client, PartialObjectMetadata for the metadata one.
-func newFixture(t *testing.T, objs ...runtime.Object) *fixture {
+func newFixture(t testing.TB, objs ...runtime.Object) *fixture {
 	t.Helper()
 	f := &fixture{t: t, kube: kubefake.NewClientset(), reg: prometheus.NewRegistry()}
 	f.rv.Store(100)
@@ -80,7 +80,7 @@ func newFixture(t *testing.T, objs ...runtime.Object) *fixture {
 		Metadata:        f.meta,
 		Kube:            f.kube,
 		PolicyNamespace: testPolicyNamespace,
-		Log:             testr.NewWithOptions(t, testr.Options{Verbosity: 1}),
+		Log:             testr.NewWithInterface(t, testr.Options{Verbosity: 1}),
 		Metrics:         f.reg,
 	})
 	if err != nil {
@@ -232,7 +232,7 @@ func (f *fixture) events(namespace, name string) []corev1.Event {
 // eventually polls cond until it holds; it fails the test after 10s. The
 // limit is only there so a broken cache fails instead of hanging: nothing
 // is asserted about how long it took.
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
@@ -311,7 +311,7 @@ func appleRequest(op policy.Operation, namespace, name string, quantity, oldQuan
 }
 
 // allowed judges a request and fails the test if the verdict is not want.
-func allowed(t *testing.T, c *Cache, req *policy.Request, want bool) policy.Decision {
+func allowed(t testing.TB, c *Cache, req *policy.Request, want bool) policy.Decision {
 	t.Helper()
 	d := c.Evaluate(req)
 	if d.Allowed != want {

@@ -1,0 +1,39 @@
+package live
+
+import (
+	"fmt"
+	"testing"
+)
+
+// The request path: both reads must stay cheap whatever the cluster holds.
+
+func BenchmarkMyAppleQuantity(b *testing.B) {
+	ix := newAppleIndex()
+	for i := range 10_000 {
+		ix.set(&apple{namespace: fmt.Sprintf("team-%d", i%20), name: fmt.Sprintf("apple-%d", i), quantity: 3})
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if ix.sum("team-7", "apple-7") == 0 {
+				b.Fatal("empty namespace")
+			}
+		}
+	})
+}
+
+func BenchmarkCacheEvaluatePod(b *testing.B) {
+	f := newFixture(b, policyConfigMap("team-a", "registries", registryPolicy), policyConfigMap(testPolicyNamespace, "global", registryPolicy))
+	f.start()
+	req := podRequest("team-a", "registry.example.com/app:1.0")
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if d := f.cache.Evaluate(req); !d.Allowed {
+				b.Fatal("refused")
+			}
+		}
+	})
+}
