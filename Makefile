@@ -46,7 +46,7 @@ manifests: ## Regenerate the AdmissionPolicy CRD into manifests/crds.
 .PHONY: tools
 tools: $(TOOLS_DIR)/.complete ## Build kube-apiserver, kubectl and etcd into the tools cache.
 
-$(TOOLS_DIR)/.complete: hack/tools/go.mod hack/tools/go.sum hack/build-tools.sh
+$(TOOLS_DIR)/.complete: $(wildcard hack/tools/*/go.mod hack/tools/*/go.sum) hack/build-tools.sh
 	hack/build-tools.sh "$(TOOLS_DIR)"
 
 .PHONY: test
