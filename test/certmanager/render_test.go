@@ -19,10 +19,14 @@ import (
 const manifestsDir = "../../manifests"
 
 // renderDir builds the kustomization in dir the way `kubectl kustomize dir`
-// does: kustomize's API with its default options (legacy resource order,
-// load restricted to the kustomization's root), on the real file system.
+// does: kustomize's API with kubectl's options (its default options, load
+// restricted to the kustomization's root, and the legacy resource order:
+// namespaces and CRDs first, webhook configurations last), on the real file
+// system.
 func renderDir(dir string) ([]*unstructured.Unstructured, error) {
-	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	opts := krusty.MakeDefaultOptions()
+	opts.Reorder = krusty.ReorderOptionLegacy
+	k := krusty.MakeKustomizer(opts)
 	resMap, err := k.Run(filesys.MakeFsOnDisk(), dir)
 	if err != nil {
 		return nil, fmt.Errorf("kustomize build %s: %w", dir, err)
