@@ -1,0 +1,100 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// TestNoAPICallsWhileAdmitting sends 1,000 admissions through the API
+// server, concurrently, and asserts the webhook made no request to the API
+// server meanwhile: every answer came from its informer cache. Half the Pods
+// break the policy, and every verdict is checked, so the webhook provably
+// judged each one.
+func TestNoAPICallsWhileAdmitting(t *testing.T) {
+	ctx := testCtx(t)
+	ns := newNamespace(t, nil)
+	mustPutPolicy(t, ns, "registries", "pods:\n  allowedRegistries: [registry.example.com/]\n")
+	refused := podDenial(fmt.Sprintf(`policy violation: ConfigMap %s/registries pods.allowedRegistries spec.containers[0].image: `+
+		`image "nginx:1.27" resolves to docker.io/library/nginx:1.27, which is not under an allowed registry (registry.example.com/)`, ns))
+	good := pod(ns, "good", nil, "registry.example.com/team/web:1.0")
+	bad := pod(ns, "bad", nil, "nginx:1.27")
+	opts := metav1.CreateOptions{DryRun: dryRun}
+	eventuallyDenied(t, func() error { return createPod(ctx, bad, opts) }, refused)
+	// Let any write the cache makes in reaction to the new policy (an
+	// Event, a status) land before counting.
+	time.Sleep(500 * time.Millisecond)
+
+	const admissions, workers = 1000, 16
+	var (
+		next, wrong atomic.Int64
+		mu          sync.Mutex
+		firstWrong  string
+		wg          sync.WaitGroup
+	)
+	mark := env.requests.Len()
+	start := time.Now()
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= admissions {
+					return
+				}
+				p, want := good, ""
+				if i%2 == 1 {
+					p, want = bad, refused
+				}
+				err := createPod(ctx, p, opts)
+				if got := errString(err); got != want {
+					wrong.Add(1)
+					mu.Lock()
+					if firstWrong == "" {
+						firstWrong = fmt.Sprintf("admission %d: got %q, want %q", i, got, want)
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	made := env.requests.Since(mark)
+
+	t.Logf("%d admissions (dry-run Pod creates through kube-apiserver, %d concurrent, half refused) in %s: %.0f admissions/s",
+		admissions, workers, elapsed.Round(time.Millisecond), float64(admissions)/elapsed.Seconds())
+	if n := wrong.Load(); n > 0 {
+		t.Errorf("%d of %d admissions got the wrong answer; first: %s", n, admissions, firstWrong)
+	}
+	// A watch the informers renew on their own schedule (every 5 to 10
+	// minutes) is not a request made to answer an admission; anything else is.
+	var renewals, calls []string
+	for _, r := range made {
+		if strings.Contains(r, "watch=true") || strings.Contains(r, "watch=1") {
+			renewals = append(renewals, r)
+		} else {
+			calls = append(calls, r)
+		}
+	}
+	if len(renewals) > 0 {
+		t.Logf("informer watches renewed during the run: %q", renewals)
+	}
+	if len(calls) > 0 || len(renewals) > 5 {
+		t.Errorf("the webhook made %d requests to the API server while serving %d admissions, want 0:\n%s",
+			len(made), admissions, strings.Join(made, "\n"))
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
