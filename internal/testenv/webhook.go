@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -65,11 +66,13 @@ type Webhook struct {
 	// PolicyNamespace is the namespace whose policy ConfigMaps apply cluster-wide.
 	PolicyNamespace string
 
-	tmpDir string
-	cancel context.CancelFunc
-	done   chan struct{}
-	err    error // set before done is closed
-	probe  *http.Client
+	tmpDir    string
+	cancel    context.CancelFunc
+	ready     chan struct{} // closed by webhook.Options.OnReady
+	readyOnce sync.Once
+	done      chan struct{}
+	err       error // set before done is closed
+	probe     *http.Client
 }
 
 // StartWebhook makes a CA and a serving certificate for 127.0.0.1 and
@@ -90,6 +93,7 @@ func StartWebhook(ctx context.Context, opts WebhookOptions) (*Webhook, error) {
 		CertDir:         filepath.Join(tmp, "serving-cert"),
 		PolicyNamespace: opts.PolicyNamespace,
 		tmpDir:          tmp,
+		ready:           make(chan struct{}),
 		done:            make(chan struct{}),
 		probe:           &http.Client{Timeout: 2 * time.Second},
 	}
@@ -128,6 +132,7 @@ func StartWebhook(ctx context.Context, opts WebhookOptions) (*Webhook, error) {
 			HealthProbeBindAddress: w.HealthAddr,
 			FailOpenBeforeSync:     opts.FailOpenBeforeSync,
 			Log:                    opts.Log,
+			OnReady:                func() { w.readyOnce.Do(func() { close(w.ready) }) },
 		})
 	}()
 	return w, nil
@@ -172,8 +177,18 @@ func (w *Webhook) Ready(ctx context.Context) (bool, error) {
 	return resp.StatusCode == http.StatusOK, nil
 }
 
-// WaitReady polls /readyz until it answers 200, the webhook stops, or ctx ends.
+// WaitReady waits until the webhook reports itself ready (informers synced,
+// certificate loaded), then confirms it on /readyz as a kubelet would. It
+// waits for the OnReady callback rather than polling /readyz, which would
+// log every failed check until then.
 func (w *Webhook) WaitReady(ctx context.Context) error {
+	select {
+	case <-w.ready:
+	case <-w.done:
+		return fmt.Errorf("the webhook stopped before it was ready: %w", w.err)
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the webhook to be ready: %w", ctx.Err())
+	}
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	var last error
@@ -182,17 +197,15 @@ func (w *Webhook) WaitReady(ctx context.Context) error {
 		if ok {
 			return nil
 		}
-		if err != nil {
-			last = err
-		}
+		last = err
 		select {
 		case <-w.done:
 			return fmt.Errorf("the webhook stopped before it was ready: %w", w.err)
 		case <-ctx.Done():
 			if last != nil {
-				return fmt.Errorf("waiting for the webhook to be ready: %w (last probe: %v)", ctx.Err(), last)
+				return fmt.Errorf("waiting for /readyz: %w (last probe: %v)", ctx.Err(), last)
 			}
-			return fmt.Errorf("waiting for the webhook to be ready: %w (readyz kept answering not ready)", ctx.Err())
+			return fmt.Errorf("waiting for /readyz: %w (it kept answering not ready after OnReady)", ctx.Err())
 		case <-tick.C:
 		}
 	}
