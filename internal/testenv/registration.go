@@ -17,13 +17,13 @@ import (
 
 // Names of the ValidatingWebhookConfiguration and of its webhooks. The API
 // server quotes a webhook's name in every refusal:
-// `admission webhook "pods.policy.example.com" denied the request: ...`.
+// `admission webhook "pods.policy-webhook.policy.example.com" denied the request: ...`.
 const (
 	ConfigurationName              = "policy-webhook"
-	PodsWebhook                    = "pods.policy.example.com"
-	MyApplesWebhook                = "myapples.policy.example.com"
-	PolicyConfigMapsWebhook        = "configmaps.policy.example.com"
-	AdmissionPoliciesWebhook       = "admissionpolicies.policy.example.com"
+	PodsWebhook                    = "pods.policy-webhook.policy.example.com"
+	MyApplesWebhook                = "myapples.policy-webhook.policy.example.com"
+	PolicyConfigMapsWebhook        = "configmaps.policy-webhook.policy.example.com"
+	AdmissionPoliciesWebhook       = "admissionpolicies.policy-webhook.policy.example.com"
 	webhookTimeoutSeconds    int32 = 5
 )
 
@@ -38,11 +38,15 @@ func WebhookConfiguration(baseURL string, caBundle []byte, policyNamespace strin
 	equivalent := admissionregistrationv1.Equivalent
 	createUpdate := []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update}
 	timeout := webhookTimeoutSeconds
-	skipSystem := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
-		Key:      corev1.LabelMetadataName,
-		Operator: metav1.LabelSelectorOpNotIn,
-		Values:   []string{metav1.NamespaceSystem, policyNamespace},
-	}}}
+	notIn := func(namespaces ...string) *metav1.LabelSelector {
+		return &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
+			Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpNotIn, Values: namespaces,
+		}}}
+	}
+	// The webhook's own Pods must always be able to start, or an outage
+	// could never heal itself; the policy namespace stays in for policy
+	// ConfigMaps, since cluster-wide policy lives there.
+	skipSystem := notIn(metav1.NamespaceSystem, policyNamespace)
 	hook := func(name, path string, rule admissionregistrationv1.Rule, nsSel, objSel *metav1.LabelSelector) admissionregistrationv1.ValidatingWebhook {
 		url := strings.TrimSuffix(baseURL, "/") + path
 		return admissionregistrationv1.ValidatingWebhook{
@@ -78,7 +82,7 @@ func WebhookConfiguration(baseURL string, caBundle []byte, policyNamespace strin
 			hook(PolicyConfigMapsWebhook, "/validate-policies", admissionregistrationv1.Rule{
 				APIGroups: []string{""}, APIVersions: []string{"v1"},
 				Resources: []string{"configmaps"}, Scope: &namespaced,
-			}, nil, &metav1.LabelSelector{MatchLabels: map[string]string{policy.PolicyLabel: "true"}}),
+			}, notIn(metav1.NamespaceSystem), &metav1.LabelSelector{MatchLabels: map[string]string{policy.PolicyLabel: "true"}}),
 			hook(AdmissionPoliciesWebhook, "/validate-policies", admissionregistrationv1.Rule{
 				APIGroups: []string{"policy.example.com"}, APIVersions: []string{"v1alpha1"},
 				Resources: []string{"admissionpolicies"}, Scope: &cluster,
