@@ -14,6 +14,7 @@ import (
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -326,7 +327,7 @@ func proveAdmissions(t *testing.T, cs kubernetes.Interface, c client.Client, wan
 	if bad := checkDenied(err, wantDenial); bad != nil {
 		t.Errorf("Pod with %s: %v", deniedImage, bad)
 	} else {
-		t.Logf("a Pod with %s: %v", deniedImage, err)
+		t.Logf("a Pod with %s: %s: %v", deniedImage, apierrors.ReasonForError(err), err)
 	}
 	if err := createPod(ctx, cs, testPod(workloadNamespace, "allowed", allowedImage), false); err != nil {
 		t.Errorf("Pod with %s: %v, want admitted", allowedImage, err)
