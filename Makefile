@@ -49,6 +49,10 @@ tools: $(TOOLS_DIR)/.complete ## Build kube-apiserver, kubectl and etcd into the
 $(TOOLS_DIR)/.complete: $(wildcard hack/tools/*/go.mod hack/tools/*/go.sum) hack/build-tools.sh
 	hack/build-tools.sh "$(TOOLS_DIR)"
 
+.PHONY: print-kubectl
+print-kubectl: ## Print the path of the tools cache's kubectl.
+	@echo $(KUBECTL)
+
 .PHONY: test
 test: tools ## Unit and end-to-end tests (builds the tools on first use).
 	$(GO) vet ./...
