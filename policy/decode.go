@@ -1,8 +1,9 @@
 package policy
 
 import (
-	"encoding/json"
 	"fmt"
+
+	jsonv2 "github.com/go-json-experiment/json"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -16,18 +17,21 @@ const (
 	SubResEphemeral = "ephemeralcontainers"
 )
 
-// DecodeObject decodes a Pod or a MyApple from JSON.
+// DecodeObject decodes a Pod or a MyApple from JSON. A Pod holds only the
+// fields rules read (see podFields): the rest of a Pod was most of the cost
+// of an admission and no rule looks at it. Input that is not valid JSON, or
+// whose read fields have the wrong type, is an error.
 func DecodeObject(kind string, raw []byte) (pod *corev1.Pod, apple *MyApple, err error) {
 	switch kind {
 	case KindPod:
-		pod = &corev1.Pod{}
-		if err := json.Unmarshal(raw, pod); err != nil {
+		pod, err := decodePod(raw)
+		if err != nil {
 			return nil, nil, fmt.Errorf("decoding Pod: %w", err)
 		}
 		return pod, nil, nil
 	case KindMyApple:
 		apple = &MyApple{}
-		if err := json.Unmarshal(raw, apple); err != nil {
+		if err := jsonv2.Unmarshal(raw, apple, decodeOptions); err != nil {
 			return nil, nil, fmt.Errorf("decoding MyApple: %w", err)
 		}
 		return nil, apple, nil
