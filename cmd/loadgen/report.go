@@ -1,0 +1,159 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+type serverRun struct {
+	Load loadResult `json:"load"`
+	Cost serverCost `json:"cost"`
+}
+
+type directRow struct {
+	Verdict     string    `json:"verdict"`
+	Concurrency int       `json:"concurrency"`
+	Noop        serverRun `json:"noop"`
+	Ours        serverRun `json:"policyWebhook"`
+}
+
+type apiRow struct {
+	Webhook     string `json:"webhook"`
+	Concurrency int    `json:"concurrency"`
+	serverRun
+}
+
+type machine struct {
+	CPUs      int    `json:"cpus"`
+	CPUModel  string `json:"cpuModel"`
+	GoVersion string `json:"goVersion"`
+}
+
+// report is everything one `make bench` measured.
+type report struct {
+	Date         time.Time         `json:"date"`
+	Machine      machine           `json:"machine"`
+	Command      string            `json:"command"`
+	Settings     map[string]string `json:"settings"`
+	ReviewBytes  int               `json:"reviewBytes"`
+	GoBenchmarks []goBenchmark     `json:"goBenchmarks"`
+	IdleRSS      map[string]int64  `json:"idleRssBytes"`
+	Direct       []directRow       `json:"direct"`
+	APIServer    []apiRow          `json:"apiserver"`
+	Propagation  propagationResult `json:"propagation"`
+	Memory       []memoryStage     `json:"memory"`
+}
+
+func newReport(f benchFlags) *report {
+	return &report{
+		Date:    time.Now().UTC(),
+		Machine: machine{CPUs: runtime.NumCPU(), CPUModel: cpuModel(), GoVersion: runtime.Version()},
+		Command: strings.Join(os.Args, " "),
+		Settings: map[string]string{
+			"warmup": f.warmup.String(), "duration": f.duration.String(), "benchtime": f.benchtime,
+		},
+		IdleRSS: map[string]int64{},
+	}
+}
+
+func cpuModel() string {
+	fh, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return "unknown"
+	}
+	defer fh.Close()
+	sc := bufio.NewScanner(fh)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
+func us(d time.Duration) string { return fmt.Sprintf("%.1f µs", float64(d)/float64(time.Microsecond)) }
+func mib(b float64) string      { return fmt.Sprintf("%.1f MiB", b/(1<<20)) }
+func ratio(a, b float64) string {
+	if b == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", a/b)
+}
+
+// print writes the one table: a section per measurement, each figure of
+// policy-webhook beside the no-op's and their ratio.
+func (r *report) print(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "policy-webhook bench  %s  %d CPUs (%s)  %s  review %d B\n\n",
+		r.Date.Format(time.RFC3339), r.Machine.CPUs, r.Machine.CPUModel, r.Machine.GoVersion, r.ReviewBytes)
+	if len(r.GoBenchmarks) > 0 {
+		fmt.Fprintln(tw, "in process\tns/op\tB/op\tallocs/op\t")
+		for _, b := range r.GoBenchmarks {
+			fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.0f\t\n", b.Name, b.NsPerOp, b.BytesPerOp, b.AllocsPerOp)
+		}
+		fmt.Fprintln(tw)
+	}
+	fmt.Fprintln(tw, "direct HTTPS\treq/s (noop)\t×noop\tp50\tp90\tp99 (noop)\t×noop\tmax\tCPU/req (noop)\t×noop\tRSS (noop)\terrors\twrong\tAPI reqs\t")
+	for _, d := range r.Direct {
+		o, n := d.Ours, d.Noop
+		fmt.Fprintf(tw, "%s c=%d\t%.0f (%.0f)\t%s\t%s\t%s\t%s (%s)\t%s\t%s\t%s (%s)\t%s\t%s (%s)\t%d/%d\t%d/%d\t%.0f\t\n",
+			d.Verdict, d.Concurrency,
+			o.Load.PerSecond, n.Load.PerSecond, ratio(o.Load.PerSecond, n.Load.PerSecond),
+			ms(o.Load.P50), ms(o.Load.P90), ms(o.Load.P99), ms(n.Load.P99), ratio(float64(o.Load.P99), float64(n.Load.P99)), ms(o.Load.Max),
+			us(o.Cost.CPUPerRequest), us(n.Cost.CPUPerRequest), ratio(float64(o.Cost.CPUPerRequest), float64(n.Cost.CPUPerRequest)),
+			mib(float64(o.Cost.RSSBytes)), mib(float64(n.Cost.RSSBytes)),
+			o.Load.Errors, n.Load.Errors, o.Load.WrongVerdict, n.Load.WrongVerdict, o.Cost.APIRequests)
+	}
+	fmt.Fprintln(tw)
+	var base, floor float64
+	for _, a := range r.APIServer {
+		switch a.Webhook {
+		case "none":
+			base = a.Load.PerSecond
+		case "noop":
+			floor = a.Load.PerSecond
+		}
+	}
+	fmt.Fprintln(tw, "through the API server (dry-run Pod create)\treq/s\t×no webhook\t×noop\tp50\tp99\tmax\twebhook CPU/req\terrors\twrong\tAPI reqs\t")
+	for _, a := range r.APIServer {
+		fmt.Fprintf(tw, "webhook=%s c=%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%.0f\t\n", a.Webhook, a.Concurrency,
+			a.Load.PerSecond, ratio(a.Load.PerSecond, base), ratio(a.Load.PerSecond, floor),
+			ms(a.Load.P50), ms(a.Load.P99), ms(a.Load.Max), us(a.Cost.CPUPerRequest), a.Load.Errors, a.Load.WrongVerdict, a.Cost.APIRequests)
+	}
+	fmt.Fprintln(tw)
+	p := r.Propagation
+	fmt.Fprintf(tw, "policy edit → enforced (%d edits)\tp50 %s\tp99 %s\tmax %s\t\n\n", p.Edits, ms(p.P50), ms(p.P99), ms(p.Max))
+	fmt.Fprintf(tw, "memory\tobjects\tRSS\tlive heap\theap/object\t\n")
+	fmt.Fprintf(tw, "idle after sync\t\t%s (noop %s)\t\t\t\n", mib(float64(r.IdleRSS["policy-webhook"])), mib(float64(r.IdleRSS["noop"])))
+	for _, m := range r.Memory {
+		per := "-"
+		if m.Objects > 0 {
+			per = fmt.Sprintf("%.0f B", m.HeapPerObject)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t\n", m.Stage, m.Objects, mib(float64(m.RSSBytes)), mib(m.Heap), per)
+	}
+	_ = tw.Flush()
+}
+
+func (r *report) write(path string) error {
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding the report: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("creating the directory of %s: %w", path, err)
+	}
+	if err := os.WriteFile(path, append(data, '\n'), 0o644); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}
