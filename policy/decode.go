@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"encoding/json"
 	"fmt"
 
 	jsonv2 "github.com/go-json-experiment/json"
@@ -26,13 +27,13 @@ func DecodeObject(kind string, raw []byte) (pod *corev1.Pod, apple *MyApple, err
 	case KindPod:
 		pod, err := decodePod(raw)
 		if err != nil {
-			return nil, nil, fmt.Errorf("decoding Pod: %w", err)
+			return nil, nil, fmt.Errorf("decoding Pod: %w", legacyError(err, raw, &corev1.Pod{}))
 		}
 		return pod, nil, nil
 	case KindMyApple:
 		apple = &MyApple{}
 		if err := jsonv2.Unmarshal(raw, apple, decodeOptions); err != nil {
-			return nil, nil, fmt.Errorf("decoding MyApple: %w", err)
+			return nil, nil, fmt.Errorf("decoding MyApple: %w", legacyError(err, raw, &MyApple{}))
 		}
 		return nil, apple, nil
 	}
@@ -80,4 +81,17 @@ func RequestFromAdmission(r *admissionv1.AdmissionRequest) (*Request, error) {
 		req.Namespace = req.Object().Namespace
 	}
 	return req, nil
+}
+
+// legacyError reports why raw does not decode into v as encoding/json
+// words it ("unexpected end of JSON input", "cannot unmarshal string into
+// Go struct field Pod.spec.containers..."), which names the Kubernetes
+// type and is what users and tests have always seen. It costs a second
+// decode, only on the error path; the fast decoder's own error is kept
+// if encoding/json finds nothing wrong.
+func legacyError(fast error, raw []byte, v any) error {
+	if err := json.Unmarshal(raw, v); err != nil {
+		return err
+	}
+	return fast
 }

@@ -12,7 +12,7 @@ import (
 // the same error texts), so that what the webhook accepts does not change
 // with the decoder; only its speed does (several times encoding/json's,
 // and far fewer allocations). Options are immutable values.
-var decodeOptions = jsonv1.DefaultOptionsV1()
+var decodeOptions = jsonv2.JoinOptions(jsonv1.DefaultOptionsV1(), jsonv1.ReportErrorsWithLegacySemantics(false))
 
 // The types below are the parts of a Pod that rules read, and nothing
 // else: a Pod as a Deployment creates it carries managed fields, probes,

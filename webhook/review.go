@@ -54,7 +54,7 @@ const reviewKind = "AdmissionReview"
 // (names matched case-insensitively, duplicates and invalid UTF-8
 // accepted, the same error texts) at several times its speed: decoding
 // was most of the cost of an admission. Options are immutable values.
-var decodeOptions = jsonv1.DefaultOptionsV1()
+var decodeOptions = jsonv2.JoinOptions(jsonv1.DefaultOptionsV1(), jsonv1.ReportErrorsWithLegacySemantics(false))
 
 func (h *reviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
@@ -151,6 +151,11 @@ func decodeReview(body []byte, review *admissionv1.AdmissionReview) string {
 		return "the request body is empty: POST an AdmissionReview"
 	}
 	if err := jsonv2.Unmarshal(body, review, decodeOptions); err != nil {
+		// Reported as encoding/json words it, as it always was; this
+		// second decode costs only on the error path.
+		if lerr := json.Unmarshal(body, &admissionv1.AdmissionReview{}); lerr != nil {
+			err = lerr
+		}
 		return "the request body is not a valid AdmissionReview: " + err.Error()
 	}
 	switch review.APIVersion {
