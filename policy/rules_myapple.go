@@ -47,12 +47,12 @@ func (e *evaluation) quota(r *appleRules, out *sink) {
 	// Quantities are int64 with no maximum in the CRD: a sum past the range
 	// would wrap to a negative total that passes any limit.
 	if q := a.Spec.Quantity; others > 0 && q > math.MaxInt64-others {
-		out.add(ruleMaxTotal, "spec.quantity", fmt.Sprintf("namespace %s would hold more than %d MyApples (%d in other MyApples + %d here), above the limit %d",
+		out.add(ruleMaxTotal, "spec.quantity", fmt.Sprintf("namespace %s would hold a total quantity above %d (%d in its other MyApples + %d here), above the limit %d",
 			e.req.Namespace, int64(math.MaxInt64), others, q, *r.maxTotal))
 		return
 	}
 	if total := others + a.Spec.Quantity; total > *r.maxTotal {
-		out.add(ruleMaxTotal, "spec.quantity", fmt.Sprintf("namespace %s would hold %d MyApples (%d in other MyApples + %d here), above the limit %d",
+		out.add(ruleMaxTotal, "spec.quantity", fmt.Sprintf("namespace %s would hold a total quantity of %d (%d in its other MyApples + %d here), above the limit %d",
 			e.req.Namespace, total, others, a.Spec.Quantity, *r.maxTotal))
 	}
 }

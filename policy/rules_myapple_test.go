@@ -76,20 +76,20 @@ func TestMaxTotalQuantityPerNamespace(t *testing.T) {
 	}{
 		{"create within", appleRequest(apple("team-a", "c", "red", "small", 20)), ""},
 		{"create over", appleRequest(apple("team-a", "c", "red", "small", 21)),
-			"namespace team-a would hold 101 MyApples (80 in other MyApples + 21 here), above the limit 100"},
+			"namespace team-a would hold a total quantity of 101 (80 in its other MyApples + 21 here), above the limit 100"},
 		{"create in an empty namespace", appleRequest(apple("team-e", "c", "red", "small", 100)), ""},
 		{"create alone over the limit", appleRequest(apple("team-e", "c", "red", "small", 101)), over},
 		// The old quantity (50) is left out: 30 + 70 = 100.
 		{"update does not count the old quantity twice", appleUpdate(apple("team-a", "a", "red", "small", 50), apple("team-a", "a", "red", "small", 70)), ""},
 		{"update over", appleUpdate(apple("team-a", "a", "red", "small", 50), apple("team-a", "a", "red", "small", 71)),
-			"namespace team-a would hold 101 MyApples (30 in other MyApples + 71 here)"},
+			"namespace team-a would hold a total quantity of 101 (30 in its other MyApples + 71 here)"},
 		{"update not growing in a namespace over the limit", appleUpdate(apple("team-c", "x", "red", "small", 80), apple("team-c", "x", "green", "small", 80)), ""},
 		{"update shrinking in a namespace over the limit", appleUpdate(apple("team-c", "x", "red", "small", 80), apple("team-c", "x", "red", "small", 60)), ""},
 		{"update growing in a namespace over the limit", appleUpdate(apple("team-c", "x", "red", "small", 80), apple("team-c", "x", "red", "small", 81)),
-			"namespace team-c would hold 161 MyApples (80 in other MyApples + 81 here)"},
+			"namespace team-c would hold a total quantity of 161 (80 in its other MyApples + 81 here)"},
 		// A sum past the int64 range must not wrap around to a small number.
 		{"create overflowing with the others", appleRequest(apple("team-d", "c", "red", "small", 1000)),
-			"namespace team-d would hold more than 9223372036854775807 MyApples (9223372036854775797 in other MyApples + 1000 here), above the limit 100"},
+			"namespace team-d would hold a total quantity above 9223372036854775807 (9223372036854775797 in its other MyApples + 1000 here), above the limit 100"},
 		{"create of the largest quantity", appleRequest(apple("team-a", "c", "red", "small", math.MaxInt64)), over},
 	}
 	for _, tt := range tests {
@@ -105,6 +105,6 @@ func TestMaxTotalQuantityPerNamespace(t *testing.T) {
 	t.Run("nil cluster counts this one only", func(t *testing.T) {
 		checkViolations(t, set.Evaluate(appleRequest(apple("team-a", "c", "red", "small", 100)), nil).Violations)
 		checkViolations(t, set.Evaluate(appleRequest(apple("team-a", "c", "red", "small", 101)), nil).Violations,
-			want{ruleMaxTotal, "spec.quantity", "(0 in other MyApples + 101 here)"})
+			want{ruleMaxTotal, "spec.quantity", "(0 in its other MyApples + 101 here)"})
 	})
 }

@@ -16,7 +16,7 @@ func TestNamespaceQuota(t *testing.T) {
 	mustPutPolicy(t, ns, "quota", "myApples:\n  maxTotalQuantityPerNamespace: 10\n")
 	over := func(total, others, here int64) string {
 		return appleDenial(fmt.Sprintf("policy violation: ConfigMap %s/quota myApples.maxTotalQuantityPerNamespace spec.quantity: "+
-			"namespace %s would hold %d MyApples (%d in other MyApples + %d here), above the limit 10", ns, ns, total, others, here))
+			"namespace %s would hold a total quantity of %d (%d in its other MyApples + %d here), above the limit 10", ns, ns, total, others, here))
 	}
 	probe := func(q int64) func() error {
 		return func() error {
