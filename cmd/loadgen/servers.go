@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/policy-webhook/policy-webhook/certs"
@@ -122,20 +124,44 @@ func (s *server) apiRequests(ctx context.Context) (float64, error) {
 	return scrapeSum(ctx, http.DefaultClient, s.metricsURL, "rest_client_requests_total")
 }
 
-// liveHeap forces a garbage collection (pprof's heap?gc=1) and then reads
-// the live heap from /metrics.
+// liveHeap forces a garbage collection and reads the live heap
+// (runtime.MemStats.HeapAlloc) from the heap profile's text form, which
+// pprof writes after collecting when asked with gc=1.
 func (s *server) liveHeap(ctx context.Context) (float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.pprofURL+"/heap?gc=1", nil)
+	// The first collection moves sync.Pool contents to the victim cache;
+	// only the second frees them, so take the second reading.
+	if _, err := s.heapAfterGC(ctx); err != nil {
+		return 0, err
+	}
+	return s.heapAfterGC(ctx)
+}
+
+func (s *server) heapAfterGC(ctx context.Context) (float64, error) {
+	url := s.pprofURL + "/heap?gc=1&debug=1"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return 0, fmt.Errorf("building the heap profile request: %w", err)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, fmt.Errorf("forcing a GC through pprof: %w", err)
+		return 0, fmt.Errorf("fetching %s: %w", url, err)
 	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return scrapeSum(ctx, http.DefaultClient, s.metricsURL, "go_memstats_heap_alloc_bytes")
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "# HeapAlloc = "); ok {
+			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return 0, fmt.Errorf("parsing HeapAlloc from %s: %w", url, err)
+			}
+			return n, nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("reading %s: %w", url, err)
+	}
+	return 0, fmt.Errorf("%s has no HeapAlloc line", url)
 }
 
 func (s *server) metric(ctx context.Context, name string) (float64, error) {
