@@ -60,6 +60,13 @@ func KindOf(r *admissionv1.AdmissionRequest) string {
 // RequestFromAdmission turns an AdmissionRequest for a Pod or MyApple into
 // a Request, decoding the object and, on UPDATE, the old one.
 func RequestFromAdmission(r *admissionv1.AdmissionRequest) (*Request, error) {
+	return RequestFromDecoded(r, nil, nil)
+}
+
+// RequestFromDecoded is RequestFromAdmission for a caller that decoded the
+// Pods already, with DecodePodFrom in the same pass that read the review.
+// A nil pod or oldPod is decoded from the request's raw bytes as usual.
+func RequestFromDecoded(r *admissionv1.AdmissionRequest, pod, oldPod *corev1.Pod) (*Request, error) {
 	kind := KindOf(r)
 	if kind == "" {
 		return nil, fmt.Errorf("resource %s is not judged: only pods and myapples.stable.example.com are", r.Resource.String())
@@ -69,11 +76,15 @@ func RequestFromAdmission(r *admissionv1.AdmissionRequest) (*Request, error) {
 		return nil, fmt.Errorf("request.object is empty")
 	}
 	var err error
-	if req.Pod, req.MyApple, err = DecodeObject(kind, r.Object.Raw); err != nil {
+	if kind == KindPod && pod != nil {
+		req.Pod = pod
+	} else if req.Pod, req.MyApple, err = DecodeObject(kind, r.Object.Raw); err != nil {
 		return nil, fmt.Errorf("request.object: %w", err)
 	}
 	if len(r.OldObject.Raw) > 0 {
-		if req.OldPod, req.OldMyApple, err = DecodeObject(kind, r.OldObject.Raw); err != nil {
+		if kind == KindPod && oldPod != nil {
+			req.OldPod = oldPod
+		} else if req.OldPod, req.OldMyApple, err = DecodeObject(kind, r.OldObject.Raw); err != nil {
 			return nil, fmt.Errorf("request.oldObject: %w", err)
 		}
 	}

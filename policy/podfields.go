@@ -1,7 +1,10 @@
 package policy
 
 import (
+	"fmt"
+
 	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	jsonv1 "github.com/go-json-experiment/json/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -75,6 +78,18 @@ func decodePod(raw []byte) (*corev1.Pod, error) {
 	var f podFields
 	if err := jsonv2.Unmarshal(raw, &f, decodeOptions); err != nil {
 		return nil, err
+	}
+	return f.pod(), nil
+}
+
+// DecodePodFrom decodes the next value of dec as DecodeObject decodes a
+// Pod, so that a caller reading an AdmissionReview decodes the object in
+// the same pass instead of copying its bytes out to decode them again.
+// On error, dec is left mid-value: the caller gives up on the whole input.
+func DecodePodFrom(dec *jsontext.Decoder) (*corev1.Pod, error) {
+	var f podFields
+	if err := jsonv2.UnmarshalDecode(dec, &f, decodeOptions); err != nil {
+		return nil, fmt.Errorf("decoding Pod: %w", err)
 	}
 	return f.pod(), nil
 }

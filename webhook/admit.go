@@ -7,6 +7,7 @@ import (
 
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/policy-webhook/policy-webhook/policy"
@@ -40,7 +41,15 @@ func newAdmitHandler(kind string, judge Judge, failOpen bool, m *metrics, log lo
 	return &admitHandler{kind: kind, kindIx: kindOf(kind), judge: judge, failOpen: failOpen, metrics: m, log: log}
 }
 
-func (h *admitHandler) Handle(_ context.Context, req admission.Request) admission.Response {
+var _ podDecoder = (*admitHandler)(nil)
+
+func (h *admitHandler) Handle(ctx context.Context, req admission.Request) admission.Response {
+	return h.handleDecoded(ctx, req, nil, nil)
+}
+
+func (h *admitHandler) decodesPods() bool { return h.kind == policy.KindPod }
+
+func (h *admitHandler) handleDecoded(_ context.Context, req admission.Request, pod, oldPod *corev1.Pod) admission.Response {
 	r := &req.AdmissionRequest
 	op := opOf(r.Operation)
 	if skip, why := h.skip(r, op); skip {
@@ -58,7 +67,7 @@ func (h *admitHandler) Handle(_ context.Context, req admission.Request) admissio
 		h.metrics.admission(h.kindIx, op, verdictNotSynced)
 		return notSynced()
 	}
-	preq, err := policy.RequestFromAdmission(r)
+	preq, err := policy.RequestFromDecoded(r, pod, oldPod)
 	if err != nil {
 		// The API server only sends objects it has decoded itself, so this
 		// is a client speaking to the webhook directly, or a bug: refuse

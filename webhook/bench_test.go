@@ -125,7 +125,7 @@ func benchPod() *corev1.Pod {
 	}
 }
 
-func benchReview(b *testing.B) []byte {
+func benchReview(b testing.TB) []byte {
 	b.Helper()
 	pod := benchPod()
 	r := podRequest(b, admissionv1.Create, "", pod, nil)

@@ -99,19 +99,26 @@ func (h *reviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	var req admission.Request
-	review := admissionv1.AdmissionReview{Request: &req.AdmissionRequest}
-	if msg := decodeReview(body, &review); msg != "" {
+	pd, pods := h.handler.(podDecoder)
+	pods = pods && pd.decodesPods()
+	in, msg := decodeReview(body, &req.AdmissionRequest, pods)
+	if msg != "" {
 		h.metrics.requestError(errMalformed)
 		httpError(w, http.StatusBadRequest, "policy-webhook: "+msg)
 		return
 	}
 
-	resp := h.handler.Handle(r.Context(), req)
+	var resp admission.Response
+	if pods {
+		resp = pd.handleDecoded(r.Context(), req, in.pod, in.oldPod)
+	} else {
+		resp = h.handler.Handle(r.Context(), req)
+	}
 	// The response must answer the same review and speak its version: the
 	// v1beta1 envelope is field for field the same as v1.
 	resp.UID = req.UID
 	out := admissionv1.AdmissionReview{
-		TypeMeta: metav1.TypeMeta{APIVersion: review.APIVersion, Kind: reviewKind},
+		TypeMeta: metav1.TypeMeta{APIVersion: in.apiVersion, Kind: reviewKind},
 		Response: &resp.AdmissionResponse,
 	}
 	if out.APIVersion == "" {
@@ -144,38 +151,33 @@ func (h *reviewHandler) readBody(w http.ResponseWriter, r *http.Request) ([]byte
 	return io.ReadAll(body)
 }
 
-// decodeReview decodes body into review, whose Request already points at
-// where the request should go. It returns what is wrong, or "".
-func decodeReview(body []byte, review *admissionv1.AdmissionReview) string {
+// decodeReview decodes body into r (and, with pods, the Pods: see
+// readReview). It returns what is wrong, or "".
+func decodeReview(body []byte, r *admissionv1.AdmissionRequest, pods bool) (decoded, string) {
 	if len(body) == 0 {
-		return "the request body is empty: POST an AdmissionReview"
+		return decoded{}, "the request body is empty: POST an AdmissionReview"
 	}
-	if err := jsonv2.Unmarshal(body, review, decodeOptions); err != nil {
-		// Reported as encoding/json words it, as it always was; this
-		// second decode costs only on the error path.
-		if lerr := json.Unmarshal(body, &admissionv1.AdmissionReview{}); lerr != nil {
-			err = lerr
-		}
-		return "the request body is not a valid AdmissionReview: " + err.Error()
+	in, err := readReview(body, r, pods)
+	if err != nil {
+		return in, "the request body is not a valid AdmissionReview: " + err.Error()
 	}
-	switch review.APIVersion {
+	switch in.apiVersion {
 	case reviewV1, reviewV1beta1, "":
 	default:
-		return "AdmissionReview apiVersion " + strconv.Quote(review.APIVersion) + " is not supported: send " + reviewV1
+		return in, "AdmissionReview apiVersion " + strconv.Quote(in.apiVersion) + " is not supported: send " + reviewV1
 	}
-	if review.Kind != reviewKind && review.Kind != "" {
-		return "expected kind AdmissionReview, got " + strconv.Quote(review.Kind)
+	if in.kind != reviewKind && in.kind != "" {
+		return in, "expected kind AdmissionReview, got " + strconv.Quote(in.kind)
 	}
-	// Request was pointed at the caller's value before decoding, to save
-	// a copy: without a "request" key it stays there, empty.
-	r := review.Request
-	if r == nil || (r.UID == "" && r.Operation == "" && r.Kind.Kind == "" && r.Resource.Resource == "" && len(r.Object.Raw) == 0) {
-		return "the AdmissionReview has no request"
+	// r was the caller's value before decoding, to save a copy: without
+	// a "request" key it stays there, empty.
+	if r.UID == "" && r.Operation == "" && r.Kind.Kind == "" && r.Resource.Resource == "" && len(r.Object.Raw) == 0 {
+		return in, "the AdmissionReview has no request"
 	}
 	if r.UID == "" {
-		return "the AdmissionReview request has no uid"
+		return in, "the AdmissionReview request has no uid"
 	}
-	return ""
+	return in, ""
 }
 
 // isJSON reports whether a Content-Type names JSON. The API server sends
