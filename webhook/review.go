@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"time"
 
 	jsonv2 "github.com/go-json-experiment/json"
@@ -37,7 +38,16 @@ type reviewHandler struct {
 	metrics  *metrics
 	log      logr.Logger
 	maxBytes int64
+	// bodies recycles request bodies (*[]byte) up to maxPooledBody: a
+	// review is a few KB read in full for every admission, and nothing
+	// decoded from it keeps a reference once the response is written
+	// (decoded strings are copies; raw objects are used in the request).
+	bodies sync.Pool
 }
+
+// maxPooledBody bounds the bodies kept for reuse, so that one huge review
+// does not pin megabytes in every pool.
+const maxPooledBody = 64 << 10
 
 func newReviewHandler(h admission.Handler, m *metrics, log logr.Logger) *reviewHandler {
 	return &reviewHandler{handler: h, metrics: m, log: log, maxBytes: DefaultMaxRequestBytes}
@@ -85,7 +95,8 @@ func (h *reviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusUnsupportedMediaType, "policy-webhook: content type "+strconv.Quote(ct)+" is not supported: send application/json")
 		return
 	}
-	body, err := h.readBody(w, r)
+	buf, body, err := h.readBody(w, r)
+	defer h.recycle(buf)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
@@ -134,21 +145,48 @@ func (h *reviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // readBody reads the whole body, refusing more than maxBytes. A known
-// length is checked before reading and sizes the buffer exactly.
-func (h *reviewHandler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+// length is checked before reading and sizes the buffer exactly; that
+// buffer, when not nil, goes back to the pool with recycle.
+func (h *reviewHandler) readBody(w http.ResponseWriter, r *http.Request) (*[]byte, []byte, error) {
 	if r.ContentLength > h.maxBytes {
-		return nil, &http.MaxBytesError{Limit: h.maxBytes}
+		return nil, nil, &http.MaxBytesError{Limit: h.maxBytes}
 	}
 	body := http.MaxBytesReader(w, r.Body, h.maxBytes)
 	if r.ContentLength >= 0 {
 		// net/http stops the body at the announced length.
-		buf := make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(body, buf); err != nil {
-			return nil, err
+		buf := h.buffer(int(r.ContentLength))
+		if _, err := io.ReadFull(body, *buf); err != nil {
+			return buf, nil, err
 		}
-		return buf, nil
+		return buf, *buf, nil
 	}
-	return io.ReadAll(body)
+	b, err := io.ReadAll(body)
+	return nil, b, err
+}
+
+// buffer returns a body buffer of length n, recycled when one is big
+// enough. Its pointer goes back to the pool with recycle: putting the same
+// *[]byte back costs no allocation.
+func (h *reviewHandler) buffer(n int) *[]byte {
+	if n <= maxPooledBody {
+		if p, ok := h.bodies.Get().(*[]byte); ok {
+			if cap(*p) >= n {
+				*p = (*p)[:n]
+				return p
+			}
+			h.bodies.Put(p)
+		}
+	}
+	b := make([]byte, n)
+	return &b
+}
+
+// recycle keeps a body for a later request. Called when the response has
+// been written, as nothing refers to the body after that.
+func (h *reviewHandler) recycle(p *[]byte) {
+	if p != nil && cap(*p) > 0 && cap(*p) <= maxPooledBody {
+		h.bodies.Put(p)
+	}
 }
 
 // decodeReview decodes body into r (and, with pods, the Pods: see
