@@ -29,6 +29,7 @@ type benchFlags struct {
 	warmup, duration           time.Duration
 	concurrency                []int
 	apiConcurrency             int
+	rounds                     int
 	goBench                    bool
 	benchtime                  string
 	edits                      int
@@ -43,10 +44,11 @@ func parseFlags(args []string) (benchFlags, error) {
 	fs.StringVar(&f.goBin, "go", "go", "the go command, for the in-process benchmarks")
 	fs.StringVar(&f.out, "out", ".dev/bench.json", "where to write the results as JSON")
 	fs.StringVar(&f.logFile, "log", ".dev/bench.log", "where the control plane's and the webhooks' logs go")
-	fs.DurationVar(&f.warmup, "warmup", time.Second, "warm-up before each counted run")
-	fs.DurationVar(&f.duration, "duration", 5*time.Second, "counted time of each run")
+	fs.DurationVar(&f.warmup, "warmup", time.Second, "warm-up (not counted) of each contender in each run, over all rounds")
+	fs.DurationVar(&f.duration, "duration", 5*time.Second, "counted time of each contender in each run, over all rounds")
 	conc := fs.String("concurrency", "1,8,32", "concurrency levels of the direct runs")
 	fs.IntVar(&f.apiConcurrency, "apiserver-concurrency", 8, "concurrency of the runs through the API server")
+	fs.IntVar(&f.rounds, "rounds", 5, "windows per contender, alternated, that -warmup and -duration are shared out over")
 	fs.BoolVar(&f.goBench, "go-bench", true, "run the in-process Go benchmarks first")
 	fs.StringVar(&f.benchtime, "benchtime", "1s", "go test -benchtime")
 	fs.IntVar(&f.edits, "edits", 50, "policy edits timed for propagation")
@@ -56,6 +58,9 @@ func parseFlags(args []string) (benchFlags, error) {
 	fs.IntVar(&f.mem.workers, "create-workers", 32, "concurrent creates when filling the cluster")
 	if err := fs.Parse(args); err != nil {
 		return f, err
+	}
+	if f.rounds < 1 {
+		return f, fmt.Errorf("-rounds must be at least 1")
 	}
 	for _, s := range strings.Split(*conc, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -175,65 +180,74 @@ func runBench(ctx context.Context, args []string) (err error) {
 	return rep.write(f.out)
 }
 
-// directRuns measures both servers on every (verdict, concurrency), the
-// no-op first each time.
+// directRuns measures both servers on every (verdict, concurrency).
 func directRuns(ctx context.Context, f benchFlags, rep *report, ours, noop *server, tlsConfig *tls.Config, logf func(string, ...any)) error {
+	spec := f.window()
 	for _, denied := range []bool{false, true} {
 		verdict := map[bool]string{false: "allowed", true: "denied"}[denied]
-		body, err := reviewBody(loadPod(denied), "loadgen-"+verdict)
+		uid := "loadgen-" + verdict
+		body, err := reviewBody(loadPod(denied), uid)
 		if err != nil {
 			return err
 		}
 		rep.ReviewBytes = len(body)
 		for _, conc := range f.concurrency {
-			spec := loadSpec{concurrency: conc, warmup: f.warmup, duration: f.duration}
-			row := directRow{Verdict: verdict, Concurrency: conc}
+			spec.concurrency = conc
+			var cs []contender
 			for _, s := range []*server{noop, ours} {
 				client := directClient(tlsConfig, conc)
-				res, cost, err := measured(ctx, s, spec, func(int) attempt {
-					return postReview(client, s.url+"/validate-pods", body, "loadgen-"+verdict, !denied)
-				})
-				client.CloseIdleConnections()
-				if err != nil {
-					return err
+				defer client.CloseIdleConnections()
+				c := contender{name: s.name, server: s}
+				for range conc {
+					c.attempts = append(c.attempts, postReview(client, s.url+"/validate-pods", body, uid, !denied))
 				}
-				logf("direct %s c=%d %s: %.0f req/s p99 %s errors %d wrong %d", verdict, conc, s.name, res.PerSecond, res.P99, res.Errors, res.WrongVerdict)
-				run := serverRun{Load: res, Cost: cost}
-				if s == noop {
-					row.Noop = run
-				} else {
-					row.Ours = run
-				}
+				cs = append(cs, c)
 			}
-			rep.Direct = append(rep.Direct, row)
+			res, costs, err := compare(ctx, spec, f.rounds, cs)
+			if err != nil {
+				return err
+			}
+			for i, c := range cs {
+				logf("direct %s c=%d %s: %.0f req/s p99 %s errors %d wrong %d", verdict, conc, c.name, res[i].PerSecond, res[i].P99, res[i].Errors, res[i].WrongVerdict)
+			}
+			rep.Direct = append(rep.Direct, directRow{Verdict: verdict, Concurrency: conc,
+				Noop: serverRun{Load: res[0], Cost: costs[0]}, Ours: serverRun{Load: res[1], Cost: costs[1]}})
 		}
 	}
 	return nil
 }
 
 // apiserverRuns measures dry-run Pod creates through the API server with
-// no webhook, the no-op, and policy-webhook registered.
+// no webhook, the no-op, and policy-webhook registered, in turn.
 func apiserverRuns(ctx context.Context, f benchFlags, rep *report, c clients, ours, noop *server, caPEM []byte, logf func(string, ...any)) error {
-	spec := loadSpec{concurrency: f.apiConcurrency, warmup: f.warmup, duration: f.duration}
+	spec := f.window()
+	spec.concurrency = f.apiConcurrency
+	var cs []contender
 	for _, s := range []*server{nil, noop, ours} {
-		name := "none"
+		con := contender{name: "none", server: s, prepare: func(ctx context.Context) error { return c.route(ctx, s, caPEM) }}
 		if s != nil {
-			name = s.name
+			con.name = s.name
 		}
-		if err := c.route(ctx, s, caPEM); err != nil {
-			return err
+		for range spec.concurrency {
+			con.attempts = append(con.attempts, c.dryRunCreate(loadPod(false), false))
 		}
-		res, cost, err := measured(ctx, s, spec, func(int) attempt {
-			pod := loadPod(false)
-			return c.dryRunCreate(pod, false)
-		})
-		if err != nil {
-			return err
-		}
-		logf("apiserver c=%d webhook=%s: %.0f req/s p99 %s errors %d wrong %d", spec.concurrency, name, res.PerSecond, res.P99, res.Errors, res.WrongVerdict)
-		rep.APIServer = append(rep.APIServer, apiRow{Webhook: name, Concurrency: spec.concurrency, serverRun: serverRun{Load: res, Cost: cost}})
+		cs = append(cs, con)
 	}
-	// Leave the cluster routed to policy-webhook for what follows: policy
-	// edits and objects are judged by it, as in a real cluster.
+	res, costs, err := compare(ctx, spec, f.rounds, cs)
+	if err != nil {
+		return err
+	}
+	for i, con := range cs {
+		logf("apiserver c=%d webhook=%s: %.0f req/s p99 %s errors %d wrong %d", spec.concurrency, con.name, res[i].PerSecond, res[i].P99, res[i].Errors, res[i].WrongVerdict)
+		rep.APIServer = append(rep.APIServer, apiRow{Webhook: con.name, Concurrency: spec.concurrency, serverRun: serverRun{Load: res[i], Cost: costs[i]}})
+	}
+	// The last round left the cluster routed to policy-webhook: policy
+	// edits and objects that follow are judged by it, as in a real cluster.
 	return nil
+}
+
+// window is one counted window of a round: the duration and warm-up
+// shared out over the rounds.
+func (f benchFlags) window() loadSpec {
+	return loadSpec{warmup: f.warmup / time.Duration(f.rounds), duration: f.duration / time.Duration(f.rounds)}
 }

@@ -13,8 +13,8 @@ import (
 	"time"
 )
 
-// loadSpec is one closed-loop run: concurrency workers, each sending its
-// next request when the last one is answered, for warmup (not counted)
+// loadSpec is one closed-loop window: concurrency workers, each sending
+// its next request when the last one is answered, for warmup (not counted)
 // then duration (counted).
 type loadSpec struct {
 	concurrency int
@@ -22,7 +22,7 @@ type loadSpec struct {
 	duration    time.Duration
 }
 
-// loadResult is what one run measured.
+// loadResult is what the windows of one server measured, together.
 type loadResult struct {
 	Requests     int           `json:"requests"`
 	Errors       int           `json:"errors"`
@@ -40,25 +40,29 @@ type loadResult struct {
 // whether the verdict was the expected one.
 type attempt func(ctx context.Context) (ok bool, err error)
 
-// closedLoop runs spec with one attempt function per worker.
-func closedLoop(ctx context.Context, spec loadSpec, newAttempt func(worker int) attempt) loadResult {
+// window is the raw record of one counted window.
+type window struct {
+	lat        []time.Duration
+	errs, bad  int
+	firstError string
+	elapsed    time.Duration
+}
+
+// closedLoop runs one window of spec, worker w calling attempts[w].
+// onCounted, if set, is called when the warm-up ends.
+func closedLoop(ctx context.Context, spec loadSpec, attempts []attempt, onCounted func()) window {
 	start := time.Now()
 	measureFrom := start.Add(spec.warmup)
 	measureTo := measureFrom.Add(spec.duration)
-	type tally struct {
-		lat        []time.Duration
-		errs, bad  int
-		firstError string
-	}
-	tallies := make([]tally, spec.concurrency)
+	tallies := make([]window, spec.concurrency)
 	var wg sync.WaitGroup
 	for w := range spec.concurrency {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			do := newAttempt(w)
+			do := attempts[w]
 			t := &tallies[w]
-			t.lat = make([]time.Duration, 0, 1<<14)
+			t.lat = make([]time.Duration, 0, 1<<12)
 			for ctx.Err() == nil {
 				t0 := time.Now()
 				if !t0.Before(measureTo) {
@@ -82,25 +86,45 @@ func closedLoop(ctx context.Context, spec loadSpec, newAttempt func(worker int) 
 			}
 		}()
 	}
+	if onCounted != nil {
+		select {
+		case <-time.After(time.Until(measureFrom)):
+			onCounted()
+		case <-ctx.Done():
+		}
+	}
 	wg.Wait()
 	// Requests begun inside the window may finish after it: the window
 	// is from its start to the last answer.
-	elapsed := time.Since(measureFrom)
+	out := window{elapsed: time.Since(measureFrom)}
+	for _, t := range tallies {
+		out.lat = append(out.lat, t.lat...)
+		out.errs += t.errs
+		out.bad += t.bad
+		if out.firstError == "" {
+			out.firstError = t.firstError
+		}
+	}
+	return out
+}
+
+// summarize merges the windows of one server.
+func summarize(ws []window) loadResult {
 	var r loadResult
 	var all []time.Duration
-	for _, t := range tallies {
-		all = append(all, t.lat...)
-		r.Errors += t.errs
-		r.WrongVerdict += t.bad
+	for _, w := range ws {
+		all = append(all, w.lat...)
+		r.Errors += w.errs
+		r.WrongVerdict += w.bad
+		r.Elapsed += w.elapsed
 		if r.FirstError == "" {
-			r.FirstError = t.firstError
+			r.FirstError = w.firstError
 		}
 	}
 	slices.Sort(all)
 	r.Requests = len(all)
-	r.Elapsed = elapsed
 	if len(all) > 0 {
-		r.PerSecond = float64(len(all)) / elapsed.Seconds()
+		r.PerSecond = float64(len(all)) / r.Elapsed.Seconds()
 		q := func(p float64) time.Duration { return all[min(len(all)-1, int(p*float64(len(all))))] }
 		r.P50, r.P90, r.P99, r.Max = q(0.50), q(0.90), q(0.99), all[len(all)-1]
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -58,7 +59,7 @@ func newReport(f benchFlags) *report {
 		Machine: machine{CPUs: runtime.NumCPU(), CPUModel: cpuModel(), GoVersion: runtime.Version()},
 		Command: strings.Join(os.Args, " "),
 		Settings: map[string]string{
-			"warmup": f.warmup.String(), "duration": f.duration.String(), "benchtime": f.benchtime,
+			"warmup": f.warmup.String(), "duration": f.duration.String(), "rounds": strconv.Itoa(f.rounds), "benchtime": f.benchtime,
 		},
 		IdleRSS: map[string]int64{},
 	}
