@@ -184,7 +184,8 @@ func TestDecodePodSameAsWhole(t *testing.T) {
 }
 
 func TestDecodeMalformed(t *testing.T) {
-	for _, raw := range []string{``, `{`, `{"metadata":{"labels":{"a":1}}}`, `{"spec":{"containers":[{"image":7}]}}`,
+	for _, raw := range []string{``, `{`, `{"metadata":{"labels":{"a":1}}}`, `{"metadata":{"labels":[]}}`, `{"metadata":{"labels":{"a":"b",}}}`,
+		`{"spec":{"containers":[{"resources":{"limits":{"cpu":{}}}}]}}`, `{"spec":{"containers":[{"resources":{"limits":"x"}}]}}`, `{"spec":{"containers":[{"image":7}]}}`,
 		`{"spec":{"hostPID":"yes"}}`, `{"spec":{"containers":[{"resources":{"limits":{"cpu":"lots"}}}]}}`,
 		`{"metadata":{"deletionTimestamp":"yesterday"}}`, `{"spec":{}} trailing`, "{\"metadata\":{\"name\":\"\xff\"}",
 	} {
@@ -197,6 +198,12 @@ func TestDecodeMalformed(t *testing.T) {
 	for _, raw := range []string{
 		`{"Metadata":{"NAME":"x","labels":{"a":"b"}},"SPEC":{"containers":[{"Image":"nginx"}]}}`,
 		`{"metadata":{"name":"a","name":"b"}}`,
+		`{"metadata":{"labels":{"a":"1"},"labels":{"b":"2","a":null}}}`,
+		`{"metadata":{"labels":{}}}`, `{"metadata":{"labels":null}}`, `{"metadata":{"labels":{"a":"1"},"labels":null}}`,
+		`{"spec":{"containers":[{"resources":{"limits":{"cpu":2,"memory":"1Gi","cpu":" 500m ","x":null}}},{"resources":{"limits":{}}}]}}`,
+		`{"spec":{"containers":[{"resources":{"limits":{"cpu":"1"},"limits":{"memory":"1"}}}]}}`,
+		`{"spec":{"containers":[{"resources":{"limits":null}}]}}`,
+		"{\"metadata\":{\"labels\":{\"\xff\":\"\xfe\",\"\\u00e9\":\"\\ud800\"}}}",
 		"{\"metadata\":{\"name\":\"\xff\"}}",
 		`null`, `{"spec":null}`, `{"spec":{"containers":null,"volumes":[]}}`,
 	} {
