@@ -30,6 +30,8 @@ type benchFlags struct {
 	concurrency                []int
 	apiConcurrency             int
 	rounds                     int
+	containers                 int
+	stages                     map[string]bool
 	goBench                    bool
 	benchtime                  string
 	edits                      int
@@ -49,6 +51,8 @@ func parseFlags(args []string) (benchFlags, error) {
 	conc := fs.String("concurrency", "1,8,32", "concurrency levels of the direct runs")
 	fs.IntVar(&f.apiConcurrency, "apiserver-concurrency", 8, "concurrency of the runs through the API server")
 	fs.IntVar(&f.rounds, "rounds", 5, "windows per contender, alternated, that -warmup and -duration are shared out over")
+	fs.IntVar(&f.containers, "containers", 2, "containers in the load Pod (2 makes the 3.7 KB review)")
+	stages := fs.String("stages", "direct,apiserver,propagation,memory", "which load stages to run")
 	fs.BoolVar(&f.goBench, "go-bench", true, "run the in-process Go benchmarks first")
 	fs.StringVar(&f.benchtime, "benchtime", "1s", "go test -benchtime")
 	fs.IntVar(&f.edits, "edits", 50, "policy edits timed for propagation")
@@ -58,6 +62,18 @@ func parseFlags(args []string) (benchFlags, error) {
 	fs.IntVar(&f.mem.workers, "create-workers", 32, "concurrent creates when filling the cluster")
 	if err := fs.Parse(args); err != nil {
 		return f, err
+	}
+	f.stages = map[string]bool{}
+	for _, st := range strings.Split(*stages, ",") {
+		switch st = strings.TrimSpace(st); st {
+		case "direct", "apiserver", "propagation", "memory":
+			f.stages[st] = true
+		default:
+			return f, fmt.Errorf("-stages: unknown stage %q", st)
+		}
+	}
+	if f.containers < 2 {
+		return f, fmt.Errorf("-containers must be at least 2")
 	}
 	if f.rounds < 1 {
 		return f, fmt.Errorf("-rounds must be at least 1")
@@ -82,8 +98,9 @@ func runBench(ctx context.Context, args []string) (err error) {
 
 	if f.goBench {
 		logf("in-process benchmarks")
-		rep.GoBenchmarks, err = runGoBenchmarks(ctx, f.goBin, "^(BenchmarkEvaluatePod|BenchmarkHandlePod)$", f.benchtime,
-			[]string{"./policy", "./webhook"}, os.Stderr)
+		rep.GoBenchmarks, err = runGoBenchmarks(ctx, f.goBin,
+			"^(BenchmarkEvaluatePod|BenchmarkHandlePod|BenchmarkCacheEvaluatePod|BenchmarkMyAppleQuantity)$", f.benchtime,
+			[]string{"./policy", "./policy/live", "./webhook"}, os.Stderr)
 		if err != nil {
 			return err
 		}
@@ -159,21 +176,32 @@ func runBench(ctx context.Context, args []string) (err error) {
 		rep.IdleRSS[s.name] = p.rssBytes
 	}
 
-	if err := directRuns(ctx, f, rep, ours, noop, tlsConfig, logf); err != nil {
+	if f.stages["direct"] {
+		if err := directRuns(ctx, f, rep, ours, noop, tlsConfig, logf); err != nil {
+			return err
+		}
+	}
+	if f.stages["apiserver"] {
+		if err := apiserverRuns(ctx, f, rep, c, ours, noop, ca.CertPEM(), logf); err != nil {
+			return err
+		}
+	}
+	// Policy edits and the objects that follow are judged by
+	// policy-webhook, as in a real cluster.
+	if err := c.route(ctx, ours, ca.CertPEM()); err != nil {
 		return err
 	}
-	if err := apiserverRuns(ctx, f, rep, c, ours, noop, ca.CertPEM(), logf); err != nil {
-		return err
+	if f.stages["propagation"] {
+		logf("propagation: %d edits", f.edits)
+		if rep.Propagation, err = measurePropagation(ctx, c, ours, directClient(tlsConfig, 1), f.edits); err != nil {
+			return err
+		}
 	}
-
-	logf("propagation: %d edits", f.edits)
-	if rep.Propagation, err = measurePropagation(ctx, c, ours, directClient(tlsConfig, 1), f.edits); err != nil {
-		return err
-	}
-
-	logf("memory: %d policy ConfigMaps, %d unrelated ConfigMaps, %d MyApples", f.mem.policies, f.mem.unrelated, f.mem.myApples)
-	if rep.Memory, err = measureMemory(ctx, c, ours, f.mem, logf); err != nil {
-		return err
+	if f.stages["memory"] {
+		logf("memory: %d policy ConfigMaps, %d unrelated ConfigMaps, %d MyApples", f.mem.policies, f.mem.unrelated, f.mem.myApples)
+		if rep.Memory, err = measureMemory(ctx, c, ours, f.mem, logf); err != nil {
+			return err
+		}
 	}
 
 	rep.print(os.Stdout)
@@ -186,7 +214,7 @@ func directRuns(ctx context.Context, f benchFlags, rep *report, ours, noop *serv
 	for _, denied := range []bool{false, true} {
 		verdict := map[bool]string{false: "allowed", true: "denied"}[denied]
 		uid := "loadgen-" + verdict
-		body, err := reviewBody(loadPod(denied), uid)
+		body, err := reviewBody(loadPod(denied, f.containers), uid)
 		if err != nil {
 			return err
 		}
@@ -229,7 +257,7 @@ func apiserverRuns(ctx context.Context, f benchFlags, rep *report, c clients, ou
 			con.name = s.name
 		}
 		for range spec.concurrency {
-			con.attempts = append(con.attempts, c.dryRunCreate(loadPod(false), false))
+			con.attempts = append(con.attempts, c.dryRunCreate(loadPod(false, f.containers), false))
 		}
 		cs = append(cs, con)
 	}
@@ -241,8 +269,6 @@ func apiserverRuns(ctx context.Context, f benchFlags, rep *report, c clients, ou
 		logf("apiserver c=%d webhook=%s: %.0f req/s p99 %s errors %d wrong %d", spec.concurrency, con.name, res[i].PerSecond, res[i].P99, res[i].Errors, res[i].WrongVerdict)
 		rep.APIServer = append(rep.APIServer, apiRow{Webhook: con.name, Concurrency: spec.concurrency, serverRun: serverRun{Load: res[i], Cost: costs[i]}})
 	}
-	// The last round left the cluster routed to policy-webhook: policy
-	// edits and objects that follow are judged by it, as in a real cluster.
 	return nil
 }
 

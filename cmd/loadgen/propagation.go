@@ -43,7 +43,7 @@ func measurePropagation(ctx context.Context, c clients, s *server, client *http.
 	}
 	var times []time.Duration
 	for i := 1; i <= edits; i++ {
-		pod := loadPod(false)
+		pod := loadPod(false, 2)
 		pod.Namespace = propagationNamespace
 		pod.Labels = map[string]string{fmt.Sprintf("gen-%d", i): "x"}
 		uid := fmt.Sprintf("propagation-%d", i)

@@ -59,7 +59,7 @@ func newReport(f benchFlags) *report {
 		Machine: machine{CPUs: runtime.NumCPU(), CPUModel: cpuModel(), GoVersion: runtime.Version()},
 		Command: strings.Join(os.Args, " "),
 		Settings: map[string]string{
-			"warmup": f.warmup.String(), "duration": f.duration.String(), "rounds": strconv.Itoa(f.rounds), "benchtime": f.benchtime,
+			"warmup": f.warmup.String(), "duration": f.duration.String(), "rounds": strconv.Itoa(f.rounds), "containers": strconv.Itoa(f.containers), "benchtime": f.benchtime,
 		},
 		IdleRSS: map[string]int64{},
 	}
@@ -94,8 +94,9 @@ func ratio(a, b float64) string {
 // policy-webhook beside the no-op's and their ratio.
 func (r *report) print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "policy-webhook bench  %s  %d CPUs (%s)  %s  review %d B\n\n",
-		r.Date.Format(time.RFC3339), r.Machine.CPUs, r.Machine.CPUModel, r.Machine.GoVersion, r.ReviewBytes)
+	fmt.Fprintf(tw, "policy-webhook bench  %s  %d CPUs (%s)  %s  review %d B (%s containers)  %s+%s per contender in %s alternated rounds\n\n",
+		r.Date.Format(time.RFC3339), r.Machine.CPUs, r.Machine.CPUModel, r.Machine.GoVersion, r.ReviewBytes, r.Settings["containers"],
+		r.Settings["warmup"], r.Settings["duration"], r.Settings["rounds"])
 	if len(r.GoBenchmarks) > 0 {
 		fmt.Fprintln(tw, "in process\tns/op\tB/op\tallocs/op\t")
 		for _, b := range r.GoBenchmarks {
@@ -103,18 +104,20 @@ func (r *report) print(w io.Writer) {
 		}
 		fmt.Fprintln(tw)
 	}
-	fmt.Fprintln(tw, "direct HTTPS\treq/s (noop)\t×noop\tp50\tp90\tp99 (noop)\t×noop\tmax\tCPU/req (noop)\t×noop\tRSS (noop)\terrors\twrong\tAPI reqs\t")
-	for _, d := range r.Direct {
-		o, n := d.Ours, d.Noop
-		fmt.Fprintf(tw, "%s c=%d\t%.0f (%.0f)\t%s\t%s\t%s\t%s (%s)\t%s\t%s\t%s (%s)\t%s\t%s (%s)\t%d/%d\t%d/%d\t%.0f\t\n",
-			d.Verdict, d.Concurrency,
-			o.Load.PerSecond, n.Load.PerSecond, ratio(o.Load.PerSecond, n.Load.PerSecond),
-			ms(o.Load.P50), ms(o.Load.P90), ms(o.Load.P99), ms(n.Load.P99), ratio(float64(o.Load.P99), float64(n.Load.P99)), ms(o.Load.Max),
-			us(o.Cost.CPUPerRequest), us(n.Cost.CPUPerRequest), ratio(float64(o.Cost.CPUPerRequest), float64(n.Cost.CPUPerRequest)),
-			mib(float64(o.Cost.RSSBytes)), mib(float64(n.Cost.RSSBytes)),
-			o.Load.Errors, n.Load.Errors, o.Load.WrongVerdict, n.Load.WrongVerdict, o.Cost.APIRequests)
+	if len(r.Direct) > 0 {
+		fmt.Fprintln(tw, "direct HTTPS\treq/s (noop)\t×noop\tp50\tp90\tp99 (noop)\t×noop\tmax\tCPU/req (noop)\t×noop\tRSS (noop)\terrors\twrong\tAPI reqs\t")
+		for _, d := range r.Direct {
+			o, n := d.Ours, d.Noop
+			fmt.Fprintf(tw, "%s c=%d\t%.0f (%.0f)\t%s\t%s\t%s\t%s (%s)\t%s\t%s\t%s (%s)\t%s\t%s (%s)\t%d/%d\t%d/%d\t%.0f\t\n",
+				d.Verdict, d.Concurrency,
+				o.Load.PerSecond, n.Load.PerSecond, ratio(o.Load.PerSecond, n.Load.PerSecond),
+				ms(o.Load.P50), ms(o.Load.P90), ms(o.Load.P99), ms(n.Load.P99), ratio(float64(o.Load.P99), float64(n.Load.P99)), ms(o.Load.Max),
+				us(o.Cost.CPUPerRequest), us(n.Cost.CPUPerRequest), ratio(float64(o.Cost.CPUPerRequest), float64(n.Cost.CPUPerRequest)),
+				mib(float64(o.Cost.RSSBytes)), mib(float64(n.Cost.RSSBytes)),
+				o.Load.Errors, n.Load.Errors, o.Load.WrongVerdict, n.Load.WrongVerdict, o.Cost.APIRequests)
+		}
+		fmt.Fprintln(tw)
 	}
-	fmt.Fprintln(tw)
 	var base, floor float64
 	for _, a := range r.APIServer {
 		switch a.Webhook {
@@ -124,15 +127,18 @@ func (r *report) print(w io.Writer) {
 			floor = a.Load.PerSecond
 		}
 	}
-	fmt.Fprintln(tw, "through the API server (dry-run Pod create)\treq/s\t×no webhook\t×noop\tp50\tp99\tmax\twebhook CPU/req\terrors\twrong\tAPI reqs\t")
-	for _, a := range r.APIServer {
-		fmt.Fprintf(tw, "webhook=%s c=%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%.0f\t\n", a.Webhook, a.Concurrency,
-			a.Load.PerSecond, ratio(a.Load.PerSecond, base), ratio(a.Load.PerSecond, floor),
-			ms(a.Load.P50), ms(a.Load.P99), ms(a.Load.Max), us(a.Cost.CPUPerRequest), a.Load.Errors, a.Load.WrongVerdict, a.Cost.APIRequests)
+	if len(r.APIServer) > 0 {
+		fmt.Fprintln(tw, "through the API server (dry-run Pod create)\treq/s\t×no webhook\t×noop\tp50\tp99\tmax\twebhook CPU/req\terrors\twrong\tAPI reqs\t")
+		for _, a := range r.APIServer {
+			fmt.Fprintf(tw, "webhook=%s c=%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%.0f\t\n", a.Webhook, a.Concurrency,
+				a.Load.PerSecond, ratio(a.Load.PerSecond, base), ratio(a.Load.PerSecond, floor),
+				ms(a.Load.P50), ms(a.Load.P99), ms(a.Load.Max), us(a.Cost.CPUPerRequest), a.Load.Errors, a.Load.WrongVerdict, a.Cost.APIRequests)
+		}
+		fmt.Fprintln(tw)
 	}
-	fmt.Fprintln(tw)
-	p := r.Propagation
-	fmt.Fprintf(tw, "policy edit → enforced (%d edits)\tp50 %s\tp99 %s\tmax %s\t\n\n", p.Edits, ms(p.P50), ms(p.P99), ms(p.Max))
+	if p := r.Propagation; p.Edits > 0 {
+		fmt.Fprintf(tw, "policy edit → enforced (%d edits)\tp50 %s\tp99 %s\tmax %s\t\n\n", p.Edits, ms(p.P50), ms(p.P99), ms(p.Max))
+	}
 	fmt.Fprintf(tw, "memory\tobjects\tRSS\tlive heap\theap/object\t\n")
 	fmt.Fprintf(tw, "idle after sync\t\t%s (noop %s)\t\t\t\n", mib(float64(r.IdleRSS["policy-webhook"])), mib(float64(r.IdleRSS["noop"])))
 	for _, m := range r.Memory {

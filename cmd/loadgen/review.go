@@ -31,8 +31,9 @@ const registryPolicy = "pods:\n  allowedRegistries: [registry.example.com/, ghcr
 // loadPod is a Pod as a Deployment creates it, with the probes, env,
 // projected token volume and managed fields of a real workload, so that its
 // AdmissionReview is about 3.7 KB. denied swaps one image for one from a
-// registry the policy does not allow.
-func loadPod(denied bool) *corev1.Pod {
+// registry the policy does not allow. containers above 2 adds sidecars
+// like the first container, to see how the cost grows with them.
+func loadPod(denied bool, containers int) *corev1.Pod {
 	limits := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("500m"), corev1.ResourceMemory: resource.MustParse("256Mi")}
 	requests := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")}
 	probe := &corev1.Probe{
@@ -63,6 +64,13 @@ func loadPod(denied bool) *corev1.Pod {
 	if denied {
 		proxyImage = deniedImage
 	}
+	cs := []corev1.Container{
+		container("web", "registry.example.com/team-a/web:1.4.2", 8080),
+		container("proxy", proxyImage, 9090),
+	}
+	for i := 2; i < containers; i++ {
+		cs = append(cs, container(fmt.Sprintf("sidecar-%d", i), fmt.Sprintf("registry.example.com/team-a/sidecar-%d:2.0.%d", i, i), 10000+int32(i)))
+	}
 	return &corev1.Pod{
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
 		ObjectMeta: metav1.ObjectMeta{
@@ -75,10 +83,7 @@ func loadPod(denied bool) *corev1.Pod {
 			}},
 		},
 		Spec: corev1.PodSpec{
-			Containers: []corev1.Container{
-				container("web", "registry.example.com/team-a/web:1.4.2", 8080),
-				container("proxy", proxyImage, 9090),
-			},
+			Containers: cs,
 			Volumes: []corev1.Volume{
 				{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "web-config"}}}},
 				{Name: "kube-api-access-x7k2p", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
