@@ -32,6 +32,7 @@ type benchFlags struct {
 	rounds                     int
 	containers                 int
 	stages                     map[string]bool
+	profile                    string
 	goBench                    bool
 	benchtime                  string
 	edits                      int
@@ -52,6 +53,7 @@ func parseFlags(args []string) (benchFlags, error) {
 	fs.IntVar(&f.apiConcurrency, "apiserver-concurrency", 8, "concurrency of the runs through the API server")
 	fs.IntVar(&f.rounds, "rounds", 5, "windows per contender, alternated, that -warmup and -duration are shared out over")
 	fs.IntVar(&f.containers, "containers", 2, "containers in the load Pod (2 makes the 3.7 KB review)")
+	fs.StringVar(&f.profile, "cpu-profile", "", "if set, write policy-webhook's CPU profile under direct load (allowed Pods, c=8, 10 s) to this file")
 	stages := fs.String("stages", "direct,apiserver,propagation,memory", "which load stages to run")
 	fs.BoolVar(&f.goBench, "go-bench", true, "run the in-process Go benchmarks first")
 	fs.StringVar(&f.benchtime, "benchtime", "1s", "go test -benchtime")
@@ -178,6 +180,12 @@ func runBench(ctx context.Context, args []string) (err error) {
 
 	if f.stages["direct"] {
 		if err := directRuns(ctx, f, rep, ours, noop, tlsConfig, logf); err != nil {
+			return err
+		}
+	}
+	if f.profile != "" {
+		logf("CPU profile of policy-webhook under direct load -> %s", f.profile)
+		if err := captureProfile(ctx, ours, tlsConfig, 8, 10*time.Second, f.profile); err != nil {
 			return err
 		}
 	}

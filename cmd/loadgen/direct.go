@@ -75,7 +75,8 @@ func closedLoop(ctx context.Context, spec loadSpec, attempts []attempt, onCounte
 				}
 				ok, err := do(ctx)
 				d := time.Since(t0)
-				if t0.Before(measureFrom) {
+				// Before the window, or cut short by the caller: not counted.
+				if t0.Before(measureFrom) || ctx.Err() != nil {
 					continue
 				}
 				t.lat = append(t.lat, d)
