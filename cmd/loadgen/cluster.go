@@ -115,10 +115,14 @@ func (c clients) dryRunCreate(pod *corev1.Pod, wantDenied bool) attempt {
 	}
 }
 
-// createMany runs create(i) for i in [0, n) on workers goroutines and
-// returns the first error.
-func createMany(ctx context.Context, n, workers int, create func(ctx context.Context, i int) error) error {
-	var next atomic.Int64
+// createMany runs create(i) for i in [0, n) on workers goroutines. A
+// create the API server failed for a passing reason (a webhook call that
+// timed out on a loaded machine, throttling) is tried again, up to 3
+// times; the retries are counted and the first reason kept, so that the
+// report shows them. It returns the first lasting error.
+func createMany(ctx context.Context, n, workers int, create func(ctx context.Context, i int) error) (fillStats, error) {
+	var next, retries atomic.Int64
+	var firstRetry atomic.Value
 	var wg sync.WaitGroup
 	errs := make([]error, workers)
 	ctx, cancel := context.WithCancel(ctx)
@@ -132,8 +136,19 @@ func createMany(ctx context.Context, n, workers int, create func(ctx context.Con
 				if i >= n || ctx.Err() != nil {
 					return
 				}
-				if err := create(ctx, i); err != nil && !apierrors.IsAlreadyExists(err) {
-					errs[w] = err
+				var err error
+				for try := 0; ; try++ {
+					err = create(ctx, i)
+					if err == nil || apierrors.IsAlreadyExists(err) || try == 3 || !passing(err) || ctx.Err() != nil {
+						break
+					}
+					retries.Add(1)
+					firstRetry.CompareAndSwap(nil, err.Error())
+				}
+				if err != nil && !apierrors.IsAlreadyExists(err) {
+					if ctx.Err() == nil {
+						errs[w] = err
+					}
 					cancel()
 					return
 				}
@@ -141,7 +156,21 @@ func createMany(ctx context.Context, n, workers int, create func(ctx context.Con
 		}()
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	st := fillStats{Retries: int(retries.Load())}
+	if r, ok := firstRetry.Load().(string); ok {
+		st.FirstRetryReason = r
+	}
+	return st, errors.Join(errs...)
+}
+
+// fillStats is how filling the cluster went.
+type fillStats struct {
+	Retries          int    `json:"retries"`
+	FirstRetryReason string `json:"firstRetryReason,omitempty"`
+}
+
+func passing(err error) bool {
+	return apierrors.IsInternalError(err) || apierrors.IsTimeout(err) || apierrors.IsServerTimeout(err) || apierrors.IsTooManyRequests(err)
 }
 
 func myApple(namespace, name string, quantity int64) *unstructured.Unstructured {

@@ -18,6 +18,8 @@ type memoryStage struct {
 	Heap     float64 `json:"heapBytes"`
 	// HeapPerObject is the live heap this batch added, per object.
 	HeapPerObject float64 `json:"heapPerObjectBytes"`
+	// Fill is how creating the batch went (retried creates).
+	Fill fillStats `json:"fill"`
 }
 
 type memoryCounts struct {
@@ -40,6 +42,7 @@ func measureMemory(ctx context.Context, c clients, s *server, n memoryCounts, lo
 	if err != nil {
 		return nil, err
 	}
+	var fill fillStats
 	sample := func(stage string, objects int, prevHeap float64) (memoryStage, error) {
 		heap, err := s.liveHeap(ctx)
 		if err != nil {
@@ -49,7 +52,7 @@ func measureMemory(ctx context.Context, c clients, s *server, n memoryCounts, lo
 		if err != nil {
 			return memoryStage{}, err
 		}
-		st := memoryStage{Stage: stage, Objects: objects, RSSBytes: p.rssBytes, Heap: heap}
+		st := memoryStage{Stage: stage, Objects: objects, RSSBytes: p.rssBytes, Heap: heap, Fill: fill}
 		if objects > 0 {
 			st.HeapPerObject = (heap - prevHeap) / float64(objects)
 		}
@@ -64,7 +67,7 @@ func measureMemory(ctx context.Context, c clients, s *server, n memoryCounts, lo
 	ns := func(i int) string { return fmt.Sprintf("mem-%d", i%memNamespaces) }
 
 	t0 := time.Now()
-	err = createMany(ctx, n.unrelated, n.workers, func(ctx context.Context, i int) error {
+	fill, err = createMany(ctx, n.unrelated, n.workers, func(ctx context.Context, i int) error {
 		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("unrelated-%d", i)},
 			Data: map[string]string{"app.properties": fmt.Sprintf("feature.%d=true\nlog.level=info\nendpoint=https://svc-%d.example.com\n", i, i)}}
 		_, err := c.kube.CoreV1().ConfigMaps(ns(i)).Create(ctx, cm, metav1.CreateOptions{})
@@ -73,7 +76,7 @@ func measureMemory(ctx context.Context, c clients, s *server, n memoryCounts, lo
 	if err != nil {
 		return nil, fmt.Errorf("creating unrelated ConfigMaps: %w", err)
 	}
-	logf("created %d unrelated ConfigMaps in %s", n.unrelated, time.Since(t0).Round(time.Millisecond))
+	logf("created %d unrelated ConfigMaps in %s (%d retried: %s)", n.unrelated, time.Since(t0).Round(time.Millisecond), fill.Retries, fill.FirstRetryReason)
 	// Nothing to wait for: the webhook does not watch unlabelled ConfigMaps.
 	st, err := sample("+unrelated ConfigMaps", n.unrelated, stages[len(stages)-1].Heap)
 	if err != nil {
@@ -82,7 +85,7 @@ func measureMemory(ctx context.Context, c clients, s *server, n memoryCounts, lo
 	stages = append(stages, st)
 
 	t0 = time.Now()
-	err = createMany(ctx, n.policies, n.workers, func(ctx context.Context, i int) error {
+	fill, err = createMany(ctx, n.policies, n.workers, func(ctx context.Context, i int) error {
 		cm := policyConfigMap(fmt.Sprintf("policy-%d", i), fmt.Sprintf(
 			"pods:\n  allowedRegistries: [registry.example.com/, ghcr.io/acme/]\n  disallowedTags: [latest]\n  requiredLabels: [app]\n  forbidPrivileged: true\n  requireResourceLimits: [cpu, memory]\nmatch:\n  objectSelector:\n    matchLabels: {team: t%d}\n", i))
 		_, err := c.kube.CoreV1().ConfigMaps(ns(i)).Create(ctx, cm, metav1.CreateOptions{})
@@ -91,7 +94,7 @@ func measureMemory(ctx context.Context, c clients, s *server, n memoryCounts, lo
 	if err != nil {
 		return nil, fmt.Errorf("creating policy ConfigMaps: %w", err)
 	}
-	logf("created %d policy ConfigMaps in %s", n.policies, time.Since(t0).Round(time.Millisecond))
+	logf("created %d policy ConfigMaps in %s (%d retried: %s)", n.policies, time.Since(t0).Round(time.Millisecond), fill.Retries, fill.FirstRetryReason)
 	if err := waitMetric(ctx, s, "policy_webhook_policies", basePolicies+float64(n.policies)); err != nil {
 		return nil, err
 	}
@@ -101,14 +104,14 @@ func measureMemory(ctx context.Context, c clients, s *server, n memoryCounts, lo
 	stages = append(stages, st)
 
 	t0 = time.Now()
-	err = createMany(ctx, n.myApples, n.workers, func(ctx context.Context, i int) error {
+	fill, err = createMany(ctx, n.myApples, n.workers, func(ctx context.Context, i int) error {
 		_, err := c.dyn.Resource(myApplesGVR).Namespace(ns(i)).Create(ctx, myApple(ns(i), fmt.Sprintf("apple-%d", i), 1), metav1.CreateOptions{})
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating MyApples: %w", err)
 	}
-	logf("created %d MyApples in %s", n.myApples, time.Since(t0).Round(time.Millisecond))
+	logf("created %d MyApples in %s (%d retried: %s)", n.myApples, time.Since(t0).Round(time.Millisecond), fill.Retries, fill.FirstRetryReason)
 	if err := waitMetric(ctx, s, "policy_webhook_cached_myapples", float64(n.myApples)); err != nil {
 		return nil, err
 	}

@@ -139,14 +139,14 @@ func (r *report) print(w io.Writer) {
 	if p := r.Propagation; p.Edits > 0 {
 		fmt.Fprintf(tw, "policy edit → enforced (%d edits)\tp50 %s\tp99 %s\tmax %s\t\n\n", p.Edits, ms(p.P50), ms(p.P99), ms(p.Max))
 	}
-	fmt.Fprintf(tw, "memory\tobjects\tRSS\tlive heap\theap/object\t\n")
+	fmt.Fprintf(tw, "memory\tobjects\tRSS\tlive heap\theap/object\tcreates retried\t\n")
 	fmt.Fprintf(tw, "idle after sync\t\t%s (noop %s)\t\t\t\n", mib(float64(r.IdleRSS["policy-webhook"])), mib(float64(r.IdleRSS["noop"])))
 	for _, m := range r.Memory {
 		per := "-"
 		if m.Objects > 0 {
 			per = fmt.Sprintf("%.0f B", m.HeapPerObject)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t\n", m.Stage, m.Objects, mib(float64(m.RSSBytes)), mib(m.Heap), per)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t\n", m.Stage, m.Objects, mib(float64(m.RSSBytes)), mib(m.Heap), per, m.Fill.Retries)
 	}
 	_ = tw.Flush()
 }
