@@ -105,12 +105,12 @@ func (r *report) print(w io.Writer) {
 		fmt.Fprintln(tw)
 	}
 	if len(r.Direct) > 0 {
-		fmt.Fprintln(tw, "direct HTTPS\treq/s (noop)\t×noop\tp50\tp90\tp99 (noop)\t×noop\tmax\tCPU/req (noop)\t×noop\tRSS (noop)\terrors\twrong\tAPI reqs\t")
+		fmt.Fprintln(tw, "direct HTTPS\treq/s median (noop)\t×noop\t×noop total\tp50\tp90\tp99 (noop)\t×noop\tmax\tCPU/req (noop)\t×noop\tRSS (noop)\terrors\twrong\tAPI reqs\t")
 		for _, d := range r.Direct {
 			o, n := d.Ours, d.Noop
-			fmt.Fprintf(tw, "%s c=%d\t%.0f (%.0f)\t%s\t%s\t%s\t%s (%s)\t%s\t%s\t%s (%s)\t%s\t%s (%s)\t%d/%d\t%d/%d\t%.0f\t\n",
+			fmt.Fprintf(tw, "%s c=%d\t%.0f (%.0f)\t%s\t%s\t%s\t%s\t%s (%s)\t%s\t%s\t%s (%s)\t%s\t%s (%s)\t%d/%d\t%d/%d\t%.0f\t\n",
 				d.Verdict, d.Concurrency,
-				o.Load.PerSecond, n.Load.PerSecond, ratio(o.Load.PerSecond, n.Load.PerSecond),
+				o.Load.PerSecond, n.Load.PerSecond, ratio(o.Load.PerSecond, n.Load.PerSecond), ratio(o.Load.TotalPerSecond, n.Load.TotalPerSecond),
 				ms(o.Load.P50), ms(o.Load.P90), ms(o.Load.P99), ms(n.Load.P99), ratio(float64(o.Load.P99), float64(n.Load.P99)), ms(o.Load.Max),
 				us(o.Cost.CPUPerRequest), us(n.Cost.CPUPerRequest), ratio(float64(o.Cost.CPUPerRequest), float64(n.Cost.CPUPerRequest)),
 				mib(float64(o.Cost.RSSBytes)), mib(float64(n.Cost.RSSBytes)),
@@ -128,10 +128,10 @@ func (r *report) print(w io.Writer) {
 		}
 	}
 	if len(r.APIServer) > 0 {
-		fmt.Fprintln(tw, "through the API server (dry-run Pod create)\treq/s\t×no webhook\t×noop\tp50\tp99\tmax\twebhook CPU/req\terrors\twrong\tAPI reqs\t")
+		fmt.Fprintln(tw, "through the API server (dry-run Pod create)\treq/s median\t×no webhook\t×noop\ttotal req/s\tp50\tp99\tmax\twebhook CPU/req\terrors\twrong\tAPI reqs\t")
 		for _, a := range r.APIServer {
-			fmt.Fprintf(tw, "webhook=%s c=%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%.0f\t\n", a.Webhook, a.Concurrency,
-				a.Load.PerSecond, ratio(a.Load.PerSecond, base), ratio(a.Load.PerSecond, floor),
+			fmt.Fprintf(tw, "webhook=%s c=%d\t%.0f\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t%d\t%.0f\t\n", a.Webhook, a.Concurrency,
+				a.Load.PerSecond, ratio(a.Load.PerSecond, base), ratio(a.Load.PerSecond, floor), a.Load.TotalPerSecond,
 				ms(a.Load.P50), ms(a.Load.P99), ms(a.Load.Max), us(a.Cost.CPUPerRequest), a.Load.Errors, a.Load.WrongVerdict, a.Cost.APIRequests)
 		}
 		fmt.Fprintln(tw)
