@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -178,6 +179,14 @@ func runBench(ctx context.Context, args []string) (err error) {
 		rep.IdleRSS[s.name] = p.rssBytes
 	}
 
+	// A stage that fails still leaves the ones before it in the table.
+	stageErr := runStages(ctx, f, rep, c, ours, noop, ca.CertPEM(), tlsConfig, logf)
+	rep.print(os.Stdout)
+	return errors.Join(stageErr, rep.write(f.out))
+}
+
+// runStages runs the load stages f selects, filling rep.
+func runStages(ctx context.Context, f benchFlags, rep *report, c clients, ours, noop *server, caPEM []byte, tlsConfig *tls.Config, logf func(string, ...any)) (err error) {
 	if f.stages["direct"] {
 		if err := directRuns(ctx, f, rep, ours, noop, tlsConfig, logf); err != nil {
 			return err
@@ -190,13 +199,13 @@ func runBench(ctx context.Context, args []string) (err error) {
 		}
 	}
 	if f.stages["apiserver"] {
-		if err := apiserverRuns(ctx, f, rep, c, ours, noop, ca.CertPEM(), logf); err != nil {
+		if err := apiserverRuns(ctx, f, rep, c, ours, noop, caPEM, logf); err != nil {
 			return err
 		}
 	}
 	// Policy edits and the objects that follow are judged by
 	// policy-webhook, as in a real cluster.
-	if err := c.route(ctx, ours, ca.CertPEM()); err != nil {
+	if err := c.route(ctx, ours, caPEM); err != nil {
 		return err
 	}
 	if f.stages["propagation"] {
@@ -211,9 +220,7 @@ func runBench(ctx context.Context, args []string) (err error) {
 			return err
 		}
 	}
-
-	rep.print(os.Stdout)
-	return rep.write(f.out)
+	return nil
 }
 
 // directRuns measures both servers on every (verdict, concurrency).
@@ -230,9 +237,10 @@ func directRuns(ctx context.Context, f benchFlags, rep *report, ours, noop *serv
 		for _, conc := range f.concurrency {
 			spec.concurrency = conc
 			var cs []contender
+			var clients []*http.Client
 			for _, s := range []*server{noop, ours} {
 				client := directClient(tlsConfig, conc)
-				defer client.CloseIdleConnections()
+				clients = append(clients, client)
 				c := contender{name: s.name, server: s}
 				for range conc {
 					c.attempts = append(c.attempts, postReview(client, s.url+"/validate-pods", body, uid, !denied))
@@ -240,6 +248,9 @@ func directRuns(ctx context.Context, f benchFlags, rep *report, ours, noop *serv
 				cs = append(cs, c)
 			}
 			res, costs, err := compare(ctx, spec, f.rounds, cs)
+			for _, cl := range clients {
+				cl.CloseIdleConnections()
+			}
 			if err != nil {
 				return err
 			}
