@@ -375,7 +375,10 @@ func TestTransformsDropWhatIsNotRead(t *testing.T) {
 	withNoise := func(u interface {
 		SetManagedFields([]metav1.ManagedFieldsEntry)
 		SetAnnotations(map[string]string)
-	}) { u.SetManagedFields([]metav1.ManagedFieldsEntry{{Manager: "kubectl", Operation: metav1.ManagedFieldsOperationApply}}); u.SetAnnotations(map[string]string{corev1.LastAppliedConfigAnnotation: `{"huge":"json"}`, "keep": "me"}) }
+	}) {
+		u.SetManagedFields([]metav1.ManagedFieldsEntry{{Manager: "kubectl", Operation: metav1.ManagedFieldsOperationApply}})
+		u.SetAnnotations(map[string]string{corev1.LastAppliedConfigAnnotation: `{"huge":"json"}`, "keep": "me"})
+	}
 	cm := policyConfigMap("team-a", "registries", registryPolicy)
 	cm.Object["data"].(map[string]any)["README"] = "a long explanation"
 	cm.Object["binaryData"] = map[string]any{"logo.png": "aGVsbG8="}
