@@ -244,3 +244,17 @@ func (w *warningClient) take() []string {
 	w.warnings = nil
 	return out
 }
+
+// registryScenario puts a registry allowlist policy in a fresh namespace and
+// waits until it is in force. It returns a Pod the policy admits, one it refuses, and the refusal a user sees for that one.
+func registryScenario(ctx context.Context, t *testing.T) (good, bad *corev1.Pod, refused string) {
+	t.Helper()
+	ns := newNamespace(t, nil)
+	mustPutPolicy(t, ns, "registries", "pods:\n  allowedRegistries: [registry.example.com/]\n")
+	refused = podDenial(fmt.Sprintf(`policy violation: ConfigMap %s/registries pods.allowedRegistries spec.containers[0].image: `+
+		`image "nginx:1.27" resolves to docker.io/library/nginx:1.27, which is not under an allowed registry (registry.example.com/)`, ns))
+	good = pod(ns, "good", nil, "registry.example.com/team/web:1.0")
+	bad = pod(ns, "bad", nil, "nginx:1.27")
+	eventuallyDenied(t, func() error { return createPod(ctx, bad, metav1.CreateOptions{DryRun: dryRun}) }, refused)
+	return good, bad, refused
+}
