@@ -246,7 +246,8 @@ func (w *warningClient) take() []string {
 }
 
 // registryScenario puts a registry allowlist policy in a fresh namespace and
-// waits until it is in force. It returns a Pod the policy admits, one it refuses, and the refusal a user sees for that one.
+// waits until it is in force. It returns a Pod the policy admits, one it
+// refuses, and the refusal a user sees for that one.
 func registryScenario(ctx context.Context, t *testing.T) (good, bad *corev1.Pod, refused string) {
 	t.Helper()
 	ns := newNamespace(t, nil)
