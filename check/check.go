@@ -156,14 +156,11 @@ func (c *Checker) judgeReview(d Document) (*Result, error) {
 	case kind == "":
 		c.opts.notef("%s: skipping AdmissionReview for %s: only pods and myapples are judged", d.Where, ar.Resource.String())
 		return nil, nil
-	case ar.Operation != admissionv1.Create && ar.Operation != admissionv1.Update:
-		if kind == policy.KindMyApple && ar.Operation == admissionv1.Delete {
+	case !policy.IsJudged(ar):
+		if kind == policy.KindMyApple && ar.Operation == admissionv1.Delete && ar.SubResource == "" {
 			c.cluster.DeleteMyApple(ar.Namespace, ar.Name)
 		}
-		c.opts.notef("%s: skipping AdmissionReview %s %s: only CREATE and UPDATE are judged", d.Where, ar.Operation, kind)
-		return nil, nil
-	case ar.SubResource != "" && !(kind == policy.KindPod && ar.SubResource == policy.SubResEphemeral):
-		c.opts.notef("%s: skipping AdmissionReview for %s/%s: that subresource is not judged", d.Where, ar.Resource.Resource, ar.SubResource)
+		c.opts.notef("%s: skipping AdmissionReview %s %s: the webhook judges CREATE and UPDATE of the object itself and of pods/ephemeralcontainers", d.Where, ar.Operation, resourceLabel(ar))
 		return nil, nil
 	}
 	req, err := policy.RequestFromAdmission(ar)
@@ -206,4 +203,11 @@ func (c *Checker) decide(req *policy.Request) *Result {
 		r.Violations = []policy.Violation{}
 	}
 	return r
+}
+
+func resourceLabel(r *admissionv1.AdmissionRequest) string {
+	if r.SubResource == "" {
+		return r.Resource.Resource
+	}
+	return r.Resource.Resource + "/" + r.SubResource
 }

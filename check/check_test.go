@@ -170,6 +170,21 @@ request:
   oldObject: {apiVersion: stable.example.com/v1, kind: MyApple, metadata: {name: a, namespace: team-b}, spec: {quantity: 8}}`,
 		want: []string{"ALLOW MyApple team-b/a", "ALLOW MyApple team-b/a"},
 	}, {
+		name: "AdmissionReview for a subresource the webhook does not judge is skipped",
+		input: `
+apiVersion: admission.k8s.io/v1
+kind: AdmissionReview
+request:
+  uid: "3"
+  kind: {group: "", version: v1, kind: Pod}
+  resource: {group: "", version: v1, resource: pods}
+  subResource: status
+  namespace: team-b
+  name: p
+  operation: UPDATE
+  object: {apiVersion: v1, kind: Pod, metadata: {name: p, namespace: team-b}, spec: {containers: [{name: a, image: nginx}]}}`,
+		want: nil,
+	}, {
 		name: "AdmissionReview for ephemeral containers",
 		input: `
 apiVersion: admission.k8s.io/v1

@@ -40,6 +40,25 @@ func DecodeObject(kind string, raw []byte) (pod *corev1.Pod, apple *MyApple, err
 	return nil, nil, fmt.Errorf("kind %q is not judged: only Pod and MyApple are", kind)
 }
 
+// IsJudged reports whether an admission of a judged kind is judged at all:
+// CREATE and UPDATE of the object itself, and of a Pod's
+// ephemeralcontainers subresource, which changes what runs. Other
+// operations and subresources (status, binding, exec, scale) carry nothing a
+// rule reads. The webhook and check both ask it, so that offline verdicts
+// cannot drift from the webhook's.
+func IsJudged(r *admissionv1.AdmissionRequest) bool {
+	if r.Operation != admissionv1.Create && r.Operation != admissionv1.Update {
+		return false
+	}
+	switch r.SubResource {
+	case "":
+		return true
+	case SubResEphemeral:
+		return KindOf(r) == KindPod
+	}
+	return false
+}
+
 // KindOf names the kind of an admission by its resource, which, unlike the
 // object's kind, says "pods" for the ephemeralcontainers subresource too.
 // It returns "" for anything else.

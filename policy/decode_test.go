@@ -141,3 +141,28 @@ func TestKindOf(t *testing.T) {
 		}
 	}
 }
+
+func TestIsJudged(t *testing.T) {
+	pods := metav1.GroupVersionResource{Version: "v1", Resource: "pods"}
+	apples := metav1.GroupVersionResource{Group: GroupMyApple, Version: "v1", Resource: ResourceApples}
+	tests := []struct {
+		name string
+		r    admissionv1.AdmissionRequest
+		want bool
+	}{
+		{"pod create", admissionv1.AdmissionRequest{Resource: pods, Operation: admissionv1.Create}, true},
+		{"pod update", admissionv1.AdmissionRequest{Resource: pods, Operation: admissionv1.Update}, true},
+		{"pod delete", admissionv1.AdmissionRequest{Resource: pods, Operation: admissionv1.Delete}, false},
+		{"pod exec connect", admissionv1.AdmissionRequest{Resource: pods, SubResource: "exec", Operation: admissionv1.Connect}, false},
+		{"ephemeral containers", admissionv1.AdmissionRequest{Resource: pods, SubResource: SubResEphemeral, Operation: admissionv1.Update}, true},
+		{"pod status", admissionv1.AdmissionRequest{Resource: pods, SubResource: "status", Operation: admissionv1.Update}, false},
+		{"myapple create", admissionv1.AdmissionRequest{Resource: apples, Operation: admissionv1.Create}, true},
+		{"myapple status", admissionv1.AdmissionRequest{Resource: apples, SubResource: "status", Operation: admissionv1.Update}, false},
+		{"myapple ephemeralcontainers is no such thing", admissionv1.AdmissionRequest{Resource: apples, SubResource: SubResEphemeral, Operation: admissionv1.Update}, false},
+	}
+	for _, tt := range tests {
+		if got := IsJudged(&tt.r); got != tt.want {
+			t.Errorf("%s: IsJudged = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

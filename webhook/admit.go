@@ -98,16 +98,9 @@ func (h *admitHandler) skip(r *admissionv1.AdmissionRequest, op opIndex) (bool, 
 		return true, fmt.Sprintf("policy-webhook: this path judges %s objects, not %s; check the ValidatingWebhookConfiguration's rules",
 			h.kind, resourceName(r))
 	}
-	switch r.SubResource {
-	case "":
-		return false, ""
-	case policy.SubResEphemeral:
-		// Adding an ephemeral container changes what runs in a Pod: the
-		// whole Pod is judged, and on UPDATE only what is new counts.
-		return h.kind != policy.KindPod, ""
-	}
-	// status, binding, exec, scale...: nothing a policy rule looks at.
-	return true, ""
+	// Other subresources (status, binding, exec, scale...) carry nothing a
+	// policy rule looks at; pods/ephemeralcontainers is judged as the Pod.
+	return !policy.IsJudged(r), ""
 }
 
 // record counts every violation and logs the ones users do not see:
