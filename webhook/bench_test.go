@@ -9,12 +9,8 @@ import (
 	"testing"
 
 	admissionv1 "k8s.io/api/admission/v1"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/utils/ptr"
 
+	"github.com/policy-webhook/policy-webhook/internal/workload"
 	"github.com/policy-webhook/policy-webhook/policy"
 )
 
@@ -63,78 +59,16 @@ func benchPolicies(n int) []testPolicy {
 	return ps
 }
 
-// benchPod is a Pod as a Deployment creates it, with the managed fields,
-// probes, env and volumes of a real workload: its AdmissionReview is about
-// 3.7 KB, the size the load targets are set for.
-func benchPod() *corev1.Pod {
-	limits := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("500m"), corev1.ResourceMemory: resource.MustParse("256Mi")}
-	requests := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")}
-	probe := &corev1.Probe{
-		ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(8080)}},
-		PeriodSeconds: 10, TimeoutSeconds: 1, SuccessThreshold: 1, FailureThreshold: 3,
-	}
-	container := func(name, image string, port int32) corev1.Container {
-		return corev1.Container{
-			Name: name, Image: image, ImagePullPolicy: corev1.PullIfNotPresent,
-			Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: port, Protocol: corev1.ProtocolTCP}},
-			Env: []corev1.EnvVar{
-				{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}},
-			},
-			Resources:     corev1.ResourceRequirements{Limits: limits, Requests: requests},
-			VolumeMounts:  []corev1.VolumeMount{{Name: "config", MountPath: "/etc/app", ReadOnly: true}, {Name: "kube-api-access-x7k2p", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount", ReadOnly: true}},
-			LivenessProbe: probe,
-			SecurityContext: &corev1.SecurityContext{
-				AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
-				Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-			},
-			TerminationMessagePath: "/dev/termination-log", TerminationMessagePolicy: corev1.TerminationMessageReadFile,
-		}
-	}
-	return &corev1.Pod{
-		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
-		ObjectMeta: metav1.ObjectMeta{
-			GenerateName: "web-7c9d8f6b5-", Namespace: "team-a",
-			Labels:      map[string]string{"app": "web", "pod-template-hash": "7c9d8f6b5"},
-			Annotations: map[string]string{"kubectl.kubernetes.io/restartedAt": "2026-01-12T10:04:05Z"},
-			OwnerReferences: []metav1.OwnerReference{{
-				APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "web-7c9d8f6b5", UID: "4f0c3c1e-9a7b-4d3e-8f51-2b6a0d9c7e11",
-				Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true),
-			}},
-			ManagedFields: []metav1.ManagedFieldsEntry{{
-				Manager: "kube-controller-manager", Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "v1",
-				FieldsType: "FieldsV1",
-				FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:metadata":{"f:generateName":{},"f:labels":{".":{},"f:app":{},"f:pod-template-hash":{}},` +
-					`"f:ownerReferences":{".":{},"k:{\"uid\":\"4f0c3c1e-9a7b-4d3e-8f51-2b6a0d9c7e11\"}":{}}},"f:spec":{"f:containers":{` +
-					`"k:{\"name\":\"web\"}":{".":{},"f:image":{},"f:name":{},"f:resources":{".":{},"f:limits":{}}}}}}`)},
-			}},
-		},
-		Spec: corev1.PodSpec{
-			Containers: []corev1.Container{
-				container("web", "registry.example.com/team-a/web:1.4.2", 8080),
-				container("proxy", "ghcr.io/acme/proxy@sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46d4", 9090),
-			},
-			Volumes: []corev1.Volume{
-				{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "web-config"}}}},
-			},
-			RestartPolicy: corev1.RestartPolicyAlways, DNSPolicy: corev1.DNSClusterFirst,
-			TerminationGracePeriodSeconds: ptr.To[int64](30), ServiceAccountName: "web",
-			SecurityContext:    &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](10001), FSGroup: ptr.To[int64](10001)},
-			SchedulerName:      corev1.DefaultSchedulerName,
-			EnableServiceLinks: ptr.To(true), PreemptionPolicy: ptr.To(corev1.PreemptLowerPriority),
-		},
-	}
-}
-
+// benchReview is the AdmissionReview of a Pod as a Deployment creates it,
+// about 3.7 KB: the one the load harness sends too, so the in-process and
+// load figures measure the same review.
 func benchReview(b testing.TB) []byte {
 	b.Helper()
-	pod := benchPod()
-	r := podRequest(b, admissionv1.Create, "", pod, nil)
-	r.RequestKind, r.RequestResource = &podGVK, &podsGVR
-	r.UserInfo.Username = "system:serviceaccount:kube-system:replicaset-controller"
-	r.UserInfo.UID = "9b3f5a6e-2c1d-4e8f-a7b6-1d2c3e4f5a6b"
-	r.DryRun = ptr.To(false)
-	r.Options = raw(b, metav1.CreateOptions{TypeMeta: metav1.TypeMeta{APIVersion: "meta.k8s.io/v1", Kind: "CreateOptions"}})
-	return reviewBody(b, r)
+	body, err := workload.CreateReview(workload.DeploymentPod(false, 2), "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	return body
 }
 
 // benchWriter is a ResponseWriter that keeps nothing but the status, so
@@ -199,7 +133,7 @@ func BenchmarkHandlePod(b *testing.B) {
 // BenchmarkEvaluateOnly is the policy part alone for the same Pod, so the
 // cost of the HTTP and JSON work is the difference to BenchmarkHandlePod.
 func BenchmarkEvaluateOnly(b *testing.B) {
-	pod := benchPod()
+	pod := workload.DeploymentPod(false, 2)
 	for _, n := range []int{1, 10, 100} {
 		b.Run(fmt.Sprintf("policies=%d", n), func(b *testing.B) {
 			set := compileSet(b, testPolicyNamespace, benchPolicies(n)...)

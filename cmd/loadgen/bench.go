@@ -22,6 +22,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/policy-webhook/policy-webhook/internal/testenv"
+	"github.com/policy-webhook/policy-webhook/internal/workload"
 )
 
 type benchFlags struct {
@@ -229,7 +230,7 @@ func directRuns(ctx context.Context, f benchFlags, rep *report, ours, noop *serv
 	for _, denied := range []bool{false, true} {
 		verdict := map[bool]string{false: "allowed", true: "denied"}[denied]
 		uid := "loadgen-" + verdict
-		body, err := reviewBody(loadPod(denied, f.containers), uid)
+		body, err := workload.CreateReview(workload.DeploymentPod(denied, f.containers), uid)
 		if err != nil {
 			return err
 		}
@@ -276,7 +277,7 @@ func apiserverRuns(ctx context.Context, f benchFlags, rep *report, c clients, ou
 			con.name = s.name
 		}
 		for range spec.concurrency {
-			con.attempts = append(con.attempts, c.dryRunCreate(loadPod(false, f.containers), false))
+			con.attempts = append(con.attempts, c.dryRunCreate(workload.DeploymentPod(false, f.containers), false))
 		}
 		cs = append(cs, con)
 	}

@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/policy-webhook/policy-webhook/internal/testenv"
+	"github.com/policy-webhook/policy-webhook/internal/workload"
 	"github.com/policy-webhook/policy-webhook/policy"
 )
 
@@ -80,7 +81,7 @@ func (c clients) route(ctx context.Context, s *server, caPEM []byte) error {
 	}
 	wait, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	pod := loadPod(true, 2)
+	pod := workload.DeploymentPod(true, 2)
 	for {
 		_, err := c.kube.CoreV1().Pods(loadNamespace).Create(wait, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		denied := err != nil && strings.Contains(err.Error(), "denied the request")

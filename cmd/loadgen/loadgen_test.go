@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"github.com/policy-webhook/policy-webhook/internal/workload"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -77,7 +78,7 @@ func TestReadProcOfThisProcess(t *testing.T) {
 }
 
 func TestReviewBodyIsTheSizeTheTargetsAreSetFor(t *testing.T) {
-	body, err := reviewBody(loadPod(false, 2), "u")
+	body, err := workload.CreateReview(workload.DeploymentPod(false, 2), "u")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +94,7 @@ func TestReviewBodyIsTheSizeTheTargetsAreSetFor(t *testing.T) {
 			} `json:"object"`
 		} `json:"request"`
 	}
-	denied, err := reviewBody(loadPod(true, 2), "u")
+	denied, err := workload.CreateReview(workload.DeploymentPod(true, 2), "u")
 	if err != nil {
 		t.Fatal(err)
 	}

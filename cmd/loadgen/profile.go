@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"github.com/policy-webhook/policy-webhook/internal/workload"
 	"io"
 	"net/http"
 	"os"
@@ -17,7 +18,7 @@ import (
 // where the CPU per admission goes.
 func captureProfile(ctx context.Context, s *server, tlsConfig *tls.Config, conc int, d time.Duration, path string) error {
 	uid := "loadgen-profile"
-	body, err := reviewBody(loadPod(false, 2), uid)
+	body, err := workload.CreateReview(workload.DeploymentPod(false, 2), uid)
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/policy-webhook/policy-webhook/internal/workload"
 	"github.com/policy-webhook/policy-webhook/policy"
 )
 
@@ -43,11 +44,11 @@ func measurePropagation(ctx context.Context, c clients, s *server, client *http.
 	}
 	var times []time.Duration
 	for i := 1; i <= edits; i++ {
-		pod := loadPod(false, 2)
+		pod := workload.DeploymentPod(false, 2)
 		pod.Namespace = propagationNamespace
 		pod.Labels = map[string]string{fmt.Sprintf("gen-%d", i): "x"}
 		uid := fmt.Sprintf("propagation-%d", i)
-		body, err := reviewBody(pod, uid)
+		body, err := workload.CreateReview(pod, uid)
 		if err != nil {
 			return propagationResult{}, err
 		}

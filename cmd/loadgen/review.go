@@ -1,149 +1,21 @@
 package main
 
 import (
-	"encoding/json"
-	"fmt"
-
-	admissionv1 "k8s.io/api/admission/v1"
-	authenticationv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/utils/ptr"
+	"github.com/policy-webhook/policy-webhook/internal/workload"
 )
 
 // Names of the objects the harness puts in the cluster.
 const (
-	loadNamespace    = "team-a"
-	serviceAccount   = "web"
+	loadNamespace    = workload.Namespace
+	serviceAccount   = workload.ServiceAccount
 	registryPolicyCM = "registries"
-	deniedImage      = "docker.io/library/nginx:1.27"
+	deniedImage      = workload.DeniedImage
 )
 
 // registryPolicy is the one rule every system in the comparison applies:
 // the image must come from an allowed registry. The no-op webhook has the
 // same list compiled in.
 const registryPolicy = "pods:\n  allowedRegistries: [registry.example.com/, ghcr.io/acme/]\n"
-
-// loadPod is a Pod as a Deployment creates it, with the probes, env,
-// projected token volume and managed fields of a real workload, so that its
-// AdmissionReview is about 3.7 KB. denied swaps one image for one from a
-// registry the policy does not allow. containers above 2 adds sidecars
-// like the first container, to see how the cost grows with them.
-func loadPod(denied bool, containers int) *corev1.Pod {
-	limits := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("500m"), corev1.ResourceMemory: resource.MustParse("256Mi")}
-	requests := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")}
-	probe := &corev1.Probe{
-		ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(8080), Scheme: corev1.URISchemeHTTP}},
-		PeriodSeconds: 10, TimeoutSeconds: 1, SuccessThreshold: 1, FailureThreshold: 3,
-	}
-	container := func(name, image string, port int32) corev1.Container {
-		return corev1.Container{
-			Name: name, Image: image, ImagePullPolicy: corev1.PullIfNotPresent,
-			Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: port, Protocol: corev1.ProtocolTCP}},
-			Env: []corev1.EnvVar{
-				{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}},
-			},
-			Resources: corev1.ResourceRequirements{Limits: limits, Requests: requests},
-			VolumeMounts: []corev1.VolumeMount{
-				{Name: "config", MountPath: "/etc/app", ReadOnly: true},
-				{Name: "kube-api-access-x7k2p", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount", ReadOnly: true},
-			},
-			LivenessProbe: probe,
-			SecurityContext: &corev1.SecurityContext{
-				AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
-				Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-			},
-			TerminationMessagePath: "/dev/termination-log", TerminationMessagePolicy: corev1.TerminationMessageReadFile,
-		}
-	}
-	proxyImage := "ghcr.io/acme/proxy@sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46d4"
-	if denied {
-		proxyImage = deniedImage
-	}
-	cs := []corev1.Container{
-		container("web", "registry.example.com/team-a/web:1.4.2", 8080),
-		container("proxy", proxyImage, 9090),
-	}
-	for i := 2; i < containers; i++ {
-		cs = append(cs, container(fmt.Sprintf("sidecar-%d", i), fmt.Sprintf("registry.example.com/team-a/sidecar-%d:2.0.%d", i, i), 10000+int32(i)))
-	}
-	return &corev1.Pod{
-		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
-		ObjectMeta: metav1.ObjectMeta{
-			GenerateName: "web-7c9d8f6b5-", Namespace: loadNamespace,
-			Labels:      map[string]string{"app": "web", "pod-template-hash": "7c9d8f6b5"},
-			Annotations: map[string]string{"kubectl.kubernetes.io/restartedAt": "2026-01-12T10:04:05Z"},
-			OwnerReferences: []metav1.OwnerReference{{
-				APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "web-7c9d8f6b5", UID: "4f0c3c1e-9a7b-4d3e-8f51-2b6a0d9c7e11",
-				Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true),
-			}},
-		},
-		Spec: corev1.PodSpec{
-			Containers: cs,
-			Volumes: []corev1.Volume{
-				{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "web-config"}}}},
-				{Name: "kube-api-access-x7k2p", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
-					DefaultMode: ptr.To[int32](0o644),
-					Sources: []corev1.VolumeProjection{
-						{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", ExpirationSeconds: ptr.To[int64](3607)}},
-						{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "kube-root-ca.crt"},
-							Items: []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}}}},
-						{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{
-							{Path: "namespace", FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"}}}}},
-					},
-				}}},
-			},
-			RestartPolicy: corev1.RestartPolicyAlways, DNSPolicy: corev1.DNSClusterFirst,
-			TerminationGracePeriodSeconds: ptr.To[int64](30), ServiceAccountName: serviceAccount,
-			SecurityContext:    &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](10001), FSGroup: ptr.To[int64](10001)},
-			SchedulerName:      corev1.DefaultSchedulerName,
-			EnableServiceLinks: ptr.To(true), PreemptionPolicy: ptr.To(corev1.PreemptLowerPriority),
-			Tolerations: []corev1.Toleration{
-				{Key: "node.kubernetes.io/not-ready", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr.To[int64](300)},
-				{Key: "node.kubernetes.io/unreachable", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: ptr.To[int64](300)},
-			},
-		},
-	}
-}
-
-// reviewBody is the AdmissionReview the API server would send for a
-// CREATE of pod by the ReplicaSet controller.
-func reviewBody(pod *corev1.Pod, uid string) ([]byte, error) {
-	obj, err := json.Marshal(pod)
-	if err != nil {
-		return nil, fmt.Errorf("encoding the Pod: %w", err)
-	}
-	opts, err := json.Marshal(metav1.CreateOptions{TypeMeta: metav1.TypeMeta{APIVersion: "meta.k8s.io/v1", Kind: "CreateOptions"}})
-	if err != nil {
-		return nil, fmt.Errorf("encoding the CreateOptions: %w", err)
-	}
-	gvk := metav1.GroupVersionKind{Version: "v1", Kind: "Pod"}
-	gvr := metav1.GroupVersionResource{Version: "v1", Resource: "pods"}
-	review := admissionv1.AdmissionReview{
-		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
-		Request: &admissionv1.AdmissionRequest{
-			UID: types.UID(uid), Kind: gvk, Resource: gvr, RequestKind: &gvk, RequestResource: &gvr,
-			Namespace: pod.Namespace, Operation: admissionv1.Create,
-			UserInfo: authenticationv1.UserInfo{
-				Username: "system:serviceaccount:kube-system:replicaset-controller",
-				UID:      "9b3f5a6e-2c1d-4e8f-a7b6-1d2c3e4f5a6b",
-				Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"},
-			},
-			Object:  runtime.RawExtension{Raw: obj},
-			DryRun:  ptr.To(false),
-			Options: runtime.RawExtension{Raw: opts},
-		},
-	}
-	body, err := json.Marshal(&review)
-	if err != nil {
-		return nil, fmt.Errorf("encoding the AdmissionReview: %w", err)
-	}
-	return body, nil
-}
 
 // reviewVerdict is the part of an AdmissionReview response the harness checks.
 type reviewVerdict struct {
