@@ -19,7 +19,6 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/internal/testenv"
 	"github.com/policy-webhook/policy-webhook/internal/workload"
-	"github.com/policy-webhook/policy-webhook/policy"
 )
 
 var myApplesGVR = schema.GroupVersionResource{Group: "stable.example.com", Version: "v1", Resource: "myapples"}
@@ -48,18 +47,11 @@ func (c clients) seed(ctx context.Context) error {
 	if err := ignoreExists(c.kube.CoreV1().ServiceAccounts(loadNamespace).Create(ctx, sa, metav1.CreateOptions{})); err != nil {
 		return fmt.Errorf("creating ServiceAccount %s/%s: %w", loadNamespace, serviceAccount, err)
 	}
-	cm := policyConfigMap(registryPolicyCM, registryPolicy)
+	cm := testenv.PolicyConfigMap(testenv.DefaultPolicyNamespace, registryPolicyCM, registryPolicy)
 	if err := ignoreExists(c.kube.CoreV1().ConfigMaps(testenv.DefaultPolicyNamespace).Create(ctx, cm, metav1.CreateOptions{})); err != nil {
 		return fmt.Errorf("creating the registry policy: %w", err)
 	}
 	return nil
-}
-
-func policyConfigMap(name, spec string) *corev1.ConfigMap {
-	return &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{policy.PolicyLabel: "true"}},
-		Data:       map[string]string{policy.ConfigMapDataKey: spec},
-	}
 }
 
 func ignoreExists[T any](_ T, err error) error {

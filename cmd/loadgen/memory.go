@@ -7,6 +7,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/policy-webhook/policy-webhook/internal/testenv"
 )
 
 // memoryStage is the webhook's memory after one batch of objects was put
@@ -86,7 +88,7 @@ func measureMemory(ctx context.Context, c clients, s *server, n memoryCounts, lo
 
 	t0 = time.Now()
 	fill, err = createMany(ctx, n.policies, n.workers, func(ctx context.Context, i int) error {
-		cm := policyConfigMap(fmt.Sprintf("policy-%d", i), fmt.Sprintf(
+		cm := testenv.PolicyConfigMap(ns(i), fmt.Sprintf("policy-%d", i), fmt.Sprintf(
 			"pods:\n  allowedRegistries: [registry.example.com/, ghcr.io/acme/]\n  disallowedTags: [latest]\n  requiredLabels: [app]\n  forbidPrivileged: true\n  requireResourceLimits: [cpu, memory]\nmatch:\n  objectSelector:\n    matchLabels: {team: t%d}\n", i))
 		_, err := c.kube.CoreV1().ConfigMaps(ns(i)).Create(ctx, cm, metav1.CreateOptions{})
 		return err

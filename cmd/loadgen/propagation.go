@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/policy-webhook/policy-webhook/internal/testenv"
 	"github.com/policy-webhook/policy-webhook/internal/workload"
 	"github.com/policy-webhook/policy-webhook/policy"
 )
@@ -38,7 +39,7 @@ func measurePropagation(ctx context.Context, c clients, s *server, client *http.
 	}
 	cms := c.kube.CoreV1().ConfigMaps(propagationNamespace)
 	spec := func(i int) string { return fmt.Sprintf("pods:\n  requiredLabels: [gen-%d]\n", i) }
-	cm, err := cms.Create(ctx, policyConfigMap("edited", spec(0)), metav1.CreateOptions{})
+	cm, err := cms.Create(ctx, testenv.PolicyConfigMap(propagationNamespace, "edited", spec(0)), metav1.CreateOptions{})
 	if err != nil {
 		return propagationResult{}, fmt.Errorf("creating the edited policy: %w", err)
 	}

@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/policy-webhook/policy-webhook/certs"
+	"github.com/policy-webhook/policy-webhook/internal/testenv"
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
@@ -306,10 +307,7 @@ func waitBundle(t *testing.T, cs kubernetes.Interface, want []byte, what string)
 // RBAC, marks in force.
 func proveAdmissions(t *testing.T, cs kubernetes.Interface, c client.Client, wantDenial []string) {
 	ctx := t.Context()
-	cm := &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: testPolicyName, Namespace: installNamespace, Labels: map[string]string{policy.PolicyLabel: "true"}},
-		Data:       map[string]string{policy.ConfigMapDataKey: testPolicyYAML},
-	}
+	cm := testenv.PolicyConfigMap(installNamespace, testPolicyName, testPolicyYAML)
 	if _, err := cs.CoreV1().ConfigMaps(installNamespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("creating the policy ConfigMap: %v", err)
 	}

@@ -19,7 +19,6 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/policy-webhook/policy-webhook/internal/testenv"
-	"github.com/policy-webhook/policy-webhook/policy"
 )
 
 var (
@@ -73,10 +72,7 @@ func newNamespace(t *testing.T, labels map[string]string) string {
 // server's error (a refusal by the webhook, for an invalid policy).
 func putPolicy(ctx context.Context, ns, name, spec string) error {
 	cms := env.client.CoreV1().ConfigMaps(ns)
-	cm := &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{policy.PolicyLabel: "true"}},
-		Data:       map[string]string{policy.ConfigMapDataKey: spec},
-	}
+	cm := testenv.PolicyConfigMap(ns, name, spec)
 	cur, err := cms.Get(ctx, name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
