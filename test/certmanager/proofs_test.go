@@ -138,6 +138,7 @@ func TestInstallOnControlPlane(t *testing.T) {
 
 	if !t.Run("cainjector injects the serving certificate's CA", func(t *testing.T) {
 		waitBundle(t, cs, first.caPEM, "the CA of Secret "+servingCert.Spec.SecretName)
+		awaitAdmissionConfig(t, cs, "the injected caBundle")
 	}) {
 		t.FailNow()
 	}
@@ -423,6 +424,7 @@ func renewNewCA(t *testing.T, cs kubernetes.Interface, loop *admissionLoop, crt 
 	}
 	both := append(append([]byte(nil), oldCA.CertPEM()...), newCA.CertPEM()...)
 	waitBundle(t, cs, both, "the new CA next to the old one")
+	awaitAdmissionConfig(t, cs, "the caBundle with both CAs")
 	time.Sleep(kubeletDelay)
 	loop.waitAdmissions(t, mark, 20, "between the re-injection and the volume update")
 	if err := certs.WriteSecretVolume(certDir, next.data()); err != nil {
