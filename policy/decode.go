@@ -5,9 +5,10 @@ import (
 	"fmt"
 
 	jsonv2 "github.com/go-json-experiment/json"
-
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/policy-webhook/policy-webhook/internal/jsonscan"
 )
 
 // Resources the webhook judges, as the API server names them.
@@ -32,7 +33,7 @@ func DecodeObject(kind string, raw []byte) (pod *corev1.Pod, apple *MyApple, err
 		return pod, nil, nil
 	case KindMyApple:
 		apple = &MyApple{}
-		if err := jsonv2.Unmarshal(raw, apple, decodeOptions); err != nil {
+		if err := jsonv2.Unmarshal(raw, apple, jsonscan.DecodeOptions); err != nil {
 			return nil, nil, fmt.Errorf("decoding MyApple: %w", legacyError(err, raw, &MyApple{}))
 		}
 		return nil, apple, nil

@@ -5,17 +5,11 @@ import (
 
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
-	jsonv1 "github.com/go-json-experiment/json/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-)
 
-// decodeOptions give the json/v2 decoder encoding/json's semantics
-// (case-insensitive names, duplicate names and invalid UTF-8 accepted,
-// the same error texts), so that what the webhook accepts does not change
-// with the decoder; only its speed does (several times encoding/json's,
-// and far fewer allocations). Options are immutable values.
-var decodeOptions = jsonv2.JoinOptions(jsonv1.DefaultOptionsV1(), jsonv1.ReportErrorsWithLegacySemantics(false))
+	"github.com/policy-webhook/policy-webhook/internal/jsonscan"
+)
 
 // The types below are the parts of a Pod that rules read, and nothing
 // else: a Pod as a Deployment creates it carries managed fields, probes,
@@ -75,8 +69,16 @@ type volumeFields struct {
 // holds only those: Request.Pod is the engine's input, not a copy of the
 // object for other uses.
 func decodePod(raw []byte) (*corev1.Pod, error) {
+	if pod := scanPodBytes(raw); pod != nil {
+		return pod, nil
+	}
+	return decodePodExact(raw)
+}
+
+// decodePodExact is decodePod for what the scanner does not read exactly.
+func decodePodExact(raw []byte) (*corev1.Pod, error) {
 	var f podFields
-	if err := jsonv2.Unmarshal(raw, &f, decodeOptions); err != nil {
+	if err := jsonv2.Unmarshal(raw, &f, jsonscan.DecodeOptions); err != nil {
 		return nil, err
 	}
 	return f.pod(), nil
@@ -88,7 +90,7 @@ func decodePod(raw []byte) (*corev1.Pod, error) {
 // On error, dec is left mid-value: the caller gives up on the whole input.
 func DecodePodFrom(dec *jsontext.Decoder) (*corev1.Pod, error) {
 	var f podFields
-	if err := jsonv2.UnmarshalDecode(dec, &f, decodeOptions); err != nil {
+	if err := jsonv2.UnmarshalDecode(dec, &f, jsonscan.DecodeOptions); err != nil {
 		return nil, fmt.Errorf("decoding Pod: %w", err)
 	}
 	return f.pod(), nil

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,6 +13,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	"sigs.k8s.io/yaml"
+
+	"github.com/policy-webhook/policy-webhook/internal/jsonscan"
+	"github.com/policy-webhook/policy-webhook/internal/workload"
 )
 
 // decodeCorpus is every Pod-shaped JSON input the tests know: the fuzz
@@ -164,6 +168,14 @@ func checkSameAsWhole(t *testing.T, set *Set, raw []byte) {
 	if want := rulesView(&full); !apiequality.Semantic.DeepEqual(lean, want) {
 		t.Fatalf("decoding %q\nfast:  %#v\nwhole: %#v", raw, lean, want)
 	}
+	// What the scanner reads, it reads exactly as the json/v2 decoder
+	// does, down to nil and empty lists and maps.
+	if scanned := scanPodBytes(raw); scanned != nil {
+		exact, err := decodePodExact(raw)
+		if err != nil || !reflect.DeepEqual(scanned, exact) {
+			t.Fatalf("decoding %q\nscanner: %#v\nexact:   %#v (%v)", raw, scanned, exact, err)
+		}
+	}
 	for _, op := range []Operation{Create, Update} {
 		a := &Request{Kind: KindPod, Operation: op, Namespace: full.Namespace, Pod: lean}
 		b := &Request{Kind: KindPod, Operation: op, Namespace: full.Namespace, Pod: &full}
@@ -180,6 +192,42 @@ func TestDecodePodSameAsWhole(t *testing.T) {
 	set := fuzzSet(t)
 	for name, raw := range decodeCorpus(t) {
 		t.Run(name, func(t *testing.T) { checkSameAsWhole(t, set, raw) })
+	}
+}
+
+// TestScannerReadsPods: the scanner, not the slower exact decoder, reads
+// the Pods the API server sends: every Pod of the samples, Pods with every
+// field rules read, and the benchmark's, whatever its container count.
+func TestScannerReadsPods(t *testing.T) {
+	corpus := map[string][]byte{"podJSON": []byte(podJSON)}
+	for name, raw := range decodeCorpus(t) {
+		// Fuzz seeds hold what the scanner rightly leaves to the exact decoder.
+		if !strings.HasPrefix(name, "Fuzz") {
+			corpus[name] = raw
+		}
+	}
+	for _, n := range []int{1, 2, 5} {
+		raw, err := json.Marshal(workload.DeploymentPod(n == 5, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		corpus["workload/containers="+strconv.Itoa(n)] = raw
+	}
+	pods := 0
+	for name, raw := range corpus {
+		var tm struct{ Kind string }
+		if json.Unmarshal(raw, &tm) != nil || tm.Kind != KindPod {
+			continue
+		}
+		pods++
+		var s jsonscan.Scanner
+		s.Reset(raw)
+		if ScanPod(&s) == nil {
+			t.Errorf("%s: the scanner gave up: %s", name, s.Reason())
+		}
+	}
+	if pods < 10 {
+		t.Fatalf("only %d Pods to read", pods)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/policy-webhook/policy-webhook/internal/jsonscan"
 	"github.com/policy-webhook/policy-webhook/policy"
 )
 
@@ -90,18 +91,31 @@ type decoded struct {
 }
 
 // readReview decodes body into r in one pass, and the Pods too when pods
-// is set. Anything the fast pass refuses (syntax, a wrong type in a field
-// read) is decoded again with encoding/json, which finds the same problem
-// and words it as the API machinery always did; a Pod the fast pass could
-// not decode is then left for Handle to refuse with a 400 verdict that
-// names the field. Only the error path pays for that.
+// is set. The scanner (scanReview) reads what the API server sends; what it
+// does not read exactly goes to the json/v2 decoder, and anything that one
+// refuses (syntax, a wrong type in a field read) is decoded again with
+// encoding/json, which finds the same problem and words it as the API
+// machinery always did; a Pod the fast pass could not decode is then left
+// for Handle to refuse with a 400 verdict that names the field. Only
+// unusual input pays for that.
 func readReview(body []byte, r *admissionv1.AdmissionRequest, pods bool) (decoded, error) {
+	if in, ok := scanReview(body, r, pods); ok {
+		return in, nil
+	}
+	*r = admissionv1.AdmissionRequest{}
+	return readReviewExact(body, r, pods)
+}
+
+// readReviewExact is readReview for what the scanner does not read: the
+// json/v2 decoder with encoding/json's semantics, and encoding/json itself
+// to word an error.
+func readReviewExact(body []byte, r *admissionv1.AdmissionRequest, pods bool) (decoded, error) {
 	in := reviewIn{Request: &requestIn{AdmissionRequest: r}}
 	rq := in.Request
 	rq.Object = objectIn{body: body, raw: &r.Object, req: r, pods: pods}
 	rq.OldObject = objectIn{body: body, raw: &r.OldObject, req: r, pods: pods}
 	rq.Options = objectIn{body: body, raw: &r.Options, req: r}
-	err := jsonv2.Unmarshal(body, &in, decodeOptions)
+	err := jsonv2.Unmarshal(body, &in, jsonscan.DecodeOptions)
 	if err == nil {
 		return decoded{apiVersion: in.APIVersion, kind: in.Kind, pod: rq.Object.pod, oldPod: rq.OldObject.pod}, nil
 	}

@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"encoding/json"
+	"reflect"
 	"testing"
 
 	admissionv1 "k8s.io/api/admission/v1"
@@ -19,6 +20,14 @@ func TestReadReviewSameAsEncodingJSON(t *testing.T) {
 	bodies := reviewSeeds(t)
 	for name, body := range bodies {
 		t.Run(name, func(t *testing.T) { checkReadReview(t, body) })
+	}
+	// The scanner reads what the API server sends; the exact decoder is
+	// only for the unusual.
+	for _, name := range []string{"bench", "pod create", "pod update", "ephemeral", "myapple", "object first", "null objects", "deployment"} {
+		var r admissionv1.AdmissionRequest
+		if _, ok := scanReview(bodies[name], &r, true); !ok {
+			t.Errorf("%s: the scanner gave up", name)
+		}
 	}
 	// The pass itself is what the pods path relies on for speed.
 	for _, name := range []string{"bench", "pod update", "ephemeral", "spaced, cased"} {
@@ -62,6 +71,15 @@ func checkReadReview(t *testing.T, body []byte) {
 		want.Request = &admissionv1.AdmissionRequest{}
 	}
 	for _, pods := range []bool{true, false} {
+		// What the scanner reads, it reads exactly as the json/v2 decoder
+		// does, down to nil and empty lists.
+		var scanned, exact admissionv1.AdmissionRequest
+		if sin, ok := scanReview(body, &scanned, pods); ok {
+			ein, err := readReviewExact(body, &exact, pods)
+			if err != nil || !reflect.DeepEqual(&scanned, &exact) || !reflect.DeepEqual(sin, ein) {
+				t.Fatalf("pods=%v, %q:\nscanner %+v %+v\nexact   %+v %+v (%v)", pods, body, scanned, sin, exact, ein, err)
+			}
+		}
 		var got admissionv1.AdmissionRequest
 		in, err := readReview(body, &got, pods)
 		if err != nil {

@@ -12,8 +12,6 @@ import (
 	"sync"
 	"time"
 
-	jsonv2 "github.com/go-json-experiment/json"
-	jsonv1 "github.com/go-json-experiment/json/v1"
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
 	admissionv1beta1 "k8s.io/api/admission/v1beta1"
@@ -59,12 +57,6 @@ var (
 )
 
 const reviewKind = "AdmissionReview"
-
-// decodeOptions make the json/v2 decoder behave as encoding/json does
-// (names matched case-insensitively, duplicates and invalid UTF-8
-// accepted, the same error texts) at several times its speed: decoding
-// was most of the cost of an admission. Options are immutable values.
-var decodeOptions = jsonv2.JoinOptions(jsonv1.DefaultOptionsV1(), jsonv1.ReportErrorsWithLegacySemantics(false))
 
 func (h *reviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
