@@ -19,6 +19,7 @@ package jsonscan
 
 import (
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	jsonv2 "github.com/go-json-experiment/json"
@@ -46,11 +47,12 @@ func Valid(b []byte) bool {
 // caller checks Failed once, at the end.
 type Scanner struct {
 	b []byte
-	// str is b as a string, from which strings are cut: one allocation
-	// for every string of the text instead of one each (a review holds
-	// forty). Strings read share its memory, so whoever keeps one beyond
-	// the request keeps the whole text: keep a strings.Clone instead.
-	str  string
+	// strs holds the text of every string read, so that a few allocations
+	// serve them all instead of one each (a review has forty). A Builder
+	// only appends and its String does not copy, so what it has handed out
+	// is never written again. Strings read share its memory: whoever keeps
+	// one for long keeps the others too, and should keep a strings.Clone.
+	strs strings.Builder
 	i    int
 	name [2]int // where the last member name read is
 	why  string
@@ -58,7 +60,22 @@ type Scanner struct {
 
 // Reset makes s read b, which must be valid JSON (see Valid).
 func (s *Scanner) Reset(b []byte) {
-	*s = Scanner{b: b, str: string(b)}
+	*s = Scanner{b: b}
+}
+
+// cut returns a copy of b as a string, from strs.
+func (s *Scanner) cut(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	if s.strs.Cap()-s.strs.Len() < len(b) {
+		// Room for this string and many more: the review's strings are a
+		// small part of it.
+		s.strs.Grow(max(len(b), len(s.b)/8, 256))
+	}
+	start := s.strs.Len()
+	s.strs.Write(b)
+	return s.strs.String()[start:]
 }
 
 // Failed reports whether the scanner gave up.
@@ -158,7 +175,7 @@ func (s *Scanner) Key() string {
 			return key
 		}
 	}
-	return s.str[start:end]
+	return s.cut(s.b[start:end])
 }
 
 // Array starts reading an array, its elements to be read with Elem: like
@@ -213,7 +230,7 @@ func (s *Scanner) String() (string, bool) {
 		c := s.b[j]
 		if c == '"' {
 			s.i = j + 1
-			return s.str[start:j], true
+			return s.cut(s.b[start:j]), true
 		}
 		if c == '\\' || c >= utf8.RuneSelf {
 			return s.slowString(start)
