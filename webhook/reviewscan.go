@@ -161,52 +161,31 @@ func scanObject(s *jsonscan.Scanner, r *admissionv1.AdmissionRequest, raw *runti
 }
 
 func scanGVK(s *jsonscan.Scanner, k *metav1.GroupVersionKind) {
-	if !s.Object() {
-		return
-	}
-	var seen uint64
-	for name, ok := s.Member(); ok; name, ok = s.Member() {
-		switch string(name) {
-		case "group":
-			if s.Once(&seen, 0) {
-				k.Group, _ = s.String()
-			}
-		case "version":
-			if s.Once(&seen, 1) {
-				k.Version, _ = s.String()
-			}
-		case "kind":
-			if s.Once(&seen, 2) {
-				k.Kind, _ = s.String()
-			}
-		default:
-			s.Unknown(name, gvkNames)
-		}
-	}
+	scanStringFields(s, gvkNames, &k.Group, &k.Version, &k.Kind)
 }
 
-func scanGVR(s *jsonscan.Scanner, k *metav1.GroupVersionResource) {
+func scanGVR(s *jsonscan.Scanner, r *metav1.GroupVersionResource) {
+	scanStringFields(s, gvrNames, &r.Group, &r.Version, &r.Resource)
+}
+
+// scanStringFields reads an object whose members are strings, the one
+// named names[i] into fields[i].
+func scanStringFields(s *jsonscan.Scanner, names []string, fields ...*string) {
 	if !s.Object() {
 		return
 	}
 	var seen uint64
+members:
 	for name, ok := s.Member(); ok; name, ok = s.Member() {
-		switch string(name) {
-		case "group":
-			if s.Once(&seen, 0) {
-				k.Group, _ = s.String()
+		for i, n := range names {
+			if string(name) == n {
+				if s.Once(&seen, uint(i)) {
+					*fields[i], _ = s.String()
+				}
+				continue members
 			}
-		case "version":
-			if s.Once(&seen, 1) {
-				k.Version, _ = s.String()
-			}
-		case "resource":
-			if s.Once(&seen, 2) {
-				k.Resource, _ = s.String()
-			}
-		default:
-			s.Unknown(name, gvrNames)
 		}
+		s.Unknown(name, names)
 	}
 }
 
