@@ -4,7 +4,9 @@
 # render-install); see there and the README for the variables.
 #
 #   hack/deploy.sh render    print the install with IMG set
-#   hack/deploy.sh apply     install or upgrade it, registering the webhook last
+#   hack/deploy.sh apply     install or upgrade it, registering the webhook last,
+#                            then verify
+#   hack/deploy.sh verify    wait until the API server calls the webhook
 #   hack/deploy.sh delete    remove it, unregistering the webhook first
 #
 # Environment:
@@ -16,7 +18,7 @@
 #                  repository (e.g. manifests/components/servicemonitor)
 #   KUBECTL        the kubectl to use (kubectl)
 #   KEEP_CRDS      delete: leave the CRDs, and every AdmissionPolicy and MyApple, in place
-#   TIMEOUT        apply: how long to wait for each step, in seconds with an s (300s)
+#   TIMEOUT        apply, verify: how long to wait for each step, in seconds with an s (300s)
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -122,7 +124,39 @@ apply() {
 		((SECONDS < deadline)) || die "cainjector did not inject the CA bundle into $webhook_config within $timeout; is cert-manager's cainjector running?"
 		sleep 2
 	done
+	verify
 	echo "deploy: policy-webhook is installed and registered"
+}
+
+# verify waits until the API server calls the webhook: a server-side dry run
+# of a policy ConfigMap with a typo must come back refused by the webhook,
+# naming the typo. A caBundle just injected takes a moment to reach the API
+# server's own copy of the registration; until then it fails the call.
+verify() {
+	local deadline=$((SECONDS + ${timeout%s})) out
+	echo "deploy: waiting for the API server to call the webhook"
+	while :; do
+		out=$("$kubectl" create --dry-run=server -o name -f - 2>&1 <<EOF
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: policy-webhook-deploy-probe
+  namespace: $namespace
+  labels:
+    policy.example.com/policy: "true"
+data:
+  policy.yaml: |
+    pods:
+      allowedRegistrie: [registry.example.com/]
+EOF
+		) || true
+		if [[ $out == *"denied the request"*"allowedRegistrie"* ]]; then
+			echo "deploy: the API server calls the webhook: it refused a policy with a typo"
+			return
+		fi
+		((SECONDS < deadline)) || die "the API server does not call the webhook after $timeout; the last dry run of a policy with a typo gave: $out"
+		sleep 1
+	done
 }
 
 delete() {
@@ -145,6 +179,7 @@ delete() {
 case ${1:-} in
 render) render ;;
 apply) apply ;;
+verify) verify ;;
 delete) delete ;;
-*) die "usage: $0 render|apply|delete" ;;
+*) die "usage: $0 render|apply|verify|delete" ;;
 esac

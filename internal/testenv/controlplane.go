@@ -110,15 +110,21 @@ func (c *ControlPlane) KubectlPath() string {
 // KubeConfig renders an admin kubeconfig for the control plane, with the
 // client certificate and CA inlined so the file stands alone.
 func (c *ControlPlane) KubeConfig() ([]byte, error) {
+	return KubeConfigFor(c.Config)
+}
+
+// KubeConfigFor renders a kubeconfig that reaches the API server as cfg
+// does, with its certificates inlined, for kubectl and scripts.
+func KubeConfigFor(cfg *rest.Config) ([]byte, error) {
 	kc := clientcmdapi.NewConfig()
 	kc.Clusters[kubeconfigName] = &clientcmdapi.Cluster{
-		Server:                   c.Config.Host,
-		CertificateAuthorityData: c.Config.CAData,
+		Server:                   cfg.Host,
+		CertificateAuthorityData: cfg.CAData,
 	}
 	kc.AuthInfos[kubeconfigName] = &clientcmdapi.AuthInfo{
-		ClientCertificateData: c.Config.CertData,
-		ClientKeyData:         c.Config.KeyData,
-		Token:                 c.Config.BearerToken,
+		ClientCertificateData: cfg.CertData,
+		ClientKeyData:         cfg.KeyData,
+		Token:                 cfg.BearerToken,
 	}
 	kctx := clientcmdapi.NewContext()
 	kctx.Cluster = kubeconfigName

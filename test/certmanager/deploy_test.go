@@ -10,6 +10,9 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/rest"
+
+	"github.com/policy-webhook/policy-webhook/internal/testenv"
 )
 
 // kubectlBinary is the kubectl `make tools` builds next to kube-apiserver.
@@ -123,8 +126,9 @@ func TestDeployRender(t *testing.T) {
 	}
 }
 
-// deployScript runs hack/deploy.sh from the repository root.
-func deployScript(t *testing.T, kubectl, cmd, img, dir, components string) ([]byte, error) {
+// deployScript runs hack/deploy.sh from the repository root, with env
+// added to its environment.
+func deployScript(t *testing.T, kubectl, cmd, img, dir, components string, env ...string) ([]byte, error) {
 	t.Helper()
 	root, err := filepath.Abs(filepath.Join("..", ".."))
 	if err != nil {
@@ -136,6 +140,7 @@ func deployScript(t *testing.T, kubectl, cmd, img, dir, components string) ([]by
 		dir = "manifests/default"
 	}
 	c.Env = append(os.Environ(), "IMG="+img, "KUSTOMIZE_DIR="+dir, "COMPONENTS="+components, "KUBECTL="+kubectl)
+	c.Env = append(c.Env, env...)
 	var stderr bytes.Buffer
 	c.Stderr = &stderr
 	out, err := c.Output()
@@ -181,4 +186,19 @@ func assertSameObjects(t *testing.T, got, want []*unstructured.Unstructured, nor
 			t.Errorf("object %d: %s differs from %s", i, key(got[i]), key(want[i]))
 		}
 	}
+}
+
+// deployVerify runs `hack/deploy.sh verify` against the control plane of
+// cfg, giving up after timeout.
+func deployVerify(t *testing.T, cfg *rest.Config, timeout string) ([]byte, error) {
+	t.Helper()
+	kc, err := testenv.KubeConfigFor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(path, kc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return deployScript(t, kubectlBinary(t), "verify", "", "", "", "KUBECONFIG="+path, "TIMEOUT="+timeout)
 }

@@ -104,6 +104,11 @@ func TestInstallOnControlPlane(t *testing.T) {
 	if w := warn.take(); len(w) > 0 {
 		t.Errorf("warnings while installing: %q", w)
 	}
+	// Nothing is registered yet: deploy.sh's check that the API server
+	// calls the webhook must fail, saying so.
+	if out, err := deployVerify(t, adminCfg, "2s"); err == nil || !strings.Contains(stderrOf(err), "does not call the webhook") {
+		t.Errorf("hack/deploy.sh verify before registration: %v %s%s; want a failure", err, out, stderrOf(err))
+	}
 
 	startCAInjector(ctx, t, adminCfg)
 
@@ -146,6 +151,10 @@ func TestInstallOnControlPlane(t *testing.T) {
 	wantDenial := denial("ConfigMap " + installNamespace + "/" + testPolicyName)
 	if !t.Run("the API server calls the webhook", func(t *testing.T) {
 		proveAdmissions(t, cs, c, wantDenial)
+		out, err := deployVerify(t, adminCfg, "30s")
+		if err != nil || !strings.Contains(string(out), "the API server calls the webhook") {
+			t.Errorf("hack/deploy.sh verify: %v\n%s%s", err, out, stderrOf(err))
+		}
 	}) {
 		t.FailNow()
 	}
