@@ -291,46 +291,24 @@ func (s *Scanner) Bool() (v, ok bool) {
 }
 
 // Int64 reads an integer that fits in an int64, written without fraction
-// or exponent as encoding/json requires of one. Null gives 0, false; any
-// other value gives up.
+// or exponent as encoding/json requires of one (it uses strconv.ParseInt
+// too). Null gives 0, false; any other value gives up.
 func (s *Scanner) Int64() (int64, bool) {
-	c := s.peek()
-	if c == 'n' {
+	switch c := s.peek(); {
+	case c == 'n':
 		s.i += len("null")
 		return 0, false
-	}
-	neg := c == '-'
-	j := s.i
-	if neg {
-		j++
-	}
-	if j >= len(s.b) || s.b[j] < '0' || s.b[j] > '9' {
+	case c != '-' && (c < '0' || c > '9'):
 		s.GiveUp("want an integer")
 		return 0, false
 	}
-	// Accumulate as a negative number: its range is the larger one.
-	var v int64
-	const minInt64 = -1 << 63
-	for ; j < len(s.b) && s.b[j] >= '0' && s.b[j] <= '9'; j++ {
-		d := int64(s.b[j] - '0')
-		if v < (minInt64+d)/10 {
-			s.GiveUp("integer out of range")
-			return 0, false
-		}
-		v = v*10 - d
-	}
-	if j < len(s.b) && (s.b[j] == '.' || s.b[j] == 'e' || s.b[j] == 'E') {
-		s.GiveUp("want an integer")
+	start := s.i
+	s.Skip()
+	v, err := strconv.ParseInt(string(s.b[start:s.i]), 10, 64)
+	if err != nil {
+		s.GiveUp("want an integer in range: " + err.Error())
 		return 0, false
 	}
-	if !neg {
-		if v == minInt64 {
-			s.GiveUp("integer out of range")
-			return 0, false
-		}
-		v = -v
-	}
-	s.i = j
 	return v, true
 }
 
