@@ -5,11 +5,16 @@ import (
 	"fmt"
 
 	jsonv2 "github.com/go-json-experiment/json"
+	jsonv1 "github.com/go-json-experiment/json/v1"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
-
-	"github.com/policy-webhook/policy-webhook/internal/jsonscan"
 )
+
+// decodeOptions give the json/v2 decoder encoding/json's semantics
+// (case-insensitive names, duplicate names and invalid UTF-8 accepted,
+// the same error texts), so that what is accepted does not change with the
+// decoder, only its speed. Options are immutable values.
+var decodeOptions = jsonv2.JoinOptions(jsonv1.DefaultOptionsV1(), jsonv1.ReportErrorsWithLegacySemantics(false))
 
 // Resources the webhook judges, as the API server names them.
 const (
@@ -28,12 +33,12 @@ func DecodeObject(kind string, raw []byte) (pod *corev1.Pod, apple *MyApple, err
 	case KindPod:
 		pod, err := decodePod(raw)
 		if err != nil {
-			return nil, nil, fmt.Errorf("decoding Pod: %w", legacyError(err, raw, &corev1.Pod{}))
+			return nil, nil, fmt.Errorf("decoding Pod: %w", err)
 		}
 		return pod, nil, nil
 	case KindMyApple:
 		apple = &MyApple{}
-		if err := jsonv2.Unmarshal(raw, apple, jsonscan.DecodeOptions); err != nil {
+		if err := jsonv2.Unmarshal(raw, apple, decodeOptions); err != nil {
 			return nil, nil, fmt.Errorf("decoding MyApple: %w", legacyError(err, raw, &MyApple{}))
 		}
 		return nil, apple, nil
@@ -84,7 +89,7 @@ func RequestFromAdmission(r *admissionv1.AdmissionRequest) (*Request, error) {
 }
 
 // RequestFromDecoded is RequestFromAdmission for a caller that decoded the
-// Pods already, with DecodePodFrom in the same pass that read the review.
+// Pods already, with ScanPod in the same pass that read the review.
 // A nil pod or oldPod is decoded from the request's raw bytes as usual.
 func RequestFromDecoded(r *admissionv1.AdmissionRequest, pod, oldPod *corev1.Pod) (*Request, error) {
 	kind := KindOf(r)

@@ -1,99 +1,81 @@
 package policy
 
 import (
-	"fmt"
+	"encoding/json"
 
-	jsonv2 "github.com/go-json-experiment/json"
-	"github.com/go-json-experiment/json/jsontext"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/policy-webhook/policy-webhook/internal/jsonscan"
 )
 
 // The types below are the parts of a Pod that rules read, and nothing
 // else: a Pod as a Deployment creates it carries managed fields, probes,
 // env, mounts and ports that no rule looks at, and decoding them into
-// corev1 types was most of the cost of an admission. Unknown members are
-// skipped (still checked to be valid JSON), as encoding/json skips them.
-// Keep these in step with what rules_pod.go and facts.go read: the
-// differential test in podfields_test.go compares the result with a Pod
-// decoded whole.
+// corev1 types was most of the cost of an admission. podscan.go fills them
+// and skips everything else (still checked to be valid JSON), as
+// encoding/json skips unknown members. Keep these in step with what
+// rules_pod.go and facts.go read: the differential test in
+// podfields_test.go compares the result with a Pod decoded whole.
 
 type podFields struct {
 	Metadata struct {
-		Name              string            `json:"name"`
-		GenerateName      string            `json:"generateName"`
-		Namespace         string            `json:"namespace"`
-		Labels            map[string]string `json:"labels"`
-		DeletionTimestamp *metav1.Time      `json:"deletionTimestamp"`
-	} `json:"metadata"`
+		Name              string
+		GenerateName      string
+		Namespace         string
+		Labels            map[string]string
+		DeletionTimestamp *metav1.Time
+	}
 	Spec struct {
-		InitContainers      []containerFields  `json:"initContainers"`
-		Containers          []containerFields  `json:"containers"`
-		EphemeralContainers []containerFields  `json:"ephemeralContainers"`
-		SecurityContext     *podSecurityFields `json:"securityContext"`
-		HostNetwork         bool               `json:"hostNetwork"`
-		HostPID             bool               `json:"hostPID"`
-		HostIPC             bool               `json:"hostIPC"`
-		Volumes             []volumeFields     `json:"volumes"`
-	} `json:"spec"`
+		InitContainers      []containerFields
+		Containers          []containerFields
+		EphemeralContainers []containerFields
+		SecurityContext     *podSecurityFields
+		HostNetwork         bool
+		HostPID             bool
+		HostIPC             bool
+		Volumes             []volumeFields
+	}
 }
 
 type containerFields struct {
-	Name            string          `json:"name"`
-	Image           string          `json:"image"`
-	SecurityContext *securityFields `json:"securityContext"`
+	Name            string
+	Image           string
+	SecurityContext *securityFields
 	Resources       struct {
-		Limits corev1.ResourceList `json:"limits"`
-	} `json:"resources"`
+		Limits corev1.ResourceList
+	}
 }
 
 type securityFields struct {
-	Privileged   *bool  `json:"privileged"`
-	RunAsNonRoot *bool  `json:"runAsNonRoot"`
-	RunAsUser    *int64 `json:"runAsUser"`
+	Privileged   *bool
+	RunAsNonRoot *bool
+	RunAsUser    *int64
 }
 
 type podSecurityFields struct {
-	RunAsNonRoot *bool  `json:"runAsNonRoot"`
-	RunAsUser    *int64 `json:"runAsUser"`
+	RunAsNonRoot *bool
+	RunAsUser    *int64
 }
 
 type volumeFields struct {
-	Name     string                       `json:"name"`
-	HostPath *corev1.HostPathVolumeSource `json:"hostPath"`
+	Name     string
+	HostPath *corev1.HostPathVolumeSource
 }
 
-// decodePod decodes the fields of a Pod that rules read into a Pod that
-// holds only those: Request.Pod is the engine's input, not a copy of the
-// object for other uses.
+// decodePod reads the fields of a Pod that rules read into a Pod that
+// holds only those (see podscan.go): Request.Pod is the engine's input, not
+// a copy of the object for other uses. What the scanner leaves to an exact
+// decoder, encoding/json decodes whole: it defines what a Pod in JSON
+// means, rules read a whole Pod as they read a lean one, and only unusual
+// input (never the API server's) pays for it.
 func decodePod(raw []byte) (*corev1.Pod, error) {
 	if pod := scanPodBytes(raw); pod != nil {
 		return pod, nil
 	}
-	return decodePodExact(raw)
-}
-
-// decodePodExact is decodePod for what the scanner does not read exactly.
-func decodePodExact(raw []byte) (*corev1.Pod, error) {
-	var f podFields
-	if err := jsonv2.Unmarshal(raw, &f, jsonscan.DecodeOptions); err != nil {
+	pod := &corev1.Pod{}
+	if err := json.Unmarshal(raw, pod); err != nil {
 		return nil, err
 	}
-	return f.pod(), nil
-}
-
-// DecodePodFrom decodes the next value of dec as DecodeObject decodes a
-// Pod, so that a caller reading an AdmissionReview decodes the object in
-// the same pass instead of copying its bytes out to decode them again.
-// On error, dec is left mid-value: the caller gives up on the whole input.
-func DecodePodFrom(dec *jsontext.Decoder) (*corev1.Pod, error) {
-	var f podFields
-	if err := jsonv2.UnmarshalDecode(dec, &f, jsonscan.DecodeOptions); err != nil {
-		return nil, fmt.Errorf("decoding Pod: %w", err)
-	}
-	return f.pod(), nil
+	return pod, nil
 }
 
 func (f *podFields) pod() *corev1.Pod {

@@ -1,18 +1,18 @@
 package policy
 
 import (
+	"encoding/json"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	jsonv2 "github.com/go-json-experiment/json"
-
 	"github.com/policy-webhook/policy-webhook/internal/jsonscan"
 )
 
-// The member names of each podFields struct, for jsonscan's Unknown. Keep
-// them in step with the struct tags: the differential tests fail when a
-// name is missing here, as the scanner then skips a member rules read.
+// The member names, in JSON, of each podFields struct, for jsonscan's
+// Unknown: a name missing here would be skipped, which the differential
+// tests in podfields_test.go catch.
 var (
 	podNames         = []string{"metadata", "spec"}
 	metaNames        = []string{"name", "generateName", "namespace", "labels", "deletionTimestamp"}
@@ -27,7 +27,7 @@ var (
 // ScanPod reads the Pod that is the next value of s, as DecodeObject
 // decodes it, for a caller that reads an AdmissionReview with a scanner.
 // It returns nil when s gave up: the caller then decodes the text with
-// the exact decoder.
+// encoding/json.
 func ScanPod(s *jsonscan.Scanner) *corev1.Pod {
 	var f podFields
 	scanPod(s, &f)
@@ -171,7 +171,7 @@ func scanSpec(s *jsonscan.Scanner, f *podFields) {
 }
 
 // scanContainers reads a list of containers: nil for null, empty but not
-// nil for [], as the exact decoder leaves them.
+// nil for [], as encoding/json leaves them.
 func scanContainers(s *jsonscan.Scanner) []containerFields {
 	if !s.Array() {
 		return nil
@@ -238,7 +238,7 @@ func scanResources(s *jsonscan.Scanner, c *containerFields) {
 }
 
 // scanResourceList reads quantities with Quantity's own UnmarshalJSON, as
-// the exact decoder does.
+// encoding/json does.
 func scanResourceList(s *jsonscan.Scanner) corev1.ResourceList {
 	if !s.Object() {
 		return nil
@@ -349,7 +349,7 @@ func scanVolumes(s *jsonscan.Scanner) []volumeFields {
 			case "hostPath":
 				if s.Once(&seen, 1) && !s.Null() {
 					v.HostPath = &corev1.HostPathVolumeSource{}
-					if err := jsonv2.Unmarshal(s.Raw(), v.HostPath, jsonscan.DecodeOptions); err != nil {
+					if err := json.Unmarshal(s.Raw(), v.HostPath); err != nil {
 						s.GiveUp("hostPath: " + err.Error())
 					}
 				}

@@ -30,7 +30,7 @@ func TestReadReviewSameAsEncodingJSON(t *testing.T) {
 		}
 	}
 	// The pass itself is what the pods path relies on for speed.
-	for _, name := range []string{"bench", "pod update", "ephemeral", "spaced, cased"} {
+	for _, name := range []string{"bench", "pod update", "ephemeral"} {
 		var r admissionv1.AdmissionRequest
 		in, err := readReview(bodies[name], &r, true)
 		if err != nil || in.pod == nil || (len(r.OldObject.Raw) > 0) != (in.oldPod != nil) {
@@ -71,13 +71,13 @@ func checkReadReview(t *testing.T, body []byte) {
 		want.Request = &admissionv1.AdmissionRequest{}
 	}
 	for _, pods := range []bool{true, false} {
-		// What the scanner reads, it reads exactly as the json/v2 decoder
-		// does, down to nil and empty lists.
-		var scanned, exact admissionv1.AdmissionRequest
+		// What the scanner reads, it reads exactly as encoding/json does,
+		// down to nil and empty lists, which Semantic.DeepEqual does not
+		// tell apart.
+		var scanned admissionv1.AdmissionRequest
 		if sin, ok := scanReview(body, &scanned, pods); ok {
-			ein, err := readReviewExact(body, &exact, pods)
-			if err != nil || !reflect.DeepEqual(&scanned, &exact) || !reflect.DeepEqual(sin, ein) {
-				t.Fatalf("pods=%v, %q:\nscanner %+v %+v\nexact   %+v %+v (%v)", pods, body, scanned, sin, exact, ein, err)
+			if !reflect.DeepEqual(&scanned, want.Request) || sin.apiVersion != want.APIVersion || sin.kind != want.Kind {
+				t.Fatalf("pods=%v, %q:\nscanner       %+v %+v\nencoding/json %+v", pods, body, scanned, sin, want)
 			}
 		}
 		var got admissionv1.AdmissionRequest

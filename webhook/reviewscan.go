@@ -24,7 +24,7 @@ var (
 // scanReview is readReview's fast path: one scan of the validated body,
 // Pods included when pods is set. It reports false when the body is not
 // valid JSON or holds anything the scanner does not read exactly (see
-// jsonscan); r is then partly written and the exact decoder reads the body
+// jsonscan); r is then partly written and encoding/json reads the body
 // instead.
 func scanReview(body []byte, r *admissionv1.AdmissionRequest, pods bool) (decoded, bool) {
 	if !jsonscan.Valid(body) {
@@ -52,7 +52,7 @@ func scanReview(body []byte, r *admissionv1.AdmissionRequest, pods bool) (decode
 					scanRequest(&s, r, pods, &in)
 				}
 			case "response":
-				// Never sent to a webhook; the exact decoder judges it.
+				// Never sent to a webhook; encoding/json judges it.
 				s.GiveUp("a response in the review")
 			default:
 				s.Unknown(name, reviewNames)
@@ -227,7 +227,7 @@ func scanUserInfo(s *jsonscan.Scanner, u *authenticationv1.UserInfo) {
 }
 
 // scanStrings reads a list of strings: nil for null, empty but not nil
-// for [], as the exact decoder leaves them.
+// for [], as encoding/json leaves them.
 func scanStrings(s *jsonscan.Scanner) []string {
 	if !s.Array() {
 		return nil

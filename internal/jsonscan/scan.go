@@ -18,26 +18,23 @@
 package jsonscan
 
 import (
+	"encoding/json"
 	"strconv"
 	"strings"
 	"unicode/utf8"
 
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
-	jsonv1 "github.com/go-json-experiment/json/v1"
 )
 
-// DecodeOptions give the json/v2 decoder encoding/json's semantics
-// (case-insensitive names, duplicate names and invalid UTF-8 accepted,
-// the same error texts): what the webhook accepts must not change with the
-// decoder, only its speed. Options are immutable values.
-var DecodeOptions = jsonv2.JoinOptions(jsonv1.DefaultOptionsV1(), jsonv1.ReportErrorsWithLegacySemantics(false))
+// validOptions are encoding/json's acceptance rules, which are laxer than
+// jsontext's defaults: duplicate names and invalid UTF-8 are allowed.
+var validOptions = jsonv2.JoinOptions(jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
 
-// Valid reports whether b is one JSON value, as encoding/json accepts it:
-// duplicate names and invalid UTF-8 are allowed. A Scanner may only be
-// given text for which Valid is true.
+// Valid reports whether b is one JSON value, as encoding/json accepts it.
+// A Scanner may only be given text for which Valid is true.
 func Valid(b []byte) bool {
-	return jsontext.Value(b).IsValid(DecodeOptions)
+	return jsontext.Value(b).IsValid(validOptions)
 }
 
 // Scanner walks valid JSON text. Its zero value is not usable: use Reset.
@@ -169,7 +166,7 @@ func (s *Scanner) Key() string {
 	for _, c := range s.b[start:end] {
 		if c == '\\' || c >= utf8.RuneSelf {
 			var key string
-			if err := jsonv2.Unmarshal(s.b[start-1:end+1], &key, DecodeOptions); err != nil {
+			if err := json.Unmarshal(s.b[start-1:end+1], &key); err != nil {
 				s.GiveUp("member name: " + err.Error())
 			}
 			return key
@@ -240,14 +237,14 @@ func (s *Scanner) String() (string, bool) {
 	return "", false
 }
 
-// slowString decodes a string with escapes or non-ASCII text with the
-// exact decoder; rare enough that its cost does not matter.
+// slowString decodes a string with escapes or non-ASCII text with
+// encoding/json; rare enough that its cost does not matter.
 func (s *Scanner) slowString(start int) (string, bool) {
 	end := s.stringEnd(start)
 	raw := s.b[start-1 : end+1]
 	s.i = end + 1
 	var out string
-	if err := jsonv2.Unmarshal(raw, &out, DecodeOptions); err != nil {
+	if err := json.Unmarshal(raw, &out); err != nil {
 		s.GiveUp("string: " + err.Error())
 		return "", false
 	}
@@ -398,7 +395,7 @@ func (s *Scanner) Unknown(name []byte, fields []string) {
 }
 
 // Once marks field number bit of a struct as read, giving up if it was
-// already: the exact decoder merges a repeated member into the first, which
+// already: encoding/json merges a repeated member into the first, which
 // a scanner does not try to imitate.
 func (s *Scanner) Once(seen *uint64, bit uint) bool {
 	if *seen&(1<<bit) != 0 {
