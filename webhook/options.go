@@ -44,6 +44,15 @@ type Options struct {
 	HealthProbeBindAddress string
 	PprofBindAddress       string
 
+	// EnableHTTP2 lets clients negotiate HTTP/2. Off by default, as in
+	// kubebuilder's scaffolding: HTTP/2's stream handling has been the
+	// way into denial-of-service bugs (CVE-2023-44487 rapid reset,
+	// CVE-2023-39325), and the API server, the only client, gains
+	// nothing from it over HTTP/1.1 keep-alive. Serving HTTP/2 also costs
+	// more CPU per admission: a goroutine per stream and frame writes
+	// handed between goroutines.
+	EnableHTTP2 bool
+
 	// FailOpenBeforeSync admits Pods and MyApples unjudged, with a
 	// warning, until the policy cache has synced. By default they are
 	// refused (fail closed) with a message saying why.

@@ -40,7 +40,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	log := opts.Log
 	log.Info("Starting policy-webhook", "policyNamespace", opts.PolicyNamespace, "host", opts.Host, "port", opts.Port,
-		"certDir", opts.CertDir, "failOpenBeforeSync", opts.FailOpenBeforeSync, "shutdownDelay", opts.ShutdownDelay.String())
+		"certDir", opts.CertDir, "http2", opts.EnableHTTP2, "failOpenBeforeSync", opts.FailOpenBeforeSync, "shutdownDelay", opts.ShutdownDelay.String())
 
 	cfg := rest.CopyConfig(opts.RestConfig)
 	if cfg.QPS == 0 {
@@ -68,6 +68,9 @@ func Run(ctx context.Context, opts Options) error {
 		TLSOpts: []func(*tls.Config){func(c *tls.Config) {
 			c.GetCertificate = certs.GetCertificate
 			c.MinVersion = tls.VersionTLS12
+			if !opts.EnableHTTP2 {
+				c.NextProtos = []string{"http/1.1"}
+			}
 		}},
 	})
 	mgrOpts := manager.Options{

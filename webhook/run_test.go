@@ -100,6 +100,17 @@ func TestRunBeforeSyncAndShutdown(t *testing.T) {
 		t.Errorf("a TLS 1.1 handshake succeeded")
 	}
 
+	// HTTP/2 is not offered unless asked for.
+	alpn := &tls.Config{RootCAs: pool, NextProtos: []string{"h2", "http/1.1"}}
+	if conn, err := tls.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port), alpn); err != nil {
+		t.Errorf("TLS handshake offering h2 and http/1.1: %v", err)
+	} else {
+		if got := conn.ConnectionState().NegotiatedProtocol; got != "http/1.1" {
+			t.Errorf("negotiated protocol %q, want http/1.1 (HTTP/2 is off by default)", got)
+		}
+		conn.Close()
+	}
+
 	metricsText := get(t, probe, "http://"+metricsAddr+"/metrics")
 	for _, want := range []string{
 		`policy_webhook_admissions_total{kind="Pod",operation="CREATE",verdict="not_synced"}`,

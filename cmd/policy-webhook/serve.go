@@ -47,6 +47,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		metricsAddr  = fs.String("metrics-bind-address", ":8080", `address of the metrics server (/metrics); "0" for none`)
 		probeAddr    = fs.String("health-probe-bind-address", ":8081", `address of the health probe server (/healthz, /readyz); "0" for none`)
 		pprofAddr    = fs.String("pprof-bind-address", "", `address of the pprof server (/debug/pprof/); "" for none`)
+		http2        = fs.Bool("enable-http2", false, "let the API server speak HTTP/2 to the webhook (off: HTTP/2's stream handling has been the way into denial-of-service CVEs, and HTTP/1.1 costs less per admission)")
 		failOpen     = fs.Bool("fail-open-before-sync", false, "admit Pods and MyApples unjudged, with a warning, until the policy cache has synced (default: refuse them)")
 		delay        = fs.Duration("shutdown-delay", 3*time.Second, "on SIGTERM, how long to keep serving while not ready, so that traffic moves away first")
 		drainTimeout = fs.Duration("graceful-shutdown-timeout", webhook.DefaultGracefulShutdownTimeout, "after that, how long requests in flight may take to finish")
@@ -87,6 +88,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		MetricsBindAddress:      *metricsAddr,
 		HealthProbeBindAddress:  *probeAddr,
 		PprofBindAddress:        *pprofAddr,
+		EnableHTTP2:             *http2,
 		FailOpenBeforeSync:      *failOpen,
 		ShutdownDelay:           *delay,
 		GracefulShutdownTimeout: *drainTimeout,

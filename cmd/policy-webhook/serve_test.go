@@ -68,7 +68,7 @@ func TestServeFlagDefaults(t *testing.T) {
 		"-port int", "(default 9443)", "-cert-dir string",
 		"-metrics-bind-address string", `(default ":8080")`,
 		"-health-probe-bind-address string", `(default ":8081")`,
-		"-fail-open-before-sync", "-pprof-bind-address string",
+		"-fail-open-before-sync", "-enable-http2", "-pprof-bind-address string",
 		"-shutdown-delay duration", "-graceful-shutdown-timeout duration", "-zap-log-level",
 	} {
 		if !strings.Contains(stderr.String(), want) {
