@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -103,5 +104,26 @@ func TestReviewBodyIsTheSizeTheTargetsAreSetFor(t *testing.T) {
 	}
 	if got := v.Request.Object.Spec.Containers[1].Image; got != deniedImage {
 		t.Fatalf("denied Pod's second image = %q", got)
+	}
+}
+
+// The memory table prints heap per object rounded to whole bytes; a batch
+// the heap shrank a little for reads 0, and a real loss stays negative.
+func TestMemoryTableHeapPerObject(t *testing.T) {
+	for _, c := range []struct {
+		perObject float64
+		want      string
+	}{
+		{-0.004, "  0 B "},
+		{0, "  0 B "},
+		{306.6, "  307 B "},
+		{-12.2, "  -12 B "},
+	} {
+		r := &report{Memory: []memoryStage{{Stage: "+batch", Objects: 1000, HeapPerObject: c.perObject}}}
+		var out strings.Builder
+		r.print(&out)
+		if !strings.Contains(out.String(), c.want) {
+			t.Errorf("heap per object %v: table lacks %q:\n%s", c.perObject, c.want, out.String())
+		}
 	}
 }

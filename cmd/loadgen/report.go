@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -144,7 +145,9 @@ func (r *report) print(w io.Writer) {
 	for _, m := range r.Memory {
 		per := "-"
 		if m.Objects > 0 {
-			per = fmt.Sprintf("%.0f B", m.HeapPerObject)
+			// A batch the heap did not grow for can measure a few bytes
+			// less than before; that reads "0 B", not "-0 B".
+			per = fmt.Sprintf("%.0f B", math.Round(m.HeapPerObject)+0)
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t\n", m.Stage, m.Objects, mib(float64(m.RSSBytes)), mib(m.Heap), per, m.Fill.Retries)
 	}
