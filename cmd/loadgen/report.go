@@ -60,7 +60,7 @@ func newReport(f benchFlags) *report {
 		Machine: machine{CPUs: runtime.NumCPU(), CPUModel: cpuModel(), GoVersion: runtime.Version()},
 		Command: strings.Join(os.Args, " "),
 		Settings: map[string]string{
-			"warmup": f.warmup.String(), "duration": f.duration.String(), "rounds": strconv.Itoa(f.rounds), "containers": strconv.Itoa(f.containers), "benchtime": f.benchtime,
+			"warmup": f.warmup.String(), "duration": f.duration.String(), "rounds": strconv.Itoa(f.rounds), "apiserverRounds": strconv.Itoa(f.apiRounds), "containers": strconv.Itoa(f.containers), "benchtime": f.benchtime,
 		},
 		IdleRSS: map[string]int64{},
 	}
@@ -129,7 +129,7 @@ func (r *report) print(w io.Writer) {
 		}
 	}
 	if len(r.APIServer) > 0 {
-		fmt.Fprintln(tw, "through the API server (dry-run Pod create)\treq/s median\t×no webhook\t×noop\ttotal req/s\tp50\tp99\tmax\twebhook CPU/req\terrors\twrong\tAPI reqs\t")
+		fmt.Fprintf(tw, "through the API server (dry-run Pod create, %s rounds)\treq/s median\t×no webhook\t×noop\ttotal req/s\tp50\tp99\tmax\twebhook CPU/req\terrors\twrong\tAPI reqs\t\n", r.Settings["apiserverRounds"])
 		for _, a := range r.APIServer {
 			fmt.Fprintf(tw, "webhook=%s c=%d\t%.0f\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t%d\t%.0f\t\n", a.Webhook, a.Concurrency,
 				a.Load.PerSecond, ratio(a.Load.PerSecond, base), ratio(a.Load.PerSecond, floor), a.Load.TotalPerSecond,
