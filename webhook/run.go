@@ -63,15 +63,7 @@ func Run(ctx context.Context, opts Options) error {
 		Host:    opts.Host,
 		Port:    opts.Port,
 		CertDir: opts.CertDir,
-		// GetCertificate set here keeps the server from loading the files
-		// a second time: the one watcher both serves and reports readiness.
-		TLSOpts: []func(*tls.Config){func(c *tls.Config) {
-			c.GetCertificate = certs.GetCertificate
-			c.MinVersion = tls.VersionTLS12
-			if !opts.EnableHTTP2 {
-				c.NextProtos = []string{"http/1.1"}
-			}
-		}},
+		TLSOpts: []func(*tls.Config){serverTLS(certs.GetCertificate, opts.EnableHTTP2)},
 	})
 	mgrOpts := manager.Options{
 		Metrics:                 metricsserver.Options{BindAddress: disabledIfEmpty(opts.MetricsBindAddress)},
@@ -117,6 +109,21 @@ func Run(ctx context.Context, opts Options) error {
 	}
 
 	return serve(ctx, opts, mgr, cache, ready)
+}
+
+// serverTLS adjusts the TLS configuration controller-runtime's webhook
+// server starts from. GetCertificate set here keeps the server from loading
+// the files a second time: the one watcher both serves and reports
+// readiness. Without enableHTTP2 only HTTP/1.1 is offered, where
+// controller-runtime would offer h2 first.
+func serverTLS(getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error), enableHTTP2 bool) func(*tls.Config) {
+	return func(c *tls.Config) {
+		c.GetCertificate = getCertificate
+		c.MinVersion = tls.VersionTLS12
+		if !enableHTTP2 {
+			c.NextProtos = []string{"http/1.1"}
+		}
+	}
 }
 
 // serve runs the manager and the cache and orders their shutdown. The

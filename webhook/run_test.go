@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -299,4 +300,31 @@ func writeCert(t *testing.T, notAfter time.Time) (string, *x509.CertPool) {
 		t.Fatal(fmt.Errorf("bad test certificate"))
 	}
 	return dir, pool
+}
+
+// The TLS settings on top of controller-runtime's starting point (which
+// offers h2): HTTP/2 only when enabled, TLS 1.2 at least, the watcher's
+// certificate either way.
+func TestServerTLS(t *testing.T) {
+	cert := &tls.Certificate{}
+	get := func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cert, nil }
+	for _, c := range []struct {
+		http2 bool
+		want  []string
+	}{
+		{false, []string{"http/1.1"}},
+		{true, []string{"h2"}},
+	} {
+		cfg := &tls.Config{NextProtos: []string{"h2"}}
+		serverTLS(get, c.http2)(cfg)
+		if !slices.Equal(cfg.NextProtos, c.want) {
+			t.Errorf("enableHTTP2=%v: NextProtos %q, want %q", c.http2, cfg.NextProtos, c.want)
+		}
+		if cfg.MinVersion != tls.VersionTLS12 {
+			t.Errorf("enableHTTP2=%v: MinVersion %x, want TLS 1.2", c.http2, cfg.MinVersion)
+		}
+		if got, _ := cfg.GetCertificate(nil); got != cert {
+			t.Errorf("enableHTTP2=%v: GetCertificate is not the watcher's", c.http2)
+		}
+	}
 }
