@@ -114,14 +114,16 @@ func Run(ctx context.Context, opts Options) error {
 // serverTLS adjusts the TLS configuration controller-runtime's webhook
 // server starts from. GetCertificate set here keeps the server from loading
 // the files a second time: the one watcher both serves and reports
-// readiness. Without enableHTTP2 only HTTP/1.1 is offered, where
-// controller-runtime would offer h2 first.
+// readiness. The protocols offered are set either way rather than left to
+// controller-runtime's default (h2 today), so that the flag says what is
+// served whatever that default becomes.
 func serverTLS(getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error), enableHTTP2 bool) func(*tls.Config) {
 	return func(c *tls.Config) {
 		c.GetCertificate = getCertificate
 		c.MinVersion = tls.VersionTLS12
-		if !enableHTTP2 {
-			c.NextProtos = []string{"http/1.1"}
+		c.NextProtos = []string{"http/1.1"}
+		if enableHTTP2 {
+			c.NextProtos = []string{"h2", "http/1.1"}
 		}
 	}
 }

@@ -302,8 +302,8 @@ func writeCert(t *testing.T, notAfter time.Time) (string, *x509.CertPool) {
 	return dir, pool
 }
 
-// The TLS settings on top of controller-runtime's starting point (which
-// offers h2): HTTP/2 only when enabled, TLS 1.2 at least, the watcher's
+// The TLS settings on top of whatever controller-runtime starts from:
+// HTTP/2 offered only when enabled, TLS 1.2 at least, the watcher's
 // certificate either way.
 func TestServerTLS(t *testing.T) {
 	cert := &tls.Certificate{}
@@ -313,13 +313,17 @@ func TestServerTLS(t *testing.T) {
 		want  []string
 	}{
 		{false, []string{"http/1.1"}},
-		{true, []string{"h2"}},
+		{true, []string{"h2", "http/1.1"}},
 	} {
-		cfg := &tls.Config{NextProtos: []string{"h2"}}
-		serverTLS(get, c.http2)(cfg)
-		if !slices.Equal(cfg.NextProtos, c.want) {
-			t.Errorf("enableHTTP2=%v: NextProtos %q, want %q", c.http2, cfg.NextProtos, c.want)
+		for _, start := range [][]string{nil, {"h2"}, {"http/1.1"}} {
+			cfg := &tls.Config{NextProtos: start}
+			serverTLS(get, c.http2)(cfg)
+			if !slices.Equal(cfg.NextProtos, c.want) {
+				t.Errorf("enableHTTP2=%v, starting from %q: NextProtos %q, want %q", c.http2, start, cfg.NextProtos, c.want)
+			}
 		}
+		cfg := &tls.Config{}
+		serverTLS(get, c.http2)(cfg)
 		if cfg.MinVersion != tls.VersionTLS12 {
 			t.Errorf("enableHTTP2=%v: MinVersion %x, want TLS 1.2", c.http2, cfg.MinVersion)
 		}

@@ -145,9 +145,12 @@ func (r *report) print(w io.Writer) {
 	for _, m := range r.Memory {
 		per := "-"
 		if m.Objects > 0 {
-			// A batch the heap did not grow for can measure a few bytes
-			// less than before; that reads "0 B", not "-0 B".
-			per = fmt.Sprintf("%.0f B", math.Round(m.HeapPerObject)+0)
+			per = fmt.Sprintf("%.0f B", m.HeapPerObject)
+			// A batch the heap did not grow for can measure a fraction of a
+			// byte less than before, which %.0f would print as "-0".
+			if math.Abs(m.HeapPerObject) < 0.5 {
+				per = "0 B"
+			}
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t\n", m.Stage, m.Objects, mib(float64(m.RSSBytes)), mib(m.Heap), per, m.Fill.Retries)
 	}
