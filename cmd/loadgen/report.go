@@ -144,13 +144,14 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintf(tw, "idle after sync\t\t%s (noop %s)\t\t\t\n", mib(float64(r.IdleRSS["policy-webhook"])), mib(float64(r.IdleRSS["noop"])))
 	for _, m := range r.Memory {
 		per := "-"
-		if m.Objects > 0 {
+		switch {
+		case m.Objects == 0:
+		// A batch the heap did not grow for can measure a fraction of a
+		// byte less than before, which %.0f would print as "-0".
+		case math.Abs(m.HeapPerObject) < 0.5:
+			per = "0 B"
+		default:
 			per = fmt.Sprintf("%.0f B", m.HeapPerObject)
-			// A batch the heap did not grow for can measure a fraction of a
-			// byte less than before, which %.0f would print as "-0".
-			if math.Abs(m.HeapPerObject) < 0.5 {
-				per = "0 B"
-			}
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t\n", m.Stage, m.Objects, mib(float64(m.RSSBytes)), mib(m.Heap), per, m.Fill.Retries)
 	}
