@@ -240,7 +240,7 @@ func TestAdmitHandlers(t *testing.T) {
 				r.Object.Raw = []byte(`{"apiVersion":"v1","kind":"Pod","spec":{"containers":"web"}}`)
 				return r
 			},
-			code:    400, reason: metav1.StatusReasonBadRequest,
+			code: 400, reason: metav1.StatusReasonBadRequest,
 			message: []string{"policy-webhook: cannot judge Pod team-a/web: request.object: decoding Pod:"},
 			verdict: "error", kind: "Pod", op: "CREATE",
 		},
