@@ -42,6 +42,3 @@ func (c *ImageCache) parse(raw string) image {
 	c.m.Store(raw, &im)
 	return im
 }
-
-// Len is how many references the cache holds.
-func (c *ImageCache) Len() int { return int(c.size.Load()) }
