@@ -57,6 +57,20 @@ type Options struct {
 	// handed between goroutines.
 	EnableHTTP2 bool
 
+	// Limits bound the webhook server's connections, requests and body
+	// bytes in flight, and its timeouts; zero fields take the defaults.
+	Limits Limits
+	// ClientCAFile, if set, is a PEM file of CAs: only clients presenting
+	// a certificate signed by one of them (the API server, through its
+	// AdmissionConfiguration's kubeConfigFile) are served; others are
+	// refused at the TLS handshake. Read again when it changes.
+	ClientCAFile string
+	// MetricsSecure serves metrics over HTTPS with the serving
+	// certificate, each scrape authenticated and authorized by the API
+	// server (get on the /metrics non-resource URL). Off: plain HTTP to
+	// anyone who reaches the address.
+	MetricsSecure bool
+
 	// FailOpenBeforeSync admits Pods and MyApples unjudged, with a
 	// warning, until the policy cache has synced. By default they are
 	// refused (fail closed) with a message saying why.
@@ -101,6 +115,7 @@ func (o Options) withDefaults() Options {
 	if o.GracefulShutdownTimeout == 0 {
 		o.GracefulShutdownTimeout = DefaultGracefulShutdownTimeout
 	}
+	o.Limits = o.Limits.withDefaults()
 	return o
 }
 

@@ -16,8 +16,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/policy-webhook/policy-webhook/policy/live"
 )
@@ -61,14 +59,19 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 
-	webhookServer := crwebhook.NewServer(crwebhook.Options{
-		Host:    opts.Host,
-		Port:    opts.Port,
-		CertDir: opts.CertDir,
-		TLSOpts: []func(*tls.Config){serverTLS(certs.GetCertificate, opts.EnableHTTP2)},
-	})
+	m, err := newMetrics(reg)
+	if err != nil {
+		return err
+	}
+	if err := registerRuntimeCollectors(reg); err != nil {
+		return err
+	}
+	webhookServer, clientCAs, err := newWebhookServer(opts, certs, reg)
+	if err != nil {
+		return err
+	}
 	mgrOpts := manager.Options{
-		Metrics:                 metricsserver.Options{BindAddress: disabledIfEmpty(opts.MetricsBindAddress)},
+		Metrics:                 metricsOptions(opts, certs),
 		HealthProbeBindAddress:  disabledIfEmpty(opts.HealthProbeBindAddress),
 		PprofBindAddress:        disabledIfEmpty(opts.PprofBindAddress),
 		WebhookServer:           webhookServer,
@@ -88,16 +91,16 @@ func Run(ctx context.Context, opts Options) error {
 	// Asking the manager for its webhook server is what adds the server
 	// to the manager's runnables.
 	server := mgr.GetWebhookServer()
-
-	m, err := newMetrics(reg)
-	if err != nil {
-		return err
-	}
 	for path, h := range handlers(cache, opts.PolicyNamespace, opts.FailOpenBeforeSync, m, log.WithName("admission")) {
 		server.Register(path, h)
 	}
 	if err := mgr.Add(certs); err != nil {
 		return fmt.Errorf("adding the certificate watcher: %w", err)
+	}
+	if clientCAs != nil {
+		if err := mgr.Add(clientCAs); err != nil {
+			return fmt.Errorf("adding the client CA watcher: %w", err)
+		}
 	}
 
 	ready := &readiness{judge: cache, certs: certs, certDir: opts.CertDir, server: server.StartedChecker(), now: time.Now}
@@ -123,6 +126,7 @@ func serverTLS(getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, erro
 	return func(c *tls.Config) {
 		c.GetCertificate = getCertificate
 		c.MinVersion = tls.VersionTLS12
+		c.CipherSuites = aeadSuites
 		c.NextProtos = []string{"http/1.1"}
 		if enableHTTP2 {
 			c.NextProtos = []string{"h2", "http/1.1"}
