@@ -101,17 +101,17 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		return 1
 	}
 	err = webhook.Run(ctx, webhook.Options{
-		RestConfig:              cfg,
-		PolicyNamespace:         *policyNS,
-		Port:                    *port,
-		CertDir:                 *certDir,
-		MetricsBindAddress:      *metricsAddr,
-		HealthProbeBindAddress:  *probeAddr,
-		PprofBindAddress:        *pprofAddr,
-		EnableHTTP2:             *http2,
-		FailOpenBeforeSync:      *failOpen,
-		MetricsSecure:           *metricsSecure,
-		ClientCAFile:            *clientCAFile,
+		RestConfig:             cfg,
+		PolicyNamespace:        *policyNS,
+		Port:                   *port,
+		CertDir:                *certDir,
+		MetricsBindAddress:     *metricsAddr,
+		HealthProbeBindAddress: *probeAddr,
+		PprofBindAddress:       *pprofAddr,
+		EnableHTTP2:            *http2,
+		FailOpenBeforeSync:     *failOpen,
+		MetricsSecure:          *metricsSecure,
+		ClientCAFile:           *clientCAFile,
 		Limits: webhook.Limits{
 			ReadHeaderTimeout:   *readHeader,
 			ReadTimeout:         *readTimeout,
