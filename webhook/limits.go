@@ -12,7 +12,7 @@ import (
 
 // Defaults of Limits, also the serve command's flag defaults. They fit the
 // Deployment's 512 MiB memory limit with room for the policy cache: at most
-// 64 MiB of request bodies buffered (their buffers up to twice that), 256
+// 32 MiB of request bodies buffered (their buffers up to twice that), 256
 // handlers and 1,000 connections of a few tens of KiB each.
 const (
 	// A whole review reaches the webhook in milliseconds, even at 7 MiB
@@ -28,7 +28,7 @@ const (
 	DefaultIdleTimeout         = 60 * time.Second
 	DefaultMaxConnections      = 1000
 	DefaultMaxRequestsInFlight = 256
-	DefaultMaxBytesInFlight    = 64 << 20
+	DefaultMaxBytesInFlight    = 32 << 20
 
 	// maxHeaderBytes bounds a request's headers: the API server sends a
 	// few hundred bytes of them.
@@ -109,15 +109,16 @@ func (e *errOverloaded) Error() string {
 // MaxConnections and ReadTimeout) and its bytes (MaxBytesInFlight), never
 // a slot, so slow clients cannot crowd out the requests that are ready.
 type limiter struct {
-	limits Limits
+	limits  Limits
+	metrics *metrics
 	// slots holds a token per request being judged; nil is no limit.
 	slots chan struct{}
 	// bytes are the body bytes read by requests in flight.
 	bytes atomic.Int64
 }
 
-func newLimiter(l Limits) *limiter {
-	lim := &limiter{limits: l}
+func newLimiter(l Limits, m *metrics) *limiter {
+	lim := &limiter{limits: l, metrics: m}
 	if l.MaxRequestsInFlight > 0 {
 		lim.slots = make(chan struct{}, l.MaxRequestsInFlight)
 	}
@@ -129,6 +130,17 @@ func newLimiter(l Limits) *limiter {
 // handler answers with shed.
 func (l *limiter) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// A body that, arriving in full, would pass the bytes in flight
+		// of the moment is refused before a byte of it is read: cheaper
+		// than reading and refusing it midway. Nothing is reserved for
+		// the declared length: a client declaring more than it sends
+		// holds only what it sends.
+		if max := l.limits.MaxBytesInFlight; max > 0 && r.ContentLength > freeBodyBytes &&
+			l.bytes.Load()+r.ContentLength-freeBodyBytes > max {
+			l.metrics.requestError(errShed)
+			shed(w, errBytesInFlight(max))
+			return
+		}
 		if r.Body != nil {
 			b := &limitedBody{ReadCloser: r.Body, l: l}
 			defer b.done()
@@ -169,7 +181,7 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if n > 0 {
 		if !b.l.take(int64(n), b.held) {
-			return 0, &errOverloaded{what: fmt.Sprintf("request bodies in flight would pass %d bytes, the limit (--max-bytes-in-flight)", b.l.limits.MaxBytesInFlight)}
+			return 0, errBytesInFlight(b.l.limits.MaxBytesInFlight)
 		}
 		b.held += int64(n)
 	}
@@ -191,6 +203,10 @@ func (b *limitedBody) done() {
 		<-b.l.slots
 		b.slot = false
 	}
+}
+
+func errBytesInFlight(limit int64) error {
+	return &errOverloaded{what: fmt.Sprintf("request bodies in flight would pass %d bytes, the limit (--max-bytes-in-flight)", limit)}
 }
 
 // shed answers a request refused for load: 429 with Retry-After, which the

@@ -66,7 +66,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err := registerRuntimeCollectors(reg); err != nil {
 		return err
 	}
-	webhookServer, clientCAs, err := newWebhookServer(opts, certs, reg)
+	webhookServer, clientCAs, err := newWebhookServer(opts, certs, m, reg)
 	if err != nil {
 		return err
 	}

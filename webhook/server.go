@@ -57,10 +57,10 @@ var _ crwebhook.Server = (*server)(nil)
 // applies in practice.
 const shutdownTimeout = time.Minute
 
-func newServer(host string, port int, tlsConfig *tls.Config, cas *clientCAs, http2 bool, l Limits, log logr.Logger) *server {
+func newServer(host string, port int, tlsConfig *tls.Config, cas *clientCAs, http2 bool, l Limits, m *metrics, log logr.Logger) *server {
 	return &server{
 		host: host, port: port, tls: tlsConfig, clientCAs: cas, http2: http2,
-		limits: l, limiter: newLimiter(l), mux: http.NewServeMux(), log: log,
+		limits: l, limiter: newLimiter(l, m), mux: http.NewServeMux(), log: log,
 	}
 }
 
@@ -253,7 +253,7 @@ var aeadSuites = []uint16{
 // newWebhookServer builds the webhook server of opts, with the client CA
 // watcher it needs started when ClientCAFile is set (nil otherwise), and
 // registers the gauges of what it holds in flight.
-func newWebhookServer(opts Options, certs *certwatcher.CertWatcher, reg prometheus.Registerer) (*server, *clientCAs, error) {
+func newWebhookServer(opts Options, certs *certwatcher.CertWatcher, m *metrics, reg prometheus.Registerer) (*server, *clientCAs, error) {
 	cfg := &tls.Config{}
 	serverTLS(certs.GetCertificate, opts.EnableHTTP2)(cfg)
 	var cas *clientCAs
@@ -263,7 +263,7 @@ func newWebhookServer(opts Options, certs *certwatcher.CertWatcher, reg promethe
 			return nil, nil, err
 		}
 	}
-	s := newServer(opts.Host, opts.Port, cfg, cas, opts.EnableHTTP2, opts.Limits, opts.Log.WithName("server"))
+	s := newServer(opts.Host, opts.Port, cfg, cas, opts.EnableHTTP2, opts.Limits, m, opts.Log.WithName("server"))
 	for _, g := range []prometheus.Collector{
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "policy_webhook_requests_in_flight",

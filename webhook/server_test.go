@@ -58,7 +58,7 @@ func startHTTPS(t *testing.T, l Limits, clientCAFile string) *httpsServer {
 	}
 	ts := newTestServer(t, &setJudge{set: compileSet(t, testPolicyNamespace, handlerPolicies...), synced: true}, false)
 	port := freePort(t)
-	srv := newServer("127.0.0.1", port, cfg, cas, false, l.withDefaults(), ts.logs.logger())
+	srv := newServer("127.0.0.1", port, cfg, cas, false, l.withDefaults(), ts.metrics, ts.logs.logger())
 	for path, h := range ts.handlers {
 		srv.Register(path, h)
 	}
@@ -194,23 +194,31 @@ func TestServerShedsLoad(t *testing.T) {
 
 	// One body holds 200 KiB of the 256 KiB and waits for the rest.
 	held := s.dial(t)
-	if _, err := io.WriteString(held, reviewHeaders(PathPods, 7<<20)+strings.Repeat(" ", 200<<10)); err != nil {
+	if _, err := io.WriteString(held, reviewHeaders(PathPods, 250<<10)+strings.Repeat(" ", 200<<10)); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the held body to be read", func() bool { _, b := s.srv.limiter.inFlight(); return b >= 200<<10 })
 
-	// A second one passes the limit: refused as it arrives.
-	second := s.dial(t)
-	go func() { _, _ = io.WriteString(second, reviewHeaders(PathPods, 7<<20)+strings.Repeat(" ", 300<<10)) }()
-	res, err := http.ReadResponse(bufio.NewReader(second), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if res.StatusCode != http.StatusTooManyRequests || res.Header.Get("Retry-After") != "1" ||
-		!strings.Contains(string(msg), "policy-webhook: overloaded: request bodies in flight would pass 262144 bytes, the limit (--max-bytes-in-flight)") {
-		t.Errorf("second large body: HTTP %d, Retry-After %q, %q", res.StatusCode, res.Header.Get("Retry-After"), msg)
+	// A second one would pass the limit: refused before it is read when
+	// its length says so, as it arrives when it does not (chunked).
+	chunk := fmt.Sprintf("%x\r\n%s\r\n", 32<<10, strings.Repeat(" ", 32<<10))
+	for name, req := range map[string]string{
+		"declared": reviewHeaders(PathPods, 100<<10) + strings.Repeat(" ", 100<<10),
+		"chunked": "POST " + PathPods + " HTTP/1.1\r\nHost: webhook\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" +
+			strings.Repeat(chunk, 4),
+	} {
+		second := s.dial(t)
+		go func() { _, _ = io.WriteString(second, req) }()
+		res, err := http.ReadResponse(bufio.NewReader(second), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusTooManyRequests || res.Header.Get("Retry-After") != "1" ||
+			!strings.Contains(string(msg), "policy-webhook: overloaded: request bodies in flight would pass 262144 bytes, the limit (--max-bytes-in-flight)") {
+			t.Errorf("%s large body: HTTP %d, Retry-After %q, %q", name, res.StatusCode, res.Header.Get("Retry-After"), msg)
+		}
 	}
 
 	// A review of a few KiB is judged all the same.
@@ -226,19 +234,19 @@ func TestServerShedsLoad(t *testing.T) {
 		}
 	}()
 	<-entered
-	res, err = hc.Post(s.url+PathPods, "application/json", bytes.NewReader(reviewBody(t, podRequest(t, admissionv1.Create, "", goodPod(), nil))))
+	res, err := hc.Post(s.url+PathPods, "application/json", bytes.NewReader(reviewBody(t, podRequest(t, admissionv1.Create, "", goodPod(), nil))))
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg, _ = io.ReadAll(res.Body)
+	msg, _ := io.ReadAll(res.Body)
 	res.Body.Close()
 	if res.StatusCode != http.StatusTooManyRequests || res.Header.Get("Retry-After") != "1" ||
 		!strings.Contains(string(msg), "1 requests being judged, the limit (--max-requests-in-flight)") {
 		t.Errorf("past the requests in flight: HTTP %d, Retry-After %q, %q", res.StatusCode, res.Header.Get("Retry-After"), msg)
 	}
 	close(release)
-	if got := testutil.ToFloat64(s.metrics.requestErrors[errShed]); got != 2 {
-		t.Errorf("overloaded requests counted %v, want 2", got)
+	if got := testutil.ToFloat64(s.metrics.requestErrors[errShed]); got != 3 {
+		t.Errorf("overloaded requests counted %v, want 3", got)
 	}
 	held.Close()
 	waitFor(t, "the held bytes to be given back", func() bool { n, b := s.srv.limiter.inFlight(); return n == 0 && b == 0 })
