@@ -46,6 +46,9 @@ type WebhookOptions struct {
 	FailOpenBeforeSync bool
 	// Log receives the webhook's logs.
 	Log logr.Logger
+	// ClientCAFile and MetricsSecure are passed to webhook.Options.
+	ClientCAFile  string
+	MetricsSecure bool
 }
 
 // Webhook is the webhook served in process by webhook.Run, on 127.0.0.1, with
@@ -131,6 +134,8 @@ func StartWebhook(ctx context.Context, opts WebhookOptions) (*Webhook, error) {
 			MetricsBindAddress:     w.MetricsAddr,
 			HealthProbeBindAddress: w.HealthAddr,
 			FailOpenBeforeSync:     opts.FailOpenBeforeSync,
+			ClientCAFile:           opts.ClientCAFile,
+			MetricsSecure:          opts.MetricsSecure,
 			Log:                    opts.Log,
 			OnReady:                func() { w.readyOnce.Do(func() { close(w.ready) }) },
 		})
