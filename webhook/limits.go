@@ -96,7 +96,10 @@ func off(d time.Duration) time.Duration { return max(d, 0) }
 
 // errOverloaded is a request refused because the replica is at one of
 // its limits; it is answered 429 with Retry-After.
-type errOverloaded struct{ what string }
+type errOverloaded struct {
+	what       string
+	unreadBody bool // refused before the body's end
+}
 
 func (e *errOverloaded) Error() string {
 	return "policy-webhook: overloaded: " + e.what + "; retry shortly"
@@ -206,7 +209,7 @@ func (b *limitedBody) done() {
 }
 
 func errBytesInFlight(limit int64) error {
-	return &errOverloaded{what: fmt.Sprintf("request bodies in flight would pass %d bytes, the limit (--max-bytes-in-flight)", limit)}
+	return &errOverloaded{what: fmt.Sprintf("request bodies in flight would pass %d bytes, the limit (--max-bytes-in-flight)", limit), unreadBody: true}
 }
 
 // shed answers a request refused for load: 429 with Retry-After, which the
@@ -214,9 +217,15 @@ func errBytesInFlight(limit int64) error {
 // a verdict instead, in the review).
 func shed(w http.ResponseWriter, err error) {
 	w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
-	// The body may not have been read: do not keep the connection for
-	// another request behind an unread body.
-	w.Header().Set("Connection", "close")
+	// With the body not read to its end, close the connection: net/http
+	// would otherwise read what is left (up to 256 KiB, for as long as the
+	// read timeout allows) before answering. A request refused with its
+	// body read keeps the connection, so a client retrying under load
+	// needs no new handshake.
+	var o *errOverloaded
+	if errors.As(err, &o) && o.unreadBody {
+		w.Header().Set("Connection", "close")
+	}
 	writeError(w, http.StatusTooManyRequests, err.Error())
 }
 

@@ -36,6 +36,11 @@ type httpsServer struct {
 
 func startHTTPS(t *testing.T, l Limits, clientCAFile string) *httpsServer {
 	t.Helper()
+	return startHTTPSWith(t, l, clientCAFile, false)
+}
+
+func startHTTPSWith(t *testing.T, l Limits, clientCAFile string, http2 bool) *httpsServer {
+	t.Helper()
 	ca, err := certs.NewCA("server test CA", time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -49,7 +54,7 @@ func startHTTPS(t *testing.T, l Limits, clientCAFile string) *httpsServer {
 		t.Fatal(err)
 	}
 	cfg := &tls.Config{}
-	serverTLS(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &pair, nil }, false)(cfg)
+	serverTLS(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &pair, nil }, http2)(cfg)
 	var cas *clientCAs
 	if clientCAFile != "" {
 		if cas, err = newClientCAs(clientCAFile, (&logSink{}).logger()); err != nil {
@@ -58,7 +63,7 @@ func startHTTPS(t *testing.T, l Limits, clientCAFile string) *httpsServer {
 	}
 	ts := newTestServer(t, &setJudge{set: compileSet(t, testPolicyNamespace, handlerPolicies...), synced: true}, false)
 	port := freePort(t)
-	srv := newServer("127.0.0.1", port, cfg, cas, false, l.withDefaults(), ts.metrics, ts.logs.logger())
+	srv := newServer("127.0.0.1", port, cfg, cas, http2, l.withDefaults(), ts.metrics, ts.logs.logger())
 	for path, h := range ts.handlers {
 		srv.Register(path, h)
 	}
@@ -377,5 +382,22 @@ func TestServerClientCertificates(t *testing.T) {
 	}
 	if err := review(withCert(renewed)); err != nil {
 		t.Errorf("after a bad CA file: %v", err)
+	}
+}
+
+// HTTP/1.1 unless HTTP/2 is enabled; then a client offering h2 speaks it.
+func TestServerProtocols(t *testing.T) {
+	for _, http2 := range []bool{false, true} {
+		s := startHTTPSWith(t, Limits{}, "", http2)
+		hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: s.tlsConfig(), ForceAttemptHTTP2: true}}
+		res, err := hc.Post(s.url+PathPods, "application/json", bytes.NewReader(reviewBody(t, podRequest(t, admissionv1.Create, "", goodPod(), nil))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		want := map[bool]int{false: 1, true: 2}[http2]
+		if res.StatusCode != 200 || res.ProtoMajor != want {
+			t.Errorf("enableHTTP2=%v: HTTP %d over %s, want 200 over HTTP/%d", http2, res.StatusCode, res.Proto, want)
+		}
 	}
 }
