@@ -15,13 +15,10 @@ func (s *Set) Evaluate(req *Request, cluster Cluster) Decision {
 		return d
 	}
 	meta := req.Object()
-	// An object already being deleted only loses finalizers; refusing that
-	// would leave it stuck, and nothing it carries can start running. Only
-	// the API server sets deletionTimestamp, on an existing object, so a
-	// CREATE (or a manifest judged offline) carrying one is judged.
-	if meta.DeletionTimestamp != nil && req.Operation == Update {
-		return d
-	}
+	// An object being deleted is judged like any other: an UPDATE that only
+	// removes finalizers changes nothing a rule reads, so every violation it
+	// has is forgiven below, while one that swaps an image or raises a
+	// quantity is judged as it would be on a live object.
 	e := evaluation{req: req, cluster: cluster, objLabels: meta.Labels}
 	if req.Operation == Update {
 		e.oldLabels, e.hasOld = req.oldLabels()

@@ -385,29 +385,38 @@ func cloneApple(a *MyApple) *MyApple {
 	return &c
 }
 
-func TestDeletingObjectIsNotJudged(t *testing.T) {
-	set := clusterPolicy(t, latestPolicy+"myApples:\n  allowedColors: [red]\n")
+// An object being deleted is judged like any other: removing its
+// finalizers changes nothing a rule reads, so it always passes, but an
+// image swapped or a quantity raised on the way out is refused.
+func TestDeletingObjectIsJudged(t *testing.T) {
+	set := clusterPolicy(t, latestPolicy+"  allowedRegistries: [docker.io/library/]\nmyApples:\n  allowedColors: [red]\n  maxTotalQuantityPerNamespace: 10\n")
 	now := metav1.Now()
 	old := latestPod("team-a")
 	old.DeletionTimestamp = &now
-	pod := old.DeepCopy()
-	pod.Finalizers = nil
-	pod.Spec.Containers[0].Image = "nginx:latest"
-	if d := set.Evaluate(podUpdate(old, pod), testCluster()); !d.Allowed || len(d.Violations) != 0 {
-		t.Errorf("Pod being deleted: %v", d.Violations)
+	old.Finalizers = []string{"example.com/cleanup"}
+
+	done := old.DeepCopy()
+	done.Finalizers = nil
+	if d := set.Evaluate(podUpdate(old, done), testCluster()); !d.Allowed || len(d.Violations) != 0 {
+		t.Errorf("finalizer removed from a Pod being deleted: %v", d.Violations)
 	}
-	a := apple("team-a", "a", "blue", "small", 1)
+	swapped := old.DeepCopy()
+	swapped.Spec.Containers[0].Image = "evil.io/x:1"
+	d := set.Evaluate(podUpdate(old, swapped), testCluster())
+	checkViolations(t, d.Violations, want{ruleRegistries, "spec.containers[0].image", `"evil.io/x:1"`})
+	if d.Allowed {
+		t.Error("image swapped on a Pod being deleted was admitted")
+	}
+
+	a := apple("team-a", "a", "blue", "small", 5)
 	a.DeletionTimestamp = &now
-	if d := set.Evaluate(appleUpdate(a, a), testCluster()); !d.Allowed || len(d.Violations) != 0 {
-		t.Errorf("MyApple being deleted: %v", d.Violations)
+	if d := set.Evaluate(appleUpdate(a, cloneApple(a)), testCluster()); !d.Allowed || len(d.Violations) != 0 {
+		t.Errorf("MyApple being deleted, unchanged: %v", d.Violations)
 	}
-	// Only the API server sets deletionTimestamp, on an existing object: a
-	// manifest judged offline, or a CREATE, that carries one is judged.
-	if d := set.Evaluate(podRequest(pod), testCluster()); d.Allowed {
-		t.Error("CREATE with a deletionTimestamp was not judged")
-	}
-	if d := set.Evaluate(appleRequest(a), testCluster()); d.Allowed {
-		t.Error("MyApple CREATE with a deletionTimestamp was not judged")
+	raised := cloneApple(a)
+	raised.Spec.Quantity = 1000
+	if d := set.Evaluate(appleUpdate(a, raised), testCluster()); d.Allowed {
+		t.Errorf("quantity raised on a MyApple being deleted was admitted: %v", d.Violations)
 	}
 }
 
