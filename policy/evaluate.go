@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"unicode/utf8"
+
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
@@ -154,6 +156,7 @@ type sink struct {
 }
 
 func (s *sink) add(rule, field, msg string) {
+	msg = truncate(msg, MaxMessageBytes)
 	s.d.Violations = append(s.d.Violations, Violation{
 		Source:      s.p.sourceName,
 		Rule:        rule,
@@ -161,4 +164,17 @@ func (s *sink) add(rule, field, msg string) {
 		Field:       field,
 		Message:     msg,
 	})
+}
+
+// truncate cuts s to at most n bytes, at a character boundary, marking the cut.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const mark = "..."
+	cut := n - len(mark)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + mark
 }

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -433,5 +434,46 @@ func TestEvaluateOddRequests(t *testing.T) {
 	}
 	if d := NewSet(nil).Evaluate(podRequest(latestPod("team-a")), nil); !d.Allowed {
 		t.Error("empty set denied")
+	}
+}
+
+// Whatever the policy and the object, what a decision writes back stays
+// small: a 1 MB allowlist is named by its first entries, a refusal lists
+// MaxListed violations and counts the rest, and a value quoted from the
+// object is cut.
+func TestDecisionOutputIsBounded(t *testing.T) {
+	var regs strings.Builder
+	for i := range 40000 {
+		fmt.Fprintf(&regs, "r%d.example.com/team/, ", i)
+	}
+	set := clusterPolicy(t, "pods:\n  allowedRegistries: ["+strings.TrimSuffix(regs.String(), ", ")+"]\n  forbidHostPath: true\n")
+	warn := NewSet([]*Policy{configMapPolicy(t, testPolicyNamespace, "w", "enforcement: Warn\npods:\n  disallowedTags: [latest]\n")})
+	pod := compliantPod()
+	pod.Spec.Containers = nil
+	for i := range 300 {
+		pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: fmt.Sprintf("c%d", i), Image: "evil.io/x"})
+	}
+	pod.Spec.Volumes = []corev1.Volume{{Name: "h", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/" + strings.Repeat("a", 1<<20)}}}}
+
+	d := set.Evaluate(podRequest(pod), testCluster())
+	if d.Allowed || len(d.Denials()) != 302 {
+		t.Fatalf("allowed %v with %d denials, want 302", d.Allowed, len(d.Denials()))
+	}
+	for _, v := range d.Violations {
+		if len(v.Message) > MaxMessageBytes {
+			t.Fatalf("message of %d bytes: %.200s...", len(v.Message), v.Message)
+		}
+	}
+	if !strings.Contains(d.Violations[1].Message, "r4.example.com/team/ and 39995 more)") {
+		t.Errorf("allowlist in the message: %s", d.Violations[1].Message)
+	}
+	msg := d.Message()
+	if len(msg) > 16<<10 || !strings.HasSuffix(msg, fmt.Sprintf("\n- and %d more", 302-MaxListed)) || strings.Count(msg, "\n- ") != MaxListed+1 {
+		t.Errorf("refusal of %d bytes, %d lines, ends %q", len(msg), strings.Count(msg, "\n"), msg[max(0, len(msg)-40):])
+	}
+	wd := warn.Evaluate(podRequest(pod), testCluster())
+	w := wd.Warnings()
+	if len(w) != MaxListed+1 || w[MaxListed] != fmt.Sprintf("and %d more policy warnings", 300-MaxListed) {
+		t.Errorf("%d warnings, last %q", len(w), w[len(w)-1])
 	}
 }
