@@ -85,7 +85,7 @@ func (c clients) route(ctx context.Context, s *server, caPEM []byte) error {
 		}
 		select {
 		case <-wait.Done():
-			return fmt.Errorf("waiting for the API server to route Pods to %v: %w (last: %v)", s, wait.Err(), err)
+			return fmt.Errorf("waiting for the API server to route Pods to %v: %w (last: %w)", s, wait.Err(), err)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

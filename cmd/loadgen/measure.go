@@ -62,7 +62,7 @@ func compare(ctx context.Context, spec loadSpec, rounds int, cs []contender) ([]
 			}
 			afterAPI, err := c.server.apiRequests(ctx)
 			if err != nil || sampleErr != nil {
-				return nil, nil, fmt.Errorf("sampling %s: %v %v", c.name, sampleErr, err)
+				return nil, nil, fmt.Errorf("sampling %s: %w %w", c.name, sampleErr, err)
 			}
 			cpu[i] += after.cpu - before.cpu
 			costs[i].RSSBytes = after.rssBytes

@@ -2,6 +2,7 @@ package certmanager
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -160,11 +161,13 @@ func (e *exitError) Error() string { return e.err.Error() }
 
 // stderrOf is the stderr of a failed command, if err carries it.
 func stderrOf(err error) string {
-	switch e := err.(type) {
-	case *exitError:
-		return e.stderr
-	case *exec.ExitError:
-		return string(e.Stderr)
+	var ours *exitError
+	if errors.As(err, &ours) {
+		return ours.stderr
+	}
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		return string(exit.Stderr)
 	}
 	return ""
 }
