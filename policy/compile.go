@@ -180,6 +180,9 @@ func listForMessage(items []string) string {
 	return strings.Join(items[:listedInMessages], ", ") + fmt.Sprintf(" and %d more", len(items)-listedInMessages)
 }
 
+// SourceName is the source as users see it: `ConfigMap team-a/registries`.
+func (p *Policy) SourceName() string { return p.sourceName }
+
 func (p *Policy) String() string {
 	scope := "cluster-wide"
 	if p.Scope != "" {

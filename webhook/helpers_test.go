@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -50,6 +51,7 @@ func compileSet(t testing.TB, policyNamespace string, ps ...testPolicy) *policy.
 		u.SetKind(policy.SourceConfigMap)
 		u.SetNamespace(p.namespace)
 		u.SetName(p.name)
+		u.SetResourceVersion(strconv.Itoa(100 + len(compiled)))
 		u.SetLabels(map[string]string{policy.PolicyLabel: "true"})
 		if err := unstructured.SetNestedField(u.Object, p.yaml, "data", policy.ConfigMapDataKey); err != nil {
 			t.Fatal(err)
