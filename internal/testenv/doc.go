@@ -3,7 +3,7 @@
 // installed, the webhook served in process over TLS with a throwaway CA, and a
 // ValidatingWebhookConfiguration that makes the API server call it.
 //
-// cmd/devcluster, the end-to-end tests and the other proofs share it so that
+// hack/devcluster, the end-to-end tests and the other proofs share it so that
 // every one of them exercises the same wiring a cluster would: the API server
 // dials the webhook over real TLS, nothing is faked in between.
 package testenv
