@@ -15,7 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/policy-webhook/policy-webhook/internal/jsonscan"
-	"github.com/policy-webhook/policy-webhook/internal/workload"
+	"github.com/policy-webhook/policy-webhook/test/workload"
 )
 
 // decodeCorpus is every Pod-shaped JSON input the tests know: the fuzz

@@ -17,8 +17,9 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/policy-webhook/policy-webhook/internal/testenv"
-	"github.com/policy-webhook/policy-webhook/internal/workload"
+	"github.com/policy-webhook/policy-webhook/test/testenv"
+	"github.com/policy-webhook/policy-webhook/test/workload"
+	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
 var myApplesGVR = schema.GroupVersionResource{Group: "stable.example.com", Version: "v1", Resource: "myapples"}
@@ -34,7 +35,7 @@ type clients struct {
 // namespace with its ServiceAccount, and the registry policy ConfigMap.
 func (c clients) seed(ctx context.Context) error {
 	for _, ns := range []*corev1.Namespace{
-		{ObjectMeta: metav1.ObjectMeta{Name: testenv.DefaultPolicyNamespace}},
+		{ObjectMeta: metav1.ObjectMeta{Name: webhook.DefaultPolicyNamespace}},
 		{ObjectMeta: metav1.ObjectMeta{Name: loadNamespace, Labels: map[string]string{"env": "prod"}}},
 	} {
 		if err := ignoreExists(c.kube.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{})); err != nil {
@@ -47,8 +48,8 @@ func (c clients) seed(ctx context.Context) error {
 	if err := ignoreExists(c.kube.CoreV1().ServiceAccounts(loadNamespace).Create(ctx, sa, metav1.CreateOptions{})); err != nil {
 		return fmt.Errorf("creating ServiceAccount %s/%s: %w", loadNamespace, serviceAccount, err)
 	}
-	cm := testenv.PolicyConfigMap(testenv.DefaultPolicyNamespace, registryPolicyCM, registryPolicy)
-	if err := ignoreExists(c.kube.CoreV1().ConfigMaps(testenv.DefaultPolicyNamespace).Create(ctx, cm, metav1.CreateOptions{})); err != nil {
+	cm := testenv.PolicyConfigMap(webhook.DefaultPolicyNamespace, registryPolicyCM, registryPolicy)
+	if err := ignoreExists(c.kube.CoreV1().ConfigMaps(webhook.DefaultPolicyNamespace).Create(ctx, cm, metav1.CreateOptions{})); err != nil {
 		return fmt.Errorf("creating the registry policy: %w", err)
 	}
 	return nil
@@ -68,7 +69,7 @@ func (c clients) route(ctx context.Context, s *server, caPEM []byte) error {
 		if err := testenv.Unregister(ctx, c.kube, testenv.ConfigurationName); err != nil {
 			return err
 		}
-	} else if err := testenv.Register(ctx, c.kube, testenv.WebhookConfiguration(s.url, caPEM, testenv.DefaultPolicyNamespace)); err != nil {
+	} else if err := testenv.Register(ctx, c.kube, testenv.WebhookConfiguration(s.url, caPEM, webhook.DefaultPolicyNamespace)); err != nil {
 		return err
 	}
 	wait, cancel := context.WithTimeout(ctx, 30*time.Second)

@@ -4,7 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"github.com/policy-webhook/policy-webhook/internal/workload"
+	"github.com/policy-webhook/policy-webhook/test/workload"
 	"io"
 	"net/http"
 	"os"

@@ -14,7 +14,8 @@ import (
 	"time"
 
 	"github.com/policy-webhook/policy-webhook/certs"
-	"github.com/policy-webhook/policy-webhook/internal/testenv"
+	"github.com/policy-webhook/policy-webhook/test/testenv"
+	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
 // server is a webhook the harness runs as a child process.
@@ -71,7 +72,7 @@ func startPolicyWebhook(ctx context.Context, bin, kubeconfig, certDir string, lo
 		"--health-probe-bind-address", addr(ports[1]),
 		"--metrics-bind-address", addr(ports[2]),
 		"--pprof-bind-address", addr(ports[3]),
-		"--policy-namespace", testenv.DefaultPolicyNamespace,
+		"--policy-namespace", webhook.DefaultPolicyNamespace,
 		"--shutdown-delay", "0s",
 	}
 	c, err := startChild("policy-webhook", bin, args, logw)

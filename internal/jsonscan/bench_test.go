@@ -3,7 +3,7 @@ package jsonscan
 import (
 	"testing"
 
-	"github.com/policy-webhook/policy-webhook/internal/workload"
+	"github.com/policy-webhook/policy-webhook/test/workload"
 )
 
 // BenchmarkValidSkip is the floor of a scan of the benchmark review: the
