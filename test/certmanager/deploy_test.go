@@ -18,16 +18,16 @@ import (
 // kubectlBinary is the kubectl `make tools` builds next to kube-apiserver.
 func kubectlBinary(t *testing.T) string {
 	t.Helper()
-	assets := os.Getenv(assetsEnv)
+	assets := os.Getenv(testenv.AssetsEnv)
 	if assets == "" {
 		if testing.Short() {
-			t.Skip(assetsEnv + " is not set (-short): skipping the tests that run kubectl")
+			t.Skip(testenv.AssetsEnv + " is not set (-short): skipping the tests that run kubectl")
 		}
-		t.Fatal(assetsEnv + " is not set: run `make test`, which builds kubectl (`make tools`) and exports it")
+		t.Fatal(testenv.AssetsEnv + " is not set: run `make test`, which builds kubectl (`make tools`) and exports it")
 	}
 	bin := filepath.Join(assets, "kubectl")
 	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("no kubectl in %s=%s (run `make tools`): %v", assetsEnv, assets, err)
+		t.Fatalf("no kubectl in %s=%s (run `make tools`): %v", testenv.AssetsEnv, assets, err)
 	}
 	return bin
 }

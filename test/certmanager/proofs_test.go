@@ -133,7 +133,10 @@ func TestInstallOnControlPlane(t *testing.T) {
 		t.Fatalf("mounting the Secret: %v", err)
 	}
 	deploy := typed[appsv1.Deployment](t, find(t, objs, "Deployment", appName))
-	port := freePort(t)
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
 	startWebhook(t, serviceAccountConfig(adminCfg, deploy), certDir, port)
 
 	vwc := pointAtURL(t, find(t, objs, "ValidatingWebhookConfiguration", appName), "https://"+net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
@@ -292,7 +295,7 @@ func pointAtURL(t *testing.T, vwc *unstructured.Unstructured, base string) *unst
 func waitBundle(t *testing.T, cs kubernetes.Interface, want []byte, what string) {
 	t.Helper()
 	start := time.Now()
-	err := poll(t.Context(), 30*time.Second, func() error {
+	err := testenv.Poll(t.Context(), 30*time.Second, func(context.Context) error {
 		vwc, err := cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(t.Context(), appName, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -328,7 +331,7 @@ func proveAdmissions(t *testing.T, cs kubernetes.Interface, c client.Client, wan
 
 	// The policy is in force on the webhook once its informer has it.
 	denied := testPod(workloadNamespace, "denied", deniedImage)
-	if err := poll(ctx, 10*time.Second, func() error { return checkDenied(createPod(ctx, cs, denied, true), wantDenial) }); err != nil {
+	if err := testenv.Poll(ctx, 10*time.Second, func(context.Context) error { return checkDenied(createPod(ctx, cs, denied, true), wantDenial) }); err != nil {
 		t.Fatalf("the policy never came into force: %v", err)
 	}
 	err := createPod(ctx, cs, denied, false)
@@ -364,7 +367,7 @@ func proveAdmissions(t *testing.T, cs kubernetes.Interface, c client.Client, wan
 	if err := c.Create(ctx, ap); err != nil {
 		t.Fatalf("creating AdmissionPolicy %s: %v", ap.GetName(), err)
 	}
-	err = poll(ctx, 10*time.Second, func() error {
+	err = testenv.Poll(ctx, 10*time.Second, func(context.Context) error {
 		if err := c.Get(ctx, types.NamespacedName{Name: ap.GetName()}, ap); err != nil {
 			return err
 		}
@@ -450,7 +453,7 @@ func renewNewCA(t *testing.T, cs kubernetes.Interface, loop *admissionLoop, crt 
 func waitServed(t *testing.T, addr string, cert issued) {
 	t.Helper()
 	start := time.Now()
-	err := poll(t.Context(), 30*time.Second, func() error {
+	err := testenv.Poll(t.Context(), 30*time.Second, func(context.Context) error {
 		serial, err := servedSerial(t.Context(), addr)
 		if err != nil {
 			return err
