@@ -72,24 +72,29 @@ func (c clients) route(ctx context.Context, s *server, caPEM []byte) error {
 	} else if err := testenv.Register(ctx, c.kube, testenv.WebhookConfiguration(s.url, caPEM, webhook.DefaultPolicyNamespace)); err != nil {
 		return err
 	}
-	wait, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	pod := workload.DeploymentPod(true, 2)
-	for {
-		_, err := c.kube.CoreV1().Pods(loadNamespace).Create(wait, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
-		denied := err != nil && strings.Contains(err.Error(), "denied the request")
-		if err != nil && !denied && wait.Err() == nil && !apierrors.IsInternalError(err) {
-			return fmt.Errorf("dry-run creating the denied Pod: %w", err)
-		}
-		if denied == (s != nil) {
-			return nil
-		}
-		select {
-		case <-wait.Done():
-			return fmt.Errorf("waiting for the API server to route Pods to %v: %w (last: %v)", s, wait.Err(), err)
-		case <-time.After(50 * time.Millisecond):
-		}
+	target := "no webhook"
+	if s != nil {
+		target = s.name
 	}
+	pod := workload.DeploymentPod(true, 2)
+	err := testenv.PollEvery(ctx, 50*time.Millisecond, 30*time.Second, func(ctx context.Context) error {
+		_, err := c.kube.CoreV1().Pods(loadNamespace).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		denied := err != nil && strings.Contains(err.Error(), "denied the request")
+		switch {
+		case err != nil && !denied && ctx.Err() == nil && !apierrors.IsInternalError(err):
+			return testenv.Final(fmt.Errorf("dry-run creating the denied Pod: %w", err))
+		case denied == (s != nil):
+			return nil
+		case err != nil:
+			return err
+		default:
+			return errors.New("the denied Pod is still admitted")
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for the API server to route Pods to %s: %w", target, err)
+	}
+	return nil
 }
 
 // dryRunCreate is the apiserver mode's attempt: a dry-run create of pod,

@@ -1,23 +1,21 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
-)
 
-// clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat.
-// It is 100 on every Linux architecture Go supports.
-const clockTicks = 100
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/procfs"
+
+	"github.com/policy-webhook/policy-webhook/test/testenv"
+)
 
 // child is a server the harness runs as its own process, so its CPU time
 // and RSS can be read from /proc without the load generator in them.
@@ -54,28 +52,34 @@ func (c *child) stop() {
 	}
 }
 
-// waitHTTP polls url until it answers 200, the child exits, or ctx ends.
-func (c *child) waitHTTP(ctx context.Context, client *http.Client, url string) error {
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return fmt.Errorf("building a request for %s: %w", url, err)
-		}
-		if resp, err := client.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
+// waitHTTP polls url until it answers 200, the child exits, or timeout
+// passes.
+func (c *child) waitHTTP(ctx context.Context, timeout time.Duration, client *http.Client, url string) error {
+	err := testenv.Poll(ctx, timeout, func(ctx context.Context) error {
 		select {
 		case err := <-c.done:
 			c.done <- err
-			return fmt.Errorf("%s exited before %s answered: %v", c.name, url, err)
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s at %s: %w", c.name, url, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
+			return testenv.Final(fmt.Errorf("%s exited: %v", c.name, err))
+		default:
 		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return testenv.Final(fmt.Errorf("building a request: %w", err))
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("HTTP %d", resp.StatusCode)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for %s to answer %s: %w", c.name, url, err)
 	}
+	return nil
 }
 
 // procSample is what /proc says about a process at one moment.
@@ -87,48 +91,31 @@ type procSample struct {
 
 func readProc(pid int) (procSample, error) {
 	s := procSample{at: time.Now()}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	p, err := procfs.NewProc(pid)
+	if err != nil {
+		return s, fmt.Errorf("finding pid %d in /proc: %w", pid, err)
+	}
+	stat, err := p.Stat()
 	if err != nil {
 		return s, fmt.Errorf("reading the CPU time of pid %d: %w", pid, err)
 	}
-	// The command name (field 2) may hold spaces; the fields after its
-	// closing parenthesis are fixed: utime and stime are the 12th and 13th.
-	rest := stat[bytes.LastIndexByte(stat, ')')+2:]
-	f := strings.Fields(string(rest))
-	if len(f) < 13 {
-		return s, fmt.Errorf("parsing /proc/%d/stat: %d fields after the name", pid, len(f))
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return s, fmt.Errorf("parsing utime/stime in /proc/%d/stat: %q %q", pid, f[11], f[12])
-	}
-	s.cpu = time.Duration(utime+stime) * time.Second / clockTicks
-	status, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	s.cpu = time.Duration(stat.CPUTime() * float64(time.Second))
+	status, err := p.NewStatus()
 	if err != nil {
 		return s, fmt.Errorf("reading the RSS of pid %d: %w", pid, err)
 	}
-	defer status.Close()
-	sc := bufio.NewScanner(status)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			if err != nil {
-				return s, fmt.Errorf("parsing VmRSS of pid %d: %w", pid, err)
-			}
-			s.rssBytes = kb << 10
-		}
-	}
-	return s, sc.Err()
+	s.rssBytes = int64(status.VmRSS)
+	return s, nil
 }
 
 // scrapeSum fetches a Prometheus text endpoint and sums every sample of
-// metric (all label sets).
+// the counter, gauge or untyped metric (all label sets).
 func scrapeSum(ctx context.Context, client *http.Client, url, metric string) (float64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return 0, fmt.Errorf("building a request for %s: %w", url, err)
 	}
+	req.Header.Set("Accept", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
 	resp, err := client.Do(req)
 	if err != nil {
 		return 0, fmt.Errorf("scraping %s: %w", url, err)
@@ -137,29 +124,27 @@ func scrapeSum(ctx context.Context, client *http.Client, url, metric string) (fl
 	if resp.StatusCode != http.StatusOK {
 		return 0, fmt.Errorf("scraping %s: HTTP %d", url, resp.StatusCode)
 	}
-	var sum float64
-	found := false
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		rest, ok := strings.CutPrefix(line, metric)
-		if !ok || (rest != "" && rest[0] != '{' && rest[0] != ' ') {
-			continue
-		}
-		f := strings.Fields(line)
-		v, err := strconv.ParseFloat(f[len(f)-1], 64)
-		if err != nil {
-			return 0, fmt.Errorf("parsing %q from %s: %w", line, url, err)
-		}
-		sum += v
-		found = true
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return 0, fmt.Errorf("parsing the metrics of %s: %w", url, err)
 	}
-	if err := sc.Err(); err != nil {
-		return 0, fmt.Errorf("reading %s: %w", url, err)
-	}
-	if !found {
+	family, ok := families[metric]
+	if !ok {
 		return 0, fmt.Errorf("%s has no %s", url, metric)
+	}
+	var sum float64
+	for _, m := range family.GetMetric() {
+		switch family.GetType() {
+		case dto.MetricType_COUNTER:
+			sum += m.GetCounter().GetValue()
+		case dto.MetricType_GAUGE:
+			sum += m.GetGauge().GetValue()
+		case dto.MetricType_UNTYPED:
+			sum += m.GetUntyped().GetValue()
+		default:
+			return 0, fmt.Errorf("%s of %s is a %s, not a number to add up", metric, url, family.GetType())
+		}
 	}
 	return sum, nil
 }

@@ -85,9 +85,7 @@ func startPolicyWebhook(ctx context.Context, bin, kubeconfig, certDir string, lo
 		metricsURL: "http://" + addr(ports[2]) + "/metrics",
 		pprofURL:   "http://" + addr(ports[3]) + "/debug/pprof",
 	}
-	wait, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	if err := c.waitHTTP(wait, &http.Client{Timeout: 2 * time.Second}, "http://"+addr(ports[1])+"/readyz"); err != nil {
+	if err := c.waitHTTP(ctx, 2*time.Minute, &http.Client{Timeout: 2 * time.Second}, "http://"+addr(ports[1])+"/readyz"); err != nil {
 		c.stop()
 		return nil, err
 	}
@@ -105,10 +103,8 @@ func startNoop(ctx context.Context, bin, certDir string, tlsConfig *tls.Config, 
 	if err != nil {
 		return nil, err
 	}
-	wait, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConfig}}
-	if err := c.waitHTTP(wait, client, "https://"+addr+"/readyz"); err != nil {
+	if err := c.waitHTTP(ctx, time.Minute, client, "https://"+addr+"/readyz"); err != nil {
 		c.stop()
 		return nil, err
 	}

@@ -190,29 +190,18 @@ func (w *Webhook) WaitReady(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("waiting for the webhook to be ready: %w", ctx.Err())
 	}
-	// Poll's context ends when the webhook stops, so that a webhook that
-	// died is not waited for until ctx ends.
-	pollCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
+	err := testenv.Poll(ctx, time.Hour, func(ctx context.Context) error {
 		select {
 		case <-w.done:
-			cancel()
-		case <-pollCtx.Done():
+			return testenv.Final(fmt.Errorf("the webhook stopped before it was ready: %w", w.err))
+		default:
 		}
-	}()
-	err := testenv.Poll(pollCtx, time.Hour, func(ctx context.Context) error {
 		ok, err := w.Ready(ctx)
 		if err == nil && !ok {
 			err = errors.New("it answers not ready after OnReady")
 		}
 		return err
 	})
-	select {
-	case <-w.done:
-		return fmt.Errorf("the webhook stopped before it was ready: %w", w.err)
-	default:
-	}
 	if err != nil {
 		return fmt.Errorf("waiting for /readyz: %w", err)
 	}
