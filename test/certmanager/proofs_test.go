@@ -32,12 +32,13 @@ import (
 // field manager does in a cluster.
 const installFieldManager = "policy-webhook-deploy"
 
-// kubeletDelay stands in for the time the kubelet takes to project a
-// changed Secret into a running Pod (up to its sync period plus its cache
-// TTL, a minute or more in a cluster), during which the API server already
-// sees the new Secret's effects (a new caBundle) and the webhook still
-// serves the files it has.
-const kubeletDelay = time.Second
+// windowAdmissions is how many admissions each step of a renewal must
+// carry. Between the Secret update and the volume update (the kubelet's
+// sync period plus its cache TTL, a minute or more in a cluster), the API
+// server already sees the new Secret's effects (a new caBundle) and the
+// webhook still serves the files it has; the proofs hold that window open
+// until this many admissions have gone through it, rather than for a time.
+const windowAdmissions = 20
 
 // testPolicy is the cluster-wide policy of the proofs: a policy ConfigMap
 // in the webhook's own namespace.
@@ -394,18 +395,16 @@ func renewSameCA(t *testing.T, cs kubernetes.Interface, loop *admissionLoop, crt
 	if err != nil {
 		t.Fatal(err)
 	}
-	mark := loop.total()
 	if err := applySecret(ctx, cs, crt, next); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(kubeletDelay)
-	loop.waitAdmissions(t, mark, 20, "between the Secret update and the volume update")
+	loop.waitAdmissions(t, loop.total(), windowAdmissions, "between the Secret update and the volume update")
 	if err := certs.WriteSecretVolume(certDir, next.data()); err != nil {
 		t.Fatalf("updating the mounted Secret: %v", err)
 	}
 	waitServed(t, addr, next)
 	waitBundle(t, cs, ca.CertPEM(), "the same CA")
-	loop.waitAdmissions(t, loop.total(), 20, "after the new certificate was served")
+	loop.waitAdmissions(t, loop.total(), windowAdmissions, "after the new certificate was served")
 	if f := loop.failed(); len(f) > 0 {
 		t.Fatalf("%d admissions failed, the first: %q", len(f), f[:min(len(f), 5)])
 	}
@@ -430,20 +429,18 @@ func renewNewCA(t *testing.T, cs kubernetes.Interface, loop *admissionLoop, crt 
 	if err != nil {
 		t.Fatal(err)
 	}
-	mark := loop.total()
 	if err := applySecret(ctx, cs, crt, next); err != nil {
 		t.Fatal(err)
 	}
 	both := append(append([]byte(nil), oldCA.CertPEM()...), newCA.CertPEM()...)
 	waitBundle(t, cs, both, "the new CA next to the old one")
 	awaitAdmissionConfig(t, cs, "the caBundle with both CAs")
-	time.Sleep(kubeletDelay)
-	loop.waitAdmissions(t, mark, 20, "between the re-injection and the volume update")
+	loop.waitAdmissions(t, loop.total(), windowAdmissions, "between the re-injection and the volume update")
 	if err := certs.WriteSecretVolume(certDir, next.data()); err != nil {
 		t.Fatalf("updating the mounted Secret: %v", err)
 	}
 	waitServed(t, addr, next)
-	loop.waitAdmissions(t, loop.total(), 20, "after the certificate from the new CA was served")
+	loop.waitAdmissions(t, loop.total(), windowAdmissions, "after the certificate from the new CA was served")
 	if f := loop.failed(); len(f) > 0 {
 		t.Fatalf("%d admissions failed, the first: %q", len(f), f[:min(len(f), 5)])
 	}
