@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
 )
@@ -60,10 +61,10 @@ type appleRules struct {
 
 // Compile validates a spec and prepares it for evaluation. scope is the
 // namespace it applies to ("" for all), see ConfigMapScope.
-func Compile(src Source, scope string, spec *v1alpha1.PolicySpec) (*Policy, error) {
+func Compile(src Source, scope string, spec *v1alpha1.PolicySpec) (*Policy, field.ErrorList) {
 	if spec == nil {
 		// An AdmissionPolicy without a spec reaches here from a typed client.
-		return nil, FieldErrors{{Field: "spec", Detail: "required"}}
+		return nil, field.ErrorList{FieldError("spec", "required")}
 	}
 	if errs := ValidateSpec(spec); len(errs) > 0 {
 		return nil, errs
@@ -82,10 +83,10 @@ func Compile(src Source, scope string, spec *v1alpha1.PolicySpec) (*Policy, erro
 	}
 	var err error
 	if p.nsSelector, err = selector(spec.Match.NamespaceSelector); err != nil {
-		return nil, FieldErrors{{Field: "match.namespaceSelector", Detail: err.Error()}}
+		return nil, field.ErrorList{FieldError("match.namespaceSelector", err.Error())}
 	}
 	if p.objSelector, err = selector(spec.Match.ObjectSelector); err != nil {
-		return nil, FieldErrors{{Field: "match.objectSelector", Detail: err.Error()}}
+		return nil, field.ErrorList{FieldError("match.objectSelector", err.Error())}
 	}
 	if spec.Pods != nil {
 		p.podRules = compilePodRules(spec.Pods)

@@ -6,7 +6,7 @@ import (
 
 // facts is what rules read of one object, gathered once per request.
 type facts struct {
-	pod        *corev1.Pod
+	pod        *Pod
 	apple      *MyApple
 	containers []container // nil until a pod rule needs them
 	images     *ImageCache
@@ -18,7 +18,7 @@ type container struct {
 	list   string // containers, initContainers or ephemeralContainers
 	index  int
 	name   string
-	sc     *corev1.SecurityContext
+	sc     *SecurityContext
 	limits corev1.ResourceList
 	hasRes bool // ephemeral containers may not set resources
 
@@ -26,7 +26,7 @@ type container struct {
 	parsed bool
 }
 
-func newFacts(pod *corev1.Pod, apple *MyApple, images *ImageCache) facts {
+func newFacts(pod *Pod, apple *MyApple, images *ImageCache) facts {
 	return facts{pod: pod, apple: apple, images: images}
 }
 

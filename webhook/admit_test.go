@@ -62,8 +62,7 @@ func withImage(p *corev1.Pod, image string) *corev1.Pod {
 
 func apple(color string, quantity int64) *policy.MyApple {
 	return &policy.MyApple{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "stable.example.com/v1", Kind: "MyApple"},
-		ObjectMeta: metav1.ObjectMeta{Name: "fuji", Namespace: "team-a"},
+		ObjectMeta: policy.ObjectMeta{Name: "fuji", Namespace: "team-a"},
 		Spec:       policy.MyAppleSpec{Color: color, Size: "small", Quantity: quantity},
 	}
 }
@@ -241,19 +240,9 @@ func TestAdmitHandlers(t *testing.T) {
 				r.Object.Raw = []byte(`{"apiVersion":"v1","kind":"Pod","spec":{"containers":"web"}}`)
 				return r
 			},
-			code:    400,
+			code: 400, reason: metav1.StatusReasonBadRequest,
 			message: []string{"policy-webhook: cannot judge Pod team-a/web: request.object: decoding Pod:"},
 			verdict: "error", kind: "Pod", op: "CREATE",
-		},
-		{
-			name: "a myapple sent to the pods path is admitted with a warning",
-			path: PathPods,
-			req: func(t *testing.T) *admissionv1.AdmissionRequest {
-				return appleRequest(t, admissionv1.Create, apple("blue", 1), nil)
-			},
-			allowed:  true,
-			warnings: []string{"this path judges Pod objects, not myapples.stable.example.com; check the ValidatingWebhookConfiguration's rules"},
-			verdict:  "skipped", kind: "Pod", op: "CREATE",
 		},
 		{
 			name: "myapple allowed",
@@ -396,5 +385,29 @@ func TestPanicIsRecovered(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(srv.metrics.requestErrors[errPanic]); got != 1 {
 		t.Errorf("request_errors_total{panic} = %v", got)
+	}
+}
+
+// A review whose resource does not belong to the path is refused at the
+// HTTP level: the API server never sends one, and admitting it unjudged
+// would be a way past the rules.
+func TestWrongResourceForPathIsRefused(t *testing.T) {
+	srv := newTestServer(t, &setJudge{set: compileSet(t, testPolicyNamespace, handlerPolicies...), synced: true}, false)
+	for _, tc := range []struct {
+		path string
+		req  *admissionv1.AdmissionRequest
+		want string
+	}{
+		{PathPods, appleRequest(t, admissionv1.Create, apple("blue", 1), nil), "this path judges Pod objects, not myapples.stable.example.com"},
+		{PathMyApples, podRequest(t, admissionv1.Create, "", withImage(goodPod(), "evil.io/x:1"), nil), "this path judges MyApple objects, not pods"},
+		{PathPods, configMapRequest(t, admissionv1.Create, labelledConfigMap("team-a", "x", true, nil)), "this path judges Pod objects, not configmaps"},
+	} {
+		rec := srv.post(t, tc.path, reviewBody(t, tc.req))
+		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), tc.want) {
+			t.Errorf("%s: HTTP %d %q, want 400 with %q", tc.path, rec.Code, rec.Body, tc.want)
+		}
+	}
+	if got := testutil.ToFloat64(srv.metrics.requestErrors[errWrongResource]); got != 3 {
+		t.Errorf("request_errors_total{reason=wrong_resource} = %v, want 3", got)
 	}
 }

@@ -98,10 +98,11 @@ const (
 	errMalformed
 	errPanic
 	errWrite
+	errWrongResource
 	numErrorReasons
 )
 
-var errorReasonNames = [numErrorReasons]string{"method_not_allowed", "unsupported_media_type", "too_large", "malformed", "panic", "write"}
+var errorReasonNames = [numErrorReasons]string{"method_not_allowed", "unsupported_media_type", "too_large", "malformed", "panic", "write", "wrong_resource"}
 
 // metrics are the webhook's Prometheus metrics. One value serves every
 // handler of a server.
@@ -149,7 +150,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	errs := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "policy_webhook_request_errors_total",
 		Help: "HTTP requests refused before judging, by reason " +
-			"(method_not_allowed, unsupported_media_type, too_large, malformed, panic, write).",
+			"(method_not_allowed, unsupported_media_type, too_large, malformed, panic, write, wrong_resource).",
 	}, []string{"reason"})
 	for _, c := range []prometheus.Collector{m.admissionsVec, m.durationVec, m.violations, errs} {
 		if err := reg.Register(c); err != nil {

@@ -7,11 +7,13 @@ import (
 
 	"github.com/go-logr/logr"
 	"k8s.io/client-go/rest"
+
+	"github.com/policy-webhook/policy-webhook/policy"
 )
 
 // Defaults of Options, also the serve command's flag defaults.
 const (
-	DefaultPolicyNamespace         = "policy-system"
+	DefaultPolicyNamespace         = policy.DefaultPolicyNamespace
 	DefaultPort                    = 9443
 	DefaultGracefulShutdownTimeout = 20 * time.Second
 )

@@ -91,7 +91,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	for path, h := range handlers(cache, opts.FailOpenBeforeSync, m, log.WithName("admission")) {
+	for path, h := range handlers(cache, opts.PolicyNamespace, opts.FailOpenBeforeSync, m, log.WithName("admission")) {
 		server.Register(path, h)
 	}
 	if err := mgr.Add(certs); err != nil {
