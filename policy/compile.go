@@ -121,7 +121,7 @@ func compilePodRules(r *v1alpha1.PodRules) *podRules {
 		c.registries = append(c.registries, p)
 		c.registriesSlash = append(c.registriesSlash, p+"/")
 	}
-	c.registryList = strings.Join(c.registriesSlash, ", ")
+	c.registryList = listForMessage(c.registriesSlash)
 	for _, l := range r.RequireResourceLimits {
 		c.limits = append(c.limits, corev1.ResourceName(l))
 	}
@@ -159,23 +159,25 @@ func compileAppleRules(r *v1alpha1.MyAppleRules) *appleRules {
 	return &appleRules{
 		colors:    append([]string(nil), r.AllowedColors...),
 		sizes:     append([]string(nil), r.AllowedSizes...),
-		colorList: strings.Join(r.AllowedColors, ", "),
-		sizeList:  strings.Join(r.AllowedSizes, ", "),
+		colorList: listForMessage(r.AllowedColors),
+		sizeList:  listForMessage(r.AllowedSizes),
 		min:       r.MinQuantity,
 		max:       r.MaxQuantity,
 		maxTotal:  r.MaxTotalQuantityPerNamespace,
 	}
 }
 
-// judges reports whether the policy has rules for kind.
-func (p *Policy) judges(kind string) bool {
-	switch kind {
-	case KindPod:
-		return p.pods
-	case KindMyApple:
-		return p.apples
+// listedInMessages is how many entries of an allowlist a message names:
+// enough to show the way, while a policy allowing thousands of registries
+// does not repeat them all in every violation of every container.
+const listedInMessages = 5
+
+// listForMessage names an allowlist in a violation's message.
+func listForMessage(items []string) string {
+	if len(items) <= listedInMessages {
+		return strings.Join(items, ", ")
 	}
-	return false
+	return strings.Join(items[:listedInMessages], ", ") + fmt.Sprintf(" and %d more", len(items)-listedInMessages)
 }
 
 func (p *Policy) String() string {
