@@ -154,7 +154,7 @@ func startCluster(ctx context.Context, o options) (*cluster, error) {
 	case err := <-c.done:
 		c.done <- err
 		logf.Close()
-		return nil, fmt.Errorf("devcluster exited before it was ready (%v); its log:\n%s", err, tail(o.logFile, 30))
+		return nil, fmt.Errorf("devcluster exited before it was ready (%w); its log:\n%s", err, tail(o.logFile, 30))
 	case <-time.After(o.timeout):
 		_ = c.stop()
 		return nil, fmt.Errorf("devcluster was not ready within %s; its log:\n%s", o.timeout, tail(o.logFile, 30))
@@ -208,7 +208,7 @@ func sampleFiles(dir string) ([]string, error) {
 	var files []string
 	for _, e := range entries {
 		name := e.Name()
-		if e.IsDir() || !(strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml")) {
+		if e.IsDir() || !strings.HasSuffix(name, ".yaml") && !strings.HasSuffix(name, ".yml") {
 			continue
 		}
 		if name == "kustomization.yaml" || name == "kustomization.yml" {

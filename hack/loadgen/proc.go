@@ -22,7 +22,8 @@ import (
 type child struct {
 	name string
 	cmd  *exec.Cmd
-	done chan error
+	done chan struct{} // closed when the child has exited
+	err  error         // how it exited; set before done is closed
 }
 
 // startChild starts path with args, its output going to logw. The child
@@ -34,8 +35,11 @@ func startChild(name, path string, args []string, logw io.Writer) (*child, error
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s (%s): %w", name, path, err)
 	}
-	c := &child{name: name, cmd: cmd, done: make(chan error, 1)}
-	go func() { c.done <- cmd.Wait() }()
+	c := &child{name: name, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		c.err = cmd.Wait()
+		close(c.done)
+	}()
 	return c, nil
 }
 
@@ -57,9 +61,8 @@ func (c *child) stop() {
 func (c *child) waitHTTP(ctx context.Context, timeout time.Duration, client *http.Client, url string) error {
 	err := testenv.Poll(ctx, timeout, func(ctx context.Context) error {
 		select {
-		case err := <-c.done:
-			c.done <- err
-			return testenv.Final(fmt.Errorf("%s exited: %v", c.name, err))
+		case <-c.done:
+			return testenv.Final(fmt.Errorf("%s exited: %w", c.name, c.err))
 		default:
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)

@@ -2,6 +2,7 @@ package certmanager
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -160,10 +161,10 @@ func (e *exitError) Error() string { return e.err.Error() }
 
 // stderrOf is the stderr of a failed command, if err carries it.
 func stderrOf(err error) string {
-	switch e := err.(type) {
-	case *exitError:
+	if e := (*exitError)(nil); errors.As(err, &e) {
 		return e.stderr
-	case *exec.ExitError:
+	}
+	if e := (*exec.ExitError)(nil); errors.As(err, &e) {
 		return string(e.Stderr)
 	}
 	return ""

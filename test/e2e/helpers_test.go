@@ -136,7 +136,7 @@ func eventuallyDenied(t *testing.T, attempt func() error, want string) time.Dura
 			return fmt.Errorf("still admitted")
 		}
 		if err.Error() != want {
-			return fmt.Errorf("refused with %q", err)
+			return fmt.Errorf("refused with %q", err.Error())
 		}
 		return nil
 	})

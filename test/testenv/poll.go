@@ -43,7 +43,7 @@ func PollEvery(ctx context.Context, interval, timeout time.Duration, check func(
 	last := errNotYet
 	err := wait.PollUntilContextTimeout(ctx, interval, timeout, true, func(ctx context.Context) (bool, error) {
 		last = check(ctx)
-		if f, ok := last.(finalError); ok {
+		if f := (finalError{}); errors.As(last, &f) {
 			return false, f.err
 		}
 		return last == nil, nil
