@@ -70,33 +70,53 @@ func (h *admitHandler) Handle(_ context.Context, r *admissionv1.AdmissionRequest
 	}
 	d := h.judge.Evaluate(req)
 	h.record(r, &d)
+	var resp *admissionv1.AdmissionResponse
 	if !d.Allowed {
 		h.metrics.admission(h.kindIx, op, verdictDenied)
-		return denied(d.Message(), d.Warnings()), nil
+		resp = denied(d.Message(), d.Warnings())
+	} else {
+		h.metrics.admission(h.kindIx, op, verdictAllowed)
+		resp = allowed(d.Warnings())
 	}
-	h.metrics.admission(h.kindIx, op, verdictAllowed)
-	return allowed(d.Warnings()), nil
+	resp.AuditAnnotations = auditAnnotations(&d)
+	return resp, nil
 }
 
-// record counts every violation and logs the ones users do not see:
-// Audit violations are only logged, denials and warnings at verbosity 1.
+// record counts every violation and logs the ones users do not see, one
+// line per admission and enforcement whatever the number of violations:
+// Audit violations always, denials and warnings at verbosity 1.
 func (h *admitHandler) record(r *admissionv1.AdmissionRequest, d *policy.Decision) {
+	var audits, others []*policy.Violation
 	for i := range d.Violations {
 		v := &d.Violations[i]
 		h.metrics.violation(v)
 		if v.Enforcement == v1alpha1.Audit {
-			h.log.Info("Audit policy violation", violationKeys(r, v)...)
-		} else if h.log.V(1).Enabled() {
-			h.log.V(1).Info(string(v.Enforcement)+" policy violation", violationKeys(r, v)...)
+			audits = append(audits, v)
+		} else {
+			others = append(others, v)
 		}
+	}
+	if len(audits) > 0 {
+		h.log.Info("Audit policy violations", violationKeys(r, audits)...)
+	}
+	if len(others) > 0 && h.log.V(1).Enabled() {
+		h.log.V(1).Info("Policy violations", violationKeys(r, others)...)
 	}
 }
 
-func violationKeys(r *admissionv1.AdmissionRequest, v *policy.Violation) []any {
+// loggedViolations is how many violations one log line names; the count
+// says how many there were.
+const loggedViolations = 5
+
+func violationKeys(r *admissionv1.AdmissionRequest, vs []*policy.Violation) []any {
+	named := make([]string, 0, min(len(vs), loggedViolations))
+	for _, v := range vs[:min(len(vs), loggedViolations)] {
+		named = append(named, string(v.Enforcement)+" "+v.String())
+	}
 	return []any{
 		"kind", r.Kind.Kind, "namespace", r.Namespace, "name", r.Name, "operation", r.Operation,
 		"uid", r.UID, "user", r.UserInfo.Username, "dryRun", r.DryRun != nil && *r.DryRun,
-		"source", v.Source, "rule", v.Rule, "enforcement", v.Enforcement, "field", v.Field, "message", v.Message,
+		"count", len(vs), "violations", named,
 	}
 }
 

@@ -1,7 +1,9 @@
 package webhook
 
 import (
+	"fmt"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -149,7 +151,7 @@ func TestAdmitHandlers(t *testing.T) {
 				return podRequest(t, admissionv1.Create, "", privileged, nil)
 			},
 			allowed: true,
-			audit:   `"rule"="pods.forbidPrivileged"`,
+			audit:   `pods.forbidPrivileged spec.containers[0].securityContext.privileged`,
 			verdict: "allowed", kind: "Pod", op: "CREATE",
 		},
 		{
@@ -409,5 +411,56 @@ func TestWrongResourceForPathIsRefused(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(srv.metrics.requestErrors[errWrongResource]); got != 3 {
 		t.Errorf("request_errors_total{reason=wrong_resource} = %v, want 3", got)
+	}
+}
+
+// One admission writes one log line per enforcement, whatever the number
+// of violations and the length of the policy's allowlist.
+func TestAuditLogIsBounded(t *testing.T) {
+	var regs []string
+	for i := range 1000 {
+		regs = append(regs, fmt.Sprintf("r%d.example.com/", i))
+	}
+	set := compileSet(t, testPolicyNamespace, testPolicy{testPolicyNamespace, "audit", "enforcement: Audit\npods:\n  allowedRegistries: [" + strings.Join(regs, ", ") + "]\n"})
+	srv := newTestServer(t, &setJudge{set: set, synced: true}, false)
+	pod := goodPod()
+	for i := range 200 {
+		pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: fmt.Sprintf("c%d", i), Image: "evil.io/x:1"})
+	}
+	if resp := srv.review(t, PathPods, podRequest(t, admissionv1.Create, "", pod, nil)); !resp.Allowed {
+		t.Fatalf("audit refused: %+v", resp.Result)
+	}
+	if len(srv.logs.lines) != 1 {
+		t.Fatalf("%d log lines, want 1", len(srv.logs.lines))
+	}
+	if l := srv.logs.lines[0]; len(l) > 8<<10 || !strings.Contains(l, `"count"=201`) {
+		t.Errorf("log line of %d bytes: %.300s", len(l), l)
+	}
+}
+
+// Every judged admission names, in audit annotations, the policy versions
+// that decided it and the rules it broke.
+func TestAuditAnnotations(t *testing.T) {
+	srv := newTestServer(t, &setJudge{set: compileSet(t, testPolicyNamespace, handlerPolicies...), synced: true}, false)
+	pod := withImage(goodPod(), "nginx:latest")
+	delete(pod.Labels, "owner")
+	pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: "b", Image: "evil.io/b:1"})
+	resp := srv.review(t, PathPods, podRequest(t, admissionv1.Create, "", pod, nil))
+	if resp.Allowed {
+		t.Fatal("allowed")
+	}
+	want := map[string]string{
+		annotationPolicies: "ConfigMap policy-system/privileged-audit@102, ConfigMap policy-system/registries@100, ConfigMap team-a/owner-label@101",
+		annotationViolations: "Deny pods.allowedRegistries by ConfigMap policy-system/registries, " +
+			"Deny pods.disallowedTags by ConfigMap policy-system/registries, Warn pods.requiredLabels by ConfigMap team-a/owner-label",
+	}
+	if !reflect.DeepEqual(resp.AuditAnnotations, want) {
+		t.Errorf("audit annotations\n%q\nwant\n%q", resp.AuditAnnotations, want)
+	}
+	// A compliant request names the policies that judged it, and no violation.
+	other := goodPod()
+	other.Namespace = "kube-system"
+	if resp := srv.review(t, PathPods, podRequest(t, admissionv1.Create, "", other, nil)); len(resp.AuditAnnotations) != 1 {
+		t.Errorf("kube-system pod: %q", resp.AuditAnnotations)
 	}
 }

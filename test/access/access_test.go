@@ -19,11 +19,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/yaml"
 
 	"github.com/policy-webhook/policy-webhook/certs"
-	"github.com/policy-webhook/policy-webhook/internal/testenv"
+	"github.com/policy-webhook/policy-webhook/test/inprocess"
+	"github.com/policy-webhook/policy-webhook/test/testenv"
+	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
 // The API server's identity towards webhooks: any name; the webhook checks
@@ -37,12 +38,6 @@ const apiServerClientName = "kube-apiserver-webhook-client"
 // certificate is refused at the handshake; /metrics answers only a token the
 // API server authorizes for get on /metrics.
 func TestOnlyTheAPIServer(t *testing.T) {
-	if os.Getenv(testenv.AssetsEnv) == "" {
-		if testing.Short() {
-			t.Skip("needs the local control plane: " + testenv.ErrNoAssets.Error())
-		}
-		t.Fatal(testenv.ErrNoAssets)
-	}
 	log := logr.FromSlogHandler(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		log = logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -82,22 +77,14 @@ plugins:
     kubeConfigFile: %s
 `, kubeconfig))
 
-	cp, err := testenv.StartControlPlane(ctx, testenv.ControlPlaneOptions{
+	cp := testenv.ControlPlaneForTest(t, testenv.ControlPlaneOptions{
 		Log:            log,
 		APIServerFlags: map[string]string{"admission-control-config-file": admission},
 	})
-	if err != nil {
+	if err := cp.EnsureNamespace(ctx, webhook.DefaultPolicyNamespace, nil); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if err := cp.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
-	if err := cp.EnsureNamespace(ctx, testenv.DefaultPolicyNamespace, nil); err != nil {
-		t.Fatal(err)
-	}
-	wh, err := testenv.StartWebhook(ctx, testenv.WebhookOptions{
+	wh, err := inprocess.Start(ctx, inprocess.Options{
 		RestConfig: cp.Config, Log: log.WithName("webhook"),
 		ClientCAFile: caFile, MetricsSecure: true,
 	})
@@ -138,9 +125,12 @@ plugins:
 		}
 		dryRun := metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}
 		// The policy is in force once a Pod from elsewhere is refused.
-		err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		err = testenv.PollEvery(ctx, 50*time.Millisecond, 30*time.Second, func(ctx context.Context) error {
 			_, err := cp.Client.CoreV1().Pods("team-a").Create(ctx, pod("evil.io/x:1"), dryRun)
-			return err != nil && strings.Contains(err.Error(), "denied the request") && strings.Contains(err.Error(), "evil.io/x:1"), nil
+			if err != nil && strings.Contains(err.Error(), "denied the request") && strings.Contains(err.Error(), "evil.io/x:1") {
+				return nil
+			}
+			return fmt.Errorf("a Pod from evil.io: %v", err)
 		})
 		if err != nil {
 			t.Fatalf("a Pod from an unlisted registry was never refused by the webhook: %v", err)
@@ -267,10 +257,15 @@ plugins:
 			// allowed case, check the refused ones once.
 			var code int
 			var body string
-			err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
+			err := testenv.PollEvery(ctx, 100*time.Millisecond, 20*time.Second, func(context.Context) error {
 				var err error
-				code, body, err = scrape(c.token)
-				return err == nil && (code == c.code || c.code != http.StatusOK), err
+				if code, body, err = scrape(c.token); err != nil {
+					return err
+				}
+				if code != c.code && c.code == http.StatusOK {
+					return fmt.Errorf("HTTP %d", code)
+				}
+				return nil
 			})
 			if err != nil || code != c.code {
 				t.Errorf("%s: HTTP %d (%v), want %d", name, code, err, c.code)
