@@ -36,8 +36,10 @@ vet: ## go vet every package.
 	$(GO) vet ./...
 
 .PHONY: generate
-generate: ## Regenerate deepcopy code.
+generate: ## Regenerate deepcopy code and the schemas CEL expressions are typed by.
 	$(CONTROLLER_GEN) object paths=./policy/api/...
+	cd hack/tools/kube && GOWORK=off $(GO) run ./celschema $(CURDIR)/policy/cel/schemas/pod.json
+	cp manifests/crds/stable.example.com_myapples.yaml policy/cel/schemas/myapples.yaml
 
 .PHONY: manifests
 manifests: ## Regenerate the AdmissionPolicy CRD into manifests/crds.
