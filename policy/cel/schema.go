@@ -1,0 +1,139 @@
+package cel
+
+import (
+	_ "embed"
+	"encoding/json"
+	"fmt"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apiservercel "k8s.io/apiserver/pkg/cel"
+	"k8s.io/apiserver/pkg/cel/common"
+	"k8s.io/apiserver/pkg/cel/openapi"
+	"k8s.io/kube-openapi/pkg/validation/spec"
+	"sigs.k8s.io/yaml"
+)
+
+// podSchemaJSON is the core/v1 Pod schema of the pinned Kubernetes release,
+// refs inlined; hack/tools/kube/celschema writes it (make generate).
+//
+//go:embed schemas/pod.json
+var podSchemaJSON []byte
+
+// myAppleCRDYAML is a copy of manifests/crds/stable.example.com_myapples.yaml
+// (make generate keeps it), embedded since go:embed cannot reach outside the
+// package.
+//
+//go:embed schemas/myapples.yaml
+var myAppleCRDYAML []byte
+
+// kindSchema is what a kind's expressions are typed and evaluated by.
+type kindSchema struct {
+	wrapped  common.Schema          // wraps objects for evaluation
+	declType *apiservercel.DeclType // types object and oldObject
+}
+
+func newKindSchema(kind string, s *spec.Schema) (*kindSchema, error) {
+	dt := common.SchemaDeclType(&openapi.Schema{Schema: s}, true)
+	if dt == nil {
+		return nil, fmt.Errorf("the %s schema gives no CEL type", kind)
+	}
+	return &kindSchema{wrapped: &openapi.Schema{Schema: s}, declType: dt.MaybeAssignTypeName(kind)}, nil
+}
+
+func podSchema() (*spec.Schema, error) {
+	var s spec.Schema
+	if err := json.Unmarshal(podSchemaJSON, &s); err != nil {
+		return nil, fmt.Errorf("decoding the embedded Pod schema: %w", err)
+	}
+	return &s, nil
+}
+
+// myAppleSchema is the MyApple CRD's schema, with the Pod's metadata schema
+// (ObjectMeta) in place of the CRD's bare `metadata: {type: object}`, so
+// that expressions read a MyApple's labels and annotations as they do a
+// Pod's; the API server gives every custom resource that metadata.
+func myAppleSchema(pod *spec.Schema) (*spec.Schema, error) {
+	var crd apiextensionsv1.CustomResourceDefinition
+	if err := yaml.UnmarshalStrict(myAppleCRDYAML, &crd); err != nil {
+		return nil, fmt.Errorf("decoding the embedded MyApple CRD: %w", err)
+	}
+	var props *apiextensionsv1.JSONSchemaProps
+	for _, v := range crd.Spec.Versions {
+		if v.Storage && v.Schema != nil {
+			props = v.Schema.OpenAPIV3Schema
+		}
+	}
+	if props == nil {
+		return nil, fmt.Errorf("the embedded MyApple CRD has no schema for its storage version")
+	}
+	// JSONSchemaProps and spec.Schema share their JSON form.
+	b, err := json.Marshal(props)
+	if err != nil {
+		return nil, fmt.Errorf("encoding the MyApple schema: %w", err)
+	}
+	var s spec.Schema
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("decoding the MyApple schema: %w", err)
+	}
+	if s.Properties == nil {
+		return nil, fmt.Errorf("the MyApple schema has no properties")
+	}
+	s.Properties["metadata"] = pod.Properties["metadata"]
+	return &s, nil
+}
+
+// objectType is a DeclType built from fields, for the hand-made types.
+func objectType(name string, fields ...*apiservercel.DeclField) *apiservercel.DeclType {
+	m := make(map[string]*apiservercel.DeclField, len(fields))
+	for _, f := range fields {
+		m[f.Name] = f
+	}
+	return apiservercel.NewObjectType(name, m)
+}
+
+func declField(name string, t *apiservercel.DeclType) *apiservercel.DeclField {
+	return apiservercel.NewDeclField(name, t, false, nil, nil)
+}
+
+// requestType is VAP's `request` (k8s.io/apiserver/pkg/admission/plugin/
+// cel.BuildRequestType) with the fields this webhook fills; one it does not
+// (requestKind, options...) is a compile error rather than a runtime one.
+func requestType() *apiservercel.DeclType {
+	str := apiservercel.StringType
+	gvk := objectType("kubernetes.GroupVersionKind",
+		declField("group", str), declField("version", str), declField("kind", str))
+	gvr := objectType("kubernetes.GroupVersionResource",
+		declField("group", str), declField("version", str), declField("resource", str))
+	userInfo := objectType("kubernetes.UserInfo",
+		declField("username", str),
+		declField("uid", str),
+		declField("groups", apiservercel.NewListType(str, -1)),
+		declField("extra", apiservercel.NewMapType(str, apiservercel.NewListType(str, -1), -1)))
+	return objectType("kubernetes.AdmissionRequest",
+		declField("kind", gvk),
+		declField("resource", gvr),
+		declField("subResource", str),
+		declField("name", str),
+		declField("namespace", str),
+		declField("operation", str),
+		declField("userInfo", userInfo),
+		declField("dryRun", apiservercel.BoolType))
+}
+
+// namespaceType is VAP's `namespaceObject` narrowed to what the informer
+// cache keeps of a namespace: its name, labels and annotations.
+func namespaceType() *apiservercel.DeclType {
+	str := apiservercel.StringType
+	strMap := apiservercel.NewMapType(str, str, -1)
+	md := objectType("kubernetes.NamespaceMetadata",
+		declField("name", str), declField("labels", strMap), declField("annotations", strMap))
+	return objectType("kubernetes.Namespace", declField("metadata", md))
+}
+
+// appleType is an element of cluster.myApples(namespace).
+func appleType() *apiservercel.DeclType {
+	str := apiservercel.StringType
+	return objectType("policywebhook.MyApple",
+		declField("name", str), declField("color", str), declField("size", str),
+		declField("quantity", apiservercel.IntType))
+}
