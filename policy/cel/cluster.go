@@ -49,7 +49,7 @@ func (v clusterVal) ConvertToType(t ref.Type) ref.Val {
 	}
 	return types.NewErr("cluster cannot be converted to %s", t.TypeName())
 }
-func (v clusterVal) Equal(other ref.Val) ref.Val { return types.Bool(other == ref.Val(v)) }
+func (v clusterVal) Equal(other ref.Val) ref.Val { return types.MaybeNoSuchOverloadErr(other) }
 func (v clusterVal) Type() ref.Type              { return clusterCELType }
 func (v clusterVal) Value() any                  { return v.c }
 

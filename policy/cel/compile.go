@@ -58,6 +58,9 @@ var identifier = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
 // concurrent use.
 type Compiler struct {
 	kinds map[string]*kindEnv
+	// estimatedCostLimit is EstimatedCostLimit; tests raise it to reach
+	// the runtime limits with expressions compilation would refuse.
+	estimatedCostLimit uint64
 }
 
 type kindEnv struct {
@@ -77,7 +80,7 @@ func NewCompiler() (*Compiler, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Compiler{kinds: map[string]*kindEnv{}}
+	c := &Compiler{kinds: map[string]*kindEnv{}, estimatedCostLimit: EstimatedCostLimit}
 	for kind, s := range map[string]*spec.Schema{KindPod: pod, KindMyApple: apple} {
 		ks, err := newKindSchema(kind, s)
 		if err != nil {
@@ -193,13 +196,15 @@ func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any) (
 	for k, v := range ke.roots {
 		roots[k] = v
 	}
-	cc := &compilation{env: env, est: newCostEstimator(roots, params)}
+	cc := &compilation{env: env, est: newCostEstimator(roots, params), costLimit: c.estimatedCostLimit}
 
 	p := &Program{
 		kind:     kind,
 		schema:   ke.schema,
 		varsType: varsType,
 		failOpen: failurePolicy == v1alpha1.Ignore,
+		budget:   RuntimeCostBudget,
+		timeout:  Timeout,
 		params:   types.NullValue,
 	}
 	if params != nil {
@@ -297,8 +302,9 @@ func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any) (
 
 // compilation is the state of one Compile call.
 type compilation struct {
-	env *cel.Env
-	est *costEstimator
+	env       *cel.Env
+	est       *costEstimator
+	costLimit uint64
 }
 
 // compile parses, type-checks, checks the result type of (unless want is
@@ -322,10 +328,10 @@ func (cc *compilation) compile(path *field.Path, expr string, want *cel.Type) (c
 	if err != nil {
 		return nil, nil, field.InternalError(path, fmt.Errorf("estimating the cost: %w", err))
 	}
-	if est.Max > EstimatedCostLimit {
+	if est.Max > cc.costLimit {
 		return nil, nil, field.Forbidden(path, fmt.Sprintf(
 			"estimated cost %s exceeds the limit of %d per expression on a worst-case (3 MiB) object: iterate over less (no loop nested in another over the object's lists) or simplify it",
-			costString(est.Max), EstimatedCostLimit))
+			costString(est.Max), cc.costLimit))
 	}
 	prog, err := cc.env.Program(ast,
 		cel.CostTracking(cc.est),

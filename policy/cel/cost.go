@@ -2,6 +2,7 @@ package cel
 
 import (
 	"github.com/google/cel-go/checker"
+	"github.com/google/cel-go/common/overloads"
 	"github.com/google/cel-go/common/types/ref"
 	celconfig "k8s.io/apiserver/pkg/apis/cel"
 	apiservercel "k8s.io/apiserver/pkg/cel"
@@ -124,6 +125,16 @@ func (e *costEstimator) EstimateCallCost(function, overloadID string, target *ch
 		return &checker.CallEstimate{
 			CostEstimate: checker.CostEstimate{Min: 1, Max: 1 + maxApplesEstimate},
 			ResultSize:   &checker.SizeEstimate{Min: 0, Max: maxApplesEstimate},
+		}
+	}
+	switch overloadID {
+	case overloads.IntToString, overloads.UintToString, overloads.DoubleToString, overloads.BoolToString:
+		// cel-go leaves the size of string(n) unknown, so that
+		// 'count: ' + string(n) would estimate as unbounded; a number is
+		// at most 32 characters.
+		return &checker.CallEstimate{
+			CostEstimate: checker.CostEstimate{Min: 1, Max: 1},
+			ResultSize:   &checker.SizeEstimate{Min: 1, Max: 32},
 		}
 	}
 	return e.lib.EstimateCallCost(function, overloadID, target, args)

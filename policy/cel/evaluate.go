@@ -34,6 +34,8 @@ type Program struct {
 	varsType    *apiservercel.DeclType
 	params      ref.Val
 	failOpen    bool
+	budget      int64         // RuntimeCostBudget; tests lower it
+	timeout     time.Duration // Timeout; tests raise it
 	variables   []compiledVariable
 	conditions  []compiledCondition
 	validations []compiledValidation
@@ -114,9 +116,9 @@ type Result struct {
 // policy's failurePolicy is Ignore. Once the budget or the time is spent,
 // the validations left are not evaluated.
 func (p *Program) Evaluate(ctx context.Context, in *Input) Result {
-	ctx, cancel := context.WithTimeout(ctx, Timeout)
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
-	a := &activation{p: p, in: in, ctx: ctx, remaining: RuntimeCostBudget}
+	a := &activation{p: p, in: in, ctx: ctx, remaining: p.budget}
 
 	for _, c := range p.conditions {
 		v, err := a.eval(c.prog)
@@ -285,7 +287,7 @@ func (a *activation) spent() bool { return a.remaining <= 0 || a.ctx.Err() != ni
 // describe words an evaluation error, naming the timeout when it was one.
 func (a *activation) describe(err error) string {
 	if errors.Is(a.ctx.Err(), context.DeadlineExceeded) {
-		return fmt.Sprintf("timed out after %s", Timeout)
+		return fmt.Sprintf("timed out after %s", a.p.timeout)
 	}
 	return err.Error()
 }

@@ -37,8 +37,93 @@ func newKindSchema(kind string, s *spec.Schema) (*kindSchema, error) {
 	if dt == nil {
 		return nil, fmt.Errorf("the %s schema gives no CEL type", kind)
 	}
-	return &kindSchema{wrapped: &openapi.Schema{Schema: s}, declType: dt.MaybeAssignTypeName(kind)}, nil
+	boundMetadata(dt)
+	return &kindSchema{wrapped: newCachedSchema(s), declType: dt.MaybeAssignTypeName(kind)}, nil
 }
+
+// boundMetadata gives object metadata the sizes API validation holds it
+// to, where the schema states none: a validating webhook is called after
+// the API server has validated the object (k8s.io/apimachinery/pkg/api/
+// validation: names are DNS subdomains, namespaces DNS labels, label
+// values at most 63 characters and keys 317). Cost estimates then treat
+// `a.name == object.metadata.name` as comparing 253 characters, not 3 MiB.
+func boundMetadata(dt *apiservercel.DeclType) {
+	f, ok := dt.Fields["metadata"]
+	if !ok || f.Type == nil {
+		return
+	}
+	md := f.Type
+	for name, n := range map[string]int64{"name": 253, "generateName": 253, "namespace": 63} {
+		if f, ok := md.Fields[name]; ok && f.Type != nil {
+			f.Type = withMaxElements(f.Type, n)
+		}
+	}
+	if f, ok := md.Fields["labels"]; ok && f.Type != nil && f.Type.IsMap() {
+		labels := *f.Type
+		labels.KeyType = withMaxElements(labels.KeyType, 317)
+		labels.ElemType = withMaxElements(labels.ElemType, 63)
+		f.Type = &labels
+	}
+}
+
+func withMaxElements(t *apiservercel.DeclType, n int64) *apiservercel.DeclType {
+	c := *t
+	if c.MaxElements <= 0 || c.MaxElements > n {
+		c.MaxElements = n
+	}
+	return &c
+}
+
+// cachedSchema is openapi.Schema with its children wrapped once, up
+// front. openapi.Schema wraps them anew on every call, and
+// common.UnstructuredToVal asks for them on every field an expression
+// reads: a map of some forty wrapped schemas per read of a container's
+// field, which made a loop over containers allocation-bound.
+type cachedSchema struct {
+	*openapi.Schema
+	props      map[string]common.Schema
+	items      common.Schema
+	additional common.SchemaOrBool
+}
+
+var _ common.Schema = (*cachedSchema)(nil)
+
+func newCachedSchema(s *spec.Schema) *cachedSchema {
+	c := &cachedSchema{Schema: &openapi.Schema{Schema: s}}
+	if s.Properties != nil {
+		c.props = make(map[string]common.Schema, len(s.Properties))
+		for name := range s.Properties {
+			p := s.Properties[name]
+			c.props[name] = newCachedSchema(&p)
+		}
+	}
+	if s.Items != nil && s.Items.Schema != nil {
+		c.items = newCachedSchema(s.Items.Schema)
+	}
+	if s.AdditionalProperties != nil {
+		a := &cachedSchemaOrBool{allows: s.AdditionalProperties.Allows}
+		if s.AdditionalProperties.Schema != nil {
+			a.schema = newCachedSchema(s.AdditionalProperties.Schema)
+		}
+		c.additional = a
+	}
+	return c
+}
+
+// Properties is shared: callers only read it, as UnstructuredToVal does.
+func (c *cachedSchema) Properties() map[string]common.Schema { return c.props }
+
+func (c *cachedSchema) Items() common.Schema { return c.items }
+
+func (c *cachedSchema) AdditionalProperties() common.SchemaOrBool { return c.additional }
+
+type cachedSchemaOrBool struct {
+	schema common.Schema
+	allows bool
+}
+
+func (c *cachedSchemaOrBool) Schema() common.Schema { return c.schema }
+func (c *cachedSchemaOrBool) Allows() bool          { return c.allows }
 
 func podSchema() (*spec.Schema, error) {
 	var s spec.Schema
