@@ -297,6 +297,7 @@ func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any) (
 	if len(p.validations) == 0 {
 		return nil, nil
 	}
+	p.untimed = cc.maxCost <= untimedCostLimit
 	return p, nil
 }
 
@@ -305,6 +306,9 @@ type compilation struct {
 	env       *cel.Env
 	est       *costEstimator
 	costLimit uint64
+	// maxCost sums the estimated worst case of every expression compiled,
+	// saturating: what one admission can cost at most.
+	maxCost uint64
 }
 
 // compile parses, type-checks, checks the result type of (unless want is
@@ -333,6 +337,7 @@ func (cc *compilation) compile(path *field.Path, expr string, want *cel.Type) (c
 			"estimated cost %s exceeds the limit of %d per expression on a worst-case (3 MiB) object: iterate over less (no loop nested in another over the object's lists) or simplify it",
 			costString(est.Max), cc.costLimit))
 	}
+	cc.maxCost += min(est.Max, ^uint64(0)-cc.maxCost)
 	prog, err := cc.env.Program(ast,
 		cel.CostTracking(cc.est),
 		cel.InterruptCheckFrequency(celconfig.CheckFrequency))

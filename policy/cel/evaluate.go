@@ -26,6 +26,16 @@ import (
 // budget does not count (a slow Cluster, a starved CPU).
 const Timeout = 250 * time.Millisecond
 
+// untimedCostLimit is the estimated worst case of a whole policy under
+// which evaluation runs without a timer: such a policy cannot run long
+// (at one to two microseconds per cost unit, the rate measured on loops
+// over containers, 10,000 units take 20 ms at most), and arming a timer
+// and an interruptible evaluation is most of what a simple validation
+// costs. The estimate bounds the actual cost: sizes come from the 3 MiB
+// request limit, except cluster.myApples, assumed to list at most 10,000
+// MyApples, which alone puts a policy above this limit.
+const untimedCostLimit = 10_000
+
 // Program is a policy's compiled CEL, for one kind. It is immutable and
 // safe for concurrent use.
 type Program struct {
@@ -36,6 +46,7 @@ type Program struct {
 	failOpen    bool
 	budget      int64         // RuntimeCostBudget; tests lower it
 	timeout     time.Duration // Timeout; tests raise it
+	untimed     bool          // the worst case is under untimedCostLimit
 	variables   []compiledVariable
 	conditions  []compiledCondition
 	validations []compiledValidation
@@ -116,8 +127,11 @@ type Result struct {
 // policy's failurePolicy is Ignore. Once the budget or the time is spent,
 // the validations left are not evaluated.
 func (p *Program) Evaluate(ctx context.Context, in *Input) Result {
-	ctx, cancel := context.WithTimeout(ctx, p.timeout)
-	defer cancel()
+	if !p.untimed {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.timeout)
+		defer cancel()
+	}
 	a := &activation{p: p, in: in, ctx: ctx, remaining: p.budget}
 
 	for _, c := range p.conditions {
@@ -266,7 +280,14 @@ func (a *activation) eval(prog cel.Program) (ref.Val, error) {
 	if a.remaining <= 0 {
 		return nil, errBudget
 	}
-	val, det, err := prog.ContextEval(a.ctx, a)
+	var val ref.Val
+	var det *cel.EvalDetails
+	var err error
+	if a.p.untimed {
+		val, det, err = prog.Eval(a)
+	} else {
+		val, det, err = prog.ContextEval(a.ctx, a)
+	}
 	if det != nil {
 		if c := det.ActualCost(); c != nil {
 			a.remaining -= int64(min(*c, uint64(RuntimeCostBudget)+1))

@@ -337,6 +337,17 @@ func TestBudget(t *testing.T) {
 }
 
 func TestTimeout(t *testing.T) {
+	// Only policies that can run long are timed.
+	for expr, timed := range map[string]bool{
+		"has(object.spec.securityContext) && object.metadata.name.startsWith('web')": false,
+		"object.spec.containers.all(c, c.name != '')":                                true,
+		"cluster.myApples('shop').size() < 3":                                        true,
+	} {
+		if p := mustCompile(t, KindPod, validations(expr), nil); p.untimed == timed {
+			t.Errorf("%s: untimed = %v", expr, p.untimed)
+		}
+	}
+
 	p := mustCompile(t, KindPod, validations("object.spec.containers.all(c, c.name != '')"), nil)
 	ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
 	defer cancel()
