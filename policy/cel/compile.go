@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/google/cel-go/cel"
+	celast "github.com/google/cel-go/common/ast"
 	"github.com/google/cel-go/common/types"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -65,6 +66,7 @@ type Compiler struct {
 
 type kindEnv struct {
 	schema *kindSchema
+	apple  *apiservercel.DeclType
 	envSet *environment.EnvSet
 	roots  map[string]*apiservercel.DeclType // for cost estimation
 	types  map[string]*apiservercel.DeclType // every named type, by name
@@ -124,6 +126,7 @@ func newKindEnv(ks *kindSchema) (*kindEnv, error) {
 	}
 	return &kindEnv{
 		schema: ks,
+		apple:  apple,
 		envSet: envSet,
 		roots: map[string]*apiservercel.DeclType{
 			varObject: ks.declType, varOldObject: ks.declType, varRequest: req, varNamespace: ns,
@@ -225,13 +228,13 @@ func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any) (
 			errs = append(errs, field.Duplicate(path.Child("name"), v.Name))
 		}
 		seen.Insert(v.Name)
-		prog, out, ferr := cc.compile(path.Child("expression"), v.Expression, nil)
+		prog, ast, ferr := cc.compile(path.Child("expression"), v.Expression, nil)
 		var dt *apiservercel.DeclType
 		if ferr != nil {
 			errs = append(errs, ferr)
 			dt = apiservercel.DynType
-		} else {
-			dt = ke.declTypeOf(out)
+		} else if dt = ke.pathDeclType(ast.NativeRep().Expr(), roots); dt == nil {
+			dt = ke.declTypeOf(ast.OutputType())
 		}
 		varsType.Fields[v.Name] = apiservercel.NewDeclField(v.Name, dt, true, nil, nil)
 		p.variables = append(p.variables, compiledVariable{name: v.Name, prog: prog})
@@ -313,7 +316,7 @@ type compilation struct {
 
 // compile parses, type-checks, checks the result type of (unless want is
 // nil) and estimates the cost of one expression, and plans its program.
-func (cc *compilation) compile(path *field.Path, expr string, want *cel.Type) (cel.Program, *cel.Type, *field.Error) {
+func (cc *compilation) compile(path *field.Path, expr string, want *cel.Type) (cel.Program, *cel.Ast, *field.Error) {
 	if strings.TrimSpace(expr) == "" {
 		return nil, nil, field.Required(path, "")
 	}
@@ -344,7 +347,36 @@ func (cc *compilation) compile(path *field.Path, expr string, want *cel.Type) (c
 	if err != nil {
 		return nil, nil, field.InternalError(path, fmt.Errorf("planning the program: %w", err))
 	}
-	return prog, out, nil
+	return prog, ast, nil
+}
+
+// pathDeclType is the DeclType of a variable whose expression is a path
+// from a variable (object.spec.containers, variables.spec.volumes) or a
+// cluster.myApples call: the schema's own, with its size bounds, so that
+// an expression iterating over the variable estimates as it would over the
+// path itself. Nil for any other expression.
+func (ke *kindEnv) pathDeclType(e celast.Expr, roots map[string]*apiservercel.DeclType) *apiservercel.DeclType {
+	switch e.Kind() {
+	case celast.IdentKind:
+		return roots[e.AsIdent()]
+	case celast.SelectKind:
+		sel := e.AsSelect()
+		if sel.IsTestOnly() {
+			return nil
+		}
+		t := ke.pathDeclType(sel.Operand(), roots)
+		if t == nil || !t.IsObject() {
+			return nil
+		}
+		if f, ok := t.Fields[sel.FieldName()]; ok {
+			return f.Type
+		}
+	case celast.CallKind:
+		if e.AsCall().FunctionName() == myApplesFunction {
+			return apiservercel.NewListType(ke.apple, maxApplesEstimate)
+		}
+	}
+	return nil
 }
 
 // issuesDetail gives each CEL error as its message and position,

@@ -253,6 +253,18 @@ func TestCompileAccepts(t *testing.T) {
 			"cluster.myApples(object.metadata.namespace).filter(a, a.color == 'red').map(a, a.quantity).sum() + object.spec.quantity <= 100",
 			"object.metadata.?labels.?team.orValue('') != ''",
 		)},
+		{"variables iterated as the paths they name", KindPod, &v1alpha1.PolicySpec{
+			Variables: []v1alpha1.Variable{
+				{Name: "containers", Expression: "object.spec.containers"},
+				{Name: "spec", Expression: "object.spec"},
+				{Name: "apples", Expression: "cluster.myApples(object.metadata.namespace)"},
+			},
+			Validations: []v1alpha1.Validation{
+				{Expression: "variables.containers.all(c, has(c.readinessProbe))"},
+				{Expression: "variables.spec.containers.all(c, c.image.startsWith('registry.example.com/'))"},
+				{Expression: "variables.apples.all(a, a.quantity < 100)"},
+			},
+		}},
 		{"params of any shape", KindPod, validations(
 			"size(object.spec.containers) <= params.maxContainers",
 			"object.metadata.namespace in params.namespaces",

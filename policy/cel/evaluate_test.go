@@ -152,7 +152,7 @@ func TestVariablesLazyOnce(t *testing.T) {
 		},
 		Validations: []v1alpha1.Validation{
 			{Expression: "variables.count < 5"},
-			{Expression: "variables.count == 0 || variables.apples[0].quantity > 0"},
+			{Expression: "variables.apples.all(a, a.quantity > 0)"},
 			{Expression: "variables.count == 0 || variables.apples[0].name != ''", MessageExpression: "'count ' + string(variables.count)"},
 		},
 	}
