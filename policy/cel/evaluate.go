@@ -15,7 +15,6 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	apiservercel "k8s.io/apiserver/pkg/cel"
-	"k8s.io/apiserver/pkg/cel/common"
 	"k8s.io/apiserver/pkg/cel/lazy"
 )
 
@@ -319,7 +318,7 @@ func (k *kindSchema) val(obj map[string]any) ref.Val {
 	if obj == nil {
 		return types.NullValue
 	}
-	return common.UnstructuredToVal(obj, k.wrapped)
+	return val(obj, k.wrapped)
 }
 
 func requestVal(r *Request) ref.Val {
