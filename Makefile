@@ -22,7 +22,7 @@ CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@$(CO
 GOLANGCI_LINT_VERSION := $(shell sed -n 's|^require github.com/golangci/golangci-lint/v2 ||p' hack/tools/lint/go.mod)
 GOLANGCI_LINT := $(TOOLS_CACHE)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 # What make generate and make manifests write, diffed by make verify.
-GENERATED := policy/api/v1alpha1/zz_generated.deepcopy.go manifests/crds
+GENERATED := policy/api/v1alpha1/zz_generated.deepcopy.go manifests/crds policy/cel/schemas
 
 .PHONY: help
 help: ## Show the targets.

@@ -60,7 +60,8 @@ func TestValuesAsUnstructured(t *testing.T) {
 				a.object = common.UnstructuredToVal(in.Object, p.schema.wrapped)
 				a.oldObject = common.UnstructuredToVal(in.OldObject, p.schema.wrapped)
 			})
-			if fast.Equal(slow) != types.True && !(types.IsError(fast) && types.IsError(slow) && fast.(*types.Err).String() == slow.(*types.Err).String()) {
+			sameError := types.IsError(fast) && types.IsError(slow) && fast.(*types.Err).String() == slow.(*types.Err).String()
+			if fast.Equal(slow) != types.True && !sameError {
 				t.Errorf("fast %v, UnstructuredToVal %v", fast, slow)
 			}
 		})
