@@ -30,7 +30,7 @@ const (
 // options of that release, whatever the version of k8s.io/apiserver linked.
 // Raising it admits newer functions; lowering it could refuse policies in
 // force.
-var EnvironmentVersion = version.MajorMinor(1, 37)
+const EnvironmentVersion = "1.37"
 
 // Bounds on a policy's CEL parts, checked by Compile; the AdmissionPolicy
 // CRD carries the same ones.
@@ -101,7 +101,7 @@ func newKindEnv(ks *kindSchema) (*kindEnv, error) {
 	req, ns, apple := requestType(), namespaceType(), appleType()
 	decls := []*apiservercel.DeclType{ks.declType, req, ns, apple}
 	objType := ks.declType.CelType()
-	envSet, err := environment.MustBaseEnvSet(EnvironmentVersion).Extend(environment.VersionedOptions{
+	envSet, err := environment.MustBaseEnvSet(version.MustParseGeneric(EnvironmentVersion)).Extend(environment.VersionedOptions{
 		// Present at every version, as VAP's variables are.
 		IntroducedVersion: version.MajorMinor(1, 0),
 		EnvOptions: []cel.EnvOption{

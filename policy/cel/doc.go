@@ -1,9 +1,9 @@
 // Package cel compiles and evaluates the CEL parts of a policy (variables,
 // matchConditions, validations), modelled on the in-tree
-// ValidatingAdmissionPolicy plugin (k8s.io/apiserver/pkg/admission/plugin/
-// policy/validating) and built on the same libraries
-// (k8s.io/apiserver/pkg/cel): compile once, evaluate a precompiled form,
-// errors as data.
+// ValidatingAdmissionPolicy (VAP) plugin,
+// k8s.io/apiserver/pkg/admission/plugin/policy/validating, and built on the
+// same libraries, k8s.io/apiserver/pkg/cel: compile once, evaluate a
+// precompiled form, errors as data.
 //
 // A Compiler holds one CEL environment per kind, at a pinned Kubernetes
 // environment version (EnvironmentVersion) with the libraries VAP has (lists,
@@ -24,5 +24,12 @@
 // Program.Evaluate never returns an error: an expression that fails (an
 // error, the per-admission cost budget or the per-policy timeout exhausted)
 // is a violation of its validation, or nothing when the policy says
-// failurePolicy: Ignore.
+// failurePolicy: Ignore. Messages are cut at MaxMessageLength bytes.
+//
+// Cost estimation sizes everything from the 3 MiB request limit, as CRD
+// validation rules are sized: a Pod may hold some 262,000 containers, so
+// a loop over containers that does more than a few comparisons per
+// container (a regular expression or a quantity() per container) is
+// refused, as is any loop nested in another. The runtime limits are the
+// guarantee; the estimate refuses what could not run within them.
 package cel
