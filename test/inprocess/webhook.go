@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/rest"
 
 	"github.com/policy-webhook/policy-webhook/certs"
@@ -50,6 +51,10 @@ type Options struct {
 	// ClientCAFile and MetricsSecure are passed to webhook.Options.
 	ClientCAFile  string
 	MetricsSecure bool
+	// MetricsRegistry, when set, takes the webhook's metrics instead of
+	// controller-runtime's registry: a second webhook in the same process
+	// needs its own.
+	MetricsRegistry prometheus.Registerer
 }
 
 // Webhook is the webhook served in process by webhook.Run, on 127.0.0.1, with
@@ -137,6 +142,7 @@ func Start(ctx context.Context, opts Options) (*Webhook, error) {
 			FailOpenBeforeSync:     opts.FailOpenBeforeSync,
 			ClientCAFile:           opts.ClientCAFile,
 			MetricsSecure:          opts.MetricsSecure,
+			MetricsRegistry:        opts.MetricsRegistry,
 			Log:                    opts.Log,
 			OnReady:                func() { w.readyOnce.Do(func() { close(w.ready) }) },
 		})
