@@ -64,7 +64,7 @@ func TestFaultSlowAndHeldBodies(t *testing.T) {
 					out, _ := io.ReadAll(res.Body)
 					res.Body.Close()
 					mine = append(mine, time.Since(start))
-					if res.StatusCode != 200 || !bytes.Contains(out, []byte(`"allowed":true`)) {
+					if res.StatusCode != http.StatusOK || !bytes.Contains(out, []byte(`"allowed":true`)) {
 						t.Errorf("legitimate review: HTTP %d %s", res.StatusCode, out)
 						return
 					}
@@ -108,7 +108,12 @@ func TestFaultSlowAndHeldBodies(t *testing.T) {
 				go func() {
 					defer close(done)
 					res, err := http.ReadResponse(bufio.NewReader(c), nil)
-					if err == nil && res.StatusCode == http.StatusTooManyRequests {
+					if err != nil {
+						dropped.Add(1)
+						return
+					}
+					res.Body.Close()
+					if res.StatusCode == http.StatusTooManyRequests {
 						refused.Add(1)
 					} else {
 						dropped.Add(1)

@@ -171,7 +171,7 @@ func TestServerTimeouts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := io.Copy(io.Discard, res.Body); err != nil || res.StatusCode != 200 {
+		if _, err := io.Copy(io.Discard, res.Body); err != nil || res.StatusCode != http.StatusOK {
 			t.Fatalf("HTTP %d, %v", res.StatusCode, err)
 		}
 		res.Body.Close()
@@ -320,7 +320,7 @@ func TestServerClientCertificates(t *testing.T) {
 			return err
 		}
 		res.Body.Close()
-		if res.StatusCode != 200 {
+		if res.StatusCode != http.StatusOK {
 			return fmt.Errorf("HTTP %d", res.StatusCode)
 		}
 		return nil
@@ -396,7 +396,7 @@ func TestServerProtocols(t *testing.T) {
 		}
 		res.Body.Close()
 		want := map[bool]int{false: 1, true: 2}[http2]
-		if res.StatusCode != 200 || res.ProtoMajor != want {
+		if res.StatusCode != http.StatusOK || res.ProtoMajor != want {
 			t.Errorf("enableHTTP2=%v: HTTP %d over %s, want 200 over HTTP/%d", http2, res.StatusCode, res.Proto, want)
 		}
 	}

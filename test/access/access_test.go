@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -130,7 +131,10 @@ plugins:
 			if err != nil && strings.Contains(err.Error(), "denied the request") && strings.Contains(err.Error(), "evil.io/x:1") {
 				return nil
 			}
-			return fmt.Errorf("a Pod from evil.io: %v", err)
+			if err == nil {
+				return errors.New("a Pod from evil.io was admitted")
+			}
+			return fmt.Errorf("a Pod from evil.io was not refused by the webhook: %w", err)
 		})
 		if err != nil {
 			t.Fatalf("a Pod from an unlisted registry was never refused by the webhook: %v", err)
