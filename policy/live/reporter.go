@@ -49,6 +49,7 @@ type Reporter struct {
 	// Only the worker goroutine touches these.
 	alive   map[string]bool
 	emitted map[eventKey]bool
+	written written
 }
 
 // eventKey is one invalid version of one object.
@@ -85,7 +86,7 @@ func (r *Reporter) Start(ctx context.Context) error {
 	c.log.Info("Elected: writing policy Events and AdmissionPolicy status", "replica", c.cfg.Replica)
 	q := workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[policy.Source](),
 		workqueue.TypedRateLimitingQueueConfig[policy.Source]{Name: "leader-status"})
-	r.alive, r.emitted = nil, map[eventKey]bool{}
+	r.alive, r.emitted, r.written = nil, map[eventKey]bool{}, written{}
 	r.queue.Store(&q)
 	defer r.queue.Store(nil)
 
@@ -209,6 +210,7 @@ func (r *Reporter) syncAdmissionPolicy(ctx context.Context, q workqueue.TypedRat
 	c := r.c
 	u, ok := c.admissionPolicy(name)
 	if !ok {
+		delete(r.written, name)
 		return nil
 	}
 	gen := u.GetGeneration()
@@ -271,6 +273,10 @@ func (r *Reporter) syncAdmissionPolicy(ctx context.Context, q workqueue.TypedRat
 	if !changed && st.ObservedGeneration == gen && st.InForce == summary {
 		return nil
 	}
+	content := leaderContent{gen: gen, status: ready.Status, message: ready.Message, summary: summary}
+	if r.written.pending(u, content) {
+		return nil
+	}
 	// Apply only the fields the leader owns; SetStatusCondition kept
 	// Ready's lastTransitionTime if its status did not change.
 	if err := c.applyStatus(ctx, name, fieldManager, &v1alpha1.AdmissionPolicyStatus{
@@ -280,8 +286,17 @@ func (r *Reporter) syncAdmissionPolicy(ctx context.Context, q workqueue.TypedRat
 	}); err != nil {
 		return err
 	}
+	r.written.record(u, content)
 	c.log.V(1).Info("AdmissionPolicy status applied", "name", name, "generation", gen, "inForce", inForce, "replicasInForce", summary)
 	return nil
+}
+
+// leaderContent is what the leader's part of the status says, for written.
+type leaderContent struct {
+	gen     int64
+	status  metav1.ConditionStatus
+	message string
+	summary string
 }
 
 // recordInvalid writes the Warning Event on an invalid version of a

@@ -59,10 +59,11 @@ type replicaEffect struct {
 
 // replicaStatus writes this replica's own status.replicas entry on every
 // AdmissionPolicy, on every replica, leader or not. Only its goroutine
-// touches effects.
+// touches effects and written.
 type replicaStatus struct {
 	queue   workqueue.TypedRateLimitingInterface[string]
 	effects map[string]replicaEffect
+	written written
 }
 
 func newReplicaStatus() *replicaStatus {
@@ -70,7 +71,30 @@ func newReplicaStatus() *replicaStatus {
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "replica-status"}),
 		effects: map[string]replicaEffect{},
+		written: written{},
 	}
+}
+
+// written remembers, per AdmissionPolicy, what a writer last applied and
+// the resourceVersion of the cached object it decided from. Until the
+// informer delivers a newer version the cache still lacks that write, and
+// a sync that would apply the same again (another event queued meanwhile)
+// skips it: one write per change, not one per informer lag. A different
+// content, or any newer version of the object, is written as usual.
+type written map[string]writeMemo
+
+type writeMemo struct {
+	from    string // resourceVersion decided from
+	content any    // a comparable summary of what was applied
+}
+
+func (w written) pending(u *unstructured.Unstructured, content any) bool {
+	m, ok := w[u.GetName()]
+	return ok && m.from == u.GetResourceVersion() && m.content == content
+}
+
+func (w written) record(u *unstructured.Unstructured, content any) {
+	w[u.GetName()] = writeMemo{from: u.GetResourceVersion(), content: content}
 }
 
 // statusChanged asks both status writers to look at an AdmissionPolicy:
@@ -126,6 +150,7 @@ func (c *Cache) syncReplicaStatus(ctx context.Context, name string) error {
 	u, ok := c.admissionPolicy(name)
 	if !ok {
 		delete(effects, name)
+		delete(c.replicaStatus.written, name)
 		return nil
 	}
 	gen := u.GetGeneration()
@@ -156,11 +181,23 @@ func (c *Cache) syncReplicaStatus(ctx context.Context, name string) error {
 			return nil
 		}
 	}
+	content := replicaContent{gen: gen, inForce: inForce, message: want.Message}
+	if c.replicaStatus.written.pending(u, content) {
+		return nil
+	}
 	if err := c.applyStatus(ctx, name, ReplicaFieldManager(c.cfg.Replica), &v1alpha1.AdmissionPolicyStatus{Replicas: []v1alpha1.ReplicaStatus{want}}); err != nil {
 		return err
 	}
+	c.replicaStatus.written.record(u, content)
 	c.log.V(1).Info("This replica's AdmissionPolicy status applied", "name", name, "generation", gen, "inForce", inForce)
 	return nil
+}
+
+// replicaContent is what a replica entry says, for written.
+type replicaContent struct {
+	gen     int64
+	inForce bool
+	message string
 }
 
 // admissionPolicy reads an AdmissionPolicy from the informer's store.
