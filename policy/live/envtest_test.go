@@ -75,6 +75,7 @@ pods:
 		Dynamic:         a.dyn,
 		Metadata:        a.meta,
 		Kube:            a.kube,
+		Replica:         "replica-a",
 		PolicyNamespace: "policy-system",
 		Log:             testr.NewWithOptions(t, testr.Options{Verbosity: 1}),
 	})
@@ -84,18 +85,23 @@ pods:
 	if c.HasSynced() {
 		t.Fatal("HasSynced before Start")
 	}
+	// One replica, which writes Events and Ready as the leader would:
+	// two replicas and the election are webhook's TestTwoReplicas.
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
+	done := make(chan error, 2)
 	go func() { done <- c.Start(ctx) }()
+	go func() { done <- c.Reporter().Start(ctx) }()
 	defer func() {
 		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Start returned %v", err)
+		for range 2 {
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Start returned %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Error("Start did not return after its context was cancelled")
 			}
-		case <-time.After(30 * time.Second):
-			t.Error("Start did not return after its context was cancelled")
 		}
 	}()
 	wctx, wcancel := context.WithTimeout(ctx, 60*time.Second)
