@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,6 +44,7 @@ type replica struct {
 	name   string
 	cancel context.CancelFunc
 	done   chan error
+	once   sync.Once
 }
 
 func startReplica(t *testing.T, cp *testenv.ControlPlane, name string) *replica {
@@ -83,7 +85,7 @@ func startReplica(t *testing.T, cp *testenv.ControlPlane, name string) *replica 
 			OnReady:           func() { close(ready) },
 		})
 	}()
-	t.Cleanup(r.stop(t))
+	t.Cleanup(func() { r.stop(t) })
 	select {
 	case <-ready:
 	case err := <-r.done:
@@ -94,15 +96,9 @@ func startReplica(t *testing.T, cp *testenv.ControlPlane, name string) *replica 
 	return r
 }
 
-// stop returns a function that stops the replica once and checks it
-// returned cleanly.
-func (r *replica) stop(t *testing.T) func() {
-	stopped := false
-	return func() {
-		if stopped {
-			return
-		}
-		stopped = true
+// stop stops the replica, once, and checks that Run returned cleanly.
+func (r *replica) stop(t *testing.T) {
+	r.once.Do(func() {
 		r.cancel()
 		select {
 		case err := <-r.done:
@@ -112,7 +108,7 @@ func (r *replica) stop(t *testing.T) func() {
 		case <-time.After(60 * time.Second):
 			t.Errorf("replica %s did not stop within 60s", r.name)
 		}
-	}
+	})
 }
 
 // Two replicas against one control plane, with no webhook registered, so
@@ -280,7 +276,7 @@ func TestTwoReplicas(t *testing.T) {
 		t.Fatalf("the Lease is held by %q, no replica of this test", leader)
 	}
 	stoppedAt := time.Now()
-	replicas[leader].stop(t)()
+	replicas[leader].stop(t)
 	t.Logf("stopped the leader %s", leader)
 
 	// The other takes over: it writes what changes next (a new policy's
