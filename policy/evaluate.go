@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"unicode/utf8"
+
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
@@ -15,13 +17,10 @@ func (s *Set) Evaluate(req *Request, cluster Cluster) Decision {
 		return d
 	}
 	meta := req.Object()
-	// An object already being deleted only loses finalizers; refusing that
-	// would leave it stuck, and nothing it carries can start running. Only
-	// the API server sets deletionTimestamp, on an existing object, so a
-	// CREATE (or a manifest judged offline) carrying one is judged.
-	if meta.DeletionTimestamp != nil && req.Operation == Update {
-		return d
-	}
+	// An object being deleted is judged like any other: an UPDATE that only
+	// removes finalizers changes nothing a rule reads, so every violation it
+	// has is forgiven below, while one that swaps an image or raises a
+	// quantity is judged as it would be on a live object.
 	e := evaluation{req: req, cluster: cluster, objLabels: meta.Labels}
 	if req.Operation == Update {
 		e.oldLabels, e.hasOld = req.oldLabels()
@@ -157,6 +156,7 @@ type sink struct {
 }
 
 func (s *sink) add(rule, field, msg string) {
+	msg = truncate(msg, MaxMessageBytes)
 	s.d.Violations = append(s.d.Violations, Violation{
 		Source:      s.p.sourceName,
 		Rule:        rule,
@@ -164,4 +164,17 @@ func (s *sink) add(rule, field, msg string) {
 		Field:       field,
 		Message:     msg,
 	})
+}
+
+// truncate cuts s to at most n bytes, at a character boundary, marking the cut.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const mark = "..."
+	cut := n - len(mark)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + mark
 }

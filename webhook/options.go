@@ -8,12 +8,16 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/rest"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/policy-webhook/policy-webhook/policy"
 )
 
 // Defaults of Options, also the serve command's flag defaults.
 const (
-	DefaultPolicyNamespace         = "policy-system"
+	DefaultPolicyNamespace         = policy.DefaultPolicyNamespace
 	DefaultPort                    = 9443
 	DefaultGracefulShutdownTimeout = 20 * time.Second
 	// DefaultLeaderElectionID names the Lease, in the policy namespace,
@@ -88,7 +92,8 @@ type Options struct {
 	// to write what is written once for all (policy Events, the Ready
 	// condition, and any other work that must run once). Every
 	// replica answers admissions either way. Off, this replica writes as
-	// if it led: right for one replica, duplicate Events for several.
+	// if it led: right for one replica; several would all write the
+	// Ready condition (Events stay one per version: see live.Reporter).
 	LeaderElection bool
 	// LeaderElectionID names the Lease. Default policy-webhook-leader.
 	LeaderElectionID string
@@ -102,6 +107,11 @@ type Options struct {
 	// gone and removes its status.replicas entries.
 	HeartbeatInterval time.Duration
 
+	// MetricsRegistry receives the webhook's and the cache's metrics; nil
+	// is controller-runtime's registry, which the metrics server serves.
+	// Everything registered is unregistered when Run returns.
+	MetricsRegistry prometheus.Registerer
+
 	// OnReady, if set, is called once, the first time the server is ready
 	// (the same checks as /readyz), from a goroutine of its own.
 	OnReady func()
@@ -113,6 +123,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Port == 0 {
 		o.Port = DefaultPort
+	}
+	if o.MetricsRegistry == nil {
+		o.MetricsRegistry = crmetrics.Registry
 	}
 	if o.GracefulShutdownTimeout == 0 {
 		o.GracefulShutdownTimeout = DefaultGracefulShutdownTimeout

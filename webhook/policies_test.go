@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -154,7 +155,7 @@ func TestPolicyValidation(t *testing.T) {
 				return r
 			},
 			code:    400,
-			prefix:  "policy-webhook: cannot read request.object: json: cannot unmarshal array",
+			prefix:  "policy-webhook: cannot read request.object: json: ",
 			verdict: "error", kind: "ConfigMap",
 		},
 	}
@@ -188,10 +189,10 @@ func TestPolicyValidation(t *testing.T) {
 	}
 }
 
-func TestPolicyPathWarnsAboutOtherResources(t *testing.T) {
+func TestPolicyPathRefusesOtherResources(t *testing.T) {
 	srv := newTestServer(t, &setJudge{}, false)
-	resp := srv.review(t, PathPolicies, podRequest(t, admissionv1.Create, "", goodPod(), nil))
-	if !resp.Allowed || len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "judges ConfigMaps and AdmissionPolicies, not pods") {
-		t.Fatalf("response %+v", resp)
+	rec := srv.post(t, PathPolicies, reviewBody(t, podRequest(t, admissionv1.Create, "", goodPod(), nil)))
+	if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "judges ConfigMaps and AdmissionPolicies, not pods") {
+		t.Fatalf("HTTP %d: %s", rec.Code, rec.Body)
 	}
 }

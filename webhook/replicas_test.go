@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/testr"
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
@@ -81,8 +82,10 @@ func startReplica(t *testing.T, cp *testenv.ControlPlane, name string) *replica 
 			RenewDeadline:     testRenewDeadline,
 			RetryPeriod:       testRetryPeriod,
 			HeartbeatInterval: testHeartbeatInterval,
-			Log:               testr.NewWithOptions(t, testr.Options{Verbosity: 0}).WithName(name),
-			OnReady:           func() { close(ready) },
+			// Two servers in one process: a registry each.
+			MetricsRegistry: prometheus.NewRegistry(),
+			Log:             testr.NewWithOptions(t, testr.Options{Verbosity: 0}).WithName(name),
+			OnReady:         func() { close(ready) },
 		})
 	}()
 	t.Cleanup(func() { r.stop(t) })

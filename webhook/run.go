@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
@@ -16,7 +17,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
-	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
@@ -56,7 +56,9 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("loading the serving certificate from %s: %w", opts.CertDir, err)
 	}
 
-	cache, err := newCache(cfg, opts)
+	reg := &registrations{Registerer: opts.MetricsRegistry}
+	defer reg.unregisterAll()
+	cache, err := newCache(cfg, opts, reg)
 	if err != nil {
 		return err
 	}
@@ -93,11 +95,11 @@ func Run(ctx context.Context, opts Options) error {
 	// to the manager's runnables.
 	server := mgr.GetWebhookServer()
 
-	m, err := newMetrics(replacingRegisterer{crmetrics.Registry})
+	m, err := newMetrics(reg)
 	if err != nil {
 		return err
 	}
-	for path, h := range handlers(cache, opts.FailOpenBeforeSync, m, log.WithName("admission")) {
+	for path, h := range handlers(cache, opts.PolicyNamespace, opts.FailOpenBeforeSync, m, log.WithName("admission")) {
 		server.Register(path, h)
 	}
 	if err := mgr.Add(certs); err != nil {
@@ -257,7 +259,7 @@ const defaultRenewDeadline = 10 * time.Second
 
 // newCache builds the clients, all from cfg and sharing one HTTP client,
 // and the live policy cache on them.
-func newCache(cfg *rest.Config, opts Options) (*live.Cache, error) {
+func newCache(cfg *rest.Config, opts Options, reg prometheus.Registerer) (*live.Cache, error) {
 	httpClient, err := rest.HTTPClientFor(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("creating the HTTP client for the API server: %w", err)
@@ -282,7 +284,7 @@ func newCache(cfg *rest.Config, opts Options) (*live.Cache, error) {
 		HeartbeatInterval: opts.HeartbeatInterval,
 		PolicyNamespace:   opts.PolicyNamespace,
 		Log:               opts.Log.WithName("cache"),
-		Metrics:           replacingRegisterer{crmetrics.Registry},
+		Metrics:           reg,
 		ResyncPeriod:      opts.ResyncPeriod,
 	})
 	if err != nil {

@@ -369,15 +369,15 @@ func apple(namespace, name string, quantity int64) *unstructured.Unstructured {
 }
 
 func pod(namespace, image string) *policy.Request {
-	return &policy.Request{Kind: policy.KindPod, Operation: policy.Create, Namespace: namespace, Pod: &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "app"},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: image}}},
+	return &policy.Request{Kind: policy.KindPod, Operation: policy.Create, Namespace: namespace, Pod: &policy.Pod{
+		ObjectMeta: policy.ObjectMeta{Namespace: namespace, Name: "app"},
+		Spec:       policy.PodSpec{Containers: []policy.Container{{Name: "app", Image: image}}},
 	}}
 }
 
 func appleReq(op policy.Operation, namespace, name string, quantity, old int64) *policy.Request {
 	mk := func(q int64) *policy.MyApple {
-		return &policy.MyApple{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}, Spec: policy.MyAppleSpec{Color: "red", Size: "small", Quantity: q}}
+		return &policy.MyApple{ObjectMeta: policy.ObjectMeta{Namespace: namespace, Name: name}, Spec: policy.MyAppleSpec{Color: "red", Size: "small", Quantity: q}}
 	}
 	r := &policy.Request{Kind: policy.KindMyApple, Operation: op, Namespace: namespace, MyApple: mk(quantity)}
 	if op == policy.Update {

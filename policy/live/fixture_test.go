@@ -360,9 +360,9 @@ func podRequest(namespace, image string) *policy.Request {
 		Kind:      policy.KindPod,
 		Operation: policy.Create,
 		Namespace: namespace,
-		Pod: &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "app"},
-			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: image}}},
+		Pod: &policy.Pod{
+			ObjectMeta: policy.ObjectMeta{Namespace: namespace, Name: "app"},
+			Spec:       policy.PodSpec{Containers: []policy.Container{{Name: "app", Image: image}}},
 		},
 	}
 }
@@ -370,7 +370,7 @@ func podRequest(namespace, image string) *policy.Request {
 func appleRequest(op policy.Operation, namespace, name string, quantity, oldQuantity int64) *policy.Request {
 	mk := func(q int64) *policy.MyApple {
 		return &policy.MyApple{
-			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
+			ObjectMeta: policy.ObjectMeta{Namespace: namespace, Name: name},
 			Spec:       policy.MyAppleSpec{Color: "red", Size: "small", Quantity: q},
 		}
 	}

@@ -1,7 +1,7 @@
 package live
 
 import (
-	"fmt"
+	"errors"
 	"strconv"
 	"time"
 
@@ -10,6 +10,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/policy-webhook/policy-webhook/policy"
+	"github.com/policy-webhook/policy-webhook/policy/carrier"
 )
 
 func (c *Cache) configMapHandler() cache.ResourceEventHandler {
@@ -58,25 +59,8 @@ func (c *Cache) onConfigMap(obj any) {
 		c.removeSource(src, received)
 		return
 	}
-	p, err := compileConfigMap(src, u, c.cfg.PolicyNamespace)
+	p, err := carrier.Compile(u, c.cfg.PolicyNamespace)
 	c.applySource(src, u, u.GetResourceVersion(), p, err, received)
-}
-
-func compileConfigMap(src policy.Source, u *unstructured.Unstructured, policyNamespace string) (*policy.Policy, error) {
-	data, _, err := unstructured.NestedStringMap(u.Object, "data")
-	if err != nil {
-		return nil, fmt.Errorf("reading data: %w", err)
-	}
-	spec, err := policy.ParseConfigMapData(data)
-	if err != nil {
-		return nil, err
-	}
-	p, err := policy.Compile(src, policy.ConfigMapScope(src.Namespace, policyNamespace), spec)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", policy.ConfigMapDataKey, err)
-	}
-	p.Version = u.GetResourceVersion()
-	return p, nil
 }
 
 func (c *Cache) onAdmissionPolicy(obj any) {
@@ -94,21 +78,8 @@ func (c *Cache) onAdmissionPolicy(obj any) {
 		c.statusChanged(u.GetName())
 		return
 	}
-	p, err := compileAdmissionPolicy(src, u, version)
+	p, err := carrier.Compile(u, c.cfg.PolicyNamespace)
 	c.applySource(src, u, version, p, err, received)
-}
-
-func compileAdmissionPolicy(src policy.Source, u *unstructured.Unstructured, version string) (*policy.Policy, error) {
-	spec, err := policy.ParseAdmissionPolicyObject(u.Object)
-	if err != nil {
-		return nil, err
-	}
-	p, err := policy.Compile(src, "", spec)
-	if err != nil {
-		return nil, fmt.Errorf("spec: %w", err)
-	}
-	p.Version = version
-	return p, nil
 }
 
 // applySource records a new version of a source, logs it if invalid, and
@@ -135,6 +106,16 @@ func (c *Cache) removeSource(src policy.Source, received time.Time) {
 	c.metrics.policyErrors.DeleteLabelValues(src.Kind, src.Namespace, src.Name)
 	c.log.Info("Policy source deleted, no longer in force", "source", src.String())
 	c.changed(received)
+}
+
+// problems says what is wrong with a source, without naming it again: the
+// Event and the status it goes into are on the source itself.
+func problems(err error) string {
+	var invalid *policy.InvalidError
+	if errors.As(err, &invalid) {
+		return invalid.Problems()
+	}
+	return err.Error()
 }
 
 // stillInForce says which version of a source applies instead of an

@@ -330,7 +330,7 @@ func (r *Reporter) recordInvalid(ctx context.Context, src policy.Source, u *unst
 		ref.APIVersion, ref.Kind = v1alpha1.GroupVersion.String(), "AdmissionPolicy"
 		versionName = "generation"
 	}
-	msg := fmt.Sprintf("Policy not in force: %s %s is invalid: %v (%s)", versionName, se.Version, se.Err, stillInForce(src.Kind, se.InForce))
+	msg := fmt.Sprintf("Policy not in force: %s %s is invalid: %s (%s)", versionName, se.Version, problems(se.Err), stillInForce(src.Kind, se.InForce))
 	if len(msg) > eventMessageLimit {
 		msg = msg[:eventMessageLimit-3] + "..."
 	}

@@ -259,7 +259,7 @@ func readyCondition(inForce bool, se SourceError, gen int64) metav1.Condition {
 			ObservedGeneration: gen,
 		}
 	}
-	msg := fmt.Sprintf("generation %d is invalid: %v (%s)", gen, se.Err, stillInForce(policy.SourceAdmissionPolicy, se.InForce))
+	msg := fmt.Sprintf("generation %d is invalid: %s (%s)", gen, problems(se.Err), stillInForce(policy.SourceAdmissionPolicy, se.InForce))
 	if len(msg) > conditionMessageLimit {
 		msg = msg[:conditionMessageLimit-3] + "..."
 	}

@@ -1,4 +1,4 @@
-package policy
+package carrier
 
 import (
 	"bytes"
@@ -12,26 +12,25 @@ import (
 	"strings"
 
 	yaml3 "go.yaml.in/yaml/v3"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
+	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
 )
-
-// ConfigMapDataKey is the ConfigMap data key that carries a policy spec.
-const ConfigMapDataKey = "policy.yaml"
 
 // ParseSpec reads a policy spec from YAML or JSON, strictly: an unknown or
 // duplicated field and a value of the wrong type are errors with their field
 // path, because a typo silently ignored is a rule silently not enforced.
-// The spec is also validated; all problems come back together as FieldErrors.
-func ParseSpec(data []byte) (*v1alpha1.PolicySpec, error) {
+// The spec is also validated; all problems come back together.
+func ParseSpec(data []byte) (*v1alpha1.PolicySpec, field.ErrorList) {
 	js, err := yaml.YAMLToJSON(data)
 	if err != nil {
-		return nil, FieldErrors{{Detail: "invalid YAML: " + strings.TrimPrefix(err.Error(), "error converting YAML to JSON: yaml: ")}}
+		return nil, field.ErrorList{policy.FieldError("", "invalid YAML: "+strings.TrimPrefix(err.Error(), "error converting YAML to JSON: yaml: "))}
 	}
 	if t := strings.TrimSpace(string(js)); t == "null" || t == "" {
-		return nil, FieldErrors{{Detail: "empty policy: set pods or myApples rules"}}
+		return nil, field.ErrorList{policy.FieldError("", "empty policy: set pods or myApples rules")}
 	}
 	// YAMLToJSON keeps the last of duplicated keys and drops every document
 	// after the first, so the strict decoder never sees either: look at the
@@ -45,7 +44,7 @@ func ParseSpec(data []byte) (*v1alpha1.PolicySpec, error) {
 		for _, p := range typedPaths {
 			typed[p] = true
 		}
-		for _, e := range ValidateSpec(spec) {
+		for _, e := range policy.ValidateSpec(spec) {
 			switch {
 			case e.Field == "" && len(errs) > 0:
 				// "no rules": they may well sit under a misspelt key.
@@ -57,20 +56,15 @@ func ParseSpec(data []byte) (*v1alpha1.PolicySpec, error) {
 		}
 	}
 	if len(errs) > 0 {
-		return nil, errs.capped(maxProblems)
+		return nil, policy.Capped(errs, policy.MaxProblems)
 	}
 	return spec, nil
 }
 
-// maxProblems is how many problems of one policy are reported: enough to
-// fix a real policy in one go, while a generated one with thousands of
-// mistakes still gets a denial of readable size.
-const maxProblems = 50
-
 // yamlStructure reports what YAML-to-JSON conversion would silently lose: a
 // key set twice in one mapping, and documents after the first.
-func yamlStructure(data []byte) FieldErrors {
-	var errs FieldErrors
+func yamlStructure(data []byte) field.ErrorList {
+	var errs field.ErrorList
 	dec := yaml3.NewDecoder(bytes.NewReader(data))
 	var doc yaml3.Node
 	if err := dec.Decode(&doc); err != nil {
@@ -84,7 +78,7 @@ func yamlStructure(data []byte) FieldErrors {
 			break
 		}
 		if err != nil || !emptyDocument(&next) {
-			errs.add("", "more than one YAML document (---): a policy is a single document")
+			errs = append(errs, policy.FieldError("", "more than one YAML document (---): a policy is a single document"))
 			break
 		}
 	}
@@ -98,7 +92,7 @@ func emptyDocument(n *yaml3.Node) bool {
 	return n.Kind == 0 || n.Kind == yaml3.DocumentNode && len(n.Content) == 0 || n.Kind == yaml3.ScalarNode && n.Tag == "!!null"
 }
 
-func duplicateKeys(n *yaml3.Node, path string, errs *FieldErrors) {
+func duplicateKeys(n *yaml3.Node, path string, errs *field.ErrorList) {
 	switch n.Kind {
 	case yaml3.DocumentNode:
 		for _, c := range n.Content {
@@ -117,7 +111,7 @@ func duplicateKeys(n *yaml3.Node, path string, errs *FieldErrors) {
 				if first.Line == k.Line {
 					where = fmt.Sprintf("line %d, columns %d and %d", k.Line, first.Column, k.Column)
 				}
-				errs.add(p, "duplicate field ("+where+")")
+				*errs = append(*errs, policy.FieldError(p, "duplicate field ("+where+")"))
 			} else {
 				seen[k.Value] = k
 			}
@@ -159,7 +153,7 @@ func isIdentifier(s string) bool {
 // the wrong type, each with its path from the spec root. typed lists the
 // paths of the values of the wrong type; complete says whether spec holds
 // the rest of the document.
-func decodeStrict(js []byte, spec *v1alpha1.PolicySpec) (errs FieldErrors, typed []string, complete bool) {
+func decodeStrict(js []byte, spec *v1alpha1.PolicySpec) (errs field.ErrorList, typed []string, complete bool) {
 	strict, err := kjson.UnmarshalStrict(js, spec)
 	if err != nil {
 		// The strict decoder stops at the first value of the wrong type,
@@ -170,7 +164,7 @@ func decodeStrict(js []byte, spec *v1alpha1.PolicySpec) (errs FieldErrors, typed
 		d := json.NewDecoder(bytes.NewReader(js))
 		d.UseNumber()
 		if d.Decode(&tree) != nil {
-			return FieldErrors{otherDecodeError(err)}, nil, false
+			return field.ErrorList{otherDecodeError(err)}, nil, false
 		}
 		var c typeChecker
 		tree = c.check(reflect.TypeFor[v1alpha1.PolicySpec](), tree, "")
@@ -188,19 +182,19 @@ func decodeStrict(js []byte, spec *v1alpha1.PolicySpec) (errs FieldErrors, typed
 		var fe kjson.FieldError
 		if errors.As(se, &fe) {
 			kind, _, _ := strings.Cut(se.Error(), " \"")
-			errs.add(fe.FieldPath(), kind)
+			errs = append(errs, policy.FieldError(fe.FieldPath(), kind))
 			continue
 		}
-		errs.add("", se.Error())
+		errs = append(errs, policy.FieldError("", se.Error()))
 	}
 	return errs, typed, true
 }
 
-func otherDecodeError(err error) *FieldError {
+func otherDecodeError(err error) *field.Error {
 	if ok, off := kjson.SyntaxErrorOffset(err); ok {
-		return &FieldError{Detail: fmt.Sprintf("invalid JSON at offset %d: %v", off, err)}
+		return policy.FieldError("", fmt.Sprintf("invalid JSON at offset %d: %v", off, err))
 	}
-	return &FieldError{Detail: strings.TrimPrefix(err.Error(), "json: ")}
+	return policy.FieldError("", strings.TrimPrefix(err.Error(), "json: "))
 }
 
 // typeChecker walks a generic JSON document along a Go type, the way
@@ -208,7 +202,7 @@ func otherDecodeError(err error) *FieldError {
 // by the zero value of the right one, noting where it was. Unknown fields are
 // left for the strict decoder to report.
 type typeChecker struct {
-	errs  FieldErrors
+	errs  field.ErrorList
 	paths []string
 }
 
@@ -277,7 +271,7 @@ func (c *typeChecker) wrong(t reflect.Type, v any, path string) any {
 	if path == "" {
 		detail = "must be an object holding the policy, not " + got
 	}
-	c.errs.add(path, detail)
+	c.errs = append(c.errs, policy.FieldError(path, detail))
 	c.paths = append(c.paths, path)
 	return zeroJSON(t)
 }

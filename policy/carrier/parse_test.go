@@ -1,41 +1,66 @@
-package policy
+package carrier
 
 import (
-	"errors"
 	"fmt"
 	"reflect"
 	"strings"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/utils/ptr"
 
+	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
 )
 
-// problems lists the problems of a parse error, one string each.
-func problems(t *testing.T, err error) []string {
+// problems lists the problems of a parse, one string each, as users read them.
+func problems(t *testing.T, errs field.ErrorList) []string {
 	t.Helper()
-	if err == nil {
+	if len(errs) == 0 {
 		return nil
 	}
-	var fes FieldErrors
-	if !errors.As(err, &fes) {
-		t.Fatalf("error %q (%T) is not FieldErrors", err, err)
-	}
-	out := make([]string, len(fes))
-	for i, fe := range fes {
-		out[i] = fe.Error()
+	out := make([]string, len(errs))
+	for i, fe := range errs {
+		out[i] = policy.ErrorLine(fe)
 	}
 	return out
 }
 
-func checkProblems(t *testing.T, err error, want ...string) {
+func checkProblems(t *testing.T, errs field.ErrorList, want ...string) {
 	t.Helper()
-	got := problems(t, err)
+	got := problems(t, errs)
 	if !reflect.DeepEqual(got, want) && !(len(got) == 0 && len(want) == 0) {
 		t.Errorf("problems:\n  %q\nwant:\n  %q", got, want)
 	}
+}
+
+// parseConfigMapData reads a ConfigMap's policy, as Compile does.
+func parseConfigMapData(data map[string]string) (*v1alpha1.PolicySpec, field.ErrorList) {
+	u := &unstructured.Unstructured{Object: map[string]any{}}
+	if data != nil {
+		m := map[string]any{}
+		for k, v := range data {
+			m[k] = v
+		}
+		u.Object["data"] = m
+	}
+	return configMapSpec(u)
+}
+
+// parseAdmissionPolicySpec reads an AdmissionPolicy's spec from its text.
+func parseAdmissionPolicySpec(spec []byte) (*v1alpha1.PolicySpec, field.ErrorList) {
+	if len(spec) == 0 {
+		return nil, field.ErrorList{policy.FieldError("spec", "required")}
+	}
+	s, errs := ParseSpec(spec)
+	return s, policy.Prefixed(errs, "spec", ".")
+}
+
+// parseAdmissionPolicyObject reads the spec of an AdmissionPolicy object.
+func parseAdmissionPolicyObject(obj map[string]any) (*v1alpha1.PolicySpec, field.ErrorList) {
+	return admissionPolicySpec(&unstructured.Unstructured{Object: obj})
 }
 
 const designExample = `enforcement: Deny
@@ -89,14 +114,14 @@ func TestParseDesignExample(t *testing.T) {
 			MaxTotalQuantityPerNamespace: ptr.To[int64](500),
 		},
 	}
-	cm, err := ParseConfigMapData(map[string]string{ConfigMapDataKey: designExample, "README": "other keys are left alone"})
+	cm, err := parseConfigMapData(map[string]string{policy.ConfigMapDataKey: designExample, "README": "other keys are left alone"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(cm, want) {
 		t.Errorf("ConfigMap spec:\n%#v\nwant:\n%#v", cm, want)
 	}
-	ap, err := ParseAdmissionPolicySpec([]byte(designExample))
+	ap, err := parseAdmissionPolicySpec([]byte(designExample))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,14 +133,14 @@ func TestParseDesignExample(t *testing.T) {
 		"pods":     map[string]any{"requiredLabels": []any{"app"}},
 		"myApples": map[string]any{"maxQuantity": int64(100)},
 	}}
-	spec, err := ParseAdmissionPolicyObject(obj)
+	spec, err := parseAdmissionPolicyObject(obj)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if spec.Pods.RequiredLabels[0] != "app" || *spec.MyApples.MaxQuantity != 100 {
 		t.Errorf("object spec %+v", spec)
 	}
-	if _, err := Compile(Source{Kind: SourceAdmissionPolicy, Name: "x"}, "", cm); err != nil {
+	if _, err := policy.Compile(policy.Source{Kind: policy.SourceAdmissionPolicy, Name: "x"}, "", cm); err != nil {
 		t.Errorf("compiling the design example: %v", err)
 	}
 }
@@ -175,12 +200,12 @@ func TestParseErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			spec, err := ParseConfigMapData(map[string]string{ConfigMapDataKey: tt.yaml})
+			spec, err := parseConfigMapData(map[string]string{policy.ConfigMapDataKey: tt.yaml})
 			if spec != nil {
 				t.Errorf("ConfigMap: got a spec with the error")
 			}
 			checkProblems(t, err, tt.cm...)
-			spec, err = ParseAdmissionPolicySpec([]byte(tt.yaml))
+			spec, err = parseAdmissionPolicySpec([]byte(tt.yaml))
 			if spec != nil {
 				t.Errorf("AdmissionPolicy: got a spec with the error")
 			}
@@ -191,17 +216,17 @@ func TestParseErrors(t *testing.T) {
 
 func TestParseConfigMapDataMissingKey(t *testing.T) {
 	for _, data := range []map[string]string{nil, {"policy.yml": designExample}} {
-		_, err := ParseConfigMapData(data)
+		_, err := parseConfigMapData(data)
 		checkProblems(t, err, `data: missing key "policy.yaml" holding the policy`)
 	}
 }
 
 func TestParseAdmissionPolicyObjectErrors(t *testing.T) {
-	_, err := ParseAdmissionPolicyObject(map[string]any{"kind": "AdmissionPolicy"})
+	_, err := parseAdmissionPolicyObject(map[string]any{"kind": "AdmissionPolicy"})
 	checkProblems(t, err, "spec: required")
-	_, err = ParseAdmissionPolicyObject(map[string]any{"spec": nil})
+	_, err = parseAdmissionPolicyObject(map[string]any{"spec": nil})
 	checkProblems(t, err, "spec: required")
-	_, err = ParseAdmissionPolicyObject(map[string]any{"spec": map[string]any{"pods": map[string]any{"forbidPrivileged": true, "hostPath": true}}})
+	_, err = parseAdmissionPolicyObject(map[string]any{"spec": map[string]any{"pods": map[string]any{"forbidPrivileged": true, "hostPath": true}}})
 	checkProblems(t, err, "spec.pods.hostPath: unknown field")
 }
 
@@ -226,7 +251,7 @@ myApples:
   maxQuantity: -1
   maxTotalQuantityPerNamespace: 0
 `
-	_, err := ParseAdmissionPolicySpec([]byte(y))
+	_, err := parseAdmissionPolicySpec([]byte(y))
 	got := problems(t, err)
 	wantPrefixes := []string{
 		`spec.match.kinds[1]: unsupported value "Deployment": must be Pod or MyApple`,
@@ -289,12 +314,12 @@ func lines(l []string) string {
 }
 
 func TestCompileRejectsInvalidSpec(t *testing.T) {
-	if _, err := Compile(Source{Kind: SourceAdmissionPolicy, Name: "x"}, "", nil); err == nil {
+	if _, err := policy.Compile(policy.Source{Kind: policy.SourceAdmissionPolicy, Name: "x"}, "", nil); err == nil {
 		t.Error("nil spec compiled")
 	}
-	_, err := Compile(Source{Kind: SourceAdmissionPolicy, Name: "x"}, "", &v1alpha1.PolicySpec{Enforcement: "Sometimes", Pods: &v1alpha1.PodRules{}})
+	_, err := policy.Compile(policy.Source{Kind: policy.SourceAdmissionPolicy, Name: "x"}, "", &v1alpha1.PolicySpec{Enforcement: "Sometimes", Pods: &v1alpha1.PodRules{}})
 	checkProblems(t, err, `enforcement: unsupported value "Sometimes": must be one of Deny, Warn, Audit`)
-	p, err := Compile(Source{Kind: SourceAdmissionPolicy, Name: "x"}, "", &v1alpha1.PolicySpec{Pods: &v1alpha1.PodRules{ForbidPrivileged: true}})
+	p, err := policy.Compile(policy.Source{Kind: policy.SourceAdmissionPolicy, Name: "x"}, "", &v1alpha1.PolicySpec{Pods: &v1alpha1.PodRules{ForbidPrivileged: true}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -378,13 +403,13 @@ func TestParseReportsEveryProblem(t *testing.T) {
 		}
 	}
 	// Carrier prefixes apply to each problem.
-	_, err := ParseConfigMapData(map[string]string{ConfigMapDataKey: "pods:\n  forbidPrivileged: 1\n  forbidPrivileged: 2\n  x: 1\n"})
+	_, err := parseConfigMapData(map[string]string{policy.ConfigMapDataKey: "pods:\n  forbidPrivileged: 1\n  forbidPrivileged: 2\n  x: 1\n"})
 	checkProblems(t, err,
 		"policy.yaml: pods.forbidPrivileged: duplicate field (lines 2 and 3)",
 		"policy.yaml: pods.forbidPrivileged: must be a boolean (true or false), not number",
 		"policy.yaml: pods.x: unknown field",
 	)
-	_, err = ParseAdmissionPolicySpec([]byte(`"x"`))
+	_, err = parseAdmissionPolicySpec([]byte(`"x"`))
 	checkProblems(t, err, "spec: must be an object holding the policy, not string")
 }
 
@@ -395,11 +420,11 @@ func TestParseHugePolicy(t *testing.T) {
 	y := "match:\n  kinds: [" + strings.Repeat("1, ", 20000) + "Pod]\npods:\n  forbidPrivileged: true\n"
 	_, err := ParseSpec([]byte(y))
 	got := problems(t, err)
-	if len(got) != maxProblems+1 {
-		t.Fatalf("%d problems, want %d and a count of the rest", len(got), maxProblems+1)
+	if len(got) != policy.MaxProblems+1 {
+		t.Fatalf("%d problems, want %d and a count of the rest", len(got), policy.MaxProblems+1)
 	}
-	if got[0] != "match.kinds[0]: must be a string, not number" || got[maxProblems] != "and 19950 more problems" {
-		t.Errorf("problems %q ... %q", got[0], got[maxProblems])
+	if got[0] != "match.kinds[0]: must be a string, not number" || got[policy.MaxProblems] != "and 19950 more problems" {
+		t.Errorf("problems %q ... %q", got[0], got[policy.MaxProblems])
 	}
 	// Numbers past the int64 range are named as YAML-to-JSON wrote them.
 	_, err = ParseSpec([]byte("myApples:\n  maxQuantity: 1e30\n  minQuantity: 99999999999999999999\n"))
