@@ -180,17 +180,6 @@ func listForMessage(items []string) string {
 	return strings.Join(items[:listedInMessages], ", ") + fmt.Sprintf(" and %d more", len(items)-listedInMessages)
 }
 
-// judges reports whether the policy has rules for kind.
-func (p *Policy) judges(kind string) bool {
-	switch kind {
-	case KindPod:
-		return p.pods
-	case KindMyApple:
-		return p.apples
-	}
-	return false
-}
-
 func (p *Policy) String() string {
 	scope := "cluster-wide"
 	if p.Scope != "" {

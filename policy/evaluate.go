@@ -77,7 +77,7 @@ func (e *evaluation) applies(p *Policy) bool {
 	// old object or the new one matches: dropping the label in the same
 	// update must not take the object out of the policy.
 	if p.objSelector != nil && !p.objSelector.Matches(labels.Set(e.objLabels)) &&
-		!(e.hasOld && p.objSelector.Matches(labels.Set(e.oldLabels))) {
+		(!e.hasOld || !p.objSelector.Matches(labels.Set(e.oldLabels))) {
 		return false
 	}
 	if p.nsSelector != nil && !p.nsSelector.Matches(labels.Set(e.namespaceLabels())) {

@@ -141,7 +141,7 @@ func registryProblem(reg string) string {
 	// the runtime reads "myregistry/app" as docker.io/myregistry/app. An
 	// entry meaning a host that images can never name would deny them all.
 	host, _, _ := strings.Cut(trimmed, "/")
-	if d := reference.Domain(named); !strings.EqualFold(d, host) && !(host == "index.docker.io" && d == "docker.io") {
+	if d := reference.Domain(named); !strings.EqualFold(d, host) && (host != "index.docker.io" || d != "docker.io") {
 		return fmt.Sprintf("%q is not a registry host (no dot or port): images such as %s/app are pulled from %s/%s/app; write the registry's full host name, or %s/%s/ if Docker Hub is meant",
 			host, host, d, host, d, host)
 	}

@@ -20,6 +20,6 @@ func handlers(judge Judge, policyNamespace string, failOpen bool, m *metrics, lo
 	return map[string]http.Handler{
 		PathPods:     newReviewHandler(newAdmitHandler(policy.KindPod, judge, failOpen, m, log.WithName("pods")), m, log),
 		PathMyApples: newReviewHandler(newAdmitHandler(policy.KindMyApple, judge, failOpen, m, log.WithName("myapples")), m, log),
-		PathPolicies: newReviewHandler(&policyHandler{policyNamespace: policyNamespace, metrics: m, log: log.WithName("policies")}, m, log),
+		PathPolicies: newReviewHandler(newPolicyHandler(policyNamespace, m, log.WithName("policies")), m, log),
 	}
 }

@@ -85,10 +85,12 @@ const (
 	verdictSkipped
 	// verdictError: the object could not be read; refused.
 	verdictError
+	// verdictBusy: refused with 429 for want of room to judge it now.
+	verdictBusy
 	numVerdicts
 )
 
-var verdictNames = [numVerdicts]string{"allowed", "denied", "not_synced", "allowed_not_synced", "skipped", "error"}
+var verdictNames = [numVerdicts]string{"allowed", "denied", "not_synced", "allowed_not_synced", "skipped", "error", "busy"}
 
 const (
 	errMethod errorReason = iota
@@ -133,7 +135,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		admissionsVec: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "policy_webhook_admissions_total",
 			Help: "Admission requests answered, by kind, operation and verdict " +
-				"(allowed, denied, not_synced, allowed_not_synced, skipped, error).",
+				"(allowed, denied, not_synced, allowed_not_synced, skipped, error, busy).",
 		}, []string{"kind", "operation", "verdict"}),
 		durationVec: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "policy_webhook_admission_duration_seconds",

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/go-json-experiment/json"
 	"github.com/go-logr/logr"
@@ -25,11 +26,30 @@ type policyHandler struct {
 	policyNamespace string
 	metrics         *metrics
 	log             logr.Logger
+	// parses holds a token for each policy being read: parsing is the one
+	// thing a request here can make cost memory, so parallel attempts wait
+	// their turn rather than multiply it.
+	parses chan struct{}
+	wait   time.Duration // how long a request waits for a token
+}
+
+// Bounds of the work policy objects can cause on a replica.
+const (
+	// maxConcurrentParses is how many policy objects are read at once.
+	maxConcurrentParses = 2
+	// parseWait is how long a policy object waits for its turn before it
+	// is refused with 429, well within the API server's webhook timeout.
+	parseWait = 3 * time.Second
+)
+
+func newPolicyHandler(policyNamespace string, m *metrics, log logr.Logger) *policyHandler {
+	return &policyHandler{policyNamespace: policyNamespace, metrics: m, log: log,
+		parses: make(chan struct{}, maxConcurrentParses), wait: parseWait}
 }
 
 const resourceAdmissionPolicies = "admissionpolicies"
 
-func (h *policyHandler) Handle(_ context.Context, r *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, error) {
+func (h *policyHandler) Handle(ctx context.Context, r *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, error) {
 	op := opOf(r.Operation)
 	var kind kindIndex
 	switch {
@@ -45,6 +65,18 @@ func (h *policyHandler) Handle(_ context.Context, r *admissionv1.AdmissionReques
 	if (op != opCreate && op != opUpdate) || r.SubResource != "" {
 		h.metrics.admission(kind, op, verdictSkipped)
 		return allowed(nil), nil
+	}
+	wait := time.NewTimer(h.wait)
+	defer wait.Stop()
+	select {
+	case h.parses <- struct{}{}:
+		defer func() { <-h.parses }()
+	case <-wait.C:
+		h.metrics.admission(kind, op, verdictBusy)
+		return busy(), nil
+	case <-ctx.Done():
+		h.metrics.admission(kind, op, verdictBusy)
+		return busy(), nil
 	}
 	u, err := carrierObject(r, kind)
 	if err != nil {

@@ -48,6 +48,15 @@ func notSynced() *admissionv1.AdmissionResponse {
 	return r
 }
 
+// busy refuses a request the replica has no room to judge now, with a
+// retry delay the API server passes on as Retry-After.
+func busy() *admissionv1.AdmissionResponse {
+	r := refused(http.StatusTooManyRequests, metav1.StatusReasonTooManyRequests,
+		"policy-webhook: too many policy objects are being checked at once; retry in a second", nil)
+	r.Result.Details = &metav1.StatusDetails{RetryAfterSeconds: 1}
+	return r
+}
+
 func refused(code int32, reason metav1.StatusReason, msg string, warnings []string) *admissionv1.AdmissionResponse {
 	return &admissionv1.AdmissionResponse{
 		Allowed:  false,

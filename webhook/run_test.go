@@ -157,7 +157,8 @@ func TestRunBeforeSyncAndShutdown(t *testing.T) {
 	if d := time.Since(stopped); d < time.Second {
 		t.Errorf("Run returned %s after cancellation, before the 1s shutdown delay", d)
 	}
-	if _, err := hc.Get(webhookURL + PathPods); err == nil {
+	if res, err := hc.Get(webhookURL + PathPods); err == nil {
+		res.Body.Close()
 		t.Errorf("the webhook server still accepts connections after Run returned")
 	}
 }
@@ -196,7 +197,7 @@ func postReview(t *testing.T, c *http.Client, url string, r *admissionv1.Admissi
 	}
 	defer res.Body.Close()
 	body, _ := io.ReadAll(res.Body)
-	if res.StatusCode != 200 {
+	if res.StatusCode != http.StatusOK {
 		t.Fatalf("POST %s: HTTP %d: %s", url, res.StatusCode, body)
 	}
 	var out admissionv1.AdmissionReview

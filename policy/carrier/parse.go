@@ -25,6 +25,9 @@ import (
 // path, because a typo silently ignored is a rule silently not enforced.
 // The spec is also validated; all problems come back together.
 func ParseSpec(data []byte) (*v1alpha1.PolicySpec, field.ErrorList) {
+	if err := checkBounds(data); err != nil {
+		return nil, field.ErrorList{err}
+	}
 	js, err := yaml.YAMLToJSON(data)
 	if err != nil {
 		return nil, field.ErrorList{policy.FieldError("", "invalid YAML: "+strings.TrimPrefix(err.Error(), "error converting YAML to JSON: yaml: "))}
