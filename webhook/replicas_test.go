@@ -219,7 +219,7 @@ func TestTwoReplicas(t *testing.T) {
 	}
 	poll("both replicas enforce generation 1", statusIs("trusted", 1, true, "replica-a", "replica-b"))
 	ap.Object["spec"] = map[string]any{"pods": map[string]any{"allowedRegistries": []any{"docker.io/"}}}
-	if ap, err = aps.Update(ctx, ap, metav1.UpdateOptions{}); err != nil {
+	if _, err = aps.Update(ctx, ap, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	poll("both replicas enforce generation 2", statusIs("trusted", 2, true, "replica-a", "replica-b"))

@@ -192,7 +192,10 @@ func (r *Reporter) syncConfigMap(ctx context.Context, src policy.Source) error {
 		return nil
 	}
 	obj, exists, err := r.c.configMapInformer.GetStore().GetByKey(src.Namespace + "/" + src.Name)
-	if err != nil || !exists {
+	if err != nil {
+		return fmt.Errorf("reading ConfigMap %s/%s from the cache: %w", src.Namespace, src.Name, err)
+	}
+	if !exists {
 		return nil
 	}
 	u, ok := obj.(*unstructured.Unstructured)
