@@ -55,7 +55,7 @@ func startReplica(t *testing.T, cp *testenv.ControlPlane, name string) *replica 
 	if err != nil {
 		t.Fatal(err)
 	}
-	certPEM, keyPEM, err := ca.Issue(nil, []net.IP{net.IPv4(127, 0, 0, 1)}, time.Hour)
+	certPEM, keyPEM, err := ca.Issue(nil, []net.IP{net.IPv4(127, 0, 0, 1)}, 30*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,6 +218,7 @@ func TestTwoReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	poll("both replicas enforce generation 1", statusIs("trusted", 1, true, "replica-a", "replica-b"))
+	ap, _ = getAP("trusted") // status writes moved its resourceVersion on
 	ap.Object["spec"] = map[string]any{"pods": map[string]any{"allowedRegistries": []any{"docker.io/"}}}
 	if _, err = aps.Update(ctx, ap, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
