@@ -161,6 +161,13 @@ pods:
 		}}
 		a.create(ap)
 		waitFor(t, "Ready=True, observedGeneration 1", func() bool { return a.ready("prod-apples", metav1.ConditionTrue, 1) })
+		// The replica's own entry and the leader's summary are applies
+		// of their own; once both are there, nothing more is written.
+		waitFor(t, "in force on 1/1 replicas, generation 1", func() bool {
+			st := a.status("prod-apples")
+			return st.InForce == "1/1" && len(st.Replicas) == 1 && st.Replicas[0].Name == "replica-a" &&
+				st.Replicas[0].ObservedGeneration == 1 && st.Replicas[0].InForce
+		})
 
 		ap = a.get(v1alpha1.Resource, "", "prod-apples")
 		ap.Object["spec"].(map[string]any)["match"] = map[string]any{"kinds": []any{"Deployment"}}
@@ -305,7 +312,7 @@ func (a *api) delete(gvr schema.GroupVersionResource, namespace, name string) {
 	}
 }
 
-func (a *api) readyCondition(name string) (*metav1.Condition, int64) {
+func (a *api) status(name string) v1alpha1.AdmissionPolicyStatus {
 	a.t.Helper()
 	u := a.get(v1alpha1.Resource, "", name)
 	var st v1alpha1.AdmissionPolicyStatus
@@ -314,6 +321,12 @@ func (a *api) readyCondition(name string) (*metav1.Condition, int64) {
 			a.t.Fatalf("decoding status: %v", err)
 		}
 	}
+	return st
+}
+
+func (a *api) readyCondition(name string) (*metav1.Condition, int64) {
+	a.t.Helper()
+	st := a.status(name)
 	return apimeta.FindStatusCondition(st.Conditions, live.ConditionReady), st.ObservedGeneration
 }
 
