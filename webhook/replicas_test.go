@@ -2,6 +2,7 @@ package webhook_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -19,14 +20,13 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/policy-webhook/policy-webhook/certs"
-	"github.com/policy-webhook/policy-webhook/internal/testenv"
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/policy/live"
+	"github.com/policy-webhook/policy-webhook/test/testenv"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
@@ -187,7 +187,12 @@ func TestTwoReplicas(t *testing.T) {
 	poll := func(what string, cond func() bool) {
 		t.Helper()
 		// The limit only turns a hang into a failure.
-		err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) { return cond(), nil })
+		err := testenv.Poll(ctx, 60*time.Second, func(context.Context) error {
+			if cond() {
+				return nil
+			}
+			return errors.New("not yet")
+		})
 		if err != nil {
 			t.Fatalf("waiting until %s: %v", what, err)
 		}
