@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/rest"
 
 	"github.com/policy-webhook/policy-webhook/certs"
@@ -47,6 +48,10 @@ type Options struct {
 	FailOpenBeforeSync bool
 	// Log receives the webhook's logs.
 	Log logr.Logger
+	// MetricsRegistry, when set, takes the webhook's metrics instead of
+	// controller-runtime's registry: a second webhook in the same process
+	// needs its own.
+	MetricsRegistry prometheus.Registerer
 }
 
 // Webhook is the webhook served in process by webhook.Run, on 127.0.0.1, with
@@ -132,6 +137,7 @@ func Start(ctx context.Context, opts Options) (*Webhook, error) {
 			MetricsBindAddress:     w.MetricsAddr,
 			HealthProbeBindAddress: w.HealthAddr,
 			FailOpenBeforeSync:     opts.FailOpenBeforeSync,
+			MetricsRegistry:        opts.MetricsRegistry,
 			Log:                    opts.Log,
 			OnReady:                func() { w.readyOnce.Do(func() { close(w.ready) }) },
 		})
