@@ -219,7 +219,7 @@ func TestTwoReplicas(t *testing.T) {
 		"metadata": map[string]any{"name": "trusted"},
 		"spec":     map[string]any{"pods": map[string]any{"allowedRegistries": []any{"registry.example.com/"}}},
 	}}
-	if ap, err = aps.Create(ctx, ap, metav1.CreateOptions{}); err != nil {
+	if _, err = aps.Create(ctx, ap, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	poll("both replicas enforce generation 1", statusIs("trusted", 1, true, "replica-a", "replica-b"))

@@ -63,9 +63,9 @@ func (c *Config) validate() error {
 		errs = append(errs, errors.New("PolicyNamespace is required"))
 	}
 	if c.Replica == "" {
-		errs = append(errs, errors.New("Replica is required"))
+		errs = append(errs, errors.New("the Replica name is required"))
 	} else if msgs := validation.IsDNS1123Subdomain(c.Replica); len(msgs) > 0 || len(c.Replica) > MaxReplicaNameLength {
-		errs = append(errs, fmt.Errorf("Replica %q must be a DNS-1123 subdomain (a Pod name) of at most %d characters", c.Replica, MaxReplicaNameLength))
+		errs = append(errs, fmt.Errorf("the Replica name %q must be a DNS-1123 subdomain (a Pod name) of at most %d characters", c.Replica, MaxReplicaNameLength))
 	}
 	if c.HeartbeatInterval < 0 {
 		errs = append(errs, errors.New("HeartbeatInterval must not be negative"))
