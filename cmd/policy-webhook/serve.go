@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -27,6 +28,10 @@ informers keep in memory. Probes: /healthz and /readyz on
 over HTTPS for callers the API server authorizes (--metrics-secure).
 SIGTERM or SIGINT: stop being ready, keep serving for --shutdown-delay,
 finish requests in flight, exit 0.
+
+Every replica answers admissions and reports what it enforces in the
+status.replicas of each AdmissionPolicy; with --leader-elect, one elected
+replica writes policy Events and the Ready condition for all.
 
 Flags:
 `
@@ -52,6 +57,8 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		failOpen     = fs.Bool("fail-open-before-sync", false, "admit Pods and MyApples unjudged, with a warning, until the policy cache has synced (default: refuse them)")
 		delay        = fs.Duration("shutdown-delay", 3*time.Second, "on SIGTERM, how long to keep serving while not ready, so that traffic moves away first")
 		drainTimeout = fs.Duration("graceful-shutdown-timeout", webhook.DefaultGracefulShutdownTimeout, "after that, how long requests in flight may take to finish")
+		leaderElect  = fs.Bool("leader-elect", true, "elect one replica, on a Lease in the policy namespace, to write policy Events and AdmissionPolicy conditions (off: this replica writes them, right only for a single replica)")
+		replicaName  = fs.String("replica-name", "", "this replica's name in status.replicas, its heartbeat Lease and leader election; must differ between replicas (default: $POD_NAME, else the host name)")
 	)
 	var (
 		metricsSecure = fs.Bool("metrics-secure", true, "serve metrics over HTTPS with the serving certificate, every scrape authenticated and authorized by the API server (get on the /metrics non-resource URL); false: plain HTTP to anyone")
@@ -80,6 +87,10 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 	if *certDir == "" {
 		fmt.Fprintln(stderr, "policy-webhook serve: --cert-dir is required: the directory holding tls.crt and tls.key")
 		return exitUsage
+	}
+
+	if *replicaName == "" {
+		*replicaName = os.Getenv("POD_NAME")
 	}
 
 	log := zap.New(zap.UseFlagOptions(&zapOpts), zap.WriteTo(stderr))
@@ -123,6 +134,8 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		},
 		ShutdownDelay:           *delay,
 		GracefulShutdownTimeout: *drainTimeout,
+		LeaderElection:          *leaderElect,
+		ReplicaName:             *replicaName,
 		Log:                     log.WithName("policy-webhook"),
 	})
 	if err != nil {

@@ -90,9 +90,9 @@ func checkRBAC(t *testing.T, objs []*unstructured.Unstructured) {
 	wantCluster := []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get", "list", "watch"}},
-		{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+		{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}},
 		{APIGroups: []string{"policy.example.com"}, Resources: []string{"admissionpolicies"}, Verbs: []string{"get", "list", "watch"}},
-		{APIGroups: []string{"policy.example.com"}, Resources: []string{"admissionpolicies/status"}, Verbs: []string{"update", "patch"}},
+		{APIGroups: []string{"policy.example.com"}, Resources: []string{"admissionpolicies/status"}, Verbs: []string{"patch"}},
 		{APIGroups: []string{"stable.example.com"}, Resources: []string{"myapples"}, Verbs: []string{"get", "list", "watch"}},
 	}
 	if !equality.Semantic.DeepEqual(cr.Rules, wantCluster) {
@@ -131,7 +131,7 @@ func checkRBAC(t *testing.T, objs []*unstructured.Unstructured) {
 	role := findTyped[rbacv1.Role](t, objs, "Role", "policy-webhook-leases")
 	wantRole := []rbacv1.PolicyRule{{
 		APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"},
-		Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"},
+		Verbs: []string{"get", "list", "create", "update", "delete"},
 	}}
 	if role.Namespace != installNamespace || !equality.Semantic.DeepEqual(role.Rules, wantRole) {
 		t.Errorf("Role %s/%s rules %+v, want %+v in %s", role.Namespace, role.Name, role.Rules, wantRole, installNamespace)
@@ -216,9 +216,16 @@ func checkDeployment(t *testing.T, objs []*unstructured.Unstructured) {
 		"--cert-dir=/etc/policy-webhook/serving-certs",
 		"--metrics-bind-address=:8443",
 		"--health-probe-bind-address=:8081",
+		"--leader-elect=true",
 	}
 	if !slices.Equal(c.Args, wantArgs) {
 		t.Errorf("args %q, want %q", c.Args, wantArgs)
+	}
+	// The replica's name, --replica-name's default, is the Pod's.
+	if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool {
+		return e.Name == "POD_NAME" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name"
+	}) {
+		t.Errorf("env %+v lacks POD_NAME from metadata.name", c.Env)
 	}
 
 	ports := map[string]int32{}

@@ -247,7 +247,10 @@ func startWebhook(t *testing.T, cfg *rest.Config, certDir string, port int) {
 			Host:            "127.0.0.1",
 			Port:            port,
 			CertDir:         certDir,
-			OnReady:         func() { close(ready) },
+			// With the install's Lease RBAC, as the Deployment runs it.
+			LeaderElection: true,
+			ReplicaName:    "proof",
+			OnReady:        func() { close(ready) },
 		})
 	}()
 	t.Cleanup(func() {
