@@ -99,6 +99,7 @@ func (c *Cache) syncStatus(ctx context.Context, name string) error {
 	content, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&v1alpha1.AdmissionPolicyStatus{
 		ObservedGeneration: gen,
 		Conditions:         conditions,
+		Audit:              status.Audit, // the audit's, kept
 	})
 	if err != nil {
 		return fmt.Errorf("encoding the status of AdmissionPolicy %s: %w", name, err)
