@@ -64,7 +64,7 @@ type Cache struct {
 	snapshot atomic.Pointer[Snapshot]
 	// swapped is signalled after each snapshot swap; its one slot
 	// coalesces swaps its reader (the audit) has not seen yet.
-	swapped chan struct{}
+	swapped  chan struct{}
 	started  atomic.Bool
 	synced   atomic.Bool
 	syncedCh chan struct{}
