@@ -99,6 +99,9 @@ func Run(ctx context.Context, opts Options) error {
 	if err := mgr.Add(certs); err != nil {
 		return fmt.Errorf("adding the certificate watcher: %w", err)
 	}
+	if err := addAudit(mgr, cfg, opts, cache, reg); err != nil {
+		return err
+	}
 
 	ready := &readiness{judge: cache, certs: certs, certDir: opts.CertDir, server: server.StartedChecker(), now: time.Now}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {

@@ -15,6 +15,7 @@ import (
 	crlog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/policy-webhook/policy-webhook/audit"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
@@ -51,6 +52,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		failOpen     = fs.Bool("fail-open-before-sync", false, "admit Pods and MyApples unjudged, with a warning, until the policy cache has synced (default: refuse them)")
 		delay        = fs.Duration("shutdown-delay", 3*time.Second, "on SIGTERM, how long to keep serving while not ready, so that traffic moves away first")
 		drainTimeout = fs.Duration("graceful-shutdown-timeout", webhook.DefaultGracefulShutdownTimeout, "after that, how long requests in flight may take to finish")
+		auditEvery   = fs.Duration("audit-interval", audit.DefaultInterval, "how often the elected replica judges every existing Pod and MyApple into PolicyReports and AdmissionPolicy status (also right after a policy change); 0 for no audit")
 	)
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
@@ -92,6 +94,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		FailOpenBeforeSync:      *failOpen,
 		ShutdownDelay:           *delay,
 		GracefulShutdownTimeout: *drainTimeout,
+		AuditInterval:           *auditEvery,
 		Log:                     log.WithName("policy-webhook"),
 	})
 	if err != nil {
