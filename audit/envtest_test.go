@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/policy-webhook/policy-webhook/audit"
@@ -52,18 +53,28 @@ func startEnv(t *testing.T, ctx context.Context) *env {
 			t.Errorf("stopping the control plane: %v", err)
 		}
 	})
-	e := &env{cp: cp, kube: cp.Client}
-	if e.dyn, err = dynamic.NewForConfig(cp.Config); err != nil {
+	return newEnvFor(t, cp.Config, cp)
+}
+
+// newEnvFor makes the clients, from cfg.
+func newEnvFor(t testing.TB, cfg *rest.Config, cp *testenv.ControlPlane) *env {
+	t.Helper()
+	e := &env{cp: cp}
+	var err error
+	if e.kube, err = kubernetes.NewForConfig(cfg); err != nil {
 		t.Fatal(err)
 	}
-	if e.meta, err = metadata.NewForConfig(cp.Config); err != nil {
+	if e.dyn, err = dynamic.NewForConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if e.meta, err = metadata.NewForConfig(cfg); err != nil {
 		t.Fatal(err)
 	}
 	return e
 }
 
 // installReportCRDs installs the CRDs of manifests/components/policyreports.
-func (e *env) installReportCRDs(t *testing.T) {
+func (e *env) installReportCRDs(t testing.TB) {
 	t.Helper()
 	root, err := testenv.RepoRoot()
 	if err != nil {
@@ -100,7 +111,7 @@ func (e *env) apple(t *testing.T, ctx context.Context, ns, name, color string, q
 	}
 }
 
-func (e *env) admissionPolicy(t *testing.T, ctx context.Context, name string, spec map[string]any) {
+func (e *env) admissionPolicy(t testing.TB, ctx context.Context, name string, spec map[string]any) {
 	t.Helper()
 	u := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": v1alpha1.GroupVersion.String(), "kind": "AdmissionPolicy",
