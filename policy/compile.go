@@ -180,6 +180,20 @@ func listForMessage(items []string) string {
 	return strings.Join(items[:listedInMessages], ", ") + fmt.Sprintf(" and %d more", len(items)-listedInMessages)
 }
 
+// Judges reports whether the policy has rules for kind.
+func (p *Policy) Judges(kind string) bool {
+	switch kind {
+	case KindPod:
+		return p.pods
+	case KindMyApple:
+		return p.apples
+	}
+	return false
+}
+
+// SourceName is the source as users see it: `ConfigMap team-a/registries`.
+func (p *Policy) SourceName() string { return p.sourceName }
+
 func (p *Policy) String() string {
 	scope := "cluster-wide"
 	if p.Scope != "" {

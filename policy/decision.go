@@ -29,6 +29,10 @@ func (v *Violation) String() string {
 type Decision struct {
 	Allowed    bool
 	Violations []Violation
+	// Applied are the policies that judged the request, in evaluation
+	// order, each at the version in force: what the decision can be traced
+	// back to.
+	Applied []*Policy
 }
 
 // Denials are the Deny violations, the reasons for a refusal.

@@ -55,6 +55,7 @@ func (e *evaluation) policy(p *Policy, d *Decision) {
 	if !e.applies(p) {
 		return
 	}
+	d.Applied = append(d.Applied, p)
 	start := len(d.Violations)
 	out := sink{d: d, p: p}
 	e.rules(p, &e.cur, &out, true)

@@ -70,12 +70,16 @@ func (h *admitHandler) Handle(_ context.Context, r *admissionv1.AdmissionRequest
 	}
 	d := h.judge.Evaluate(req)
 	h.record(r, &d)
+	var resp *admissionv1.AdmissionResponse
 	if !d.Allowed {
 		h.metrics.admission(h.kindIx, op, verdictDenied)
-		return denied(d.Message(), d.Warnings()), nil
+		resp = denied(d.Message(), d.Warnings())
+	} else {
+		h.metrics.admission(h.kindIx, op, verdictAllowed)
+		resp = allowed(d.Warnings())
 	}
-	h.metrics.admission(h.kindIx, op, verdictAllowed)
-	return allowed(d.Warnings()), nil
+	resp.AuditAnnotations = auditAnnotations(&d)
+	return resp, nil
 }
 
 // record counts every violation and logs the ones users do not see, one

@@ -3,6 +3,7 @@ package webhook
 import (
 	"fmt"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -434,5 +435,32 @@ func TestAuditLogIsBounded(t *testing.T) {
 	}
 	if l := srv.logs.lines[0]; len(l) > 8<<10 || !strings.Contains(l, `"count"=201`) {
 		t.Errorf("log line of %d bytes: %.300s", len(l), l)
+	}
+}
+
+// Every judged admission names, in audit annotations, the policy versions
+// that decided it and the rules it broke.
+func TestAuditAnnotations(t *testing.T) {
+	srv := newTestServer(t, &setJudge{set: compileSet(t, testPolicyNamespace, handlerPolicies...), synced: true}, false)
+	pod := withImage(goodPod(), "nginx:latest")
+	delete(pod.Labels, "owner")
+	pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: "b", Image: "evil.io/b:1"})
+	resp := srv.review(t, PathPods, podRequest(t, admissionv1.Create, "", pod, nil))
+	if resp.Allowed {
+		t.Fatal("allowed")
+	}
+	want := map[string]string{
+		annotationPolicies: "ConfigMap policy-system/privileged-audit@102, ConfigMap policy-system/registries@100, ConfigMap team-a/owner-label@101",
+		annotationViolations: "Deny pods.allowedRegistries by ConfigMap policy-system/registries, " +
+			"Deny pods.disallowedTags by ConfigMap policy-system/registries, Warn pods.requiredLabels by ConfigMap team-a/owner-label",
+	}
+	if !reflect.DeepEqual(resp.AuditAnnotations, want) {
+		t.Errorf("audit annotations\n%q\nwant\n%q", resp.AuditAnnotations, want)
+	}
+	// A compliant request names the policies that judged it, and no violation.
+	other := goodPod()
+	other.Namespace = "kube-system"
+	if resp := srv.review(t, PathPods, podRequest(t, admissionv1.Create, "", other, nil)); len(resp.AuditAnnotations) != 1 {
+		t.Errorf("kube-system pod: %q", resp.AuditAnnotations)
 	}
 }

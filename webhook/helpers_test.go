@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -50,6 +51,7 @@ func compileSet(t testing.TB, policyNamespace string, ps ...testPolicy) *policy.
 		u.SetKind(policy.SourceConfigMap)
 		u.SetNamespace(p.namespace)
 		u.SetName(p.name)
+		u.SetResourceVersion(strconv.Itoa(100 + len(compiled)))
 		u.SetLabels(map[string]string{policy.PolicyLabel: "true"})
 		if err := unstructured.SetNestedField(u.Object, p.yaml, "data", policy.ConfigMapDataKey); err != nil {
 			t.Fatal(err)
@@ -103,7 +105,7 @@ func newTestServer(t testing.TB, judge Judge, failOpen bool) *testServer {
 		t.Fatal(err)
 	}
 	logs := &logSink{}
-	return &testServer{handlers: handlers(judge, testPolicyNamespace, failOpen, m, logs.logger()), metrics: m, reg: reg, logs: logs}
+	return &testServer{handlers: handlers(judge, nil, testPolicyNamespace, failOpen, m, logs.logger()), metrics: m, reg: reg, logs: logs}
 }
 
 // post sends body to path and returns the recorded response.

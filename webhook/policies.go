@@ -31,6 +31,8 @@ type policyHandler struct {
 	// their turn rather than multiply it.
 	parses chan struct{}
 	wait   time.Duration // how long a request waits for a token
+	// impact, when set, warns what a policy would do to existing objects.
+	impact *impact
 }
 
 // Bounds of the work policy objects can cause on a replica.
@@ -42,8 +44,8 @@ const (
 	parseWait = 3 * time.Second
 )
 
-func newPolicyHandler(policyNamespace string, m *metrics, log logr.Logger) *policyHandler {
-	return &policyHandler{policyNamespace: policyNamespace, metrics: m, log: log,
+func newPolicyHandler(policyNamespace string, im *impact, m *metrics, log logr.Logger) *policyHandler {
+	return &policyHandler{policyNamespace: policyNamespace, impact: im, metrics: m, log: log,
 		parses: make(chan struct{}, maxConcurrentParses), wait: parseWait}
 }
 
@@ -88,7 +90,8 @@ func (h *policyHandler) Handle(ctx context.Context, r *admissionv1.AdmissionRequ
 		h.metrics.admission(kind, op, verdictSkipped)
 		return allowed(nil), nil
 	}
-	if _, err := carrier.Compile(u, h.policyNamespace); err != nil {
+	p, err := carrier.Compile(u, h.policyNamespace)
+	if err != nil {
 		var invalidErr *policy.InvalidError
 		if !errors.As(err, &invalidErr) {
 			h.metrics.admission(kind, op, verdictError)
@@ -100,7 +103,12 @@ func (h *policyHandler) Handle(ctx context.Context, r *admissionv1.AdmissionRequ
 		return invalid(err.Error()), nil
 	}
 	h.metrics.admission(kind, op, verdictAllowed)
-	return allowed(nil), nil
+	if h.impact == nil {
+		return allowed(nil), nil
+	}
+	// Read with the parse token held, so that impact checks, the one thing
+	// here that reads the API server, are as bounded as parsing.
+	return allowed(h.impact.warnings(ctx, p)), nil
 }
 
 // carrierObject decodes the object a policy admission carries. The

@@ -56,7 +56,7 @@ func Run(ctx context.Context, opts Options) error {
 
 	reg := &registrations{Registerer: opts.MetricsRegistry}
 	defer reg.unregisterAll()
-	cache, err := newCache(cfg, opts, reg)
+	cache, dyn, err := newCache(cfg, opts, reg)
 	if err != nil {
 		return err
 	}
@@ -93,7 +93,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	for path, h := range handlers(cache, opts.PolicyNamespace, opts.FailOpenBeforeSync, m, log.WithName("admission")) {
+	for path, h := range handlers(cache, &impact{dynamic: dyn, cluster: cache, budget: impactBudget}, opts.PolicyNamespace, opts.FailOpenBeforeSync, m, log.WithName("admission")) {
 		server.Register(path, h)
 	}
 	if err := mgr.Add(certs); err != nil {
@@ -200,22 +200,22 @@ func serve(ctx context.Context, opts Options, mgr manager.Manager, cache *live.C
 
 // newCache builds the clients, all from cfg and sharing one HTTP client,
 // and the live policy cache on them.
-func newCache(cfg *rest.Config, opts Options, reg prometheus.Registerer) (*live.Cache, error) {
+func newCache(cfg *rest.Config, opts Options, reg prometheus.Registerer) (*live.Cache, dynamic.Interface, error) {
 	httpClient, err := rest.HTTPClientFor(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("creating the HTTP client for the API server: %w", err)
+		return nil, nil, fmt.Errorf("creating the HTTP client for the API server: %w", err)
 	}
 	dyn, err := dynamic.NewForConfigAndClient(cfg, httpClient)
 	if err != nil {
-		return nil, fmt.Errorf("creating the dynamic client: %w", err)
+		return nil, nil, fmt.Errorf("creating the dynamic client: %w", err)
 	}
 	md, err := metadata.NewForConfigAndClient(cfg, httpClient)
 	if err != nil {
-		return nil, fmt.Errorf("creating the metadata client: %w", err)
+		return nil, nil, fmt.Errorf("creating the metadata client: %w", err)
 	}
 	kube, err := kubernetes.NewForConfigAndClient(cfg, httpClient)
 	if err != nil {
-		return nil, fmt.Errorf("creating the Kubernetes client: %w", err)
+		return nil, nil, fmt.Errorf("creating the Kubernetes client: %w", err)
 	}
 	cache, err := live.New(live.Config{
 		Dynamic:         dyn,
@@ -227,7 +227,7 @@ func newCache(cfg *rest.Config, opts Options, reg prometheus.Registerer) (*live.
 		ResyncPeriod:    opts.ResyncPeriod,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("creating the policy cache: %w", err)
+		return nil, nil, fmt.Errorf("creating the policy cache: %w", err)
 	}
-	return cache, nil
+	return cache, dyn, nil
 }

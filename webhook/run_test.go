@@ -27,6 +27,8 @@ import (
 
 	admissionv1 "k8s.io/api/admission/v1"
 	"k8s.io/client-go/rest"
+
+	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
 
 // Run against an API server that cannot be reached: the informers never
@@ -229,13 +231,7 @@ func get(t *testing.T, c *http.Client, url string) string {
 
 func waitFor(t *testing.T, what string, ok func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.Until(t, 20*time.Second, what, ok)
 }
 
 func freeAddr(t *testing.T) string {

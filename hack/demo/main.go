@@ -1,4 +1,4 @@
-// Command demo is `make demo`: it starts cmd/devcluster (a local control
+// Command demo is `make demo`: it starts hack/devcluster (a local control
 // plane with the webhook registered), applies manifests/samples with kubectl
 // one object at a time in file order, so a refusal does not stop the rest,
 // and shows which Pods and MyApples the API server admitted and which it
@@ -208,7 +208,7 @@ func sampleFiles(dir string) ([]string, error) {
 	var files []string
 	for _, e := range entries {
 		name := e.Name()
-		if e.IsDir() || (!strings.HasSuffix(name, ".yaml") && !strings.HasSuffix(name, ".yml")) {
+		if e.IsDir() || !strings.HasSuffix(name, ".yaml") && !strings.HasSuffix(name, ".yml") {
 			continue
 		}
 		if name == "kustomization.yaml" || name == "kustomization.yml" {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
+	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
 
 const testPolicyNamespace = "policy-system"
@@ -234,13 +235,7 @@ func (f *fixture) events(namespace, name string) []corev1.Event {
 // is asserted about how long it took.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testenv.Until(t, 10*time.Second, what, cond)
 }
 
 func policyConfigMap(namespace, name, spec string) *unstructured.Unstructured {

@@ -1,6 +1,7 @@
 package certmanager
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -11,6 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
+
+	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
 
 // awaitAdmissionConfig waits until the API server's admission chain uses
@@ -64,7 +67,7 @@ func awaitAdmissionConfig(t *testing.T, cs kubernetes.Interface, what string) {
 	probe := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{
 		Name: name, Namespace: metav1.NamespaceDefault, Labels: map[string]string{label: name},
 	}}
-	err := poll(ctx, 30*time.Second, func() error {
+	err := testenv.Poll(ctx, 30*time.Second, func(context.Context) error {
 		_, err := cs.CoreV1().ConfigMaps(probe.Namespace).Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		switch {
 		case err == nil:

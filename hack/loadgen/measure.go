@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -61,8 +62,8 @@ func compare(ctx context.Context, spec loadSpec, rounds int, cs []contender) ([]
 				return nil, nil, err
 			}
 			afterAPI, err := c.server.apiRequests(ctx)
-			if err != nil || sampleErr != nil {
-				return nil, nil, fmt.Errorf("sampling %s: %w %w", c.name, sampleErr, err)
+			if err := errors.Join(sampleErr, err); err != nil {
+				return nil, nil, fmt.Errorf("sampling %s: %w", c.name, err)
 			}
 			cpu[i] += after.cpu - before.cpu
 			costs[i].RSSBytes = after.rssBytes

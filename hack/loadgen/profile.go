@@ -4,12 +4,15 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"github.com/policy-webhook/policy-webhook/internal/workload"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
+
+	"github.com/policy-webhook/policy-webhook/test/testenv"
+	"github.com/policy-webhook/policy-webhook/test/workload"
 )
 
 // captureProfile loads policy-webhook directly with allowed Pods at
@@ -24,9 +27,14 @@ func captureProfile(ctx context.Context, s *server, tlsConfig *tls.Config, conc 
 	}
 	client := directClient(tlsConfig, conc)
 	defer client.CloseIdleConnections()
+	var answered atomic.Int64
 	attempts := make([]attempt, conc)
 	for i := range attempts {
-		attempts[i] = postReview(client, s.url+"/validate-pods", body, uid, true)
+		post := postReview(client, s.url+"/validate-pods", body, uid, true)
+		attempts[i] = func(ctx context.Context) (bool, error) {
+			defer answered.Add(1)
+			return post(ctx)
+		}
 	}
 	loadCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -35,8 +43,16 @@ func captureProfile(ctx context.Context, s *server, tlsConfig *tls.Config, conc 
 		// Runs past the profile; cancelled once it is in.
 		done <- closedLoop(loadCtx, loadSpec{concurrency: conc, duration: d + 10*time.Second}, attempts, nil)
 	}()
-	// Let connections open and the load settle before recording.
-	time.Sleep(500 * time.Millisecond)
+	// Record once every connection is open and has carried some load.
+	err = testenv.Poll(ctx, time.Minute, func(context.Context) error {
+		if n := answered.Load(); n < int64(100*conc) {
+			return fmt.Errorf("%d requests answered", n)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for the load to start: %w", err)
+	}
 	url := fmt.Sprintf("%s/profile?seconds=%d", s.pprofURL, int(d.Seconds()))
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {

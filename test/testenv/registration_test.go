@@ -1,4 +1,4 @@
-package testenv
+package testenv_test
 
 import (
 	"os"
@@ -9,6 +9,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/util/diff"
 	"sigs.k8s.io/yaml"
+
+	"github.com/policy-webhook/policy-webhook/test/testenv"
+	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
 // TestWebhookConfigurationMatchesManifest keeps the local registration
@@ -16,7 +19,7 @@ import (
 // from how the webhook is reached: a URL on 127.0.0.1 instead of the Service,
 // and a caBundle of the throwaway CA instead of cainjector's.
 func TestWebhookConfigurationMatchesManifest(t *testing.T) {
-	root, err := RepoRoot()
+	root, err := testenv.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,7 +31,7 @@ func TestWebhookConfigurationMatchesManifest(t *testing.T) {
 	if err := yaml.UnmarshalStrict(data, &want); err != nil {
 		t.Fatal(err)
 	}
-	got := WebhookConfiguration("https://127.0.0.1:9443", []byte("ca"), DefaultPolicyNamespace)
+	got := testenv.WebhookConfiguration("https://127.0.0.1:9443", []byte("ca"), webhook.DefaultPolicyNamespace)
 	if got.Name != want.Name {
 		t.Errorf("name %q, manifest %q", got.Name, want.Name)
 	}

@@ -1,4 +1,8 @@
-package testenv
+// Package inprocess serves the webhook in the test's own process, as
+// webhook.Run on 127.0.0.1 with a serving certificate from a throwaway CA,
+// for hack/devcluster and the end-to-end tests. It is apart from testenv so
+// that the webhook package's own tests can use testenv.
+package inprocess
 
 import (
 	"context"
@@ -20,12 +24,9 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/policy-webhook/policy-webhook/certs"
+	"github.com/policy-webhook/policy-webhook/test/testenv"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
-
-// DefaultPolicyNamespace is the webhook's own namespace, whose policy
-// ConfigMaps apply cluster-wide.
-const DefaultPolicyNamespace = "policy-system"
 
 // certValidity is long enough for any local session and short enough that a
 // leaked throwaway key is worthless soon. The CA outlives every certificate
@@ -35,12 +36,12 @@ const (
 	caValidity   = 7 * 24 * time.Hour
 )
 
-// WebhookOptions configure StartWebhook.
-type WebhookOptions struct {
+// Options configure Start.
+type Options struct {
 	// RestConfig is the webhook's connection to the API server. Tests wrap
 	// its transport to count or hold back the webhook's requests.
 	RestConfig *rest.Config
-	// PolicyNamespace defaults to DefaultPolicyNamespace.
+	// PolicyNamespace defaults to webhook.DefaultPolicyNamespace.
 	PolicyNamespace string
 	// FailOpenBeforeSync admits requests before the informers have synced.
 	FailOpenBeforeSync bool
@@ -75,15 +76,15 @@ type Webhook struct {
 	probe     *http.Client
 }
 
-// StartWebhook makes a CA and a serving certificate for 127.0.0.1 and
+// Start makes a CA and a serving certificate for 127.0.0.1 and
 // localhost, and runs webhook.Run in a goroutine until Stop. It returns at
 // once; WaitReady waits for the informers to sync.
-func StartWebhook(ctx context.Context, opts WebhookOptions) (*Webhook, error) {
+func Start(ctx context.Context, opts Options) (*Webhook, error) {
 	if opts.RestConfig == nil {
 		return nil, errors.New("starting the webhook: no RestConfig")
 	}
 	if opts.PolicyNamespace == "" {
-		opts.PolicyNamespace = DefaultPolicyNamespace
+		opts.PolicyNamespace = webhook.DefaultPolicyNamespace
 	}
 	tmp, err := os.MkdirTemp("", "policy-webhook-certs-")
 	if err != nil {
@@ -109,7 +110,7 @@ func StartWebhook(ctx context.Context, opts WebhookOptions) (*Webhook, error) {
 	}
 	ports := make([]int, 3)
 	for i := range ports {
-		if ports[i], err = FreePort(); err != nil {
+		if ports[i], err = testenv.FreePort(); err != nil {
 			return fail(err)
 		}
 	}
@@ -189,26 +190,22 @@ func (w *Webhook) WaitReady(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("waiting for the webhook to be ready: %w", ctx.Err())
 	}
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	var last error
-	for {
-		ok, err := w.Ready(ctx)
-		if ok {
-			return nil
-		}
-		last = err
+	err := testenv.Poll(ctx, time.Hour, func(ctx context.Context) error {
 		select {
 		case <-w.done:
-			return fmt.Errorf("the webhook stopped before it was ready: %w", w.err)
-		case <-ctx.Done():
-			if last != nil {
-				return fmt.Errorf("waiting for /readyz: %w (last probe: %v)", ctx.Err(), last)
-			}
-			return fmt.Errorf("waiting for /readyz: %w (it kept answering not ready after OnReady)", ctx.Err())
-		case <-tick.C:
+			return testenv.Final(fmt.Errorf("the webhook stopped before it was ready: %w", w.err))
+		default:
 		}
+		ok, err := w.Ready(ctx)
+		if err == nil && !ok {
+			err = errors.New("it answers not ready after OnReady")
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for /readyz: %w", err)
 	}
+	return nil
 }
 
 // Done is closed when webhook.Run has returned.

@@ -21,8 +21,8 @@ import (
 	"k8s.io/klog/v2"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/policy-webhook/policy-webhook/internal/testenv"
-	"github.com/policy-webhook/policy-webhook/internal/workload"
+	"github.com/policy-webhook/policy-webhook/test/testenv"
+	"github.com/policy-webhook/policy-webhook/test/workload"
 )
 
 type benchFlags struct {
@@ -45,7 +45,7 @@ func parseFlags(args []string) (benchFlags, error) {
 	var f benchFlags
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	fs.StringVar(&f.webhookBin, "webhook-bin", "bin/policy-webhook", "the policy-webhook binary to measure")
-	fs.StringVar(&f.noopBin, "noop-bin", "bin/loadgen-noop", "the no-op webhook binary (cmd/loadgen/noop)")
+	fs.StringVar(&f.noopBin, "noop-bin", "bin/loadgen-noop", "the no-op webhook binary (hack/loadgen/noop)")
 	fs.StringVar(&f.goBin, "go", "go", "the go command, for the in-process benchmarks")
 	fs.StringVar(&f.out, "out", ".dev/bench.json", "where to write the results as JSON")
 	fs.StringVar(&f.logFile, "log", ".dev/bench.log", "where the control plane's and the webhooks' logs go")

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -145,22 +146,15 @@ func ProbeCalled(ctx context.Context, cs kubernetes.Interface, namespace string)
 // WaitCalled polls ProbeCalled until the API server routes policy writes in
 // namespace through the webhook, or ctx ends.
 func WaitCalled(ctx context.Context, cs kubernetes.Interface, namespace string) error {
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	var last error
-	for {
+	err := Poll(ctx, time.Hour, func(ctx context.Context) error {
 		ok, err := ProbeCalled(ctx, cs, namespace)
-		if ok {
-			return nil
+		if err == nil && !ok {
+			err = errors.New("an invalid policy was still admitted")
 		}
-		last = err
-		select {
-		case <-ctx.Done():
-			if last == nil {
-				return fmt.Errorf("waiting for the API server to call the webhook: %w (an invalid policy was still admitted)", ctx.Err())
-			}
-			return fmt.Errorf("waiting for the API server to call the webhook: %w (last answer: %v)", ctx.Err(), last)
-		case <-tick.C:
-		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for the API server to call the webhook: %w", err)
 	}
+	return nil
 }

@@ -14,7 +14,8 @@ import (
 	"time"
 
 	"github.com/policy-webhook/policy-webhook/certs"
-	"github.com/policy-webhook/policy-webhook/internal/testenv"
+	"github.com/policy-webhook/policy-webhook/test/testenv"
+	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
 // server is a webhook the harness runs as a child process.
@@ -71,7 +72,7 @@ func startPolicyWebhook(ctx context.Context, bin, kubeconfig, certDir string, lo
 		"--health-probe-bind-address", addr(ports[1]),
 		"--metrics-bind-address", addr(ports[2]),
 		"--pprof-bind-address", addr(ports[3]),
-		"--policy-namespace", testenv.DefaultPolicyNamespace,
+		"--policy-namespace", webhook.DefaultPolicyNamespace,
 		"--shutdown-delay", "0s",
 	}
 	c, err := startChild("policy-webhook", bin, args, logw)
@@ -84,9 +85,7 @@ func startPolicyWebhook(ctx context.Context, bin, kubeconfig, certDir string, lo
 		metricsURL: "http://" + addr(ports[2]) + "/metrics",
 		pprofURL:   "http://" + addr(ports[3]) + "/debug/pprof",
 	}
-	wait, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	if err := c.waitHTTP(wait, &http.Client{Timeout: 2 * time.Second}, "http://"+addr(ports[1])+"/readyz"); err != nil {
+	if err := c.waitHTTP(ctx, 2*time.Minute, &http.Client{Timeout: 2 * time.Second}, "http://"+addr(ports[1])+"/readyz"); err != nil {
 		c.stop()
 		return nil, err
 	}
@@ -104,10 +103,8 @@ func startNoop(ctx context.Context, bin, certDir string, tlsConfig *tls.Config, 
 	if err != nil {
 		return nil, err
 	}
-	wait, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConfig}}
-	if err := c.waitHTTP(wait, client, "https://"+addr+"/readyz"); err != nil {
+	if err := c.waitHTTP(ctx, time.Minute, client, "https://"+addr+"/readyz"); err != nil {
 		c.stop()
 		return nil, err
 	}

@@ -25,7 +25,9 @@ import (
 	"k8s.io/klog/v2"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/policy-webhook/policy-webhook/internal/testenv"
+	"github.com/policy-webhook/policy-webhook/test/inprocess"
+	"github.com/policy-webhook/policy-webhook/test/testenv"
+	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
 type options struct {
@@ -40,7 +42,7 @@ func main() {
 	var o options
 	flag.StringVar(&o.kubeconfigOut, "kubeconfig-out", ".dev/kubeconfig", "where to write the admin kubeconfig (removed on exit)")
 	flag.StringVar(&o.crdDir, "crd-dir", "manifests/crds", "directory of the CRD manifests to install")
-	flag.StringVar(&o.policyNamespace, "policy-namespace", testenv.DefaultPolicyNamespace, "the webhook's namespace, whose policy ConfigMaps apply cluster-wide")
+	flag.StringVar(&o.policyNamespace, "policy-namespace", webhook.DefaultPolicyNamespace, "the webhook's namespace, whose policy ConfigMaps apply cluster-wide")
 	flag.DurationVar(&o.startupTimeout, "startup-timeout", 2*time.Minute, "how long the control plane and the webhook may take to come up")
 	flag.BoolVar(&o.verbose, "v", false, "debug logs")
 	flag.Parse()
@@ -81,7 +83,7 @@ func run(ctx context.Context, stopSignals context.CancelFunc, o options, log log
 	}
 	log.Info("created the webhook's namespace (the only object applied; no policy, no sample)", "namespace", o.policyNamespace)
 
-	wh, err := testenv.StartWebhook(ctx, testenv.WebhookOptions{
+	wh, err := inprocess.Start(ctx, inprocess.Options{
 		RestConfig:      cp.Config,
 		PolicyNamespace: o.policyNamespace,
 		Log:             log.WithName("webhook"),

@@ -3,13 +3,14 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"github.com/policy-webhook/policy-webhook/internal/workload"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/policy-webhook/policy-webhook/test/workload"
 )
 
 func TestSummarizeMergesWindows(t *testing.T) {

@@ -17,8 +17,9 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/policy-webhook/policy-webhook/internal/testenv"
-	"github.com/policy-webhook/policy-webhook/internal/workload"
+	"github.com/policy-webhook/policy-webhook/test/testenv"
+	"github.com/policy-webhook/policy-webhook/test/workload"
+	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
 var myApplesGVR = schema.GroupVersionResource{Group: "stable.example.com", Version: "v1", Resource: "myapples"}
@@ -34,7 +35,7 @@ type clients struct {
 // namespace with its ServiceAccount, and the registry policy ConfigMap.
 func (c clients) seed(ctx context.Context) error {
 	for _, ns := range []*corev1.Namespace{
-		{ObjectMeta: metav1.ObjectMeta{Name: testenv.DefaultPolicyNamespace}},
+		{ObjectMeta: metav1.ObjectMeta{Name: webhook.DefaultPolicyNamespace}},
 		{ObjectMeta: metav1.ObjectMeta{Name: loadNamespace, Labels: map[string]string{"env": "prod"}}},
 	} {
 		if err := ignoreExists(c.kube.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{})); err != nil {
@@ -47,8 +48,8 @@ func (c clients) seed(ctx context.Context) error {
 	if err := ignoreExists(c.kube.CoreV1().ServiceAccounts(loadNamespace).Create(ctx, sa, metav1.CreateOptions{})); err != nil {
 		return fmt.Errorf("creating ServiceAccount %s/%s: %w", loadNamespace, serviceAccount, err)
 	}
-	cm := testenv.PolicyConfigMap(testenv.DefaultPolicyNamespace, registryPolicyCM, registryPolicy)
-	if err := ignoreExists(c.kube.CoreV1().ConfigMaps(testenv.DefaultPolicyNamespace).Create(ctx, cm, metav1.CreateOptions{})); err != nil {
+	cm := testenv.PolicyConfigMap(webhook.DefaultPolicyNamespace, registryPolicyCM, registryPolicy)
+	if err := ignoreExists(c.kube.CoreV1().ConfigMaps(webhook.DefaultPolicyNamespace).Create(ctx, cm, metav1.CreateOptions{})); err != nil {
 		return fmt.Errorf("creating the registry policy: %w", err)
 	}
 	return nil
@@ -68,27 +69,32 @@ func (c clients) route(ctx context.Context, s *server, caPEM []byte) error {
 		if err := testenv.Unregister(ctx, c.kube, testenv.ConfigurationName); err != nil {
 			return err
 		}
-	} else if err := testenv.Register(ctx, c.kube, testenv.WebhookConfiguration(s.url, caPEM, testenv.DefaultPolicyNamespace)); err != nil {
+	} else if err := testenv.Register(ctx, c.kube, testenv.WebhookConfiguration(s.url, caPEM, webhook.DefaultPolicyNamespace)); err != nil {
 		return err
 	}
-	wait, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	pod := workload.DeploymentPod(true, 2)
-	for {
-		_, err := c.kube.CoreV1().Pods(loadNamespace).Create(wait, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
-		denied := err != nil && strings.Contains(err.Error(), "denied the request")
-		if err != nil && !denied && wait.Err() == nil && !apierrors.IsInternalError(err) {
-			return fmt.Errorf("dry-run creating the denied Pod: %w", err)
-		}
-		if denied == (s != nil) {
-			return nil
-		}
-		select {
-		case <-wait.Done():
-			return fmt.Errorf("waiting for the API server to route Pods to %v: %w (last: %w)", s, wait.Err(), err)
-		case <-time.After(50 * time.Millisecond):
-		}
+	target := "no webhook"
+	if s != nil {
+		target = s.name
 	}
+	pod := workload.DeploymentPod(true, 2)
+	err := testenv.PollEvery(ctx, 50*time.Millisecond, 30*time.Second, func(ctx context.Context) error {
+		_, err := c.kube.CoreV1().Pods(loadNamespace).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		denied := err != nil && strings.Contains(err.Error(), "denied the request")
+		switch {
+		case err != nil && !denied && ctx.Err() == nil && !apierrors.IsInternalError(err):
+			return testenv.Final(fmt.Errorf("dry-run creating the denied Pod: %w", err))
+		case denied == (s != nil):
+			return nil
+		case err != nil:
+			return err
+		default:
+			return errors.New("the denied Pod is still admitted")
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for the API server to route Pods to %s: %w", target, err)
+	}
+	return nil
 }
 
 // dryRunCreate is the apiserver mode's attempt: a dry-run create of pod,

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"github.com/policy-webhook/policy-webhook/internal/workload"
+	"github.com/policy-webhook/policy-webhook/test/workload"
 )
 
 // Names of the objects the harness puts in the cluster.

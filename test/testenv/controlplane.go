@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"testing"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
@@ -35,6 +37,9 @@ type ControlPlaneOptions struct {
 	// CRDDir holds the CRD manifests to install. Empty means manifests/crds
 	// under the repository root found from the working directory.
 	CRDDir string
+	// ExtraCRDDirs hold more CRDs to install beside the project's, such as
+	// cert-manager's for the install proofs.
+	ExtraCRDDirs []string
 	// Log receives progress messages.
 	Log logr.Logger
 }
@@ -71,10 +76,10 @@ func StartControlPlane(ctx context.Context, opts ControlPlaneOptions) (*ControlP
 	}
 	env := &envtest.Environment{
 		BinaryAssetsDirectory: assets,
-		CRDDirectoryPaths:     []string{crdDir},
+		CRDDirectoryPaths:     append([]string{crdDir}, opts.ExtraCRDDirs...),
 		ErrorIfCRDPathMissing: true,
 	}
-	opts.Log.Info("starting etcd and kube-apiserver", "assets", assets, "crds", crdDir)
+	opts.Log.Info("starting etcd and kube-apiserver", "assets", assets, "crds", env.CRDDirectoryPaths)
 	cfg, err := env.Start()
 	if err != nil {
 		// Start may have left etcd running when a later step failed.
@@ -86,12 +91,43 @@ func StartControlPlane(ctx context.Context, opts ControlPlaneOptions) (*ControlP
 		_ = env.Stop()
 		return nil, fmt.Errorf("building a clientset for the control plane: %w", err)
 	}
+	cp := &ControlPlane{Config: cfg, Client: cs, env: env}
+	opts.Log.Info("control plane up", "server", cfg.Host, "crds", cp.CRDs())
+	return cp, nil
+}
+
+// ControlPlaneForTest starts a control plane for t and stops it when t
+// ends. Without $KUBEBUILDER_ASSETS it skips t under -short and fails it
+// otherwise: these tests are part of `make test`, and a silent skip would
+// hide that they never ran.
+func ControlPlaneForTest(t testing.TB, opts ControlPlaneOptions) *ControlPlane {
+	t.Helper()
+	if os.Getenv(AssetsEnv) == "" {
+		if testing.Short() {
+			t.Skip("needs a local control plane (-short): " + ErrNoAssets.Error())
+		}
+		t.Fatal(ErrNoAssets)
+	}
+	cp, err := StartControlPlane(t.Context(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := cp.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	t.Logf("control plane at %s with CRDs %s", cp.Config.Host, strings.Join(cp.CRDs(), ", "))
+	return cp
+}
+
+// CRDs names the CRDs installed.
+func (c *ControlPlane) CRDs() []string {
 	var names []string
-	for _, crd := range env.CRDs {
+	for _, crd := range c.env.CRDs {
 		names = append(names, crd.Name)
 	}
-	opts.Log.Info("control plane up", "server", cfg.Host, "crds", names)
-	return &ControlPlane{Config: cfg, Client: cs, env: env}, nil
+	return names
 }
 
 // Stop stops kube-apiserver and etcd and removes their data directories.

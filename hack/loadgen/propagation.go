@@ -10,9 +10,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/policy-webhook/policy-webhook/internal/testenv"
-	"github.com/policy-webhook/policy-webhook/internal/workload"
 	"github.com/policy-webhook/policy-webhook/policy"
+	"github.com/policy-webhook/policy-webhook/test/testenv"
+	"github.com/policy-webhook/policy-webhook/test/workload"
 )
 
 const propagationNamespace = "propagation"
@@ -56,8 +56,10 @@ func measurePropagation(ctx context.Context, c clients, s *server, client *http.
 		probe := postReview(client, s.url+"/validate-pods", body, uid, true)
 		// Before the edit the probe must be refused, or the figure
 		// would measure nothing.
-		if ok, err := probe(ctx); err != nil || ok {
-			return propagationResult{}, fmt.Errorf("edit %d: the probe was admitted (or failed: %v) before the edit", i, err)
+		if ok, err := probe(ctx); err != nil {
+			return propagationResult{}, fmt.Errorf("edit %d: probing before the edit: %w", i, err)
+		} else if ok {
+			return propagationResult{}, fmt.Errorf("edit %d: the probe was admitted before the edit", i)
 		}
 		cm.Data[policy.ConfigMapDataKey] = spec(i)
 		if cm, err = cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {

@@ -8,7 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/policy-webhook/policy-webhook/internal/testenv"
+	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
 
 // memoryStage is the webhook's memory after one batch of objects was put
@@ -126,19 +126,17 @@ func measureMemory(ctx context.Context, c clients, s *server, n memoryCounts, lo
 // waitMetric waits until the webhook's metric reaches at least want: the
 // informers have delivered every object created.
 func waitMetric(ctx context.Context, s *server, name string, want float64) error {
-	deadline := time.Now().Add(time.Minute)
-	for {
+	// Every check is a scrape the webhook serves: not so often that it
+	// competes with the informers it waits for.
+	err := testenv.PollEvery(ctx, 100*time.Millisecond, time.Minute, func(ctx context.Context) error {
 		v, err := s.metric(ctx, name)
-		if err == nil && v >= want {
-			return nil
+		if err == nil && v < want {
+			err = fmt.Errorf("at %.0f", v)
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("waiting for %s to reach %.0f: at %.0f (%v)", name, want, v, err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for %s to reach %.0f: %w", name, want, err)
 	}
+	return nil
 }
