@@ -20,8 +20,8 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/policy-webhook/policy-webhook/audit"
-	"github.com/policy-webhook/policy-webhook/internal/testenv"
 	"github.com/policy-webhook/policy-webhook/policy/live"
+	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
 
 // envInt reads a size from the environment, for a smaller run.

@@ -16,7 +16,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
@@ -24,11 +23,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/policy-webhook/policy-webhook/audit"
-	"github.com/policy-webhook/policy-webhook/internal/testenv"
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
 	report "github.com/policy-webhook/policy-webhook/policy/api/wgpolicyk8s/v1alpha2"
 	"github.com/policy-webhook/policy-webhook/policy/live"
+	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
 
 // env is a control plane with the clients the tests use.
@@ -39,20 +38,9 @@ type env struct {
 	meta metadata.Interface
 }
 
-func startEnv(t *testing.T, ctx context.Context) *env {
+func startEnv(t *testing.T) *env {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("needs a local control plane (envtest); runs without -short")
-	}
-	cp, err := testenv.StartControlPlane(ctx, testenv.ControlPlaneOptions{Log: testr.New(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := cp.Stop(); err != nil {
-			t.Errorf("stopping the control plane: %v", err)
-		}
-	})
+	cp := testenv.ControlPlaneForTest(t, testenv.ControlPlaneOptions{Log: testr.New(t)})
 	return newEnvFor(t, cp.Config, cp)
 }
 
@@ -163,13 +151,8 @@ func (e *env) auditStatus(ctx context.Context, name string) (*v1alpha1.AuditStat
 // poll waits for cond, failing the test with its last error.
 func poll(t *testing.T, ctx context.Context, what string, cond func(context.Context) error) {
 	t.Helper()
-	var last error
-	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		last = cond(ctx)
-		return last == nil, nil
-	})
-	if err != nil {
-		t.Fatalf("waiting for %s: %v (last: %v)", what, err, last)
+	if err := testenv.PollEvery(ctx, 50*time.Millisecond, 30*time.Second, cond); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
 	}
 }
 
@@ -179,7 +162,7 @@ func poll(t *testing.T, ctx context.Context, what string, cond func(context.Cont
 func TestAuditOnAPIServer(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	e := startEnv(t, ctx)
+	e := startEnv(t)
 	for ns, labels := range map[string]map[string]string{"policy-system": nil, "team-a": {"env": "prod"}, "team-b": nil} {
 		if err := e.cp.EnsureNamespace(ctx, ns, labels); err != nil {
 			t.Fatal(err)

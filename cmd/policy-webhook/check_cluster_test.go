@@ -15,26 +15,15 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/policy-webhook/policy-webhook/check"
-	"github.com/policy-webhook/policy-webhook/internal/testenv"
 	"github.com/policy-webhook/policy-webhook/policy/live"
+	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
 
 // TestCheckCluster judges what exists on a real API server: namespace
 // labels and MyApple quantities come from the cluster, lists are paged.
 func TestCheckCluster(t *testing.T) {
-	if testing.Short() {
-		t.Skip("needs a local control plane (envtest); runs without -short")
-	}
 	ctx := context.Background()
-	cp, err := testenv.StartControlPlane(ctx, testenv.ControlPlaneOptions{Log: testr.New(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := cp.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	cp := testenv.ControlPlaneForTest(t, testenv.ControlPlaneOptions{Log: testr.New(t)})
 	for ns, labels := range map[string]map[string]string{"prod": {"env": "prod"}, "dev": {"env": "dev"}} {
 		if err := cp.EnsureNamespace(ctx, ns, labels); err != nil {
 			t.Fatal(err)
