@@ -47,6 +47,8 @@ type Options struct {
 	FailOpenBeforeSync bool
 	// Log receives the webhook's logs.
 	Log logr.Logger
+	// AuditInterval turns the background audit on (webhook.Options); 0: off.
+	AuditInterval time.Duration
 }
 
 // Webhook is the webhook served in process by webhook.Run, on 127.0.0.1, with
@@ -132,6 +134,7 @@ func Start(ctx context.Context, opts Options) (*Webhook, error) {
 			MetricsBindAddress:     w.MetricsAddr,
 			HealthProbeBindAddress: w.HealthAddr,
 			FailOpenBeforeSync:     opts.FailOpenBeforeSync,
+			AuditInterval:          opts.AuditInterval,
 			Log:                    opts.Log,
 			OnReady:                func() { w.readyOnce.Do(func() { close(w.ready) }) },
 		})
