@@ -81,7 +81,9 @@ type identity struct {
 	} `json:"metadata"`
 }
 
-// Each calls fn with every object of kind, page after page. An object
+// Each calls fn with every object of kind, page after page. The next page
+// is fetched while fn judges the current one, so the API server's time and
+// the judging overlap; at most three pages are held at once. An object
 // that does not decode is an error naming it: the API server stored it,
 // so the decoder and the API disagree, which must not pass unnoticed.
 func (l *Lister) Each(ctx context.Context, kind string, fn func(*Object) error) error {
@@ -93,10 +95,58 @@ func (l *Lister) Each(ctx context.Context, kind string, fn func(*Object) error) 
 	if limit <= 0 {
 		limit = DefaultPageSize
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	pages := make(chan fetched, 1)
+	go l.fetch(ctx, path, limit, pages)
+	defer func() {
+		// Stop the fetcher and wait for it: it closes pages when it returns.
+		cancel()
+		for range pages {
+		}
+	}()
+	n := 0
+	for f := range pages {
+		n++
+		if f.err != nil {
+			return f.err
+		}
+		for i, raw := range f.items {
+			o, err := decode(kind, raw)
+			if err != nil {
+				return fmt.Errorf("listing %s (page %d, item %d): %w", path, n, i, err)
+			}
+			if err := fn(o); err != nil {
+				return err
+			}
+			f.items[i] = nil
+		}
+	}
+	return ctx.Err()
+}
+
+// fetched is one page, or the error that ended the list.
+type fetched struct {
+	items []jsontext.Value
+	err   error
+}
+
+// fetch sends the pages of a list, in order, until the last one, an error,
+// or ctx ends; then it closes pages.
+func (l *Lister) fetch(ctx context.Context, path string, limit int64, pages chan<- fetched) {
+	defer close(pages)
+	send := func(f fetched) bool {
+		select {
+		case pages <- f:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
 	token := ""
 	for n := 0; ; n++ {
 		if n == maxPages {
-			return fmt.Errorf("listing %s: more than %d pages of %d", path, maxPages, limit)
+			send(fetched{err: fmt.Errorf("listing %s: more than %d pages of %d", path, maxPages, limit)})
+			return
 		}
 		req := l.Client.Get().AbsPath(path).SetHeader("Accept", "application/json").
 			Param("limit", strconv.FormatInt(limit, 10))
@@ -105,27 +155,23 @@ func (l *Lister) Each(ctx context.Context, kind string, fn func(*Object) error) 
 		}
 		body, err := req.DoRaw(ctx)
 		if n == 0 && apierrors.IsNotFound(err) {
-			return fmt.Errorf("listing %s: %w", path, ErrNotServed)
+			send(fetched{err: fmt.Errorf("listing %s: %w", path, ErrNotServed)})
+			return
 		}
 		if err != nil {
-			return fmt.Errorf("listing %s (page %d): %w", path, n+1, err)
+			send(fetched{err: fmt.Errorf("listing %s (page %d): %w", path, n+1, err)})
+			return
 		}
 		var p page
 		if err := json.Unmarshal(body, &p); err != nil {
-			return fmt.Errorf("decoding the list of %s (page %d): %w", path, n+1, err)
+			send(fetched{err: fmt.Errorf("decoding the list of %s (page %d): %w", path, n+1, err)})
+			return
 		}
-		for i, raw := range p.Items {
-			o, err := decode(kind, raw)
-			if err != nil {
-				return fmt.Errorf("listing %s (page %d, item %d): %w", path, n+1, i, err)
-			}
-			if err := fn(o); err != nil {
-				return err
-			}
-			p.Items[i] = nil
+		if !send(fetched{items: p.Items}) {
+			return
 		}
 		if token = p.Metadata.Continue; token == "" {
-			return nil
+			return
 		}
 	}
 }
