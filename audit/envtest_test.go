@@ -284,7 +284,7 @@ func TestAuditOnAPIServer(t *testing.T) {
 	poll(t, ctx, "the reports to go", func(ctx context.Context) error {
 		for _, ns := range []string{"team-a", "team-b"} {
 			if _, err := e.report(ctx, ns); !apierrors.IsNotFound(err) {
-				return fmt.Errorf("report in %s: %v", ns, err)
+				return fmt.Errorf("report in %s: %w", ns, err)
 			}
 		}
 		st, err := e.auditStatus(ctx, "registries")
