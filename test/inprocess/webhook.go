@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/rest"
 
 	"github.com/policy-webhook/policy-webhook/certs"
@@ -49,6 +50,9 @@ type Options struct {
 	Log logr.Logger
 	// AuditInterval turns the background audit on (webhook.Options); 0: off.
 	AuditInterval time.Duration
+	// MetricsRegistry, for a second webhook in the same process; nil is
+	// controller-runtime's registry.
+	MetricsRegistry prometheus.Registerer
 }
 
 // Webhook is the webhook served in process by webhook.Run, on 127.0.0.1, with
@@ -135,6 +139,7 @@ func Start(ctx context.Context, opts Options) (*Webhook, error) {
 			HealthProbeBindAddress: w.HealthAddr,
 			FailOpenBeforeSync:     opts.FailOpenBeforeSync,
 			AuditInterval:          opts.AuditInterval,
+			MetricsRegistry:        opts.MetricsRegistry,
 			Log:                    opts.Log,
 			OnReady:                func() { w.readyOnce.Do(func() { close(w.ready) }) },
 		})
