@@ -22,7 +22,7 @@ CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@$(CO
 GOLANGCI_LINT_VERSION := $(shell sed -n 's|^require github.com/golangci/golangci-lint/v2 ||p' hack/tools/lint/go.mod)
 GOLANGCI_LINT := $(TOOLS_CACHE)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 # What make generate and make manifests write, diffed by make verify.
-GENERATED := policy/api/v1alpha1/zz_generated.deepcopy.go policy/api/wgpolicyk8s/v1alpha2/zz_generated.deepcopy.go manifests/crds manifests/components/policyreports
+GENERATED := policy/api/v1alpha1/zz_generated.deepcopy.go policy/api/wgpolicyk8s/v1alpha2/zz_generated.deepcopy.go manifests/crds manifests/components/policyreports policy/cel/schemas
 
 .PHONY: help
 help: ## Show the targets.
@@ -56,8 +56,10 @@ verify: lint ## gofmt, go vet, golangci-lint, and generated code up to date (wha
 		echo "generated code is out of date: run make generate manifests and commit the result"; exit 1; fi
 
 .PHONY: generate
-generate: ## Regenerate deepcopy code.
+generate: ## Regenerate deepcopy code and the schemas CEL expressions are typed by.
 	$(CONTROLLER_GEN) object paths=./policy/api/...
+	cd hack/tools/kube && GOWORK=off $(GO) run ./celschema $(CURDIR)/policy/cel/schemas/pod.json
+	cp manifests/crds/stable.example.com_myapples.yaml policy/cel/schemas/myapples.yaml
 
 .PHONY: manifests
 manifests: ## Regenerate the AdmissionPolicy CRD into manifests/crds and the PolicyReport CRDs into manifests/components/policyreports.

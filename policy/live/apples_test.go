@@ -1,11 +1,14 @@
 package live
 
 import (
+	"reflect"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/policy-webhook/policy-webhook/policy"
+	"github.com/policy-webhook/policy-webhook/policy/cel"
 )
 
 func TestMyAppleQuota(t *testing.T) {
@@ -35,6 +38,12 @@ func TestMyAppleQuota(t *testing.T) {
 		}
 	}
 	consistentWithIndex(t, c, "team-a", "team-b")
+	if got, want := c.MyApples("team-a"), []cel.Apple{{Name: "a", Color: "red", Size: "small", Quantity: 4}, {Name: "b", Color: "red", Size: "small", Quantity: 5}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("MyApples(team-a) = %+v, want %+v", got, want)
+	}
+	if got := c.MyApples("empty"); len(got) != 0 {
+		t.Errorf("MyApples(empty) = %+v", got)
+	}
 
 	// CREATE: 4 + 5 in other MyApples + 2 here is over 10.
 	d := allowed(t, c, appleRequest(policy.Create, "team-a", "d", 2, 0), false)
@@ -54,8 +63,12 @@ func TestMyAppleQuota(t *testing.T) {
 	// The totals follow the cluster: a shrinks to 1, then is deleted.
 	a = a.DeepCopy()
 	a.Object["spec"].(map[string]any)["quantity"] = int64(1)
+	a.Object["spec"].(map[string]any)["color"] = "green"
 	f.update(a)
 	eventually(t, "team-a holds 6", func() bool { return c.MyAppleQuantity("team-a", "") == 6 })
+	if got, want := c.MyApples("team-a")[0], (cel.Apple{Name: "a", Color: "green", Size: "small", Quantity: 1}); got != want {
+		t.Errorf("after the update, MyApples(team-a)[0] = %+v, want %+v", got, want)
+	}
 	allowed(t, c, appleRequest(policy.Create, "team-a", "d", 4, 0), true)
 	f.delete(a)
 	eventually(t, "team-a holds 5", func() bool { return c.MyAppleQuantity("team-a", "") == 5 })
@@ -103,8 +116,48 @@ func TestAppleIndex(t *testing.T) {
 	if got := ix.sum("ns", ""); got != 4 {
 		t.Errorf("sum after delete = %d, want 4", got)
 	}
+	ix.set(&apple{namespace: "ns", name: "c", color: "red", size: "large", quantity: 1})
+	l := ix.list("ns")
+	want := []cel.Apple{{Name: "b", Quantity: 4}, {Name: "c", Color: "red", Size: "large", Quantity: 1}}
+	if !reflect.DeepEqual(l, want) {
+		t.Errorf("list = %+v, want %+v", l, want)
+	}
+	if again := ix.list("ns"); &again[0] != &l[0] {
+		t.Error("an unchanged namespace's list was built again")
+	}
+	ix.set(&apple{namespace: "ns", name: "c", color: "blue", size: "large", quantity: 1})
+	if got := ix.list("ns")[1].Color; got != "blue" || l[1].Color != "red" {
+		t.Errorf("after a change: color %q, and the list handed out before reads %q", got, l[1].Color)
+	}
+	ix.remove("ns", "c")
 	ix.remove("ns", "b")
+	if ix.list("ns") != nil {
+		t.Errorf("list of an emptied namespace = %+v", ix.list("ns"))
+	}
 	if len(ix.byNS) != 0 || ix.count() != 0 {
 		t.Errorf("empty namespaces kept: %v", ix.byNS)
+	}
+}
+
+func TestTransformMyApple(t *testing.T) {
+	u := myApple("ns", "a", 3)
+	u.SetResourceVersion("7")
+	got, err := transformMyApple(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &apple{namespace: "ns", name: "a", resourceVersion: "7", color: "red", size: "small", quantity: 3}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+	// Whatever the spec holds, the watch goes on.
+	bad := &unstructured.Unstructured{Object: map[string]any{"metadata": map[string]any{"name": "b"}, "spec": map[string]any{"color": 5}}}
+	got, err = transformMyApple(bad)
+	if err != nil || got.(*apple).color != "" || got.(*apple).quantity != 0 {
+		t.Errorf("malformed spec: got %+v, %v", got, err)
+	}
+	// Idempotent, as client-go asks.
+	if again, _ := transformMyApple(got); again != got {
+		t.Error("a transformed object was transformed again")
 	}
 }

@@ -23,6 +23,24 @@ func BenchmarkMyAppleQuantity(b *testing.B) {
 	})
 }
 
+// BenchmarkMyApples is cluster.myApples on an unchanged namespace of 500
+// MyApples: the shared list, no allocation.
+func BenchmarkMyApples(b *testing.B) {
+	ix := newAppleIndex()
+	for i := range 10_000 {
+		ix.set(&apple{namespace: fmt.Sprintf("team-%d", i%20), name: fmt.Sprintf("apple-%d", i), color: "red", size: "small", quantity: 3})
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if len(ix.list("team-7")) != 500 {
+				b.Fatal("wrong list")
+			}
+		}
+	})
+}
+
 func BenchmarkCacheEvaluatePod(b *testing.B) {
 	f := newFixture(b, policyConfigMap("team-a", "registries", registryPolicy), policyConfigMap(testPolicyNamespace, "global", registryPolicy))
 	f.start()

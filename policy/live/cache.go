@@ -24,6 +24,7 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
+	"github.com/policy-webhook/policy-webhook/policy/cel"
 )
 
 // eventComponent is the reporting component of the Events the cache records.
@@ -270,6 +271,15 @@ func (c *Cache) NamespaceLabels(name string) (map[string]string, bool) {
 	}
 	return m.Labels, true
 }
+
+// MyApples lists the MyApples of a namespace, sorted by name, from memory:
+// CEL's cluster.myApples. The slice is shared until the namespace's
+// MyApples change; callers only read it.
+func (c *Cache) MyApples(namespace string) []cel.Apple {
+	return c.apples.list(namespace)
+}
+
+var _ cel.Cluster = (*Cache)(nil)
 
 // MyAppleQuantity is the total spec.quantity of the MyApples of a namespace,
 // leaving out the one named except. It reads a running total, O(1).

@@ -72,8 +72,9 @@ func transformNamespace(obj any) (any, error) {
 	return m, nil
 }
 
-// transformMyApple replaces a MyApple by the three fields the quota rule
-// reads, a few dozen bytes instead of a few kilobytes of maps.
+// transformMyApple replaces a MyApple by its identity and the spec fields
+// the quota rule and CEL's cluster.myApples read, a few dozen bytes instead
+// of a few kilobytes of maps.
 func transformMyApple(obj any) (any, error) {
 	u, ok := obj.(*unstructured.Unstructured)
 	if !ok {
@@ -83,8 +84,21 @@ func transformMyApple(obj any) (any, error) {
 		namespace:       u.GetNamespace(),
 		name:            u.GetName(),
 		resourceVersion: u.GetResourceVersion(),
+		color:           appleString(u.Object, "color"),
+		size:            appleString(u.Object, "size"),
 		quantity:        appleQuantity(u.Object),
 	}, nil
+}
+
+// appleString reads a string field of spec; the CRD requires color and
+// size, and anything else reads as "" rather than failing the watch.
+func appleString(obj map[string]any, name string) string {
+	spec, ok := obj["spec"].(map[string]any)
+	if !ok {
+		return ""
+	}
+	s, _ := spec[name].(string)
+	return s
 }
 
 // appleQuantity reads spec.quantity. The CRD makes it an integer of at

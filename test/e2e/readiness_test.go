@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -29,8 +30,9 @@ func TestReadinessFollowsSync(t *testing.T) {
 	ctx := testCtx(t)
 	gate := testenv.NewReadGate()
 	wh, err := inprocess.Start(ctx, inprocess.Options{
-		RestConfig: testenv.WithTransport(env.cp.Config, gate.Wrap),
-		Log:        env.log.WithName("held-webhook"),
+		RestConfig:      testenv.WithTransport(env.cp.Config, gate.Wrap),
+		Log:             env.log.WithName("held-webhook"),
+		MetricsRegistry: prometheus.NewRegistry(),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -50,8 +50,9 @@ type Options struct {
 	Log logr.Logger
 	// AuditInterval turns the background audit on (webhook.Options); 0: off.
 	AuditInterval time.Duration
-	// MetricsRegistry, for a second webhook in the same process; nil is
-	// controller-runtime's registry.
+	// MetricsRegistry, when set, takes the webhook's metrics instead of
+	// controller-runtime's registry: a second webhook in the same process
+	// needs its own.
 	MetricsRegistry prometheus.Registerer
 }
 

@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -35,6 +36,99 @@ type PolicySpec struct {
 	// MyApples holds the rules for MyApples.
 	// +optional
 	MyApples *MyAppleRules `json:"myApples,omitempty"`
+
+	// Params is any YAML value, given to CEL expressions as `params`.
+	// +optional
+	// +kubebuilder:pruning:PreserveUnknownFields
+	// +kubebuilder:validation:Schemaless
+	Params *apiextensionsv1.JSON `json:"params,omitempty"`
+	// Variables are CEL expressions named for the others to use as
+	// `variables.<name>`; each is evaluated lazily, at most once per
+	// admission, and may use the variables before it.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=64
+	Variables []Variable `json:"variables,omitempty"`
+	// MatchConditions are CEL expressions that must all be true for the
+	// policy to judge the object, as in a ValidatingAdmissionPolicy.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=64
+	MatchConditions []MatchCondition `json:"matchConditions,omitempty"`
+	// Validations are CEL expressions that must be true of the object; each
+	// one that is false is a violation.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	Validations []Validation `json:"validations,omitempty"`
+	// FailurePolicy says what a CEL expression that fails to evaluate (an
+	// error, the cost budget or the time limit exhausted) does: Fail (the
+	// default) makes it a violation, Ignore passes over it.
+	// +optional
+	FailurePolicy *FailurePolicy `json:"failurePolicy,omitempty"`
+}
+
+// FailurePolicy says what a CEL expression that fails to evaluate does.
+// +kubebuilder:validation:Enum=Fail;Ignore
+type FailurePolicy string
+
+const (
+	// Fail makes an evaluation error a violation of the expression's validation.
+	Fail FailurePolicy = "Fail"
+	// Ignore passes over an expression that fails to evaluate.
+	Ignore FailurePolicy = "Ignore"
+)
+
+// Variable is a named CEL expression.
+type Variable struct {
+	// Name is how other expressions refer to it: variables.<name>; a CEL
+	// identifier.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-zA-Z_][a-zA-Z0-9_]*$`
+	Name string `json:"name"`
+	// Expression is the CEL expression; any result type.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=4096
+	Expression string `json:"expression"`
+}
+
+// MatchCondition is a named CEL expression that must be true for the policy
+// to judge the object.
+type MatchCondition struct {
+	// Name identifies the condition.
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+	// Expression is the CEL expression; it must be a bool.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=4096
+	Expression string `json:"expression"`
+}
+
+// Validation is a CEL expression that must be true of the object.
+type Validation struct {
+	// Name, if set, names the rule a violation reports:
+	// validations.<name>, else validations[<index>].
+	// +optional
+	Name string `json:"name,omitempty"`
+	// Expression is the CEL expression; it must be a bool.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=4096
+	Expression string `json:"expression"`
+	// Message is the violation's message; the default names the expression.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
+	// MessageExpression is a CEL expression, a string, giving the message;
+	// it wins over Message when it evaluates to a non-empty string.
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	MessageExpression string `json:"messageExpression,omitempty"`
+	// FieldPath is the field a violation reports, e.g. spec.containers.
+	// +optional
+	FieldPath string `json:"fieldPath,omitempty"`
 }
 
 // Match selects the admissions a policy judges.

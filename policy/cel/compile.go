@@ -1,0 +1,465 @@
+package cel
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/google/cel-go/cel"
+	celast "github.com/google/cel-go/common/ast"
+	"github.com/google/cel-go/common/types"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/apimachinery/pkg/util/version"
+	celconfig "k8s.io/apiserver/pkg/apis/cel"
+	apiservercel "k8s.io/apiserver/pkg/cel"
+	"k8s.io/apiserver/pkg/cel/environment"
+	"k8s.io/kube-openapi/pkg/validation/spec"
+
+	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
+)
+
+// Kinds whose objects expressions can judge.
+const (
+	KindPod     = "Pod"
+	KindMyApple = "MyApple"
+)
+
+// EnvironmentVersion is the Kubernetes CEL environment version expressions
+// compile against (environment.MustBaseEnvSet): the libraries and language
+// options of that release, whatever the version of k8s.io/apiserver linked.
+// Raising it admits newer functions; lowering it could refuse policies in
+// force.
+const EnvironmentVersion = "1.37"
+
+// Bounds on a policy's CEL parts, checked by Compile; the AdmissionPolicy
+// CRD carries the same ones.
+const (
+	MaxExpressionLength = 4096 // bytes, per expression and messageExpression
+	MaxMessageLength    = 1024 // bytes, per message, and the cut of evaluated ones
+	MaxEntries          = 64   // variables, matchConditions, validations each
+	maxFieldPathLength  = 256
+)
+
+// Variable names in CEL.
+const (
+	varObject    = "object"
+	varOldObject = "oldObject"
+	varRequest   = "request"
+	varNamespace = "namespaceObject"
+	varParams    = "params"
+	varVariables = "variables"
+	varCluster   = "cluster"
+)
+
+var identifier = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
+
+// Compiler compiles the CEL parts of policies. It holds one environment per
+// kind, built once by NewCompiler (tens of milliseconds), and is safe for
+// concurrent use.
+type Compiler struct {
+	kinds map[string]*kindEnv
+	// estimatedCostLimit is EstimatedCostLimit; tests raise it to reach
+	// the runtime limits with expressions compilation would refuse.
+	estimatedCostLimit uint64
+}
+
+type kindEnv struct {
+	schema *kindSchema
+	apple  *apiservercel.DeclType
+	envSet *environment.EnvSet
+	roots  map[string]*apiservercel.DeclType // for cost estimation
+	types  map[string]*apiservercel.DeclType // every named type, by name
+}
+
+// NewCompiler builds the environments of every kind.
+func NewCompiler() (*Compiler, error) {
+	pod, err := podSchema()
+	if err != nil {
+		return nil, err
+	}
+	apple, err := myAppleSchema(pod)
+	if err != nil {
+		return nil, err
+	}
+	c := &Compiler{kinds: map[string]*kindEnv{}, estimatedCostLimit: EstimatedCostLimit}
+	for kind, s := range map[string]*spec.Schema{KindPod: pod, KindMyApple: apple} {
+		ks, err := newKindSchema(kind, s)
+		if err != nil {
+			return nil, err
+		}
+		ke, err := newKindEnv(ks)
+		if err != nil {
+			return nil, fmt.Errorf("building the CEL environment for %s: %w", kind, err)
+		}
+		c.kinds[kind] = ke
+	}
+	return c, nil
+}
+
+func newKindEnv(ks *kindSchema) (*kindEnv, error) {
+	req, ns, apple := requestType(), namespaceType(), appleType()
+	decls := []*apiservercel.DeclType{ks.declType, req, ns, apple}
+	objType := ks.declType.CelType()
+	envSet, err := environment.MustBaseEnvSet(version.MustParseGeneric(EnvironmentVersion)).Extend(environment.VersionedOptions{
+		// Present at every version, as VAP's variables are.
+		IntroducedVersion: version.MajorMinor(1, 0),
+		EnvOptions: []cel.EnvOption{
+			cel.Variable(varObject, objType),
+			cel.Variable(varOldObject, objType),
+			cel.Variable(varRequest, req.CelType()),
+			cel.Variable(varNamespace, ns.CelType()),
+			cel.Variable(varParams, cel.DynType),
+			cel.Variable(varCluster, clusterCELType),
+			clusterLib(apple.CelType()),
+		},
+		DeclTypes: decls,
+	})
+	if err != nil {
+		return nil, err
+	}
+	named := map[string]*apiservercel.DeclType{}
+	for _, d := range decls {
+		for name, t := range apiservercel.FieldTypeMap(d.TypeName(), d) {
+			named[name] = t
+		}
+	}
+	return &kindEnv{
+		schema: ks,
+		apple:  apple,
+		envSet: envSet,
+		roots: map[string]*apiservercel.DeclType{
+			varObject: ks.declType, varOldObject: ks.declType, varRequest: req, varNamespace: ns,
+		},
+		types: named,
+	}, nil
+}
+
+// HasCEL says whether a policy has CEL parts to compile.
+func HasCEL(spec *v1alpha1.PolicySpec) bool {
+	return len(spec.Validations) > 0 || len(spec.MatchConditions) > 0 || len(spec.Variables) > 0 ||
+		spec.Params != nil || spec.FailurePolicy != nil
+}
+
+// Compile compiles the CEL parts of spec (variables, matchConditions,
+// validations, failurePolicy) for objects of kind, with params the
+// policy's params already decoded (maps, slices, strings, int64, float64,
+// bools, nil, as k8s.io/apimachinery/pkg/util/json decodes them). A policy
+// that applies to two kinds is compiled once for each.
+//
+// Every problem found is returned, named by its field path relative to the
+// spec (validations[0].expression) with the CEL position in its detail:
+// undefined field 'containrs' (1:12). A spec without validations compiles
+// to a nil Program and no error if its other CEL parts are valid.
+func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any) (*Program, field.ErrorList) {
+	ke := c.kinds[kind]
+	if ke == nil {
+		return nil, field.ErrorList{field.NotSupported(field.NewPath("match", "kinds"), kind, []string{KindPod, KindMyApple})}
+	}
+	var errs field.ErrorList
+	failurePolicy := v1alpha1.Fail
+	if spec.FailurePolicy != nil {
+		switch *spec.FailurePolicy {
+		case v1alpha1.Fail, v1alpha1.Ignore:
+			failurePolicy = *spec.FailurePolicy
+		default:
+			errs = append(errs, field.NotSupported(field.NewPath("failurePolicy"), *spec.FailurePolicy,
+				[]string{string(v1alpha1.Fail), string(v1alpha1.Ignore)}))
+		}
+	}
+	for _, l := range []struct {
+		name string
+		n    int
+	}{{"variables", len(spec.Variables)}, {"matchConditions", len(spec.MatchConditions)}, {"validations", len(spec.Validations)}} {
+		if l.n > MaxEntries {
+			errs = append(errs, field.TooMany(field.NewPath(l.name), l.n, MaxEntries))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+
+	// variables gets a field per variable as each compiles, so that an
+	// expression sees the variables before it and only those, as VAP's
+	// composition does (k8s.io/apiserver/pkg/admission/plugin/cel).
+	varsType := apiservercel.NewObjectType("kubernetes.variables", map[string]*apiservercel.DeclField{})
+	envSet, err := ke.envSet.Extend(environment.VersionedOptions{
+		IntroducedVersion: version.MajorMinor(1, 0),
+		EnvOptions:        []cel.EnvOption{cel.Variable(varVariables, varsType.CelType())},
+		DeclTypes:         []*apiservercel.DeclType{varsType},
+	})
+	if err != nil {
+		return nil, field.ErrorList{field.InternalError(nil, fmt.Errorf("extending the CEL environment: %w", err))}
+	}
+	env, err := envSet.Env(environment.NewExpressions)
+	if err != nil {
+		return nil, field.ErrorList{field.InternalError(nil, fmt.Errorf("loading the CEL environment: %w", err))}
+	}
+	roots := map[string]*apiservercel.DeclType{varVariables: varsType}
+	for k, v := range ke.roots {
+		roots[k] = v
+	}
+	cc := &compilation{env: env, est: newCostEstimator(roots, params), costLimit: c.estimatedCostLimit}
+
+	p := &Program{
+		kind:     kind,
+		schema:   ke.schema,
+		varsType: varsType,
+		failOpen: failurePolicy == v1alpha1.Ignore,
+		budget:   RuntimeCostBudget,
+		timeout:  Timeout,
+		params:   types.NullValue,
+	}
+	if params != nil {
+		if err := checkJSONValue(params); err != nil {
+			errs = append(errs, field.Invalid(field.NewPath("params"), field.OmitValueType{}, err.Error()))
+		} else {
+			p.params = types.DefaultTypeAdapter.NativeToValue(params)
+		}
+	}
+
+	seen := sets.New[string]()
+	for i, v := range spec.Variables {
+		path := field.NewPath("variables").Index(i)
+		switch {
+		case !identifier.MatchString(v.Name):
+			errs = append(errs, field.Invalid(path.Child("name"), v.Name, "must be a CEL identifier: a letter or _, then letters, digits or _"))
+		case seen.Has(v.Name):
+			errs = append(errs, field.Duplicate(path.Child("name"), v.Name))
+		}
+		seen.Insert(v.Name)
+		prog, ast, ferr := cc.compile(path.Child("expression"), v.Expression, nil)
+		var dt *apiservercel.DeclType
+		if ferr != nil {
+			errs = append(errs, ferr)
+			dt = apiservercel.DynType
+		} else if dt = ke.pathDeclType(ast.NativeRep().Expr(), roots); dt == nil {
+			dt = ke.declTypeOf(ast.OutputType())
+		}
+		varsType.Fields[v.Name] = apiservercel.NewDeclField(v.Name, dt, true, nil, nil)
+		p.variables = append(p.variables, compiledVariable{name: v.Name, prog: prog})
+	}
+
+	seen = sets.New[string]()
+	for i, m := range spec.MatchConditions {
+		path := field.NewPath("matchConditions").Index(i)
+		switch {
+		case m.Name == "":
+			errs = append(errs, field.Required(path.Child("name"), ""))
+		case seen.Has(m.Name):
+			errs = append(errs, field.Duplicate(path.Child("name"), m.Name))
+		}
+		seen.Insert(m.Name)
+		prog, _, ferr := cc.compile(path.Child("expression"), m.Expression, cel.BoolType)
+		if ferr != nil {
+			errs = append(errs, ferr)
+		}
+		p.conditions = append(p.conditions, compiledCondition{rule: "matchConditions." + m.Name, prog: prog})
+	}
+
+	seen = sets.New[string]()
+	for i, v := range spec.Validations {
+		path := field.NewPath("validations").Index(i)
+		cv := compiledValidation{
+			rule:       fmt.Sprintf("validations[%d]", i),
+			field:      v.FieldPath,
+			message:    v.Message,
+			expression: v.Expression,
+		}
+		if v.Name != "" {
+			cv.rule = "validations." + v.Name
+			if seen.Has(v.Name) {
+				errs = append(errs, field.Duplicate(path.Child("name"), v.Name))
+			}
+			seen.Insert(v.Name)
+		}
+		if len(v.Message) > MaxMessageLength {
+			errs = append(errs, field.TooLong(path.Child("message"), "", MaxMessageLength))
+		} else if strings.ContainsAny(v.Message, "\r\n") {
+			errs = append(errs, field.Invalid(path.Child("message"), v.Message, "must be one line"))
+		}
+		if len(v.FieldPath) > maxFieldPathLength {
+			errs = append(errs, field.TooLong(path.Child("fieldPath"), "", maxFieldPathLength))
+		}
+		var ferr *field.Error
+		cv.prog, _, ferr = cc.compile(path.Child("expression"), v.Expression, cel.BoolType)
+		if ferr != nil {
+			errs = append(errs, ferr)
+		}
+		if v.MessageExpression != "" {
+			cv.messageProg, _, ferr = cc.compile(path.Child("messageExpression"), v.MessageExpression, cel.StringType)
+			if ferr != nil {
+				errs = append(errs, ferr)
+			}
+		}
+		p.validations = append(p.validations, cv)
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	if len(p.validations) == 0 {
+		return nil, nil
+	}
+	p.untimed = cc.maxCost <= untimedCostLimit
+	return p, nil
+}
+
+// compilation is the state of one Compile call.
+type compilation struct {
+	env       *cel.Env
+	est       *costEstimator
+	costLimit uint64
+	// maxCost sums the estimated worst case of every expression compiled,
+	// saturating: what one admission can cost at most.
+	maxCost uint64
+}
+
+// compile parses, type-checks, checks the result type of (unless want is
+// nil) and estimates the cost of one expression, and plans its program.
+func (cc *compilation) compile(path *field.Path, expr string, want *cel.Type) (cel.Program, *cel.Ast, *field.Error) {
+	if strings.TrimSpace(expr) == "" {
+		return nil, nil, field.Required(path, "")
+	}
+	if len(expr) > MaxExpressionLength {
+		return nil, nil, field.TooLong(path, "", MaxExpressionLength)
+	}
+	ast, iss := cc.env.Compile(expr)
+	if iss != nil && iss.Err() != nil {
+		return nil, nil, field.Invalid(path, expr, issuesDetail(iss))
+	}
+	out := ast.OutputType()
+	if want != nil && !out.IsExactType(want) {
+		return nil, nil, field.Invalid(path, expr, fmt.Sprintf("must evaluate to %s, not %s", want, out))
+	}
+	est, err := cc.env.EstimateCost(ast, cc.est)
+	if err != nil {
+		return nil, nil, field.InternalError(path, fmt.Errorf("estimating the cost: %w", err))
+	}
+	if est.Max > cc.costLimit {
+		return nil, nil, field.Forbidden(path, fmt.Sprintf(
+			"estimated cost %s exceeds the limit of %d per expression on a worst-case (3 MiB) object: iterate over less (no loop nested in another over the object's lists) or simplify it",
+			costString(est.Max), cc.costLimit))
+	}
+	cc.maxCost += min(est.Max, ^uint64(0)-cc.maxCost)
+	prog, err := cc.env.Program(ast,
+		cel.CostTracking(cc.est),
+		cel.InterruptCheckFrequency(celconfig.CheckFrequency))
+	if err != nil {
+		return nil, nil, field.InternalError(path, fmt.Errorf("planning the program: %w", err))
+	}
+	return prog, ast, nil
+}
+
+// pathDeclType is the DeclType of a variable whose expression is a path
+// from a variable (object.spec.containers, variables.spec.volumes) or a
+// cluster.myApples call: the schema's own, with its size bounds, so that
+// an expression iterating over the variable estimates as it would over the
+// path itself. Nil for any other expression.
+func (ke *kindEnv) pathDeclType(e celast.Expr, roots map[string]*apiservercel.DeclType) *apiservercel.DeclType {
+	switch e.Kind() {
+	case celast.IdentKind:
+		return roots[e.AsIdent()]
+	case celast.SelectKind:
+		sel := e.AsSelect()
+		if sel.IsTestOnly() {
+			return nil
+		}
+		t := ke.pathDeclType(sel.Operand(), roots)
+		if t == nil || !t.IsObject() {
+			return nil
+		}
+		if f, ok := t.Fields[sel.FieldName()]; ok {
+			return f.Type
+		}
+	case celast.CallKind:
+		if e.AsCall().FunctionName() == myApplesFunction {
+			return apiservercel.NewListType(ke.apple, maxApplesEstimate)
+		}
+	}
+	return nil
+}
+
+// issuesDetail gives each CEL error as its message and position,
+// "undefined field 'containrs' (1:12)", line and column counted from 1.
+func issuesDetail(iss *cel.Issues) string {
+	errs := iss.Errors()
+	msgs := make([]string, 0, len(errs))
+	for _, e := range errs {
+		if e.Location != nil && e.Location.Line() > 0 {
+			msgs = append(msgs, fmt.Sprintf("%s (%d:%d)", e.Message, e.Location.Line(), e.Location.Column()+1))
+		} else {
+			msgs = append(msgs, e.Message)
+		}
+	}
+	return strings.Join(msgs, "; ")
+}
+
+func costString(c uint64) string {
+	if c == ^uint64(0) {
+		return "unbounded"
+	}
+	return fmt.Sprintf("%d", c)
+}
+
+// declTypeOf is the DeclType a variable of CEL type t has for the
+// expressions after it: object types of the schema stay themselves (so that
+// variables.spec.containrs is refused too), lists and maps keep their
+// element types, anything else is dyn.
+func (ke *kindEnv) declTypeOf(t *cel.Type) *apiservercel.DeclType {
+	if t == nil {
+		return apiservercel.DynType
+	}
+	switch t.Kind() {
+	case types.BoolKind:
+		return apiservercel.BoolType
+	case types.IntKind:
+		return apiservercel.IntType
+	case types.UintKind:
+		return apiservercel.UintType
+	case types.DoubleKind:
+		return apiservercel.DoubleType
+	case types.StringKind:
+		return apiservercel.StringType
+	case types.BytesKind:
+		return apiservercel.BytesType
+	case types.DurationKind:
+		return apiservercel.DurationType
+	case types.TimestampKind:
+		return apiservercel.TimestampType
+	case types.NullTypeKind:
+		return apiservercel.NullType
+	case types.ListKind:
+		return apiservercel.NewListType(ke.declTypeOf(t.Parameters()[0]), -1)
+	case types.MapKind:
+		return apiservercel.NewMapType(ke.declTypeOf(t.Parameters()[0]), ke.declTypeOf(t.Parameters()[1]), -1)
+	case types.StructKind:
+		if dt, ok := ke.types[t.TypeName()]; ok {
+			return dt
+		}
+	}
+	return apiservercel.DynType
+}
+
+// checkJSONValue refuses what decoded JSON or YAML cannot hold, so that
+// params convert to CEL values whatever an expression reads of them.
+func checkJSONValue(v any) error {
+	switch v := v.(type) {
+	case nil, bool, string, int64, float64:
+		return nil
+	case []any:
+		for i, e := range v {
+			if err := checkJSONValue(e); err != nil {
+				return fmt.Errorf("[%d]: %w", i, err)
+			}
+		}
+		return nil
+	case map[string]any:
+		for k, e := range v {
+			if err := checkJSONValue(e); err != nil {
+				return fmt.Errorf("%s: %w", k, err)
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("a %T is not a JSON value", v)
+}

@@ -1,0 +1,361 @@
+package cel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/ref"
+	"github.com/google/cel-go/interpreter"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	apiservercel "k8s.io/apiserver/pkg/cel"
+	"k8s.io/apiserver/pkg/cel/lazy"
+)
+
+// Timeout bounds the evaluation of one policy in one admission, far under
+// the webhook's 10 s. The cost budget stops runaway expressions first (VAP
+// sizes RuntimeCostBudget at "roughly 1 second" on slow machines, much less
+// on current ones); the timeout is the guarantee behind it, for time the
+// budget does not count (a slow Cluster, a starved CPU).
+const Timeout = 250 * time.Millisecond
+
+// untimedCostLimit is the estimated worst case of a whole policy under
+// which evaluation runs without a timer: such a policy cannot run long
+// (at one to two microseconds per cost unit, the rate measured on loops
+// over containers, 10,000 units take 20 ms at most), and arming a timer
+// and an interruptible evaluation is most of what a simple validation
+// costs. The estimate bounds the actual cost: sizes come from the 3 MiB
+// request limit, except cluster.myApples, assumed to list at most 10,000
+// MyApples, which alone puts a policy above this limit.
+const untimedCostLimit = 10_000
+
+// Program is a policy's compiled CEL, for one kind. It is immutable and
+// safe for concurrent use.
+type Program struct {
+	kind        string
+	schema      *kindSchema
+	varsType    *apiservercel.DeclType
+	params      ref.Val
+	failOpen    bool
+	budget      int64         // RuntimeCostBudget; tests lower it
+	timeout     time.Duration // Timeout; tests raise it
+	untimed     bool          // the worst case is under untimedCostLimit
+	variables   []compiledVariable
+	conditions  []compiledCondition
+	validations []compiledValidation
+}
+
+type compiledVariable struct {
+	name string
+	prog cel.Program
+}
+
+type compiledCondition struct {
+	rule string // matchConditions.<name>
+	prog cel.Program
+}
+
+type compiledValidation struct {
+	rule        string // validations.<name> or validations[<index>]
+	field       string
+	message     string
+	expression  string
+	prog        cel.Program
+	messageProg cel.Program // nil without messageExpression
+}
+
+// Kind is the kind the program judges.
+func (p *Program) Kind() string { return p.kind }
+
+// Input is one admission as expressions see it.
+type Input struct {
+	// Object and OldObject are the objects decoded as
+	// k8s.io/apimachinery's unstructured JSON decoding gives them (int64 for
+	// integers); nil is null, as oldObject is on CREATE.
+	Object, OldObject map[string]any
+	Request           Request
+	Namespace         Namespace
+	// Cluster answers cluster.myApples; nil makes that call an error.
+	Cluster Cluster
+}
+
+// Request is `request`, the admission request's attributes.
+type Request struct {
+	Kind        metav1.GroupVersionKind
+	Resource    metav1.GroupVersionResource
+	SubResource string
+	Name        string
+	Namespace   string
+	Operation   string // CREATE, UPDATE, DELETE, CONNECT
+	UserInfo    authenticationv1.UserInfo
+	DryRun      bool
+}
+
+// Namespace is `namespaceObject`: what the cache holds of the object's
+// namespace.
+type Namespace struct {
+	Name        string
+	Labels      map[string]string
+	Annotations map[string]string
+}
+
+// Violation is a validation the object failed.
+type Violation struct {
+	Rule    string // validations.<name> or validations[<index>]; matchConditions.<name> when one failed to evaluate
+	Field   string // the validation's fieldPath, or ""
+	Message string // at most MaxMessageLength bytes
+}
+
+// Result is what a program says of one admission.
+type Result struct {
+	// Judged is false when a matchCondition was false, or failed to
+	// evaluate under failurePolicy Ignore: the policy has no say.
+	Judged     bool
+	Violations []Violation
+}
+
+// Evaluate judges one admission. It never fails: an expression that does
+// not evaluate (an error, the cost budget or Timeout exhausted) is a
+// violation of its validation, with the error as message, unless the
+// policy's failurePolicy is Ignore. Once the budget or the time is spent,
+// the validations left are not evaluated.
+func (p *Program) Evaluate(ctx context.Context, in *Input) Result {
+	if !p.untimed {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.timeout)
+		defer cancel()
+	}
+	a := &activation{p: p, in: in, ctx: ctx, remaining: p.budget}
+
+	for _, c := range p.conditions {
+		v, err := a.eval(c.prog)
+		if err != nil {
+			if p.failOpen {
+				return Result{}
+			}
+			return Result{Judged: true, Violations: []Violation{{
+				Rule:    c.rule,
+				Message: cut("match condition resulted in error: " + a.describe(err)),
+			}}}
+		}
+		if v != types.True {
+			return Result{}
+		}
+	}
+
+	res := Result{Judged: true}
+	for i := range p.validations {
+		v := &p.validations[i]
+		val, err := a.eval(v.prog)
+		if err != nil {
+			if !p.failOpen {
+				res.Violations = append(res.Violations, Violation{
+					Rule:    v.rule,
+					Field:   v.field,
+					Message: cut(fmt.Sprintf("expression '%s' resulted in error: %s", strings.TrimSpace(v.expression), a.describe(err))),
+				})
+			}
+			if a.spent() {
+				break
+			}
+			continue
+		}
+		if val == types.True {
+			continue
+		}
+		res.Violations = append(res.Violations, Violation{Rule: v.rule, Field: v.field, Message: a.message(v)})
+	}
+	return res
+}
+
+// message is a failed validation's message: its messageExpression's result
+// if that is a non-empty single line, else its message, else VAP's default.
+func (a *activation) message(v *compiledValidation) string {
+	if v.messageProg != nil && !a.spent() {
+		if val, err := a.eval(v.messageProg); err == nil {
+			if s, ok := val.(types.String); ok && strings.TrimSpace(string(s)) != "" && !strings.ContainsAny(string(s), "\r\n") {
+				return cut(string(s))
+			}
+		}
+	}
+	if v.message != "" {
+		return v.message
+	}
+	return cut("failed expression: " + strings.TrimSpace(v.expression))
+}
+
+// cut bounds a message at MaxMessageLength bytes, on a rune boundary.
+func cut(s string) string {
+	if len(s) <= MaxMessageLength {
+		return s
+	}
+	const more = "..."
+	n := MaxMessageLength - len(more)
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + more
+}
+
+var errBudget = errors.New("running out of cost budget: no further expressions of this policy are evaluated")
+
+// activation resolves the variables of one evaluation, building each the
+// first time an expression reads it, and keeps the cost budget.
+type activation struct {
+	p         *Program
+	in        *Input
+	ctx       context.Context
+	remaining int64
+
+	object, oldObject, request, namespace ref.Val
+	vars                                  *lazy.MapValue
+}
+
+var _ interpreter.Activation = (*activation)(nil)
+
+func (a *activation) ResolveName(name string) (any, bool) {
+	switch name {
+	case varObject:
+		if a.object == nil {
+			a.object = a.p.schema.val(a.in.Object)
+		}
+		return a.object, true
+	case varOldObject:
+		if a.oldObject == nil {
+			a.oldObject = a.p.schema.val(a.in.OldObject)
+		}
+		return a.oldObject, true
+	case varRequest:
+		if a.request == nil {
+			a.request = requestVal(&a.in.Request)
+		}
+		return a.request, true
+	case varNamespace:
+		if a.namespace == nil {
+			a.namespace = namespaceVal(&a.in.Namespace)
+		}
+		return a.namespace, true
+	case varParams:
+		return a.p.params, true
+	case varVariables:
+		if a.vars == nil {
+			a.vars = a.variables()
+		}
+		return a.vars, true
+	case varCluster:
+		return clusterVal{a.in.Cluster}, true
+	}
+	return nil, false
+}
+
+func (a *activation) Parent() interpreter.Activation { return nil }
+
+// variables evaluates each variable at most once, when first read, with
+// its cost charged to the budget.
+func (a *activation) variables() *lazy.MapValue {
+	m := lazy.NewMapValue(a.p.varsType)
+	for _, v := range a.p.variables {
+		m.Append(v.name, func(*lazy.MapValue) ref.Val {
+			val, err := a.eval(v.prog)
+			if err != nil {
+				return types.NewErr("variable %q: %v", v.name, err)
+			}
+			return val
+		})
+	}
+	return m
+}
+
+// eval runs one program within what is left of the budget and the time.
+// A single evaluation is stopped at PerExpressionCostLimit by cel-go; the
+// budget is checked between them, as VAP does.
+func (a *activation) eval(prog cel.Program) (ref.Val, error) {
+	if a.remaining <= 0 {
+		return nil, errBudget
+	}
+	var val ref.Val
+	var det *cel.EvalDetails
+	var err error
+	if a.p.untimed {
+		val, det, err = prog.Eval(a)
+	} else {
+		val, det, err = prog.ContextEval(a.ctx, a)
+	}
+	if det != nil {
+		if c := det.ActualCost(); c != nil {
+			a.remaining -= int64(min(*c, uint64(RuntimeCostBudget)+1))
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if a.remaining < 0 {
+		return nil, errBudget
+	}
+	return val, nil
+}
+
+// spent says whether nothing more can be evaluated.
+func (a *activation) spent() bool { return a.remaining <= 0 || a.ctx.Err() != nil }
+
+// describe words an evaluation error, naming the timeout when it was one.
+func (a *activation) describe(err error) string {
+	if errors.Is(a.ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Sprintf("timed out after %s", a.p.timeout)
+	}
+	return err.Error()
+}
+
+// val wraps an object for expressions, typed by the kind's schema, without
+// copying it.
+func (k *kindSchema) val(obj map[string]any) ref.Val {
+	if obj == nil {
+		return types.NullValue
+	}
+	return val(obj, k.wrapped)
+}
+
+func requestVal(r *Request) ref.Val {
+	extra := make(map[string][]string, len(r.UserInfo.Extra))
+	for k, v := range r.UserInfo.Extra {
+		extra[k] = v
+	}
+	groups := r.UserInfo.Groups
+	if groups == nil {
+		groups = []string{}
+	}
+	return types.DefaultTypeAdapter.NativeToValue(map[string]any{
+		"kind":        map[string]any{"group": r.Kind.Group, "version": r.Kind.Version, "kind": r.Kind.Kind},
+		"resource":    map[string]any{"group": r.Resource.Group, "version": r.Resource.Version, "resource": r.Resource.Resource},
+		"subResource": r.SubResource,
+		"name":        r.Name,
+		"namespace":   r.Namespace,
+		"operation":   r.Operation,
+		"userInfo": map[string]any{
+			"username": r.UserInfo.Username,
+			"uid":      r.UserInfo.UID,
+			"groups":   groups,
+			"extra":    extra,
+		},
+		"dryRun": r.DryRun,
+	})
+}
+
+func namespaceVal(n *Namespace) ref.Val {
+	labels, annotations := n.Labels, n.Annotations
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	if annotations == nil {
+		annotations = map[string]string{}
+	}
+	return types.DefaultTypeAdapter.NativeToValue(map[string]any{
+		"metadata": map[string]any{"name": n.Name, "labels": labels, "annotations": annotations},
+	})
+}

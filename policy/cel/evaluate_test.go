@@ -1,0 +1,383 @@
+package cel
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
+)
+
+func podInput(tb testing.TB) *Input {
+	return &Input{
+		Object: podObject(tb, 2),
+		Request: Request{
+			Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+			Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
+			Name:      "web-7d4b9c8f6d-x2x9q",
+			Namespace: "shop",
+			Operation: "CREATE",
+			UserInfo: authenticationv1.UserInfo{
+				Username: "system:serviceaccount:kube-system:replicaset-controller",
+				Groups:   []string{"system:serviceaccounts"},
+				Extra:    map[string]authenticationv1.ExtraValue{"scopes": {"a", "b"}},
+			},
+		},
+		Namespace: Namespace{
+			Name:        "shop",
+			Labels:      map[string]string{"team": "payments", "env": "prod"},
+			Annotations: map[string]string{"apples.example.com/colors": "red,green"},
+		},
+	}
+}
+
+// TestVariables checks each variable expressions see, by a validation that
+// holds only if it has the value the input gives.
+func TestVariables(t *testing.T) {
+	in := podInput(t)
+	update := podInput(t)
+	update.Request.Operation = "UPDATE"
+	update.OldObject = podObject(t, 1)
+	update.Request.DryRun = true
+	update.Request.SubResource = "status"
+
+	tests := []struct {
+		name string
+		in   *Input
+		expr string
+	}{
+		{"object", in, "object.metadata.name == 'web-7d4b9c8f6d-x2x9q' && size(object.spec.containers) == 2 && object.spec.containers[0].ports[0].containerPort == 8080"},
+		{"object quantities", in, "quantity(object.spec.containers[0].resources.limits['cpu']).isLessThan(quantity('1'))"},
+		{"object int-or-string", in, "object.spec.containers[0].readinessProbe.httpGet.port == 8080"},
+		{"object absent optional field", in, "!has(object.spec.hostNetwork) && !has(object.spec.containers[1].readinessProbe)"},
+		{"oldObject null on CREATE", in, "oldObject == null"},
+		{"oldObject on UPDATE", update, "oldObject != null && size(oldObject.spec.containers) == 1"},
+		{"request", in, "request.kind.kind == 'Pod' && request.kind.version == 'v1' && request.kind.group == '' && request.resource.resource == 'pods' && request.operation == 'CREATE' && request.name == 'web-7d4b9c8f6d-x2x9q' && request.namespace == 'shop' && !request.dryRun && request.subResource == ''"},
+		{"request userInfo", in, "request.userInfo.username.startsWith('system:serviceaccount:') && 'system:serviceaccounts' in request.userInfo.groups && request.userInfo.extra['scopes'] == ['a', 'b'] && request.userInfo.uid == ''"},
+		{"request on UPDATE", update, "request.operation == 'UPDATE' && request.dryRun && request.subResource == 'status'"},
+		{"namespaceObject", in, "namespaceObject.metadata.name == 'shop' && namespaceObject.metadata.labels['team'] == 'payments' && 'red' in namespaceObject.metadata.annotations['apples.example.com/colors'].split(',')"},
+		{"namespaceObject without labels", &Input{Object: podObject(t, 1)}, "namespaceObject.metadata.?labels.?team.orValue('none') == 'none'"},
+		{"params", in, "size(object.spec.containers) <= params.maxContainers && params.registries.exists(r, object.spec.containers[0].image.startsWith(r))"},
+		{"cluster", &Input{Object: podObject(t, 1), Cluster: &fakeCluster{apples: map[string][]Apple{"shop": {{Name: "a", Color: "red", Size: "small", Quantity: 3}}}}},
+			"cluster.myApples('shop').map(a, [a.name, a.color, a.size, string(a.quantity)]) == [['a', 'red', 'small', '3']] && cluster.myApples('empty').size() == 0"},
+	}
+	params := map[string]any{"maxContainers": int64(3), "registries": []any{"registry.example.com/"}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := mustCompile(t, KindPod, validations(tt.expr), params)
+			res := p.Evaluate(context.Background(), tt.in)
+			if !res.Judged || len(res.Violations) != 0 {
+				t.Fatalf("got %+v, want the expression to hold", res)
+			}
+			// The same expression negated must fail: the test cannot pass by
+			// an evaluation that always says true.
+			p = mustCompile(t, KindPod, validations("!("+tt.expr+")"), params)
+			if res := p.Evaluate(context.Background(), tt.in); len(res.Violations) != 1 {
+				t.Fatalf("negated: got %+v, want one violation", res)
+			}
+		})
+	}
+}
+
+func TestMyAppleWithCluster(t *testing.T) {
+	spec := &v1alpha1.PolicySpec{
+		Params: nil,
+		Validations: []v1alpha1.Validation{{
+			Name:              "crates-per-color",
+			Expression:        "cluster.myApples(object.metadata.namespace).filter(a, a.color == object.spec.color && a.name != object.metadata.name).map(a, a.quantity).sum() + object.spec.quantity <= params.max",
+			MessageExpression: "'at most ' + string(params.max) + ' ' + object.spec.color + ' apples per namespace'",
+			FieldPath:         "spec.quantity",
+		}},
+	}
+	p := mustCompile(t, KindMyApple, spec, map[string]any{"max": int64(10)})
+	cluster := &fakeCluster{apples: map[string][]Apple{"orchard": {
+		{Name: "a", Color: "red", Size: "small", Quantity: 4},
+		{Name: "b", Color: "red", Size: "large", Quantity: 3},
+		{Name: "c", Color: "green", Size: "small", Quantity: 9},
+	}}}
+	tests := []struct {
+		obj  map[string]any
+		want []Violation
+	}{
+		{appleObject("new", "red", "small", 3), nil},
+		{appleObject("new", "red", "small", 4), []Violation{{Rule: "validations.crates-per-color", Field: "spec.quantity", Message: "at most 10 red apples per namespace"}}},
+		{appleObject("new", "green", "small", 1), nil},
+		{appleObject("a", "red", "small", 7), nil}, // an update of a leaves a's own quantity out
+	}
+	for _, tt := range tests {
+		res := p.Evaluate(context.Background(), &Input{Object: tt.obj, Cluster: cluster})
+		if !reflect.DeepEqual(res.Violations, tt.want) {
+			t.Errorf("%v: got %+v, want %+v", tt.obj["spec"], res.Violations, tt.want)
+		}
+	}
+}
+
+func TestMyApplesCluster(t *testing.T) {
+	cluster := &fakeCluster{apples: map[string][]Apple{"orchard": {
+		{Name: "a", Color: "red", Size: "small", Quantity: 4},
+		{Name: "b", Color: "green", Size: "large", Quantity: 3},
+	}}}
+	spec := validations(
+		"cluster.myApples(object.metadata.namespace).filter(a, a.color == 'red').map(a, a.quantity).sum() + object.spec.quantity <= 10",
+		"cluster.myApples(object.metadata.namespace).all(a, a.size != 'huge')",
+	)
+	p := mustCompile(t, KindMyApple, spec, nil)
+	if res := p.Evaluate(context.Background(), &Input{Object: appleObject("n", "red", "small", 6), Cluster: cluster}); len(res.Violations) != 0 {
+		t.Errorf("6 more: got %+v", res)
+	}
+	res := p.Evaluate(context.Background(), &Input{Object: appleObject("n", "red", "small", 7), Cluster: cluster})
+	want := []Violation{{Rule: "validations[0]", Message: "failed expression: " + spec.Validations[0].Expression}}
+	if !reflect.DeepEqual(res.Violations, want) {
+		t.Errorf("7 more: got %+v, want %+v", res.Violations, want)
+	}
+	// Without a cluster the call fails, and fails closed.
+	res = p.Evaluate(context.Background(), &Input{Object: appleObject("n", "red", "small", 1)})
+	if len(res.Violations) != 2 || !strings.Contains(res.Violations[0].Message, "cluster state is not available") {
+		t.Errorf("no cluster: got %+v", res)
+	}
+}
+
+func TestVariablesLazyOnce(t *testing.T) {
+	spec := &v1alpha1.PolicySpec{
+		Variables: []v1alpha1.Variable{
+			{Name: "apples", Expression: "cluster.myApples('shop')"},
+			{Name: "count", Expression: "size(variables.apples)"},
+			{Name: "unused", Expression: "cluster.myApples('other')"},
+		},
+		Validations: []v1alpha1.Validation{
+			{Expression: "variables.count < 5"},
+			{Expression: "variables.apples.all(a, a.quantity > 0)"},
+			{Expression: "variables.count == 0 || variables.apples[0].name != ''", MessageExpression: "'count ' + string(variables.count)"},
+		},
+	}
+	p := mustCompile(t, KindPod, spec, nil)
+	cluster := &fakeCluster{apples: map[string][]Apple{"shop": {{Name: "a", Quantity: 1}}}}
+	res := p.Evaluate(context.Background(), &Input{Object: podObject(t, 1), Cluster: cluster})
+	if len(res.Violations) != 0 {
+		t.Fatalf("got %+v", res)
+	}
+	if cluster.calls != 1 {
+		t.Errorf("myApples called %d times, want once: variables.apples is evaluated at most once and variables.unused never", cluster.calls)
+	}
+	// Each admission evaluates afresh.
+	p.Evaluate(context.Background(), &Input{Object: podObject(t, 1), Cluster: cluster})
+	if cluster.calls != 2 {
+		t.Errorf("after a second admission: %d calls, want 2", cluster.calls)
+	}
+	// A policy whose validations read no variable evaluates none.
+	cluster.calls = 0
+	spec.Validations = []v1alpha1.Validation{{Expression: "true"}}
+	mustCompile(t, KindPod, spec, nil).Evaluate(context.Background(), &Input{Object: podObject(t, 1), Cluster: cluster})
+	if cluster.calls != 0 {
+		t.Errorf("unread variables evaluated: %d calls", cluster.calls)
+	}
+}
+
+func TestMatchConditions(t *testing.T) {
+	ignore := v1alpha1.Ignore
+	job := podObject(t, 1)
+	job["metadata"].(map[string]any)["ownerReferences"] = []any{map[string]any{"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "u"}}
+	spec := func(fp *v1alpha1.FailurePolicy, cond string) *v1alpha1.PolicySpec {
+		return &v1alpha1.PolicySpec{
+			FailurePolicy: fp,
+			MatchConditions: []v1alpha1.MatchCondition{
+				{Name: "not-a-job", Expression: "!has(object.metadata.ownerReferences) || !object.metadata.ownerReferences.exists(o, o.kind == 'Job')"},
+				{Name: "second", Expression: cond},
+			},
+			Validations: []v1alpha1.Validation{{Expression: "false", Message: "judged"}},
+		}
+	}
+	judged := Result{Judged: true, Violations: []Violation{{Rule: "validations[0]", Message: "judged"}}}
+	tests := []struct {
+		name string
+		spec *v1alpha1.PolicySpec
+		obj  map[string]any
+		want Result
+	}{
+		{"all true", spec(nil, "true"), podObject(t, 1), judged},
+		{"first false", spec(nil, "true"), job, Result{}},
+		{"second false", spec(nil, "object.metadata.name == 'other'"), podObject(t, 1), Result{}},
+		{"error fails closed", spec(nil, "object.spec.containers[3].name == 'x'"), podObject(t, 1), Result{Judged: true, Violations: []Violation{{
+			Rule: "matchConditions.second", Message: "match condition resulted in error: index out of bounds: 3",
+		}}}},
+		{"error under Ignore", spec(&ignore, "object.spec.containers[3].name == 'x'"), podObject(t, 1), Result{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := mustCompile(t, KindPod, tt.spec, nil).Evaluate(context.Background(), &Input{Object: tt.obj})
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestMessages(t *testing.T) {
+	long := strings.Repeat("é", MaxMessageLength) // two bytes each
+	tests := []struct {
+		name string
+		v    v1alpha1.Validation
+		want string
+	}{
+		{"default", v1alpha1.Validation{Expression: "  object.metadata.name == 'x'  "}, "failed expression: object.metadata.name == 'x'"},
+		{"message", v1alpha1.Validation{Expression: "false", Message: "no"}, "no"},
+		{"messageExpression", v1alpha1.Validation{Expression: "false", Message: "no", MessageExpression: "'pod ' + object.metadata.name + ' has ' + string(size(object.spec.containers)) + ' containers'"}, "pod web-7d4b9c8f6d-x2x9q has 1 containers"},
+		{"messageExpression empty", v1alpha1.Validation{Expression: "false", Message: "no", MessageExpression: "'  '"}, "no"},
+		{"messageExpression with a line break", v1alpha1.Validation{Expression: "false", Message: "no", MessageExpression: "'a\\nb'"}, "no"},
+		{"messageExpression error", v1alpha1.Validation{Expression: "false", MessageExpression: "object.spec.containers[9].name"}, "failed expression: false"},
+		{"messageExpression cut", v1alpha1.Validation{Expression: "false", MessageExpression: "'" + long[:MaxExpressionLength/2-2] + "'"}, long[:MaxMessageLength-3-1] + "..."},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := mustCompile(t, KindPod, &v1alpha1.PolicySpec{Validations: []v1alpha1.Validation{tt.v}}, nil)
+			res := p.Evaluate(context.Background(), &Input{Object: podObject(t, 1)})
+			if len(res.Violations) != 1 || res.Violations[0].Message != tt.want {
+				t.Errorf("got %+v, want message %q", res.Violations, tt.want)
+			}
+			if n := len(res.Violations[0].Message); n > MaxMessageLength {
+				t.Errorf("message of %d bytes", n)
+			}
+		})
+	}
+}
+
+func TestFailurePolicy(t *testing.T) {
+	ignore, fail := v1alpha1.Ignore, v1alpha1.Fail
+	spec := func(fp *v1alpha1.FailurePolicy) *v1alpha1.PolicySpec {
+		return &v1alpha1.PolicySpec{FailurePolicy: fp, Validations: []v1alpha1.Validation{
+			{Name: "broken", Expression: "object.spec.containers[5].name == 'x'", FieldPath: "spec.containers"},
+			{Name: "false", Expression: "false", Message: "always"},
+		}}
+	}
+	want := []Violation{
+		{Rule: "validations.broken", Field: "spec.containers", Message: "expression 'object.spec.containers[5].name == 'x'' resulted in error: index out of bounds: 5"},
+		{Rule: "validations.false", Message: "always"},
+	}
+	for _, fp := range []*v1alpha1.FailurePolicy{nil, &fail} {
+		res := mustCompile(t, KindPod, spec(fp), nil).Evaluate(context.Background(), &Input{Object: podObject(t, 1)})
+		if !reflect.DeepEqual(res.Violations, want) {
+			t.Errorf("failurePolicy %v: got %+v, want %+v", fp, res.Violations, want)
+		}
+	}
+	res := mustCompile(t, KindPod, spec(&ignore), nil).Evaluate(context.Background(), &Input{Object: podObject(t, 1)})
+	if !reflect.DeepEqual(res.Violations, want[1:]) {
+		t.Errorf("Ignore: got %+v, want %+v", res.Violations, want[1:])
+	}
+}
+
+// unlimitedCompiler compiles what the estimate would refuse, to reach the
+// runtime limits.
+func unlimitedCompiler(t *testing.T) *Compiler {
+	c := *compiler(t)
+	c.estimatedCostLimit = ^uint64(0)
+	return &c
+}
+
+const nested = "object.spec.containers.all(c, object.spec.containers.exists(d, d.name == c.name))"
+
+func TestBudget(t *testing.T) {
+	big := &Input{Object: podObject(t, 5000)}
+
+	// Refused when the policy is written...
+	if _, errs := compiler(t).Compile(KindPod, validations(nested), nil); len(errs) != 1 || errs[0].Type != "FieldValueForbidden" {
+		t.Fatalf("nested loops over containers: got %v, want refused", errs)
+	}
+
+	// ...and, were it not, stopped by the per-expression limit: 5,000
+	// containers make 12.5 million comparisons.
+	p, errs := unlimitedCompiler(t).Compile(KindPod, validations(nested, "false"), nil)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	res := p.Evaluate(context.Background(), big)
+	if stopped := len(res.Violations) == 1 && (strings.Contains(res.Violations[0].Message, "cost limit exceeded") || strings.Contains(res.Violations[0].Message, "timed out")); !stopped {
+		t.Fatalf("got %+v, want the nested loop stopped, by its cost limit or the timeout, and nothing more evaluated", res)
+	}
+	t.Logf("stopped: %s", res.Violations[0].Message)
+
+	// The budget of the admission: expressions each under the
+	// per-expression limit that together are above the budget. At VAP's
+	// budget that takes longer than Timeout (cel-go spends one to two
+	// microseconds per cost unit on these objects), so the budget is
+	// lowered to what two and a half of these loops over 5,000 containers
+	// cost, and the timeout raised out of the way.
+	each := "object.spec.containers.all(c, c.image.startsWith('registry.example.com/'))"
+	exprs := []string{"true"}
+	for i := range 5 {
+		exprs = append(exprs, fmt.Sprintf("%s && %d >= 0", each, i))
+	}
+	p = mustCompile(t, KindPod, validations(exprs...), nil)
+	one := RuntimeCostBudget - func() int64 {
+		a := &activation{p: p, in: big, ctx: context.Background(), remaining: RuntimeCostBudget}
+		if _, err := a.eval(p.validations[1].prog); err != nil {
+			t.Fatal(err)
+		}
+		return a.remaining
+	}()
+	t.Logf("one loop over 5,000 containers costs %d", one)
+	p.budget = 2*one + one/2
+	p.timeout = time.Hour
+	res = p.Evaluate(context.Background(), big)
+	want := []Violation{{Rule: "validations[3]", Message: "expression '" + exprs[3] + "' resulted in error: " + errBudget.Error()}}
+	if !reflect.DeepEqual(res.Violations, want) {
+		t.Fatalf("got %+v, want %+v: the third loop runs out of budget and nothing runs after it", res.Violations, want)
+	}
+
+	// Ignore passes over it.
+	p.failOpen = true
+	if res := p.Evaluate(context.Background(), big); len(res.Violations) != 0 {
+		t.Errorf("Ignore: got %+v", res)
+	}
+}
+
+func TestTimeout(t *testing.T) {
+	// Only policies that can run long are timed.
+	for expr, timed := range map[string]bool{
+		"has(object.spec.securityContext) && object.metadata.name.startsWith('web')": false,
+		"object.spec.containers.all(c, c.name != '')":                                true,
+		"cluster.myApples('shop').size() < 3":                                        true,
+	} {
+		if p := mustCompile(t, KindPod, validations(expr), nil); p.untimed == timed {
+			t.Errorf("%s: untimed = %v", expr, p.untimed)
+		}
+	}
+
+	p := mustCompile(t, KindPod, validations("object.spec.containers.all(c, c.name != '')"), nil)
+	ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	res := p.Evaluate(ctx, &Input{Object: podObject(t, 500)})
+	want := "timed out after " + Timeout.String()
+	if len(res.Violations) != 1 || !strings.Contains(res.Violations[0].Message, want) {
+		t.Fatalf("got %+v, want %q", res, want)
+	}
+}
+
+func TestConcurrentEvaluate(t *testing.T) {
+	spec := &v1alpha1.PolicySpec{
+		Variables:   []v1alpha1.Variable{{Name: "n", Expression: "size(object.spec.containers)"}},
+		Validations: []v1alpha1.Validation{{Expression: "variables.n < 2", MessageExpression: "'too many: ' + string(variables.n)"}},
+	}
+	p := mustCompile(t, KindPod, spec, nil)
+	done := make(chan string)
+	for i := range 8 {
+		go func() {
+			res := p.Evaluate(context.Background(), &Input{Object: podObject(t, 1+i%2)})
+			if i%2 == 0 {
+				done <- fmt.Sprint(len(res.Violations) == 0)
+			} else {
+				done <- fmt.Sprint(len(res.Violations) == 1 && res.Violations[0].Message == "too many: 2")
+			}
+		}()
+	}
+	for range 8 {
+		if ok := <-done; ok != "true" {
+			t.Error("wrong result under concurrency")
+		}
+	}
+}
