@@ -22,7 +22,7 @@ CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@$(CO
 GOLANGCI_LINT_VERSION := $(shell sed -n 's|^require github.com/golangci/golangci-lint/v2 ||p' hack/tools/lint/go.mod)
 GOLANGCI_LINT := $(TOOLS_CACHE)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 # What make generate and make manifests write, diffed by make verify.
-GENERATED := policy/api/v1alpha1/zz_generated.deepcopy.go manifests/crds policy/cel/schemas
+GENERATED := policy/api/v1alpha1/zz_generated.deepcopy.go policy/api/wgpolicyk8s/v1alpha2/zz_generated.deepcopy.go manifests/crds manifests/components/policyreports policy/cel/schemas
 
 .PHONY: help
 help: ## Show the targets.
@@ -62,8 +62,9 @@ generate: ## Regenerate deepcopy code and the schemas CEL expressions are typed 
 	cp manifests/crds/stable.example.com_myapples.yaml policy/cel/schemas/myapples.yaml
 
 .PHONY: manifests
-manifests: ## Regenerate the AdmissionPolicy CRD into manifests/crds.
-	$(CONTROLLER_GEN) crd paths=./policy/api/... output:crd:artifacts:config=manifests/crds
+manifests: ## Regenerate the AdmissionPolicy CRD into manifests/crds and the PolicyReport CRDs into manifests/components/policyreports.
+	$(CONTROLLER_GEN) crd paths=./policy/api/v1alpha1/... output:crd:artifacts:config=manifests/crds
+	$(CONTROLLER_GEN) crd paths=./policy/api/wgpolicyk8s/... output:crd:artifacts:config=manifests/components/policyreports
 
 .PHONY: tools
 tools: $(TOOLS_DIR)/.complete ## Build kube-apiserver, kubectl and etcd into the tools cache.

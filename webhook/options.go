@@ -126,6 +126,14 @@ type Options struct {
 	// Everything registered is unregistered when Run returns.
 	MetricsRegistry prometheus.Registerer
 
+	// AuditInterval is how often the elected replica sweeps the existing
+	// Pods and MyApples into PolicyReports and AdmissionPolicy status; it
+	// also sweeps AuditDebounce after each policy change. 0: no audit.
+	AuditInterval time.Duration
+	// AuditDebounce is how long a policy change waits for more before the
+	// sweep it triggers; 0 is the audit's default (2s).
+	AuditDebounce time.Duration
+
 	// OnReady, if set, is called once, the first time the server is ready
 	// (the same checks as /readyz), from a goroutine of its own.
 	OnReady func()
@@ -174,6 +182,9 @@ func (o Options) validate() error {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s %s is negative", name, d))
 		}
+	}
+	if o.AuditInterval < 0 || o.AuditDebounce < 0 {
+		errs = append(errs, fmt.Errorf("AuditInterval %s and AuditDebounce %s must not be negative", o.AuditInterval, o.AuditDebounce))
 	}
 	if o.ShutdownDelay < 0 {
 		errs = append(errs, fmt.Errorf("ShutdownDelay %s is negative", o.ShutdownDelay))

@@ -116,6 +116,9 @@ func Run(ctx context.Context, opts Options) error {
 			return fmt.Errorf("adding a leader-only task: %w", err)
 		}
 	}
+	if err := addAudit(mgr, cfg, opts, cache, reg); err != nil {
+		return err
+	}
 
 	ready := &readiness{judge: cache, certs: certs, certDir: opts.CertDir, server: server.StartedChecker(), now: time.Now}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {

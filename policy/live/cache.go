@@ -54,6 +54,9 @@ type Cache struct {
 	pendingSince atomic.Int64
 
 	snapshot atomic.Pointer[Snapshot]
+	// swapped is signalled after each snapshot swap; its one slot
+	// coalesces swaps its reader (the audit) has not seen yet.
+	swapped  chan struct{}
 	started  atomic.Bool
 	synced   atomic.Bool
 	syncedCh chan struct{}
@@ -81,6 +84,7 @@ func New(cfg Config) (*Cache, error) {
 		sources:  newSourceTable(),
 		apples:   newAppleIndex(),
 		dirty:    make(chan struct{}, 1),
+		swapped:  make(chan struct{}, 1),
 		syncedCh: make(chan struct{}),
 
 		replicaStatus: newReplicaStatus(),
@@ -236,6 +240,10 @@ func (c *Cache) WaitForSync(ctx context.Context) bool {
 // empty one (Version 0).
 func (c *Cache) Snapshot() *Snapshot { return c.snapshot.Load() }
 
+// Swapped is signalled after a new snapshot is swapped in; signals not yet
+// received coalesce into one. It has one reader: the background audit.
+func (c *Cache) Swapped() <-chan struct{} { return c.swapped }
+
 // Evaluate judges a request against the current snapshot, with the cache
 // as the cluster state rules read. It takes no lock on the policies and
 // makes no API call. Before the first sync no policy applies, so callers
@@ -314,6 +322,10 @@ func (c *Cache) rebuild(observe bool) *Snapshot {
 		} else {
 			c.reporter.enqueue(src)
 		}
+	}
+	select {
+	case c.swapped <- struct{}{}:
+	default:
 	}
 
 	c.metrics.builds.Inc()

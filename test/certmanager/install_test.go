@@ -94,6 +94,8 @@ func checkRBAC(t *testing.T, objs []*unstructured.Unstructured) {
 		{APIGroups: []string{"policy.example.com"}, Resources: []string{"admissionpolicies"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{"policy.example.com"}, Resources: []string{"admissionpolicies/status"}, Verbs: []string{"patch"}},
 		{APIGroups: []string{"stable.example.com"}, Resources: []string{"myapples"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"list"}},
+		{APIGroups: []string{"wgpolicyk8s.io"}, Resources: []string{"policyreports"}, Verbs: []string{"get", "list", "create", "patch", "delete"}},
 	}
 	if !equality.Semantic.DeepEqual(cr.Rules, wantCluster) {
 		t.Errorf("ClusterRole rules:\n got %+v\nwant %+v", cr.Rules, wantCluster)

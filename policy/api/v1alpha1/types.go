@@ -231,6 +231,11 @@ type AdmissionPolicyStatus struct {
 	// +listMapKey=name
 	// +kubebuilder:validation:MaxItems=128
 	Replicas []ReplicaStatus `json:"replicas,omitempty"`
+
+	// Audit is what the last background audit found among the existing
+	// objects, written by the elected replica after each sweep.
+	// +optional
+	Audit *AuditStatus `json:"audit,omitempty"`
 }
 
 // ReplicaStatus is what one replica of the webhook enforces of a policy.
@@ -254,6 +259,37 @@ type ReplicaStatus struct {
 	Message string `json:"message,omitempty"`
 }
 
+// AuditStatus is the outcome of the last background audit for one policy.
+type AuditStatus struct {
+	// LastAuditTime is when the sweep that found these violations ended.
+	LastAuditTime metav1.Time `json:"lastAuditTime"`
+	// TotalViolations counts the violations of this policy among the
+	// existing objects, all of them, not only those listed.
+	TotalViolations int64 `json:"totalViolations"`
+	// Violations lists the first ones (at most 20), in the order listed.
+	// +optional
+	// +kubebuilder:validation:MaxItems=20
+	Violations []AuditViolation `json:"violations,omitempty"`
+}
+
+// AuditViolation is one rule one existing object breaks.
+type AuditViolation struct {
+	// Kind of the object: Pod or MyApple.
+	Kind string `json:"kind"`
+	// Namespace of the object.
+	Namespace string `json:"namespace"`
+	// Name of the object.
+	Name string `json:"name"`
+	// Rule broken, as in a denial (pods.allowedRegistries, ...).
+	Rule string `json:"rule"`
+	// Field at fault.
+	// +optional
+	Field string `json:"field,omitempty"`
+	// Message says why.
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
 // AdmissionPolicy is a cluster-wide policy judged by policy-webhook.
 //
 // +kubebuilder:object:root=true
@@ -261,6 +297,7 @@ type ReplicaStatus struct {
 // +kubebuilder:subresource:status
 // +kubebuilder:printcolumn:name="Enforcement",type=string,JSONPath=`.spec.enforcement`
 // +kubebuilder:printcolumn:name="In Force",type=string,JSONPath=`.status.inForce`,description="Replicas enforcing the current generation / replicas alive"
+// +kubebuilder:printcolumn:name="Violations",type=integer,JSONPath=`.status.audit.totalViolations`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type AdmissionPolicy struct {
 	metav1.TypeMeta   `json:",inline"`
