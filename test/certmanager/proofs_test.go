@@ -129,7 +129,7 @@ func TestInstallOnControlPlane(t *testing.T) {
 
 	// The kubelet's part: the Secret, as files, where --cert-dir points.
 	certDir := filepath.Join(t.TempDir(), "serving-certs")
-	if err := certs.WriteSecretVolume(certDir, first.data()); err != nil {
+	if err := certs.WriteSecretVolume(certDir, first.Data()); err != nil {
 		t.Fatalf("mounting the Secret: %v", err)
 	}
 	deploy := typed[appsv1.Deployment](t, find(t, objs, "Deployment", appName))
@@ -142,7 +142,7 @@ func TestInstallOnControlPlane(t *testing.T) {
 	}
 
 	if !t.Run("cainjector injects the serving certificate's CA", func(t *testing.T) {
-		waitBundle(t, cs, first.caPEM, "the CA of Secret "+servingCert.Spec.SecretName)
+		waitBundle(t, cs, first.CAPEM, "the CA of Secret "+servingCert.Spec.SecretName)
 		awaitAdmissionConfig(t, cs, "the injected caBundle")
 	}) {
 		t.FailNow()
@@ -397,7 +397,7 @@ func renewSameCA(t *testing.T, cs kubernetes.Interface, loop *admissionLoop, crt
 	}
 	time.Sleep(kubeletDelay)
 	loop.waitAdmissions(t, mark, 20, "between the Secret update and the volume update")
-	if err := certs.WriteSecretVolume(certDir, next.data()); err != nil {
+	if err := certs.WriteSecretVolume(certDir, next.Data()); err != nil {
 		t.Fatalf("updating the mounted Secret: %v", err)
 	}
 	waitServed(t, addr, next)
@@ -436,7 +436,7 @@ func renewNewCA(t *testing.T, cs kubernetes.Interface, loop *admissionLoop, crt 
 	awaitAdmissionConfig(t, cs, "the caBundle with both CAs")
 	time.Sleep(kubeletDelay)
 	loop.waitAdmissions(t, mark, 20, "between the re-injection and the volume update")
-	if err := certs.WriteSecretVolume(certDir, next.data()); err != nil {
+	if err := certs.WriteSecretVolume(certDir, next.Data()); err != nil {
 		t.Fatalf("updating the mounted Secret: %v", err)
 	}
 	waitServed(t, addr, next)
@@ -455,8 +455,8 @@ func waitServed(t *testing.T, addr string, cert issued) {
 		if err != nil {
 			return err
 		}
-		if serial.Cmp(cert.leaf.SerialNumber) != 0 {
-			return fmt.Errorf("serving serial %x, want %x", serial, cert.leaf.SerialNumber)
+		if serial.Cmp(cert.Leaf.SerialNumber) != 0 {
+			return fmt.Errorf("serving serial %x, want %x", serial, cert.Leaf.SerialNumber)
 		}
 		return nil
 	})
