@@ -32,8 +32,9 @@ fmt: ## gofmt the tree.
 	gofmt -s -w $$(git ls-files '*.go')
 
 .PHONY: vet
-vet: ## go vet every package.
+vet: ## go vet every package (the chart tests' module too).
 	$(GO) vet ./...
+	cd test/chart && $(GO) vet ./...
 
 .PHONY: generate
 generate: ## Regenerate deepcopy code.
@@ -56,7 +57,9 @@ print-kubectl: ## Print the path of the tools cache's kubectl.
 .PHONY: test
 test: tools ## Unit and end-to-end tests (builds the tools on first use).
 	$(GO) vet ./...
+	cd test/chart && $(GO) vet ./...
 	$(GO) test -count=1 ./...
+	cd test/chart && $(GO) test -count=1 ./...
 
 # Targets kept beside the parts they drive (deploy, bench, ...).
 -include hack/make/*.mk
