@@ -13,7 +13,6 @@ import (
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/lint/support"
-	"helm.sh/helm/v3/pkg/release"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
@@ -129,6 +128,13 @@ func TestDefaultsRenderTheKustomizeInstall(t *testing.T) {
 	}
 	if !slices.Equal(events, wantEvents) {
 		t.Errorf("hooks %q, want %q", events, wantEvents)
+	}
+	// The notes say how to check the install and write a first policy.
+	for _, want := range []string{"rollout status deployment/policy-webhook", "kubectl create --dry-run=server",
+		"policy.example.com/policy: \"true\"", "namespace: " + installNamespace} {
+		if !strings.Contains(r.rel.Info.Notes, want) {
+			t.Errorf("NOTES.txt does not say %q:\n%s", want, r.rel.Info.Notes)
+		}
 	}
 	if strings.Contains(r.rel.Manifest, "kind: ValidatingWebhookConfiguration") {
 		t.Error("the webhook registration is in the release manifest: it would be applied with the Deployment, not after it")
@@ -268,18 +274,4 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 	if err := chartutil.ValidateAgainstSchema(c, c.Values); err != nil {
 		t.Errorf("the default values break the schema: %v", err)
 	}
-}
-
-// hookEvents lists the hooks of kind by the events they run on.
-func hookEvents(hooks []*release.Hook, kind string) map[release.HookEvent][]*release.Hook {
-	out := map[release.HookEvent][]*release.Hook{}
-	for _, h := range hooks {
-		if h.Kind != kind {
-			continue
-		}
-		for _, e := range h.Events {
-			out[e] = append(out[e], h)
-		}
-	}
-	return out
 }
