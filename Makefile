@@ -18,6 +18,11 @@ TOOLS_DIR := $(TOOLS_CACHE)/kube-$(KUBE_VERSION)_etcd-$(ETCD_VERSION)
 export KUBEBUILDER_ASSETS := $(TOOLS_DIR)
 KUBECTL := $(TOOLS_DIR)/kubectl
 CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
+# golangci-lint, at the version hack/tools/lint/go.mod pins, built once into the tools cache.
+GOLANGCI_LINT_VERSION := $(shell sed -n 's|^require github.com/golangci/golangci-lint/v2 ||p' hack/tools/lint/go.mod)
+GOLANGCI_LINT := $(TOOLS_CACHE)/golangci-lint-$(GOLANGCI_LINT_VERSION)
+# What make generate and make manifests write, diffed by make verify.
+GENERATED := policy/api/v1alpha1/zz_generated.deepcopy.go manifests/crds
 
 .PHONY: help
 help: ## Show the targets.
@@ -35,6 +40,23 @@ fmt: ## gofmt the tree.
 vet: ## go vet every package (the chart tests' module too).
 	$(GO) vet ./...
 	cd test/chart && $(GO) vet ./...
+
+.PHONY: lint
+lint: $(GOLANGCI_LINT) ## golangci-lint with the repository's .golangci.yml.
+	$(GOLANGCI_LINT) run ./...
+	cd test/chart && $(GOLANGCI_LINT) run ./...
+
+$(GOLANGCI_LINT): hack/tools/lint/go.mod hack/tools/lint/go.sum
+	cd hack/tools/lint && GOWORK=off $(GO) build -o $@ github.com/golangci/golangci-lint/v2/cmd/golangci-lint
+
+.PHONY: verify
+verify: lint ## gofmt, go vet, golangci-lint, and generated code up to date (what CI checks before the tests).
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	cd test/chart && $(GO) vet ./...
+	$(MAKE) --no-print-directory generate manifests
+	@if ! git diff --exit-code --stat -- $(GENERATED) || [ -n "$$(git status --porcelain -- $(GENERATED))" ]; then \
+		echo "generated code is out of date: run make generate manifests and commit the result"; exit 1; fi
 
 .PHONY: generate
 generate: ## Regenerate deepcopy code.

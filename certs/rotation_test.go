@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -208,30 +209,24 @@ func (l *load) record(worker int, serial *big.Int, err error) {
 
 // waitFor polls until some request was served with serial, up to bound.
 func (l *load) waitFor(serial *big.Int, bound time.Duration) bool {
-	deadline := time.Now().Add(bound)
-	for time.Now().Before(deadline) {
+	return poll(bound, func() bool {
 		l.mu.Lock()
-		seen := l.seen[serial.Text(16)]
-		l.mu.Unlock()
-		if seen {
-			return true
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return false
+		defer l.mu.Unlock()
+		return l.seen[serial.Text(16)]
+	})
 }
 
 // waitForMore polls until n more requests than now have succeeded, up to bound.
 func (l *load) waitForMore(n int, bound time.Duration) bool {
 	target := l.succeeded() + n
-	deadline := time.Now().Add(bound)
-	for time.Now().Before(deadline) {
-		if l.succeeded() >= target {
-			return true
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return false
+	return poll(bound, func() bool { return l.succeeded() >= target })
+}
+
+// poll reports whether cond held within bound.
+func poll(bound time.Duration, cond func() bool) bool {
+	err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, bound, true,
+		func(context.Context) (bool, error) { return cond(), nil })
+	return err == nil
 }
 
 func (l *load) succeeded() int {

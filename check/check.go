@@ -7,6 +7,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 
 	"github.com/policy-webhook/policy-webhook/policy"
+	"github.com/policy-webhook/policy-webhook/review"
 )
 
 // Result is the verdict on one judged object.
@@ -114,7 +115,7 @@ func (c *Checker) isLoadedPolicy(d Document) bool {
 // judgeObject judges a Pod or MyApple as `kubectl apply` would submit it:
 // a CREATE, or an UPDATE of the version admitted earlier in the input.
 func (c *Checker) judgeObject(d Document) (*Result, error) {
-	pod, apple, err := policy.DecodeObject(d.Kind, d.Raw)
+	pod, apple, err := review.DecodeObject(d.Kind, d.Raw)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", d.Where, err)
 	}
@@ -130,7 +131,7 @@ func (c *Checker) judgeObject(d Document) (*Result, error) {
 	key := objectKey{d.Kind, req.Namespace, meta.Name}
 	if old, ok := c.applied[key]; ok && meta.Name != "" {
 		req.Operation = policy.Update
-		if req.OldPod, req.OldMyApple, err = policy.DecodeObject(d.Kind, old); err != nil {
+		if req.OldPod, req.OldMyApple, err = review.DecodeObject(d.Kind, old); err != nil {
 			return nil, fmt.Errorf("%s: decoding the earlier version: %w", d.Where, err)
 		}
 	}
@@ -143,27 +144,24 @@ func (c *Checker) judgeObject(d Document) (*Result, error) {
 
 // judgeReview judges an AdmissionReview exactly as the webhook would.
 func (c *Checker) judgeReview(d Document) (*Result, error) {
-	var review admissionv1.AdmissionReview
-	if err := json.Unmarshal(d.Raw, &review); err != nil {
-		return nil, fmt.Errorf("%s: AdmissionReview: %w", d.Where, err)
+	in, err := review.Read(d.Raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", d.Where, err)
 	}
-	ar := review.Request
-	if ar == nil {
-		return nil, fmt.Errorf("%s: AdmissionReview: request: required", d.Where)
-	}
-	kind := policy.KindOf(ar)
+	ar := in.Request
+	kind := review.KindOf(ar)
 	switch {
 	case kind == "":
 		c.opts.notef("%s: skipping AdmissionReview for %s: only pods and myapples are judged", d.Where, ar.Resource.String())
 		return nil, nil
-	case !policy.IsJudged(ar):
+	case !review.Judged(kind, ar):
 		if kind == policy.KindMyApple && ar.Operation == admissionv1.Delete && ar.SubResource == "" {
 			c.cluster.DeleteMyApple(ar.Namespace, ar.Name)
 		}
 		c.opts.notef("%s: skipping AdmissionReview %s %s: the webhook judges CREATE and UPDATE of the object itself and of pods/ephemeralcontainers", d.Where, ar.Operation, resourceLabel(ar))
 		return nil, nil
 	}
-	req, err := policy.RequestFromAdmission(ar)
+	req, err := review.NewRequest(kind, ar)
 	if err != nil {
 		return nil, fmt.Errorf("%s: AdmissionReview: %w", d.Where, err)
 	}

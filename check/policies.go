@@ -7,10 +7,12 @@ import (
 	"sort"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
 
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
+	"github.com/policy-webhook/policy-webhook/policy/carrier"
 )
 
 // Options are the settings a check runs with.
@@ -52,61 +54,38 @@ func loadPolicies(docs []Document, opts *Options, cluster *Cluster) ([]*policy.P
 		if err := json.Unmarshal(d.Raw, &m); err != nil {
 			return nil, nil, fmt.Errorf("%s: reading metadata: %w", d.Where, err)
 		}
-		var (
-			src  policy.Source
-			spec *v1alpha1.PolicySpec
-			err  error
-		)
+		var src policy.Source
 		switch {
-		case d.Kind == "ConfigMap" && d.APIVersion == "v1":
-			ns := m.Metadata.Namespace
-			if ns == "" {
-				ns = opts.DefaultNamespace
+		case (d.Kind == policy.SourceConfigMap && d.APIVersion == "v1") ||
+			(d.Kind == policy.SourceAdmissionPolicy && d.APIVersion == v1alpha1.GroupVersion.String()):
+			u := &unstructured.Unstructured{}
+			if err := utiljson.Unmarshal(d.Raw, &u.Object); err != nil {
+				return nil, nil, fmt.Errorf("%s: %w", d.Where, err)
 			}
-			src = policy.Source{Kind: policy.SourceConfigMap, Namespace: ns, Name: m.Metadata.Name}
-			if !policy.IsPolicyConfigMap(m.Metadata.Labels) {
-				opts.notef("%s: skipping %s: it lacks the label %s=true", d.Where, src, policy.PolicyLabel)
+			if d.Kind == policy.SourceConfigMap && u.GetNamespace() == "" {
+				u.SetNamespace(opts.DefaultNamespace)
+			}
+			var ours bool
+			if src, ours = carrier.SourceOf(u); !ours {
+				opts.notef("%s: skipping ConfigMap %s/%s: it lacks the label %s=true", d.Where, u.GetNamespace(), u.GetName(), policy.PolicyLabel)
 				continue
 			}
-			var cm corev1.ConfigMap
-			if err := json.Unmarshal(d.Raw, &cm); err != nil {
-				return nil, nil, fmt.Errorf("%s: %s: %w", d.Where, src, err)
+			if u.GetName() == "" {
+				return nil, nil, fmt.Errorf("%s: %s: metadata.name: required", d.Where, src.Kind)
 			}
-			spec, err = policy.ParseConfigMapData(cm.Data)
-		case d.Kind == "AdmissionPolicy" && d.APIVersion == v1alpha1.GroupVersion.String():
-			src = policy.Source{Kind: policy.SourceAdmissionPolicy, Name: m.Metadata.Name}
-			var obj struct {
-				Spec json.RawMessage `json:"spec"`
+			p, err := carrier.Compile(u, opts.PolicyNamespace)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%s: %w", d.Where, err)
 			}
-			if err := json.Unmarshal(d.Raw, &obj); err != nil {
-				return nil, nil, fmt.Errorf("%s: %s: %w", d.Where, src, err)
+			if _, seen := compiled[src]; !seen {
+				order = append(order, src)
 			}
-			spec, err = policy.ParseAdmissionPolicySpec(obj.Spec)
+			compiled[src] = p
 		case d.Kind == "Namespace" && d.APIVersion == "v1":
 			cluster.SetNamespace(m.Metadata.Name, m.Metadata.Labels)
-			continue
 		default:
 			skipped[d.Kind]++
-			continue
 		}
-		if src.Name == "" {
-			return nil, nil, fmt.Errorf("%s: %s: metadata.name: required", d.Where, src.Kind)
-		}
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %s is not a valid policy: %w", d.Where, src, err)
-		}
-		scope := ""
-		if src.Kind == policy.SourceConfigMap {
-			scope = policy.ConfigMapScope(src.Namespace, opts.PolicyNamespace)
-		}
-		p, err := policy.Compile(src, scope, spec)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s: compiling %s: %w", d.Where, src, err)
-		}
-		if _, seen := compiled[src]; !seen {
-			order = append(order, src)
-		}
-		compiled[src] = p
 	}
 	if len(skipped) > 0 {
 		kinds := make([]string, 0, len(skipped))

@@ -83,7 +83,7 @@ func ReadDocuments(name string, r io.Reader) ([]Document, error) {
 	yr := utilyaml.NewYAMLReader(br)
 	for i := 1; ; i++ {
 		chunk, err := yr.Read()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return out, nil
 		}
 		if err != nil {

@@ -85,7 +85,7 @@ func benchmarkEvaluatePod(b *testing.B, opts ...SetOption) {
 	for _, n := range []int{1, 10, 100} {
 		b.Run(fmt.Sprintf("policies=%d", n), func(b *testing.B) {
 			set := benchPolicies(b, n, opts...)
-			req := &Request{Kind: KindPod, Operation: Create, Namespace: "team-a", Pod: benchPod()}
+			req := &Request{Kind: KindPod, Operation: Create, Namespace: "team-a", Pod: leanPod(benchPod())}
 			var c benchCluster
 			if d := set.Evaluate(req, c); !d.Allowed {
 				b.Fatalf("bench pod denied: %s", d.Message())

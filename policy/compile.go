@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
 )
@@ -60,10 +61,10 @@ type appleRules struct {
 
 // Compile validates a spec and prepares it for evaluation. scope is the
 // namespace it applies to ("" for all), see ConfigMapScope.
-func Compile(src Source, scope string, spec *v1alpha1.PolicySpec) (*Policy, error) {
+func Compile(src Source, scope string, spec *v1alpha1.PolicySpec) (*Policy, field.ErrorList) {
 	if spec == nil {
 		// An AdmissionPolicy without a spec reaches here from a typed client.
-		return nil, FieldErrors{{Field: "spec", Detail: "required"}}
+		return nil, field.ErrorList{FieldError("spec", "required")}
 	}
 	if errs := ValidateSpec(spec); len(errs) > 0 {
 		return nil, errs
@@ -82,10 +83,10 @@ func Compile(src Source, scope string, spec *v1alpha1.PolicySpec) (*Policy, erro
 	}
 	var err error
 	if p.nsSelector, err = selector(spec.Match.NamespaceSelector); err != nil {
-		return nil, FieldErrors{{Field: "match.namespaceSelector", Detail: err.Error()}}
+		return nil, field.ErrorList{FieldError("match.namespaceSelector", err.Error())}
 	}
 	if p.objSelector, err = selector(spec.Match.ObjectSelector); err != nil {
-		return nil, FieldErrors{{Field: "match.objectSelector", Detail: err.Error()}}
+		return nil, field.ErrorList{FieldError("match.objectSelector", err.Error())}
 	}
 	if spec.Pods != nil {
 		p.podRules = compilePodRules(spec.Pods)
@@ -120,7 +121,7 @@ func compilePodRules(r *v1alpha1.PodRules) *podRules {
 		c.registries = append(c.registries, p)
 		c.registriesSlash = append(c.registriesSlash, p+"/")
 	}
-	c.registryList = strings.Join(c.registriesSlash, ", ")
+	c.registryList = listForMessage(c.registriesSlash)
 	for _, l := range r.RequireResourceLimits {
 		c.limits = append(c.limits, corev1.ResourceName(l))
 	}
@@ -158,16 +159,29 @@ func compileAppleRules(r *v1alpha1.MyAppleRules) *appleRules {
 	return &appleRules{
 		colors:    append([]string(nil), r.AllowedColors...),
 		sizes:     append([]string(nil), r.AllowedSizes...),
-		colorList: strings.Join(r.AllowedColors, ", "),
-		sizeList:  strings.Join(r.AllowedSizes, ", "),
+		colorList: listForMessage(r.AllowedColors),
+		sizeList:  listForMessage(r.AllowedSizes),
 		min:       r.MinQuantity,
 		max:       r.MaxQuantity,
 		maxTotal:  r.MaxTotalQuantityPerNamespace,
 	}
 }
 
-// judges reports whether the policy has rules for kind.
-func (p *Policy) judges(kind string) bool {
+// listedInMessages is how many entries of an allowlist a message names:
+// enough to show the way, while a policy allowing thousands of registries
+// does not repeat them all in every violation of every container.
+const listedInMessages = 5
+
+// listForMessage names an allowlist in a violation's message.
+func listForMessage(items []string) string {
+	if len(items) <= listedInMessages {
+		return strings.Join(items, ", ")
+	}
+	return strings.Join(items[:listedInMessages], ", ") + fmt.Sprintf(" and %d more", len(items)-listedInMessages)
+}
+
+// Judges reports whether the policy has rules for kind.
+func (p *Policy) Judges(kind string) bool {
 	switch kind {
 	case KindPod:
 		return p.pods
@@ -176,6 +190,9 @@ func (p *Policy) judges(kind string) bool {
 	}
 	return false
 }
+
+// SourceName is the source as users see it: `ConfigMap team-a/registries`.
+func (p *Policy) SourceName() string { return p.sourceName }
 
 func (p *Policy) String() string {
 	scope := "cluster-wide"

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -28,6 +29,10 @@ func (v *Violation) String() string {
 type Decision struct {
 	Allowed    bool
 	Violations []Violation
+	// Applied are the policies that judged the request, in evaluation
+	// order, each at the version in force: what the decision can be traced
+	// back to.
+	Applied []*Policy
 }
 
 // Denials are the Deny violations, the reasons for a refusal.
@@ -36,13 +41,33 @@ func (d *Decision) Denials() []Violation { return d.only(v1alpha1.Deny) }
 // Audits are the Audit violations: counted and logged, never shown to the user.
 func (d *Decision) Audits() []Violation { return d.only(v1alpha1.Audit) }
 
-// Warnings are the Warn violations, as AdmissionResponse warnings.
+// Bounds of what one decision writes back, whatever the policy and the
+// object: a Pod of thousands of containers breaking every rule still gets
+// a refusal of a few KiB that says what to fix first and how much more
+// there is.
+const (
+	// MaxListed is how many violations a refusal, or the warnings, list.
+	MaxListed = 20
+	// MaxMessageBytes bounds one violation's message; values quoted from
+	// the object (a host path, an image) are what could make it long.
+	MaxMessageBytes = 512
+)
+
+// Warnings are the Warn violations, as AdmissionResponse warnings: at most
+// MaxListed, then one saying how many more there are.
 func (d *Decision) Warnings() []string {
 	var out []string
+	n := 0
 	for i := range d.Violations {
-		if d.Violations[i].Enforcement == v1alpha1.Warn {
+		if d.Violations[i].Enforcement != v1alpha1.Warn {
+			continue
+		}
+		if n++; n <= MaxListed {
 			out = append(out, d.Violations[i].String())
 		}
+	}
+	if n > MaxListed {
+		out = append(out, fmt.Sprintf("and %d more policy warnings", n-MaxListed))
 	}
 	return out
 }
@@ -70,9 +95,12 @@ func (d *Decision) Message() string {
 	var b strings.Builder
 	b.WriteString(strconv.Itoa(len(deny)))
 	b.WriteString(" policy violations:")
-	for i := range deny {
+	for i := range deny[:min(len(deny), MaxListed)] {
 		b.WriteString("\n- ")
 		b.WriteString(deny[i].String())
+	}
+	if len(deny) > MaxListed {
+		fmt.Fprintf(&b, "\n- and %d more", len(deny)-MaxListed)
 	}
 	return b.String()
 }

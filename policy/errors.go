@@ -2,57 +2,104 @@ package policy
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
-// FieldError is one thing wrong with a policy, named by its field path
-// (`pods.allowedRegistries[0]`) so the author knows where to look.
-type FieldError struct {
-	Field  string
-	Detail string
+// Problems with a policy are a field.ErrorList, each error naming its field
+// path (`pods.allowedRegistries[0]`) so the author knows where to look.
+// Authors fix all of them in one go, so parsing and validation collect
+// rather than stop at the first. The Detail of each is written to be read
+// after its path; ErrorLine renders the pair.
+
+// FieldError is a problem at path: an invalid value, described by detail.
+// The bad value itself is left out: detail quotes what matters of it, and
+// an allowlist or expression can be long.
+func FieldError(path, detail string) *field.Error {
+	return &field.Error{Type: field.ErrorTypeInvalid, Field: path, BadValue: field.OmitValueType{}, Detail: detail}
 }
 
-func (e *FieldError) Error() string {
+// ErrorLine is one problem as users read it: `path: detail`.
+func ErrorLine(e *field.Error) string {
+	if _, own := e.BadValue.(field.OmitValueType); !own {
+		return e.Error() // from apimachinery's validation, in its words
+	}
 	if e.Field == "" {
 		return e.Detail
 	}
 	return e.Field + ": " + e.Detail
 }
 
-// FieldErrors is every problem found in one policy. Authors fix all of them
-// in one go, so parsing and validation collect rather than stop at the first.
-type FieldErrors []*FieldError
-
-func (l FieldErrors) Error() string {
-	msgs := make([]string, len(l))
-	for i, e := range l {
-		msgs[i] = e.Error()
+// ErrorText joins every problem of a list on one line.
+func ErrorText(list field.ErrorList) string {
+	lines := make([]string, len(list))
+	for i, e := range list {
+		lines[i] = ErrorLine(e)
 	}
-	return strings.Join(msgs, "; ")
+	return strings.Join(lines, "; ")
 }
 
-// prefixed returns the list with every field path put under prefix, such
-// as "policy.yaml" for a ConfigMap or "spec" for an AdmissionPolicy.
-func (l FieldErrors) prefixed(prefix string, sep string) FieldErrors {
-	out := make(FieldErrors, len(l))
-	for i, e := range l {
-		f := prefix
+// Prefixed returns the list with every field path put under prefix, such
+// as "policy.yaml" (sep ": ") for a ConfigMap or "spec" (sep ".") for an
+// AdmissionPolicy.
+func Prefixed(list field.ErrorList, prefix, sep string) field.ErrorList {
+	if len(list) == 0 {
+		return nil
+	}
+	out := make(field.ErrorList, len(list))
+	for i, e := range list {
+		c := *e
+		c.Field = prefix
 		if e.Field != "" {
-			f = prefix + sep + e.Field
+			c.Field = prefix + sep + e.Field
 		}
-		out[i] = &FieldError{Field: f, Detail: e.Detail}
+		out[i] = &c
 	}
 	return out
 }
 
-// capped keeps the first n problems and says how many more there were.
-func (l FieldErrors) capped(n int) FieldErrors {
-	if len(l) <= n {
-		return l
+// MaxProblems is how many problems of one policy are reported: enough to
+// fix a real policy in one go, while a generated one with thousands of
+// mistakes still gets a denial of readable size.
+const MaxProblems = 50
+
+// Capped keeps the first n problems and says how many more there were.
+func Capped(list field.ErrorList, n int) field.ErrorList {
+	if len(list) <= n {
+		return list
 	}
-	return append(l[:n:n], &FieldError{Detail: fmt.Sprintf("and %d more problems", len(l)-n)})
+	return append(list[:n:n], FieldError("", fmt.Sprintf("and %d more problems", len(list)-n)))
 }
 
-func (l *FieldErrors) add(field, format string) {
-	*l = append(*l, &FieldError{Field: field, Detail: format})
+// InvalidError is a policy source that does not compile, with every
+// problem found in it.
+type InvalidError struct {
+	Source Source
+	Errs   field.ErrorList
 }
+
+// Error lists every problem, one a line when there are several:
+//
+//	ConfigMap team-a/registries is not a valid policy: policy.yaml: pods.allowedRegistrie: unknown field
+func (e *InvalidError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.Source.String())
+	b.WriteString(" is not a valid policy: ")
+	if len(e.Errs) == 1 {
+		b.WriteString(ErrorLine(e.Errs[0]))
+		return b.String()
+	}
+	b.WriteString(strconv.Itoa(len(e.Errs)))
+	b.WriteString(" problems:")
+	for _, fe := range e.Errs {
+		b.WriteString("\n- ")
+		b.WriteString(ErrorLine(fe))
+	}
+	return b.String()
+}
+
+// Problems is the error's list on one line, without the source: what an
+// AdmissionPolicy's status and an Event say of the policy they are about.
+func (e *InvalidError) Problems() string { return ErrorText(e.Errs) }

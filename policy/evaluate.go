@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"unicode/utf8"
+
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
@@ -15,13 +17,10 @@ func (s *Set) Evaluate(req *Request, cluster Cluster) Decision {
 		return d
 	}
 	meta := req.Object()
-	// An object already being deleted only loses finalizers; refusing that
-	// would leave it stuck, and nothing it carries can start running. Only
-	// the API server sets deletionTimestamp, on an existing object, so a
-	// CREATE (or a manifest judged offline) carrying one is judged.
-	if meta.DeletionTimestamp != nil && req.Operation == Update {
-		return d
-	}
+	// An object being deleted is judged like any other: an UPDATE that only
+	// removes finalizers changes nothing a rule reads, so every violation it
+	// has is forgiven below, while one that swaps an image or raises a
+	// quantity is judged as it would be on a live object.
 	e := evaluation{req: req, cluster: cluster, objLabels: meta.Labels}
 	if req.Operation == Update {
 		e.oldLabels, e.hasOld = req.oldLabels()
@@ -56,6 +55,7 @@ func (e *evaluation) policy(p *Policy, d *Decision) {
 	if !e.applies(p) {
 		return
 	}
+	d.Applied = append(d.Applied, p)
 	start := len(d.Violations)
 	out := sink{d: d, p: p}
 	e.rules(p, &e.cur, &out, true)
@@ -78,7 +78,7 @@ func (e *evaluation) applies(p *Policy) bool {
 	// old object or the new one matches: dropping the label in the same
 	// update must not take the object out of the policy.
 	if p.objSelector != nil && !p.objSelector.Matches(labels.Set(e.objLabels)) &&
-		!(e.hasOld && p.objSelector.Matches(labels.Set(e.oldLabels))) {
+		(!e.hasOld || !p.objSelector.Matches(labels.Set(e.oldLabels))) {
 		return false
 	}
 	if p.nsSelector != nil && !p.nsSelector.Matches(labels.Set(e.namespaceLabels())) {
@@ -157,6 +157,7 @@ type sink struct {
 }
 
 func (s *sink) add(rule, field, msg string) {
+	msg = truncate(msg, MaxMessageBytes)
 	s.d.Violations = append(s.d.Violations, Violation{
 		Source:      s.p.sourceName,
 		Rule:        rule,
@@ -164,4 +165,17 @@ func (s *sink) add(rule, field, msg string) {
 		Field:       field,
 		Message:     msg,
 	})
+}
+
+// truncate cuts s to at most n bytes, at a character boundary, marking the cut.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const mark = "..."
+	cut := n - len(mark)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + mark
 }

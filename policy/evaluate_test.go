@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -385,29 +386,38 @@ func cloneApple(a *MyApple) *MyApple {
 	return &c
 }
 
-func TestDeletingObjectIsNotJudged(t *testing.T) {
-	set := clusterPolicy(t, latestPolicy+"myApples:\n  allowedColors: [red]\n")
+// An object being deleted is judged like any other: removing its
+// finalizers changes nothing a rule reads, so it always passes, but an
+// image swapped or a quantity raised on the way out is refused.
+func TestDeletingObjectIsJudged(t *testing.T) {
+	set := clusterPolicy(t, latestPolicy+"  allowedRegistries: [docker.io/library/]\nmyApples:\n  allowedColors: [red]\n  maxTotalQuantityPerNamespace: 10\n")
 	now := metav1.Now()
 	old := latestPod("team-a")
 	old.DeletionTimestamp = &now
-	pod := old.DeepCopy()
-	pod.Finalizers = nil
-	pod.Spec.Containers[0].Image = "nginx:latest"
-	if d := set.Evaluate(podUpdate(old, pod), testCluster()); !d.Allowed || len(d.Violations) != 0 {
-		t.Errorf("Pod being deleted: %v", d.Violations)
+	old.Finalizers = []string{"example.com/cleanup"}
+
+	done := old.DeepCopy()
+	done.Finalizers = nil
+	if d := set.Evaluate(podUpdate(old, done), testCluster()); !d.Allowed || len(d.Violations) != 0 {
+		t.Errorf("finalizer removed from a Pod being deleted: %v", d.Violations)
 	}
-	a := apple("team-a", "a", "blue", "small", 1)
+	swapped := old.DeepCopy()
+	swapped.Spec.Containers[0].Image = "evil.io/x:1"
+	d := set.Evaluate(podUpdate(old, swapped), testCluster())
+	checkViolations(t, d.Violations, want{ruleRegistries, "spec.containers[0].image", `"evil.io/x:1"`})
+	if d.Allowed {
+		t.Error("image swapped on a Pod being deleted was admitted")
+	}
+
+	a := apple("team-a", "a", "blue", "small", 5)
 	a.DeletionTimestamp = &now
-	if d := set.Evaluate(appleUpdate(a, a), testCluster()); !d.Allowed || len(d.Violations) != 0 {
-		t.Errorf("MyApple being deleted: %v", d.Violations)
+	if d := set.Evaluate(appleUpdate(a, cloneApple(a)), testCluster()); !d.Allowed || len(d.Violations) != 0 {
+		t.Errorf("MyApple being deleted, unchanged: %v", d.Violations)
 	}
-	// Only the API server sets deletionTimestamp, on an existing object: a
-	// manifest judged offline, or a CREATE, that carries one is judged.
-	if d := set.Evaluate(podRequest(pod), testCluster()); d.Allowed {
-		t.Error("CREATE with a deletionTimestamp was not judged")
-	}
-	if d := set.Evaluate(appleRequest(a), testCluster()); d.Allowed {
-		t.Error("MyApple CREATE with a deletionTimestamp was not judged")
+	raised := cloneApple(a)
+	raised.Spec.Quantity = 1000
+	if d := set.Evaluate(appleUpdate(a, raised), testCluster()); d.Allowed {
+		t.Errorf("quantity raised on a MyApple being deleted was admitted: %v", d.Violations)
 	}
 }
 
@@ -424,5 +434,46 @@ func TestEvaluateOddRequests(t *testing.T) {
 	}
 	if d := NewSet(nil).Evaluate(podRequest(latestPod("team-a")), nil); !d.Allowed {
 		t.Error("empty set denied")
+	}
+}
+
+// Whatever the policy and the object, what a decision writes back stays
+// small: a 1 MB allowlist is named by its first entries, a refusal lists
+// MaxListed violations and counts the rest, and a value quoted from the
+// object is cut.
+func TestDecisionOutputIsBounded(t *testing.T) {
+	var regs strings.Builder
+	for i := range 40000 {
+		fmt.Fprintf(&regs, "r%d.example.com/team/, ", i)
+	}
+	set := clusterPolicy(t, "pods:\n  allowedRegistries: ["+strings.TrimSuffix(regs.String(), ", ")+"]\n  forbidHostPath: true\n")
+	warn := NewSet([]*Policy{configMapPolicy(t, testPolicyNamespace, "w", "enforcement: Warn\npods:\n  disallowedTags: [latest]\n")})
+	pod := compliantPod()
+	pod.Spec.Containers = nil
+	for i := range 300 {
+		pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: fmt.Sprintf("c%d", i), Image: "evil.io/x"})
+	}
+	pod.Spec.Volumes = []corev1.Volume{{Name: "h", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/" + strings.Repeat("a", 1<<20)}}}}
+
+	d := set.Evaluate(podRequest(pod), testCluster())
+	if d.Allowed || len(d.Denials()) != 302 {
+		t.Fatalf("allowed %v with %d denials, want 302", d.Allowed, len(d.Denials()))
+	}
+	for _, v := range d.Violations {
+		if len(v.Message) > MaxMessageBytes {
+			t.Fatalf("message of %d bytes: %.200s...", len(v.Message), v.Message)
+		}
+	}
+	if !strings.Contains(d.Violations[1].Message, "r4.example.com/team/ and 39995 more)") {
+		t.Errorf("allowlist in the message: %s", d.Violations[1].Message)
+	}
+	msg := d.Message()
+	if len(msg) > 16<<10 || !strings.HasSuffix(msg, fmt.Sprintf("\n- and %d more", 302-MaxListed)) || strings.Count(msg, "\n- ") != MaxListed+1 {
+		t.Errorf("refusal of %d bytes, %d lines, ends %q", len(msg), strings.Count(msg, "\n"), msg[max(0, len(msg)-40):])
+	}
+	wd := warn.Evaluate(podRequest(pod), testCluster())
+	w := wd.Warnings()
+	if len(w) != MaxListed+1 || w[MaxListed] != fmt.Sprintf("and %d more policy warnings", 300-MaxListed) {
+		t.Errorf("%d warnings, last %q", len(w), w[len(w)-1])
 	}
 }

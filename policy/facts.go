@@ -6,9 +6,11 @@ import (
 
 // facts is what rules read of one object, gathered once per request.
 type facts struct {
-	pod        *corev1.Pod
+	pod        *Pod
 	apple      *MyApple
 	containers []container // nil until a pod rule needs them
+	volumes    []container // image volumes, nil until an image rule needs them
+	volumesSet bool
 	images     *ImageCache
 }
 
@@ -18,7 +20,7 @@ type container struct {
 	list   string // containers, initContainers or ephemeralContainers
 	index  int
 	name   string
-	sc     *corev1.SecurityContext
+	sc     *SecurityContext
 	limits corev1.ResourceList
 	hasRes bool // ephemeral containers may not set resources
 
@@ -26,7 +28,7 @@ type container struct {
 	parsed bool
 }
 
-func newFacts(pod *corev1.Pod, apple *MyApple, images *ImageCache) facts {
+func newFacts(pod *Pod, apple *MyApple, images *ImageCache) facts {
 	return facts{pod: pod, apple: apple, images: images}
 }
 
@@ -52,6 +54,22 @@ func (f *facts) allContainers() []container {
 	return cs
 }
 
+// imageVolumes are the Pod's image volumes, judged by the image rules as
+// the images the kubelet pulls for them.
+func (f *facts) imageVolumes() []container {
+	if f.volumesSet || f.pod == nil {
+		return f.volumes
+	}
+	f.volumesSet = true
+	for i := range f.pod.Spec.Volumes {
+		v := &f.pod.Spec.Volumes[i]
+		if v.Image != nil {
+			f.volumes = append(f.volumes, container{list: "volumes", index: i, name: v.Name, image: image{raw: v.Image.Reference}})
+		}
+	}
+	return f.volumes
+}
+
 // parsedImage normalises the container's image on first use; every later
 // rule and policy reads the same result.
 func (c *container) parsedImage(cache *ImageCache) *image {
@@ -68,6 +86,15 @@ func (c *container) parsedImage(cache *ImageCache) *image {
 
 func (c *container) field(suffix string) string {
 	return "spec." + c.list + "[" + itoa(c.index) + "]." + suffix
+}
+
+// imageField is where the container's image, or an image volume's
+// reference, is written.
+func (c *container) imageField() string {
+	if c.list == "volumes" {
+		return c.field("image.reference")
+	}
+	return c.field("image")
 }
 
 func itoa(i int) string {

@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -35,9 +34,6 @@ func (c *ImageCache) parse(raw string) image {
 	if v, ok := c.m.Load(raw); ok {
 		return *v.(*image)
 	}
-	// A copy: raw may share memory with the rest of the request's strings
-	// (see jsonscan), which the cache must not keep alive.
-	raw = strings.Clone(raw)
 	im := parseImage(raw)
 	if c.size.Add(1) > c.capacity {
 		c.m.Clear()
@@ -46,6 +42,3 @@ func (c *ImageCache) parse(raw string) image {
 	c.m.Store(raw, &im)
 	return im
 }
-
-// Len is how many references the cache holds.
-func (c *ImageCache) Len() int { return int(c.size.Load()) }

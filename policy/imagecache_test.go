@@ -8,21 +8,21 @@ import (
 func TestImageCache(t *testing.T) {
 	c := NewImageCache(3)
 	first := c.parse("nginx")
-	if first.name != "docker.io/library/nginx" || c.Len() != 1 {
-		t.Fatalf("parsed %+v, cache holds %d", first, c.Len())
+	if first.name != "docker.io/library/nginx" || int(c.size.Load()) != 1 {
+		t.Fatalf("parsed %+v, cache holds %d", first, int(c.size.Load()))
 	}
-	if again := c.parse("nginx"); again != first || c.Len() != 1 {
-		t.Errorf("second parse %+v, cache holds %d", again, c.Len())
+	if again := c.parse("nginx"); again != first || int(c.size.Load()) != 1 {
+		t.Errorf("second parse %+v, cache holds %d", again, int(c.size.Load()))
 	}
 	bad := c.parse("NGINX")
-	if bad.err == nil || c.Len() != 2 {
-		t.Errorf("invalid reference: %+v, cache holds %d", bad, c.Len())
+	if bad.err == nil || int(c.size.Load()) != 2 {
+		t.Errorf("invalid reference: %+v, cache holds %d", bad, int(c.size.Load()))
 	}
 	// Past its capacity the cache starts afresh: memory stays bounded.
 	for _, im := range []string{"a", "b", "c", "d", "e"} {
 		c.parse(im)
-		if c.Len() > 3 {
-			t.Fatalf("cache holds %d, capacity 3", c.Len())
+		if int(c.size.Load()) > 3 {
+			t.Fatalf("cache holds %d, capacity 3", int(c.size.Load()))
 		}
 	}
 	if NewImageCache(0).capacity != 1 {
@@ -39,11 +39,11 @@ func TestImageCacheKeepsNoHugeReferences(t *testing.T) {
 	if im := c.parse(huge); im.err == nil {
 		t.Fatal("a 1 MiB reference parsed")
 	}
-	if c.Len() != 0 {
-		t.Errorf("cache holds %d entries after a 1 MiB reference", c.Len())
+	if int(c.size.Load()) != 0 {
+		t.Errorf("cache holds %d entries after a 1 MiB reference", int(c.size.Load()))
 	}
 	longest := "registry.example.com/" + strings.Repeat("a", 230) + ":" + strings.Repeat("t", 128) + "@" + digestA
-	if im := c.parse(longest); im.err != nil || c.Len() != 1 {
-		t.Errorf("longest valid reference: %v, cache holds %d", im.err, c.Len())
+	if im := c.parse(longest); im.err != nil || int(c.size.Load()) != 1 {
+		t.Errorf("longest valid reference: %v, cache holds %d", im.err, int(c.size.Load()))
 	}
 }

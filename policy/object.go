@@ -14,18 +14,98 @@ const (
 	Update Operation = "UPDATE"
 )
 
+// The types below are the parts of a Pod and a MyApple that rules read, and
+// nothing else: a Pod as a Deployment creates it carries managed fields,
+// probes, env, mounts and ports that no rule looks at, and decoding them was
+// most of the cost of an admission. Their JSON names are the Kubernetes
+// API's, so a decoder fills them from the object as the API server encodes
+// it; field types that carry their own decoding (Quantity, Time) are the
+// API's own types, so a value means here what it means there.
+
+// ObjectMeta is the metadata rules read.
+type ObjectMeta struct {
+	Name              string            `json:"name,omitempty"`
+	GenerateName      string            `json:"generateName,omitempty"`
+	Namespace         string            `json:"namespace,omitempty"`
+	Labels            map[string]string `json:"labels,omitempty"`
+	DeletionTimestamp *metav1.Time      `json:"deletionTimestamp,omitempty"`
+}
+
+// Pod is the part of a core/v1 Pod that rules read.
+type Pod struct {
+	ObjectMeta `json:"metadata"`
+	Spec       PodSpec `json:"spec"`
+}
+
+// PodSpec is the part of a Pod's spec that rules read.
+type PodSpec struct {
+	InitContainers []Container `json:"initContainers,omitempty"`
+	Containers     []Container `json:"containers,omitempty"`
+	// EphemeralContainers have the same JSON shape as containers (their
+	// common fields are inlined), less what rules do not read of them.
+	EphemeralContainers []Container         `json:"ephemeralContainers,omitempty"`
+	SecurityContext     *PodSecurityContext `json:"securityContext,omitempty"`
+	HostNetwork         bool                `json:"hostNetwork,omitempty"`
+	HostPID             bool                `json:"hostPID,omitempty"`
+	HostIPC             bool                `json:"hostIPC,omitempty"`
+	Volumes             []Volume            `json:"volumes,omitempty"`
+}
+
+// Container is the part of a container (init, regular or ephemeral) that
+// rules read.
+type Container struct {
+	Name            string           `json:"name"`
+	Image           string           `json:"image,omitempty"`
+	SecurityContext *SecurityContext `json:"securityContext,omitempty"`
+	Resources       Resources        `json:"resources,omitempty"`
+}
+
+// Resources are a container's resource limits; requests are not read.
+type Resources struct {
+	Limits corev1.ResourceList `json:"limits,omitempty"`
+}
+
+// SecurityContext is the part of a container's securityContext rules read.
+type SecurityContext struct {
+	Privileged   *bool  `json:"privileged,omitempty"`
+	RunAsNonRoot *bool  `json:"runAsNonRoot,omitempty"`
+	RunAsUser    *int64 `json:"runAsUser,omitempty"`
+}
+
+// PodSecurityContext is the part of a Pod's securityContext rules read.
+type PodSecurityContext struct {
+	RunAsNonRoot *bool  `json:"runAsNonRoot,omitempty"`
+	RunAsUser    *int64 `json:"runAsUser,omitempty"`
+}
+
+// Volume is the part of a Pod volume rules read.
+type Volume struct {
+	Name     string       `json:"name"`
+	HostPath *HostPath    `json:"hostPath,omitempty"`
+	Image    *ImageVolume `json:"image,omitempty"`
+}
+
+// HostPath is a hostPath volume source.
+type HostPath struct {
+	Path string `json:"path"`
+}
+
+// ImageVolume is an image volume source: an image the kubelet pulls.
+type ImageVolume struct {
+	Reference string `json:"reference,omitempty"`
+}
+
 // MyApple is the part of a stable.example.com/v1 MyApple that rules read.
 type MyApple struct {
-	metav1.TypeMeta   `json:",inline"`
-	metav1.ObjectMeta `json:"metadata,omitempty"`
-	Spec              MyAppleSpec `json:"spec"`
+	ObjectMeta `json:"metadata"`
+	Spec       MyAppleSpec `json:"spec"`
 }
 
 // MyAppleSpec is the spec of a MyApple.
 type MyAppleSpec struct {
-	Color    string `json:"color"`
-	Size     string `json:"size"`
-	Quantity int64  `json:"quantity"`
+	Color    string `json:"color,omitempty"`
+	Size     string `json:"size,omitempty"`
+	Quantity int64  `json:"quantity,omitempty"`
 }
 
 // Request is one admission to judge: an already decoded Pod or MyApple, and
@@ -36,22 +116,22 @@ type Request struct {
 	SubResource string
 	Namespace   string
 
-	Pod    *corev1.Pod
-	OldPod *corev1.Pod
+	Pod    *Pod
+	OldPod *Pod
 
 	MyApple    *MyApple
 	OldMyApple *MyApple
 }
 
 // Object returns the metadata of the object being admitted.
-func (r *Request) Object() *metav1.ObjectMeta {
+func (r *Request) Object() *ObjectMeta {
 	switch {
 	case r.Pod != nil:
 		return &r.Pod.ObjectMeta
 	case r.MyApple != nil:
 		return &r.MyApple.ObjectMeta
 	}
-	return &metav1.ObjectMeta{}
+	return &ObjectMeta{}
 }
 
 // oldLabels returns the labels of the object an UPDATE replaces, and

@@ -70,6 +70,12 @@ func (r *podRules) check(f *facts, out *sink) {
 			}
 		}
 	}
+	if images {
+		vs := f.imageVolumes()
+		for i := range vs {
+			r.checkImage(f, &vs[i], out)
+		}
+	}
 }
 
 func (r *podRules) checkImage(f *facts, c *container, out *sink) {
@@ -83,11 +89,11 @@ func (r *podRules) checkImage(f *facts, c *container, out *sink) {
 		default:
 			rule = ruleDigest
 		}
-		out.add(rule, c.field("image"), fmt.Sprintf("image %s is not a valid image reference: %v", im.quoted(), im.err))
+		out.add(rule, c.imageField(), fmt.Sprintf("image %s is not a valid image reference: %v", im.quoted(), im.err))
 		return
 	}
 	if len(r.registries) > 0 && !im.allowedBy(r) {
-		out.add(ruleRegistries, c.field("image"), fmt.Sprintf("image %q resolves to %s, which is not under an allowed registry (%s)", im.raw, im.resolved(), r.registryList))
+		out.add(ruleRegistries, c.imageField(), fmt.Sprintf("image %q resolves to %s, which is not under an allowed registry (%s)", im.raw, im.resolved(), r.registryList))
 	}
 	if len(r.disallowedTags) > 0 {
 		if tag := im.effectiveTag(); tag != "" && contains(r.disallowedTags, tag) {
@@ -95,11 +101,11 @@ func (r *podRules) checkImage(f *facts, c *container, out *sink) {
 			if im.tag == "" {
 				how = "has no tag, so it means"
 			}
-			out.add(ruleTags, c.field("image"), fmt.Sprintf("image %q %s tag %q, which is not allowed: pin a version or a digest", im.raw, how, tag))
+			out.add(ruleTags, c.imageField(), fmt.Sprintf("image %q %s tag %q, which is not allowed: pin a version or a digest", im.raw, how, tag))
 		}
 	}
 	if r.requireDigest && im.digest == "" {
-		out.add(ruleDigest, c.field("image"), fmt.Sprintf("image %q is not pinned by digest: use %s@sha256:<digest>", im.raw, im.name))
+		out.add(ruleDigest, c.imageField(), fmt.Sprintf("image %q is not pinned by digest: use %s@sha256:<digest>", im.raw, im.name))
 	}
 }
 

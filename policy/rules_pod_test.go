@@ -355,3 +355,20 @@ func TestAllPodRules(t *testing.T) {
 		t.Fatalf("compliant pod: allowed=%v violations=%v", d.Allowed, d.Violations)
 	}
 }
+
+// Image volumes are images the kubelet pulls: the image rules judge their
+// references where they are written.
+func TestImageVolumesAreJudged(t *testing.T) {
+	set := clusterPolicy(t, "pods:\n  allowedRegistries: [registry.example.com/]\n  disallowedTags: [latest]\n  requireDigest: true\n")
+	pod := compliantPod()
+	pod.Spec.Volumes = []corev1.Volume{
+		{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		{Name: "model", VolumeSource: corev1.VolumeSource{Image: &corev1.ImageVolumeSource{Reference: "evil.io/models/llm"}}},
+		{Name: "ok", VolumeSource: corev1.VolumeSource{Image: &corev1.ImageVolumeSource{Reference: "registry.example.com/models/a:1@" + digestA}}},
+	}
+	checkViolations(t, set.Evaluate(podRequest(pod), testCluster()).Violations,
+		want{ruleRegistries, "spec.volumes[1].image.reference", `"evil.io/models/llm" resolves to evil.io/models/llm:latest`},
+		want{ruleTags, "spec.volumes[1].image.reference", `has no tag, so it means tag "latest"`},
+		want{ruleDigest, "spec.volumes[1].image.reference", "not pinned by digest"},
+	)
+}

@@ -13,12 +13,6 @@ import (
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
 )
 
-// Kinds a policy can judge.
-const (
-	KindPod     = "Pod"
-	KindMyApple = "MyApple"
-)
-
 // The MyApple CRD allows these sizes, so a policy may only narrow them.
 var validSizes = []string{"small", "medium", "large"}
 
@@ -27,26 +21,26 @@ var tagPattern = regexp.MustCompile(`^[\w][\w.-]{0,127}$`)
 
 // ValidateSpec checks a decoded spec for values no rule could mean, with the
 // field path of each.
-func ValidateSpec(spec *v1alpha1.PolicySpec) FieldErrors {
-	var errs FieldErrors
+func ValidateSpec(spec *v1alpha1.PolicySpec) field.ErrorList {
+	var errs field.ErrorList
 	switch spec.Enforcement {
 	case "", v1alpha1.Deny, v1alpha1.Warn, v1alpha1.Audit:
 	default:
-		errs.add("enforcement", fmt.Sprintf("unsupported value %q: must be one of Deny, Warn, Audit", spec.Enforcement))
+		errs = append(errs, FieldError("enforcement", fmt.Sprintf("unsupported value %q: must be one of Deny, Warn, Audit", spec.Enforcement)))
 	}
 	errs = append(errs, validateMatch(&spec.Match)...)
 	if spec.Pods == nil && spec.MyApples == nil {
-		errs.add("", "no rules: set pods or myApples")
+		errs = append(errs, FieldError("", "no rules: set pods or myApples"))
 	}
 	if spec.Pods != nil {
 		if !matchesKind(spec.Match.Kinds, KindPod) {
-			errs.add("pods", "these rules never apply: match.kinds leaves out Pod")
+			errs = append(errs, FieldError("pods", "these rules never apply: match.kinds leaves out Pod"))
 		}
 		errs = append(errs, validatePodRules(spec.Pods)...)
 	}
 	if spec.MyApples != nil {
 		if !matchesKind(spec.Match.Kinds, KindMyApple) {
-			errs.add("myApples", "these rules never apply: match.kinds leaves out MyApple")
+			errs = append(errs, FieldError("myApples", "these rules never apply: match.kinds leaves out MyApple"))
 		}
 		errs = append(errs, validateMyAppleRules(spec.MyApples)...)
 	}
@@ -65,54 +59,54 @@ func matchesKind(kinds []string, kind string) bool {
 	return false
 }
 
-func validateMatch(m *v1alpha1.Match) FieldErrors {
-	var errs FieldErrors
+func validateMatch(m *v1alpha1.Match) field.ErrorList {
+	var errs field.ErrorList
 	seen := map[string]bool{}
 	for i, k := range m.Kinds {
 		p := fmt.Sprintf("match.kinds[%d]", i)
 		switch {
 		case k != KindPod && k != KindMyApple:
-			errs.add(p, fmt.Sprintf("unsupported value %q: must be Pod or MyApple", k))
+			errs = append(errs, FieldError(p, fmt.Sprintf("unsupported value %q: must be Pod or MyApple", k)))
 		case seen[k]:
-			errs.add(p, fmt.Sprintf("duplicate value %q", k))
+			errs = append(errs, FieldError(p, fmt.Sprintf("duplicate value %q", k)))
 		}
 		seen[k] = true
 	}
 	opts := metav1validation.LabelSelectorValidationOptions{}
 	if m.NamespaceSelector != nil {
-		errs = append(errs, fromFieldErrors(metav1validation.ValidateLabelSelector(m.NamespaceSelector, opts, field.NewPath("match", "namespaceSelector")))...)
+		errs = append(errs, (metav1validation.ValidateLabelSelector(m.NamespaceSelector, opts, field.NewPath("match", "namespaceSelector")))...)
 	}
 	if m.ObjectSelector != nil {
-		errs = append(errs, fromFieldErrors(metav1validation.ValidateLabelSelector(m.ObjectSelector, opts, field.NewPath("match", "objectSelector")))...)
+		errs = append(errs, (metav1validation.ValidateLabelSelector(m.ObjectSelector, opts, field.NewPath("match", "objectSelector")))...)
 	}
 	for i, ns := range m.ExcludedNamespaces {
 		for _, msg := range validation.IsDNS1123Label(ns) {
-			errs.add(fmt.Sprintf("match.excludedNamespaces[%d]", i), fmt.Sprintf("invalid namespace name %q: %s", ns, msg))
+			errs = append(errs, FieldError(fmt.Sprintf("match.excludedNamespaces[%d]", i), fmt.Sprintf("invalid namespace name %q: %s", ns, msg)))
 		}
 	}
 	return errs
 }
 
-func validatePodRules(r *v1alpha1.PodRules) FieldErrors {
-	var errs FieldErrors
+func validatePodRules(r *v1alpha1.PodRules) field.ErrorList {
+	var errs field.ErrorList
 	for i, reg := range r.AllowedRegistries {
 		if msg := registryProblem(reg); msg != "" {
-			errs.add(fmt.Sprintf("pods.allowedRegistries[%d]", i), fmt.Sprintf("invalid registry prefix %q: %s", reg, msg))
+			errs = append(errs, FieldError(fmt.Sprintf("pods.allowedRegistries[%d]", i), fmt.Sprintf("invalid registry prefix %q: %s", reg, msg)))
 		}
 	}
 	for i, tag := range r.DisallowedTags {
 		if !tagPattern.MatchString(tag) {
-			errs.add(fmt.Sprintf("pods.disallowedTags[%d]", i), fmt.Sprintf("invalid tag %q: tags are letters, digits, '_', '.' and '-', at most 128", tag))
+			errs = append(errs, FieldError(fmt.Sprintf("pods.disallowedTags[%d]", i), fmt.Sprintf("invalid tag %q: tags are letters, digits, '_', '.' and '-', at most 128", tag)))
 		}
 	}
 	for i, l := range r.RequiredLabels {
 		for _, msg := range validation.IsQualifiedName(l) {
-			errs.add(fmt.Sprintf("pods.requiredLabels[%d]", i), fmt.Sprintf("invalid label key %q: %s", l, msg))
+			errs = append(errs, FieldError(fmt.Sprintf("pods.requiredLabels[%d]", i), fmt.Sprintf("invalid label key %q: %s", l, msg)))
 		}
 	}
 	for i, res := range r.RequireResourceLimits {
 		for _, msg := range validation.IsQualifiedName(res) {
-			errs.add(fmt.Sprintf("pods.requireResourceLimits[%d]", i), fmt.Sprintf("invalid resource name %q: %s", res, msg))
+			errs = append(errs, FieldError(fmt.Sprintf("pods.requireResourceLimits[%d]", i), fmt.Sprintf("invalid resource name %q: %s", res, msg)))
 		}
 	}
 	return errs
@@ -147,46 +141,38 @@ func registryProblem(reg string) string {
 	// the runtime reads "myregistry/app" as docker.io/myregistry/app. An
 	// entry meaning a host that images can never name would deny them all.
 	host, _, _ := strings.Cut(trimmed, "/")
-	if d := reference.Domain(named); !strings.EqualFold(d, host) && !(host == "index.docker.io" && d == "docker.io") {
+	if d := reference.Domain(named); !strings.EqualFold(d, host) && (host != "index.docker.io" || d != "docker.io") {
 		return fmt.Sprintf("%q is not a registry host (no dot or port): images such as %s/app are pulled from %s/%s/app; write the registry's full host name, or %s/%s/ if Docker Hub is meant",
 			host, host, d, host, d, host)
 	}
 	return ""
 }
 
-func validateMyAppleRules(r *v1alpha1.MyAppleRules) FieldErrors {
-	var errs FieldErrors
+func validateMyAppleRules(r *v1alpha1.MyAppleRules) field.ErrorList {
+	var errs field.ErrorList
 	for i, c := range r.AllowedColors {
 		if c == "" {
-			errs.add(fmt.Sprintf("myApples.allowedColors[%d]", i), "must not be empty")
+			errs = append(errs, FieldError(fmt.Sprintf("myApples.allowedColors[%d]", i), "must not be empty"))
 		}
 	}
 	for i, s := range r.AllowedSizes {
 		if !contains(validSizes, s) {
-			errs.add(fmt.Sprintf("myApples.allowedSizes[%d]", i), fmt.Sprintf("unsupported value %q: must be one of small, medium, large", s))
+			errs = append(errs, FieldError(fmt.Sprintf("myApples.allowedSizes[%d]", i), fmt.Sprintf("unsupported value %q: must be one of small, medium, large", s)))
 		}
 	}
 	if r.MinQuantity != nil && *r.MinQuantity < 1 {
-		errs.add("myApples.minQuantity", fmt.Sprintf("must be at least 1, not %d", *r.MinQuantity))
+		errs = append(errs, FieldError("myApples.minQuantity", fmt.Sprintf("must be at least 1, not %d", *r.MinQuantity)))
 	}
 	if r.MaxQuantity != nil && *r.MaxQuantity < 1 {
-		errs.add("myApples.maxQuantity", fmt.Sprintf("must be at least 1, not %d", *r.MaxQuantity))
+		errs = append(errs, FieldError("myApples.maxQuantity", fmt.Sprintf("must be at least 1, not %d", *r.MaxQuantity)))
 	}
 	if r.MinQuantity != nil && r.MaxQuantity != nil && *r.MaxQuantity >= 1 && *r.MinQuantity > *r.MaxQuantity {
-		errs.add("myApples.maxQuantity", fmt.Sprintf("must not be less than minQuantity (%d), not %d", *r.MinQuantity, *r.MaxQuantity))
+		errs = append(errs, FieldError("myApples.maxQuantity", fmt.Sprintf("must not be less than minQuantity (%d), not %d", *r.MinQuantity, *r.MaxQuantity)))
 	}
 	if r.MaxTotalQuantityPerNamespace != nil && *r.MaxTotalQuantityPerNamespace < 1 {
-		errs.add("myApples.maxTotalQuantityPerNamespace", fmt.Sprintf("must be at least 1, not %d", *r.MaxTotalQuantityPerNamespace))
+		errs = append(errs, FieldError("myApples.maxTotalQuantityPerNamespace", fmt.Sprintf("must be at least 1, not %d", *r.MaxTotalQuantityPerNamespace)))
 	}
 	return errs
-}
-
-func fromFieldErrors(list field.ErrorList) FieldErrors {
-	out := make(FieldErrors, 0, len(list))
-	for _, e := range list {
-		out = append(out, &FieldError{Field: e.Field, Detail: e.ErrorBody()})
-	}
-	return out
 }
 
 func contains(list []string, s string) bool {

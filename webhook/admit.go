@@ -7,11 +7,10 @@ import (
 
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
-	corev1 "k8s.io/api/core/v1"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
+	"github.com/policy-webhook/policy-webhook/review"
 )
 
 // Judge answers admissions from policy held in memory. The informer cache
@@ -35,93 +34,89 @@ type admitHandler struct {
 	log      logr.Logger
 }
 
-var _ admission.Handler = (*admitHandler)(nil)
-
 func newAdmitHandler(kind string, judge Judge, failOpen bool, m *metrics, log logr.Logger) *admitHandler {
 	return &admitHandler{kind: kind, kindIx: kindOf(kind), judge: judge, failOpen: failOpen, metrics: m, log: log}
 }
 
-var _ podDecoder = (*admitHandler)(nil)
-
-func (h *admitHandler) Handle(ctx context.Context, req admission.Request) admission.Response {
-	return h.handleDecoded(ctx, req, nil, nil)
-}
-
-func (h *admitHandler) decodesPods() bool { return h.kind == policy.KindPod }
-
-func (h *admitHandler) handleDecoded(_ context.Context, req admission.Request, pod, oldPod *corev1.Pod) admission.Response {
-	r := &req.AdmissionRequest
+func (h *admitHandler) Handle(_ context.Context, r *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, error) {
 	op := opOf(r.Operation)
-	if skip, why := h.skip(r, op); skip {
+	if k := review.KindOf(r); k != h.kind {
+		// The API server sends only what the ValidatingWebhookConfiguration
+		// routes here; anything else comes from a client speaking to the
+		// webhook directly, and admitting it unjudged would be a way past
+		// the rules.
+		return nil, &httpError{code: http.StatusBadRequest, msg: fmt.Sprintf(
+			"policy-webhook: this path judges %s objects, not %s", h.kind, resourceName(r))}
+	}
+	if !review.Judged(h.kind, r) {
 		h.metrics.admission(h.kindIx, op, verdictSkipped)
-		if why != "" {
-			return allowed([]string{why})
-		}
-		return allowed(nil)
+		return allowed(nil), nil
 	}
 	if !h.judge.HasSynced() {
 		if h.failOpen {
 			h.metrics.admission(h.kindIx, op, verdictAllowedNotSynced)
-			return allowed([]string{warnNotSynced})
+			return allowed([]string{warnNotSynced}), nil
 		}
 		h.metrics.admission(h.kindIx, op, verdictNotSynced)
-		return notSynced()
+		return notSynced(), nil
 	}
-	preq, err := policy.RequestFromDecoded(r, pod, oldPod)
+	req, err := review.NewRequest(h.kind, r)
 	if err != nil {
 		// The API server only sends objects it has decoded itself, so this
 		// is a client speaking to the webhook directly, or a bug: refuse
 		// rather than admit what could not be judged.
 		h.metrics.admission(h.kindIx, op, verdictError)
-		return admission.Errored(http.StatusBadRequest, fmt.Errorf("policy-webhook: cannot judge %s %s: %w", h.kind, objectRef(r), err))
+		return errored(http.StatusBadRequest, fmt.Sprintf("policy-webhook: cannot judge %s %s: %v", h.kind, objectRef(r), err)), nil
 	}
-	d := h.judge.Evaluate(preq)
+	d := h.judge.Evaluate(req)
 	h.record(r, &d)
+	var resp *admissionv1.AdmissionResponse
 	if !d.Allowed {
 		h.metrics.admission(h.kindIx, op, verdictDenied)
-		return admission.Denied(d.Message()).WithWarnings(d.Warnings()...)
+		resp = denied(d.Message(), d.Warnings())
+	} else {
+		h.metrics.admission(h.kindIx, op, verdictAllowed)
+		resp = allowed(d.Warnings())
 	}
-	h.metrics.admission(h.kindIx, op, verdictAllowed)
-	return allowed(d.Warnings())
+	resp.AuditAnnotations = auditAnnotations(&d)
+	return resp, nil
 }
 
-// skip says whether a request is outside what this path judges, and if so
-// why, when the reason is a misconfiguration worth a warning.
-func (h *admitHandler) skip(r *admissionv1.AdmissionRequest, op opIndex) (bool, string) {
-	if op != opCreate && op != opUpdate {
-		return true, ""
-	}
-	if k := policy.KindOf(r); k != h.kind {
-		// Admitted, not refused: a ValidatingWebhookConfiguration that
-		// sends the wrong resources here must not take them hostage. The
-		// warning makes the mistake visible to whoever sees it.
-		return true, fmt.Sprintf("policy-webhook: this path judges %s objects, not %s; check the ValidatingWebhookConfiguration's rules",
-			h.kind, resourceName(r))
-	}
-	// Other subresources (status, binding, exec, scale...) carry nothing a
-	// policy rule looks at; pods/ephemeralcontainers is judged as the Pod.
-	return !policy.IsJudged(r), ""
-}
-
-// record counts every violation and logs the ones users do not see:
-// Audit violations are only logged, denials and warnings at verbosity 1.
+// record counts every violation and logs the ones users do not see, one
+// line per admission and enforcement whatever the number of violations:
+// Audit violations always, denials and warnings at verbosity 1.
 func (h *admitHandler) record(r *admissionv1.AdmissionRequest, d *policy.Decision) {
+	var audits, others []*policy.Violation
 	for i := range d.Violations {
 		v := &d.Violations[i]
 		h.metrics.violation(v)
 		if v.Enforcement == v1alpha1.Audit {
-			h.log.Info("Audit policy violation", violationKeys(r, v)...)
-		} else if h.log.V(1).Enabled() {
-			h.log.V(1).Info(string(v.Enforcement)+" policy violation", violationKeys(r, v)...)
+			audits = append(audits, v)
+		} else {
+			others = append(others, v)
 		}
+	}
+	if len(audits) > 0 {
+		h.log.Info("Audit policy violations", violationKeys(r, audits)...)
+	}
+	if len(others) > 0 && h.log.V(1).Enabled() {
+		h.log.V(1).Info("Policy violations", violationKeys(r, others)...)
 	}
 }
 
-func violationKeys(r *admissionv1.AdmissionRequest, v *policy.Violation) []any {
+// loggedViolations is how many violations one log line names; the count
+// says how many there were.
+const loggedViolations = 5
+
+func violationKeys(r *admissionv1.AdmissionRequest, vs []*policy.Violation) []any {
+	named := make([]string, 0, min(len(vs), loggedViolations))
+	for _, v := range vs[:min(len(vs), loggedViolations)] {
+		named = append(named, string(v.Enforcement)+" "+v.String())
+	}
 	return []any{
 		"kind", r.Kind.Kind, "namespace", r.Namespace, "name", r.Name, "operation", r.Operation,
 		"uid", r.UID, "user", r.UserInfo.Username, "dryRun", r.DryRun != nil && *r.DryRun,
-		"source", v.Source, "rule", v.Rule, "enforcement", v.Enforcement, "field", v.Field, "message", v.Message,
+		"count", len(vs), "violations", named,
 	}
 }
 
@@ -134,6 +129,9 @@ func objectRef(r *admissionv1.AdmissionRequest) string {
 
 func resourceName(r *admissionv1.AdmissionRequest) string {
 	gr := r.Resource.Resource
+	if gr == "" {
+		gr = r.Kind.Kind
+	}
 	if r.Resource.Group != "" {
 		gr += "." + r.Resource.Group
 	}

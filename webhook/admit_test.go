@@ -1,7 +1,9 @@
 package webhook
 
 import (
+	"fmt"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -62,8 +64,7 @@ func withImage(p *corev1.Pod, image string) *corev1.Pod {
 
 func apple(color string, quantity int64) *policy.MyApple {
 	return &policy.MyApple{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "stable.example.com/v1", Kind: "MyApple"},
-		ObjectMeta: metav1.ObjectMeta{Name: "fuji", Namespace: "team-a"},
+		ObjectMeta: policy.ObjectMeta{Name: "fuji", Namespace: "team-a"},
 		Spec:       policy.MyAppleSpec{Color: color, Size: "small", Quantity: quantity},
 	}
 }
@@ -150,7 +151,7 @@ func TestAdmitHandlers(t *testing.T) {
 				return podRequest(t, admissionv1.Create, "", privileged, nil)
 			},
 			allowed: true,
-			audit:   `"rule"="pods.forbidPrivileged"`,
+			audit:   `pods.forbidPrivileged spec.containers[0].securityContext.privileged`,
 			verdict: "allowed", kind: "Pod", op: "CREATE",
 		},
 		{
@@ -241,19 +242,9 @@ func TestAdmitHandlers(t *testing.T) {
 				r.Object.Raw = []byte(`{"apiVersion":"v1","kind":"Pod","spec":{"containers":"web"}}`)
 				return r
 			},
-			code:    400,
+			code: 400, reason: metav1.StatusReasonBadRequest,
 			message: []string{"policy-webhook: cannot judge Pod team-a/web: request.object: decoding Pod:"},
 			verdict: "error", kind: "Pod", op: "CREATE",
-		},
-		{
-			name: "a myapple sent to the pods path is admitted with a warning",
-			path: PathPods,
-			req: func(t *testing.T) *admissionv1.AdmissionRequest {
-				return appleRequest(t, admissionv1.Create, apple("blue", 1), nil)
-			},
-			allowed:  true,
-			warnings: []string{"this path judges Pod objects, not myapples.stable.example.com; check the ValidatingWebhookConfiguration's rules"},
-			verdict:  "skipped", kind: "Pod", op: "CREATE",
 		},
 		{
 			name: "myapple allowed",
@@ -396,5 +387,80 @@ func TestPanicIsRecovered(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(srv.metrics.requestErrors[errPanic]); got != 1 {
 		t.Errorf("request_errors_total{panic} = %v", got)
+	}
+}
+
+// A review whose resource does not belong to the path is refused at the
+// HTTP level: the API server never sends one, and admitting it unjudged
+// would be a way past the rules.
+func TestWrongResourceForPathIsRefused(t *testing.T) {
+	srv := newTestServer(t, &setJudge{set: compileSet(t, testPolicyNamespace, handlerPolicies...), synced: true}, false)
+	for _, tc := range []struct {
+		path string
+		req  *admissionv1.AdmissionRequest
+		want string
+	}{
+		{PathPods, appleRequest(t, admissionv1.Create, apple("blue", 1), nil), "this path judges Pod objects, not myapples.stable.example.com"},
+		{PathMyApples, podRequest(t, admissionv1.Create, "", withImage(goodPod(), "evil.io/x:1"), nil), "this path judges MyApple objects, not pods"},
+		{PathPods, configMapRequest(t, admissionv1.Create, labelledConfigMap("team-a", "x", true, nil)), "this path judges Pod objects, not configmaps"},
+	} {
+		rec := srv.post(t, tc.path, reviewBody(t, tc.req))
+		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), tc.want) {
+			t.Errorf("%s: HTTP %d %q, want 400 with %q", tc.path, rec.Code, rec.Body, tc.want)
+		}
+	}
+	if got := testutil.ToFloat64(srv.metrics.requestErrors[errWrongResource]); got != 3 {
+		t.Errorf("request_errors_total{reason=wrong_resource} = %v, want 3", got)
+	}
+}
+
+// One admission writes one log line per enforcement, whatever the number
+// of violations and the length of the policy's allowlist.
+func TestAuditLogIsBounded(t *testing.T) {
+	var regs []string
+	for i := range 1000 {
+		regs = append(regs, fmt.Sprintf("r%d.example.com/", i))
+	}
+	set := compileSet(t, testPolicyNamespace, testPolicy{testPolicyNamespace, "audit", "enforcement: Audit\npods:\n  allowedRegistries: [" + strings.Join(regs, ", ") + "]\n"})
+	srv := newTestServer(t, &setJudge{set: set, synced: true}, false)
+	pod := goodPod()
+	for i := range 200 {
+		pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: fmt.Sprintf("c%d", i), Image: "evil.io/x:1"})
+	}
+	if resp := srv.review(t, PathPods, podRequest(t, admissionv1.Create, "", pod, nil)); !resp.Allowed {
+		t.Fatalf("audit refused: %+v", resp.Result)
+	}
+	if len(srv.logs.lines) != 1 {
+		t.Fatalf("%d log lines, want 1", len(srv.logs.lines))
+	}
+	if l := srv.logs.lines[0]; len(l) > 8<<10 || !strings.Contains(l, `"count"=201`) {
+		t.Errorf("log line of %d bytes: %.300s", len(l), l)
+	}
+}
+
+// Every judged admission names, in audit annotations, the policy versions
+// that decided it and the rules it broke.
+func TestAuditAnnotations(t *testing.T) {
+	srv := newTestServer(t, &setJudge{set: compileSet(t, testPolicyNamespace, handlerPolicies...), synced: true}, false)
+	pod := withImage(goodPod(), "nginx:latest")
+	delete(pod.Labels, "owner")
+	pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: "b", Image: "evil.io/b:1"})
+	resp := srv.review(t, PathPods, podRequest(t, admissionv1.Create, "", pod, nil))
+	if resp.Allowed {
+		t.Fatal("allowed")
+	}
+	want := map[string]string{
+		annotationPolicies: "ConfigMap policy-system/privileged-audit@102, ConfigMap policy-system/registries@100, ConfigMap team-a/owner-label@101",
+		annotationViolations: "Deny pods.allowedRegistries by ConfigMap policy-system/registries, " +
+			"Deny pods.disallowedTags by ConfigMap policy-system/registries, Warn pods.requiredLabels by ConfigMap team-a/owner-label",
+	}
+	if !reflect.DeepEqual(resp.AuditAnnotations, want) {
+		t.Errorf("audit annotations\n%q\nwant\n%q", resp.AuditAnnotations, want)
+	}
+	// A compliant request names the policies that judged it, and no violation.
+	other := goodPod()
+	other.Namespace = "kube-system"
+	if resp := srv.review(t, PathPods, podRequest(t, admissionv1.Create, "", other, nil)); len(resp.AuditAnnotations) != 1 {
+		t.Errorf("kube-system pod: %q", resp.AuditAnnotations)
 	}
 }

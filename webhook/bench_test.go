@@ -10,8 +10,9 @@ import (
 
 	admissionv1 "k8s.io/api/admission/v1"
 
-	"github.com/policy-webhook/policy-webhook/internal/workload"
 	"github.com/policy-webhook/policy-webhook/policy"
+	"github.com/policy-webhook/policy-webhook/review"
+	"github.com/policy-webhook/policy-webhook/test/workload"
 )
 
 // benchCluster gives the namespace the labels the policies select on,
@@ -133,7 +134,14 @@ func BenchmarkHandlePod(b *testing.B) {
 // BenchmarkEvaluateOnly is the policy part alone for the same Pod, so the
 // cost of the HTTP and JSON work is the difference to BenchmarkHandlePod.
 func BenchmarkEvaluateOnly(b *testing.B) {
-	pod := workload.DeploymentPod(false, 2)
+	raw, err := json.Marshal(workload.DeploymentPod(false, 2))
+	if err != nil {
+		b.Fatal(err)
+	}
+	pod, _, err := review.DecodeObject(policy.KindPod, raw)
+	if err != nil {
+		b.Fatal(err)
+	}
 	for _, n := range []int{1, 10, 100} {
 		b.Run(fmt.Sprintf("policies=%d", n), func(b *testing.B) {
 			set := compileSet(b, testPolicyNamespace, benchPolicies(n)...)

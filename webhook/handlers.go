@@ -16,10 +16,11 @@ const (
 )
 
 // handlers builds the http.Handler of every path.
-func handlers(judge Judge, failOpen bool, m *metrics, log logr.Logger) map[string]http.Handler {
+// im may be nil: no impact warnings.
+func handlers(judge Judge, im *impact, policyNamespace string, failOpen bool, m *metrics, log logr.Logger) map[string]http.Handler {
 	return map[string]http.Handler{
 		PathPods:     newReviewHandler(newAdmitHandler(policy.KindPod, judge, failOpen, m, log.WithName("pods")), m, log),
 		PathMyApples: newReviewHandler(newAdmitHandler(policy.KindMyApple, judge, failOpen, m, log.WithName("myapples")), m, log),
-		PathPolicies: newReviewHandler(&policyHandler{metrics: m, log: log.WithName("policies")}, m, log),
+		PathPolicies: newReviewHandler(newPolicyHandler(policyNamespace, im, m, log.WithName("policies")), m, log),
 	}
 }

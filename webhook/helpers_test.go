@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -17,10 +18,12 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/policy-webhook/policy-webhook/policy"
+	"github.com/policy-webhook/policy-webhook/policy/carrier"
 )
 
 // setJudge is a Judge over a real compiled policy.Set, standing in for the
@@ -43,14 +46,19 @@ func compileSet(t testing.TB, policyNamespace string, ps ...testPolicy) *policy.
 	t.Helper()
 	var compiled []*policy.Policy
 	for _, p := range ps {
-		spec, err := policy.ParseConfigMapData(map[string]string{policy.ConfigMapDataKey: p.yaml})
+		u := &unstructured.Unstructured{}
+		u.SetAPIVersion("v1")
+		u.SetKind(policy.SourceConfigMap)
+		u.SetNamespace(p.namespace)
+		u.SetName(p.name)
+		u.SetResourceVersion(strconv.Itoa(100 + len(compiled)))
+		u.SetLabels(map[string]string{policy.PolicyLabel: "true"})
+		if err := unstructured.SetNestedField(u.Object, p.yaml, "data", policy.ConfigMapDataKey); err != nil {
+			t.Fatal(err)
+		}
+		c, err := carrier.Compile(u, policyNamespace)
 		if err != nil {
 			t.Fatalf("policy %s/%s: %v", p.namespace, p.name, err)
-		}
-		src := policy.Source{Kind: policy.SourceConfigMap, Namespace: p.namespace, Name: p.name}
-		c, err := policy.Compile(src, policy.ConfigMapScope(p.namespace, policyNamespace), spec)
-		if err != nil {
-			t.Fatalf("compiling %s: %v", src, err)
 		}
 		compiled = append(compiled, c)
 	}
@@ -97,7 +105,7 @@ func newTestServer(t testing.TB, judge Judge, failOpen bool) *testServer {
 		t.Fatal(err)
 	}
 	logs := &logSink{}
-	return &testServer{handlers: handlers(judge, failOpen, m, logs.logger()), metrics: m, reg: reg, logs: logs}
+	return &testServer{handlers: handlers(judge, nil, testPolicyNamespace, failOpen, m, logs.logger()), metrics: m, reg: reg, logs: logs}
 }
 
 // post sends body to path and returns the recorded response.

@@ -1,7 +1,6 @@
 package webhook
 
 import (
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -86,10 +85,12 @@ const (
 	verdictSkipped
 	// verdictError: the object could not be read; refused.
 	verdictError
+	// verdictBusy: refused with 429 for want of room to judge it now.
+	verdictBusy
 	numVerdicts
 )
 
-var verdictNames = [numVerdicts]string{"allowed", "denied", "not_synced", "allowed_not_synced", "skipped", "error"}
+var verdictNames = [numVerdicts]string{"allowed", "denied", "not_synced", "allowed_not_synced", "skipped", "error", "busy"}
 
 const (
 	errMethod errorReason = iota
@@ -98,10 +99,11 @@ const (
 	errMalformed
 	errPanic
 	errWrite
+	errWrongResource
 	numErrorReasons
 )
 
-var errorReasonNames = [numErrorReasons]string{"method_not_allowed", "unsupported_media_type", "too_large", "malformed", "panic", "write"}
+var errorReasonNames = [numErrorReasons]string{"method_not_allowed", "unsupported_media_type", "too_large", "malformed", "panic", "write", "wrong_resource"}
 
 // metrics are the webhook's Prometheus metrics. One value serves every
 // handler of a server.
@@ -133,7 +135,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		admissionsVec: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "policy_webhook_admissions_total",
 			Help: "Admission requests answered, by kind, operation and verdict " +
-				"(allowed, denied, not_synced, allowed_not_synced, skipped, error).",
+				"(allowed, denied, not_synced, allowed_not_synced, skipped, error, busy).",
 		}, []string{"kind", "operation", "verdict"}),
 		durationVec: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "policy_webhook_admission_duration_seconds",
@@ -149,7 +151,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	errs := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "policy_webhook_request_errors_total",
 		Help: "HTTP requests refused before judging, by reason " +
-			"(method_not_allowed, unsupported_media_type, too_large, malformed, panic, write).",
+			"(method_not_allowed, unsupported_media_type, too_large, malformed, panic, write, wrong_resource).",
 	}, []string{"reason"})
 	for _, c := range []prometheus.Collector{m.admissionsVec, m.durationVec, m.violations, errs} {
 		if err := reg.Register(c); err != nil {
@@ -164,30 +166,36 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	return m, nil
 }
 
-// replacingRegisterer registers collectors in place of any registered
-// before under the same names. A process runs one server, but tests run
-// several in turn, and each must export its own metrics, not fail to start
-// or leave the metrics of a server that has stopped.
-type replacingRegisterer struct {
+// registrations registers collectors and remembers them, so that Run
+// leaves none behind when it returns: a process, or a test, may run the
+// server again, and the next one must export its own metrics.
+type registrations struct {
 	prometheus.Registerer
+	collectors []prometheus.Collector
 }
 
-func (r replacingRegisterer) Register(c prometheus.Collector) error {
-	err := r.Registerer.Register(c)
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		r.Unregister(are.ExistingCollector)
-		return r.Registerer.Register(c)
+func (r *registrations) Register(c prometheus.Collector) error {
+	if err := r.Registerer.Register(c); err != nil {
+		return err
 	}
-	return err
+	r.collectors = append(r.collectors, c)
+	return nil
 }
 
-func (r replacingRegisterer) MustRegister(cs ...prometheus.Collector) {
+func (r *registrations) MustRegister(cs ...prometheus.Collector) {
 	for _, c := range cs {
 		if err := r.Register(c); err != nil {
 			panic(err)
 		}
 	}
+}
+
+// unregisterAll takes back every collector registered through r.
+func (r *registrations) unregisterAll() {
+	for _, c := range r.collectors {
+		r.Unregister(c)
+	}
+	r.collectors = nil
 }
 
 func (m *metrics) admission(k kindIndex, op opIndex, v verdictIndex) {

@@ -6,12 +6,16 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/rest"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/policy-webhook/policy-webhook/policy"
 )
 
 // Defaults of Options, also the serve command's flag defaults.
 const (
-	DefaultPolicyNamespace         = "policy-system"
+	DefaultPolicyNamespace         = policy.DefaultPolicyNamespace
 	DefaultPort                    = 9443
 	DefaultGracefulShutdownTimeout = 20 * time.Second
 )
@@ -74,6 +78,11 @@ type Options struct {
 	// ResyncPeriod is passed to the policy cache; 0 never resyncs.
 	ResyncPeriod time.Duration
 
+	// MetricsRegistry receives the webhook's and the cache's metrics; nil
+	// is controller-runtime's registry, which the metrics server serves.
+	// Everything registered is unregistered when Run returns.
+	MetricsRegistry prometheus.Registerer
+
 	// OnReady, if set, is called once, the first time the server is ready
 	// (the same checks as /readyz), from a goroutine of its own.
 	OnReady func()
@@ -85,6 +94,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Port == 0 {
 		o.Port = DefaultPort
+	}
+	if o.MetricsRegistry == nil {
+		o.MetricsRegistry = crmetrics.Registry
 	}
 	if o.GracefulShutdownTimeout == 0 {
 		o.GracefulShutdownTimeout = DefaultGracefulShutdownTimeout

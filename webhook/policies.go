@@ -2,35 +2,56 @@ package webhook
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
-	"strconv"
-	"strings"
+	"time"
 
+	"github.com/go-json-experiment/json"
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
 
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
+	"github.com/policy-webhook/policy-webhook/policy/carrier"
 )
 
 // policyHandler refuses invalid policy objects at admission, so a typo
 // never reaches the cache: policy ConfigMaps (labelled
-// policy.example.com/policy=true) and AdmissionPolicies. It only parses,
-// so it answers before the cache has synced too.
+// policy.example.com/policy=true) and AdmissionPolicies. It only reads and
+// compiles, so it answers before the cache has synced too.
 type policyHandler struct {
-	metrics *metrics
-	log     logr.Logger
+	policyNamespace string
+	metrics         *metrics
+	log             logr.Logger
+	// parses holds a token for each policy being read: parsing is the one
+	// thing a request here can make cost memory, so parallel attempts wait
+	// their turn rather than multiply it.
+	parses chan struct{}
+	wait   time.Duration // how long a request waits for a token
+	// impact, when set, warns what a policy would do to existing objects.
+	impact *impact
 }
 
-var _ admission.Handler = (*policyHandler)(nil)
+// Bounds of the work policy objects can cause on a replica.
+const (
+	// maxConcurrentParses is how many policy objects are read at once.
+	maxConcurrentParses = 2
+	// parseWait is how long a policy object waits for its turn before it
+	// is refused with 429, well within the API server's webhook timeout.
+	parseWait = 3 * time.Second
+)
+
+func newPolicyHandler(policyNamespace string, im *impact, m *metrics, log logr.Logger) *policyHandler {
+	return &policyHandler{policyNamespace: policyNamespace, impact: im, metrics: m, log: log,
+		parses: make(chan struct{}, maxConcurrentParses), wait: parseWait}
+}
 
 const resourceAdmissionPolicies = "admissionpolicies"
 
-func (h *policyHandler) Handle(_ context.Context, req admission.Request) admission.Response {
-	r := &req.AdmissionRequest
+func (h *policyHandler) Handle(ctx context.Context, r *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, error) {
 	op := opOf(r.Operation)
 	var kind kindIndex
 	switch {
@@ -39,134 +60,92 @@ func (h *policyHandler) Handle(_ context.Context, req admission.Request) admissi
 	case r.Resource.Group == v1alpha1.GroupVersion.Group && r.Resource.Resource == resourceAdmissionPolicies:
 		kind = kindAdmissionPolicy
 	default:
-		h.metrics.admission(kindOther, op, verdictSkipped)
-		return allowed([]string{"policy-webhook: this path judges ConfigMaps and AdmissionPolicies, not " +
-			resourceName(r) + "; check the ValidatingWebhookConfiguration's rules"})
+		return nil, &httpError{code: http.StatusBadRequest, msg: "policy-webhook: this path judges ConfigMaps and AdmissionPolicies, not " + resourceName(r)}
 	}
 	// Deleting a policy is always allowed, and a subresource (an
 	// AdmissionPolicy's status) carries no spec.
 	if (op != opCreate && op != opUpdate) || r.SubResource != "" {
 		h.metrics.admission(kind, op, verdictSkipped)
-		return allowed(nil)
+		return allowed(nil), nil
 	}
-
-	var (
-		src     policy.Source
-		ours    bool
-		err     error
-		verdict verdictIndex
-	)
-	if kind == kindConfigMap {
-		src, ours, err = checkConfigMap(r)
-	} else {
-		src, ours, err = checkAdmissionPolicy(r)
+	wait := time.NewTimer(h.wait)
+	defer wait.Stop()
+	select {
+	case h.parses <- struct{}{}:
+		defer func() { <-h.parses }()
+	case <-wait.C:
+		h.metrics.admission(kind, op, verdictBusy)
+		return busy(), nil
+	case <-ctx.Done():
+		h.metrics.admission(kind, op, verdictBusy)
+		return busy(), nil
 	}
-	var resp admission.Response
-	switch {
-	case !ours:
-		verdict, resp = verdictSkipped, allowed(nil)
-	case err == nil:
-		verdict, resp = verdictAllowed, allowed(nil)
-	default:
-		var bad *badObjectError
-		if errors.As(err, &bad) {
-			verdict, resp = verdictError, admission.Errored(http.StatusBadRequest, err)
-			break
+	u, err := carrierObject(r, kind)
+	if err != nil {
+		h.metrics.admission(kind, op, verdictError)
+		return errored(http.StatusBadRequest, "policy-webhook: cannot read request.object: "+err.Error()), nil
+	}
+	if _, ours := carrier.SourceOf(u); !ours {
+		// Any ConfigMap may pass: only labelled ones carry policy.
+		h.metrics.admission(kind, op, verdictSkipped)
+		return allowed(nil), nil
+	}
+	p, err := carrier.Compile(u, h.policyNamespace)
+	if err != nil {
+		var invalidErr *policy.InvalidError
+		if !errors.As(err, &invalidErr) {
+			h.metrics.admission(kind, op, verdictError)
+			return errored(http.StatusBadRequest, "policy-webhook: "+err.Error()), nil
 		}
-		h.log.V(1).Info("Refused an invalid policy", "source", src.String(), "operation", r.Operation,
-			"user", r.UserInfo.Username, "error", err.Error())
-		verdict, resp = verdictDenied, invalid(invalidPolicyMessage(src, err))
+		h.log.V(1).Info("Refused an invalid policy", "source", invalidErr.Source.String(), "operation", r.Operation,
+			"user", r.UserInfo.Username, "error", invalidErr.Problems())
+		h.metrics.admission(kind, op, verdictDenied)
+		return invalid(err.Error()), nil
 	}
-	h.metrics.admission(kind, op, verdict)
-	return resp
+	h.metrics.admission(kind, op, verdictAllowed)
+	if h.impact == nil {
+		return allowed(nil), nil
+	}
+	// Read with the parse token held, so that impact checks, the one thing
+	// here that reads the API server, are as bounded as parsing.
+	return allowed(h.impact.warnings(ctx, p)), nil
 }
 
-// policyConfigMap is the part of a ConfigMap the check reads.
-type policyConfigMap struct {
-	Metadata objectMeta        `json:"metadata"`
-	Data     map[string]string `json:"data"`
-}
-
-// policyObject is the part of an AdmissionPolicy the check reads; the spec
-// is kept raw for the policy parser, which reports unknown fields.
-type policyObject struct {
-	Metadata objectMeta      `json:"metadata"`
-	Spec     json.RawMessage `json:"spec"`
-}
-
-type objectMeta struct {
-	Name         string            `json:"name"`
-	GenerateName string            `json:"generateName"`
-	Namespace    string            `json:"namespace"`
-	Labels       map[string]string `json:"labels"`
-}
-
-// badObjectError is an object that could not even be decoded.
-type badObjectError struct{ err error }
-
-func (e *badObjectError) Error() string {
-	return "policy-webhook: cannot read request.object: " + e.err.Error()
-}
-func (e *badObjectError) Unwrap() error { return e.err }
-
-// checkConfigMap parses a ConfigMap's policy. ours is false for a
-// ConfigMap that is not labelled as a policy: any ConfigMap may pass.
-func checkConfigMap(r *admissionv1.AdmissionRequest) (src policy.Source, ours bool, err error) {
-	var cm policyConfigMap
-	if err := json.Unmarshal(r.Object.Raw, &cm); err != nil {
-		return src, true, &badObjectError{err}
+// carrierObject decodes the object a policy admission carries. The
+// request names the object (kind, namespace, name) where the object does
+// not say: a namespaced create may leave its namespace to the URL, and a
+// generated name is not picked yet.
+func carrierObject(r *admissionv1.AdmissionRequest, kind kindIndex) (*unstructured.Unstructured, error) {
+	// The metadata is decoded typed first, so that a label of the wrong
+	// type is an error rather than a ConfigMap that seems unlabelled.
+	var meta struct {
+		Metadata metav1.ObjectMeta `json:"metadata"`
 	}
-	if !policy.IsPolicyConfigMap(cm.Metadata.Labels) {
-		return src, false, nil
+	if err := json.Unmarshal(r.Object.Raw, &meta); err != nil {
+		return nil, err
 	}
-	src = policy.Source{Kind: policy.SourceConfigMap, Namespace: cm.Metadata.Namespace, Name: nameOf(r, &cm.Metadata)}
-	if src.Namespace == "" {
-		src.Namespace = r.Namespace
+	u := &unstructured.Unstructured{}
+	// apimachinery's decoder keeps integers int64, as unstructured objects
+	// from the API's own clients hold them.
+	if err := utiljson.Unmarshal(r.Object.Raw, &u.Object); err != nil {
+		return nil, err
 	}
-	_, err = policy.ParseConfigMapData(cm.Data)
-	return src, true, err
-}
-
-func checkAdmissionPolicy(r *admissionv1.AdmissionRequest) (src policy.Source, ours bool, err error) {
-	var ap policyObject
-	if err := json.Unmarshal(r.Object.Raw, &ap); err != nil {
-		return src, true, &badObjectError{err}
+	if u.Object == nil {
+		return nil, errors.New("the object is null")
 	}
-	src = policy.Source{Kind: policy.SourceAdmissionPolicy, Name: nameOf(r, &ap.Metadata)}
-	if string(ap.Spec) == "null" {
-		ap.Spec = nil
+	switch kind {
+	case kindConfigMap:
+		u.SetAPIVersion("v1")
+		u.SetKind(policy.SourceConfigMap)
+	default:
+		u.SetAPIVersion(v1alpha1.GroupVersion.String())
+		u.SetKind(policy.SourceAdmissionPolicy)
 	}
-	_, err = policy.ParseAdmissionPolicySpec(ap.Spec)
-	return src, true, err
-}
-
-func nameOf(r *admissionv1.AdmissionRequest, m *objectMeta) string {
-	switch {
-	case m.Name != "":
-		return m.Name
-	case r.Name != "":
-		return r.Name
+	if u.GetNamespace() == "" {
+		u.SetNamespace(r.Namespace)
 	}
-	return m.GenerateName
-}
-
-// invalidPolicyMessage lists every problem, one a line when there are
-// several, each with its field path, so the author fixes all in one go:
-//
-//	ConfigMap team-a/registries is not a valid policy: policy.yaml: pods.allowedRegistrie: unknown field
-func invalidPolicyMessage(src policy.Source, err error) string {
-	var fes policy.FieldErrors
-	if !errors.As(err, &fes) || len(fes) <= 1 {
-		return src.String() + " is not a valid policy: " + err.Error()
+	if u.GetName() == "" && u.GetGenerateName() == "" {
+		u.SetName(r.Name)
 	}
-	var b strings.Builder
-	b.WriteString(src.String())
-	b.WriteString(" is not a valid policy: ")
-	b.WriteString(strconv.Itoa(len(fes)))
-	b.WriteString(" problems:")
-	for _, fe := range fes {
-		b.WriteString("\n- ")
-		b.WriteString(fe.Error())
-	}
-	return b.String()
+	return u, nil
 }

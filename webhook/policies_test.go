@@ -2,8 +2,10 @@ package webhook
 
 import (
 	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -154,7 +156,7 @@ func TestPolicyValidation(t *testing.T) {
 				return r
 			},
 			code:    400,
-			prefix:  "policy-webhook: cannot read request.object: json: cannot unmarshal array",
+			prefix:  "policy-webhook: cannot read request.object: json: ",
 			verdict: "error", kind: "ConfigMap",
 		},
 	}
@@ -188,10 +190,33 @@ func TestPolicyValidation(t *testing.T) {
 	}
 }
 
-func TestPolicyPathWarnsAboutOtherResources(t *testing.T) {
+func TestPolicyPathRefusesOtherResources(t *testing.T) {
 	srv := newTestServer(t, &setJudge{}, false)
-	resp := srv.review(t, PathPolicies, podRequest(t, admissionv1.Create, "", goodPod(), nil))
-	if !resp.Allowed || len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "judges ConfigMaps and AdmissionPolicies, not pods") {
-		t.Fatalf("response %+v", resp)
+	rec := srv.post(t, PathPolicies, reviewBody(t, podRequest(t, admissionv1.Create, "", goodPod(), nil)))
+	if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "judges ConfigMaps and AdmissionPolicies, not pods") {
+		t.Fatalf("HTTP %d: %s", rec.Code, rec.Body)
+	}
+}
+
+// Policy objects are read a few at a time: one that finds no room within
+// the wait is refused with 429 and a retry delay, and counted.
+func TestPolicyParsingIsBounded(t *testing.T) {
+	srv := newTestServer(t, &setJudge{}, false)
+	h := srv.handlers[PathPolicies].(*reviewHandler).handler.(*policyHandler)
+	h.wait = 10 * time.Millisecond
+	for range maxConcurrentParses {
+		h.parses <- struct{}{} // reads in flight elsewhere
+	}
+	req := configMapRequest(t, admissionv1.Create, labelledConfigMap("team-a", "x", true, map[string]string{"policy.yaml": "pods:\n  forbidPrivileged: true\n"}))
+	resp := srv.review(t, PathPolicies, req)
+	if resp.Allowed || resp.Result.Code != http.StatusTooManyRequests || resp.Result.Details.RetryAfterSeconds != 1 {
+		t.Fatalf("response %+v", resp.Result)
+	}
+	<-h.parses
+	if resp := srv.review(t, PathPolicies, req); !resp.Allowed {
+		t.Fatalf("with room: %+v", resp.Result)
+	}
+	if got := testutil.ToFloat64(srv.metrics.admissionsVec.WithLabelValues("ConfigMap", "CREATE", "busy")); got != 1 {
+		t.Errorf("admissions_total{busy} = %v, want 1", got)
 	}
 }

@@ -5,7 +5,6 @@ import (
 
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 )
 
 // Messages users read in kubectl, after the API server's
@@ -19,37 +18,54 @@ const (
 
 // allowed admits with no status: the API server needs none, and leaving
 // it out saves an allocation on the common path.
-func allowed(warnings []string) admission.Response {
-	return admission.Response{AdmissionResponse: admissionv1.AdmissionResponse{Allowed: true, Warnings: warnings}}
+func allowed(warnings []string) *admissionv1.AdmissionResponse {
+	return &admissionv1.AdmissionResponse{Allowed: true, Warnings: warnings}
+}
+
+// denied refuses with the policy violations, as 403 Forbidden.
+func denied(msg string, warnings []string) *admissionv1.AdmissionResponse {
+	return refused(http.StatusForbidden, metav1.StatusReasonForbidden, msg, warnings)
+}
+
+// errored refuses an object that could not be judged at all.
+func errored(code int32, msg string) *admissionv1.AdmissionResponse {
+	return refused(code, metav1.StatusReasonBadRequest, msg, nil)
+}
+
+// invalid refuses an object that is not valid, as the API server's own
+// validation does (422 Invalid).
+func invalid(msg string) *admissionv1.AdmissionResponse {
+	return refused(http.StatusUnprocessableEntity, metav1.StatusReasonInvalid, msg, nil)
 }
 
 // notSynced refuses a request the webhook cannot judge yet. 503 with a
 // retry delay, rather than 403, because nothing is wrong with the request:
 // the API server passes the delay on as a Retry-After header, and client-go
 // (kubectl, controllers) then retries by itself.
-func notSynced() admission.Response {
-	return admission.Response{AdmissionResponse: admissionv1.AdmissionResponse{
-		Allowed: false,
-		Result: &metav1.Status{
-			Status:  metav1.StatusFailure,
-			Code:    http.StatusServiceUnavailable,
-			Reason:  metav1.StatusReasonServiceUnavailable,
-			Message: msgNotSynced,
-			Details: &metav1.StatusDetails{RetryAfterSeconds: 1},
-		},
-	}}
+func notSynced() *admissionv1.AdmissionResponse {
+	r := refused(http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable, msgNotSynced, nil)
+	r.Result.Details = &metav1.StatusDetails{RetryAfterSeconds: 1}
+	return r
 }
 
-// invalid refuses an object that is not valid, as the API server's own
-// validation does (422 Invalid).
-func invalid(msg string) admission.Response {
-	return admission.Response{AdmissionResponse: admissionv1.AdmissionResponse{
-		Allowed: false,
+// busy refuses a request the replica has no room to judge now, with a
+// retry delay the API server passes on as Retry-After.
+func busy() *admissionv1.AdmissionResponse {
+	r := refused(http.StatusTooManyRequests, metav1.StatusReasonTooManyRequests,
+		"policy-webhook: too many policy objects are being checked at once; retry in a second", nil)
+	r.Result.Details = &metav1.StatusDetails{RetryAfterSeconds: 1}
+	return r
+}
+
+func refused(code int32, reason metav1.StatusReason, msg string, warnings []string) *admissionv1.AdmissionResponse {
+	return &admissionv1.AdmissionResponse{
+		Allowed:  false,
+		Warnings: warnings,
 		Result: &metav1.Status{
 			Status:  metav1.StatusFailure,
-			Code:    http.StatusUnprocessableEntity,
-			Reason:  metav1.StatusReasonInvalid,
+			Code:    code,
+			Reason:  reason,
 			Message: msg,
 		},
-	}}
+	}
 }

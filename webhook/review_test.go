@@ -49,9 +49,9 @@ func TestReviewHTTPErrors(t *testing.T) {
 		{name: "empty body", contentType: "application/json", body: func(*testing.T) []byte { return nil },
 			code: 400, msg: "policy-webhook: the request body is empty: POST an AdmissionReview", reason: errMalformed},
 		{name: "malformed JSON", contentType: "application/json", body: func(*testing.T) []byte { return []byte(`{"apiVersion":"admission.k8s.io/v1",`) },
-			code: 400, msg: "policy-webhook: the request body is not a valid AdmissionReview: unexpected end of JSON input", reason: errMalformed},
+			code: 400, msg: "policy-webhook: the request body is not a valid AdmissionReview: jsontext: unexpected EOF", reason: errMalformed},
 		{name: "wrong JSON type", contentType: "application/json", body: func(*testing.T) []byte { return []byte(`{"request":[]}`) },
-			code: 400, msg: "the request body is not a valid AdmissionReview: json: cannot unmarshal array", reason: errMalformed},
+			code: 400, msg: "unmarshal JSON array into Go v1.AdmissionRequest within \"/request\"", reason: errMalformed},
 		{name: "no request", contentType: "application/json",
 			body: func(*testing.T) []byte {
 				return []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}`)

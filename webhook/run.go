@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
@@ -15,7 +16,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
-	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
@@ -54,7 +54,9 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("loading the serving certificate from %s: %w", opts.CertDir, err)
 	}
 
-	cache, err := newCache(cfg, opts)
+	reg := &registrations{Registerer: opts.MetricsRegistry}
+	defer reg.unregisterAll()
+	cache, dyn, err := newCache(cfg, opts, reg)
 	if err != nil {
 		return err
 	}
@@ -87,11 +89,11 @@ func Run(ctx context.Context, opts Options) error {
 	// to the manager's runnables.
 	server := mgr.GetWebhookServer()
 
-	m, err := newMetrics(replacingRegisterer{crmetrics.Registry})
+	m, err := newMetrics(reg)
 	if err != nil {
 		return err
 	}
-	for path, h := range handlers(cache, opts.FailOpenBeforeSync, m, log.WithName("admission")) {
+	for path, h := range handlers(cache, &impact{dynamic: dyn, cluster: cache, budget: impactBudget}, opts.PolicyNamespace, opts.FailOpenBeforeSync, m, log.WithName("admission")) {
 		server.Register(path, h)
 	}
 	if err := mgr.Add(certs); err != nil {
@@ -195,22 +197,22 @@ func serve(ctx context.Context, opts Options, mgr manager.Manager, cache *live.C
 
 // newCache builds the clients, all from cfg and sharing one HTTP client,
 // and the live policy cache on them.
-func newCache(cfg *rest.Config, opts Options) (*live.Cache, error) {
+func newCache(cfg *rest.Config, opts Options, reg prometheus.Registerer) (*live.Cache, dynamic.Interface, error) {
 	httpClient, err := rest.HTTPClientFor(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("creating the HTTP client for the API server: %w", err)
+		return nil, nil, fmt.Errorf("creating the HTTP client for the API server: %w", err)
 	}
 	dyn, err := dynamic.NewForConfigAndClient(cfg, httpClient)
 	if err != nil {
-		return nil, fmt.Errorf("creating the dynamic client: %w", err)
+		return nil, nil, fmt.Errorf("creating the dynamic client: %w", err)
 	}
 	md, err := metadata.NewForConfigAndClient(cfg, httpClient)
 	if err != nil {
-		return nil, fmt.Errorf("creating the metadata client: %w", err)
+		return nil, nil, fmt.Errorf("creating the metadata client: %w", err)
 	}
 	kube, err := kubernetes.NewForConfigAndClient(cfg, httpClient)
 	if err != nil {
-		return nil, fmt.Errorf("creating the Kubernetes client: %w", err)
+		return nil, nil, fmt.Errorf("creating the Kubernetes client: %w", err)
 	}
 	cache, err := live.New(live.Config{
 		Dynamic:         dyn,
@@ -218,11 +220,11 @@ func newCache(cfg *rest.Config, opts Options) (*live.Cache, error) {
 		Kube:            kube,
 		PolicyNamespace: opts.PolicyNamespace,
 		Log:             opts.Log.WithName("cache"),
-		Metrics:         replacingRegisterer{crmetrics.Registry},
+		Metrics:         reg,
 		ResyncPeriod:    opts.ResyncPeriod,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("creating the policy cache: %w", err)
+		return nil, nil, fmt.Errorf("creating the policy cache: %w", err)
 	}
-	return cache, nil
+	return cache, dyn, nil
 }

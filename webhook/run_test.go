@@ -27,6 +27,8 @@ import (
 
 	admissionv1 "k8s.io/api/admission/v1"
 	"k8s.io/client-go/rest"
+
+	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
 
 // Run against an API server that cannot be reached: the informers never
@@ -157,7 +159,8 @@ func TestRunBeforeSyncAndShutdown(t *testing.T) {
 	if d := time.Since(stopped); d < time.Second {
 		t.Errorf("Run returned %s after cancellation, before the 1s shutdown delay", d)
 	}
-	if _, err := hc.Get(webhookURL + PathPods); err == nil {
+	if res, err := hc.Get(webhookURL + PathPods); err == nil {
+		res.Body.Close()
 		t.Errorf("the webhook server still accepts connections after Run returned")
 	}
 }
@@ -196,7 +199,7 @@ func postReview(t *testing.T, c *http.Client, url string, r *admissionv1.Admissi
 	}
 	defer res.Body.Close()
 	body, _ := io.ReadAll(res.Body)
-	if res.StatusCode != 200 {
+	if res.StatusCode != http.StatusOK {
 		t.Fatalf("POST %s: HTTP %d: %s", url, res.StatusCode, body)
 	}
 	var out admissionv1.AdmissionReview
@@ -228,13 +231,7 @@ func get(t *testing.T, c *http.Client, url string) string {
 
 func waitFor(t *testing.T, what string, ok func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.Until(t, 20*time.Second, what, ok)
 }
 
 func freeAddr(t *testing.T) string {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/policy-webhook/policy-webhook/certs"
+	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
 
 // syncBuffer is a bytes.Buffer safe to read while the server writes logs.
@@ -110,18 +112,22 @@ current-context: c
 	}()
 
 	c := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(20 * time.Second)
-	for get(c, "http://"+probes+"/healthz") != 200 {
-		if time.Now().After(deadline) {
-			t.Fatalf("healthz never answered 200; stderr:\n%s", stderr.String())
+	err := testenv.Poll(t.Context(), 20*time.Second, func(context.Context) error {
+		if code := get(c, "http://"+probes+"/healthz"); code != 200 {
+			return fmt.Errorf("healthz answers %d", code)
 		}
-		time.Sleep(20 * time.Millisecond)
+		// The metrics server is a runnable of its own, started beside the
+		// probes: wait for it too rather than race it.
+		if code := get(c, "http://"+metrics+"/metrics"); code != 200 {
+			return fmt.Errorf("/metrics answers %d", code)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%v; stderr:\n%s", err, stderr.String())
 	}
 	if code := get(c, "http://"+probes+"/readyz"); code == 200 {
 		t.Errorf("ready although the API server is unreachable")
-	}
-	if code := get(c, "http://"+metrics+"/metrics"); code != 200 {
-		t.Errorf("/metrics: HTTP %d", code)
 	}
 	cancel()
 	select {

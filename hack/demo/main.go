@@ -1,4 +1,4 @@
-// Command demo is `make demo`: it starts cmd/devcluster (a local control
+// Command demo is `make demo`: it starts hack/devcluster (a local control
 // plane with the webhook registered), applies manifests/samples with kubectl
 // one object at a time in file order, so a refusal does not stop the rest,
 // and shows which Pods and MyApples the API server admitted and which it
@@ -154,7 +154,7 @@ func startCluster(ctx context.Context, o options) (*cluster, error) {
 	case err := <-c.done:
 		c.done <- err
 		logf.Close()
-		return nil, fmt.Errorf("devcluster exited before it was ready (%v); its log:\n%s", err, tail(o.logFile, 30))
+		return nil, fmt.Errorf("devcluster exited before it was ready (%w); its log:\n%s", err, tail(o.logFile, 30))
 	case <-time.After(o.timeout):
 		_ = c.stop()
 		return nil, fmt.Errorf("devcluster was not ready within %s; its log:\n%s", o.timeout, tail(o.logFile, 30))
@@ -208,7 +208,7 @@ func sampleFiles(dir string) ([]string, error) {
 	var files []string
 	for _, e := range entries {
 		name := e.Name()
-		if e.IsDir() || !(strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml")) {
+		if e.IsDir() || !strings.HasSuffix(name, ".yaml") && !strings.HasSuffix(name, ".yml") {
 			continue
 		}
 		if name == "kustomization.yaml" || name == "kustomization.yml" {

@@ -1,4 +1,4 @@
-# Local development: a control plane with the webhook registered (cmd/devcluster).
+# Local development: a control plane with the webhook registered (hack/devcluster).
 
 DEVCLUSTER := $(BIN)/devcluster
 
@@ -8,10 +8,10 @@ DEVCLUSTER := $(BIN)/devcluster
 # and make forwards SIGTERM to its children.
 .PHONY: run
 run: tools ## Local control plane + webhook; kubeconfig in .dev/kubeconfig, prints "ready", Ctrl-C stops.
-	@$(GO) build -o $(DEVCLUSTER) ./cmd/devcluster
+	@$(GO) build -o $(DEVCLUSTER) ./hack/devcluster
 	@exec $(DEVCLUSTER) --kubeconfig-out .dev/kubeconfig
 
 .PHONY: demo
 demo: tools ## Start the local cluster, apply manifests/samples, show what was admitted and refused.
-	@$(GO) build -o $(DEVCLUSTER) ./cmd/devcluster
+	@$(GO) build -o $(DEVCLUSTER) ./hack/devcluster
 	@$(GO) run ./hack/demo --devcluster $(DEVCLUSTER) --kubectl $(KUBECTL) --samples manifests/samples

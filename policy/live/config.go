@@ -39,13 +39,13 @@ type Config struct {
 func (c *Config) validate() error {
 	var errs []error
 	if c.Dynamic == nil {
-		errs = append(errs, errors.New("Dynamic client is required"))
+		errs = append(errs, errors.New("the Dynamic client is required"))
 	}
 	if c.Metadata == nil {
-		errs = append(errs, errors.New("Metadata client is required"))
+		errs = append(errs, errors.New("the Metadata client is required"))
 	}
 	if c.Kube == nil {
-		errs = append(errs, errors.New("Kube client is required"))
+		errs = append(errs, errors.New("the Kube client is required"))
 	}
 	if c.PolicyNamespace == "" {
 		errs = append(errs, errors.New("PolicyNamespace is required"))

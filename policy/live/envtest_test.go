@@ -3,8 +3,6 @@ package live_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -21,11 +19,11 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/policy/live"
+	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
 
 // TestOnAPIServer runs the cache against a real kube-apiserver and etcd
@@ -35,29 +33,9 @@ func TestOnAPIServer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("needs a local control plane (envtest); runs without -short")
 	}
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		t.Fatal("KUBEBUILDER_ASSETS is not set: run `make test`, which builds kube-apiserver and etcd once (`make tools`) and points KUBEBUILDER_ASSETS at them")
-	}
-	var crds []string
-	for _, name := range []string{"policy.example.com_admissionpolicies.yaml", "stable.example.com_myapples.yaml"} {
-		p := filepath.Join("..", "..", "manifests", "crds", name)
-		if _, err := os.Stat(p); err != nil {
-			t.Fatalf("CRD %s: %v (the AdmissionPolicy CRD comes from `make manifests`)", p, err)
-		}
-		crds = append(crds, p)
-	}
-	env := &envtest.Environment{CRDInstallOptions: envtest.CRDInstallOptions{Paths: crds, ErrorIfPathMissing: true}}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("starting the control plane: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Errorf("stopping the control plane: %v", err)
-		}
-	})
+	cp := testenv.ControlPlaneForTest(t, testenv.ControlPlaneOptions{})
 
-	a := newAPI(t, cfg)
+	a := newAPI(t, cp.Config)
 	a.namespace("policy-system", nil)
 	a.namespace("team-a", map[string]string{"env": "prod"})
 	a.namespace("team-b", map[string]string{"env": "dev"})
@@ -363,15 +341,15 @@ func apple(namespace, name string, quantity int64) *unstructured.Unstructured {
 }
 
 func pod(namespace, image string) *policy.Request {
-	return &policy.Request{Kind: policy.KindPod, Operation: policy.Create, Namespace: namespace, Pod: &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "app"},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: image}}},
+	return &policy.Request{Kind: policy.KindPod, Operation: policy.Create, Namespace: namespace, Pod: &policy.Pod{
+		ObjectMeta: policy.ObjectMeta{Namespace: namespace, Name: "app"},
+		Spec:       policy.PodSpec{Containers: []policy.Container{{Name: "app", Image: image}}},
 	}}
 }
 
 func appleReq(op policy.Operation, namespace, name string, quantity, old int64) *policy.Request {
 	mk := func(q int64) *policy.MyApple {
-		return &policy.MyApple{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}, Spec: policy.MyAppleSpec{Color: "red", Size: "small", Quantity: q}}
+		return &policy.MyApple{ObjectMeta: policy.ObjectMeta{Namespace: namespace, Name: name}, Spec: policy.MyAppleSpec{Color: "red", Size: "small", Quantity: q}}
 	}
 	r := &policy.Request{Kind: policy.KindMyApple, Operation: op, Namespace: namespace, MyApple: mk(quantity)}
 	if op == policy.Update {
@@ -419,11 +397,5 @@ func gone(c *live.Cache, src policy.Source) bool {
 // waitFor polls cond; the 30s limit only turns a hang into a failure.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testenv.Until(t, 30*time.Second, what, cond)
 }

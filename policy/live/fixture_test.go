@@ -22,6 +22,7 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
+	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
 
 const testPolicyNamespace = "policy-system"
@@ -234,13 +235,7 @@ func (f *fixture) events(namespace, name string) []corev1.Event {
 // is asserted about how long it took.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testenv.Until(t, 10*time.Second, what, cond)
 }
 
 func policyConfigMap(namespace, name, spec string) *unstructured.Unstructured {
@@ -289,9 +284,9 @@ func podRequest(namespace, image string) *policy.Request {
 		Kind:      policy.KindPod,
 		Operation: policy.Create,
 		Namespace: namespace,
-		Pod: &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "app"},
-			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: image}}},
+		Pod: &policy.Pod{
+			ObjectMeta: policy.ObjectMeta{Namespace: namespace, Name: "app"},
+			Spec:       policy.PodSpec{Containers: []policy.Container{{Name: "app", Image: image}}},
 		},
 	}
 }
@@ -299,7 +294,7 @@ func podRequest(namespace, image string) *policy.Request {
 func appleRequest(op policy.Operation, namespace, name string, quantity, oldQuantity int64) *policy.Request {
 	mk := func(q int64) *policy.MyApple {
 		return &policy.MyApple{
-			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
+			ObjectMeta: policy.ObjectMeta{Namespace: namespace, Name: name},
 			Spec:       policy.MyAppleSpec{Color: "red", Size: "small", Quantity: q},
 		}
 	}

@@ -1,7 +1,7 @@
 package live
 
 import (
-	"fmt"
+	"errors"
 	"strconv"
 	"time"
 
@@ -12,6 +12,7 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
+	"github.com/policy-webhook/policy-webhook/policy/carrier"
 )
 
 // eventMessageLimit keeps Event messages within what the events API
@@ -65,25 +66,8 @@ func (c *Cache) onConfigMap(obj any) {
 		c.removeSource(src, received)
 		return
 	}
-	p, err := compileConfigMap(src, u, c.cfg.PolicyNamespace)
+	p, err := carrier.Compile(u, c.cfg.PolicyNamespace)
 	c.applySource(src, u, u.GetResourceVersion(), p, err, received)
-}
-
-func compileConfigMap(src policy.Source, u *unstructured.Unstructured, policyNamespace string) (*policy.Policy, error) {
-	data, _, err := unstructured.NestedStringMap(u.Object, "data")
-	if err != nil {
-		return nil, fmt.Errorf("reading data: %w", err)
-	}
-	spec, err := policy.ParseConfigMapData(data)
-	if err != nil {
-		return nil, err
-	}
-	p, err := policy.Compile(src, policy.ConfigMapScope(src.Namespace, policyNamespace), spec)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", policy.ConfigMapDataKey, err)
-	}
-	p.Version = u.GetResourceVersion()
-	return p, nil
 }
 
 func (c *Cache) onAdmissionPolicy(obj any) {
@@ -101,22 +85,9 @@ func (c *Cache) onAdmissionPolicy(obj any) {
 		c.enqueueStatus(u.GetName())
 		return
 	}
-	p, err := compileAdmissionPolicy(src, u, version)
+	p, err := carrier.Compile(u, c.cfg.PolicyNamespace)
 	c.applySource(src, u, version, p, err, received)
 	c.enqueueStatus(u.GetName())
-}
-
-func compileAdmissionPolicy(src policy.Source, u *unstructured.Unstructured, version string) (*policy.Policy, error) {
-	spec, err := policy.ParseAdmissionPolicyObject(u.Object)
-	if err != nil {
-		return nil, err
-	}
-	p, err := policy.Compile(src, "", spec)
-	if err != nil {
-		return nil, fmt.Errorf("spec: %w", err)
-	}
-	p.Version = version
-	return p, nil
 }
 
 // applySource records a new version of a source, reports it if invalid,
@@ -159,11 +130,21 @@ func (c *Cache) recordInvalid(src policy.Source, u *unstructured.Unstructured, i
 	case policy.SourceAdmissionPolicy:
 		ref.APIVersion, ref.Kind = v1alpha1.GroupVersion.String(), "AdmissionPolicy"
 	}
-	msg := "Policy not in force: " + err.Error() + " (" + stillInForce(src.Kind, inForce) + ")"
+	msg := "Policy not in force: " + problems(err) + " (" + stillInForce(src.Kind, inForce) + ")"
 	if len(msg) > eventMessageLimit {
 		msg = msg[:eventMessageLimit-3] + "..."
 	}
 	c.recorder.Event(ref, corev1.EventTypeWarning, ReasonInvalidPolicy, msg)
+}
+
+// problems says what is wrong with a source, without naming it again: the
+// Event and the status it goes into are on the source itself.
+func problems(err error) string {
+	var invalid *policy.InvalidError
+	if errors.As(err, &invalid) {
+		return invalid.Problems()
+	}
+	return err.Error()
 }
 
 // stillInForce says which version of a source applies instead of an

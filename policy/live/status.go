@@ -131,7 +131,7 @@ func readyCondition(st *sourceState, gen int64) metav1.Condition {
 			ObservedGeneration: gen,
 		}
 	}
-	msg := fmt.Sprintf("generation %d is invalid: %v (%s)", gen, st.err, stillInForce(policy.SourceAdmissionPolicy, inForceVersion(st)))
+	msg := fmt.Sprintf("generation %d is invalid: %s (%s)", gen, problems(st.err), stillInForce(policy.SourceAdmissionPolicy, inForceVersion(st)))
 	if len(msg) > conditionMessageLimit {
 		msg = msg[:conditionMessageLimit-3] + "..."
 	}

@@ -15,6 +15,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
 
 // Images on either side of the test policy (allowedRegistries:
@@ -145,7 +147,7 @@ func (l *admissionLoop) stop() {
 // have had requests going through it.
 func (l *admissionLoop) waitAdmissions(t *testing.T, mark, n int64, during string) {
 	t.Helper()
-	err := poll(t.Context(), 20*time.Second, func() error {
+	err := testenv.Poll(t.Context(), 20*time.Second, func(context.Context) error {
 		if got := l.total() - mark; got < n {
 			return fmt.Errorf("%d admissions, want %d", got, n)
 		}
@@ -172,24 +174,4 @@ func servedSerial(ctx context.Context, addr string) (*big.Int, error) {
 		return nil, fmt.Errorf("the webhook at %s sent no certificate", addr)
 	}
 	return state.PeerCertificates[0].SerialNumber, nil
-}
-
-// poll calls check every 50ms until it returns nil or timeout passes, and
-// returns its last error.
-func poll(ctx context.Context, timeout time.Duration, check func() error) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := check()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("after %s: %w", timeout, err)
-		case <-tick.C:
-		}
-	}
 }

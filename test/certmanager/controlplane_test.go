@@ -2,86 +2,45 @@ package certmanager
 
 import (
 	"context"
-	"net"
-	"os"
+	"errors"
 	"os/exec"
 	"path/filepath"
-	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
 	"k8s.io/client-go/rest"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
-)
 
-// assetsEnv names the directory holding kube-apiserver and etcd; the
-// Makefile exports it to the tools cache that `make tools` fills.
-const assetsEnv = "KUBEBUILDER_ASSETS"
+	"github.com/policy-webhook/policy-webhook/test/testenv"
+)
 
 // certManagerModule holds cert-manager's own CRDs, under deploy/crds, in
 // the version go.mod requires.
 const certManagerModule = "github.com/cert-manager/cert-manager"
 
 // startControlPlane starts etcd and kube-apiserver with the project's CRDs
-// and cert-manager's installed, and stops them when the test ends. Without
-// KUBEBUILDER_ASSETS it skips under -short and fails otherwise: these proofs
-// are part of `make test`, and a silent skip would hide that they never ran.
+// and cert-manager's installed, and stops them when the test ends.
 func startControlPlane(t *testing.T) *rest.Config {
 	t.Helper()
-	assets := os.Getenv(assetsEnv)
-	if assets == "" {
-		if testing.Short() {
-			t.Skip(assetsEnv + " is not set (-short): skipping the proofs on a local control plane")
-		}
-		t.Fatal(assetsEnv + " is not set: run `make test`, which builds kube-apiserver and etcd (`make tools`) " +
-			"and exports it, or set it to a directory holding them")
-	}
 	cmCRDs := filepath.Join(moduleDir(t, certManagerModule), "deploy", "crds")
-	env := &envtest.Environment{
-		BinaryAssetsDirectory: assets,
-		CRDDirectoryPaths:     []string{filepath.Join(manifestsDir, "crds"), cmCRDs},
-		ErrorIfCRDPathMissing: true,
-	}
-	cfg, err := env.Start()
-	if err != nil {
-		_ = env.Stop()
-		t.Fatalf("starting kube-apiserver and etcd from %s: %v", assets, err)
-	}
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Errorf("stopping the control plane: %v", err)
-		}
-	})
-	var names []string
-	for _, crd := range env.CRDs {
-		names = append(names, crd.Name)
-	}
-	t.Logf("control plane at %s with CRDs %s", cfg.Host, strings.Join(names, ", "))
+	cp := testenv.ControlPlaneForTest(t, testenv.ControlPlaneOptions{ExtraCRDDirs: []string{cmCRDs}})
 	for _, want := range []string{"certificates.cert-manager.io", "issuers.cert-manager.io", "admissionpolicies.policy.example.com", "myapples.stable.example.com"} {
-		found := false
-		for _, n := range names {
-			found = found || n == want
-		}
-		if !found {
-			t.Fatalf("CRD %s was not installed (from %s and %s)", want, filepath.Join(manifestsDir, "crds"), cmCRDs)
+		if !slices.Contains(cp.CRDs(), want) {
+			t.Fatalf("CRD %s was not installed (from manifests/crds and %s)", want, cmCRDs)
 		}
 	}
-	return cfg
+	return cp.Config
 }
 
 // moduleDir is where the module cache holds the version of module that
 // go.mod requires.
 func moduleDir(t *testing.T, module string) string {
 	t.Helper()
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		goBin = "go"
-	}
-	out, err := exec.Command(goBin, "list", "-m", "-f", "{{.Dir}}", module).Output()
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", module).Output()
 	if err != nil {
 		var stderr string
-		if ee, ok := err.(*exec.ExitError); ok {
+		if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
 			stderr = string(ee.Stderr)
 		}
 		t.Fatalf("finding module %s (go list -m): %v %s", module, err, stderr)
@@ -91,19 +50,6 @@ func moduleDir(t *testing.T, module string) string {
 		t.Fatalf("module %s is not in the module cache: run `go mod download %s`", module, module)
 	}
 	return dir
-}
-
-// freePort asks the kernel for a free port on 127.0.0.1. It is released
-// before use (controller-runtime's webhook server takes a port number, not a
-// listener); on a test machine the window in between is harmless.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // warnings collects the warnings the API server sends back (the Warning

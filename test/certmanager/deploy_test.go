@@ -2,6 +2,7 @@ package certmanager
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,22 +13,22 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
 
-	"github.com/policy-webhook/policy-webhook/internal/testenv"
+	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
 
 // kubectlBinary is the kubectl `make tools` builds next to kube-apiserver.
 func kubectlBinary(t *testing.T) string {
 	t.Helper()
-	assets := os.Getenv(assetsEnv)
+	assets := os.Getenv(testenv.AssetsEnv)
 	if assets == "" {
 		if testing.Short() {
-			t.Skip(assetsEnv + " is not set (-short): skipping the tests that run kubectl")
+			t.Skip(testenv.AssetsEnv + " is not set (-short): skipping the tests that run kubectl")
 		}
-		t.Fatal(assetsEnv + " is not set: run `make test`, which builds kubectl (`make tools`) and exports it")
+		t.Fatal(testenv.AssetsEnv + " is not set: run `make test`, which builds kubectl (`make tools`) and exports it")
 	}
 	bin := filepath.Join(assets, "kubectl")
 	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("no kubectl in %s=%s (run `make tools`): %v", assetsEnv, assets, err)
+		t.Fatalf("no kubectl in %s=%s (run `make tools`): %v", testenv.AssetsEnv, assets, err)
 	}
 	return bin
 }
@@ -160,10 +161,10 @@ func (e *exitError) Error() string { return e.err.Error() }
 
 // stderrOf is the stderr of a failed command, if err carries it.
 func stderrOf(err error) string {
-	switch e := err.(type) {
-	case *exitError:
+	if e := (*exitError)(nil); errors.As(err, &e) {
 		return e.stderr
-	case *exec.ExitError:
+	}
+	if e := (*exec.ExitError)(nil); errors.As(err, &e) {
 		return string(e.Stderr)
 	}
 	return ""

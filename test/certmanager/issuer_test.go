@@ -1,6 +1,6 @@
 package certmanager
 
-import "github.com/policy-webhook/policy-webhook/internal/testenv"
+import "github.com/policy-webhook/policy-webhook/test/testenv"
 
 // The issuing controller's part, done by the tests: see
 // testenv.IssueCertificate and testenv.ApplyCertificateSecret.

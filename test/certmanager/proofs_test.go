@@ -23,8 +23,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/policy-webhook/policy-webhook/certs"
-	"github.com/policy-webhook/policy-webhook/internal/testenv"
 	"github.com/policy-webhook/policy-webhook/policy"
+	"github.com/policy-webhook/policy-webhook/test/testenv"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
@@ -32,12 +32,13 @@ import (
 // field manager does in a cluster.
 const installFieldManager = "policy-webhook-deploy"
 
-// kubeletDelay stands in for the time the kubelet takes to project a
-// changed Secret into a running Pod (up to its sync period plus its cache
-// TTL, a minute or more in a cluster), during which the API server already
-// sees the new Secret's effects (a new caBundle) and the webhook still
-// serves the files it has.
-const kubeletDelay = time.Second
+// windowAdmissions is how many admissions each step of a renewal must
+// carry. Between the Secret update and the volume update (the kubelet's
+// sync period plus its cache TTL, a minute or more in a cluster), the API
+// server already sees the new Secret's effects (a new caBundle) and the
+// webhook still serves the files it has; the proofs hold that window open
+// until this many admissions have gone through it, rather than for a time.
+const windowAdmissions = 20
 
 // testPolicy is the cluster-wide policy of the proofs: a policy ConfigMap
 // in the webhook's own namespace.
@@ -133,7 +134,10 @@ func TestInstallOnControlPlane(t *testing.T) {
 		t.Fatalf("mounting the Secret: %v", err)
 	}
 	deploy := typed[appsv1.Deployment](t, find(t, objs, "Deployment", appName))
-	port := freePort(t)
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
 	startWebhook(t, serviceAccountConfig(adminCfg, deploy), certDir, port)
 
 	vwc := pointAtURL(t, find(t, objs, "ValidatingWebhookConfiguration", appName), "https://"+net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
@@ -292,7 +296,7 @@ func pointAtURL(t *testing.T, vwc *unstructured.Unstructured, base string) *unst
 func waitBundle(t *testing.T, cs kubernetes.Interface, want []byte, what string) {
 	t.Helper()
 	start := time.Now()
-	err := poll(t.Context(), 30*time.Second, func() error {
+	err := testenv.Poll(t.Context(), 30*time.Second, func(context.Context) error {
 		vwc, err := cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(t.Context(), appName, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -328,7 +332,7 @@ func proveAdmissions(t *testing.T, cs kubernetes.Interface, c client.Client, wan
 
 	// The policy is in force on the webhook once its informer has it.
 	denied := testPod(workloadNamespace, "denied", deniedImage)
-	if err := poll(ctx, 10*time.Second, func() error { return checkDenied(createPod(ctx, cs, denied, true), wantDenial) }); err != nil {
+	if err := testenv.Poll(ctx, 10*time.Second, func(context.Context) error { return checkDenied(createPod(ctx, cs, denied, true), wantDenial) }); err != nil {
 		t.Fatalf("the policy never came into force: %v", err)
 	}
 	err := createPod(ctx, cs, denied, false)
@@ -364,7 +368,7 @@ func proveAdmissions(t *testing.T, cs kubernetes.Interface, c client.Client, wan
 	if err := c.Create(ctx, ap); err != nil {
 		t.Fatalf("creating AdmissionPolicy %s: %v", ap.GetName(), err)
 	}
-	err = poll(ctx, 10*time.Second, func() error {
+	err = testenv.Poll(ctx, 10*time.Second, func(context.Context) error {
 		if err := c.Get(ctx, types.NamespacedName{Name: ap.GetName()}, ap); err != nil {
 			return err
 		}
@@ -391,18 +395,16 @@ func renewSameCA(t *testing.T, cs kubernetes.Interface, loop *admissionLoop, crt
 	if err != nil {
 		t.Fatal(err)
 	}
-	mark := loop.total()
 	if err := applySecret(ctx, cs, crt, next); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(kubeletDelay)
-	loop.waitAdmissions(t, mark, 20, "between the Secret update and the volume update")
+	loop.waitAdmissions(t, loop.total(), windowAdmissions, "between the Secret update and the volume update")
 	if err := certs.WriteSecretVolume(certDir, next.Data()); err != nil {
 		t.Fatalf("updating the mounted Secret: %v", err)
 	}
 	waitServed(t, addr, next)
 	waitBundle(t, cs, ca.CertPEM(), "the same CA")
-	loop.waitAdmissions(t, loop.total(), 20, "after the new certificate was served")
+	loop.waitAdmissions(t, loop.total(), windowAdmissions, "after the new certificate was served")
 	if f := loop.failed(); len(f) > 0 {
 		t.Fatalf("%d admissions failed, the first: %q", len(f), f[:min(len(f), 5)])
 	}
@@ -427,20 +429,18 @@ func renewNewCA(t *testing.T, cs kubernetes.Interface, loop *admissionLoop, crt 
 	if err != nil {
 		t.Fatal(err)
 	}
-	mark := loop.total()
 	if err := applySecret(ctx, cs, crt, next); err != nil {
 		t.Fatal(err)
 	}
 	both := append(append([]byte(nil), oldCA.CertPEM()...), newCA.CertPEM()...)
 	waitBundle(t, cs, both, "the new CA next to the old one")
 	awaitAdmissionConfig(t, cs, "the caBundle with both CAs")
-	time.Sleep(kubeletDelay)
-	loop.waitAdmissions(t, mark, 20, "between the re-injection and the volume update")
+	loop.waitAdmissions(t, loop.total(), windowAdmissions, "between the re-injection and the volume update")
 	if err := certs.WriteSecretVolume(certDir, next.Data()); err != nil {
 		t.Fatalf("updating the mounted Secret: %v", err)
 	}
 	waitServed(t, addr, next)
-	loop.waitAdmissions(t, loop.total(), 20, "after the certificate from the new CA was served")
+	loop.waitAdmissions(t, loop.total(), windowAdmissions, "after the certificate from the new CA was served")
 	if f := loop.failed(); len(f) > 0 {
 		t.Fatalf("%d admissions failed, the first: %q", len(f), f[:min(len(f), 5)])
 	}
@@ -450,7 +450,7 @@ func renewNewCA(t *testing.T, cs kubernetes.Interface, loop *admissionLoop, crt 
 func waitServed(t *testing.T, addr string, cert issued) {
 	t.Helper()
 	start := time.Now()
-	err := poll(t.Context(), 30*time.Second, func() error {
+	err := testenv.Poll(t.Context(), 30*time.Second, func(context.Context) error {
 		serial, err := servedSerial(t.Context(), addr)
 		if err != nil {
 			return err

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -41,7 +40,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/policy-webhook/policy-webhook/certs"
-	"github.com/policy-webhook/policy-webhook/internal/testenv"
+	"github.com/policy-webhook/policy-webhook/test/testenv"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
@@ -97,11 +96,7 @@ func startControlPlane(t *testing.T) *rest.Config {
 // module requires.
 func moduleDir(t *testing.T, module string) string {
 	t.Helper()
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		goBin = "go"
-	}
-	out, err := exec.Command(goBin, "list", "-m", "-f", "{{.Dir}}", module).Output()
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", module).Output()
 	if err != nil {
 		t.Fatalf("finding module %s (go list -m): %v", module, err)
 	}
@@ -357,7 +352,7 @@ func waitDeployment(t *testing.T, cs kubernetes.Interface, b *background, genera
 	err := wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		select {
 		case <-b.done:
-			return false, fmt.Errorf("the Helm action returned before the Deployment was ready: %v", b.err)
+			return false, fmt.Errorf("the Helm action returned before the Deployment was ready: %w", b.err)
 		default:
 		}
 		got, err := cs.AppsV1().Deployments(installNamespace).Get(ctx, appName, metav1.GetOptions{})
@@ -596,23 +591,20 @@ func publishEndpoint(t *testing.T, cs kubernetes.Interface, wh *servedWebhook) {
 func waitBundle(t *testing.T, cs kubernetes.Interface, want []byte) {
 	t.Helper()
 	start := time.Now()
-	var last string
-	err := wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+	err := testenv.Poll(t.Context(), 30*time.Second, func(ctx context.Context) error {
 		vwc, err := cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(ctx, appName, metav1.GetOptions{})
 		if err != nil {
-			last = err.Error()
-			return false, nil
+			return err
 		}
 		for _, h := range vwc.Webhooks {
 			if string(h.ClientConfig.CABundle) != string(want) {
-				last = fmt.Sprintf("webhook %s has a caBundle of %d bytes", h.Name, len(h.ClientConfig.CABundle))
-				return false, nil
+				return fmt.Errorf("webhook %s has a caBundle of %d bytes", h.Name, len(h.ClientConfig.CABundle))
 			}
 		}
-		return true, nil
+		return nil
 	})
 	if err != nil {
-		t.Fatalf("cainjector did not inject the serving certificate's CA: %v (%s)", err, last)
+		t.Fatalf("cainjector did not inject the serving certificate's CA: %v", err)
 	}
 	t.Logf("cainjector injected the CA into every webhook within %s", time.Since(start).Round(time.Millisecond))
 }
@@ -652,23 +644,20 @@ func proveCalled(t *testing.T, cs kubernetes.Interface) {
 	dryRun := metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}
 	want := []string{`admission webhook "pods.policy-webhook.policy.example.com" denied the request`,
 		"ConfigMap " + installNamespace + "/registries", "spec.containers[0].image", deniedImage}
-	var last error
-	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+	err := testenv.Poll(ctx, 10*time.Second, func(ctx context.Context) error {
 		_, err := cs.CoreV1().Pods("team-a").Create(ctx, pod("denied", deniedImage), dryRun)
 		if err == nil {
-			last = errors.New("admitted")
-			return false, nil
+			return errors.New("admitted")
 		}
 		for _, w := range want {
 			if !strings.Contains(err.Error(), w) {
-				last = err
-				return false, nil
+				return fmt.Errorf("refused without %q: %w", w, err)
 			}
 		}
-		return true, nil
+		return nil
 	})
 	if err != nil {
-		t.Fatalf("a Pod running %s was not denied by the policy: %v (last: %v)", deniedImage, err, last)
+		t.Fatalf("a Pod running %s was not denied by the policy: %v", deniedImage, err)
 	}
 	if _, err := cs.CoreV1().Pods("team-a").Create(ctx, pod("allowed", allowedImage), dryRun); err != nil {
 		t.Errorf("a Pod running %s: %v, want admitted", allowedImage, err)
@@ -691,7 +680,7 @@ func createdWithBundle(vwc *admissionregistrationv1.ValidatingWebhookConfigurati
 		if strings.HasPrefix(mf.Manager, "cert-manager-cainjector") || mf.FieldsV1 == nil {
 			continue
 		}
-		if strings.Contains(string(mf.FieldsV1.Raw), `"f:caBundle"`) {
+		if strings.Contains(mf.FieldsV1.GetRawString(), `"f:caBundle"`) {
 			return true
 		}
 	}

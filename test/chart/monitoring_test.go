@@ -2,6 +2,7 @@ package chart
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -329,6 +330,12 @@ func indent(s string) string {
 	return b.String()
 }
 
+// grafanaDashboard is Grafana's classic dashboard JSON model, the one
+// dashboard JSON files, the dashboard sidecar and the import dialog use
+// (schemaVersion); the SDK marks it deprecated in favour of the v2 resource,
+// which is not what a sidecar ConfigMap holds.
+type grafanaDashboard = dashboard.Dashboard //nolint:staticcheck // SA1019: the classic model is the one this file is in, see above
+
 // grafanaVars are what Grafana puts in place of the dashboard's variables
 // before it sends a query.
 var grafanaVars = strings.NewReplacer("$__rate_interval", "5m", "$namespace", "policy-system")
@@ -345,7 +352,7 @@ func TestDashboard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var d dashboard.Dashboard
+	var d grafanaDashboard
 	// The SDK returns its error list as an error even when it is empty.
 	if err := d.UnmarshalJSONStrict(data); err != nil && !isEmptyBuildErrors(err) {
 		t.Fatalf("%s is not a valid Grafana dashboard: %v", dashboardFile, err)
@@ -358,7 +365,7 @@ func TestDashboard(t *testing.T) {
 		{`"colorMode"`, `"colourMode"`},      // a stat option
 		{`"refresh": 2`, `"refresh": "2"`},   // a variable's field of the wrong type
 	} {
-		var bad dashboard.Dashboard
+		var bad grafanaDashboard
 		err := bad.UnmarshalJSONStrict([]byte(strings.Replace(string(data), typo[0], typo[1], 1)))
 		if err == nil || isEmptyBuildErrors(err) {
 			t.Errorf("a dashboard with %s for %s was accepted", typo[1], typo[0])
@@ -378,7 +385,7 @@ func TestDashboard(t *testing.T) {
 	// queries, but keeps none of them: the SDK's strict decoders report
 	// success as an empty, non-nil error list, and the callers then drop
 	// what they decoded. The lenient decoder keeps them, typed by plugin.
-	var typedDash dashboard.Dashboard
+	var typedDash grafanaDashboard
 	if err := json.Unmarshal(data, &typedDash); err != nil {
 		t.Fatal(err)
 	}
@@ -457,8 +464,8 @@ func TestDashboard(t *testing.T) {
 // isEmptyBuildErrors reports whether err is an empty cog.BuildErrors, which
 // the SDK's strict decoders return when nothing went wrong.
 func isEmptyBuildErrors(err error) bool {
-	be, ok := err.(cog.BuildErrors)
-	return ok && len(be) == 0
+	var be cog.BuildErrors
+	return errors.As(err, &be) && len(be) == 0
 }
 
 // runQuery runs an instant query and returns its result as a vector.

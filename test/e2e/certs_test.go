@@ -91,8 +91,29 @@ func TestCertificateRotation(t *testing.T) {
 		}
 	}()
 
+	// A failed wait ends the test early: stop the traffic then too.
+	t.Cleanup(func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+		wg.Wait()
+	})
+	// flowing waits until both kinds of request have been answered some
+	// more times, so that each rotation falls amid traffic.
+	flowing := func(when string) {
+		t.Helper()
+		a, d := viaAPI.Load(), viaDirect.Load()
+		eventually(t, "requests flowing "+when, func() error {
+			if na, nd := viaAPI.Load()-a, viaDirect.Load()-d; na < 20 || nd < 20 {
+				return fmt.Errorf("%d through the API server and %d direct, want 20 of each", na, nd)
+			}
+			return nil
+		})
+	}
 	for round := 1; round <= 2; round++ {
-		time.Sleep(500 * time.Millisecond)
+		flowing(fmt.Sprintf("before rotation %d", round))
 		before, err := env.wh.ServingCertificate(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -117,7 +138,7 @@ func TestCertificateRotation(t *testing.T) {
 		t.Logf("rotation %d: serial %s -> %s, served to new handshakes after %s", round, before.SerialNumber, serial,
 			took.Round(time.Millisecond))
 	}
-	time.Sleep(500 * time.Millisecond)
+	flowing("after the last rotation")
 	close(stop)
 	wg.Wait()
 

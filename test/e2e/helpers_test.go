@@ -18,7 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
-	"github.com/policy-webhook/policy-webhook/internal/testenv"
+	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
 
 var (
@@ -123,16 +123,7 @@ func wantAdmitted(t *testing.T, err error) {
 // error after propagationTimeout. It returns how long it took.
 func eventually(t *testing.T, what string, try func() error) time.Duration {
 	t.Helper()
-	start := time.Now()
-	var last error
-	for time.Since(start) < propagationTimeout {
-		if last = try(); last == nil {
-			return time.Since(start)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("%s: not within %s: %v", what, propagationTimeout, last)
-	return 0
+	return testenv.Eventually(t, propagationTimeout, what, try)
 }
 
 // eventuallyDenied waits until attempt is refused with exactly want, which
@@ -145,7 +136,7 @@ func eventuallyDenied(t *testing.T, attempt func() error, want string) time.Dura
 			return fmt.Errorf("still admitted")
 		}
 		if err.Error() != want {
-			return fmt.Errorf("refused with %q", err)
+			return fmt.Errorf("refused with %q", err.Error())
 		}
 		return nil
 	})

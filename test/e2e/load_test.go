@@ -20,9 +20,6 @@ func TestNoAPICallsWhileAdmitting(t *testing.T) {
 	ctx := testCtx(t)
 	good, bad, refused := registryScenario(ctx, t)
 	opts := metav1.CreateOptions{DryRun: dryRun}
-	// Let any write the cache makes in reaction to the new policy (an
-	// Event, a status) land before counting.
-	time.Sleep(500 * time.Millisecond)
 
 	const admissions, workers = 1000, 16
 	var (
@@ -73,19 +70,30 @@ func TestNoAPICallsWhileAdmitting(t *testing.T) {
 		t.Errorf("%d of %d admissions got the wrong answer; first: %s", n, admissions, firstWrong)
 	}
 	// A watch the informers renew on their own schedule (every 5 to 10
-	// minutes) is not a request made to answer an admission; anything else is.
-	var renewals, calls []string
+	// minutes) is not a request made to answer an admission, nor is the
+	// bookkeeping the cache does in the background, whenever it gets to it:
+	// an Event or a status for a policy of an earlier test, a lease
+	// renewal. They are few whatever the load; one per admission would be
+	// a thousand. Anything else is a call made to answer an admission.
+	var renewals, bookkeeping, calls []string
 	for _, r := range made {
-		if strings.Contains(r, "watch=true") || strings.Contains(r, "watch=1") {
+		switch {
+		case strings.Contains(r, "watch=true") || strings.Contains(r, "watch=1"):
 			renewals = append(renewals, r)
-		} else {
+		case strings.Contains(r, "/leases/"),
+			!strings.HasPrefix(r, "GET ") && (strings.Contains(r, "/events") || strings.Contains(r, "/status")):
+			bookkeeping = append(bookkeeping, r)
+		default:
 			calls = append(calls, r)
 		}
 	}
 	if len(renewals) > 0 {
 		t.Logf("informer watches renewed during the run: %q", renewals)
 	}
-	if len(calls) > 0 || len(renewals) > 5 {
+	if len(bookkeeping) > 0 {
+		t.Logf("background writes during the run: %q", bookkeeping)
+	}
+	if len(calls) > 0 || len(renewals) > 5 || len(bookkeeping) > 20 {
 		t.Errorf("the webhook made %d requests to the API server while serving %d admissions, want 0:\n%s",
 			len(made), admissions, strings.Join(made, "\n"))
 	}

@@ -16,7 +16,9 @@ import (
 	"k8s.io/klog/v2"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/policy-webhook/policy-webhook/internal/testenv"
+	"github.com/policy-webhook/policy-webhook/test/inprocess"
+	"github.com/policy-webhook/policy-webhook/test/testenv"
+	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
 // env is the control plane and webhook all tests share: starting them takes
@@ -26,7 +28,7 @@ var env *suite
 
 type suite struct {
 	cp  *testenv.ControlPlane
-	wh  *testenv.Webhook
+	wh  *inprocess.Webhook
 	log logr.Logger
 	// requests records every request the shared webhook makes to the API server.
 	requests *testenv.RequestLog
@@ -87,11 +89,11 @@ func start(ctx context.Context, log logr.Logger) (s *suite, stop func(), err err
 			fmt.Fprintln(os.Stderr, err)
 		}
 	})
-	if err := cp.EnsureNamespace(ctx, testenv.DefaultPolicyNamespace, nil); err != nil {
+	if err := cp.EnsureNamespace(ctx, webhook.DefaultPolicyNamespace, nil); err != nil {
 		return nil, stop, err
 	}
 	requests := &testenv.RequestLog{}
-	wh, err := testenv.StartWebhook(ctx, testenv.WebhookOptions{
+	wh, err := inprocess.Start(ctx, inprocess.Options{
 		RestConfig: testenv.WithTransport(cp.Config, requests.Wrap),
 		Log:        log.WithName("webhook"),
 	})

@@ -7,8 +7,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/policy-webhook/policy-webhook/internal/testenv"
 )
 
 const podRules = `
@@ -103,17 +101,17 @@ func TestPodsAdmittedAndRefused(t *testing.T) {
 		name := "e2e-" + target
 		spec := "match:\n  namespaceSelector:\n    matchLabels: {e2e-cluster-wide: \"yes\", " + testLabel + ": " + target + "}\n" +
 			"pods:\n  requiredLabels: [tier]\n"
-		mustPutPolicy(t, testenv.DefaultPolicyNamespace, name, spec)
+		mustPutPolicy(t, env.wh.PolicyNamespace, name, spec)
 		t.Cleanup(func() {
-			_ = env.client.CoreV1().ConfigMaps(testenv.DefaultPolicyNamespace).Delete(ctx, name, metav1.DeleteOptions{})
+			_ = env.client.CoreV1().ConfigMaps(env.wh.PolicyNamespace).Delete(ctx, name, metav1.DeleteOptions{})
 		})
 		eventuallyDenied(t, func() error {
 			return createPod(ctx, pod(target, "no-tier", nil, "nginx:1.27"), metav1.CreateOptions{DryRun: dryRun})
 		}, podDenial(fmt.Sprintf(`policy violation: ConfigMap %s/%s pods.requiredLabels metadata.labels[tier]: missing required label "tier"`,
-			testenv.DefaultPolicyNamespace, name)))
+			env.wh.PolicyNamespace, name)))
 		wantAdmitted(t, createPod(ctx, pod(target, "tier", map[string]string{"tier": "web"}, "nginx:1.27"), metav1.CreateOptions{DryRun: dryRun}))
 		// Deleting a policy takes it out of force.
-		if err := env.client.CoreV1().ConfigMaps(testenv.DefaultPolicyNamespace).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+		if err := env.client.CoreV1().ConfigMaps(env.wh.PolicyNamespace).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		eventuallyAdmitted(t, func() error {

@@ -13,8 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
 
-	"github.com/policy-webhook/policy-webhook/internal/testenv"
 	"github.com/policy-webhook/policy-webhook/policy"
+	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
 
 // TestPolicyEditPropagation edits a policy ConfigMap and measures how long

@@ -17,7 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/policy-webhook/policy-webhook/internal/testenv"
+	"github.com/policy-webhook/policy-webhook/test/inprocess"
+	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
 
 // TestReadinessFollowsSync starts a second webhook whose reads of the API
@@ -27,7 +28,7 @@ import (
 func TestReadinessFollowsSync(t *testing.T) {
 	ctx := testCtx(t)
 	gate := testenv.NewReadGate()
-	wh, err := testenv.StartWebhook(ctx, testenv.WebhookOptions{
+	wh, err := inprocess.Start(ctx, inprocess.Options{
 		RestConfig: testenv.WithTransport(env.cp.Config, gate.Wrap),
 		Log:        env.log.WithName("held-webhook"),
 	})
@@ -78,7 +79,7 @@ func TestReadinessFollowsSync(t *testing.T) {
 
 // review sends one Pod CREATE AdmissionReview straight to a webhook's
 // /validate-pods, as the API server would.
-func review(t *testing.T, wh *testenv.Webhook, p *corev1.Pod) *admissionv1.AdmissionResponse {
+func review(t *testing.T, wh *inprocess.Webhook, p *corev1.Pod) *admissionv1.AdmissionResponse {
 	t.Helper()
 	body, err := reviewBody(p)
 	if err != nil {

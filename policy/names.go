@@ -1,0 +1,35 @@
+package policy
+
+// The names the policy model is written in, each defined once.
+
+// Kinds a policy judges.
+const (
+	KindPod     = "Pod"
+	KindMyApple = "MyApple"
+)
+
+// Resources the webhook judges, as the API server names them.
+const (
+	GroupMyApple    = "stable.example.com"
+	VersionMyApple  = "v1"
+	ResourcePods    = "pods"
+	ResourceApples  = "myapples"
+	SubResEphemeral = "ephemeralcontainers"
+)
+
+// Carrier kinds: the objects a policy is written in.
+const (
+	SourceConfigMap       = "ConfigMap"
+	SourceAdmissionPolicy = "AdmissionPolicy"
+)
+
+// PolicyLabel marks a ConfigMap as a policy carrier. Only labelled
+// ConfigMaps are watched, so unrelated ConfigMaps cost nothing.
+const PolicyLabel = "policy.example.com/policy"
+
+// ConfigMapDataKey is the ConfigMap data key that carries a policy spec.
+const ConfigMapDataKey = "policy.yaml"
+
+// DefaultPolicyNamespace is the webhook's own namespace unless configured
+// otherwise: its ConfigMap policies apply to every namespace.
+const DefaultPolicyNamespace = "policy-system"

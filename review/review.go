@@ -1,0 +1,134 @@
+// Package review decodes AdmissionReviews, and the Pods and MyApples they
+// carry, into policy requests, with the API server's JSON semantics: struct
+// tags and a maintained decoder (encoding/json/v2's default options,
+// case-sensitive as Kubernetes decodes), never members mapped by hand. The
+// webhook and `policy-webhook check` both read through it, so an object
+// means the same to both.
+package review
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/go-json-experiment/json"
+	admissionv1 "k8s.io/api/admission/v1"
+	admissionv1beta1 "k8s.io/api/admission/v1beta1"
+
+	"github.com/policy-webhook/policy-webhook/policy"
+)
+
+// Versions of the AdmissionReview envelope; v1beta1 has the same fields.
+var (
+	V1      = admissionv1.SchemeGroupVersion.String()
+	V1beta1 = admissionv1beta1.SchemeGroupVersion.String()
+)
+
+// Kind is the envelope's kind.
+const Kind = "AdmissionReview"
+
+// Read decodes an AdmissionReview and checks its envelope: a known version,
+// the right kind, a request with a uid. request.object and oldObject are kept
+// raw, for NewRequest to decode as what the request says they are.
+func Read(body []byte) (*admissionv1.AdmissionReview, error) {
+	if len(body) == 0 {
+		return nil, errors.New("the request body is empty: POST an AdmissionReview")
+	}
+	var r admissionv1.AdmissionReview
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, fmt.Errorf("the request body is not a valid AdmissionReview: %w", err)
+	}
+	switch r.APIVersion {
+	case V1, V1beta1, "":
+	default:
+		return nil, fmt.Errorf("AdmissionReview apiVersion %q is not supported: send %s", r.APIVersion, V1)
+	}
+	if r.Kind != Kind && r.Kind != "" {
+		return nil, fmt.Errorf("expected kind AdmissionReview, got %q", r.Kind)
+	}
+	if r.Request == nil {
+		return nil, errors.New("the AdmissionReview has no request")
+	}
+	if r.Request.UID == "" {
+		return nil, errors.New("the AdmissionReview request has no uid")
+	}
+	return &r, nil
+}
+
+// KindOf names the judged kind of a request by its resource, which, unlike
+// the object's kind, says "pods" for the ephemeralcontainers subresource
+// too; a request without a resource (written by hand) goes by its kind. It
+// returns "" for anything else.
+func KindOf(r *admissionv1.AdmissionRequest) string {
+	switch {
+	case r.Resource.Group == "" && r.Resource.Resource == policy.ResourcePods:
+		return policy.KindPod
+	case r.Resource.Group == policy.GroupMyApple && r.Resource.Resource == policy.ResourceApples:
+		return policy.KindMyApple
+	case r.Resource.Resource == "" && r.Kind.Group == "" && r.Kind.Kind == policy.KindPod:
+		return policy.KindPod
+	case r.Resource.Resource == "" && r.Kind.Group == policy.GroupMyApple && r.Kind.Kind == policy.KindMyApple:
+		return policy.KindMyApple
+	}
+	return ""
+}
+
+// Judged reports whether an admission of a judged kind is judged at all:
+// CREATE and UPDATE of the object itself, and of a Pod's
+// ephemeralcontainers subresource, which changes what runs. Other
+// operations and subresources (status, binding, exec, scale) carry nothing
+// a rule reads.
+func Judged(kind string, r *admissionv1.AdmissionRequest) bool {
+	if r.Operation != admissionv1.Create && r.Operation != admissionv1.Update {
+		return false
+	}
+	switch r.SubResource {
+	case "":
+		return true
+	case policy.SubResEphemeral:
+		return kind == policy.KindPod
+	}
+	return false
+}
+
+// NewRequest turns an admission of kind (see KindOf) into the engine's
+// Request, decoding the object and, on UPDATE, the old one.
+func NewRequest(kind string, r *admissionv1.AdmissionRequest) (*policy.Request, error) {
+	req := &policy.Request{Kind: kind, Operation: policy.Operation(r.Operation), SubResource: r.SubResource, Namespace: r.Namespace}
+	if len(r.Object.Raw) == 0 {
+		return nil, errors.New("request.object is empty")
+	}
+	var err error
+	if req.Pod, req.MyApple, err = DecodeObject(kind, r.Object.Raw); err != nil {
+		return nil, fmt.Errorf("request.object: %w", err)
+	}
+	if len(r.OldObject.Raw) > 0 {
+		if req.OldPod, req.OldMyApple, err = DecodeObject(kind, r.OldObject.Raw); err != nil {
+			return nil, fmt.Errorf("request.oldObject: %w", err)
+		}
+	}
+	if req.Namespace == "" {
+		req.Namespace = req.Object().Namespace
+	}
+	return req, nil
+}
+
+// DecodeObject decodes the part of a Pod or a MyApple that rules read.
+// Input that is not valid JSON, or whose read fields have the wrong type,
+// is an error naming the field.
+func DecodeObject(kind string, raw []byte) (*policy.Pod, *policy.MyApple, error) {
+	switch kind {
+	case policy.KindPod:
+		pod := &policy.Pod{}
+		if err := json.Unmarshal(raw, pod); err != nil {
+			return nil, nil, fmt.Errorf("decoding Pod: %w", err)
+		}
+		return pod, nil, nil
+	case policy.KindMyApple:
+		apple := &policy.MyApple{}
+		if err := json.Unmarshal(raw, apple); err != nil {
+			return nil, nil, fmt.Errorf("decoding MyApple: %w", err)
+		}
+		return nil, apple, nil
+	}
+	return nil, nil, fmt.Errorf("kind %q is not judged: only Pod and MyApple are", kind)
+}

@@ -1,0 +1,54 @@
+package testenv_test
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/util/diff"
+	"sigs.k8s.io/yaml"
+
+	"github.com/policy-webhook/policy-webhook/test/testenv"
+	"github.com/policy-webhook/policy-webhook/webhook"
+)
+
+// TestWebhookConfigurationMatchesManifest keeps the local registration
+// (devcluster, e2e) the one a cluster gets from manifests/webhook, apart
+// from how the webhook is reached: a URL on 127.0.0.1 instead of the Service,
+// and a caBundle of the throwaway CA instead of cainjector's.
+func TestWebhookConfigurationMatchesManifest(t *testing.T) {
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(root, "manifests", "webhook", "validatingwebhookconfiguration.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want admissionregistrationv1.ValidatingWebhookConfiguration
+	if err := yaml.UnmarshalStrict(data, &want); err != nil {
+		t.Fatal(err)
+	}
+	got := testenv.WebhookConfiguration("https://127.0.0.1:9443", []byte("ca"), webhook.DefaultPolicyNamespace)
+	if got.Name != want.Name {
+		t.Errorf("name %q, manifest %q", got.Name, want.Name)
+	}
+	if len(got.Webhooks) != len(want.Webhooks) {
+		t.Fatalf("%d webhooks, manifest %d", len(got.Webhooks), len(want.Webhooks))
+	}
+	for i := range want.Webhooks {
+		g, w := got.Webhooks[i].DeepCopy(), want.Webhooks[i].DeepCopy()
+		if g.ClientConfig.URL == nil || w.ClientConfig.Service == nil || w.ClientConfig.Service.Path == nil {
+			t.Fatalf("webhook %s: local one has no URL or manifest has no service path", w.Name)
+		}
+		if wantURL := "https://127.0.0.1:9443" + *w.ClientConfig.Service.Path; *g.ClientConfig.URL != wantURL {
+			t.Errorf("webhook %s: URL %s, want %s", w.Name, *g.ClientConfig.URL, wantURL)
+		}
+		g.ClientConfig, w.ClientConfig = admissionregistrationv1.WebhookClientConfig{}, admissionregistrationv1.WebhookClientConfig{}
+		if !equality.Semantic.DeepEqual(g, w) {
+			t.Errorf("webhook %d differs from the manifest (-manifest +local):\n%s", i, diff.Diff(w, g))
+		}
+	}
+}

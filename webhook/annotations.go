@@ -1,0 +1,87 @@
+package webhook
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/policy-webhook/policy-webhook/policy"
+)
+
+// Audit annotation keys of a judged admission. The API server records them
+// in its audit log as <webhook name>/<key>, so an incident can be traced to
+// the policy versions that decided it, on the replica that answered.
+const (
+	// annotationPolicies lists the sources that judged the request, each
+	// with its version in force: `ConfigMap policy-system/baseline@4711`
+	// (resourceVersion) or `AdmissionPolicy production@3` (generation).
+	annotationPolicies = "policies"
+	// annotationViolations lists the rules violated, each with its
+	// enforcement and source.
+	annotationViolations = "violations"
+)
+
+// annotatedEntries bounds each annotation's list; the rest is counted.
+const annotatedEntries = 20
+
+// auditAnnotations says which policies decided a request and which of
+// their rules it broke; nil when no policy applied.
+func auditAnnotations(d *policy.Decision) map[string]string {
+	if len(d.Applied) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	for i, p := range d.Applied[:min(len(d.Applied), annotatedEntries)] {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(p.SourceName())
+		if p.Version != "" {
+			b.WriteByte('@')
+			b.WriteString(p.Version)
+		}
+	}
+	more(&b, len(d.Applied))
+	out := map[string]string{annotationPolicies: b.String()}
+	if len(d.Violations) == 0 {
+		return out
+	}
+	b.Reset()
+	listed := 0
+	for i := range d.Violations {
+		v := &d.Violations[i]
+		if repeated(d.Violations[:i], v) {
+			continue // the same rule of the same source, at another field
+		}
+		if listed++; listed > annotatedEntries {
+			continue
+		}
+		if listed > 1 {
+			b.WriteString(", ")
+		}
+		b.WriteString(string(v.Enforcement))
+		b.WriteByte(' ')
+		b.WriteString(v.Rule)
+		b.WriteString(" by ")
+		b.WriteString(v.Source)
+	}
+	more(&b, listed)
+	out[annotationViolations] = b.String()
+	return out
+}
+
+func repeated(before []policy.Violation, v *policy.Violation) bool {
+	for i := range before {
+		if before[i].Rule == v.Rule && before[i].Source == v.Source {
+			return true
+		}
+	}
+	return false
+}
+
+func more(b *strings.Builder, n int) {
+	if n > annotatedEntries {
+		b.WriteString(" and ")
+		b.WriteString(strconv.Itoa(n - annotatedEntries))
+		b.WriteString(" more")
+	}
+}
