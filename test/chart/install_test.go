@@ -27,7 +27,6 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -36,6 +35,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -57,13 +57,6 @@ pods:
 
 // startControlPlane starts etcd and kube-apiserver with cert-manager's CRDs
 // (the chart brings its own) and stops them when the test ends.
-//
-// The API server routes calls to a webhook's Service through the Service's
-// EndpointSlices (--enable-aggregator-routing), as it does for aggregated
-// APIs, instead of dialling the ClusterIP, which nothing routes here (no
-// kube-proxy). So the chart's registration is used as rendered, a Service
-// reference, and the test publishes the in-process webhook as the
-// Service's endpoint, as the endpoint controller would a ready Pod.
 func startControlPlane(t *testing.T) *rest.Config {
 	t.Helper()
 	assets := os.Getenv(testenv.AssetsEnv)
@@ -78,7 +71,6 @@ func startControlPlane(t *testing.T) *rest.Config {
 		CRDDirectoryPaths:     []string{filepath.Join(moduleDir(t, "github.com/cert-manager/cert-manager"), "deploy", "crds")},
 		ErrorIfCRDPathMissing: true,
 	}
-	env.ControlPlane.GetAPIServer().Configure().Set("enable-aggregator-routing", "true")
 	cfg, err := env.Start()
 	if err != nil {
 		_ = env.Stop()
@@ -131,11 +123,18 @@ func helmConfig(t *testing.T, cfg *rest.Config, namespace string) *action.Config
 
 // TestInstallUpgradeUninstall installs the chart with Helm on a local
 // control plane with cert-manager's CRDs and its real cainjector, runs the
-// webhook as the Deployment's ServiceAccount and publishes it as the
-// Service's endpoint, and shows the API server calling it through the
-// chart's registration; then upgrades the release and shows the calls go
-// on with the new settings; then uninstalls it and shows the registration
-// gone first.
+// webhook on 127.0.0.1 as the Deployment's ServiceAccount, and shows the
+// API server calling it through the chart's registration; then upgrades the
+// release and shows the calls go on with the new settings; then uninstalls
+// it and shows the registration gone first.
+//
+// Nothing routes to a Service here (no kube-proxy, no Pod network), and test
+// traffic may only go to loopback addresses. So the test checks that the
+// chart's registration names the chart's Service (name, namespace, port 443,
+// path) for every webhook, then repoints each webhook's clientConfig to
+// https://127.0.0.1:<port><same path>, keeping the CA bundle cainjector
+// injected, as test/certmanager does; everything else of the registration
+// (rules, selectors, failure policy, timeout) is used as the chart renders it.
 //
 // Helm runs with --wait, as the README says to: the test checks that the
 // webhook is not registered while the Deployment has no ready replica, then
@@ -186,6 +185,10 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 		}
 	})
 	servingCert := getCertificate(t, cfg, "policy-webhook-serving")
+	// The API server will reach the webhook at 127.0.0.1 (a URL, see
+	// pointAtLoopback), so the issued certificate must name that address
+	// too; the Certificate object itself is left as the chart renders it.
+	servingCert.Spec.IPAddresses = []string{"127.0.0.1"}
 	ca, err := certs.NewCA("policy-webhook-ca", 365*24*time.Hour) // the chart CA's duration
 	if err != nil {
 		t.Fatal(err)
@@ -199,10 +202,8 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	}
 
 	// The kubelet's part: the Secret as files, and the webhook as a Pod of
-	// the Deployment, with its ServiceAccount's RBAC; the endpoint
-	// controller's: that Pod as the Service's endpoint.
+	// the Deployment, with its ServiceAccount's RBAC.
 	wh := runWebhook(t, cfg, deploy, issued)
-	publishEndpoint(t, cs, wh)
 
 	// Still waiting: the Deployment has reported no ready replica, so the
 	// registration must not be there yet, or a failing install would
@@ -225,6 +226,7 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 
 	if !t.Run("the API server calls the webhook through the chart's registration", func(t *testing.T) {
 		waitBundle(t, cs, ca.CertPEM())
+		pointAtLoopback(t, cs, wh)
 		awaitAdmissionConfig(t, cs)
 		proveCalled(t, cs)
 	}) {
@@ -279,6 +281,8 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 		if *d.Spec.Replicas != 3 || d.Spec.Template.Spec.Containers[0].Image != "registry.example.com/policy-webhook:v1.1.0" {
 			t.Errorf("Deployment replicas %d image %s, want 3 and v1.1.0", *d.Spec.Replicas, d.Spec.Template.Spec.Containers[0].Image)
 		}
+		// The replaced registration names the Service again: repoint it.
+		pointAtLoopback(t, cs, wh)
 		awaitAdmissionConfig(t, cs)
 		proveCalled(t, cs)
 	})
@@ -494,7 +498,7 @@ func runWebhook(t *testing.T, cfg *rest.Config, d *appsv1.Deployment, issued tes
 		}
 		ports[i] = p
 	}
-	wh := &servedWebhook{host: hostIP(t), port: ports[0], metricsAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1]))}
+	wh := &servedWebhook{host: "127.0.0.1", port: ports[0], metricsAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1]))}
 
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
 	ready := make(chan struct{})
@@ -528,61 +532,92 @@ func runWebhook(t *testing.T, cfg *rest.Config, d *appsv1.Deployment, issued tes
 	return wh
 }
 
-// hostIP is an IPv4 address of this machine that an EndpointSlice may name:
-// the API server refuses loopback and link-local endpoint addresses, as no
-// Pod has one.
-func hostIP(t *testing.T) string {
-	t.Helper()
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		t.Fatalf("listing this machine's addresses: %v", err)
-	}
-	for _, a := range addrs {
-		ipn, ok := a.(*net.IPNet)
-		if !ok {
-			continue
-		}
-		if ip := ipn.IP.To4(); ip != nil && !ip.IsLoopback() && !ip.IsLinkLocalUnicast() && !ip.IsUnspecified() {
-			return ip.String()
-		}
-	}
-	t.Fatalf("this machine has no IPv4 address but loopback and link-local ones (%v): the webhook needs one "+
-		"to be published as the Service's endpoint", addrs)
-	return ""
-}
-
-// publishEndpoint makes the webhook the one ready endpoint of the chart's
-// Service, on the Service's target port name, as the EndpointSlice
-// controller does for a ready Pod.
-func publishEndpoint(t *testing.T, cs kubernetes.Interface, wh *servedWebhook) {
+// assertServiceRefs checks that every webhook of the chart's registration
+// calls the chart's Service: its name and namespace, port 443 (the Service's
+// webhook port) and the path the webhook serves that kind of request on.
+func assertServiceRefs(t *testing.T, cs kubernetes.Interface, vwc *admissionregistrationv1.ValidatingWebhookConfiguration) {
 	t.Helper()
 	svc, err := cs.CoreV1().Services(installNamespace).Get(t.Context(), appName, metav1.GetOptions{})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("the chart's Service: %v", err)
 	}
-	var portName string
-	for _, p := range svc.Spec.Ports {
-		if p.Port == 443 {
-			portName = p.Name
+	if !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Port == 443 }) {
+		t.Errorf("Service %s has no port 443: %+v", appName, svc.Spec.Ports)
+	}
+	wantPaths := map[string]string{
+		testenv.PodsWebhook:              "/validate-pods",
+		testenv.MyApplesWebhook:          "/validate-myapples",
+		testenv.PolicyConfigMapsWebhook:  "/validate-policies",
+		testenv.AdmissionPoliciesWebhook: "/validate-policies",
+	}
+	var names []string
+	for _, h := range vwc.Webhooks {
+		names = append(names, h.Name)
+		ref := h.ClientConfig.Service
+		switch {
+		case ref == nil:
+			t.Errorf("webhook %s: clientConfig has no service (url %v), want the chart's Service", h.Name, ptr.Deref(h.ClientConfig.URL, ""))
+			continue
+		case h.ClientConfig.URL != nil:
+			t.Errorf("webhook %s: clientConfig has a url %q besides the service", h.Name, *h.ClientConfig.URL)
+		}
+		if ref.Name != svc.Name || ref.Namespace != svc.Namespace {
+			t.Errorf("webhook %s: service %s/%s, want %s/%s", h.Name, ref.Namespace, ref.Name, svc.Namespace, svc.Name)
+		}
+		if p := ptr.Deref(ref.Port, 0); p != 443 {
+			t.Errorf("webhook %s: service port %d, want 443", h.Name, p)
+		}
+		if want, ok := wantPaths[h.Name]; !ok {
+			t.Errorf("unexpected webhook %s", h.Name)
+		} else if got := ptr.Deref(ref.Path, ""); got != want {
+			t.Errorf("webhook %s: service path %q, want %q", h.Name, got, want)
 		}
 	}
-	if portName == "" {
-		t.Fatalf("Service %s has no port 443: %+v", appName, svc.Spec.Ports)
+	if len(vwc.Webhooks) != len(wantPaths) {
+		t.Errorf("the registration has webhooks %q, want the %d of %v", names, len(wantPaths), slices.Sorted(maps.Keys(wantPaths)))
 	}
-	slice := &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{
-			Name: appName + "-test", Namespace: installNamespace,
-			Labels: map[string]string{discoveryv1.LabelServiceName: appName, discoveryv1.LabelManagedBy: "policy-webhook-test"},
-		},
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Endpoints: []discoveryv1.Endpoint{{
-			Addresses:  []string{wh.host},
-			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
-		}},
-		Ports: []discoveryv1.EndpointPort{{Name: ptr.To(portName), Port: ptr.To(int32(wh.port)), Protocol: ptr.To(corev1.ProtocolTCP)}},
+	if t.Failed() {
+		t.FailNow()
 	}
-	if _, err := cs.DiscoveryV1().EndpointSlices(installNamespace).Create(t.Context(), slice, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("publishing the webhook as the Service's endpoint: %v", err)
+}
+
+// pointAtLoopback checks that the chart's registration names the chart's
+// Service (assertServiceRefs), then replaces every webhook's service
+// reference by the URL https://127.0.0.1:<port><same path> of the webhook
+// running in this process, keeping the CA bundle cainjector injected. The
+// caller waits for the API server to take the change up
+// (awaitAdmissionConfig).
+func pointAtLoopback(t *testing.T, cs kubernetes.Interface, wh *servedWebhook) {
+	t.Helper()
+	ctx := t.Context()
+	api := cs.AdmissionregistrationV1().ValidatingWebhookConfigurations()
+	vwc, err := api.Get(ctx, appName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertServiceRefs(t, cs, vwc)
+	base := "https://" + net.JoinHostPort(wh.host, strconv.Itoa(wh.port))
+	// cainjector writes the same object; on a conflict, read it again.
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur, err := api.Get(ctx, appName, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if cur.UID != vwc.UID {
+			return fmt.Errorf("the registration was replaced (uid %s, checked %s)", cur.UID, vwc.UID)
+		}
+		for i := range cur.Webhooks {
+			cc := &cur.Webhooks[i].ClientConfig
+			if cc.Service == nil || cc.Service.Path == nil {
+				return fmt.Errorf("webhook %s has no service path", cur.Webhooks[i].Name)
+			}
+			*cc = admissionregistrationv1.WebhookClientConfig{URL: ptr.To(base + *cc.Service.Path), CABundle: cc.CABundle}
+		}
+		_, err = api.Update(ctx, cur, metav1.UpdateOptions{FieldManager: "policy-webhook-chart-test"})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("pointing the registration at %s: %v", base, err)
 	}
 }
 
