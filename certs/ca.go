@@ -90,33 +90,58 @@ func (ca *CA) Issue(dnsNames []string, ips []net.IP, validity time.Duration) (ce
 		return nil, nil, fmt.Errorf("issuing serving certificate for %s: it would expire at %s, after its CA (%s)",
 			subject, notAfter.UTC().Format(time.RFC3339), ca.cert.NotAfter.UTC().Format(time.RFC3339))
 	}
+	return ca.sign("serving certificate", &x509.Certificate{
+		Subject:     pkix.Name{CommonName: subject},
+		DNSNames:    append([]string(nil), dnsNames...),
+		IPAddresses: append([]net.IP(nil), ips...),
+		NotBefore:   now.Add(-backdate),
+		NotAfter:    notAfter,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	})
+}
+
+// IssueClient issues a client certificate for commonName (the user a
+// server that trusts the CA sees), as Issue does a serving certificate:
+// a new ECDSA P-256 key, valid from now for validity, within the CA's life.
+func (ca *CA) IssueClient(commonName string, validity time.Duration) (certPEM, keyPEM []byte, err error) {
+	if commonName == "" {
+		return nil, nil, errors.New("issuing client certificate: no common name")
+	}
+	now := time.Now()
+	notAfter := now.Add(validity)
+	if validity <= 0 || notAfter.After(ca.cert.NotAfter) {
+		return nil, nil, fmt.Errorf("issuing client certificate for %s: validity %s is not positive or outlives its CA (%s)",
+			commonName, validity, ca.cert.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return ca.sign("client certificate", &x509.Certificate{
+		Subject:     pkix.Name{CommonName: commonName},
+		NotBefore:   now.Add(-backdate),
+		NotAfter:    notAfter,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+}
+
+// sign completes tmpl with a serial number, a new key and the usage of an
+// ECDSA leaf, signs it, and returns the certificate and key in PEM.
+func (ca *CA) sign(what string, tmpl *x509.Certificate) (certPEM, keyPEM []byte, err error) {
+	subject := tmpl.Subject.CommonName
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, nil, fmt.Errorf("issuing serving certificate for %s: generating key: %w", subject, err)
+		return nil, nil, fmt.Errorf("issuing %s for %s: generating key: %w", what, subject, err)
 	}
-	serial, err := newSerial()
-	if err != nil {
-		return nil, nil, fmt.Errorf("issuing serving certificate for %s: %w", subject, err)
+	if tmpl.SerialNumber, err = newSerial(); err != nil {
+		return nil, nil, fmt.Errorf("issuing %s for %s: %w", what, subject, err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: subject},
-		DNSNames:     append([]string(nil), dnsNames...),
-		IPAddresses:  append([]net.IP(nil), ips...),
-		NotBefore:    now.Add(-backdate),
-		NotAfter:     notAfter,
-		// ECDSA keys only sign; KeyEncipherment is for RSA key exchange.
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-	}
+	// ECDSA keys only sign; KeyEncipherment is for RSA key exchange.
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	tmpl.BasicConstraintsValid = true
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
 	if err != nil {
-		return nil, nil, fmt.Errorf("issuing serving certificate for %s: signing: %w", subject, err)
+		return nil, nil, fmt.Errorf("issuing %s for %s: signing: %w", what, subject, err)
 	}
 	keyDER, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
-		return nil, nil, fmt.Errorf("issuing serving certificate for %s: encoding key: %w", subject, err)
+		return nil, nil, fmt.Errorf("issuing %s for %s: encoding key: %w", what, subject, err)
 	}
 	return encodeCert(der), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), nil
 }

@@ -100,10 +100,11 @@ const (
 	errPanic
 	errWrite
 	errWrongResource
+	errShed
 	numErrorReasons
 )
 
-var errorReasonNames = [numErrorReasons]string{"method_not_allowed", "unsupported_media_type", "too_large", "malformed", "panic", "write", "wrong_resource"}
+var errorReasonNames = [numErrorReasons]string{"method_not_allowed", "unsupported_media_type", "too_large", "malformed", "panic", "write", "wrong_resource", "overloaded"}
 
 // metrics are the webhook's Prometheus metrics. One value serves every
 // handler of a server.
@@ -151,7 +152,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	errs := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "policy_webhook_request_errors_total",
 		Help: "HTTP requests refused before judging, by reason " +
-			"(method_not_allowed, unsupported_media_type, too_large, malformed, panic, write, wrong_resource).",
+			"(method_not_allowed, unsupported_media_type, too_large, malformed, panic, write, wrong_resource, overloaded).",
 	}, []string{"reason"})
 	for _, c := range []prometheus.Collector{m.admissionsVec, m.durationVec, m.violations, errs} {
 		if err := reg.Register(c); err != nil {

@@ -3,6 +3,8 @@ package webhook
 import (
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -18,6 +20,9 @@ const (
 	DefaultPolicyNamespace         = policy.DefaultPolicyNamespace
 	DefaultPort                    = 9443
 	DefaultGracefulShutdownTimeout = 20 * time.Second
+	// DefaultLeaderElectionID names the Lease, in the policy namespace,
+	// that the replicas elect their leader on.
+	DefaultLeaderElectionID = "policy-webhook-leader"
 )
 
 // Options configure Run.
@@ -57,6 +62,20 @@ type Options struct {
 	// handed between goroutines.
 	EnableHTTP2 bool
 
+	// Limits bound the webhook server's connections, requests and body
+	// bytes in flight, and its timeouts; zero fields take the defaults.
+	Limits Limits
+	// ClientCAFile, if set, is a PEM file of CAs: only clients presenting
+	// a certificate signed by one of them (the API server, through its
+	// AdmissionConfiguration's kubeConfigFile) are served; others are
+	// refused at the TLS handshake. Read again when it changes.
+	ClientCAFile string
+	// MetricsSecure serves metrics over HTTPS with the serving
+	// certificate, each scrape authenticated and authorized by the API
+	// server (get on the /metrics non-resource URL). Off: plain HTTP to
+	// anyone who reaches the address.
+	MetricsSecure bool
+
 	// FailOpenBeforeSync admits Pods and MyApples unjudged, with a
 	// warning, until the policy cache has synced. By default they are
 	// refused (fail closed) with a message saying why.
@@ -78,10 +97,42 @@ type Options struct {
 	// ResyncPeriod is passed to the policy cache; 0 never resyncs.
 	ResyncPeriod time.Duration
 
+	// ReplicaName names this replica: in the status.replicas of
+	// AdmissionPolicies, its heartbeat Lease, and as its identity in
+	// leader election. Replicas must have distinct names; the Pod name
+	// is. Default: the host name, lowercased.
+	ReplicaName string
+	// LeaderElection elects one replica, on a Lease in PolicyNamespace,
+	// to write what is written once for all (policy Events, the Ready
+	// condition, and any other work that must run once). Every
+	// replica answers admissions either way. Off, this replica writes as
+	// if it led: right for one replica; several would all write the
+	// Ready condition (Events stay one per version: see live.Reporter).
+	LeaderElection bool
+	// LeaderElectionID names the Lease. Default policy-webhook-leader.
+	LeaderElectionID string
+	// LeaseDuration, RenewDeadline and RetryPeriod tune leader election
+	// as in client-go; zero keeps controller-runtime's defaults (15s,
+	// 10s, 2s). A leader lost makes Run return an error: the process
+	// exits and restarts, as with every controller-runtime manager.
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+	// HeartbeatInterval is how often the replica renews its heartbeat
+	// Lease (default 10s); after 4 missed renewals the leader counts it
+	// gone and removes its status.replicas entries.
+	HeartbeatInterval time.Duration
+
 	// MetricsRegistry receives the webhook's and the cache's metrics; nil
 	// is controller-runtime's registry, which the metrics server serves.
 	// Everything registered is unregistered when Run returns.
 	MetricsRegistry prometheus.Registerer
+
+	// AuditInterval is how often the elected replica sweeps the existing
+	// Pods and MyApples into PolicyReports and AdmissionPolicy status; it
+	// also sweeps AuditDebounce after each policy change. 0: no audit.
+	AuditInterval time.Duration
+	// AuditDebounce is how long a policy change waits for more before the
+	// sweep it triggers; 0 is the audit's default (2s).
+	AuditDebounce time.Duration
 
 	// OnReady, if set, is called once, the first time the server is ready
 	// (the same checks as /readyz), from a goroutine of its own.
@@ -101,6 +152,15 @@ func (o Options) withDefaults() Options {
 	if o.GracefulShutdownTimeout == 0 {
 		o.GracefulShutdownTimeout = DefaultGracefulShutdownTimeout
 	}
+	o.Limits = o.Limits.withDefaults()
+	if o.ReplicaName == "" {
+		// The Pod name in a cluster, where serve passes $POD_NAME anyway.
+		host, _ := os.Hostname()
+		o.ReplicaName = strings.ToLower(host)
+	}
+	if o.LeaderElectionID == "" {
+		o.LeaderElectionID = DefaultLeaderElectionID
+	}
 	return o
 }
 
@@ -114,6 +174,17 @@ func (o Options) validate() error {
 	}
 	if o.Port < 1 || o.Port > 65535 {
 		errs = append(errs, fmt.Errorf("port %d is out of range 1-65535", o.Port))
+	}
+	if o.ReplicaName == "" {
+		errs = append(errs, errors.New("ReplicaName is required: the host name is unknown"))
+	}
+	for name, d := range map[string]time.Duration{"LeaseDuration": o.LeaseDuration, "RenewDeadline": o.RenewDeadline, "RetryPeriod": o.RetryPeriod, "HeartbeatInterval": o.HeartbeatInterval} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("%s %s is negative", name, d))
+		}
+	}
+	if o.AuditInterval < 0 || o.AuditDebounce < 0 {
+		errs = append(errs, fmt.Errorf("AuditInterval %s and AuditDebounce %s must not be negative", o.AuditInterval, o.AuditDebounce))
 	}
 	if o.ShutdownDelay < 0 {
 		errs = append(errs, fmt.Errorf("ShutdownDelay %s is negative", o.ShutdownDelay))

@@ -98,6 +98,11 @@ func (h *reviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	buf, err := h.readBody(w, r)
 	defer h.recycle(buf)
 	if err != nil {
+		if isOverloaded(err) {
+			h.metrics.requestError(errShed)
+			shed(w, err)
+			return
+		}
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			h.metrics.requestError(errTooLarge)

@@ -13,11 +13,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/policy-webhook/policy-webhook/policy/live"
 )
@@ -40,7 +39,8 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	log := opts.Log
 	log.Info("Starting policy-webhook", "policyNamespace", opts.PolicyNamespace, "host", opts.Host, "port", opts.Port,
-		"certDir", opts.CertDir, "http2", opts.EnableHTTP2, "failOpenBeforeSync", opts.FailOpenBeforeSync, "shutdownDelay", opts.ShutdownDelay.String())
+		"certDir", opts.CertDir, "http2", opts.EnableHTTP2, "failOpenBeforeSync", opts.FailOpenBeforeSync, "shutdownDelay", opts.ShutdownDelay.String(),
+		"replica", opts.ReplicaName, "leaderElection", opts.LeaderElection)
 
 	cfg := rest.CopyConfig(opts.RestConfig)
 	if cfg.QPS == 0 {
@@ -61,22 +61,31 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 
-	webhookServer := crwebhook.NewServer(crwebhook.Options{
-		Host:    opts.Host,
-		Port:    opts.Port,
-		CertDir: opts.CertDir,
-		TLSOpts: []func(*tls.Config){serverTLS(certs.GetCertificate, opts.EnableHTTP2)},
-	})
+	m, err := newMetrics(reg)
+	if err != nil {
+		return err
+	}
+	if err := registerRuntimeCollectors(reg); err != nil {
+		return err
+	}
+	webhookServer, clientCAs, err := newWebhookServer(opts, certs, m, reg)
+	if err != nil {
+		return err
+	}
 	mgrOpts := manager.Options{
-		Metrics:                 metricsserver.Options{BindAddress: disabledIfEmpty(opts.MetricsBindAddress)},
+		Metrics:                 metricsOptions(opts, certs),
 		HealthProbeBindAddress:  disabledIfEmpty(opts.HealthProbeBindAddress),
 		PprofBindAddress:        disabledIfEmpty(opts.PprofBindAddress),
 		WebhookServer:           webhookServer,
-		LeaderElection:          false,
 		GracefulShutdownTimeout: &opts.GracefulShutdownTimeout,
 	}
 	if log.GetSink() != nil {
 		mgrOpts.Logger = log
+	}
+	if opts.LeaderElection {
+		if err := leaderElection(&mgrOpts, cfg, opts); err != nil {
+			return err
+		}
 	}
 	// The manager's own cache and client stay unused: nothing asks them
 	// for an informer, so they start none and list nothing.
@@ -88,16 +97,27 @@ func Run(ctx context.Context, opts Options) error {
 	// Asking the manager for its webhook server is what adds the server
 	// to the manager's runnables.
 	server := mgr.GetWebhookServer()
-
-	m, err := newMetrics(reg)
-	if err != nil {
-		return err
-	}
 	for path, h := range handlers(cache, &impact{dynamic: dyn, cluster: cache, budget: impactBudget}, opts.PolicyNamespace, opts.FailOpenBeforeSync, m, log.WithName("admission")) {
 		server.Register(path, h)
 	}
 	if err := mgr.Add(certs); err != nil {
 		return fmt.Errorf("adding the certificate watcher: %w", err)
+	}
+	if clientCAs != nil {
+		if err := mgr.Add(clientCAs); err != nil {
+			return fmt.Errorf("adding the client CA watcher: %w", err)
+		}
+	}
+	// Work done once for all replicas, by the elected one. Each runs
+	// while this replica leads (every one of them when leader election is
+	// off); another such task is one more entry here.
+	for _, r := range []leaderRunnable{cache.Reporter()} {
+		if err := mgr.Add(r); err != nil {
+			return fmt.Errorf("adding a leader-only task: %w", err)
+		}
+	}
+	if err := addAudit(mgr, cfg, opts, cache, reg); err != nil {
+		return err
 	}
 
 	ready := &readiness{judge: cache, certs: certs, certDir: opts.CertDir, server: server.StartedChecker(), now: time.Now}
@@ -123,6 +143,7 @@ func serverTLS(getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, erro
 	return func(c *tls.Config) {
 		c.GetCertificate = getCertificate
 		c.MinVersion = tls.VersionTLS12
+		c.CipherSuites = aeadSuites
 		c.NextProtos = []string{"http/1.1"}
 		if enableHTTP2 {
 			c.NextProtos = []string{"h2", "http/1.1"}
@@ -195,6 +216,54 @@ func serve(ctx context.Context, opts Options, mgr manager.Manager, cache *live.C
 	return err
 }
 
+// leaderRunnable is a task the manager runs on the elected replica only.
+type leaderRunnable interface {
+	manager.Runnable
+	manager.LeaderElectionRunnable
+}
+
+// leaderElection has the manager elect a leader on a Lease in the policy
+// namespace, held under the replica's name so that `kubectl get lease`
+// names the same replica as status.replicas. The Lease's client times out
+// well within RenewDeadline, as controller-runtime's own does, so that one
+// hung request cannot cost the lease.
+func leaderElection(mgrOpts *manager.Options, cfg *rest.Config, opts Options) error {
+	lcfg := rest.AddUserAgent(rest.CopyConfig(cfg), "leader-election")
+	renew := opts.RenewDeadline
+	if renew == 0 {
+		renew = defaultRenewDeadline
+	}
+	lcfg.Timeout = max(renew/2, time.Second)
+	kube, err := kubernetes.NewForConfig(lcfg)
+	if err != nil {
+		return fmt.Errorf("creating the leader election client: %w", err)
+	}
+	lock, err := resourcelock.New(resourcelock.LeasesResourceLock, opts.PolicyNamespace, opts.LeaderElectionID,
+		kube.CoreV1(), kube.CoordinationV1(), resourcelock.ResourceLockConfig{Identity: opts.ReplicaName})
+	if err != nil {
+		return fmt.Errorf("creating the leader election lock: %w", err)
+	}
+	mgrOpts.LeaderElection = true
+	mgrOpts.LeaderElectionID = opts.LeaderElectionID
+	mgrOpts.LeaderElectionNamespace = opts.PolicyNamespace
+	mgrOpts.LeaderElectionResourceLockInterface = lock
+	// Run returns once the manager has stopped every runnable, so the
+	// lease can be handed over at once rather than left to expire.
+	mgrOpts.LeaderElectionReleaseOnCancel = true
+	for _, d := range []struct {
+		set *time.Duration
+		to  **time.Duration
+	}{{&opts.LeaseDuration, &mgrOpts.LeaseDuration}, {&opts.RenewDeadline, &mgrOpts.RenewDeadline}, {&opts.RetryPeriod, &mgrOpts.RetryPeriod}} {
+		if *d.set != 0 {
+			*d.to = d.set
+		}
+	}
+	return nil
+}
+
+// defaultRenewDeadline is controller-runtime's default RenewDeadline.
+const defaultRenewDeadline = 10 * time.Second
+
 // newCache builds the clients, all from cfg and sharing one HTTP client,
 // and the live policy cache on them.
 func newCache(cfg *rest.Config, opts Options, reg prometheus.Registerer) (*live.Cache, dynamic.Interface, error) {
@@ -215,13 +284,15 @@ func newCache(cfg *rest.Config, opts Options, reg prometheus.Registerer) (*live.
 		return nil, nil, fmt.Errorf("creating the Kubernetes client: %w", err)
 	}
 	cache, err := live.New(live.Config{
-		Dynamic:         dyn,
-		Metadata:        md,
-		Kube:            kube,
-		PolicyNamespace: opts.PolicyNamespace,
-		Log:             opts.Log.WithName("cache"),
-		Metrics:         reg,
-		ResyncPeriod:    opts.ResyncPeriod,
+		Dynamic:           dyn,
+		Metadata:          md,
+		Kube:              kube,
+		Replica:           opts.ReplicaName,
+		HeartbeatInterval: opts.HeartbeatInterval,
+		PolicyNamespace:   opts.PolicyNamespace,
+		Log:               opts.Log.WithName("cache"),
+		Metrics:           reg,
+		ResyncPeriod:      opts.ResyncPeriod,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("creating the policy cache: %w", err)

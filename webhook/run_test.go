@@ -120,6 +120,10 @@ func TestRunBeforeSyncAndShutdown(t *testing.T) {
 		`policy_webhook_admissions_total{kind="ConfigMap",operation="CREATE",verdict="denied"}`,
 		`policy_webhook_request_errors_total{reason="too_large"} 0`,
 		`policy_webhook_admission_duration_seconds_bucket{kind="Pod"`,
+		`policy_webhook_request_errors_total{reason="overloaded"} 0`,
+		"policy_webhook_requests_in_flight 0", "policy_webhook_request_bytes_in_flight 0",
+		// The Go and process collectors the README promises.
+		"go_goroutines ", "go_memstats_heap_inuse_bytes ", "process_resident_memory_bytes ", "process_open_fds ",
 	} {
 		if !strings.Contains(metricsText, want) {
 			t.Errorf("/metrics lacks %s", want)

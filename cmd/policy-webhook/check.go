@@ -1,13 +1,18 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"strings"
 
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
 	"github.com/policy-webhook/policy-webhook/check"
+	"github.com/policy-webhook/policy-webhook/policy"
 )
 
 // Exit codes of check, for CI pipelines.
@@ -23,7 +28,7 @@ type pathsFlag []string
 func (p *pathsFlag) String() string     { return strings.Join(*p, ",") }
 func (p *pathsFlag) Set(v string) error { *p = append(*p, v); return nil }
 
-func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+func runCheck(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var policies pathsFlag
@@ -31,11 +36,15 @@ func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	namespace := fs.String("n", "default", "namespace of objects that name none")
 	output := fs.String("o", check.FormatText, "output format: text or json")
 	policyNamespace := fs.String("policy-namespace", "policy-system", "the webhook's namespace: ConfigMap policies there apply cluster-wide")
+	inCluster := fs.Bool("cluster", false, "judge the Pods and MyApples that exist in the cluster of the kubeconfig (read in pages), instead of FILEs")
+	kubeconfig := fs.String("kubeconfig", "", "with --cluster: the kubeconfig to use (default $KUBECONFIG, then ~/.kube/config), at its current context")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: policy-webhook check -p PATH [-p PATH ...] [-n NAMESPACE] [-o text|json] FILE ...\n\n"+
+		fmt.Fprintf(stderr, "Usage: policy-webhook check -p PATH [-p PATH ...] [-n NAMESPACE] [-o text|json] FILE ...\n"+
+			"       policy-webhook check -p PATH [-p PATH ...] [-o text|json] --cluster [--kubeconfig FILE]\n\n"+
 			"Judges the Pods, MyApples and AdmissionReviews in FILEs (\"-\" is stdin) against the policy\n"+
-			"under -p, in input order, as the webhook would. Exit status: 0 all admitted, 1 any denied,\n"+
-			"2 usage error or invalid policy or input.\n\n")
+			"under -p, in input order, as the webhook would. With --cluster, judges the Pods and MyApples\n"+
+			"that exist in the cluster as if each were created now, and lists those with violations.\n"+
+			"Exit status: 0 all admitted, 1 any denied, 2 usage error or invalid policy or input.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -47,7 +56,11 @@ func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	switch {
 	case len(policies) == 0:
 		return usageError(stderr, fs, "at least one -p PATH is required")
-	case fs.NArg() == 0:
+	case *inCluster && fs.NArg() > 0:
+		return usageError(stderr, fs, "--cluster judges the cluster's objects: give no FILE")
+	case !*inCluster && *kubeconfig != "":
+		return usageError(stderr, fs, "--kubeconfig is only used with --cluster")
+	case !*inCluster && fs.NArg() == 0:
 		return usageError(stderr, fs, "at least one FILE to judge is required (\"-\" for stdin)")
 	case *output != check.FormatText && *output != check.FormatJSON:
 		return usageError(stderr, fs, fmt.Sprintf("-o %q: must be text or json", *output))
@@ -68,18 +81,25 @@ func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if checker.Policies() == 0 {
 		fmt.Fprintf(stderr, "note: no policy found under %s: every object will be admitted\n", policies.String())
 	}
-	objects, err := check.ReadPaths(fs.Args(), stdin)
-	if err != nil {
-		return failf(stderr, "reading input: %v", err)
-	}
 	var results []*check.Result
-	for _, d := range objects {
-		r, err := checker.Judge(d)
+	if *inCluster {
+		results, err = judgeCluster(ctx, checker, *kubeconfig, stderr)
 		if err != nil {
-			return failf(stderr, "invalid input: %v", err)
+			return failf(stderr, "%v", err)
 		}
-		if r != nil {
-			results = append(results, r)
+	} else {
+		objects, err := check.ReadPaths(fs.Args(), stdin)
+		if err != nil {
+			return failf(stderr, "reading input: %v", err)
+		}
+		for _, d := range objects {
+			r, err := checker.Judge(d)
+			if err != nil {
+				return failf(stderr, "invalid input: %v", err)
+			}
+			if r != nil {
+				results = append(results, r)
+			}
 		}
 	}
 	write := check.WriteText
@@ -95,6 +115,32 @@ func runCheck(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 	}
 	return exitAdmitted
+}
+
+// judgeCluster judges the objects of the kubeconfig's cluster: --kubeconfig,
+// else $KUBECONFIG, else ~/.kube/config, at the current context.
+func judgeCluster(ctx context.Context, checker *check.Checker, kubeconfig string, stderr io.Writer) ([]*check.Result, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("loading the kubeconfig: %w", err)
+	}
+	cfg.UserAgent = "policy-webhook-check"
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating the Kubernetes client for %s: %w", cfg.Host, err)
+	}
+	results, totals, err := checker.JudgeCluster(ctx, kube, 0)
+	if err != nil {
+		return nil, fmt.Errorf("judging the objects of %s: %w", cfg.Host, err)
+	}
+	for _, kind := range totals.NotServed {
+		fmt.Fprintf(stderr, "note: %s does not serve %ss: none judged\n", cfg.Host, kind)
+	}
+	fmt.Fprintf(stderr, "note: judged %d Pods and %d MyApples in %s; %d with violations listed, %d admitted without any\n",
+		totals.Judged[policy.KindPod], totals.Judged[policy.KindMyApple], cfg.Host, len(results), totals.Admitted)
+	return results, nil
 }
 
 func usageError(stderr io.Writer, fs *flag.FlagSet, msg string) int {

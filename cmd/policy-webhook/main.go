@@ -19,6 +19,7 @@ const usage = `policy-webhook judges Pod and MyApple admissions against policy.
 
 Usage:
   policy-webhook check -p PATH [-p PATH ...] [-n NAMESPACE] [-o text|json] FILE ...
+  policy-webhook check -p PATH [-p PATH ...] [-o text|json] --cluster [--kubeconfig FILE]
   policy-webhook serve [flags]
   policy-webhook version
 
@@ -39,7 +40,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	switch args[0] {
 	case "check":
-		return runCheck(args[1:], stdin, stdout, stderr)
+		return runCheck(ctx, args[1:], stdin, stdout, stderr)
 	case "serve":
 		return runServe(ctx, args[1:], stderr)
 	case "version", "--version":

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -15,6 +16,7 @@ import (
 	crlog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/policy-webhook/policy-webhook/audit"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
@@ -23,9 +25,14 @@ const serveUsage = `Usage: policy-webhook serve --cert-dir DIR [flags]
 Serves the validating admission webhooks over TLS (/validate-pods,
 /validate-myapples, /validate-policies), answering from policy that
 informers keep in memory. Probes: /healthz and /readyz on
---health-probe-bind-address; metrics: /metrics on --metrics-bind-address.
+--health-probe-bind-address; metrics: /metrics on --metrics-bind-address,
+over HTTPS for callers the API server authorizes (--metrics-secure).
 SIGTERM or SIGINT: stop being ready, keep serving for --shutdown-delay,
 finish requests in flight, exit 0.
+
+Every replica answers admissions and reports what it enforces in the
+status.replicas of each AdmissionPolicy; with --leader-elect, one elected
+replica writes policy Events and the Ready condition for all.
 
 Flags:
 `
@@ -44,13 +51,28 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		policyNS     = fs.String("policy-namespace", webhook.DefaultPolicyNamespace, "the webhook's own namespace, whose policy ConfigMaps apply cluster-wide")
 		port         = fs.Int("port", webhook.DefaultPort, "port of the TLS webhook server")
 		certDir      = fs.String("cert-dir", "", "directory holding tls.crt and tls.key, reloaded when they change (required)")
-		metricsAddr  = fs.String("metrics-bind-address", ":8080", `address of the metrics server (/metrics); "0" for none`)
+		metricsAddr  = fs.String("metrics-bind-address", ":8443", `address of the metrics server (/metrics); "0" for none`)
 		probeAddr    = fs.String("health-probe-bind-address", ":8081", `address of the health probe server (/healthz, /readyz); "0" for none`)
 		pprofAddr    = fs.String("pprof-bind-address", "", `address of the pprof server (/debug/pprof/); "" for none`)
 		http2        = fs.Bool("enable-http2", false, "let the API server speak HTTP/2 to the webhook (off: HTTP/2's stream handling has been the way into denial-of-service CVEs, and HTTP/1.1 costs less per admission)")
 		failOpen     = fs.Bool("fail-open-before-sync", false, "admit Pods and MyApples unjudged, with a warning, until the policy cache has synced (default: refuse them)")
 		delay        = fs.Duration("shutdown-delay", 3*time.Second, "on SIGTERM, how long to keep serving while not ready, so that traffic moves away first")
 		drainTimeout = fs.Duration("graceful-shutdown-timeout", webhook.DefaultGracefulShutdownTimeout, "after that, how long requests in flight may take to finish")
+		leaderElect  = fs.Bool("leader-elect", true, "elect one replica, on a Lease in the policy namespace, to write policy Events and AdmissionPolicy conditions (off: this replica writes them, right only for a single replica)")
+		replicaName  = fs.String("replica-name", "", "this replica's name in status.replicas, its heartbeat Lease and leader election; must differ between replicas (default: $POD_NAME, else the host name)")
+	)
+	var (
+		metricsSecure = fs.Bool("metrics-secure", true, "serve metrics over HTTPS with the serving certificate, every scrape authenticated and authorized by the API server (get on the /metrics non-resource URL); false: plain HTTP to anyone")
+		clientCAFile  = fs.String("client-ca-file", "", "PEM file of CAs: serve only clients presenting a certificate they signed (the API server, given one through its AdmissionConfiguration), refusing others at the TLS handshake; reread when it changes. Empty: no client certificate asked")
+		readHeader    = fs.Duration("read-header-timeout", webhook.DefaultReadHeaderTimeout, "time a client has to send a request's headers (and finish the TLS handshake)")
+		readTimeout   = fs.Duration("read-timeout", webhook.DefaultReadTimeout, "time a client has to send a whole request, headers and body: bounds how long a slow body holds a connection")
+		writeTimeout  = fs.Duration("write-timeout", webhook.DefaultWriteTimeout, "time from a request's headers to its response written: bounds a client that does not read its response")
+		idleTimeout   = fs.Duration("idle-timeout", webhook.DefaultIdleTimeout, "time a keep-alive connection may stay open with no request")
+		maxConns      = fs.Int("max-connections", webhook.DefaultMaxConnections, "connections open at once; more wait in the kernel's accept queue (-1: no limit)")
+		maxRequests   = fs.Int("max-requests-in-flight", webhook.DefaultMaxRequestsInFlight, "requests served at once; more are refused with 429 and Retry-After, which the API server retries (-1: no limit)")
+		maxBytes      = fs.Int64("max-bytes-in-flight", webhook.DefaultMaxBytesInFlight, "request body bytes held at once, counted as they arrive; a body that would pass it is refused with 429 (the first 64 KiB of each never are; -1: no limit)")
+		memRatio      = fs.Float64("memory-limit-ratio", 0.9, "set the Go memory limit (GOMEMLIMIT) to this fraction of the container's cgroup memory limit, unless GOMEMLIMIT is set; 0: leave it")
+		auditEvery    = fs.Duration("audit-interval", audit.DefaultInterval, "how often the elected replica judges every existing Pod and MyApple into PolicyReports and AdmissionPolicy status (also right after a policy change); 0 for no audit")
 	)
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
@@ -69,11 +91,22 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		return exitUsage
 	}
 
+	if *replicaName == "" {
+		*replicaName = os.Getenv("POD_NAME")
+	}
+
 	log := zap.New(zap.UseFlagOptions(&zapOpts), zap.WriteTo(stderr))
 	// controller-runtime and client-go log through their own global
 	// loggers: give them the same one, so every line has one format.
 	crlog.SetLogger(log)
 	klog.SetLogger(log)
+
+	memLimit, err := setMemoryLimit(*memRatio, cgroupMemoryLimitFiles)
+	if err != nil {
+		log.Error(err, "Cannot set the Go memory limit")
+		return exitUsage
+	}
+	log.Info("Go memory limit", "bytes", memLimit.bytes, "from", memLimit.source)
 
 	cfg, err := restConfig(*kubeconfig)
 	if err != nil {
@@ -81,17 +114,31 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		return 1
 	}
 	err = webhook.Run(ctx, webhook.Options{
-		RestConfig:              cfg,
-		PolicyNamespace:         *policyNS,
-		Port:                    *port,
-		CertDir:                 *certDir,
-		MetricsBindAddress:      *metricsAddr,
-		HealthProbeBindAddress:  *probeAddr,
-		PprofBindAddress:        *pprofAddr,
-		EnableHTTP2:             *http2,
-		FailOpenBeforeSync:      *failOpen,
+		RestConfig:             cfg,
+		PolicyNamespace:        *policyNS,
+		Port:                   *port,
+		CertDir:                *certDir,
+		MetricsBindAddress:     *metricsAddr,
+		HealthProbeBindAddress: *probeAddr,
+		PprofBindAddress:       *pprofAddr,
+		EnableHTTP2:            *http2,
+		FailOpenBeforeSync:     *failOpen,
+		MetricsSecure:          *metricsSecure,
+		ClientCAFile:           *clientCAFile,
+		Limits: webhook.Limits{
+			ReadHeaderTimeout:   *readHeader,
+			ReadTimeout:         *readTimeout,
+			WriteTimeout:        *writeTimeout,
+			IdleTimeout:         *idleTimeout,
+			MaxConnections:      *maxConns,
+			MaxRequestsInFlight: *maxRequests,
+			MaxBytesInFlight:    *maxBytes,
+		},
 		ShutdownDelay:           *delay,
 		GracefulShutdownTimeout: *drainTimeout,
+		LeaderElection:          *leaderElect,
+		ReplicaName:             *replicaName,
+		AuditInterval:           *auditEvery,
 		Log:                     log.WithName("policy-webhook"),
 	})
 	if err != nil {

@@ -68,10 +68,13 @@ func TestServeFlagDefaults(t *testing.T) {
 	for _, want := range []string{
 		"-kubeconfig string", "-policy-namespace string", `(default "policy-system")`,
 		"-port int", "(default 9443)", "-cert-dir string",
-		"-metrics-bind-address string", `(default ":8080")`,
+		"-metrics-bind-address string", `(default ":8443")`, "-metrics-secure", "-client-ca-file string",
+		"-read-header-timeout duration", "-read-timeout duration", "-write-timeout duration", "-idle-timeout duration",
+		"-max-connections int", "-max-requests-in-flight int", "-max-bytes-in-flight int", "-memory-limit-ratio float",
 		"-health-probe-bind-address string", `(default ":8081")`,
 		"-fail-open-before-sync", "-enable-http2", "-pprof-bind-address string",
 		"-shutdown-delay duration", "-graceful-shutdown-timeout duration", "-zap-log-level",
+		"-audit-interval duration", "(default 1m0s)",
 	} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("usage lacks %q", want)
@@ -106,7 +109,7 @@ current-context: c
 	go func() {
 		done <- runServe(ctx, []string{
 			"--kubeconfig", kubeconfig, "--cert-dir", dir, "--port", portNum,
-			"--health-probe-bind-address", probes, "--metrics-bind-address", metrics,
+			"--health-probe-bind-address", probes, "--metrics-bind-address", metrics, "--metrics-secure=false",
 			"--shutdown-delay", "0s", "--policy-namespace", "platform",
 		}, &stderr)
 	}()

@@ -36,6 +36,8 @@ type options struct {
 	policyNamespace string
 	startupTimeout  time.Duration
 	verbose         bool
+	reportCRDDir    string
+	auditInterval   time.Duration
 }
 
 func main() {
@@ -44,6 +46,8 @@ func main() {
 	flag.StringVar(&o.crdDir, "crd-dir", "manifests/crds", "directory of the CRD manifests to install")
 	flag.StringVar(&o.policyNamespace, "policy-namespace", webhook.DefaultPolicyNamespace, "the webhook's namespace, whose policy ConfigMaps apply cluster-wide")
 	flag.DurationVar(&o.startupTimeout, "startup-timeout", 2*time.Minute, "how long the control plane and the webhook may take to come up")
+	flag.StringVar(&o.reportCRDDir, "report-crd-dir", "manifests/components/policyreports", "directory of the PolicyReport CRDs the audit writes into; empty: not installed")
+	flag.DurationVar(&o.auditInterval, "audit-interval", 5*time.Second, "how often the webhook audits the existing objects into PolicyReports (kubectl get polr -A); 0: no audit")
 	flag.BoolVar(&o.verbose, "v", false, "debug logs")
 	flag.Parse()
 
@@ -67,7 +71,11 @@ func main() {
 }
 
 func run(ctx context.Context, stopSignals context.CancelFunc, o options, log logr.Logger) (err error) {
-	cp, err := testenv.StartControlPlane(ctx, testenv.ControlPlaneOptions{CRDDir: o.crdDir, Log: log})
+	var extra []string
+	if o.reportCRDDir != "" {
+		extra = append(extra, o.reportCRDDir)
+	}
+	cp, err := testenv.StartControlPlane(ctx, testenv.ControlPlaneOptions{CRDDir: o.crdDir, ExtraCRDDirs: extra, Log: log})
 	if err != nil {
 		return err
 	}
@@ -86,6 +94,7 @@ func run(ctx context.Context, stopSignals context.CancelFunc, o options, log log
 	wh, err := inprocess.Start(ctx, inprocess.Options{
 		RestConfig:      cp.Config,
 		PolicyNamespace: o.policyNamespace,
+		AuditInterval:   o.auditInterval,
 		Log:             log.WithName("webhook"),
 	})
 	if err != nil {

@@ -70,7 +70,7 @@ func startPolicyWebhook(ctx context.Context, bin, kubeconfig, certDir string, lo
 		"--kubeconfig", kubeconfig, "--cert-dir", certDir,
 		"--port", strconv.Itoa(ports[0]),
 		"--health-probe-bind-address", addr(ports[1]),
-		"--metrics-bind-address", addr(ports[2]),
+		"--metrics-bind-address", addr(ports[2]), "--metrics-secure=false",
 		"--pprof-bind-address", addr(ports[3]),
 		"--policy-namespace", webhook.DefaultPolicyNamespace,
 		"--shutdown-delay", "0s",

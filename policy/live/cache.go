@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,22 +12,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic/dynamicinformer"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/record"
-	"k8s.io/client-go/util/workqueue"
 
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/policy/cel"
 )
-
-// eventComponent is the reporting component of the Events the cache records.
-const eventComponent = "policy-webhook"
 
 // imageCacheSize bounds the normalised image references shared by every
 // snapshot: a cluster runs far fewer distinct images than this.
@@ -40,7 +32,6 @@ const imageCacheSize = 4096
 type Cache struct {
 	cfg     Config
 	log     logr.Logger
-	host    string
 	images  *policy.ImageCache
 	metrics *metrics
 
@@ -63,13 +54,18 @@ type Cache struct {
 	pendingSince atomic.Int64
 
 	snapshot atomic.Pointer[Snapshot]
+	// swapped is signalled after each snapshot swap; its one slot
+	// coalesces swaps its reader (the audit) has not seen yet.
+	swapped  chan struct{}
 	started  atomic.Bool
 	synced   atomic.Bool
 	syncedCh chan struct{}
 
-	// Set by Start before any informer runs, so before any handler reads them.
-	recorder    record.EventRecorder
-	statusQueue workqueue.TypedRateLimitingInterface[string]
+	// replicaStatus writes this replica's status.replicas entries; the
+	// reporter, run by the manager on the elected replica only, writes
+	// Events and the rest of AdmissionPolicy status.
+	replicaStatus *replicaStatus
+	reporter      *Reporter
 }
 
 var _ policy.Cluster = (*Cache)(nil)
@@ -80,17 +76,20 @@ func New(cfg Config) (*Cache, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("configuring the policy cache: %w", err)
 	}
-	host, _ := os.Hostname() // the Pod name in a cluster; Events name their reporter with it
+	cfg = cfg.withDefaults()
 	c := &Cache{
 		cfg:      cfg,
 		log:      cfg.Log,
-		host:     host,
 		images:   policy.NewImageCache(imageCacheSize),
 		sources:  newSourceTable(),
 		apples:   newAppleIndex(),
 		dirty:    make(chan struct{}, 1),
+		swapped:  make(chan struct{}, 1),
 		syncedCh: make(chan struct{}),
+
+		replicaStatus: newReplicaStatus(),
 	}
+	c.reporter = &Reporter{c: c}
 	m, err := newMetrics(cfg.Metrics, func() float64 { return float64(c.apples.count()) })
 	if err != nil {
 		return nil, fmt.Errorf("configuring the policy cache: %w", err)
@@ -145,9 +144,12 @@ func MyAppleResource() schema.GroupVersionResource {
 
 // Start runs the cache until ctx is done: it starts the informers, waits
 // until every one has synced and its handler has seen the initial list,
-// builds the first snapshot, then keeps snapshots current. Once ctx is
-// done it stops the informers, the status writer and the Event
-// broadcaster, waits for them, and returns nil. A Cache starts once.
+// builds the first snapshot, then keeps snapshots current and this
+// replica's status.replicas entries written. From the start it renews the
+// replica's heartbeat Lease. Once ctx is done it stops the informers and
+// its writers, waits for them, deletes the heartbeat Lease and returns
+// nil. A Cache starts once. Events and the rest of the status are the
+// Reporter's, which runs apart, on the leader.
 func (c *Cache) Start(ctx context.Context) error {
 	if !c.started.CompareAndSwap(false, true) {
 		return errors.New("starting the policy cache: already started")
@@ -155,29 +157,25 @@ func (c *Cache) Start(ctx context.Context) error {
 	begun := time.Now()
 	ctx, cancel := context.WithCancel(ctx)
 
-	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.cfg.Kube.CoreV1().Events("")})
-	// Every reference handed to the recorder is built in full, so it
-	// needs no scheme to look types up in.
-	c.recorder = broadcaster.NewRecorder(runtime.NewScheme(), corev1.EventSource{Component: eventComponent, Host: c.host})
-	c.statusQueue = workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
-		workqueue.TypedRateLimitingQueueConfig[string]{})
-
 	var workers sync.WaitGroup
 	defer func() {
 		// Reverse order of start. The factories' Shutdown waits for
 		// informer goroutines that only stop once ctx is cancelled.
 		cancel()
-		c.statusQueue.ShutDown()
+		c.replicaStatus.queue.ShutDown()
 		workers.Wait()
 		c.policyConfigMaps.Shutdown()
 		c.objects.Shutdown()
 		c.metadata.Shutdown()
-		broadcaster.Shutdown()
 		c.log.Info("Policy cache stopped")
 	}()
 
-	c.log.Info("Starting policy cache", "policyNamespace", c.cfg.PolicyNamespace)
+	c.log.Info("Starting policy cache", "policyNamespace", c.cfg.PolicyNamespace, "replica", c.cfg.Replica)
+	workers.Add(1)
+	go func() {
+		defer workers.Done()
+		c.heartbeat(ctx)
+	}()
 	c.policyConfigMaps.Start(ctx.Done())
 	c.objects.Start(ctx.Done())
 	c.metadata.Start(ctx.Done())
@@ -211,7 +209,7 @@ func (c *Cache) Start(ctx context.Context) error {
 	}()
 	go func() {
 		defer workers.Done()
-		c.statusLoop(ctx)
+		c.replicaStatusLoop(ctx)
 	}()
 
 	<-ctx.Done()
@@ -241,6 +239,10 @@ func (c *Cache) WaitForSync(ctx context.Context) bool {
 // Snapshot returns the current snapshot. Before the first sync it is an
 // empty one (Version 0).
 func (c *Cache) Snapshot() *Snapshot { return c.snapshot.Load() }
+
+// Swapped is signalled after a new snapshot is swapped in; signals not yet
+// received coalesce into one. It has one reader: the background audit.
+func (c *Cache) Swapped() <-chan struct{} { return c.swapped }
 
 // Evaluate judges a request against the current snapshot, with the cache
 // as the cluster state rules read. It takes no lock on the policies and
@@ -312,12 +314,33 @@ func (c *Cache) rebuild(observe bool) *Snapshot {
 	policies, errs := c.sources.collect()
 	prev := c.snapshot.Load()
 	s := &Snapshot{
-		Set:     policy.NewSet(policies, policy.WithImageCache(c.images)),
-		Errors:  errs,
-		Version: prev.Version + 1,
-		Built:   time.Now(),
+		Set:      policy.NewSet(policies, policy.WithImageCache(c.images)),
+		Errors:   errs,
+		Version:  prev.Version + 1,
+		Built:    time.Now(),
+		bySource: make(map[policy.Source]*policy.Policy, len(policies)),
+	}
+	for _, p := range policies {
+		s.bySource[p.Source] = p
 	}
 	c.snapshot.Store(s)
+	// What this snapshot enforces is what the status writers report.
+	for _, p := range policies {
+		if p.Source.Kind == policy.SourceAdmissionPolicy {
+			c.statusChanged(p.Source.Name)
+		}
+	}
+	for src := range errs {
+		if src.Kind == policy.SourceAdmissionPolicy {
+			c.statusChanged(src.Name)
+		} else {
+			c.reporter.enqueue(src)
+		}
+	}
+	select {
+	case c.swapped <- struct{}{}:
+	default:
+	}
 
 	c.metrics.builds.Inc()
 	byKind := map[string]int{policy.SourceConfigMap: 0, policy.SourceAdmissionPolicy: 0}

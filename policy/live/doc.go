@@ -22,4 +22,11 @@
 // stops everything it started before returning. Start satisfies
 // controller-runtime's manager.Runnable and runs on every replica, leader or
 // not, since every replica answers admissions.
+//
+// Readers on every replica, one writer. Each replica applies only its own
+// entry of an AdmissionPolicy's status.replicas (the generation its
+// snapshot enforces, and since when) and renews a heartbeat Lease. What
+// is written once for all, the Warning Events and the Ready condition,
+// observedGeneration and inForce summary, is the Reporter's, a
+// leader-election runnable the manager runs on the elected replica only.
 package live

@@ -53,6 +53,7 @@ pods:
 		Dynamic:         a.dyn,
 		Metadata:        a.meta,
 		Kube:            a.kube,
+		Replica:         "replica-a",
 		PolicyNamespace: "policy-system",
 		Log:             testr.NewWithOptions(t, testr.Options{Verbosity: 1}),
 	})
@@ -62,18 +63,23 @@ pods:
 	if c.HasSynced() {
 		t.Fatal("HasSynced before Start")
 	}
+	// One replica, which writes Events and Ready as the leader would:
+	// two replicas and the election are webhook's TestTwoReplicas.
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
+	done := make(chan error, 2)
 	go func() { done <- c.Start(ctx) }()
+	go func() { done <- c.Reporter().Start(ctx) }()
 	defer func() {
 		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Start returned %v", err)
+		for range 2 {
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Start returned %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Error("Start did not return after its context was cancelled")
 			}
-		case <-time.After(30 * time.Second):
-			t.Error("Start did not return after its context was cancelled")
 		}
 	}()
 	wctx, wcancel := context.WithTimeout(ctx, 60*time.Second)
@@ -133,6 +139,13 @@ pods:
 		}}
 		a.create(ap)
 		waitFor(t, "Ready=True, observedGeneration 1", func() bool { return a.ready("prod-apples", metav1.ConditionTrue, 1) })
+		// The replica's own entry and the leader's summary are applies
+		// of their own; once both are there, nothing more is written.
+		waitFor(t, "in force on 1/1 replicas, generation 1", func() bool {
+			st := a.status("prod-apples")
+			return st.InForce == "1/1" && len(st.Replicas) == 1 && st.Replicas[0].Name == "replica-a" &&
+				st.Replicas[0].ObservedGeneration == 1 && st.Replicas[0].InForce
+		})
 
 		ap = a.get(v1alpha1.Resource, "", "prod-apples")
 		ap.Object["spec"].(map[string]any)["match"] = map[string]any{"kinds": []any{"Deployment"}}
@@ -277,7 +290,7 @@ func (a *api) delete(gvr schema.GroupVersionResource, namespace, name string) {
 	}
 }
 
-func (a *api) readyCondition(name string) (*metav1.Condition, int64) {
+func (a *api) status(name string) v1alpha1.AdmissionPolicyStatus {
 	a.t.Helper()
 	u := a.get(v1alpha1.Resource, "", name)
 	var st v1alpha1.AdmissionPolicyStatus
@@ -286,6 +299,12 @@ func (a *api) readyCondition(name string) (*metav1.Condition, int64) {
 			a.t.Fatalf("decoding status: %v", err)
 		}
 	}
+	return st
+}
+
+func (a *api) readyCondition(name string) (*metav1.Condition, int64) {
+	a.t.Helper()
+	st := a.status(name)
 	return apimeta.FindStatusCondition(st.Conditions, live.ConditionReady), st.ObservedGeneration
 }
 

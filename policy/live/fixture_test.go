@@ -2,7 +2,9 @@ package live
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -19,13 +21,17 @@ import (
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	kubefake "k8s.io/client-go/kubernetes/fake"
 	metadatafake "k8s.io/client-go/metadata/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
 
-const testPolicyNamespace = "policy-system"
+const (
+	testPolicyNamespace = "policy-system"
+	testReplica         = "replica-a"
+)
 
 func configMapResource() schema.GroupVersionResource {
 	return corev1.SchemeGroupVersion.WithResource("configmaps")
@@ -69,6 +75,7 @@ func newFixture(t testing.TB, objs ...runtime.Object) *fixture {
 		v1alpha1.Resource:   "AdmissionPolicyList",
 		MyAppleResource():   "MyAppleList",
 	}, dynObjs...)
+	f.dyn.PrependReactor("patch", v1alpha1.Resource.Resource, f.applyStatus)
 	// The metadata tracker files a PartialObjectMetadata under its
 	// TypeMeta, once the scheme knows the type at all.
 	metaScheme := metadatafake.NewTestScheme()
@@ -80,6 +87,7 @@ func newFixture(t testing.TB, objs ...runtime.Object) *fixture {
 		Dynamic:         f.dyn,
 		Metadata:        f.meta,
 		Kube:            f.kube,
+		Replica:         testReplica,
 		PolicyNamespace: testPolicyNamespace,
 		Log:             testr.NewWithInterface(t, testr.Options{Verbosity: 1}),
 		Metrics:         f.reg,
@@ -89,6 +97,65 @@ func newFixture(t testing.TB, objs ...runtime.Object) *fixture {
 	}
 	f.cache = c
 	return f
+}
+
+// applyStatus stands in for server-side apply of AdmissionPolicy status,
+// which the fake client cannot do on unstructured objects: entries of
+// status.replicas merge by name and conditions by type, other fields are
+// replaced, and each apply is a new resourceVersion. It does not track
+// field managers, so an apply of nothing removes nothing: removing a gone
+// replica's entry is the envtest's to show.
+func (f *fixture) applyStatus(action k8stesting.Action) (bool, runtime.Object, error) {
+	p, ok := action.(k8stesting.PatchAction)
+	if !ok || p.GetPatchType() != types.ApplyPatchType || p.GetSubresource() != "status" {
+		return false, nil, nil
+	}
+	var patch map[string]any
+	if err := json.Unmarshal(p.GetPatch(), &patch); err != nil {
+		return true, nil, err
+	}
+	obj, err := f.dyn.Tracker().Get(v1alpha1.Resource, "", p.GetName())
+	if err != nil {
+		return true, nil, err
+	}
+	u := obj.(*unstructured.Unstructured).DeepCopy()
+	st, _ := u.Object["status"].(map[string]any)
+	if st == nil {
+		st = map[string]any{}
+	}
+	applied, _ := patch["status"].(map[string]any)
+	for k, v := range applied {
+		switch k {
+		case "replicas":
+			st[k] = mergeByKey(st[k], v, "name")
+		case "conditions":
+			st[k] = mergeByKey(st[k], v, "type")
+		default:
+			st[k] = v
+		}
+	}
+	u.Object["status"] = st
+	f.stamp(u)
+	if err := f.dyn.Tracker().Update(v1alpha1.Resource, u, ""); err != nil {
+		return true, nil, err
+	}
+	return true, u, nil
+}
+
+// mergeByKey merges the items of list applied into list live by key.
+func mergeByKey(live, applied any, key string) []any {
+	out, _ := live.([]any)
+	out = slices.Clone(out)
+	for _, a := range applied.([]any) {
+		am := a.(map[string]any)
+		i := slices.IndexFunc(out, func(o any) bool { return o.(map[string]any)[key] == am[key] })
+		if i < 0 {
+			out = append(out, am)
+		} else {
+			out[i] = am
+		}
+	}
+	return out
 }
 
 // stamp gives an object a new resourceVersion, and a UID if it has none.
@@ -103,21 +170,25 @@ func (f *fixture) stamp(o runtime.Object) {
 	}
 }
 
-// start runs the cache until the test ends and waits for it to sync.
+// start runs the cache, and its Reporter as the one replica would with
+// leadership, until the test ends, and waits for the cache to sync.
 func (f *fixture) start() {
 	f.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
+	done := make(chan error, 2)
 	go func() { done <- f.cache.Start(ctx) }()
+	go func() { done <- f.cache.Reporter().Start(ctx) }()
 	f.t.Cleanup(func() {
 		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				f.t.Errorf("Start returned %v", err)
+		for range 2 {
+			select {
+			case err := <-done:
+				if err != nil {
+					f.t.Errorf("Start returned %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				f.t.Error("Start did not return after its context was cancelled")
 			}
-		case <-time.After(10 * time.Second):
-			f.t.Error("Start did not return after its context was cancelled")
 		}
 	})
 	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)

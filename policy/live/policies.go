@@ -5,20 +5,13 @@ import (
 	"strconv"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/policy-webhook/policy-webhook/policy"
-	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/policy/carrier"
 )
-
-// eventMessageLimit keeps Event messages within what the events API
-// accepts; the full error is in the log and, for an AdmissionPolicy, its
-// status.
-const eventMessageLimit = 1024
 
 func (c *Cache) configMapHandler() cache.ResourceEventHandler {
 	return cache.ResourceEventHandlerFuncs{
@@ -82,16 +75,17 @@ func (c *Cache) onAdmissionPolicy(obj any) {
 		// The generation counts spec changes only: this is a change of
 		// metadata or status (often our own status write), so there is
 		// nothing to compile, but the status may still need setting right.
-		c.enqueueStatus(u.GetName())
+		c.statusChanged(u.GetName())
 		return
 	}
 	p, err := carrier.Compile(u, c.cfg.PolicyNamespace)
 	c.applySource(src, u, version, p, err, received)
-	c.enqueueStatus(u.GetName())
 }
 
-// applySource records a new version of a source, reports it if invalid,
-// and has a new snapshot built.
+// applySource records a new version of a source, logs it if invalid, and
+// has a new snapshot built. The snapshot has the status writers report it:
+// this replica's status.replicas entry, and on the leader the Event and
+// the Ready condition.
 func (c *Cache) applySource(src policy.Source, u *unstructured.Unstructured, version string, p *policy.Policy, err error, received time.Time) {
 	st := c.sources.set(src, version, u.GetUID(), p, err)
 	if err == nil {
@@ -101,7 +95,6 @@ func (c *Cache) applySource(src policy.Source, u *unstructured.Unstructured, ver
 		c.metrics.policyErrors.WithLabelValues(src.Kind, src.Namespace, src.Name).Set(1)
 		inForce := inForceVersion(&st)
 		c.log.Error(err, "Policy version is invalid and not in force", "source", src.String(), "version", version, "inForce", inForce)
-		c.recordInvalid(src, u, inForce, err)
 	}
 	c.changed(received)
 }
@@ -113,28 +106,6 @@ func (c *Cache) removeSource(src policy.Source, received time.Time) {
 	c.metrics.policyErrors.DeleteLabelValues(src.Kind, src.Namespace, src.Name)
 	c.log.Info("Policy source deleted, no longer in force", "source", src.String())
 	c.changed(received)
-}
-
-// recordInvalid puts a Warning Event on the object, where `kubectl
-// describe` shows it to the policy's author.
-func (c *Cache) recordInvalid(src policy.Source, u *unstructured.Unstructured, inForce string, err error) {
-	ref := &corev1.ObjectReference{
-		Namespace:       u.GetNamespace(),
-		Name:            u.GetName(),
-		UID:             u.GetUID(),
-		ResourceVersion: u.GetResourceVersion(),
-	}
-	switch src.Kind {
-	case policy.SourceConfigMap:
-		ref.APIVersion, ref.Kind = "v1", "ConfigMap"
-	case policy.SourceAdmissionPolicy:
-		ref.APIVersion, ref.Kind = v1alpha1.GroupVersion.String(), "AdmissionPolicy"
-	}
-	msg := "Policy not in force: " + problems(err) + " (" + stillInForce(src.Kind, inForce) + ")"
-	if len(msg) > eventMessageLimit {
-		msg = msg[:eventMessageLimit-3] + "..."
-	}
-	c.recorder.Event(ref, corev1.EventTypeWarning, ReasonInvalidPolicy, msg)
 }
 
 // problems says what is wrong with a source, without naming it again: the

@@ -20,7 +20,12 @@ type Snapshot struct {
 	Version uint64
 	// Built is when the snapshot was built.
 	Built time.Time
+
+	bySource map[policy.Source]*policy.Policy
 }
+
+// policy returns the policy of a source in force in the snapshot, or nil.
+func (s *Snapshot) policy(src policy.Source) *policy.Policy { return s.bySource[src] }
 
 // SourceError is why a source's newest version is not in force.
 //

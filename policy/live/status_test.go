@@ -9,6 +9,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
@@ -30,17 +32,26 @@ func (f *fixture) status(name string) (v1alpha1.AdmissionPolicyStatus, *metav1.C
 	return st, meta.FindStatusCondition(st.Conditions, ConditionReady)
 }
 
-// statusWrites counts the status updates made to an AdmissionPolicy.
+// statusWrites counts the status applies made to an AdmissionPolicy.
 func (f *fixture) statusWrites(name string) int {
 	n := 0
 	for _, a := range f.dyn.Actions() {
-		if a.GetVerb() == "update" && a.GetSubresource() == "status" && a.GetResource() == v1alpha1.Resource {
-			if u, ok := a.(interface{ GetObject() runtime.Object }); ok && u.GetObject().(*unstructured.Unstructured).GetName() == name {
-				n++
-			}
+		if p, ok := a.(k8stesting.PatchAction); ok && a.GetSubresource() == "status" && a.GetResource() == v1alpha1.Resource &&
+			p.GetPatchType() == types.ApplyPatchType && p.GetName() == name {
+			n++
 		}
 	}
 	return n
+}
+
+// replica returns this replica's status.replicas entry.
+func replicaEntry(st v1alpha1.AdmissionPolicyStatus) *v1alpha1.ReplicaStatus {
+	for i := range st.Replicas {
+		if st.Replicas[i].Name == testReplica {
+			return &st.Replicas[i]
+		}
+	}
+	return nil
 }
 
 // get reads an AdmissionPolicy back, status included, as the next update
@@ -54,18 +65,27 @@ func (f *fixture) get(name string) *unstructured.Unstructured {
 	return u
 }
 
+// One replica, which leads: it writes its own status.replicas entry and,
+// as leader, the Ready condition, the inForce summary and the Event. The
+// fake client merges applies rather than tracking field managers; what
+// several replicas do to each other's entries is the envtest's to show.
 func TestAdmissionPolicyStatus(t *testing.T) {
 	f := newFixture(t, admissionPolicy("trusted", 1, registrySpec("registry.example.com/")))
 	f.start()
 	c := f.cache
 
-	eventually(t, "Ready=True for generation 1", func() bool {
+	eventually(t, "Ready=True for generation 1, in force on 1/1 replicas", func() bool {
 		st, ready := f.status("trusted")
-		return ready != nil && ready.Status == metav1.ConditionTrue && ready.ObservedGeneration == 1 && st.ObservedGeneration == 1
+		r := replicaEntry(st)
+		return ready != nil && ready.Status == metav1.ConditionTrue && ready.ObservedGeneration == 1 && st.ObservedGeneration == 1 &&
+			st.InForce == "1/1" && r != nil && r.ObservedGeneration == 1 && r.InForce
 	})
-	_, ready := f.status("trusted")
+	st, ready := f.status("trusted")
 	if ready.Reason != ReasonInForce || ready.Message != "generation 1 is in force" {
 		t.Errorf("Ready = %s %q", ready.Reason, ready.Message)
+	}
+	if r := replicaEntry(st); r.Message != "" || r.LastTransitionTime.IsZero() {
+		t.Errorf("replica entry %+v: want no message and the time it took effect", r)
 	}
 
 	// Generation 2 is invalid: generation 1 stays in force, and says so.
@@ -73,11 +93,16 @@ func TestAdmissionPolicyStatus(t *testing.T) {
 	ap.Object["spec"] = map[string]any{"pods": map[string]any{"allowedRegistries": []any{"https://registry.example.com/"}}}
 	ap.SetGeneration(2)
 	f.update(ap)
-	eventually(t, "Ready=False for generation 2", func() bool {
+	eventually(t, "Ready=False for generation 2, in force on 0/1 replicas", func() bool {
 		st, ready := f.status("trusted")
-		return ready != nil && ready.Status == metav1.ConditionFalse && ready.ObservedGeneration == 2 && st.ObservedGeneration == 2
+		r := replicaEntry(st)
+		return ready != nil && ready.Status == metav1.ConditionFalse && ready.ObservedGeneration == 2 && st.ObservedGeneration == 2 &&
+			st.InForce == "0/1" && r != nil && r.ObservedGeneration == 2 && !r.InForce
 	})
-	_, ready = f.status("trusted")
+	st, ready = f.status("trusted")
+	if r := replicaEntry(st); r.Message != "generation 2 is invalid (generation 1 stays in force)" {
+		t.Errorf("replica entry message %q", r.Message)
+	}
 	for _, want := range []string{"generation 2 is invalid", "spec.pods.allowedRegistries[0]", "generation 1 stays in force"} {
 		if !strings.Contains(ready.Message, want) {
 			t.Errorf("Ready message %q lacks %q", ready.Message, want)
@@ -91,7 +116,8 @@ func TestAdmissionPolicyStatus(t *testing.T) {
 	// Events on a cluster-scoped object land in the default namespace.
 	eventually(t, "a Warning Event on the AdmissionPolicy", func() bool {
 		for _, e := range f.events("default", "trusted") {
-			if e.Reason == ReasonInvalidPolicy && e.InvolvedObject.Kind == "AdmissionPolicy" && strings.Contains(e.Message, "generation 1 stays in force") {
+			if e.Reason == ReasonInvalidPolicy && e.InvolvedObject.Kind == "AdmissionPolicy" &&
+				strings.Contains(e.Message, "generation 2 is invalid") && strings.Contains(e.Message, "generation 1 stays in force") {
 				return true
 			}
 		}
@@ -99,10 +125,12 @@ func TestAdmissionPolicyStatus(t *testing.T) {
 	})
 
 	// Status is written only when it changes: a change of metadata alone
-	// (same generation) writes nothing.
+	// (same generation) writes nothing. Each generation took two applies,
+	// the replica's entry and the leader's condition (the first one's
+	// summary may take one more, if the entry lands after it).
 	writes := f.statusWrites("trusted")
-	if writes != 2 {
-		t.Errorf("%d status writes for two generations, want 2", writes)
+	if writes < 4 || writes > 6 {
+		t.Errorf("%d status writes for two generations, want 4 to 6", writes)
 	}
 	ap = f.get("trusted")
 	ap.SetLabels(map[string]string{"team": "platform"})
@@ -129,7 +157,10 @@ func TestAdmissionPolicyStatus(t *testing.T) {
 	})
 	f.inForce(policy.Source{Kind: policy.SourceAdmissionPolicy, Name: "trusted"}, "3")
 	allowed(t, c, podRequest("team-a", "nginx"), true)
-	if v := counterValue(t, f.reg, MetricStatusUpdates, map[string]string{"result": "updated"}); v < 3 {
-		t.Errorf("%s{result=updated} = %v, want ≥ 3", MetricStatusUpdates, v)
+	if v := counterValue(t, f.reg, MetricStatusUpdates, map[string]string{"result": "updated"}); v < 6 {
+		t.Errorf("%s{result=updated} = %v, want ≥ 6", MetricStatusUpdates, v)
+	}
+	if n := len(f.events("default", "trusted")); n != 1 {
+		t.Errorf("%d Events on the AdmissionPolicy, want 1 (one invalid generation)", n)
 	}
 }

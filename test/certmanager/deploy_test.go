@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -60,7 +61,7 @@ func TestDeployRender(t *testing.T) {
 	for _, tc := range []struct {
 		img, dir, components string
 		want                 []*unstructured.Unstructured
-		extraKinds           []string
+		extra                []string // keys of the objects a component adds
 	}{
 		{img: "registry.example.com/platform/policy-webhook:v1.2.3", want: base},
 		{img: "localhost:5000/policy-webhook:dev", want: base},
@@ -68,7 +69,7 @@ func TestDeployRender(t *testing.T) {
 		{img: "registry.example.com:443/policy-webhook:v1@sha256:" + strings.Repeat("cd", 32), want: base},
 		{img: "registry.example.com/policy-webhook:v1", dir: "manifests/overlays/fail-open", want: failOpen},
 		{img: "registry.example.com/policy-webhook:v1", components: "manifests/components/servicemonitor", want: base,
-			extraKinds: []string{"ServiceMonitor"}},
+			extra: []string{"ServiceMonitor/policy-system/policy-webhook", "ClusterRoleBinding/policy-webhook-metrics-reader"}},
 	} {
 		t.Run(tc.img+" "+tc.dir+" "+tc.components, func(t *testing.T) {
 			out, err := deployScript(t, kubectl, "render", tc.img, tc.dir, tc.components)
@@ -82,14 +83,14 @@ func TestDeployRender(t *testing.T) {
 			var extra []*unstructured.Unstructured
 			kept := got[:0:0]
 			for _, o := range got {
-				if len(tc.extraKinds) > 0 && o.GetKind() == tc.extraKinds[0] {
+				if slices.Contains(tc.extra, key(o)) {
 					extra = append(extra, o)
 					continue
 				}
 				kept = append(kept, o)
 			}
-			if len(extra) != len(tc.extraKinds) {
-				t.Errorf("got %d objects of kinds %v, want %d", len(extra), tc.extraKinds, len(tc.extraKinds))
+			if len(extra) != len(tc.extra) {
+				t.Errorf("got %d of the objects %v, want all %d", len(extra), tc.extra, len(tc.extra))
 			}
 			_, c := webhookDeployment(t, kept)
 			if c.Image != tc.img {

@@ -26,7 +26,7 @@ const (
 	appName           = "policy-webhook" // ServiceAccount, Deployment, Service, webhook configuration, ...
 	servingCertName   = "policy-webhook-serving"
 	webhookPort       = 9443
-	metricsPort       = 8080
+	metricsPort       = 8443
 	healthPort        = 8081
 	certManagerAPIVer = "cert-manager.io/v1"
 )
@@ -48,6 +48,9 @@ func TestDefaultRendersTheInstall(t *testing.T) {
 		"ServiceAccount/policy-system/policy-webhook",
 		"ClusterRole/policy-webhook",
 		"ClusterRoleBinding/policy-webhook",
+		"ClusterRole/policy-webhook-metrics-auth",
+		"ClusterRoleBinding/policy-webhook-metrics-auth",
+		"ClusterRole/policy-webhook-metrics-reader",
 		"Role/policy-system/policy-webhook-leases",
 		"RoleBinding/policy-system/policy-webhook-leases",
 		"Issuer/policy-system/policy-webhook-selfsigned",
@@ -87,10 +90,12 @@ func checkRBAC(t *testing.T, objs []*unstructured.Unstructured) {
 	wantCluster := []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get", "list", "watch"}},
-		{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+		{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}},
 		{APIGroups: []string{"policy.example.com"}, Resources: []string{"admissionpolicies"}, Verbs: []string{"get", "list", "watch"}},
-		{APIGroups: []string{"policy.example.com"}, Resources: []string{"admissionpolicies/status"}, Verbs: []string{"update", "patch"}},
+		{APIGroups: []string{"policy.example.com"}, Resources: []string{"admissionpolicies/status"}, Verbs: []string{"patch"}},
 		{APIGroups: []string{"stable.example.com"}, Resources: []string{"myapples"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"list"}},
+		{APIGroups: []string{"wgpolicyk8s.io"}, Resources: []string{"policyreports"}, Verbs: []string{"get", "list", "create", "patch", "delete"}},
 	}
 	if !equality.Semantic.DeepEqual(cr.Rules, wantCluster) {
 		t.Errorf("ClusterRole rules:\n got %+v\nwant %+v", cr.Rules, wantCluster)
@@ -104,11 +109,31 @@ func checkRBAC(t *testing.T, objs []*unstructured.Unstructured) {
 		t.Errorf("ClusterRoleBinding binds %+v to %+v, want the ClusterRole to %+v", crb.RoleRef, crb.Subjects, subject)
 	}
 
+	// Metrics: the webhook may create token and access reviews, to check
+	// scrapers; a scraper bound to the reader role may get /metrics.
+	auth := findTyped[rbacv1.ClusterRole](t, objs, "ClusterRole", "policy-webhook-metrics-auth")
+	wantAuth := []rbacv1.PolicyRule{
+		{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
+		{APIGroups: []string{"authorization.k8s.io"}, Resources: []string{"subjectaccessreviews"}, Verbs: []string{"create"}},
+	}
+	if !equality.Semantic.DeepEqual(auth.Rules, wantAuth) {
+		t.Errorf("ClusterRole %s rules:\n got %+v\nwant %+v", auth.Name, auth.Rules, wantAuth)
+	}
+	authBinding := findTyped[rbacv1.ClusterRoleBinding](t, objs, "ClusterRoleBinding", "policy-webhook-metrics-auth")
+	if authBinding.RoleRef != (rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: auth.Name}) ||
+		!slices.Equal(authBinding.Subjects, []rbacv1.Subject{subject}) {
+		t.Errorf("ClusterRoleBinding %s binds %+v to %+v, want the ClusterRole to %+v", authBinding.Name, authBinding.RoleRef, authBinding.Subjects, subject)
+	}
+	reader := findTyped[rbacv1.ClusterRole](t, objs, "ClusterRole", "policy-webhook-metrics-reader")
+	if want := []rbacv1.PolicyRule{{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}}}; !equality.Semantic.DeepEqual(reader.Rules, want) {
+		t.Errorf("ClusterRole %s rules %+v, want %+v", reader.Name, reader.Rules, want)
+	}
+
 	// Leases: a Role, so only in the webhook's own namespace.
 	role := findTyped[rbacv1.Role](t, objs, "Role", "policy-webhook-leases")
 	wantRole := []rbacv1.PolicyRule{{
 		APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"},
-		Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"},
+		Verbs: []string{"get", "list", "create", "update", "delete"},
 	}}
 	if role.Namespace != installNamespace || !equality.Semantic.DeepEqual(role.Rules, wantRole) {
 		t.Errorf("Role %s/%s rules %+v, want %+v in %s", role.Namespace, role.Name, role.Rules, wantRole, installNamespace)
@@ -191,11 +216,18 @@ func checkDeployment(t *testing.T, objs []*unstructured.Unstructured) {
 		"--policy-namespace=" + installNamespace,
 		"--port=9443",
 		"--cert-dir=/etc/policy-webhook/serving-certs",
-		"--metrics-bind-address=:8080",
+		"--metrics-bind-address=:8443",
 		"--health-probe-bind-address=:8081",
+		"--leader-elect=true",
 	}
 	if !slices.Equal(c.Args, wantArgs) {
 		t.Errorf("args %q, want %q", c.Args, wantArgs)
+	}
+	// The replica's name, --replica-name's default, is the Pod's.
+	if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool {
+		return e.Name == "POD_NAME" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name"
+	}) {
+		t.Errorf("env %+v lacks POD_NAME from metadata.name", c.Env)
 	}
 
 	ports := map[string]int32{}
@@ -266,7 +298,7 @@ func checkService(t *testing.T, objs []*unstructured.Unstructured) {
 		svcPorts[p.Port] = p.TargetPort
 	}
 	if svcPorts[443] != intstr.FromString("webhook") || svcPorts[metricsPort] != intstr.FromString("metrics") || len(svcPorts) != 2 {
-		t.Errorf("Service ports %v, want 443 -> webhook (9443) and 8080 -> metrics", svcPorts)
+		t.Errorf("Service ports %v, want 443 -> webhook (9443) and 8443 -> metrics", svcPorts)
 	}
 
 	np := findTyped[networkingv1.NetworkPolicy](t, objs, "NetworkPolicy", appName)

@@ -7,8 +7,10 @@ import (
 	"slices"
 	"testing"
 
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
@@ -73,9 +75,16 @@ components:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := len(render(t, "default")) + 1; len(objs) != n {
-		t.Errorf("%d objects, want the default's and a ServiceMonitor: %d", len(objs), n)
+	if n := len(render(t, "default")) + 2; len(objs) != n {
+		t.Errorf("%d objects, want the default's, a ServiceMonitor and a ClusterRoleBinding: %d", len(objs), n)
 	}
+	// Prometheus's ServiceAccount may get /metrics.
+	crb := findTyped[rbacv1.ClusterRoleBinding](t, objs, "ClusterRoleBinding", "policy-webhook-metrics-reader")
+	if crb.RoleRef != (rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "policy-webhook-metrics-reader"}) ||
+		len(crb.Subjects) != 1 || crb.Subjects[0].Kind != "ServiceAccount" {
+		t.Errorf("ClusterRoleBinding %s binds %+v to %+v, want the metrics reader to a ServiceAccount", crb.Name, crb.RoleRef, crb.Subjects)
+	}
+	find(t, objs, "ClusterRole", "policy-webhook-metrics-reader")
 
 	sm := find(t, objs, "ServiceMonitor", appName)
 	if sm.GetAPIVersion() != "monitoring.coreos.com/v1" || sm.GetNamespace() != installNamespace {
@@ -101,7 +110,16 @@ components:
 			metricsPortName = p.Name
 		}
 	}
-	if ep["port"] != metricsPortName || ep["path"] != "/metrics" || ep["scheme"] != "http" {
-		t.Errorf("ServiceMonitor endpoint %v, want port %q path /metrics over http", ep, metricsPortName)
+	if ep["port"] != metricsPortName || ep["path"] != "/metrics" || ep["scheme"] != "https" ||
+		ep["bearerTokenFile"] != "/var/run/secrets/kubernetes.io/serviceaccount/token" {
+		t.Errorf("ServiceMonitor endpoint %v, want port %q path /metrics over https with the ServiceAccount token", ep, metricsPortName)
+	}
+	// The serving certificate verified: its CA, and a name it carries.
+	cert := findTyped[cmapi.Certificate](t, objs, "Certificate", servingCertName)
+	serverName, _, _ := unstructured.NestedString(ep, "tlsConfig", "serverName")
+	caSecret, _, _ := unstructured.NestedString(ep, "tlsConfig", "ca", "secret", "name")
+	caKey, _, _ := unstructured.NestedString(ep, "tlsConfig", "ca", "secret", "key")
+	if !slices.Contains(cert.Spec.DNSNames, serverName) || caSecret != cert.Spec.SecretName || caKey != "ca.crt" {
+		t.Errorf("ServiceMonitor tlsConfig %v, want serverName one of %v and ca.crt of Secret %s", ep["tlsConfig"], cert.Spec.DNSNames, cert.Spec.SecretName)
 	}
 }

@@ -48,6 +48,11 @@ type Options struct {
 	FailOpenBeforeSync bool
 	// Log receives the webhook's logs.
 	Log logr.Logger
+	// ClientCAFile and MetricsSecure are passed to webhook.Options.
+	ClientCAFile  string
+	MetricsSecure bool
+	// AuditInterval turns the background audit on (webhook.Options); 0: off.
+	AuditInterval time.Duration
 	// MetricsRegistry, when set, takes the webhook's metrics instead of
 	// controller-runtime's registry: a second webhook in the same process
 	// needs its own.
@@ -137,6 +142,9 @@ func Start(ctx context.Context, opts Options) (*Webhook, error) {
 			MetricsBindAddress:     w.MetricsAddr,
 			HealthProbeBindAddress: w.HealthAddr,
 			FailOpenBeforeSync:     opts.FailOpenBeforeSync,
+			ClientCAFile:           opts.ClientCAFile,
+			MetricsSecure:          opts.MetricsSecure,
+			AuditInterval:          opts.AuditInterval,
 			MetricsRegistry:        opts.MetricsRegistry,
 			Log:                    opts.Log,
 			OnReady:                func() { w.readyOnce.Do(func() { close(w.ready) }) },

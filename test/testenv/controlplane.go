@@ -42,6 +42,9 @@ type ControlPlaneOptions struct {
 	ExtraCRDDirs []string
 	// Log receives progress messages.
 	Log logr.Logger
+	// APIServerFlags are extra kube-apiserver flags, name (without
+	// dashes) to value, such as admission-control-config-file.
+	APIServerFlags map[string]string
 }
 
 // ControlPlane is a running kube-apiserver and etcd with the CRDs installed.
@@ -78,6 +81,9 @@ func StartControlPlane(ctx context.Context, opts ControlPlaneOptions) (*ControlP
 		BinaryAssetsDirectory: assets,
 		CRDDirectoryPaths:     append([]string{crdDir}, opts.ExtraCRDDirs...),
 		ErrorIfCRDPathMissing: true,
+	}
+	for name, value := range opts.APIServerFlags {
+		env.ControlPlane.GetAPIServer().Configure().Set(name, value)
 	}
 	opts.Log.Info("starting etcd and kube-apiserver", "assets", assets, "crds", env.CRDDirectoryPaths)
 	cfg, err := env.Start()

@@ -204,17 +204,90 @@ type MyAppleRules struct {
 	MaxTotalQuantityPerNamespace *int64 `json:"maxTotalQuantityPerNamespace,omitempty"`
 }
 
-// AdmissionPolicyStatus says whether the policy is in force.
+// AdmissionPolicyStatus says whether the policy is in force, and on which
+// replicas of the webhook.
 type AdmissionPolicyStatus struct {
 	// ObservedGeneration is the generation the status describes.
+	// Written by the elected (leader) replica.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 	// Conditions: Ready is True when the current generation is in force,
 	// False with the reason when it is invalid and an earlier one stays in force.
+	// Written by the elected (leader) replica.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// InForce is "<replicas enforcing the current generation>/<replicas>",
+	// counted over the replicas that are alive, for `kubectl get`.
+	// Written by the elected (leader) replica.
+	// +optional
+	InForce string `json:"inForce,omitempty"`
+	// Replicas is what each replica of the webhook enforces. Each replica
+	// writes only its own entry (server-side apply under its own field
+	// manager); the leader removes the entries of replicas that are gone.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=128
+	Replicas []ReplicaStatus `json:"replicas,omitempty"`
+
+	// Audit is what the last background audit found among the existing
+	// objects, written by the elected replica after each sweep.
+	// +optional
+	Audit *AuditStatus `json:"audit,omitempty"`
+}
+
+// ReplicaStatus is what one replica of the webhook enforces of a policy.
+type ReplicaStatus struct {
+	// Name of the replica (its Pod name).
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// ObservedGeneration is the newest generation this replica has read.
+	ObservedGeneration int64 `json:"observedGeneration"`
+	// InForce is true when this replica enforces ObservedGeneration; false
+	// when that generation is invalid (Message says which one, if any, this
+	// replica enforces instead).
+	InForce bool `json:"inForce"`
+	// LastTransitionTime is when this replica started enforcing what this
+	// entry says: the moment its new policy snapshot was swapped in.
+	LastTransitionTime metav1.Time `json:"lastTransitionTime"`
+	// Message says why ObservedGeneration is not in force.
+	// +optional
+	// +kubebuilder:validation:MaxLength=32768
+	Message string `json:"message,omitempty"`
+}
+
+// AuditStatus is the outcome of the last background audit for one policy.
+type AuditStatus struct {
+	// LastAuditTime is when the sweep that found these violations ended.
+	LastAuditTime metav1.Time `json:"lastAuditTime"`
+	// TotalViolations counts the violations of this policy among the
+	// existing objects, all of them, not only those listed.
+	TotalViolations int64 `json:"totalViolations"`
+	// Violations lists the first ones (at most 20), in the order listed.
+	// +optional
+	// +kubebuilder:validation:MaxItems=20
+	Violations []AuditViolation `json:"violations,omitempty"`
+}
+
+// AuditViolation is one rule one existing object breaks.
+type AuditViolation struct {
+	// Kind of the object: Pod or MyApple.
+	Kind string `json:"kind"`
+	// Namespace of the object.
+	Namespace string `json:"namespace"`
+	// Name of the object.
+	Name string `json:"name"`
+	// Rule broken, as in a denial (pods.allowedRegistries, ...).
+	Rule string `json:"rule"`
+	// Field at fault.
+	// +optional
+	Field string `json:"field,omitempty"`
+	// Message says why.
+	// +optional
+	Message string `json:"message,omitempty"`
 }
 
 // AdmissionPolicy is a cluster-wide policy judged by policy-webhook.
@@ -223,6 +296,8 @@ type AdmissionPolicyStatus struct {
 // +kubebuilder:resource:scope=Cluster,shortName=ap
 // +kubebuilder:subresource:status
 // +kubebuilder:printcolumn:name="Enforcement",type=string,JSONPath=`.spec.enforcement`
+// +kubebuilder:printcolumn:name="In Force",type=string,JSONPath=`.status.inForce`,description="Replicas enforcing the current generation / replicas alive"
+// +kubebuilder:printcolumn:name="Violations",type=integer,JSONPath=`.status.audit.totalViolations`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type AdmissionPolicy struct {
 	metav1.TypeMeta   `json:",inline"`

@@ -1,0 +1,225 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+
+	"github.com/policy-webhook/policy-webhook/policy"
+	"github.com/policy-webhook/policy-webhook/policy/live"
+)
+
+// Defaults of Config.
+const (
+	DefaultInterval = 60 * time.Second
+	DefaultDebounce = 2 * time.Second
+	// DefaultSweepTimeout bounds one sweep, listing and writing included.
+	DefaultSweepTimeout = 5 * time.Minute
+)
+
+// Policies is what the audit needs of the live policy cache.
+type Policies interface {
+	policy.Cluster
+	WaitForSync(ctx context.Context) bool
+	Snapshot() *live.Snapshot
+	Swapped() <-chan struct{}
+}
+
+// Config is what an Auditor needs.
+type Config struct {
+	// Policies is the live cache: its snapshot and cluster state are what
+	// admissions are judged with.
+	Policies Policies
+	// REST lists Pods and MyApples in pages.
+	REST rest.Interface
+	// Dynamic writes PolicyReports and AdmissionPolicy status.
+	Dynamic dynamic.Interface
+	// Discovery tells whether the PolicyReport CRDs are installed.
+	Discovery discovery.DiscoveryInterface
+	// Interval between sweeps; 0 is DefaultInterval.
+	Interval time.Duration
+	// Debounce is how long a policy change waits for more before the sweep
+	// it triggers; 0 is DefaultDebounce.
+	Debounce time.Duration
+	// SweepTimeout bounds one sweep; 0 is DefaultSweepTimeout.
+	SweepTimeout time.Duration
+	// PageSize of the lists; 0 is DefaultPageSize.
+	PageSize int64
+	// Log receives the audit's messages.
+	Log logr.Logger
+	// Metrics registers the audit's metrics; nil registers none.
+	Metrics prometheus.Registerer
+	// Now is the clock; nil is time.Now.
+	Now func() time.Time
+}
+
+// Auditor is the background audit: a controller-runtime Runnable that runs
+// on the elected leader only, so that one replica writes one set of reports.
+type Auditor struct {
+	cfg     Config
+	log     logr.Logger
+	metrics *metrics
+	lister  *Lister
+
+	// State kept across sweeps by the one goroutine that sweeps.
+	written              map[string]string // namespace → content hash of its report; nil: not loaded
+	firstSeen            map[resultKey]metav1.Timestamp
+	reportsMissingLogged bool
+	swept                chan struct{} // signalled after each sweep, for Sweeps
+}
+
+// New checks the configuration and registers the metrics.
+func New(cfg Config) (*Auditor, error) {
+	var errs []error
+	if cfg.Policies == nil {
+		errs = append(errs, errors.New("policies are required"))
+	}
+	if cfg.REST == nil || cfg.Dynamic == nil || cfg.Discovery == nil {
+		errs = append(errs, errors.New("the REST, Dynamic and Discovery clients are required"))
+	}
+	if cfg.Interval < 0 || cfg.Debounce < 0 || cfg.SweepTimeout < 0 {
+		errs = append(errs, errors.New("the interval, debounce and sweep timeout must not be negative"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("configuring the audit: %w", err)
+	}
+	if cfg.Interval == 0 {
+		cfg.Interval = DefaultInterval
+	}
+	if cfg.Debounce == 0 {
+		cfg.Debounce = DefaultDebounce
+	}
+	if cfg.SweepTimeout == 0 {
+		cfg.SweepTimeout = DefaultSweepTimeout
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	return &Auditor{
+		cfg:       cfg,
+		log:       cfg.Log,
+		metrics:   m,
+		lister:    &Lister{Client: cfg.REST, PageSize: cfg.PageSize},
+		firstSeen: map[resultKey]metav1.Timestamp{},
+		swept:     make(chan struct{}, 1),
+	}, nil
+}
+
+// NeedLeaderElection makes the manager run the audit on the elected
+// replica only: one writer, one set of reports.
+func (a *Auditor) NeedLeaderElection() bool { return true }
+
+// Start sweeps once the policy cache has synced, then every Interval and
+// Debounce after each policy change, until ctx is done. A failed sweep is
+// logged and counted; the next one starts afresh.
+func (a *Auditor) Start(ctx context.Context) error {
+	a.log.Info("Starting the audit", "interval", a.cfg.Interval, "debounce", a.cfg.Debounce)
+	if !a.cfg.Policies.WaitForSync(ctx) {
+		return nil
+	}
+	// A change before the first sweep is in it.
+	select {
+	case <-a.cfg.Policies.Swapped():
+	default:
+	}
+	ticker := time.NewTicker(a.cfg.Interval)
+	defer ticker.Stop()
+	var debounce <-chan time.Time
+	a.sweepAndLog(ctx, "start")
+	for {
+		select {
+		case <-ctx.Done():
+			a.log.Info("Audit stopped")
+			return nil
+		case <-a.cfg.Policies.Swapped():
+			if debounce == nil {
+				debounce = time.After(a.cfg.Debounce)
+			}
+		case <-debounce:
+			debounce = nil
+			a.sweepAndLog(ctx, "policy change")
+			ticker.Reset(a.cfg.Interval)
+		case <-ticker.C:
+			a.sweepAndLog(ctx, "interval")
+		}
+	}
+}
+
+// Swept is signalled after each sweep (one slot: sweeps not yet received
+// coalesce), for whoever wants to wait for fresh results.
+func (a *Auditor) Swept() <-chan struct{} { return a.swept }
+
+func (a *Auditor) sweepAndLog(ctx context.Context, why string) {
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.SweepTimeout)
+	defer cancel()
+	begun := a.cfg.Now()
+	s, err := a.Sweep(ctx)
+	took := a.cfg.Now().Sub(begun)
+	a.metrics.duration.Observe(took.Seconds())
+	if err != nil {
+		a.metrics.sweeps.WithLabelValues("failed").Inc()
+		if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			a.log.Error(err, "Audit sweep failed", "trigger", why, "took", took)
+		}
+	} else {
+		a.metrics.sweeps.WithLabelValues("ok").Inc()
+		a.log.Info("Audit sweep done", "trigger", why, "took", took, "pods", s.Totals.Judged[policy.KindPod],
+			"myApples", s.Totals.Judged[policy.KindMyApple], "violations", s.Violations, "namespacesWithViolations", s.Namespaces)
+	}
+	select {
+	case a.swept <- struct{}{}:
+	default:
+	}
+}
+
+// SweepSummary says what one sweep found.
+type SweepSummary struct {
+	Totals     Totals
+	Violations int
+	Namespaces int
+}
+
+// Sweep judges every existing object against the current snapshot, then
+// writes the reports, the AdmissionPolicy status and the metrics. The
+// whole sweep uses one snapshot, so every object is judged by the same
+// policies; the cluster state (namespace labels, MyApple quantities) is
+// the cache's, as at admission.
+func (a *Auditor) Sweep(ctx context.Context) (SweepSummary, error) {
+	snap := a.cfg.Policies.Snapshot()
+	now := metav1.NewTime(a.cfg.Now())
+	f := newFindings(metav1.Timestamp{Seconds: now.Unix()})
+	violations := 0
+	totals, err := Sweep(ctx, a.lister, func(r *policy.Request) policy.Decision {
+		return snap.Set.Evaluate(r, a.cfg.Policies)
+	}, func(o *Object, d *policy.Decision) error {
+		violations += len(d.Violations)
+		f.add(o, d, a.firstSeen)
+		return nil
+	})
+	for kind, n := range totals.Judged {
+		a.metrics.judged.WithLabelValues(kind).Add(float64(n))
+	}
+	if err != nil {
+		return SweepSummary{Totals: totals}, err
+	}
+	a.firstSeen = f.firstSeen
+	a.metrics.setViolations(f.counts)
+	byNamespace := f.withViolations()
+	err = errors.Join(
+		a.writeReports(ctx, byNamespace),
+		a.writeStatus(ctx, snap.Policies(), f.policies, now),
+	)
+	return SweepSummary{Totals: totals, Violations: violations, Namespaces: len(byNamespace)}, err
+}

@@ -1,0 +1,43 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/policy-webhook/policy-webhook/policy"
+)
+
+// Judge decides one request. The audit judges with one snapshot's
+// policy.Set and the cache as its cluster state; check --cluster with the
+// policy files and the cluster it read.
+type Judge func(*policy.Request) policy.Decision
+
+// Totals say what a sweep read.
+type Totals struct {
+	// Judged counts the objects judged, by kind.
+	Judged map[string]int
+	// NotServed lists the kinds the API server does not serve (no MyApple
+	// CRD): there is nothing of them to judge.
+	NotServed []string
+}
+
+// Sweep judges every Pod, then every MyApple, and hands each object with
+// its decision to fn, one at a time: nothing is kept but what fn keeps.
+func Sweep(ctx context.Context, l *Lister, judge Judge, fn func(*Object, *policy.Decision) error) (Totals, error) {
+	t := Totals{Judged: make(map[string]int, len(Kinds))}
+	for _, kind := range Kinds {
+		err := l.Each(ctx, kind, func(o *Object) error {
+			d := judge(o.Request)
+			t.Judged[kind]++
+			return fn(o, &d)
+		})
+		switch {
+		case errors.Is(err, ErrNotServed):
+			t.NotServed = append(t.NotServed, kind)
+		case err != nil:
+			return t, fmt.Errorf("judging the existing %ss: %w", kind, err)
+		}
+	}
+	return t, nil
+}

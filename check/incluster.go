@@ -1,0 +1,82 @@
+package check
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/policy-webhook/policy-webhook/audit"
+	"github.com/policy-webhook/policy-webhook/policy"
+)
+
+// ClusterTotals say what JudgeCluster read.
+type ClusterTotals struct {
+	// Judged counts the objects judged, by kind.
+	Judged map[string]int
+	// Admitted counts those admitted without any violation, which
+	// JudgeCluster does not return.
+	Admitted int
+	// NotServed lists kinds the cluster does not serve (no MyApple CRD).
+	NotServed []string
+}
+
+// JudgeCluster judges the Pods and MyApples that exist in a cluster, as
+// the webhook would judge each one created today (CREATE semantics:
+// nothing is forgiven). Every list is read in pages. The cluster state
+// rules read comes from the cluster: its namespaces' labels, and its
+// MyApples' quantities. It returns the objects with at least one violation,
+// in list order, and the totals.
+func (c *Checker) JudgeCluster(ctx context.Context, kube kubernetes.Interface, pageSize int64) ([]*Result, ClusterTotals, error) {
+	if pageSize <= 0 {
+		pageSize = audit.DefaultPageSize
+	}
+	totals := ClusterTotals{}
+	opts := metav1.ListOptions{Limit: pageSize}
+	for {
+		list, err := kube.CoreV1().Namespaces().List(ctx, opts)
+		if err != nil {
+			return nil, totals, fmt.Errorf("listing the cluster's namespaces: %w", err)
+		}
+		for i := range list.Items {
+			c.cluster.SetNamespace(list.Items[i].Name, list.Items[i].Labels)
+		}
+		if opts.Continue = list.Continue; opts.Continue == "" {
+			break
+		}
+	}
+	lister := &audit.Lister{Client: kube.CoreV1().RESTClient(), PageSize: pageSize}
+	err := lister.Each(ctx, policy.KindMyApple, func(o *audit.Object) error {
+		c.cluster.SetMyApple(o.Namespace, o.Name, o.Request.MyApple.Spec.Quantity)
+		return nil
+	})
+	if err != nil && !errors.Is(err, audit.ErrNotServed) {
+		return nil, totals, fmt.Errorf("reading the cluster's MyApples: %w", err)
+	}
+
+	var results []*Result
+	t, err := audit.Sweep(ctx, lister, func(r *policy.Request) policy.Decision {
+		return c.set.Evaluate(r, c.cluster)
+	}, func(o *audit.Object, d *policy.Decision) error {
+		if len(d.Violations) == 0 {
+			totals.Admitted++
+			return nil
+		}
+		r := &Result{
+			Kind: o.Kind, Namespace: o.Namespace, Name: o.Name,
+			Allowed: d.Allowed, Warnings: d.Warnings(), Violations: d.Violations,
+		}
+		if r.Warnings == nil {
+			r.Warnings = []string{}
+		}
+		results = append(results, r)
+		return nil
+	})
+	totals.Judged, totals.NotServed = t.Judged, t.NotServed
+	if err != nil {
+		return nil, totals, err
+	}
+	return results, totals, nil
+}

@@ -1,0 +1,115 @@
+package live
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/ptr"
+)
+
+// Every replica keeps a Lease of its own in the policy namespace renewed,
+// as a kubelet keeps its node Lease: the leader reads them to tell the
+// replicas that are alive, so that it can count them in status.inForce and
+// remove the status.replicas entries of those that are gone. A Lease is the
+// one liveness record that needs no other RBAC than the Role the webhook
+// already has, works the same in any cluster (no Pods or EndpointSlices to
+// read), and expires by itself when a replica dies without a word.
+const (
+	// heartbeatLeasePrefix + replica name is a replica's heartbeat Lease.
+	heartbeatLeasePrefix = "policy-webhook-replica-"
+	// HeartbeatLabel marks heartbeat Leases, so the leader lists them
+	// apart from the leader election Lease.
+	HeartbeatLabel = "policy.example.com/replica-heartbeat"
+	// heartbeatMisses is how many renewals a replica may miss before it
+	// counts as gone: a replica is not dropped for one slow request.
+	heartbeatMisses = 4
+	// heartbeatDeleteTimeout bounds the deletion of the Lease on shutdown.
+	heartbeatDeleteTimeout = 2 * time.Second
+)
+
+// heartbeatLeaseName is the name of a replica's heartbeat Lease.
+func heartbeatLeaseName(replica string) string { return heartbeatLeasePrefix + replica }
+
+// heartbeat renews the replica's Lease every interval until ctx is done,
+// then deletes it, so that the leader sees a replica that stopped cleanly
+// gone at once rather than after the Lease expires.
+func (c *Cache) heartbeat(ctx context.Context) {
+	wait.JitterUntilWithContext(ctx, func(ctx context.Context) {
+		if err := c.renewHeartbeat(ctx); err != nil && ctx.Err() == nil {
+			c.log.Error(err, "Renewing the replica's heartbeat Lease, will retry", "lease", heartbeatLeaseName(c.cfg.Replica))
+		}
+	}, c.cfg.HeartbeatInterval, 0.1, true)
+
+	// ctx is done; a short budget of its own for the last request, which
+	// only saves the leader waiting for the Lease to expire.
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), heartbeatDeleteTimeout)
+	defer cancel()
+	err := c.cfg.Kube.CoordinationV1().Leases(c.cfg.PolicyNamespace).Delete(dctx, heartbeatLeaseName(c.cfg.Replica), metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		c.log.Error(err, "Deleting the replica's heartbeat Lease; it expires by itself", "lease", heartbeatLeaseName(c.cfg.Replica))
+	}
+}
+
+func (c *Cache) renewHeartbeat(ctx context.Context) error {
+	leases := c.cfg.Kube.CoordinationV1().Leases(c.cfg.PolicyNamespace)
+	name := heartbeatLeaseName(c.cfg.Replica)
+	now := metav1.NewMicroTime(time.Now())
+	spec := coordinationv1.LeaseSpec{
+		HolderIdentity:       ptr.To(c.cfg.Replica),
+		LeaseDurationSeconds: ptr.To(int32((heartbeatMisses * c.cfg.HeartbeatInterval).Round(time.Second).Seconds())),
+		RenewTime:            &now,
+	}
+	if *spec.LeaseDurationSeconds < 1 {
+		*spec.LeaseDurationSeconds = 1
+	}
+	lease, err := leases.Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		spec.AcquireTime = &now
+		_, err = leases.Create(ctx, &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: c.cfg.PolicyNamespace, Labels: map[string]string{HeartbeatLabel: "true"}},
+			Spec:       spec,
+		}, metav1.CreateOptions{FieldManager: fieldManager})
+		if err != nil {
+			return fmt.Errorf("creating Lease %s/%s: %w", c.cfg.PolicyNamespace, name, err)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("reading Lease %s/%s: %w", c.cfg.PolicyNamespace, name, err)
+	}
+	spec.AcquireTime = lease.Spec.AcquireTime
+	lease.Spec = spec
+	if _, err := leases.Update(ctx, lease, metav1.UpdateOptions{FieldManager: fieldManager}); err != nil {
+		return fmt.Errorf("renewing Lease %s/%s: %w", c.cfg.PolicyNamespace, name, err)
+	}
+	return nil
+}
+
+// aliveReplicas lists the replicas whose heartbeat Lease is current, by
+// the clock of the caller: the Lease duration (several renewals) absorbs
+// the skew between replicas' clocks.
+func (c *Cache) aliveReplicas(ctx context.Context, now time.Time) (map[string]bool, error) {
+	list, err := c.cfg.Kube.CoordinationV1().Leases(c.cfg.PolicyNamespace).List(ctx, metav1.ListOptions{
+		LabelSelector: labels.SelectorFromSet(labels.Set{HeartbeatLabel: "true"}).String(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing the replicas' heartbeat Leases in %s: %w", c.cfg.PolicyNamespace, err)
+	}
+	alive := make(map[string]bool, len(list.Items))
+	for i := range list.Items {
+		s := &list.Items[i].Spec
+		if s.HolderIdentity == nil || s.RenewTime == nil || s.LeaseDurationSeconds == nil {
+			continue
+		}
+		if now.Before(s.RenewTime.Add(time.Duration(*s.LeaseDurationSeconds) * time.Second)) {
+			alive[*s.HolderIdentity] = true
+		}
+	}
+	return alive, nil
+}

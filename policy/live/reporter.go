@@ -1,0 +1,385 @@
+package live
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/policy-webhook/policy-webhook/policy"
+	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
+)
+
+// eventMessageLimit keeps Event messages within what the events API
+// accepts; the full error is in the log and, for an AdmissionPolicy, its
+// status.
+const eventMessageLimit = 1024
+
+// eventComponent is the reporting component of the Events the leader writes.
+const eventComponent = "policy-webhook"
+
+// Reporter writes what the replicas report once for all of them: the
+// Warning Event on a policy source whose newest version is invalid, and an
+// AdmissionPolicy's observedGeneration, Ready condition and inForce summary,
+// pruning the status.replicas entries of replicas that are gone. It reads
+// the Cache it belongs to, which runs on every replica, and writes only
+// while it runs: controller-runtime's manager runs it on the elected
+// replica alone (NeedLeaderElection), so each Event and condition is
+// written once, not once per replica.
+type Reporter struct {
+	c *Cache
+	// queue is non-nil while the Reporter runs, so that a replica that
+	// does not lead queues nothing; a new leader walks every source anyway.
+	queue atomic.Pointer[workqueue.TypedRateLimitingInterface[policy.Source]]
+
+	// Only the worker goroutine touches these.
+	alive   map[string]bool
+	emitted map[eventKey]bool
+	written written
+}
+
+// eventKey is one invalid version of one object.
+type eventKey struct {
+	uid     types.UID
+	version string
+}
+
+// Reporter returns the Cache's leader-only writer, to be added to a
+// controller-runtime manager with leader election.
+func (c *Cache) Reporter() *Reporter { return c.reporter }
+
+// NeedLeaderElection makes controller-runtime's manager run the Reporter
+// on the elected replica only.
+func (r *Reporter) NeedLeaderElection() bool { return true }
+
+// enqueue asks the Reporter to look at a source, if it runs.
+func (r *Reporter) enqueue(src policy.Source) {
+	if q := r.queue.Load(); q != nil {
+		(*q).Add(src)
+	}
+}
+
+// Start runs the Reporter until ctx is done: it waits for the Cache to
+// sync, walks every source it holds (whatever happened while another
+// replica led, or none did, is written now), then follows changes. It
+// re-reads the heartbeat Leases every heartbeat interval and looks at every
+// AdmissionPolicy again when the replicas alive change.
+func (r *Reporter) Start(ctx context.Context) error {
+	c := r.c
+	if !c.WaitForSync(ctx) {
+		return nil
+	}
+	c.log.Info("Elected: writing policy Events and AdmissionPolicy status", "replica", c.cfg.Replica)
+	q := workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[policy.Source](),
+		workqueue.TypedRateLimitingQueueConfig[policy.Source]{Name: "leader-status"})
+	r.alive, r.emitted, r.written = nil, map[eventKey]bool{}, written{}
+	r.queue.Store(&q)
+	defer r.queue.Store(nil)
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.work(ctx, q)
+	}()
+
+	wait.JitterUntilWithContext(ctx, func(ctx context.Context) {
+		// Through the queue, so that alive is only touched by the worker.
+		q.Add(policy.Source{Kind: aliveRefresh})
+	}, c.cfg.HeartbeatInterval, 0.1, true)
+	q.ShutDown()
+	<-done
+	c.log.Info("No longer writing policy Events and AdmissionPolicy status", "replica", c.cfg.Replica)
+	return nil
+}
+
+// aliveRefresh is the Kind of the queue key that has the worker re-read
+// the heartbeat Leases.
+const aliveRefresh = "<alive>"
+
+func (r *Reporter) work(ctx context.Context, q workqueue.TypedRateLimitingInterface[policy.Source]) {
+	c := r.c
+	for {
+		src, shutdown := q.Get()
+		if shutdown || ctx.Err() != nil {
+			return
+		}
+		var err error
+		switch src.Kind {
+		case aliveRefresh:
+			err = r.refreshAlive(ctx, q)
+		case policy.SourceConfigMap:
+			err = r.syncConfigMap(ctx, src)
+		case policy.SourceAdmissionPolicy:
+			err = r.syncAdmissionPolicy(ctx, q, src.Name)
+		}
+		switch {
+		case err == nil:
+			q.Forget(src)
+		case ctx.Err() != nil:
+		default:
+			c.metrics.statusUpdates.WithLabelValues(statusResultFailed).Inc()
+			c.log.Error(err, "Writing policy Events or status as leader, will retry", "source", src.String())
+			q.AddRateLimited(src)
+		}
+		q.Done(src)
+	}
+}
+
+// refreshAlive re-reads which replicas are alive. On the first read, and
+// whenever the set changes, every source is looked at again: the summary
+// counts the replicas alive, and entries of the gone are pruned.
+func (r *Reporter) refreshAlive(ctx context.Context, q workqueue.TypedRateLimitingInterface[policy.Source]) error {
+	alive, err := r.c.aliveReplicas(ctx, time.Now())
+	if err != nil {
+		return err
+	}
+	first := r.alive == nil
+	if !first && mapsEqual(alive, r.alive) {
+		return nil
+	}
+	r.alive = alive
+	for _, src := range r.c.sourcesToReport() {
+		q.Add(src)
+	}
+	return nil
+}
+
+func mapsEqual(a, b map[string]bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if !b[k] {
+			return false
+		}
+	}
+	return true
+}
+
+// sourcesToReport lists every AdmissionPolicy in the store and every
+// invalid source of the current snapshot.
+func (c *Cache) sourcesToReport() []policy.Source {
+	var out []policy.Source
+	for _, name := range c.policyInformer.GetStore().ListKeys() {
+		out = append(out, policy.Source{Kind: policy.SourceAdmissionPolicy, Name: name})
+	}
+	for src := range c.snapshot.Load().Errors {
+		if src.Kind == policy.SourceConfigMap {
+			out = append(out, src)
+		}
+	}
+	return out
+}
+
+// syncConfigMap writes the Event of an invalid ConfigMap version.
+func (r *Reporter) syncConfigMap(ctx context.Context, src policy.Source) error {
+	se, invalid := r.c.snapshot.Load().Errors[src]
+	if !invalid {
+		return nil
+	}
+	obj, exists, err := r.c.configMapInformer.GetStore().GetByKey(src.Namespace + "/" + src.Name)
+	if err != nil {
+		return fmt.Errorf("reading ConfigMap %s/%s from the cache: %w", src.Namespace, src.Name, err)
+	}
+	if !exists {
+		return nil
+	}
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok || u.GetResourceVersion() != se.Version {
+		// The snapshot lags the store: the next one enqueues it again.
+		return nil
+	}
+	return r.recordInvalid(ctx, src, u, se)
+}
+
+// syncAdmissionPolicy writes the Event of an invalid generation, prunes
+// the entries of replicas that are gone, and sets observedGeneration, the
+// Ready condition and the inForce summary, each only if it changes.
+func (r *Reporter) syncAdmissionPolicy(ctx context.Context, q workqueue.TypedRateLimitingInterface[policy.Source], name string) error {
+	c := r.c
+	u, ok := c.admissionPolicy(name)
+	if !ok {
+		delete(r.written, name)
+		return nil
+	}
+	gen := u.GetGeneration()
+	inForce, se, ok := policyState(c.snapshot.Load(), name, gen)
+	if !ok {
+		return nil
+	}
+	if r.alive == nil {
+		// Never prune before knowing who is alive.
+		if err := r.refreshAlive(ctx, q); err != nil {
+			return err
+		}
+	}
+	st := statusOf(u)
+	if !inForce {
+		// The Event goes first and the condition after, so a condition
+		// that already says this generation is invalid proves its Event
+		// was written, by this leader or one before it: this survives the
+		// Event itself expiring (an hour by default) and a later failover.
+		if cur := meta.FindStatusCondition(st.Conditions, ConditionReady); cur == nil ||
+			cur.Status != metav1.ConditionFalse || cur.ObservedGeneration != gen {
+			if err := r.recordInvalid(ctx, policy.Source{Kind: policy.SourceAdmissionPolicy, Name: name}, u, se); err != nil {
+				return err
+			}
+		}
+	}
+
+	// Prune, then count. An entry younger than a heartbeat Lease's
+	// duration is kept even without a Lease: its replica may have started
+	// after the Leases were last read.
+	now := time.Now()
+	grace := heartbeatMisses * c.cfg.HeartbeatInterval
+	members := map[string]bool{}
+	for name := range r.alive {
+		members[name] = true
+	}
+	inForceCount := 0
+	for _, e := range st.Replicas {
+		if !r.alive[e.Name] {
+			if age := now.Sub(e.LastTransitionTime.Time); age < grace {
+				q.AddAfter(policy.Source{Kind: policy.SourceAdmissionPolicy, Name: name}, grace-age)
+			} else {
+				if err := c.applyStatus(ctx, name, ReplicaFieldManager(e.Name), nil); err != nil {
+					return fmt.Errorf("removing the entry of gone replica %s: %w", e.Name, err)
+				}
+				c.log.Info("Removed the AdmissionPolicy status entry of a replica that is gone", "name", name, "replica", e.Name)
+				continue
+			}
+		}
+		members[e.Name] = true
+		if e.ObservedGeneration == gen && e.InForce {
+			inForceCount++
+		}
+	}
+	summary := strconv.Itoa(inForceCount) + "/" + strconv.Itoa(len(members))
+
+	ready := readyCondition(inForce, se, gen)
+	conditions := slices.Clone(st.Conditions)
+	changed := meta.SetStatusCondition(&conditions, ready)
+	if !changed && st.ObservedGeneration == gen && st.InForce == summary {
+		return nil
+	}
+	content := leaderContent{gen: gen, status: ready.Status, message: ready.Message, summary: summary}
+	if r.written.pending(u, content) {
+		return nil
+	}
+	// Apply only the fields the leader owns; SetStatusCondition kept
+	// Ready's lastTransitionTime if its status did not change.
+	if err := c.applyStatus(ctx, name, fieldManager, &v1alpha1.AdmissionPolicyStatus{
+		ObservedGeneration: gen,
+		Conditions:         []metav1.Condition{*meta.FindStatusCondition(conditions, ConditionReady)},
+		InForce:            summary,
+	}); err != nil {
+		return err
+	}
+	r.written.record(u, content)
+	c.log.V(1).Info("AdmissionPolicy status applied", "name", name, "generation", gen, "inForce", inForce, "replicasInForce", summary)
+	return nil
+}
+
+// leaderContent is what the leader's part of the status says, for written.
+type leaderContent struct {
+	gen     int64
+	status  metav1.ConditionStatus
+	message string
+	summary string
+}
+
+// recordInvalid writes the Warning Event on an invalid version of a
+// source, where `kubectl describe` shows it to the policy's author.
+//
+// Exactly one Event per invalid version, whichever replica leads and
+// however often leadership changes: the Event's name is derived from the
+// object's UID and the invalid version, and it is created, never updated.
+// A leader that finds it already exists (AlreadyExists) knows an earlier
+// leader wrote it, with no list or watch of Events and no mark on the
+// user's object (an annotation on a ConfigMap would itself be a new
+// version). Two leaders overlapping for a moment still make one Event:
+// the API server accepts one create of a name. The emitted set only saves
+// this leader the repeated create.
+func (r *Reporter) recordInvalid(ctx context.Context, src policy.Source, u *unstructured.Unstructured, se SourceError) error {
+	key := eventKey{uid: u.GetUID(), version: se.Version}
+	if r.emitted[key] {
+		return nil
+	}
+	ref := corev1.ObjectReference{
+		Namespace:       u.GetNamespace(),
+		Name:            u.GetName(),
+		UID:             u.GetUID(),
+		ResourceVersion: u.GetResourceVersion(),
+	}
+	versionName := "resourceVersion"
+	switch src.Kind {
+	case policy.SourceConfigMap:
+		ref.APIVersion, ref.Kind = "v1", "ConfigMap"
+	case policy.SourceAdmissionPolicy:
+		ref.APIVersion, ref.Kind = v1alpha1.GroupVersion.String(), "AdmissionPolicy"
+		versionName = "generation"
+	}
+	msg := fmt.Sprintf("Policy not in force: %s %s is invalid: %s (%s)", versionName, se.Version, problems(se.Err), stillInForce(src.Kind, se.InForce))
+	if len(msg) > eventMessageLimit {
+		msg = msg[:eventMessageLimit-3] + "..."
+	}
+	// Events on a cluster-scoped object go to the default namespace, as
+	// client-go's recorder puts them.
+	ns := ref.Namespace
+	if ns == "" {
+		ns = metav1.NamespaceDefault
+	}
+	now := metav1.Now()
+	ev := &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{Name: invalidEventName(ref.Name, ref.UID, se.Version), Namespace: ns},
+		InvolvedObject: ref,
+		Reason:         ReasonInvalidPolicy,
+		Message:        msg,
+		Type:           corev1.EventTypeWarning,
+		Source:         corev1.EventSource{Component: eventComponent, Host: r.c.cfg.Replica},
+		FirstTimestamp: now,
+		LastTimestamp:  now,
+		Count:          1,
+	}
+	_, err := r.c.cfg.Kube.CoreV1().Events(ns).Create(ctx, ev, metav1.CreateOptions{})
+	switch {
+	case apierrors.IsAlreadyExists(err):
+		r.c.log.V(1).Info("Warning Event already written by an earlier leader", "source", src.String(), "version", se.Version)
+	case err != nil:
+		return fmt.Errorf("writing the Warning Event on %s version %s: %w", src, se.Version, err)
+	default:
+		r.c.log.V(1).Info("Warning Event written", "source", src.String(), "version", se.Version, "event", ev.Name)
+	}
+	r.emitted[key] = true
+	return nil
+}
+
+// invalidEventName is the name of the Event on one invalid version of one
+// object: the object's name, for people listing Events, then a hash of
+// its UID and the version, so that a recreated object or a later invalid
+// version gets an Event of its own.
+func invalidEventName(name string, uid types.UID, version string) string {
+	sum := sha256.Sum256([]byte(string(uid) + "/" + version))
+	suffix := hex.EncodeToString(sum[:8])
+	// A DNS subdomain: at most 253 characters, each dot-separated label
+	// beginning and ending alphanumeric.
+	const maxPrefix = 253 - 1 - 16
+	if len(name) > maxPrefix {
+		name = strings.TrimRight(name[:maxPrefix], "-.")
+	}
+	return name + "." + suffix
+}

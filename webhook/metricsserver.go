@@ -1,0 +1,48 @@
+package webhook
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+)
+
+// metricsOptions configure controller-runtime's metrics server. Secure, it
+// is what kubebuilder scaffolds: HTTPS with the serving certificate, and
+// every scrape authenticated (TokenReview) and authorized
+// (SubjectAccessReview for get on the /metrics non-resource URL) by the
+// API server, so the policy names in the labels go only to who may read
+// them. HTTP/1.1 only, as on the webhook port.
+func metricsOptions(opts Options, certs *certwatcher.CertWatcher) metricsserver.Options {
+	o := metricsserver.Options{BindAddress: disabledIfEmpty(opts.MetricsBindAddress)}
+	if opts.MetricsSecure {
+		o.SecureServing = true
+		o.FilterProvider = filters.WithAuthenticationAndAuthorization
+		o.TLSOpts = []func(*tls.Config){serverTLS(certs.GetCertificate, false)}
+	}
+	return o
+}
+
+// registerRuntimeCollectors registers the Go runtime and process
+// collectors. controller-runtime registers them only from its controller
+// package, which this binary does not use; if something has registered
+// them already, that one stays.
+func registerRuntimeCollectors(reg prometheus.Registerer) error {
+	for _, c := range []prometheus.Collector{
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	} {
+		if err := reg.Register(c); err != nil {
+			if are := (prometheus.AlreadyRegisteredError{}); errors.As(err, &are) {
+				continue
+			}
+			return fmt.Errorf("registering the Go and process metrics: %w", err)
+		}
+	}
+	return nil
+}

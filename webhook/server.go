@@ -1,0 +1,282 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/netutil"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+)
+
+// server is the webhook's HTTPS server. It stands in for
+// controller-runtime's webhook server, whose http.Server cannot be
+// configured (it bounds only the headers, with 32 s), behind the same
+// interface: the manager still starts it before, and stops it after,
+// everything else, and its StartedChecker still backs the webhook-server
+// readiness check. What it adds: every timeout of Limits, a cap on open
+// connections, requests and body bytes in flight that sheds load with 429,
+// and optionally client certificates required at the TLS handshake.
+type server struct {
+	host string
+	port int
+	// tls is the configuration every connection starts from; with
+	// clientCAs it only serves as the template of each handshake's.
+	tls       *tls.Config
+	clientCAs *clientCAs
+	http2     bool
+	limits    Limits
+	limiter   *limiter
+	mux       *http.ServeMux
+	log       logr.Logger
+
+	mu      sync.Mutex
+	started bool
+}
+
+var _ crwebhook.Server = (*server)(nil)
+
+// shutdownTimeout bounds the wait for requests in flight once the server
+// is asked to stop; the manager's GracefulShutdownTimeout, shorter, is what
+// applies in practice.
+const shutdownTimeout = time.Minute
+
+func newServer(host string, port int, tlsConfig *tls.Config, cas *clientCAs, http2 bool, l Limits, m *metrics, log logr.Logger) *server {
+	return &server{
+		host: host, port: port, tls: tlsConfig, clientCAs: cas, http2: http2,
+		limits: l, limiter: newLimiter(l, m), mux: http.NewServeMux(), log: log,
+	}
+}
+
+func (*server) NeedLeaderElection() bool { return false }
+
+func (s *server) Register(path string, h http.Handler) { s.mux.Handle(path, h) }
+
+func (s *server) WebhookMux() *http.ServeMux { return s.mux }
+
+func (s *server) addr() string { return net.JoinHostPort(s.host, strconv.Itoa(s.port)) }
+
+// tlsConfig is the configuration of the listener. With client CAs, every
+// handshake gets the template with the CAs of the moment, so a renewed CA
+// file applies without a restart, and a client without a certificate
+// signed by them is refused at the handshake, before any HTTP.
+func (s *server) tlsConfig() *tls.Config {
+	if s.clientCAs == nil {
+		return s.tls
+	}
+	tmpl := s.tls.Clone()
+	tmpl.ClientAuth = tls.RequireAndVerifyClientCert
+	cfg := tmpl.Clone()
+	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		c := tmpl.Clone()
+		c.ClientCAs = s.clientCAs.pool.Load()
+		return c, nil
+	}
+	return cfg
+}
+
+func (s *server) Start(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.addr())
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", s.addr(), err)
+	}
+	if s.limits.MaxConnections > 0 {
+		ln = netutil.LimitListener(ln, s.limits.MaxConnections)
+	}
+	l := s.limits
+	srv := &http.Server{
+		Handler:           s.limiter.wrap(s.mux),
+		ReadHeaderTimeout: off(l.ReadHeaderTimeout),
+		ReadTimeout:       off(l.ReadTimeout),
+		WriteTimeout:      off(l.WriteTimeout),
+		IdleTimeout:       off(l.IdleTimeout),
+		MaxHeaderBytes:    maxHeaderBytes,
+		// Refused handshakes and timed-out clients are the expected
+		// result of the limits: at debug level, not one line each on
+		// stderr.
+		ErrorLog: log.New(logWriter{s.log.V(1)}, "", 0),
+	}
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetHTTP2(s.http2)
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		<-ctx.Done()
+		s.log.Info("Stopping the webhook server; requests in flight finish", "timeout", shutdownTimeout)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			s.log.Error(err, "Stopping the webhook server")
+		}
+	}()
+
+	s.log.Info("Serving webhooks", "address", s.addr(), "clientCertificates", s.clientCAs != nil,
+		"readHeaderTimeout", l.ReadHeaderTimeout.String(), "readTimeout", l.ReadTimeout.String(),
+		"writeTimeout", l.WriteTimeout.String(), "idleTimeout", l.IdleTimeout.String(),
+		"maxConnections", l.MaxConnections, "maxRequestsInFlight", l.MaxRequestsInFlight, "maxBytesInFlight", l.MaxBytesInFlight)
+	s.mu.Lock()
+	s.started = true
+	s.mu.Unlock()
+	if err := srv.Serve(tls.NewListener(ln, s.tlsConfig())); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serving webhooks on %s: %w", s.addr(), err)
+	}
+	<-done
+	return nil
+}
+
+// StartedChecker reports whether the server accepts connections: a TLS
+// handshake, as controller-runtime's check does, or with client
+// certificates required (which this process has none of) a TCP connection.
+func (s *server) StartedChecker() healthz.Checker {
+	cfg := &tls.Config{InsecureSkipVerify: true} //nolint:gosec // checks that TLS is served, not whom
+	return func(*http.Request) error {
+		s.mu.Lock()
+		started := s.started
+		s.mu.Unlock()
+		if !started {
+			return errors.New("the webhook server has not started yet")
+		}
+		d := &net.Dialer{Timeout: 10 * time.Second}
+		var conn net.Conn
+		var err error
+		if s.clientCAs != nil {
+			conn, err = d.Dial("tcp", s.addr())
+		} else {
+			conn, err = tls.DialWithDialer(d, "tcp", s.addr(), cfg)
+		}
+		if err != nil {
+			return fmt.Errorf("the webhook server is not reachable: %w", err)
+		}
+		return conn.Close()
+	}
+}
+
+// logWriter passes net/http's error log lines to a logr.Logger.
+type logWriter struct{ log logr.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.log.Info(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// clientCAs are the CAs whose client certificates the server accepts,
+// read from a PEM file and read again when it changes (a CA renewal, the
+// kubelet swapping in a new Secret volume).
+type clientCAs struct {
+	path string
+	log  logr.Logger
+	pool atomic.Pointer[x509.CertPool]
+	last []byte // the file's content pool was made from; Start's alone
+}
+
+// clientCAPoll is how often the CA file is read again.
+const clientCAPoll = 10 * time.Second
+
+func newClientCAs(path string, log logr.Logger) (*clientCAs, error) {
+	c := &clientCAs{path: path, log: log}
+	if err := c.reload(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// reload reads the file and, if it changed and holds certificates, swaps
+// in its pool. A bad file keeps the previous pool.
+func (c *clientCAs) reload() error {
+	data, err := os.ReadFile(c.path)
+	if err != nil {
+		return fmt.Errorf("reading the client CA file: %w", err)
+	}
+	if c.last != nil && bytes.Equal(data, c.last) {
+		return nil
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return fmt.Errorf("the client CA file %s holds no PEM certificate", c.path)
+	}
+	c.pool.Store(pool)
+	c.last = data
+	return nil
+}
+
+func (*clientCAs) NeedLeaderElection() bool { return false }
+
+// Start reads the file again every clientCAPoll until ctx is done.
+func (c *clientCAs) Start(ctx context.Context) error {
+	t := time.NewTicker(clientCAPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			prev := c.pool.Load()
+			if err := c.reload(); err != nil {
+				c.log.Error(err, "Keeping the client CAs read before", "file", c.path)
+			} else if c.pool.Load() != prev {
+				c.log.Info("Client CAs reloaded", "file", c.path)
+			}
+		}
+	}
+}
+
+// aeadSuites are the TLS 1.2 cipher suites served: ECDHE with AES-GCM or
+// ChaCha20-Poly1305 only, no CBC (Go's defaults still include CBC-SHA1).
+// TLS 1.3's suites, all AEAD, are not configurable.
+var aeadSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
+// newWebhookServer builds the webhook server of opts, with the client CA
+// watcher it needs started when ClientCAFile is set (nil otherwise), and
+// registers the gauges of what it holds in flight.
+func newWebhookServer(opts Options, certs *certwatcher.CertWatcher, m *metrics, reg prometheus.Registerer) (*server, *clientCAs, error) {
+	cfg := &tls.Config{}
+	serverTLS(certs.GetCertificate, opts.EnableHTTP2)(cfg)
+	var cas *clientCAs
+	if opts.ClientCAFile != "" {
+		var err error
+		if cas, err = newClientCAs(opts.ClientCAFile, opts.Log.WithName("client-ca")); err != nil {
+			return nil, nil, err
+		}
+	}
+	s := newServer(opts.Host, opts.Port, cfg, cas, opts.EnableHTTP2, opts.Limits, m, opts.Log.WithName("server"))
+	for _, g := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "policy_webhook_requests_in_flight",
+			Help: "Webhook requests being judged (body received, response not yet written); at --max-requests-in-flight more are refused with 429.",
+		}, func() float64 { n, _ := s.limiter.inFlight(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "policy_webhook_request_bytes_in_flight",
+			Help: "Request body bytes held by requests being served; at --max-bytes-in-flight more are refused with 429.",
+		}, func() float64 { _, b := s.limiter.inFlight(); return float64(b) }),
+	} {
+		if err := reg.Register(g); err != nil {
+			return nil, nil, fmt.Errorf("registering the webhook server's metrics: %w", err)
+		}
+	}
+	return s, cas, nil
+}
