@@ -119,7 +119,7 @@ func BenchmarkSweep(b *testing.B) {
 	})
 	e.installReportCRDs(b)
 
-	c, err := live.New(live.Config{Dynamic: e.dyn, Metadata: e.meta, Kube: e.kube, PolicyNamespace: "policy-system"})
+	c, err := live.New(live.Config{Dynamic: e.dyn, Metadata: e.meta, Kube: e.kube, PolicyNamespace: "policy-system", Replica: "audit-bench"})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -184,7 +184,7 @@ func TestAuditOnAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cache, err := live.New(live.Config{Dynamic: e.dyn, Metadata: e.meta, Kube: e.kube, PolicyNamespace: "policy-system", Log: testr.New(t)})
+	cache, err := live.New(live.Config{Dynamic: e.dyn, Metadata: e.meta, Kube: e.kube, PolicyNamespace: "policy-system", Replica: "audit-test", Log: testr.New(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -31,7 +32,11 @@ func metricsOptions(opts Options, certs *certwatcher.CertWatcher) metricsserver.
 // registerRuntimeCollectors registers the Go runtime and process
 // collectors. controller-runtime registers them only from its controller
 // package, which this binary does not use; if something has registered
-// them already, that one stays.
+// them already, that one stays. A Go collector registered with other
+// options (another set of runtime metrics) is refused by the registry with
+// a plain error rather than AlreadyRegisteredError ("descriptor ... already
+// exists", "previously registered descriptor"): it serves the same go_*
+// families, so that is no failure either.
 func registerRuntimeCollectors(reg prometheus.Registerer) error {
 	for _, c := range []prometheus.Collector{
 		collectors.NewGoCollector(),
@@ -39,6 +44,10 @@ func registerRuntimeCollectors(reg prometheus.Registerer) error {
 	} {
 		if err := reg.Register(c); err != nil {
 			if are := (prometheus.AlreadyRegisteredError{}); errors.As(err, &are) {
+				continue
+			}
+			if msg := err.Error(); strings.Contains(msg, "previously registered descriptor") ||
+				strings.Contains(msg, "already exists with the same fully-qualified name") {
 				continue
 			}
 			return fmt.Errorf("registering the Go and process metrics: %w", err)
