@@ -66,9 +66,7 @@ func transformNamespace(obj any) (any, error) {
 		return obj, nil
 	}
 	m.ManagedFields = nil
-	if _, ok := m.Annotations[corev1.LastAppliedConfigAnnotation]; ok {
-		delete(m.Annotations, corev1.LastAppliedConfigAnnotation)
-	}
+	delete(m.Annotations, corev1.LastAppliedConfigAnnotation)
 	if len(m.Annotations) == 0 {
 		m.Annotations = nil
 	}
