@@ -186,6 +186,8 @@ func decode(kind string, raw []byte) (*Object, error) {
 		return nil, fmt.Errorf("decoding the uid of a %s: %w", kind, err)
 	}
 	req := &policy.Request{Kind: kind, Operation: policy.Create, Pod: pod, MyApple: apple}
+	// CEL policies read the whole object, decoded only if one applies.
+	req.Unstructured = review.Unstructured(raw, nil, "")
 	meta := req.Object()
 	if meta.Name == "" {
 		return nil, errors.New("an object without metadata.name")

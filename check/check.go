@@ -7,6 +7,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 
 	"github.com/policy-webhook/policy-webhook/policy"
+	"github.com/policy-webhook/policy-webhook/policy/cel"
 	"github.com/policy-webhook/policy-webhook/review"
 )
 
@@ -86,7 +87,7 @@ func (c *Checker) Judge(d Document) (*Result, error) {
 		if err := json.Unmarshal(d.Raw, &m); err != nil {
 			return nil, fmt.Errorf("%s: %w", d.Where, err)
 		}
-		c.cluster.SetNamespace(m.Metadata.Name, m.Metadata.Labels)
+		c.cluster.SetNamespace(m.Metadata.Name, m.Metadata.Labels, m.Metadata.Annotations)
 		return nil, nil
 	}
 	if !c.isLoadedPolicy(d) {
@@ -120,6 +121,7 @@ func (c *Checker) judgeObject(d Document) (*Result, error) {
 		return nil, fmt.Errorf("%s: %w", d.Where, err)
 	}
 	req := &policy.Request{Kind: d.Kind, Operation: policy.Create, Pod: pod, MyApple: apple}
+	var oldRaw []byte
 	meta := req.Object()
 	if meta.Namespace == "" {
 		meta.Namespace = c.opts.DefaultNamespace
@@ -134,7 +136,9 @@ func (c *Checker) judgeObject(d Document) (*Result, error) {
 		if req.OldPod, req.OldMyApple, err = review.DecodeObject(d.Kind, old); err != nil {
 			return nil, fmt.Errorf("%s: decoding the earlier version: %w", d.Where, err)
 		}
+		oldRaw = old
 	}
+	req.Unstructured = review.Unstructured(d.Raw, oldRaw, req.Namespace)
 	r := c.decide(req)
 	if r.Allowed && meta.Name != "" {
 		c.applied[key] = d.Raw
@@ -184,7 +188,8 @@ func (c *Checker) decide(req *policy.Request) *Result {
 			c.generated++
 			name = fmt.Sprintf("%s<generated-%d>", req.MyApple.GenerateName, c.generated)
 		}
-		c.cluster.SetMyApple(req.Namespace, name, req.MyApple.Spec.Quantity)
+		sp := req.MyApple.Spec
+		c.cluster.SetMyApple(req.Namespace, cel.Apple{Name: name, Color: sp.Color, Size: sp.Size, Quantity: sp.Quantity})
 	}
 	r := &Result{
 		Kind:       req.Kind,

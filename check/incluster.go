@@ -10,6 +10,7 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/audit"
 	"github.com/policy-webhook/policy-webhook/policy"
+	"github.com/policy-webhook/policy-webhook/policy/cel"
 )
 
 // ClusterTotals say what JudgeCluster read.
@@ -41,7 +42,7 @@ func (c *Checker) JudgeCluster(ctx context.Context, kube kubernetes.Interface, p
 			return nil, totals, fmt.Errorf("listing the cluster's namespaces: %w", err)
 		}
 		for i := range list.Items {
-			c.cluster.SetNamespace(list.Items[i].Name, list.Items[i].Labels)
+			c.cluster.SetNamespace(list.Items[i].Name, list.Items[i].Labels, list.Items[i].Annotations)
 		}
 		if opts.Continue = list.Continue; opts.Continue == "" {
 			break
@@ -49,7 +50,8 @@ func (c *Checker) JudgeCluster(ctx context.Context, kube kubernetes.Interface, p
 	}
 	lister := &audit.Lister{Client: kube.CoreV1().RESTClient(), PageSize: pageSize}
 	err := lister.Each(ctx, policy.KindMyApple, func(o *audit.Object) error {
-		c.cluster.SetMyApple(o.Namespace, o.Name, o.Request.MyApple.Spec.Quantity)
+		sp := o.Request.MyApple.Spec
+		c.cluster.SetMyApple(o.Namespace, cel.Apple{Name: o.Name, Color: sp.Color, Size: sp.Size, Quantity: sp.Quantity})
 		return nil
 	})
 	if err != nil && !errors.Is(err, audit.ErrNotServed) {

@@ -35,9 +35,10 @@ func (o *Options) notef(format string, args ...any) {
 // objectMeta is the part of any object the loader reads.
 type objectMeta struct {
 	Metadata struct {
-		Name      string            `json:"name"`
-		Namespace string            `json:"namespace"`
-		Labels    map[string]string `json:"labels"`
+		Name        string            `json:"name"`
+		Namespace   string            `json:"namespace"`
+		Labels      map[string]string `json:"labels"`
+		Annotations map[string]string `json:"annotations"`
 	} `json:"metadata"`
 }
 
@@ -82,7 +83,7 @@ func loadPolicies(docs []Document, opts *Options, cluster *Cluster) ([]*policy.P
 			}
 			compiled[src] = p
 		case d.Kind == "Namespace" && d.APIVersion == "v1":
-			cluster.SetNamespace(m.Metadata.Name, m.Metadata.Labels)
+			cluster.SetNamespace(m.Metadata.Name, m.Metadata.Labels, m.Metadata.Annotations)
 		default:
 			skipped[d.Kind]++
 		}

@@ -62,6 +62,8 @@ func TestSamplesVerdicts(t *testing.T) {
 		"pods.forbidPrivileged", "pods.forbidHostNamespaces", "pods.forbidHostPath", "pods.requireRunAsNonRoot",
 		"pods.requireResourceLimits", "myApples.allowedColors", "myApples.allowedSizes", "myApples.minQuantity",
 		"myApples.maxQuantity", "myApples.maxTotalQuantityPerNamespace", "allow", "warn", "deny",
+		// CEL (16-*, 17-*): a Pod rule, and one over cluster.myApples.
+		"validations.readinessProbe", "validations.maxPerColor",
 	} {
 		if judged[rule] == 0 {
 			t.Errorf("no sample shows %s", rule)

@@ -66,7 +66,8 @@ type benchCluster struct{}
 func (benchCluster) NamespaceLabels(string) (map[string]string, bool) {
 	return map[string]string{"env": "prod", "kubernetes.io/metadata.name": "team-a"}, true
 }
-func (benchCluster) MyAppleQuantity(string, string) int64 { return 0 }
+func (benchCluster) MyAppleQuantity(string, string) int64          { return 0 }
+func (benchCluster) NamespaceAnnotations(string) map[string]string { return nil }
 
 // BenchmarkEvaluatePod is one admission of an already decoded 2-container
 // Pod: policies are compiled before the timer starts, and images come from

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -12,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
+	"github.com/policy-webhook/policy-webhook/policy/cel"
 )
 
 // Policy is a compiled policy: everything a request needs is prepared once
@@ -33,6 +35,10 @@ type Policy struct {
 
 	podRules   *podRules
 	appleRules *appleRules
+
+	// The CEL validations compiled for each kind; nil when the policy has
+	// none for it.
+	podCEL, appleCEL *cel.Program
 }
 
 type podRules struct {
@@ -59,9 +65,29 @@ type appleRules struct {
 	min, max, maxTotal  *int64
 }
 
+// CompileOption configures Compile.
+type CompileOption func(*compileOptions)
+
+type compileOptions struct {
+	cel    *cel.Compiler
+	params any
+}
+
+// WithCEL compiles the spec's CEL parts with c, params being spec.params
+// already decoded (as k8s.io/apimachinery/pkg/util/json decodes it: int64
+// integers). Without it a spec with CEL parts is refused: the compiler is
+// expensive to build, so callers build it once and share it.
+func WithCEL(c *cel.Compiler, params any) CompileOption {
+	return func(o *compileOptions) { o.cel, o.params = c, params }
+}
+
 // Compile validates a spec and prepares it for evaluation. scope is the
 // namespace it applies to ("" for all), see ConfigMapScope.
-func Compile(src Source, scope string, spec *v1alpha1.PolicySpec) (*Policy, field.ErrorList) {
+func Compile(src Source, scope string, spec *v1alpha1.PolicySpec, opts ...CompileOption) (*Policy, field.ErrorList) {
+	var o compileOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if spec == nil {
 		// An AdmissionPolicy without a spec reaches here from a typed client.
 		return nil, field.ErrorList{FieldError("spec", "required")}
@@ -74,8 +100,6 @@ func Compile(src Source, scope string, spec *v1alpha1.PolicySpec) (*Policy, fiel
 		sourceName:  src.String(),
 		Scope:       scope,
 		Enforcement: spec.Enforcement,
-		pods:        matchesKind(spec.Match.Kinds, KindPod) && spec.Pods != nil,
-		apples:      matchesKind(spec.Match.Kinds, KindMyApple) && spec.MyApples != nil,
 		excluded:    append([]string(nil), spec.Match.ExcludedNamespaces...),
 	}
 	if p.Enforcement == "" {
@@ -94,7 +118,60 @@ func Compile(src Source, scope string, spec *v1alpha1.PolicySpec) (*Policy, fiel
 	if spec.MyApples != nil {
 		p.appleRules = compileAppleRules(spec.MyApples)
 	}
+	if cel.HasCEL(spec) {
+		if errs := p.compileCEL(spec, &o); len(errs) > 0 {
+			return nil, errs
+		}
+	}
+	p.pods = matchesKind(spec.Match.Kinds, KindPod) && (p.podRules != nil || p.podCEL != nil)
+	p.apples = matchesKind(spec.Match.Kinds, KindMyApple) && (p.appleRules != nil || p.appleCEL != nil)
 	return p, nil
+}
+
+// compileCEL compiles the CEL parts once for each kind the policy matches.
+// When it matches both, an error names the kind it arose for, since an
+// expression may be right of a Pod and wrong of a MyApple.
+func (p *Policy) compileCEL(spec *v1alpha1.PolicySpec, o *compileOptions) field.ErrorList {
+	if o.cel == nil {
+		return field.ErrorList{field.InternalError(nil, errors.New("this reader of policies cannot compile CEL expressions"))}
+	}
+	var kinds []string
+	for _, k := range []string{KindPod, KindMyApple} {
+		if matchesKind(spec.Match.Kinds, k) {
+			kinds = append(kinds, k)
+		}
+	}
+	var errs field.ErrorList
+	for _, k := range kinds {
+		prog, kerrs := o.cel.Compile(k, spec, o.params)
+		if len(kerrs) > 0 {
+			if len(kinds) > 1 {
+				for _, e := range kerrs {
+					e.Detail += fmt.Sprintf(" (judging a %s: set match.kinds to judge one kind only)", k)
+				}
+			}
+			errs = append(errs, kerrs...)
+			continue
+		}
+		switch k {
+		case KindPod:
+			p.podCEL = prog
+		case KindMyApple:
+			p.appleCEL = prog
+		}
+	}
+	return errs
+}
+
+// celFor is the policy's CEL program for kind, or nil.
+func (p *Policy) celFor(kind string) *cel.Program {
+	switch kind {
+	case KindPod:
+		return p.podCEL
+	case KindMyApple:
+		return p.appleCEL
+	}
+	return nil
 }
 
 // selector returns nil for an absent or empty selector, so evaluation can

@@ -19,8 +19,12 @@ type Violation struct {
 }
 
 // String is the one-line form used in denials, warnings and `check`:
-// `<source> <rule> <field>: <message>`.
+// `<source> <rule> <field>: <message>`, without the field when it has none
+// (a CEL validation without fieldPath).
 func (v *Violation) String() string {
+	if v.Field == "" {
+		return v.Source + " " + v.Rule + ": " + v.Message
+	}
 	return v.Source + " " + v.Rule + " " + v.Field + ": " + v.Message
 }
 

@@ -1,11 +1,15 @@
 package policy
 
 import (
+	"context"
+	"errors"
 	"unicode/utf8"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
+	"github.com/policy-webhook/policy-webhook/policy/cel"
 )
 
 // Evaluate judges a request against every policy of the set that applies
@@ -49,6 +53,14 @@ type evaluation struct {
 
 	cur facts
 	old *facts // on UPDATE, built when first needed
+
+	// The CEL view of the request, built when a policy with CEL first
+	// applies; celOld is the old object judged as if created, for
+	// forgiveness.
+	celLoaded   bool
+	celIn       *cel.Input
+	celOld      *cel.Input
+	celInputErr error
 }
 
 func (e *evaluation) policy(p *Policy, d *Decision) {
@@ -113,6 +125,90 @@ func (e *evaluation) rules(p *Policy, f *facts, out *sink, current bool) {
 			e.quota(p.appleRules, out)
 		}
 	}
+	if prog := p.celFor(e.req.Kind); prog != nil {
+		e.celRules(prog, out, current)
+	}
+}
+
+// celRules runs a policy's CEL validations after its built-in rules, on the
+// object (current) or on the object an UPDATE replaces, as if it were being
+// created (for forgiveness).
+func (e *evaluation) celRules(prog *cel.Program, out *sink, current bool) {
+	if err := e.loadCEL(); err != nil {
+		if current {
+			out.add("validations", "", "the object cannot be read by CEL expressions: "+err.Error())
+		}
+		return
+	}
+	in := e.celIn
+	if !current {
+		if in = e.celOld; in == nil {
+			return
+		}
+	}
+	ctx := e.req.Context
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	res := prog.Evaluate(ctx, in)
+	for _, v := range res.Violations {
+		out.add(v.Rule, v.Field, v.Message)
+	}
+}
+
+// loadCEL builds the CEL inputs once per request, decoding the object.
+func (e *evaluation) loadCEL() error {
+	if e.celLoaded {
+		return e.celInputErr
+	}
+	e.celLoaded = true
+	req := e.req
+	in := &cel.Input{
+		Request: cel.Request{
+			Kind:        req.RequestKind,
+			Resource:    req.Resource,
+			SubResource: req.SubResource,
+			Name:        req.Object().Name,
+			Namespace:   req.Namespace,
+			Operation:   string(req.Operation),
+			UserInfo:    req.UserInfo,
+			DryRun:      req.DryRun,
+		},
+		Namespace: cel.Namespace{Name: req.Namespace, Labels: e.namespaceLabels()},
+	}
+	if in.Request.Resource.Resource == "" {
+		in.Request.Kind, in.Request.Resource = kindResource(req.Kind)
+	}
+	if e.cluster != nil {
+		in.Namespace.Annotations = e.cluster.NamespaceAnnotations(req.Namespace)
+		if c, ok := e.cluster.(cel.Cluster); ok {
+			in.Cluster = c
+		}
+	}
+	if req.Unstructured == nil {
+		e.celInputErr = errors.New("the request carries no decoded object")
+		return e.celInputErr
+	}
+	if in.Object, in.OldObject, e.celInputErr = req.Unstructured(); e.celInputErr != nil {
+		return e.celInputErr
+	}
+	e.celIn = in
+	if in.OldObject != nil {
+		old := *in
+		old.Object, old.OldObject = in.OldObject, nil
+		old.Request.Operation = string(Create)
+		e.celOld = &old
+	}
+	return nil
+}
+
+// kindResource is the kind and resource of a judged kind's own requests.
+func kindResource(kind string) (metav1.GroupVersionKind, metav1.GroupVersionResource) {
+	if kind == KindMyApple {
+		return metav1.GroupVersionKind{Group: GroupMyApple, Version: "v1", Kind: KindMyApple},
+			metav1.GroupVersionResource{Group: GroupMyApple, Version: "v1", Resource: ResourceApples}
+	}
+	return metav1.GroupVersionKind{Version: "v1", Kind: KindPod}, metav1.GroupVersionResource{Version: "v1", Resource: ResourcePods}
 }
 
 // forgiveOld drops the violations, from start on, that the old object

@@ -36,6 +36,8 @@ func (c mapCluster) NamespaceLabels(name string) (map[string]string, bool) {
 	return l, ok
 }
 
+func (c mapCluster) NamespaceAnnotations(string) map[string]string { return nil }
+
 func (c mapCluster) MyAppleQuantity(namespace, except string) int64 {
 	var sum int64
 	for name, q := range c.apples[namespace] {

@@ -1,6 +1,9 @@
 package policy
 
 import (
+	"context"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -121,6 +124,25 @@ type Request struct {
 
 	MyApple    *MyApple
 	OldMyApple *MyApple
+
+	// What CEL expressions read of an admission besides the object; the
+	// built-in rules read none of it.
+
+	// Context bounds CEL evaluation (beside its own per-policy timeout);
+	// nil is context.Background().
+	Context  context.Context
+	UserInfo authenticationv1.UserInfo
+	DryRun   bool
+	// Resource and RequestKind default to the kind's own (pods, v1 Pod;
+	// myapples, stable.example.com/v1 MyApple) when empty.
+	Resource    metav1.GroupVersionResource
+	RequestKind metav1.GroupVersionKind
+	// Unstructured decodes the whole object and, on UPDATE, the old one
+	// (nil otherwise) as CEL reads them: maps, slices and int64 integers.
+	// Evaluate calls it at most once, and only when a policy with CEL
+	// applies, so a set without CEL never pays for it. nil: CEL policies
+	// cannot judge the request and say so in a violation.
+	Unstructured func() (object, oldObject map[string]any, err error)
 }
 
 // Object returns the metadata of the object being admitted.
@@ -161,6 +183,9 @@ func (r *Request) Name() string {
 type Cluster interface {
 	// NamespaceLabels returns a namespace's labels and whether it is known.
 	NamespaceLabels(name string) (map[string]string, bool)
+	// NamespaceAnnotations returns a namespace's annotations, nil when it
+	// has none or is unknown: CEL's namespaceObject.metadata.annotations.
+	NamespaceAnnotations(name string) map[string]string
 	// MyAppleQuantity is the sum of spec.quantity over the MyApples of a
 	// namespace, leaving out the one named except (the object under update).
 	MyAppleQuantity(namespace, except string) int64

@@ -29,8 +29,8 @@ func ValidateSpec(spec *v1alpha1.PolicySpec) field.ErrorList {
 		errs = append(errs, FieldError("enforcement", fmt.Sprintf("unsupported value %q: must be one of Deny, Warn, Audit", spec.Enforcement)))
 	}
 	errs = append(errs, validateMatch(&spec.Match)...)
-	if spec.Pods == nil && spec.MyApples == nil {
-		errs = append(errs, FieldError("", "no rules: set pods or myApples"))
+	if spec.Pods == nil && spec.MyApples == nil && len(spec.Validations) == 0 {
+		errs = append(errs, FieldError("", "no rules: set pods, myApples or validations"))
 	}
 	if spec.Pods != nil {
 		if !matchesKind(spec.Match.Kinds, KindPod) {

@@ -9,10 +9,12 @@ package review
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/go-json-experiment/json"
 	admissionv1 "k8s.io/api/admission/v1"
 	admissionv1beta1 "k8s.io/api/admission/v1beta1"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
 
 	"github.com/policy-webhook/policy-webhook/policy"
 )
@@ -109,7 +111,61 @@ func NewRequest(kind string, r *admissionv1.AdmissionRequest) (*policy.Request, 
 	if req.Namespace == "" {
 		req.Namespace = req.Object().Namespace
 	}
+	req.UserInfo = r.UserInfo
+	req.DryRun = r.DryRun != nil && *r.DryRun
+	req.Resource = r.Resource
+	req.RequestKind = r.Kind
+	req.Unstructured = Unstructured(r.Object.Raw, r.OldObject.Raw, "")
 	return req, nil
+}
+
+// Unstructured returns a function that decodes an object and its old
+// version (nil when oldRaw is empty) the first time it is called, as CEL
+// expressions read them. It decodes with k8s.io/apimachinery's JSON, as the
+// API server does for unstructured objects: integers are int64, which the
+// CEL object values require (json/v2 would give float64). namespace, when
+// not "", fills a missing metadata.namespace, as `kubectl apply -n` would.
+func Unstructured(raw, oldRaw []byte, namespace string) func() (object, oldObject map[string]any, err error) {
+	var (
+		once     sync.Once
+		obj, old map[string]any
+		err      error
+	)
+	return func() (map[string]any, map[string]any, error) {
+		once.Do(func() {
+			if obj, err = decodeUnstructured(raw, namespace); err != nil {
+				err = fmt.Errorf("request.object: %w", err)
+				return
+			}
+			if len(oldRaw) > 0 {
+				if old, err = decodeUnstructured(oldRaw, namespace); err != nil {
+					err = fmt.Errorf("request.oldObject: %w", err)
+				}
+			}
+		})
+		return obj, old, err
+	}
+}
+
+func decodeUnstructured(raw []byte, namespace string) (map[string]any, error) {
+	var m map[string]any
+	if err := utiljson.Unmarshal(raw, &m); err != nil {
+		return nil, err
+	}
+	if m == nil {
+		return nil, errors.New("is null")
+	}
+	if namespace != "" {
+		md, _ := m["metadata"].(map[string]any)
+		if md == nil {
+			md = map[string]any{}
+			m["metadata"] = md
+		}
+		if ns, _ := md["namespace"].(string); ns == "" {
+			md["namespace"] = namespace
+		}
+	}
+	return m, nil
 }
 
 // DecodeObject decodes the part of a Pod or a MyApple that rules read.

@@ -38,7 +38,7 @@ func newAdmitHandler(kind string, judge Judge, failOpen bool, m *metrics, log lo
 	return &admitHandler{kind: kind, kindIx: kindOf(kind), judge: judge, failOpen: failOpen, metrics: m, log: log}
 }
 
-func (h *admitHandler) Handle(_ context.Context, r *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, error) {
+func (h *admitHandler) Handle(ctx context.Context, r *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, error) {
 	op := opOf(r.Operation)
 	if k := review.KindOf(r); k != h.kind {
 		// The API server sends only what the ValidatingWebhookConfiguration
@@ -68,6 +68,7 @@ func (h *admitHandler) Handle(_ context.Context, r *admissionv1.AdmissionRequest
 		h.metrics.admission(h.kindIx, op, verdictError)
 		return errored(http.StatusBadRequest, fmt.Sprintf("policy-webhook: cannot judge %s %s: %v", h.kind, objectRef(r), err)), nil
 	}
+	req.Context = ctx
 	d := h.judge.Evaluate(req)
 	h.record(r, &d)
 	var resp *admissionv1.AdmissionResponse

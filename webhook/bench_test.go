@@ -24,7 +24,8 @@ var benchNamespaceLabels = map[string]string{"env": "prod", "kubernetes.io/metad
 func (benchCluster) NamespaceLabels(string) (map[string]string, bool) {
 	return benchNamespaceLabels, true
 }
-func (benchCluster) MyAppleQuantity(string, string) int64 { return 0 }
+func (benchCluster) MyAppleQuantity(string, string) int64          { return 0 }
+func (benchCluster) NamespaceAnnotations(string) map[string]string { return nil }
 
 // benchPolicyYAML is the policy platform teams write; every third one
 // also selects namespaces by label.

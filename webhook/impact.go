@@ -48,6 +48,7 @@ func (i *impact) warnings(ctx context.Context, p *policy.Policy) []string {
 	)
 	judge := func(req *policy.Request) {
 		checked++
+		req.Context = ctx
 		d := set.Evaluate(req, i.cluster)
 		if len(d.Violations) == 0 {
 			return
@@ -137,6 +138,8 @@ func (i *impact) list(ctx context.Context, kind, namespace string, judge func(*p
 // lean types by their JSON names.
 func existingRequest(kind string, u *unstructured.Unstructured) (*policy.Request, error) {
 	req := &policy.Request{Kind: kind, Operation: policy.Create, Namespace: u.GetNamespace()}
+	// CEL reads the object as listed: the dynamic client decodes integers as int64.
+	req.Unstructured = func() (map[string]any, map[string]any, error) { return u.Object, nil, nil }
 	var err error
 	if kind == policy.KindPod {
 		req.Pod = &policy.Pod{}

@@ -9,12 +9,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"sync"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
+	"github.com/policy-webhook/policy-webhook/policy/cel"
 )
 
 // SourceOf names the policy source an object is: a ConfigMap labelled as a
@@ -66,7 +69,16 @@ func Compile(u *unstructured.Unstructured, policyNamespace string) (*policy.Poli
 	if len(errs) > 0 {
 		return nil, &policy.InvalidError{Source: src, Errs: errs}
 	}
-	p, errs := policy.Compile(src, scope, spec)
+	var opts []policy.CompileOption
+	if cel.HasCEL(spec) {
+		opt, cerrs := celOption(spec)
+		errs = append(errs, cerrs...)
+		opts = append(opts, opt)
+	}
+	var p *policy.Policy
+	if len(errs) == 0 {
+		p, errs = policy.Compile(src, scope, spec, opts...)
+	}
 	if len(errs) > 0 {
 		prefix, sep := "spec", "."
 		if src.Kind == policy.SourceConfigMap {
@@ -76,6 +88,27 @@ func Compile(u *unstructured.Unstructured, policyNamespace string) (*policy.Poli
 	}
 	p.Version = version
 	return p, nil
+}
+
+// compiler is the CEL compiler every policy read here shares: building one
+// takes tens of milliseconds, and it is immutable once built.
+var compiler = sync.OnceValues(cel.NewCompiler)
+
+// celOption gives policy.Compile the shared compiler and the spec's params,
+// decoded as the API server decodes JSON (int64 integers), which is what
+// expressions expect of `params`.
+func celOption(spec *v1alpha1.PolicySpec) (policy.CompileOption, field.ErrorList) {
+	c, err := compiler()
+	if err != nil {
+		return nil, field.ErrorList{field.InternalError(nil, fmt.Errorf("building the CEL compiler: %w", err))}
+	}
+	var params any
+	if spec.Params != nil && len(spec.Params.Raw) > 0 {
+		if err := utiljson.Unmarshal(spec.Params.Raw, &params); err != nil {
+			return nil, field.ErrorList{field.Invalid(field.NewPath("params"), field.OmitValueType{}, "cannot be decoded: "+err.Error())}
+		}
+	}
+	return policy.WithCEL(c, params), nil
 }
 
 // configMapSpec reads the policy a ConfigMap carries under policy.yaml.

@@ -266,6 +266,20 @@ func (c *Cache) NamespaceLabels(name string) (map[string]string, bool) {
 	return m.Labels, true
 }
 
+// NamespaceAnnotations returns a namespace's annotations from the cache
+// (less kubectl's last-applied copy). The map is the cached one: read it,
+// never write it.
+func (c *Cache) NamespaceAnnotations(name string) map[string]string {
+	obj, ok, err := c.namespaceInformer.GetStore().GetByKey(name)
+	if err != nil || !ok {
+		return nil
+	}
+	if m, ok := obj.(*metav1.PartialObjectMetadata); ok {
+		return m.Annotations
+	}
+	return nil
+}
+
 // MyApples lists the MyApples of a namespace, sorted by name, from memory:
 // CEL's cluster.myApples. The slice is shared until the namespace's
 // MyApples change; callers only read it.

@@ -432,7 +432,12 @@ func TestTransformsDropWhatIsNotRead(t *testing.T) {
 
 	obj, _, _ = c.namespaceInformer.GetStore().GetByKey("team-a")
 	m := obj.(*metav1.PartialObjectMetadata)
-	if m.ManagedFields != nil || m.Annotations != nil || m.Labels["env"] != "prod" {
+	// Annotations are CEL's namespaceObject.metadata.annotations; kubectl's
+	// last-applied copy is not.
+	if m.ManagedFields != nil || len(m.Annotations) != 1 || m.Annotations["keep"] != "me" || m.Labels["env"] != "prod" {
 		t.Errorf("cached namespace = %+v", m.ObjectMeta)
+	}
+	if got := c.NamespaceAnnotations("team-a"); got["keep"] != "me" {
+		t.Errorf("NamespaceAnnotations(team-a) = %v", got)
 	}
 }

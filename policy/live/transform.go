@@ -58,15 +58,18 @@ func transformAdmissionPolicy(obj any) (any, error) {
 	return obj, nil
 }
 
-// transformNamespace keeps a namespace's name and labels, all that a
-// namespaceSelector reads.
+// transformNamespace keeps a namespace's name, labels and annotations: what
+// a namespaceSelector and CEL's namespaceObject read.
 func transformNamespace(obj any) (any, error) {
 	m, ok := obj.(*metav1.PartialObjectMetadata)
 	if !ok {
 		return obj, nil
 	}
 	m.ManagedFields = nil
-	m.Annotations = nil
+	delete(m.Annotations, corev1.LastAppliedConfigAnnotation)
+	if len(m.Annotations) == 0 {
+		m.Annotations = nil
+	}
 	m.OwnerReferences = nil
 	m.Finalizers = nil
 	return m, nil
