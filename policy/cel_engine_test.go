@@ -185,3 +185,27 @@ validations:
 		set.Evaluate(req, c)
 	}
 }
+
+// A CEL-only policy whose matchConditions leave the object out did not
+// judge it, and is not named among the policies that decided it; one whose
+// conditions hold is.
+func TestAppliedFollowsMatchConditions(t *testing.T) {
+	set := policy.NewSet([]*policy.Policy{compileCM(t, "labelled-only", `
+match: {kinds: [Pod]}
+matchConditions:
+- name: labelled
+  expression: "has(object.metadata.labels) && 'team' in object.metadata.labels"
+validations:
+- expression: "object.spec.containers.all(c, has(c.readinessProbe))"
+`)})
+	d := set.Evaluate(admission(t, policy.KindPod, admissionv1.Create, pod(false), nil), celCluster{})
+	if !d.Allowed || len(d.Applied) != 0 {
+		t.Errorf("unlabelled pod: allowed %v, applied %d policies, want none", d.Allowed, len(d.Applied))
+	}
+	labelled := pod(false)
+	labelled["metadata"].(map[string]any)["labels"] = map[string]any{"team": "a"}
+	d = set.Evaluate(admission(t, policy.KindPod, admissionv1.Create, labelled, nil), celCluster{})
+	if d.Allowed || len(d.Applied) != 1 {
+		t.Errorf("labelled pod: allowed %v, applied %d policies, want refused by 1", d.Allowed, len(d.Applied))
+	}
+}

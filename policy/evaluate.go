@@ -67,10 +67,11 @@ func (e *evaluation) policy(p *Policy, d *Decision) {
 	if !e.applies(p) {
 		return
 	}
-	d.Applied = append(d.Applied, p)
 	start := len(d.Violations)
 	out := sink{d: d, p: p}
-	e.rules(p, &e.cur, &out, true)
+	if e.rules(p, &e.cur, &out, true) {
+		d.Applied = append(d.Applied, p)
+	}
 	if len(d.Violations) > start && e.req.Operation == Update {
 		e.forgiveOld(p, d, start)
 	}
@@ -115,35 +116,42 @@ func (e *evaluation) namespaceLabels() map[string]string {
 	return e.nsLabels
 }
 
-func (e *evaluation) rules(p *Policy, f *facts, out *sink, current bool) {
+// rules runs a policy's rules on f and reports whether the policy judged
+// it: a policy whose only rules are CEL ones does not when its
+// matchConditions leave the object out.
+func (e *evaluation) rules(p *Policy, f *facts, out *sink, current bool) bool {
+	judged := false
 	switch {
 	case f.pod != nil && p.podRules != nil:
 		p.podRules.check(f, out)
+		judged = true
 	case f.apple != nil && p.appleRules != nil:
 		p.appleRules.check(f.apple, out)
 		if current {
 			e.quota(p.appleRules, out)
 		}
+		judged = true
 	}
-	if prog := p.celFor(e.req.Kind); prog != nil {
-		e.celRules(prog, out, current)
+	if prog := p.celFor(e.req.Kind); prog != nil && e.celRules(prog, out, current) {
+		judged = true
 	}
+	return judged
 }
 
 // celRules runs a policy's CEL validations after its built-in rules, on the
 // object (current) or on the object an UPDATE replaces, as if it were being
 // created (for forgiveness).
-func (e *evaluation) celRules(prog *cel.Program, out *sink, current bool) {
+func (e *evaluation) celRules(prog *cel.Program, out *sink, current bool) (judged bool) {
 	if err := e.loadCEL(); err != nil {
 		if current {
 			out.add("validations", "", "the object cannot be read by CEL expressions: "+err.Error())
 		}
-		return
+		return true
 	}
 	in := e.celIn
 	if !current {
 		if in = e.celOld; in == nil {
-			return
+			return false
 		}
 	}
 	ctx := e.req.Context
@@ -154,6 +162,7 @@ func (e *evaluation) celRules(prog *cel.Program, out *sink, current bool) {
 	for _, v := range res.Violations {
 		out.add(v.Rule, v.Field, v.Message)
 	}
+	return res.Judged
 }
 
 // loadCEL builds the CEL inputs once per request, decoding the object.
