@@ -95,10 +95,14 @@ type Ledger struct {
 	accounts map[string]*account
 }
 
-// account is one namespace's ledger as this replica last read or wrote it.
+// account is one namespace's ledger as this replica last read or wrote it,
+// and the admissions waiting to reserve in it.
 type account struct {
-	mu     sync.Mutex // held while reading or writing the ledger
-	loaded bool       // cm and reserved reflect the API server's, as of the last call
+	mu      sync.Mutex // guards queue and leading
+	queue   []*waiter
+	leading bool // an admission holds the lead; the rest queue
+	// Only the admission settling touches these.
+	loaded bool // cm and reserved reflect the API server's, as of the last call
 	cm     *corev1.ConfigMap
 	// reserved is the ledger's reservations, read without mu by
 	// admissions that reserve nothing (dry runs, refusals).
@@ -164,6 +168,8 @@ func (l *Ledger) Evaluate(req *policy.Request) policy.Decision {
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	ctx, cancel := context.WithTimeout(ctx, l.opts.Timeout)
+	defer cancel()
 	return l.reserve(ctx, req, l.account(req.Namespace, true), d)
 }
 
@@ -179,16 +185,23 @@ func (l *Ledger) account(namespace string, create bool) *account {
 }
 
 // view is the cluster as the cache holds it plus one namespace's pending
-// reservations.
+// reservations, as this replica last read or wrote them.
 func (l *Ledger) view(namespace string, acc *account, now time.Time) policy.Cluster {
 	if acc == nil {
 		return l.opts.Cache
 	}
 	rs := acc.reserved.Load()
-	if rs == nil || len(*rs) == 0 {
+	if rs == nil {
 		return l.opts.Cache
 	}
-	return &view{Cache: l.opts.Cache, namespace: namespace, reserved: *rs, now: now, ttl: l.opts.TTL}
+	return l.viewOf(namespace, *rs, now)
+}
+
+func (l *Ledger) viewOf(namespace string, rs []Reservation, now time.Time) policy.Cluster {
+	if len(rs) == 0 {
+		return l.opts.Cache
+	}
+	return &view{Cache: l.opts.Cache, namespace: namespace, reserved: rs, now: now, ttl: l.opts.TTL}
 }
 
 type view struct {
@@ -236,80 +249,192 @@ func confirmed(r *Reservation, seen live.Seen) bool {
 	return seen.Deleted || (seen.Present && seen.ResourceVersion != r.Replaces)
 }
 
-// reserve judges the request again against the ledger as stored, and
-// records the reservation it asks for, with the ledger's resourceVersion
-// as the precondition; d is the decision so far.
+// reserve queues the request on its namespace's account and waits for its
+// decision. One admission at a time leads: it takes every admission queued
+// so far, settles them in one ledger write, and hands the lead to the
+// newest admission queued meanwhile. One write thus serves every admission
+// of a namespace that arrived while the last one was in flight, as the
+// ResourceQuota admission batches by namespace. d is the decision so far,
+// returned refused if ctx ends first.
 func (l *Ledger) reserve(ctx context.Context, req *policy.Request, acc *account, d policy.Decision) policy.Decision {
-	begun := l.opts.Now()
-	ctx, cancel := context.WithTimeout(ctx, l.opts.Timeout)
-	defer cancel()
+	w := &waiter{req: req, first: d, begun: l.opts.Now(), done: make(chan policy.Decision, 1), lead: make(chan struct{}, 1)}
+	acc.mu.Lock()
+	acc.queue = append(acc.queue, w)
+	if !acc.leading {
+		acc.leading = true
+		w.lead <- struct{}{}
+	}
+	acc.mu.Unlock()
+	for {
+		// A decision already made wins over a context that ended since.
+		select {
+		case d := <-w.done:
+			return d
+		default:
+		}
+		select {
+		case d := <-w.done:
+			return d
+		case <-w.lead:
+			l.lead(ctx, req.Namespace, acc)
+		case <-ctx.Done():
+			l.leave(acc, w)
+			l.opts.Metrics.reserved(outcomeError, l.opts.Now().Sub(w.begun))
+			d.RefuseReservation(fmt.Sprintf("the quota of namespace %s could not be checked in time: nothing was stored, try again", req.Namespace))
+			return d
+		}
+	}
+}
+
+// waiter is one admission waiting for its reservation.
+type waiter struct {
+	req   *policy.Request
+	first policy.Decision // judged against the ledger as last seen
+	begun time.Time
+	done  chan policy.Decision // buffered: settle never blocks on it
+	lead  chan struct{}        // buffered: the lead is handed over without blocking
+}
+
+// lead settles the admissions queued, then hands the lead on.
+func (l *Ledger) lead(ctx context.Context, ns string, acc *account) {
+	acc.mu.Lock()
+	batch := acc.queue
+	acc.queue = nil
+	acc.mu.Unlock()
+	l.settle(ctx, ns, acc, batch)
+	acc.mu.Lock()
+	l.handOver(acc)
+	acc.mu.Unlock()
+}
+
+// handOver passes the lead to the newest admission queued, which has the
+// most time left, or lets it go. acc.mu is held.
+func (l *Ledger) handOver(acc *account) {
+	if n := len(acc.queue); n > 0 {
+		acc.queue[n-1].lead <- struct{}{}
+		return
+	}
+	acc.leading = false
+}
+
+// leave takes an admission that gave up out of the queue; if the lead had
+// been handed to it, it is handed on. An admission already taken into a
+// batch may still be reserved for: unconfirmed, the reservation lapses
+// after the TTL.
+func (l *Ledger) leave(acc *account, w *waiter) {
 	acc.mu.Lock()
 	defer acc.mu.Unlock()
+	acc.queue = slices.DeleteFunc(acc.queue, func(o *waiter) bool { return o == w })
+	select {
+	case <-w.lead:
+		l.handOver(acc)
+	default:
+	}
+}
 
-	ns, a := req.Namespace, req.MyApple
-	ref := LedgerPrefix + ns
+// settle judges a batch in order against the ledger as stored, each with
+// the reservations of those before it, and records the reservations in one
+// write, with the ledger's resourceVersion as the precondition. On a
+// conflict it reads the ledger again and judges the whole batch again.
+func (l *Ledger) settle(ctx context.Context, ns string, acc *account, batch []*waiter) {	ref := fmt.Sprintf("ConfigMap %s/%s%s", l.opts.Namespace, LedgerPrefix, ns)
+	decisions := make([]policy.Decision, len(batch))
+	reserving := make([]bool, len(batch))
+	for i, w := range batch {
+		decisions[i], reserving[i] = w.first, true
+	}
+	answer := func(o outcome) {
+		now := l.opts.Now()
+		for i, w := range batch {
+			if reserving[i] {
+				l.opts.Metrics.reserved(o, now.Sub(w.begun))
+			}
+			w.done <- decisions[i]
+		}
+	}
+	fail := func(why string) {
+		acc.loaded = false
+		l.opts.Log.Error(errors.New(why), "Refusing the MyApples whose quota could not be reserved", "namespace", ns, "admissions", len(batch))
+		for i := range batch {
+			if reserving[i] {
+				decisions[i].RefuseReservation(fmt.Sprintf("the quota of namespace %s could not be checked exactly (%s): nothing was stored, try again", ns, why))
+			}
+		}
+		answer(outcomeError)
+	}
 	for attempt := 1; ; attempt++ {
 		if !acc.loaded {
 			if err := l.load(ctx, ns, acc); err != nil {
-				return l.refuse(req, acc, d, fmt.Sprintf("reading the quota ledger ConfigMap %s/%s: %v", l.opts.Namespace, ref, err), begun)
+				fail(fmt.Sprintf("reading the quota ledger %s: %v", ref, err))
+				return
 			}
 		}
 		now := l.opts.Now()
-		d = l.opts.Cache.EvaluateIn(req, l.view(ns, acc, now))
-		if !d.Allowed || d.Reserve == 0 {
-			return d
+		next := l.keep(ns, *acc.reserved.Load(), now)
+		reserve := false
+		for i, w := range batch {
+			d := l.opts.Cache.EvaluateIn(w.req, l.viewOf(ns, next, now))
+			reserving[i] = d.Allowed && d.Reserve > 0
+			if reserving[i] {
+				if len(next) >= l.opts.MaxReservations {
+					reserving[i] = false
+					l.opts.Metrics.reserved(outcomeFull, now.Sub(w.begun))
+					d.RefuseReservation(fmt.Sprintf("namespace %s has %d MyApple admissions its quota has yet to see stored: try again in a few seconds", ns, len(next)))
+				} else {
+					next = withReservation(next, reservationFor(w.req, d.Reserve, now))
+					reserve = true
+				}
+			}
+			decisions[i] = d
 		}
-		next := l.keep(ns, *acc.reserved.Load(), a.Name, now)
-		if len(next) >= l.opts.MaxReservations {
-			l.opts.Metrics.reserved(outcomeFull, l.opts.Now().Sub(begun))
-			d.RefuseReservation(fmt.Sprintf("namespace %s has %d MyApple admissions its quota has yet to see stored: try again in a few seconds",
-				ns, len(next)))
-			return d
+		if !reserve {
+			answer(outcomeReserved)
+			return
 		}
-		r := Reservation{UID: a.UID, Name: a.Name, Quantity: d.Reserve, At: now}
-		if req.Operation == policy.Update && req.OldMyApple != nil {
-			r.Replaces = req.OldMyApple.ResourceVersion
-		}
-		next = append(next, r)
 		err := l.write(ctx, ns, acc, next)
 		if err == nil {
-			l.opts.Metrics.reserved(outcomeReserved, l.opts.Now().Sub(begun))
-			return d
+			answer(outcomeReserved)
+			return
 		}
 		if retriable(err) && attempt < maxAttempts && ctx.Err() == nil {
-			// Another admission, here or on another replica, wrote first:
-			// read what it wrote and judge again.
+			// Another replica wrote first: read what it wrote and judge
+			// the batch again.
 			l.opts.Metrics.conflict()
 			acc.loaded = false
 			continue
 		}
-		return l.refuse(req, acc, d, fmt.Sprintf("recording the reservation in the quota ledger ConfigMap %s/%s: %v", l.opts.Namespace, ref, err), begun)
+		fail(fmt.Sprintf("recording the reservation in the quota ledger %s: %v", ref, err))
+		return
 	}
+}
+
+func reservationFor(req *policy.Request, quantity int64, now time.Time) Reservation {
+	r := Reservation{UID: req.MyApple.UID, Name: req.MyApple.Name, Quantity: quantity, At: now}
+	if req.Operation == policy.Update && req.OldMyApple != nil {
+		r.Replaces = req.OldMyApple.ResourceVersion
+	}
+	return r
+}
+
+// withReservation adds r, replacing any earlier reservation for the same
+// MyApple: the new one says what it will hold.
+func withReservation(rs []Reservation, r Reservation) []Reservation {
+	rs = slices.DeleteFunc(rs, func(o Reservation) bool { return o.Name == r.Name })
+	return append(rs, r)
 }
 
 func retriable(err error) bool {
 	return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) || apierrors.IsNotFound(err)
 }
 
-// refuse fails closed: a quota that cannot be kept exactly is not kept by
-// letting the MyApple in.
-func (l *Ledger) refuse(req *policy.Request, acc *account, d policy.Decision, why string, begun time.Time) policy.Decision {
-	acc.loaded = false
-	l.opts.Metrics.reserved(outcomeError, l.opts.Now().Sub(begun))
-	l.opts.Log.Error(errors.New(why), "Refusing a MyApple whose quota could not be reserved", "namespace", req.Namespace, "name", req.MyApple.Name)
-	d.RefuseReservation(fmt.Sprintf("the quota of namespace %s could not be checked exactly (%s): nothing was stored, try again", req.Namespace, why))
-	return d
-}
-
-// keep is the reservations worth keeping: not expired, not for the MyApple
-// being admitted (its new reservation replaces it), and not confirmed by
-// this replica's cache for longer than KeepConfirmed.
-func (l *Ledger) keep(namespace string, rs []Reservation, name string, now time.Time) []Reservation {
+// keep is the reservations worth keeping: not expired, and not confirmed
+// by this replica's cache for longer than KeepConfirmed. It returns a new
+// slice: the stored one is shared with readers.
+func (l *Ledger) keep(namespace string, rs []Reservation, now time.Time) []Reservation {
 	out := make([]Reservation, 0, len(rs)+1)
 	for _, r := range rs {
 		age := now.Sub(r.At)
 		switch {
-		case r.Name == name, age > l.opts.TTL:
+		case age > l.opts.TTL:
 		case age > KeepConfirmed && confirmed(&r, l.opts.Cache.MyAppleSeen(namespace, r.UID)):
 		default:
 			out = append(out, r)
