@@ -3,7 +3,7 @@
 # test` and `make vet` run them.
 
 .PHONY: chart-crds
-chart-crds: ## Copy the CRDs of manifests/default into the Helm chart's crds/.
+chart-crds: ## Copy the CRDs of manifests/default (into crds/) and of components/policyreports (into files/) into the Helm chart.
 	cd test/chart && UPDATE_CHART_CRDS=1 $(GO) test -count=1 -run '^TestChartCRDsAreTheInstalls$$' .
 
 .PHONY: test-chart

@@ -12,6 +12,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -45,18 +46,29 @@ var changed = []string{
 	"webhook.failOpen=true",
 	"webhook.timeoutSeconds=3",
 	"webhook.excludedNamespaces={kube-system,gatekeeper-system}",
+	"audit.interval=5m",
+	"audit.installPolicyReportCRDs=true",
 	"certManager.issuerRef.name=corp-ca",
 	"certManager.issuerRef.kind=ClusterIssuer",
 	"certManager.issuerRef.group=cert-manager.io",
 	"metrics.serviceMonitor.enabled=true",
 	"metrics.serviceMonitor.labels.release=kube-prometheus-stack",
 	"metrics.serviceMonitor.interval=15s",
+	"metrics.serviceMonitor.prometheusServiceAccount.name=kube-prometheus-stack-prometheus",
+	"metrics.serviceMonitor.prometheusServiceAccount.namespace=observability",
 	"metrics.prometheusRule.enabled=true",
 	"metrics.prometheusRule.labels.release=kube-prometheus-stack",
 	"metrics.dashboard.enabled=true",
 	"metrics.dashboard.namespace=monitoring",
 	"metrics.dashboard.labels.grafana_dashboard=platform",
 	"metrics.dashboard.labels.team=platform",
+}
+
+// changedElsewhere are values whose change TestEveryValueTakesEffect cannot
+// show beside the others (it would undo them), by the test that does.
+var changedElsewhere = map[string]string{
+	// Off, audit.interval has no effect.
+	"audit.enabled": "TestAuditOff",
 }
 
 // leaves lists the paths of the leaf values of vals (an empty map or list
@@ -86,6 +98,9 @@ func TestEveryValueTakesEffect(t *testing.T) {
 	leaves("", c.Values, &defaults)
 	leaves("", vals, &set)
 	for _, d := range defaults {
+		if _, ok := changedElsewhere[d]; ok {
+			continue
+		}
 		if !slices.ContainsFunc(set, func(s string) bool { return s == d || strings.HasPrefix(s, d+".") }) {
 			t.Errorf("value %s is not changed by this test", d)
 		}
@@ -146,7 +161,7 @@ func TestEveryValueTakesEffect(t *testing.T) {
 	}
 	wantArgs := []string{
 		"serve", "--policy-namespace=" + namespace, "--port=9443", "--cert-dir=/etc/policy-webhook/serving-certs",
-		"--metrics-bind-address=:8080", "--health-probe-bind-address=:8081",
+		"--metrics-bind-address=:8443", "--health-probe-bind-address=:8081", "--leader-elect=true", "--audit-interval=5m",
 		"--fail-open-before-sync", "--zap-log-level=debug", "--shutdown-delay=10s",
 	}
 	if !slices.Equal(ctr.Args, wantArgs) {
@@ -239,6 +254,15 @@ func TestEveryValueTakesEffect(t *testing.T) {
 			t.Errorf("the alerts do not select the release namespace %s:\n%s", namespace, spec)
 		}
 
+		if tls, _, _ := unstructured.NestedString(eps[0].(map[string]any), "tlsConfig", "serverName"); tls != "policy-webhook."+namespace+".svc" {
+			t.Errorf("ServiceMonitor tlsConfig.serverName %q, want the Service in %s", tls, namespace)
+		}
+		crb := findTyped[rbacv1.ClusterRoleBinding](t, objs, "ClusterRoleBinding", "policy-webhook-metrics-reader")
+		wantSubjects := []rbacv1.Subject{{Kind: "ServiceAccount", Name: "kube-prometheus-stack-prometheus", Namespace: "observability"}}
+		if crb.RoleRef.Name != "policy-webhook-metrics-reader" || !slices.Equal(crb.Subjects, wantSubjects) {
+			t.Errorf("metrics reader binding %+v %+v, want %+v bound to policy-webhook-metrics-reader", crb.RoleRef, crb.Subjects, wantSubjects)
+		}
+
 		cm := findTyped[corev1.ConfigMap](t, objs, "ConfigMap", "policy-webhook-dashboard")
 		if cm.Labels["grafana_dashboard"] != "platform" || cm.Labels["team"] != "platform" {
 			t.Errorf("dashboard ConfigMap labels %v", cm.Labels)
@@ -247,6 +271,51 @@ func TestEveryValueTakesEffect(t *testing.T) {
 			t.Error("dashboard ConfigMap has no policy-webhook.json")
 		}
 	})
+
+	t.Run("audit", func(t *testing.T) {
+		var crds []string
+		for _, o := range objs {
+			if o.GetKind() == "CustomResourceDefinition" {
+				crds = append(crds, o.GetName())
+			}
+		}
+		slices.Sort(crds)
+		if want := []string{"clusterpolicyreports.wgpolicyk8s.io", "policyreports.wgpolicyk8s.io"}; !slices.Equal(crds, want) {
+			t.Errorf("CRDs rendered %q, want %q (audit.installPolicyReportCRDs)", crds, want)
+		}
+		// The audit's RBAC stays.
+		role := findTyped[rbacv1.ClusterRole](t, objs, "ClusterRole", appName)
+		for _, r := range []string{"pods", "policyreports"} {
+			if !grants(role, r) {
+				t.Errorf("the ClusterRole grants nothing on %s, which the audit reads or writes", r)
+			}
+		}
+	})
+}
+
+// grants reports whether role has a rule on resource.
+func grants(role *rbacv1.ClusterRole, resource string) bool {
+	return slices.ContainsFunc(role.Rules, func(r rbacv1.PolicyRule) bool { return slices.Contains(r.Resources, resource) })
+}
+
+// TestAuditOff checks that audit.enabled=false turns the audit off and takes
+// away the RBAC only it uses.
+func TestAuditOff(t *testing.T) {
+	r := mustRender(t, installNamespace, setValues(t, "audit.enabled=false", "audit.interval=5m"))
+	d := findTyped[appsv1.Deployment](t, r.objects, "Deployment", appName)
+	args := d.Spec.Template.Spec.Containers[0].Args
+	if !slices.Contains(args, "--audit-interval=0") || slices.Contains(args, "--audit-interval=5m") {
+		t.Errorf("args %q, want --audit-interval=0 and no other interval", args)
+	}
+	role := findTyped[rbacv1.ClusterRole](t, r.objects, "ClusterRole", appName)
+	for _, res := range []string{"pods", "policyreports"} {
+		if grants(role, res) {
+			t.Errorf("the ClusterRole grants %s without the audit", res)
+		}
+	}
+	if !grants(role, "admissionpolicies/status") || !grants(role, "configmaps") {
+		t.Errorf("the ClusterRole lost rules the webhook needs: %+v", role.Rules)
+	}
 }
 
 // TestImageReference checks how image.repository, image.tag and
