@@ -30,6 +30,7 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"sigs.k8s.io/yaml"
 
+	"github.com/policy-webhook/policy-webhook/audit"
 	"github.com/policy-webhook/policy-webhook/policy/live"
 )
 
@@ -40,7 +41,7 @@ const (
 )
 
 // webhookMetrics are the metric names the webhook exports (webhook/metrics.go
-// names its four in newMetrics; policy/live exports its names), as
+// names its four in newMetrics; policy/live and audit export theirs), as
 // Prometheus stores them: a histogram as its _bucket, _sum and _count.
 var webhookMetrics = func() []string {
 	names := []string{
@@ -49,8 +50,9 @@ var webhookMetrics = func() []string {
 		"policy_webhook_violations_total",
 		live.MetricPolicies, live.MetricPolicyErrors, live.MetricSnapshotBuilds, live.MetricCacheSynced,
 		live.MetricStatusUpdates, live.MetricCachedMyApples,
+		audit.MetricViolations, audit.MetricObjectsJudged, audit.MetricSweeps, audit.MetricReportWrites,
 	}
-	for _, h := range []string{"policy_webhook_admission_duration_seconds", live.MetricPropagation} {
+	for _, h := range []string{"policy_webhook_admission_duration_seconds", live.MetricPropagation, audit.MetricSweepDuration} {
 		names = append(names, h+"_bucket", h+"_sum", h+"_count")
 	}
 	return names
@@ -121,6 +123,7 @@ var wantAlerts = []string{
 	"PolicyWebhookSlowAdmissions",
 	"PolicyWebhookInvalidPolicySource",
 	"PolicyWebhookCertificateExpiring",
+	"PolicyWebhookAuditViolationsRising",
 }
 
 // TestAlertsParse parses every alert's expression with the PromQL parser,
@@ -180,11 +183,21 @@ func healthySeries() string {
 		b.WriteString(histogramSeries("policy_webhook_admission_duration_seconds", p+`, kind="Pod"`, 25e-6, 14, 100e-6, 105))
 		b.WriteString(histogramSeries(live.MetricPropagation, p, 100e-6, 16, 1e-3, 2))
 	}
+	// The elected replica's last audit sweep: the same three old violations
+	// all along.
+	b.WriteString(auditViolations("a", "3x180"))
 	b.WriteString(`kube_deployment_status_replicas_available{namespace="policy-system", deployment="policy-webhook"} 2x180` + "\n")
 	// Renewed: 60 days left.
 	b.WriteString(`certmanager_certificate_expiration_timestamp_seconds{name="policy-webhook-serving", exported_namespace="policy-system"} 5184000x180` + "\n")
 	b.WriteString(`certmanager_certificate_expiration_timestamp_seconds{name="policy-webhook-ca", exported_namespace="policy-system"} 25000000x180` + "\n")
 	return b.String()
+}
+
+// auditViolations is the audit's violations gauge of replica pod, for one
+// rule, with the given samples.
+func auditViolations(pod, samples string) string {
+	return fmt.Sprintf(`%s{%s, pod="policy-webhook-%s", source="ConfigMap/policy-system/baseline", rule="pods.runAsNonRoot", enforcement="Audit"} %s`+"\n",
+		audit.MetricViolations, ns, pod, samples)
 }
 
 // histogramSeries are the _bucket series of a classic histogram whose
@@ -258,10 +271,19 @@ func TestAlertsFire(t *testing.T) {
 			without(healthy, "policy-webhook-serving") +
 				// 10 days from the epoch, where the series start.
 				"\ncertmanager_certificate_expiration_timestamp_seconds{name=\"policy-webhook-serving\", exported_namespace=\"policy-system\"} 864000x180"},
+		{"audit violations rising", "PolicyWebhookAuditViolationsRising",
+			without(healthy, audit.MetricViolations) + auditViolations("a", "3x150 10x30")},
+		{"audit violations where there were none", "PolicyWebhookAuditViolationsRising",
+			without(healthy, audit.MetricViolations) + auditViolations("a", "_x150 5x30")},
 	}
 	// Not failures: an invalid policy fixed within 10 minutes, a slow
-	// minute, a replica that syncs after a minute.
+	// minute, a replica that syncs after a minute, audit violations going
+	// down, a new leader reporting the old one's violations.
 	quiet := []struct{ name, series string }{
+		{"audit violations going down",
+			without(healthy, audit.MetricViolations) + auditViolations("a", "10x90 3x90")},
+		{"a new leader audits",
+			without(healthy, audit.MetricViolations) + auditViolations("a", "3x90 _x90") + auditViolations("b", "_x88 3x92")},
 		{"a policy fixed within 10 minutes",
 			healthy + "\npolicy_webhook_policy_errors{" + p + `, kind="ConfigMap", exported_namespace="team-a", name="registries"} 1x5 0x174`},
 		{"a replica that syncs after a minute",
@@ -453,6 +475,7 @@ func TestDashboard(t *testing.T) {
 		"policy_webhook_admissions_total", "policy_webhook_admission_duration_seconds_bucket", "policy_webhook_violations_total",
 		live.MetricPolicies, live.MetricPolicyErrors, live.MetricCacheSynced, live.MetricPropagation + "_bucket",
 		"policy_webhook_request_errors_total", "process_cpu_seconds_total", "process_resident_memory_bytes",
+		audit.MetricViolations,
 	} {
 		if !used[m] {
 			t.Errorf("no panel shows %s", m)
