@@ -2,9 +2,13 @@ package chart
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"net/http"
@@ -14,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,9 +31,13 @@ import (
 	"helm.sh/helm/v3/pkg/release"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
@@ -39,7 +48,9 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/policy-webhook/policy-webhook/audit"
 	"github.com/policy-webhook/policy-webhook/certs"
+	report "github.com/policy-webhook/policy-webhook/policy/api/wgpolicyk8s/v1alpha2"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
@@ -151,6 +162,8 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	c := loadChart(t)
 	ac := helmConfig(t, cfg, installNamespace)
 	image := []string{"image.repository=registry.example.com/policy-webhook", "image.tag=v1.0.0"}
+	// The audit writes PolicyReports: install their CRDs with the chart.
+	values := append(slices.Clone(image), "audit.installPolicyReportCRDs=true")
 
 	// helm install policy-webhook manifests/chart/policy-webhook -n policy-system --create-namespace --wait --set ...
 	inst := action.NewInstall(ac)
@@ -160,15 +173,15 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	inst.Wait = true
 	inst.Timeout = 2 * time.Minute
 	start := time.Now()
-	installed := runInBackground(func() (*release.Release, error) { return inst.RunWithContext(ctx, c, setValues(t, image...)) })
+	installed := runInBackground(func() (*release.Release, error) { return inst.RunWithContext(ctx, c, setValues(t, values...)) })
 	// Helm waits for the Deployment: no registration yet.
 	deploy := waitDeployment(t, cs, installed, 1)
 	if img := deploy.Spec.Template.Spec.Containers[0].Image; img != "registry.example.com/policy-webhook:v1.0.0" {
 		t.Errorf("Deployment image %q", img)
 	}
-	for _, crd := range []string{"admissionpolicies.policy.example.com", "myapples.stable.example.com"} {
-		if _, err := dynamicGet(ctx, cfg, schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}, "", crd); err != nil {
-			t.Errorf("CRD %s from the chart's crds/: %v", crd, err)
+	for _, crd := range []string{"admissionpolicies.policy.example.com", "myapples.stable.example.com", "policyreports.wgpolicyk8s.io"} {
+		if _, err := dynamicGet(ctx, cfg, crdResource, "", crd); err != nil {
+			t.Errorf("CRD %s from the chart: %v", crd, err)
 		}
 	}
 
@@ -209,6 +222,18 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	// registration must not be there yet, or a failing install would
 	// refuse every Pod of the cluster.
 	assertNotRegistered(t, cs, installed)
+	// A Pod that predates the policy, for the audit to find: nothing judges
+	// it now, the webhook not being registered.
+	if err := ensureNamespace(ctx, cs, "team-a"); err != nil {
+		t.Fatal(err)
+	}
+	oldPod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "predates-policy", Namespace: "team-a"},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: deniedImage}}},
+	}
+	if _, err := cs.CoreV1().Pods("team-a").Create(ctx, oldPod, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("creating a Pod before the webhook is registered: %v", err)
+	}
 	// The Deployment and kubelet's part: the replicas are ready.
 	markDeploymentReady(t, cs, deploy)
 	rel, err := installed.wait(t)
@@ -232,8 +257,26 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	}) {
 		t.FailNow()
 	}
-	t.Run("the webhook exports every metric the alerts and the dashboard use", func(t *testing.T) {
-		checkExportedMetrics(t, cs, wh)
+	t.Run("one replica leads, on the chart's Lease", func(t *testing.T) {
+		err := testenv.Poll(ctx, 30*time.Second, func(ctx context.Context) error {
+			l, err := cs.CoordinationV1().Leases(installNamespace).Get(ctx, webhook.DefaultLeaderElectionID, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if h := ptr.Deref(l.Spec.HolderIdentity, ""); h != wh.replica {
+				return fmt.Errorf("Lease %s held by %q, want %q", l.Name, h, wh.replica)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Errorf("leader election with the chart's RBAC: %v", err)
+		}
+	})
+	t.Run("the audit reports the Pod that predates the policy", func(t *testing.T) {
+		checkAuditReport(t, cfg, oldPod)
+	})
+	t.Run("the webhook exports every metric the alerts and the dashboard use, over HTTPS to the metrics reader only", func(t *testing.T) {
+		checkExportedMetrics(t, cs, wh, ca)
 	})
 
 	// helm upgrade with new settings: the registration is replaced, with
@@ -244,7 +287,7 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	up.Timeout = 2 * time.Minute
 	start = time.Now()
 	upgraded := runInBackground(func() (*release.Release, error) {
-		return up.RunWithContext(ctx, releaseName, c, setValues(t, append(image, "image.tag=v1.1.0", "replicas=3", "webhook.timeoutSeconds=3")...))
+		return up.RunWithContext(ctx, releaseName, c, setValues(t, append(values, "image.tag=v1.1.0", "replicas=3", "webhook.timeoutSeconds=3", "audit.interval=30s")...))
 	})
 	// During the rollout the old registration stays, and keeps working.
 	deploy = waitDeployment(t, cs, upgraded, deploy.Generation+1)
@@ -281,6 +324,9 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 		if *d.Spec.Replicas != 3 || d.Spec.Template.Spec.Containers[0].Image != "registry.example.com/policy-webhook:v1.1.0" {
 			t.Errorf("Deployment replicas %d image %s, want 3 and v1.1.0", *d.Spec.Replicas, d.Spec.Template.Spec.Containers[0].Image)
 		}
+		if f, err := parseServeArgs(d.Spec.Template.Spec.Containers[0].Args); err != nil || f.auditInterval != 30*time.Second {
+			t.Errorf("Deployment args %q (%v), want --audit-interval=30s", d.Spec.Template.Spec.Containers[0].Args, err)
+		}
 		// The replaced registration names the Service again: repoint it.
 		pointAtLoopback(t, cs, wh)
 		awaitAdmissionConfig(t, cs)
@@ -294,7 +340,12 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	if _, err := un.Run(releaseName); err != nil {
 		t.Fatalf("helm uninstall: %v", err)
 	}
-	t.Run("uninstall removes the registration and keeps the CRDs", func(t *testing.T) {
+	// The Deployment is gone, and with it its Pods: stop the webhook, whose
+	// RBAC went with the release.
+	if err := wh.stop(); err != nil {
+		t.Errorf("webhook: %v", err)
+	}
+	t.Run("uninstall removes the registration and keeps the CRDs, the PolicyReport ones too", func(t *testing.T) {
 		list, err := cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().List(ctx, metav1.ListOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -307,8 +358,10 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 		if _, err := cs.AppsV1().Deployments(installNamespace).Get(ctx, appName, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 			t.Errorf("the Deployment after helm uninstall: %v, want not found", err)
 		}
-		if _, err := dynamicGet(ctx, cfg, schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}, "", "admissionpolicies.policy.example.com"); err != nil {
-			t.Errorf("the AdmissionPolicy CRD after helm uninstall: %v, want kept", err)
+		for _, crd := range []string{"admissionpolicies.policy.example.com", "policyreports.wgpolicyk8s.io"} {
+			if _, err := dynamicGet(ctx, cfg, crdResource, "", crd); err != nil {
+				t.Errorf("CRD %s after helm uninstall: %v, want kept", crd, err)
+			}
 		}
 		// The API server no longer sends anything to the webhook: a policy
 		// with a typo is admitted.
@@ -319,6 +372,9 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 		}
 	})
 }
+
+// crdResource is the resource of CustomResourceDefinitions.
+var crdResource = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
 
 // background is a Helm action running in a goroutine.
 type background struct {
@@ -468,11 +524,59 @@ type servedWebhook struct {
 	host        string
 	port        int
 	metricsAddr string
+	// replica is the Pod name it runs as (POD_NAME).
+	replica string
+	// stop stops it (once) and reports how Run returned.
+	stop func() error
+}
+
+// podName is the name the replica runs under, as a Pod of the Deployment
+// would be named.
+const podName = "policy-webhook-5d8f7c9b6-x2k4p"
+
+// serveFlags are the flags of `policy-webhook serve` the Deployment's args
+// may set, with serve's defaults; parsing the args refuses any other, so a
+// flag the chart adds must be understood here too.
+type serveFlags struct {
+	policyNamespace string
+	leaderElect     bool
+	metricsSecure   bool
+	failOpen        bool
+	auditInterval   time.Duration
+}
+
+// parseServeArgs reads the container's args as `policy-webhook serve` does.
+// The listening addresses and the certificate directory are read but not
+// used: the webhook here listens on loopback ports of its own, and reads its
+// certificate from a temporary directory.
+func parseServeArgs(args []string) (serveFlags, error) {
+	if len(args) == 0 || args[0] != "serve" {
+		return serveFlags{}, fmt.Errorf("args %q do not start with serve", args)
+	}
+	var f serveFlags
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&f.policyNamespace, "policy-namespace", webhook.DefaultPolicyNamespace, "")
+	fs.BoolVar(&f.leaderElect, "leader-elect", true, "")
+	fs.BoolVar(&f.metricsSecure, "metrics-secure", true, "")
+	fs.BoolVar(&f.failOpen, "fail-open-before-sync", false, "")
+	fs.DurationVar(&f.auditInterval, "audit-interval", audit.DefaultInterval, "")
+	for _, ignored := range []string{"port", "cert-dir", "metrics-bind-address", "health-probe-bind-address"} {
+		fs.String(ignored, "", "")
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		return serveFlags{}, fmt.Errorf("the Deployment's args %q: %w", args, err)
+	}
+	if fs.NArg() > 0 {
+		return serveFlags{}, fmt.Errorf("the Deployment's args %q: unexpected %q", args, fs.Args())
+	}
+	return f, nil
 }
 
 // runWebhook runs webhook.Run as a replica of d would: impersonating its
-// ServiceAccount, with the policy namespace of its args, serving issued as
-// the kubelet mounts it, until the test ends. It waits until ready.
+// ServiceAccount, with the settings of its args, under the Pod name its
+// POD_NAME would hold, serving issued as the kubelet mounts it, until the
+// test ends or it is stopped. It waits until ready.
 func runWebhook(t *testing.T, cfg *rest.Config, d *appsv1.Deployment, issued testenv.IssuedCertificate) *servedWebhook {
 	t.Helper()
 	certDir := filepath.Join(t.TempDir(), "serving-certs")
@@ -484,11 +588,15 @@ func runWebhook(t *testing.T, cfg *rest.Config, d *appsv1.Deployment, issued tes
 		UserName: "system:serviceaccount:" + d.Namespace + ":" + d.Spec.Template.Spec.ServiceAccountName,
 		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:" + d.Namespace, "system:authenticated"},
 	}
-	policyNS := ""
-	for _, a := range d.Spec.Template.Spec.Containers[0].Args {
-		if v, ok := strings.CutPrefix(a, "--policy-namespace="); ok {
-			policyNS = v
-		}
+	ctr := d.Spec.Template.Spec.Containers[0]
+	flags, err := parseServeArgs(ctr.Args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(ctr.Env, func(e corev1.EnvVar) bool {
+		return e.Name == "POD_NAME" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name"
+	}) {
+		t.Fatalf("the container's env %+v has no POD_NAME from metadata.name: every replica would take the same name", ctr.Env)
 	}
 	ports := make([]int, 2)
 	for i := range ports {
@@ -498,7 +606,7 @@ func runWebhook(t *testing.T, cfg *rest.Config, d *appsv1.Deployment, issued tes
 		}
 		ports[i] = p
 	}
-	wh := &servedWebhook{host: "127.0.0.1", port: ports[0], metricsAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1]))}
+	wh := &servedWebhook{host: "127.0.0.1", port: ports[0], metricsAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1])), replica: podName}
 
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
 	ready := make(chan struct{})
@@ -506,18 +614,31 @@ func runWebhook(t *testing.T, cfg *rest.Config, d *appsv1.Deployment, issued tes
 	go func() {
 		done <- webhook.Run(ctx, webhook.Options{
 			RestConfig:             saCfg,
-			PolicyNamespace:        policyNS,
+			PolicyNamespace:        flags.policyNamespace,
 			Host:                   wh.host,
 			Port:                   wh.port,
 			CertDir:                certDir,
 			MetricsBindAddress:     wh.metricsAddr,
+			MetricsSecure:          flags.metricsSecure,
 			HealthProbeBindAddress: "0",
+			FailOpenBeforeSync:     flags.failOpen,
+			ReplicaName:            wh.replica,
+			LeaderElection:         flags.leaderElect,
+			AuditInterval:          flags.auditInterval,
 			OnReady:                func() { close(ready) },
 		})
 	}()
+	var once sync.Once
+	var runErr error
+	wh.stop = func() error {
+		once.Do(func() {
+			cancel()
+			runErr = <-done
+		})
+		return runErr
+	}
 	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := wh.stop(); err != nil {
 			t.Errorf("webhook: %v", err)
 		}
 	})
@@ -731,24 +852,45 @@ func managedFieldsSummary(o metav1.Object) string {
 	return strings.Join(out, ", ")
 }
 
-// checkExportedMetrics scrapes the webhook's /metrics and checks that every
-// metric the alerts and the dashboard use from the webhook's process is
-// there. An invalid policy source is needed for policy_webhook_policy_errors
-// to have a series: one in kube-system, which the registration leaves out, so
-// it gets in unjudged, as the alert's runbook describes.
-func checkExportedMetrics(t *testing.T, cs kubernetes.Interface, wh *servedWebhook) {
+// checkExportedMetrics scrapes the webhook's /metrics as the chart's
+// ServiceMonitor would, and checks that every metric the alerts and the
+// dashboard use from the webhook's process is there: over HTTPS, verifying
+// the serving certificate against ca under the name the ServiceMonitor
+// gives, with the token of the ServiceAccount metrics.serviceMonitor binds by
+// default (bound here to the chart's metrics-reader ClusterRole as that
+// option's binding does: the Prometheus Operator's CRDs are not installed).
+// A scrape without a token is refused, which takes the metrics-auth RBAC.
+//
+// An invalid policy source is needed for policy_webhook_policy_errors to
+// have a series: one in kube-system, which the registration leaves out, so it
+// gets in unjudged, as the alert's runbook describes.
+func checkExportedMetrics(t *testing.T, cs kubernetes.Interface, wh *servedWebhook, ca *certs.CA) {
 	t.Helper()
 	ctx := t.Context()
 	bad := testenv.PolicyConfigMap(metav1.NamespaceSystem, "typo", "pods:\n  allowedRegistrie: [registry.example.com/]\n")
 	if _, err := cs.CoreV1().ConfigMaps(metav1.NamespaceSystem).Create(ctx, bad, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("creating an invalid policy in kube-system: %v", err)
 	}
+	token := metricsReaderToken(t, cs)
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca.CertPEM()) {
+		t.Fatal("the CA's certificate does not parse")
+	}
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		RootCAs: pool, ServerName: appName + "." + installNamespace + ".svc", MinVersion: tls.VersionTLS12,
+	}}}
+	url := "https://" + wh.metricsAddr + "/metrics"
+	if _, err := scrape(ctx, hc, url, ""); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("a scrape without a token: %v, want 401 Unauthorized", err)
+	}
 	want := usedMetrics(t)
 	var missing []string
-	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
-		families, err := scrape(ctx, "http://"+wh.metricsAddr+"/metrics")
-		if err != nil {
-			return false, err
+	var scrapeErr error
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
+		families, err := scrape(ctx, hc, url, token)
+		// The binding takes a moment to reach the authorizer: retry.
+		if scrapeErr = err; err != nil {
+			return false, nil
 		}
 		missing = nil
 		for _, name := range want {
@@ -764,8 +906,74 @@ func checkExportedMetrics(t *testing.T, cs kubernetes.Interface, wh *servedWebho
 		}
 		return len(missing) == 0, nil
 	})
-	if err != nil {
+	switch {
+	case scrapeErr != nil:
+		t.Errorf("the metrics reader cannot scrape: %v (%v)", scrapeErr, err)
+	case err != nil:
 		t.Errorf("the webhook does not export %q, which the alerts or the dashboard use (%v)", missing, err)
+	}
+}
+
+// metricsReaderToken is a token of the ServiceAccount the chart's
+// metrics.serviceMonitor binds to the metrics-reader ClusterRole by
+// default, bound to it as that option does.
+func metricsReaderToken(t *testing.T, cs kubernetes.Interface) string {
+	t.Helper()
+	ctx := t.Context()
+	vals := loadChart(t).Values
+	sa, _, err := unstructured.NestedStringMap(vals, "metrics", "serviceMonitor", "prometheusServiceAccount")
+	if err != nil || sa["name"] == "" || sa["namespace"] == "" {
+		t.Fatalf("values metrics.serviceMonitor.prometheusServiceAccount %v (%v)", sa, err)
+	}
+	if err := ensureNamespace(ctx, cs, sa["namespace"]); err != nil {
+		t.Fatal(err)
+	}
+	_, err = cs.CoreV1().ServiceAccounts(sa["namespace"]).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa["name"]}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "policy-webhook-metrics-reader"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "policy-webhook-metrics-reader"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa["name"], Namespace: sa["namespace"]}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := cs.CoreV1().ServiceAccounts(sa["namespace"]).CreateToken(ctx, sa["name"], &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("a token for %s/%s: %v", sa["namespace"], sa["name"], err)
+	}
+	return tr.Status.Token
+}
+
+// checkAuditReport waits for the audit, run by the elected replica with the
+// chart's RBAC, to report pod in its namespace's PolicyReport as failing the
+// cluster-wide policy.
+func checkAuditReport(t *testing.T, cfg *rest.Config, pod *corev1.Pod) {
+	t.Helper()
+	var last string
+	err := testenv.Poll(t.Context(), 30*time.Second, func(ctx context.Context) error {
+		obj, err := dynamicGet(ctx, cfg, report.PolicyReportResource, pod.Namespace, audit.ReportName)
+		if err != nil {
+			return err
+		}
+		var r report.PolicyReport
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj, &r); err != nil {
+			return testenv.Final(fmt.Errorf("decoding PolicyReport %s/%s: %w", pod.Namespace, audit.ReportName, err))
+		}
+		last = fmt.Sprintf("%+v", r.Results)
+		for _, res := range r.Results {
+			if res.Result == report.ResultFail && slices.ContainsFunc(res.Resources, func(o corev1.ObjectReference) bool {
+				return o.Kind == "Pod" && o.Name == pod.Name
+			}) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no failing result for Pod %s", pod.Name)
+	})
+	if err != nil {
+		t.Errorf("the audit did not report Pod %s/%s running %s: %v (results %s)", pod.Namespace, pod.Name, deniedImage, err, last)
 	}
 }
 
@@ -817,14 +1025,18 @@ func usedMetrics(t *testing.T) []string {
 	return names
 }
 
-// scrape reads a Prometheus text exposition.
-func scrape(ctx context.Context, url string) (map[string]*dto.MetricFamily, error) {
+// scrape reads a Prometheus text exposition with client hc, sending token
+// as a bearer token if not empty.
+func scrape(ctx context.Context, hc *http.Client, url, token string) (map[string]*dto.MetricFamily, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Accept", "text/plain; version=0.0.4")
-	resp, err := http.DefaultClient.Do(req)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("scraping %s: %w", url, err)
 	}
