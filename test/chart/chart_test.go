@@ -131,7 +131,7 @@ func TestDefaultsRenderTheKustomizeInstall(t *testing.T) {
 	}
 	// The notes say how to check the install and write a first policy.
 	for _, want := range []string{"rollout status deployment/policy-webhook", "kubectl create --dry-run=server",
-		"policy.example.com/policy: \"true\"", "namespace: " + installNamespace} {
+		"policy.example.com/policy: \"true\"", "namespace: " + installNamespace, "policy-webhook-metrics-reader"} {
 		if !strings.Contains(r.rel.Info.Notes, want) {
 			t.Errorf("NOTES.txt does not say %q:\n%s", want, r.rel.Info.Notes)
 		}
