@@ -884,15 +884,13 @@ func checkExportedMetrics(t *testing.T, cs kubernetes.Interface, wh *servedWebho
 		t.Errorf("a scrape without a token: %v, want 401 Unauthorized", err)
 	}
 	want := usedMetrics(t)
-	var missing []string
-	var scrapeErr error
-	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
+	// The binding takes a moment to reach the authorizer: poll.
+	err := testenv.PollEvery(ctx, 100*time.Millisecond, 20*time.Second, func(ctx context.Context) error {
 		families, err := scrape(ctx, hc, url, token)
-		// The binding takes a moment to reach the authorizer: retry.
-		if scrapeErr = err; err != nil {
-			return false, nil
+		if err != nil {
+			return fmt.Errorf("the metrics reader cannot scrape: %w", err)
 		}
-		missing = nil
+		var missing []string
 		for _, name := range want {
 			family := name
 			for _, suffix := range []string{"_bucket", "_sum", "_count"} {
@@ -904,13 +902,13 @@ func checkExportedMetrics(t *testing.T, cs kubernetes.Interface, wh *servedWebho
 				missing = append(missing, name)
 			}
 		}
-		return len(missing) == 0, nil
+		if len(missing) > 0 {
+			return fmt.Errorf("the webhook does not export %q, which the alerts or the dashboard use", missing)
+		}
+		return nil
 	})
-	switch {
-	case scrapeErr != nil:
-		t.Errorf("the metrics reader cannot scrape: %v (%v)", scrapeErr, err)
-	case err != nil:
-		t.Errorf("the webhook does not export %q, which the alerts or the dashboard use (%v)", missing, err)
+	if err != nil {
+		t.Error(err)
 	}
 }
 
