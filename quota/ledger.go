@@ -336,7 +336,8 @@ func (l *Ledger) leave(acc *account, w *waiter) {
 // the reservations of those before it, and records the reservations in one
 // write, with the ledger's resourceVersion as the precondition. On a
 // conflict it reads the ledger again and judges the whole batch again.
-func (l *Ledger) settle(ctx context.Context, ns string, acc *account, batch []*waiter) {	ref := fmt.Sprintf("ConfigMap %s/%s%s", l.opts.Namespace, LedgerPrefix, ns)
+func (l *Ledger) settle(ctx context.Context, ns string, acc *account, batch []*waiter) {
+	ref := fmt.Sprintf("ConfigMap %s/%s%s", l.opts.Namespace, LedgerPrefix, ns)
 	decisions := make([]policy.Decision, len(batch))
 	reserving := make([]bool, len(batch))
 	for i, w := range batch {
