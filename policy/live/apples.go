@@ -15,10 +15,10 @@ import (
 )
 
 // apple is a MyApple as the informer stores it: what the quota rule and
-// CEL's cluster.myApples read, plus the resourceVersion the informer
-// compares to tell a resync from a change. It is about 150 bytes with its
-// strings, against several kilobytes for the unstructured object it
-// replaces.
+// CEL's cluster.myApples read, plus the UID and resourceVersion that quota
+// reservations are confirmed by (and the informer compares to tell a resync
+// from a change). A few hundred bytes with its strings and index entries,
+// against several kilobytes for the unstructured object it replaces.
 type apple struct {
 	namespace, name, uid, resourceVersion string
 	color, size                           string
