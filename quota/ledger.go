@@ -224,7 +224,7 @@ func (v *view) MyAppleQuantity(namespace, except string) int64 {
 		if r.Name == except {
 			continue
 		}
-		extra := pending(r, v.Cache.MyAppleSeen(namespace, r.UID), v.now, v.ttl)
+		extra := pending(r, v.MyAppleSeen(namespace, r.UID), v.now, v.ttl)
 		if extra > math.MaxInt64-total {
 			return math.MaxInt64
 		}

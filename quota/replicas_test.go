@@ -80,7 +80,7 @@ func TestQuotaAcrossReplicas(t *testing.T) {
 		return func() error {
 			_, err := apples.Create(ctx, apple(ns, "probe", q), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 			if err == nil || !strings.Contains(err.Error(), "myApples.maxTotalQuantityPerNamespace") {
-				return fmt.Errorf("a dry-run create of %d: %v, want the quota's refusal", q, err)
+				return fmt.Errorf("a dry-run create of %d: %w, want the quota's refusal", q, err)
 			}
 			return nil
 		}
