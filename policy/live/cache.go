@@ -252,6 +252,18 @@ func (c *Cache) Evaluate(req *policy.Request) policy.Decision {
 	return c.snapshot.Load().Set.Evaluate(req, c)
 }
 
+// EvaluateIn judges a request against the current snapshot with another
+// view of the cluster: the cache's with the quota reservations not yet in
+// it.
+func (c *Cache) EvaluateIn(req *policy.Request, cluster policy.Cluster) policy.Decision {
+	return c.snapshot.Load().Set.Evaluate(req, cluster)
+}
+
+// MyAppleSeen is what the cache has seen of the MyApple with this UID.
+func (c *Cache) MyAppleSeen(namespace, uid string) Seen {
+	return c.apples.seen(namespace, uid)
+}
+
 // NamespaceLabels returns a namespace's labels from the cache. The map is
 // the cached one: read it, never write it.
 func (c *Cache) NamespaceLabels(name string) (map[string]string, bool) {

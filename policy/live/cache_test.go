@@ -426,7 +426,7 @@ func TestTransformsDropWhatIsNotRead(t *testing.T) {
 	}
 
 	obj, _, _ = c.appleInformer.GetStore().GetByKey("team-a/a")
-	if a, ok := obj.(*apple); !ok || *a != (apple{namespace: "team-a", name: "a", resourceVersion: mine.GetResourceVersion(), color: "red", size: "small", quantity: 3}) {
+	if a, ok := obj.(*apple); !ok || *a != (apple{namespace: "team-a", name: "a", uid: string(mine.GetUID()), resourceVersion: mine.GetResourceVersion(), color: "red", size: "small", quantity: 3}) {
 		t.Errorf("cached MyApple = %#v", obj)
 	}
 

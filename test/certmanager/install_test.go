@@ -143,6 +143,19 @@ func checkRBAC(t *testing.T, objs []*unstructured.Unstructured) {
 		!slices.Equal(rb.Subjects, []rbacv1.Subject{subject}) {
 		t.Errorf("RoleBinding binds %+v to %+v, want the Role to %+v", rb.RoleRef, rb.Subjects, subject)
 	}
+
+	// The quota ledgers: ConfigMaps written only in the webhook's own
+	// namespace.
+	quotaRole := findTyped[rbacv1.Role](t, objs, "Role", "policy-webhook-quota")
+	wantQuota := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "create", "update"}}}
+	if quotaRole.Namespace != installNamespace || !equality.Semantic.DeepEqual(quotaRole.Rules, wantQuota) {
+		t.Errorf("Role %s/%s rules %+v, want %+v in %s", quotaRole.Namespace, quotaRole.Name, quotaRole.Rules, wantQuota, installNamespace)
+	}
+	qrb := findTyped[rbacv1.RoleBinding](t, objs, "RoleBinding", "policy-webhook-quota")
+	if qrb.Namespace != installNamespace || qrb.RoleRef != (rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: quotaRole.Name}) ||
+		!slices.Equal(qrb.Subjects, []rbacv1.Subject{subject}) {
+		t.Errorf("RoleBinding binds %+v to %+v, want the quota Role to %+v", qrb.RoleRef, qrb.Subjects, subject)
+	}
 }
 
 // webhookDeployment returns the Deployment and its one container.
