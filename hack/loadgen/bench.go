@@ -217,7 +217,11 @@ func runStages(ctx context.Context, f benchFlags, rep *report, c clients, ours, 
 	}
 	if f.stages["propagation"] {
 		logf("propagation: %d edits", f.edits)
-		if rep.Propagation, err = measurePropagation(ctx, c, ours, directClient(tlsConfig, 1), f.edits); err != nil {
+		if rep.Propagation, err = measurePropagation(ctx, c, ours, directClient(tlsConfig, 1), f.edits, "edited", builtinSpec); err != nil {
+			return err
+		}
+		logf("propagation: %d edits of a CEL policy", f.edits)
+		if rep.PropagationCEL, err = measurePropagation(ctx, c, ours, directClient(tlsConfig, 1), f.edits, "edited-cel", celSpec); err != nil {
 			return err
 		}
 	}
