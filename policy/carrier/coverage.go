@@ -82,8 +82,9 @@ func ReadCoverage(u *unstructured.Unstructured) policy.Coverage {
 
 // StandIn is the policy that stands in for the invalid version an object
 // carries when no good version of it is known (policy.StandIn): it covers
-// what ReadCoverage reads, in the carrier's scope, saying message.
-func StandIn(u *unstructured.Unstructured, policyNamespace, message string) *policy.Policy {
+// what ReadCoverage reads, in the carrier's scope, saying the message made
+// for the enforcement it stands in with.
+func StandIn(u *unstructured.Unstructured, policyNamespace string, message func(v1alpha1.Enforcement) string) *policy.Policy {
 	src, ok := SourceOf(u)
 	if !ok {
 		return nil
@@ -92,7 +93,8 @@ func StandIn(u *unstructured.Unstructured, policyNamespace, message string) *pol
 	if src.Kind == policy.SourceConfigMap {
 		scope = policy.ConfigMapScope(src.Namespace, policyNamespace)
 	}
-	return policy.StandIn(src, scope, Version(u), ReadCoverage(u), message)
+	cov := ReadCoverage(u)
+	return policy.StandIn(src, scope, Version(u), cov, message(cov.Enforcement))
 }
 
 func present(raw json.RawMessage) bool {

@@ -54,7 +54,7 @@ func TestReadCoverage(t *testing.T) {
 func TestStandIn(t *testing.T) {
 	u := celConfigMap("match:\n  excludedNamespaces: [team-b]\n  objectSelector: {matchLabels: {tier: web}}\npods:\n  allowedRegistries: [\"https://x/\"]\n")
 	u.SetResourceVersion("42")
-	msg := "the policy is invalid"
+	msg := func(v1alpha1.Enforcement) string { return "the policy is invalid" }
 	set := policy.NewSet([]*policy.Policy{StandIn(u, "policy-system", msg)})
 	pod := func(ns string, labels map[string]string) *policy.Pod {
 		return &policy.Pod{
