@@ -2,9 +2,12 @@ package webhook_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -22,6 +25,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/policy-webhook/policy-webhook/certs"
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
@@ -46,9 +50,20 @@ type replica struct {
 	cancel context.CancelFunc
 	done   chan error
 	once   sync.Once
+	// url is where it serves (https://127.0.0.1:<port>); client trusts
+	// its serving certificate.
+	url    string
+	client *http.Client
 }
 
 func startReplica(t *testing.T, cp *testenv.ControlPlane, name string) *replica {
+	t.Helper()
+	return startReplicaAs(t, cp.Config, name)
+}
+
+// startReplicaAs starts a replica whose connection to the API server is
+// cfg: the ServiceAccount's, to run with the install's RBAC.
+func startReplicaAs(t *testing.T, cfg *rest.Config, name string) *replica {
 	t.Helper()
 	certDir := t.TempDir()
 	ca, err := certs.NewCA("replicas test CA", time.Hour)
@@ -67,11 +82,17 @@ func startReplica(t *testing.T, cp *testenv.ControlPlane, name string) *replica 
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
-	r := &replica{name: name, cancel: cancel, done: make(chan error, 1)}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca.CertPEM())
+	r := &replica{
+		name: name, cancel: cancel, done: make(chan error, 1),
+		url:    fmt.Sprintf("https://127.0.0.1:%d", port),
+		client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}},
+	}
 	ready := make(chan struct{})
 	go func() {
 		r.done <- webhook.Run(ctx, webhook.Options{
-			RestConfig:        cp.Config,
+			RestConfig:        cfg,
 			PolicyNamespace:   replicaPolicyNS,
 			Host:              "127.0.0.1",
 			Port:              port,
@@ -102,6 +123,7 @@ func startReplica(t *testing.T, cp *testenv.ControlPlane, name string) *replica 
 // stop stops the replica, once, and checks that Run returned cleanly.
 func (r *replica) stop(t *testing.T) {
 	r.once.Do(func() {
+		r.client.CloseIdleConnections()
 		r.cancel()
 		select {
 		case err := <-r.done:

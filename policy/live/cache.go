@@ -335,6 +335,7 @@ func (c *Cache) rebuild(observe bool) *Snapshot {
 		s.bySource[p.Source] = p
 	}
 	c.snapshot.Store(s)
+	c.logFallbacks(prev, s)
 	// What this snapshot enforces is what the status writers report.
 	for _, p := range policies {
 		if p.Source.Kind == policy.SourceAdmissionPolicy {

@@ -361,3 +361,23 @@ func (r *Reporter) syncLastGood(ctx context.Context, q workqueue.TypedRateLimiti
 	c.log.Info("Last good versions of invalid policies persisted", "configMap", c.cfg.PolicyNamespace+"/"+LastGoodConfigMap, "entries", len(want))
 	return nil
 }
+
+// logFallbacks logs, once each time it starts, an invalid source enforced
+// by its persisted last good version or covered by its stand-in: the log
+// line of the invalid version came before the snapshot knew which.
+func (c *Cache) logFallbacks(prev, s *Snapshot) {
+	for src, se := range s.Errors {
+		was, ok := prev.Errors[src]
+		if ok && was.Version == se.Version && was.Restored == se.Restored && was.StandIn == se.StandIn && was.InForce == se.InForce {
+			continue
+		}
+		switch {
+		case se.Restored:
+			c.log.Info("Invalid policy: its persisted last good version is in force", "source", src.String(), "version", se.Version, "inForce", se.InForce,
+				"configMap", c.cfg.PolicyNamespace+"/"+LastGoodConfigMap)
+		case se.StandIn != "":
+			c.log.Info("Invalid policy with no good version known: what it matches is judged by its stand-in", "source", src.String(), "version", se.Version,
+				"enforcement", se.StandIn)
+		}
+	}
+}
