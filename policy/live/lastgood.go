@@ -350,14 +350,15 @@ func (r *Reporter) syncLastGood(ctx context.Context, q workqueue.TypedRateLimiti
 	}
 	switch {
 	case apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err):
+		// The informer delivering the change has this looked at again;
+		// the delayed retry only guards against a change it never shows.
 		c.log.V(1).Info("The last good versions changed under the leader; will write again once the cache has the change", "configMap", LastGoodConfigMap)
-		q.AddRateLimited(policy.Source{Kind: lastGoodKind})
+		q.AddAfter(policy.Source{Kind: lastGoodKind}, time.Second)
 		return nil
 	case err != nil:
 		return fmt.Errorf("writing ConfigMap %s/%s: %w", c.cfg.PolicyNamespace, LastGoodConfigMap, err)
 	}
 	r.lastGoodWritten = &lastGoodMemo{from: from, data: want}
-	c.metrics.statusUpdates.WithLabelValues(statusResultUpdated).Inc()
 	c.log.Info("Last good versions of invalid policies persisted", "configMap", c.cfg.PolicyNamespace+"/"+LastGoodConfigMap, "entries", len(want))
 	return nil
 }

@@ -191,7 +191,7 @@ func TestLastGoodIsBounded(t *testing.T) {
 	}
 	small := policyConfigMap("team-a", "small", registryPolicy)
 	large := policyConfigMap("team-b", "large", big(24000, "registry-")) // ~770 KB
-	medium := policyConfigMap("team-c", "medium", big(12000, "r-"))     // ~300 KB
+	medium := policyConfigMap("team-c", "medium", big(12000, "r-"))      // ~300 KB
 	f := newFixture(t, small, large, medium)
 	f.start()
 	want := map[policy.Source]string{}
