@@ -96,7 +96,7 @@ func New(cfg Config) (*Cache, error) {
 
 		replicaStatus: newReplicaStatus(),
 	}
-	c.reporter = &Reporter{c: c}
+	c.reporter = &Reporter{c: c, lastGoodMax: lastGoodMaxBytes}
 	m, err := newMetrics(cfg.Metrics, func() float64 { return float64(c.apples.count()) })
 	if err != nil {
 		return nil, fmt.Errorf("configuring the policy cache: %w", err)

@@ -259,7 +259,7 @@ func (r *Reporter) wantLastGood() (map[string]string, []policy.Source) {
 	var left []policy.Source
 	total := 0
 	for _, k := range keys {
-		if total+len(want[k]) > lastGoodMaxBytes {
+		if total+len(want[k]) > r.lastGoodMax {
 			var e lastGoodEntry
 			if yaml.Unmarshal([]byte(want[k]), &e) == nil {
 				left = append(left, e.source())

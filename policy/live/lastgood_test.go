@@ -31,11 +31,10 @@ func (f *fixture) lastGoodEntries() map[policy.Source]lastGoodEntry {
 	out := map[policy.Source]lastGoodEntry{}
 	for k, v := range data {
 		var e lastGoodEntry
-		if err := yaml.UnmarshalStrict([]byte(v), &e); err != nil {
-			f.t.Fatalf("entry %s: %v", k, err)
-		}
-		if k != lastGoodKey(e.source()) {
-			f.t.Errorf("entry of %s under key %s", e.source(), k)
+		if err := yaml.UnmarshalStrict([]byte(v), &e); err != nil || k != lastGoodKey(e.source()) {
+			// Not one the leader writes: counted, so that it shows.
+			out[policy.Source{Kind: "unreadable", Name: k}] = e
+			continue
 		}
 		out[e.source()] = e
 	}
@@ -178,21 +177,23 @@ func TestLastGoodOfAnotherObjectIgnored(t *testing.T) {
 	f.persisted(map[policy.Source]string{})
 }
 
-// The ConfigMap holds at most what a ConfigMap may: a last good version
-// that does not fit is left out, the smaller ones kept.
+// The ConfigMap holds at most what a ConfigMap may (1 MiB; 2 KiB here, so
+// that the policies stay small): a last good version that does not fit is
+// left out, the smaller ones kept.
 func TestLastGoodIsBounded(t *testing.T) {
 	big := func(n int, prefix string) string {
 		var b strings.Builder
 		b.WriteString("pods:\n  allowedRegistries:\n")
 		for i := range n {
-			fmt.Fprintf(&b, "  - %s%06d.example.com/\n", prefix, i)
+			fmt.Fprintf(&b, "  - %s%03d.example.com/\n", prefix, i)
 		}
 		return b.String()
 	}
 	small := policyConfigMap("team-a", "small", registryPolicy)
-	large := policyConfigMap("team-b", "large", big(24000, "registry-")) // ~770 KB
-	medium := policyConfigMap("team-c", "medium", big(12000, "r-"))      // ~300 KB
+	large := policyConfigMap("team-b", "large", big(40, "registry-")) // ~1.5 KiB
+	medium := policyConfigMap("team-c", "medium", big(20, "r-"))      // ~0.6 KiB
 	f := newFixture(t, small, large, medium)
+	f.cache.reporter.lastGoodMax = 2048
 	f.start()
 	want := map[policy.Source]string{}
 	for _, cm := range []*unstructured.Unstructured{small, large, medium} {
@@ -228,4 +229,44 @@ func TestLastGoodKey(t *testing.T) {
 		lastGoodKey(policy.Source{Kind: policy.SourceConfigMap, Namespace: "team-b", Name: long}); a == b {
 		t.Errorf("two sources share key %q", a)
 	}
+}
+
+// A persisted version that arrives after the replica synced replaces the
+// stand-in; entries that cannot be read, or sit under another source's
+// key, are ignored, and the leader drops them.
+func TestLastGoodArrivingLater(t *testing.T) {
+	cm := policyConfigMap("team-a", "registries", invalidPolicy)
+	f := newFixture(t, cm)
+	f.start()
+	src := policy.Source{Kind: policy.SourceConfigMap, Namespace: "team-a", Name: "registries"}
+	if se := f.failed(src, cm.GetResourceVersion()); se.StandIn == "" {
+		t.Fatalf("%+v, want the stand-in", se)
+	}
+	entry, err := yaml.Marshal(lastGoodEntry{Kind: "ConfigMap", Namespace: "team-a", Name: "registries", UID: cm.GetUID(), Version: "7", Policy: registryPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := yaml.Marshal(lastGoodEntry{Kind: "ConfigMap", Namespace: "team-b", Name: "registries", UID: "u", Version: "7", Policy: registryPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.create(&unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "ConfigMap",
+		"metadata": map[string]any{"name": LastGoodConfigMap, "namespace": testPolicyNamespace},
+		"data": map[string]any{
+			lastGoodKey(src):            string(entry),
+			"configmap.team-a.elsewhere": string(other),
+			"configmap.team-c.garbage":   "kind: [",
+		},
+	}})
+	eventually(t, "the persisted version is in force", func() bool {
+		se := f.cache.Snapshot().Errors[src]
+		return se.Restored && se.InForce == "7"
+	})
+	allowed(t, f.cache, podRequest("team-a", "registry.example.com/app:1"), true)
+	d := allowed(t, f.cache, podRequest("team-a", "nginx"), false)
+	if len(d.Violations) != 1 || d.Violations[0].Rule != "pods.allowedRegistries" {
+		t.Errorf("violations %v, want the persisted version's", d.Violations)
+	}
+	f.persisted(map[policy.Source]string{src: string(cm.GetUID()) + "@7"})
 }

@@ -55,6 +55,9 @@ type Reporter struct {
 	encoded         map[policy.Source]encodedEntry
 	leftOut         map[policy.Source]bool
 	lastGoodWritten *lastGoodMemo
+	// lastGoodMax bounds the entries' bytes: lastGoodMaxBytes but in
+	// tests.
+	lastGoodMax int
 }
 
 // eventKey is one invalid version of one object.
