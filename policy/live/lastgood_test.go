@@ -254,7 +254,7 @@ func TestLastGoodArrivingLater(t *testing.T) {
 		"apiVersion": "v1", "kind": "ConfigMap",
 		"metadata": map[string]any{"name": LastGoodConfigMap, "namespace": testPolicyNamespace},
 		"data": map[string]any{
-			lastGoodKey(src):            string(entry),
+			lastGoodKey(src):             string(entry),
 			"configmap.team-a.elsewhere": string(other),
 			"configmap.team-c.garbage":   "kind: [",
 		},
