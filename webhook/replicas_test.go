@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/policy-webhook/policy-webhook/certs"
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
@@ -245,11 +246,24 @@ func TestTwoReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	poll("both replicas enforce generation 1", statusIs("trusted", 1, true, "replica-a", "replica-b"))
-	ap, _ = getAP("trusted") // status writes moved its resourceVersion on
-	ap.Object["spec"] = map[string]any{"pods": map[string]any{"allowedRegistries": []any{"docker.io/"}}}
-	if _, err = aps.Update(ctx, ap, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
+	// setSpec updates a policy's spec, retrying when a status write moved
+	// its resourceVersion on in between.
+	setSpec := func(name string, spec map[string]any) *unstructured.Unstructured {
+		t.Helper()
+		var out *unstructured.Unstructured
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			cur, _ := getAP(name)
+			cur.Object["spec"] = spec
+			var err error
+			out, err = aps.Update(ctx, cur, metav1.UpdateOptions{})
+			return err
+		})
+		if err != nil {
+			t.Fatalf("updating AdmissionPolicy %s: %v", name, err)
+		}
+		return out
 	}
+	setSpec("trusted", map[string]any{"pods": map[string]any{"allowedRegistries": []any{"docker.io/"}}})
 	poll("both replicas enforce generation 2", statusIs("trusted", 2, true, "replica-a", "replica-b"))
 	u, st := getAP("trusted")
 	for _, r := range st.Replicas {
@@ -272,11 +286,7 @@ func TestTwoReplicas(t *testing.T) {
 
 	// Invalid versions, written while no webhook is registered: both
 	// replicas keep generation 2 in force, and each object gets one Event.
-	ap, _ = getAP("trusted")
-	ap.Object["spec"] = map[string]any{"pods": map[string]any{"allowedRegistries": []any{"https://registry.example.com/"}}}
-	if ap, err = aps.Update(ctx, ap, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	ap = setSpec("trusted", map[string]any{"pods": map[string]any{"allowedRegistries": []any{"https://registry.example.com/"}}})
 	cm, err := kube.CoreV1().ConfigMaps("team-a").Create(ctx, testenv.PolicyConfigMap("team-a", "broken",
 		"pods:\n  allowedRegistries: [\"https://x.example.com/\"]\n"), metav1.CreateOptions{})
 	if err != nil {
