@@ -47,6 +47,12 @@ type Cache struct {
 	sources *sourceTable
 	apples  *appleIndex
 
+	// The persisted last good versions of invalid sources (lastgood.go):
+	// one ConfigMap, its own factory, and what it holds, compiled.
+	lastGoodFactory  dynamicinformer.DynamicSharedInformerFactory
+	lastGoodInformer cache.SharedIndexInformer
+	lastGood         *lastGoodTable
+
 	// dirty asks the builder for a new snapshot; its one slot coalesces
 	// bursts. pendingSince is when the oldest change not yet in a snapshot
 	// arrived (UnixNano, 0 for none).
@@ -83,13 +89,14 @@ func New(cfg Config) (*Cache, error) {
 		images:   policy.NewImageCache(imageCacheSize),
 		sources:  newSourceTable(),
 		apples:   newAppleIndex(),
+		lastGood: newLastGoodTable(),
 		dirty:    make(chan struct{}, 1),
 		swapped:  make(chan struct{}, 1),
 		syncedCh: make(chan struct{}),
 
 		replicaStatus: newReplicaStatus(),
 	}
-	c.reporter = &Reporter{c: c}
+	c.reporter = &Reporter{c: c, lastGoodMax: lastGoodMaxBytes}
 	m, err := newMetrics(cfg.Metrics, func() float64 { return float64(c.apples.count()) })
 	if err != nil {
 		return nil, fmt.Errorf("configuring the policy cache: %w", err)
@@ -108,6 +115,7 @@ func New(cfg Config) (*Cache, error) {
 	c.policyInformer = c.objects.ForResource(v1alpha1.Resource).Informer()
 	c.appleInformer = c.objects.ForResource(MyAppleResource()).Informer()
 	c.namespaceInformer = c.metadata.ForResource(corev1.SchemeGroupVersion.WithResource("namespaces")).Informer()
+	c.lastGoodInformer = c.newLastGoodInformer()
 
 	for _, s := range []struct {
 		what      string
@@ -122,6 +130,7 @@ func New(cfg Config) (*Cache, error) {
 		// store at request time. Waiting on an empty handler's sync is
 		// waiting on the informer's.
 		{"Namespaces", c.namespaceInformer, nil, cache.ResourceEventHandlerFuncs{}},
+		{"last good versions", c.lastGoodInformer, nil, c.lastGoodHandler()},
 	} {
 		if s.transform != nil {
 			if err := s.informer.SetTransform(s.transform); err != nil {
@@ -167,6 +176,7 @@ func (c *Cache) Start(ctx context.Context) error {
 		c.policyConfigMaps.Shutdown()
 		c.objects.Shutdown()
 		c.metadata.Shutdown()
+		c.lastGoodFactory.Shutdown()
 		c.log.Info("Policy cache stopped")
 	}()
 
@@ -179,6 +189,7 @@ func (c *Cache) Start(ctx context.Context) error {
 	c.policyConfigMaps.Start(ctx.Done())
 	c.objects.Start(ctx.Done())
 	c.metadata.Start(ctx.Done())
+	c.lastGoodFactory.Start(ctx.Done())
 
 	checkers := make([]cache.DoneChecker, len(c.handlers))
 	for i, h := range c.handlers {
@@ -323,7 +334,7 @@ func (c *Cache) buildLoop(ctx context.Context) {
 // the build loop.
 func (c *Cache) rebuild(observe bool) *Snapshot {
 	since := c.pendingSince.Swap(0)
-	policies, errs := c.sources.collect()
+	policies, errs := c.sources.collect(c.lastGood.lookup)
 	prev := c.snapshot.Load()
 	s := &Snapshot{
 		Set:      policy.NewSet(policies, policy.WithImageCache(c.images)),
@@ -336,6 +347,7 @@ func (c *Cache) rebuild(observe bool) *Snapshot {
 		s.bySource[p.Source] = p
 	}
 	c.snapshot.Store(s)
+	c.logFallbacks(prev, s)
 	// What this snapshot enforces is what the status writers report.
 	for _, p := range policies {
 		if p.Source.Kind == policy.SourceAdmissionPolicy {
@@ -349,6 +361,8 @@ func (c *Cache) rebuild(observe bool) *Snapshot {
 			c.reporter.enqueue(src)
 		}
 	}
+	// The leader keeps the persisted last good versions in step.
+	c.reporter.enqueue(policy.Source{Kind: lastGoodKind})
 	select {
 	case c.swapped <- struct{}{}:
 	default:
