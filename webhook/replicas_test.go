@@ -48,7 +48,9 @@ type replica struct {
 	once   sync.Once
 }
 
-func startReplica(t *testing.T, cp *testenv.ControlPlane, name string) *replica {
+// startReplica starts a replica; edits change its options (an audit
+// interval, a transport that records its requests, a registry to read).
+func startReplica(t *testing.T, cp *testenv.ControlPlane, name string, edits ...func(*webhook.Options)) *replica {
 	t.Helper()
 	certDir := t.TempDir()
 	ca, err := certs.NewCA("replicas test CA", time.Hour)
@@ -69,25 +71,27 @@ func startReplica(t *testing.T, cp *testenv.ControlPlane, name string) *replica 
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
 	r := &replica{name: name, cancel: cancel, done: make(chan error, 1)}
 	ready := make(chan struct{})
-	go func() {
-		r.done <- webhook.Run(ctx, webhook.Options{
-			RestConfig:        cp.Config,
-			PolicyNamespace:   replicaPolicyNS,
-			Host:              "127.0.0.1",
-			Port:              port,
-			CertDir:           certDir,
-			ReplicaName:       name,
-			LeaderElection:    true,
-			LeaseDuration:     testLeaseDuration,
-			RenewDeadline:     testRenewDeadline,
-			RetryPeriod:       testRetryPeriod,
-			HeartbeatInterval: testHeartbeatInterval,
-			// Two servers in one process: a registry each.
-			MetricsRegistry: prometheus.NewRegistry(),
-			Log:             testr.NewWithOptions(t, testr.Options{Verbosity: 0}).WithName(name),
-			OnReady:         func() { close(ready) },
-		})
-	}()
+	opts := webhook.Options{
+		RestConfig:        cp.Config,
+		PolicyNamespace:   replicaPolicyNS,
+		Host:              "127.0.0.1",
+		Port:              port,
+		CertDir:           certDir,
+		ReplicaName:       name,
+		LeaderElection:    true,
+		LeaseDuration:     testLeaseDuration,
+		RenewDeadline:     testRenewDeadline,
+		RetryPeriod:       testRetryPeriod,
+		HeartbeatInterval: testHeartbeatInterval,
+		// Two servers in one process: a registry each.
+		MetricsRegistry: prometheus.NewRegistry(),
+		Log:             testr.NewWithOptions(t, testr.Options{Verbosity: 0}).WithName(name),
+		OnReady:         func() { close(ready) },
+	}
+	for _, edit := range edits {
+		edit(&opts)
+	}
+	go func() { r.done <- webhook.Run(ctx, opts) }()
 	t.Cleanup(func() { r.stop(t) })
 	select {
 	case <-ready:
