@@ -37,12 +37,14 @@ fmt: ## gofmt the tree.
 	gofmt -s -w $$(git ls-files '*.go')
 
 .PHONY: vet
-vet: ## go vet every package.
+vet: ## go vet every package (the chart tests' module too).
 	$(GO) vet ./...
+	cd test/chart && $(GO) vet ./...
 
 .PHONY: lint
 lint: $(GOLANGCI_LINT) ## golangci-lint with the repository's .golangci.yml.
 	$(GOLANGCI_LINT) run ./...
+	cd test/chart && $(GOLANGCI_LINT) run ./...
 
 $(GOLANGCI_LINT): hack/tools/lint/go.mod hack/tools/lint/go.sum
 	cd hack/tools/lint && GOWORK=off $(GO) build -o $@ github.com/golangci/golangci-lint/v2/cmd/golangci-lint
@@ -51,6 +53,7 @@ $(GOLANGCI_LINT): hack/tools/lint/go.mod hack/tools/lint/go.sum
 verify: lint ## gofmt, go vet, golangci-lint, and generated code up to date (what CI checks before the tests).
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	cd test/chart && $(GO) vet ./...
 	$(MAKE) --no-print-directory generate manifests
 	@if ! git diff --exit-code --stat -- $(GENERATED) || [ -n "$$(git status --porcelain -- $(GENERATED))" ]; then \
 		echo "generated code is out of date: run make generate manifests and commit the result"; exit 1; fi
@@ -79,11 +82,13 @@ print-kubectl: ## Print the path of the tools cache's kubectl.
 .PHONY: test
 test: tools ## Unit and end-to-end tests (builds the tools on first use), then make fuzz.
 	$(GO) vet ./...
+	cd test/chart && $(GO) vet ./...
 	$(GO) test -count=1 ./...
+	cd test/chart && $(GO) test -count=1 ./...
 	$(MAKE) --no-print-directory fuzz
 
 # Each fuzz target runs for FUZZTIME beyond its seeds (which go test runs
-# anyway): five targets at 20s add under two minutes to make test on 2 cores
+# anyway): five targets at 20s add about three minutes to make test on 2 cores
 # once the build cache holds the instrumented packages (the first run builds
 # every dependency instrumented, which takes minutes). Inputs are not
 # minimized (FUZZMINIMIZETIME): minimizing each new input, up to 60s by
@@ -102,9 +107,9 @@ fuzz: ## Run every fuzz target (func FuzzX in a _test.go file) for FUZZTIME each
 	$(GO) clean -fuzzcache
 	@found=0; \
 	while IFS=: read -r file fn; do \
-		found=1; name=$${fn#func }; pkg=./$$(dirname "$$file"); \
-		echo "--- fuzz $$name in $$pkg for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) "$$pkg"; \
+		found=1; name=$${fn#func }; dir=$$(dirname "$$file"); \
+		echo "--- fuzz $$name in ./$$dir for $(FUZZTIME)"; \
+		(cd "$$dir" && $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) .); \
 	done < <(git grep -o -E '^func Fuzz[A-Za-z0-9_]+' -- '*_test.go' | sort -u); \
 	if [ "$$found" = 0 ]; then echo "no fuzz targets found"; exit 1; fi
 
