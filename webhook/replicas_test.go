@@ -57,14 +57,16 @@ type replica struct {
 	client *http.Client
 }
 
-func startReplica(t *testing.T, cp *testenv.ControlPlane, name string) *replica {
+// startReplica starts a replica; edits change its options (an audit
+// interval, a transport that records its requests, a registry to read).
+func startReplica(t *testing.T, cp *testenv.ControlPlane, name string, edits ...func(*webhook.Options)) *replica {
 	t.Helper()
-	return startReplicaAs(t, cp.Config, name)
+	return startReplicaAs(t, cp.Config, name, edits...)
 }
 
 // startReplicaAs starts a replica whose connection to the API server is
 // cfg: the ServiceAccount's, to run with the install's RBAC.
-func startReplicaAs(t *testing.T, cfg *rest.Config, name string) *replica {
+func startReplicaAs(t *testing.T, cfg *rest.Config, name string, edits ...func(*webhook.Options)) *replica {
 	t.Helper()
 	certDir := t.TempDir()
 	ca, err := certs.NewCA("replicas test CA", time.Hour)
@@ -91,25 +93,27 @@ func startReplicaAs(t *testing.T, cfg *rest.Config, name string) *replica {
 		client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}},
 	}
 	ready := make(chan struct{})
-	go func() {
-		r.done <- webhook.Run(ctx, webhook.Options{
-			RestConfig:        cfg,
-			PolicyNamespace:   replicaPolicyNS,
-			Host:              "127.0.0.1",
-			Port:              port,
-			CertDir:           certDir,
-			ReplicaName:       name,
-			LeaderElection:    true,
-			LeaseDuration:     testLeaseDuration,
-			RenewDeadline:     testRenewDeadline,
-			RetryPeriod:       testRetryPeriod,
-			HeartbeatInterval: testHeartbeatInterval,
-			// Two servers in one process: a registry each.
-			MetricsRegistry: prometheus.NewRegistry(),
-			Log:             testr.NewWithOptions(t, testr.Options{Verbosity: 0}).WithName(name),
-			OnReady:         func() { close(ready) },
-		})
-	}()
+	opts := webhook.Options{
+		RestConfig:        cfg,
+		PolicyNamespace:   replicaPolicyNS,
+		Host:              "127.0.0.1",
+		Port:              port,
+		CertDir:           certDir,
+		ReplicaName:       name,
+		LeaderElection:    true,
+		LeaseDuration:     testLeaseDuration,
+		RenewDeadline:     testRenewDeadline,
+		RetryPeriod:       testRetryPeriod,
+		HeartbeatInterval: testHeartbeatInterval,
+		// Two servers in one process: a registry each.
+		MetricsRegistry: prometheus.NewRegistry(),
+		Log:             testr.NewWithOptions(t, testr.Options{Verbosity: 0}).WithName(name),
+		OnReady:         func() { close(ready) },
+	}
+	for _, edit := range edits {
+		edit(&opts)
+	}
+	go func() { r.done <- webhook.Run(ctx, opts) }()
 	t.Cleanup(func() { r.stop(t) })
 	select {
 	case <-ready:
