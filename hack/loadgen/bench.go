@@ -61,7 +61,7 @@ func parseFlags(args []string) (benchFlags, error) {
 	fs.IntVar(&f.apiRounds, "apiserver-rounds", 15, "windows per contender through the API server, each as long as a direct run's")
 	fs.IntVar(&f.containers, "containers", 2, "containers in the load Pod (2 makes the 3.7 KB review)")
 	fs.StringVar(&f.profile, "cpu-profile", "", "if set, write policy-webhook's CPU profile under direct load (allowed Pods, c=8, 10 s) to this file")
-	stages := fs.String("stages", "direct,apiserver,propagation,memory,quota", "which load stages to run")
+	stages := fs.String("stages", "direct,apiserver,propagation,memory,quota,audit", "which load stages to run")
 	fs.BoolVar(&f.goBench, "go-bench", true, "run the in-process Go benchmarks first")
 	fs.StringVar(&f.benchtime, "benchtime", "1s", "go test -benchtime")
 	fs.IntVar(&f.edits, "edits", 50, "policy edits timed for propagation")
@@ -76,7 +76,7 @@ func parseFlags(args []string) (benchFlags, error) {
 	f.stages = map[string]bool{}
 	for _, st := range strings.Split(*stages, ",") {
 		switch st = strings.TrimSpace(st); st {
-		case "direct", "apiserver", "propagation", "quota", "memory":
+		case "direct", "apiserver", "propagation", "quota", "memory", "audit":
 			f.stages[st] = true
 		default:
 			return f, fmt.Errorf("-stages: unknown stage %q", st)
@@ -235,6 +235,13 @@ func runStages(ctx context.Context, f benchFlags, rep *report, c clients, ours, 
 	if f.stages["quota"] {
 		logf("quota: %d MyApple creates with and without a quota, c=%d", f.quotaCreates, f.apiConcurrency)
 		if rep.Quota, err = measureQuota(ctx, c, ours, f.quotaCreates, f.apiConcurrency); err != nil {
+			return err
+		}
+	}
+	// Last: sweeps judge what the runs before left in the cluster.
+	if f.stages["audit"] {
+		logf("audit: direct load with and without audit sweeps running")
+		if rep.AuditLoad, err = measureAuditLoad(ctx, f, c, ours, tlsConfig); err != nil {
 			return err
 		}
 	}

@@ -54,6 +54,7 @@ type report struct {
 	// PropagationCEL is the same with a policy of CEL validations.
 	PropagationCEL propagationResult `json:"propagationCEL"`
 	Quota          quotaResult       `json:"quota"`
+	AuditLoad      auditLoadResult   `json:"auditLoad"`
 	Memory         []memoryStage     `json:"memory"`
 }
 
@@ -156,6 +157,17 @@ func (r *report) print(w io.Writer) {
 			s    quotaSide
 		}{{"no quota policy", q.Without}, {"enforced quota", q.With}} {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%.0f\t%.2f\t\n", row.name, ms(row.s.P50), ms(row.s.P99), row.s.PerSecond, row.s.APIRequestsPerCreate)
+		}
+		fmt.Fprintln(tw)
+	}
+	if a := r.AuditLoad; a.Quiet.Requests > 0 {
+		fmt.Fprintf(tw, "direct allowed Pods c=%d\treq/s median\tp50\tp99\tmax\terrors\twrong\tsweeps\t\n", a.Concurrency)
+		for _, row := range []struct {
+			name   string
+			l      loadResult
+			sweeps float64
+		}{{"no sweep running", a.Quiet, a.QuietSweeps}, {fmt.Sprintf("sweeping (%.0f objects each)", a.ObjectsPerSweep), a.Sweeping, a.Sweeps}} {
+			fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%s\t%d\t%d\t%.0f\t\n", row.name, row.l.PerSecond, ms(row.l.P50), ms(row.l.P99), ms(row.l.Max), row.l.Errors, row.l.WrongVerdict, row.sweeps)
 		}
 		fmt.Fprintln(tw)
 	}
