@@ -39,7 +39,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	log := opts.Log
 	log.Info("Starting policy-webhook", "policyNamespace", opts.PolicyNamespace, "host", opts.Host, "port", opts.Port,
-		"certDir", opts.CertDir, "http2", opts.EnableHTTP2, "failOpenBeforeSync", opts.FailOpenBeforeSync, "shutdownDelay", opts.ShutdownDelay.String(),
+		"certDir", opts.CertDir, "http2", opts.EnableHTTP2, "failOpenBeforeSync", opts.FailOpenBeforeSync, "shutdownDelay", opts.ShutdownDelay.String(), "maxCacheStaleness", opts.MaxCacheStaleness.String(),
 		"replica", opts.ReplicaName, "leaderElection", opts.LeaderElection)
 
 	cfg := rest.CopyConfig(opts.RestConfig)
@@ -120,7 +120,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 
-	ready := &readiness{judge: cache, certs: certs, certDir: opts.CertDir, server: server.StartedChecker(), now: time.Now}
+	ready := &readiness{judge: cache, current: cache, maxStale: opts.MaxCacheStaleness, certs: certs, certDir: opts.CertDir, server: server.StartedChecker(), now: time.Now}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return fmt.Errorf("adding the liveness check: %w", err)
 	}
