@@ -45,6 +45,25 @@ var reconnectBackoff = wait.Backoff{
 // 2.5 s of the API server serving its resource again.
 const reconnectCap = 2 * time.Second
 
+// A watch request sent while a restarted API server was starting can be
+// held by it for seconds after it serves the same watch to a new request
+// (seen: custom resources' watches held 4 s past /readyz). The API server
+// answers a watch request with its headers at once, before any event, so a
+// watch call that has not returned within watchStartTimeout is given up
+// and sent again at once; the timeout doubles with each one given up, to
+// maxWatchStartTimeout, so that an API server slow under load is not sent
+// ever more requests.
+const (
+	watchStartTimeout    = 2 * time.Second
+	maxWatchStartTimeout = 32 * time.Second
+)
+
+type watchStartTimeoutError struct{ after time.Duration }
+
+func (e *watchStartTimeoutError) Error() string {
+	return fmt.Sprintf("the API server did not start the watch within %s", e.after)
+}
+
 // Reasons a watch error is counted under.
 const (
 	watchErrorUnavailable = "unavailable" // the API server did not answer, or answered 404/429/5xx
@@ -144,15 +163,21 @@ func (h *informerHealth) failed(call string, err error, retrying bool) {
 	if reason != watchErrorExpired {
 		msg = "Listing or watching failed: the informer's cache may be stale until it succeeds"
 	}
-	log := h.log
-	if !first {
-		log = log.V(1)
+	switch {
+	case reason == watchErrorExpired:
+		h.log.Info(msg, "what", h.what, "call", call, "err", err.Error())
+	case first:
+		h.log.Error(err, msg, "what", h.what, "call", call, "retrying", retrying, "retryWithin", reconnectCap.String())
+	default:
+		// logr logs errors whatever the verbosity.
+		h.log.V(1).Info(msg, "what", h.what, "call", call, "err", err.Error(), "retrying", retrying, "failedAttempts", h.failuresNow())
 	}
-	if reason == watchErrorExpired {
-		log.Info(msg, "what", h.what, "call", call, "err", err.Error())
-		return
-	}
-	log.Error(err, msg, "what", h.what, "call", call, "retrying", retrying, "retryWithin", reconnectCap.String())
+}
+
+func (h *informerHealth) failuresNow() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.failures
 }
 
 // watchErrorHandler is the informer's WatchErrorHandler: it sees the
@@ -183,6 +208,8 @@ func unavailable(err error) bool {
 	case utilnet.IsConnectionRefused(err), utilnet.IsConnectionReset(err), utilnet.IsProbableEOF(err), utilnet.IsTimeout(err),
 		utilnet.IsHTTP2ConnectionLost(err):
 		return true
+	case errors.As(err, new(*watchStartTimeoutError)):
+		return true
 	case errors.As(err, &ue):
 		// No HTTP response at all: the transport failed.
 		return true
@@ -209,12 +236,34 @@ func listWatch(h *informerHealth, client any,
 			return obj, err
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			w, err := retry(ctx, h, "watch", func() (watch.Interface, error) { return watchFn(ctx, o) })
+			startTimeout := watchStartTimeout
+			w, err := retry(ctx, h, "watch", func() (*trackedWatch, error) {
+				// The call's context is the watch's for as long as it
+				// lasts: cancelled only if it does not start in time, or
+				// once it ends.
+				wctx, cancel := context.WithCancel(ctx)
+				timer := time.AfterFunc(startTimeout, cancel)
+				w, err := watchFn(wctx, o)
+				if !timer.Stop() {
+					if err == nil {
+						w.Stop()
+					}
+					cancel()
+					err = &watchStartTimeoutError{after: startTimeout}
+					startTimeout = min(2*startTimeout, maxWatchStartTimeout)
+					return nil, err
+				}
+				if err != nil {
+					cancel()
+					return nil, err
+				}
+				return newTrackedWatch(w, h, cancel), nil
+			})
 			if err != nil {
 				return nil, err
 			}
 			h.succeeded(true)
-			return newTrackedWatch(w, h), nil
+			return w, nil
 		},
 	}, client)
 }
@@ -231,6 +280,9 @@ func retry[T any](ctx context.Context, h *informerHealth, what string, call func
 			return v, err
 		}
 		h.failed(what, err, true)
+		if errors.As(err, new(*watchStartTimeoutError)) {
+			continue // the wait is spent already
+		}
 		select {
 		case <-ctx.Done():
 			return v, fmt.Errorf("%s of %s: %w (gave up: %w)", what, h.what, err, ctx.Err())
@@ -244,14 +296,15 @@ func retry[T any](ctx context.Context, h *informerHealth, what string, call func
 type trackedWatch struct {
 	w      watch.Interface
 	h      *informerHealth
+	cancel context.CancelFunc // the watch call's context
 	out    chan watch.Event
 	stop   chan struct{}
 	once   sync.Once
 	closed sync.WaitGroup
 }
 
-func newTrackedWatch(w watch.Interface, h *informerHealth) *trackedWatch {
-	t := &trackedWatch{w: w, h: h, out: make(chan watch.Event), stop: make(chan struct{})}
+func newTrackedWatch(w watch.Interface, h *informerHealth, cancel context.CancelFunc) *trackedWatch {
+	t := &trackedWatch{w: w, h: h, cancel: cancel, out: make(chan watch.Event), stop: make(chan struct{})}
 	t.closed.Add(1)
 	go t.forward()
 	return t
@@ -261,6 +314,7 @@ func (t *trackedWatch) forward() {
 	defer t.closed.Done()
 	defer close(t.out)
 	defer t.h.watchEnded()
+	defer t.cancel()
 	in := t.w.ResultChan()
 	for {
 		select {

@@ -53,6 +53,8 @@ type Options struct {
 	MetricsSecure bool
 	// AuditInterval turns the background audit on (webhook.Options); 0: off.
 	AuditInterval time.Duration
+	// MaxCacheStaleness is passed to webhook.Options (0: its default).
+	MaxCacheStaleness time.Duration
 	// MetricsRegistry, when set, takes the webhook's metrics instead of
 	// controller-runtime's registry: a second webhook in the same process
 	// needs its own.
@@ -146,6 +148,7 @@ func Start(ctx context.Context, opts Options) (*Webhook, error) {
 			MetricsSecure:          opts.MetricsSecure,
 			AuditInterval:          opts.AuditInterval,
 			MetricsRegistry:        opts.MetricsRegistry,
+			MaxCacheStaleness:      opts.MaxCacheStaleness,
 			Log:                    opts.Log,
 			OnReady:                func() { w.readyOnce.Do(func() { close(w.ready) }) },
 		})
