@@ -130,7 +130,7 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}
 
-	return serve(ctx, opts, mgr, cache, ready)
+	return serve(ctx, opts, mgr, cache, ready, webhookServer)
 }
 
 // serverTLS adjusts the TLS configuration controller-runtime's webhook
@@ -155,7 +155,7 @@ func serverTLS(getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, erro
 // cache runs outside the manager because the manager stops it before the
 // webhook server, and requests still in flight then should be judged by a
 // running cache.
-func serve(ctx context.Context, opts Options, mgr manager.Manager, cache *live.Cache, ready *readiness) error {
+func serve(ctx context.Context, opts Options, mgr manager.Manager, cache *live.Cache, ready *readiness, server *server) error {
 	log := opts.Log
 	// Both outlive ctx on purpose: shutdown is this function's to order.
 	mgrCtx, stopMgr := context.WithCancel(context.WithoutCancel(ctx))
@@ -198,6 +198,7 @@ func serve(ctx context.Context, opts Options, mgr manager.Manager, cache *live.C
 
 	log.Info("Shutting down: no longer ready", "shutdownDelay", opts.ShutdownDelay)
 	ready.stopping.Store(true)
+	server.drain()
 	if opts.ShutdownDelay > 0 {
 		select {
 		case <-time.After(opts.ShutdownDelay):
