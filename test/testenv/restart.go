@@ -83,7 +83,7 @@ func (c *ControlPlane) StartAPIServer(ctx context.Context) error {
 	if s == nil || s.cmd != nil {
 		return errors.New("kube-apiserver is running: StopAPIServer first")
 	}
-	cmd := exec.Command(s.path, s.args...) //nolint:gosec // the binary and flags envtest ran
+	cmd := exec.Command(s.path, s.args...)
 	s.out = &bytes.Buffer{}
 	cmd.Stdout, cmd.Stderr = s.out, s.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -117,11 +117,11 @@ func (c *ControlPlane) StartAPIServer(ctx context.Context) error {
 
 // stopRestarted stops a kube-apiserver StartAPIServer started, before
 // envtest stops etcd.
-func (c *ControlPlane) stopRestarted() error {
+func (c *ControlPlane) stopRestarted() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.apiserver == nil || c.apiserver.cmd == nil {
-		return nil
+		return
 	}
 	s := c.apiserver
 	_ = s.cmd.Process.Signal(syscall.SIGTERM)
@@ -132,7 +132,6 @@ func (c *ControlPlane) stopRestarted() error {
 		<-s.done
 	}
 	s.cmd = nil
-	return nil
 }
 
 func (c *ControlPlane) apiServerAddr() string {
