@@ -37,12 +37,14 @@ fmt: ## gofmt the tree.
 	gofmt -s -w $$(git ls-files '*.go')
 
 .PHONY: vet
-vet: ## go vet every package.
+vet: ## go vet every package (the chart tests' module too).
 	$(GO) vet ./...
+	cd test/chart && $(GO) vet ./...
 
 .PHONY: lint
 lint: $(GOLANGCI_LINT) ## golangci-lint with the repository's .golangci.yml.
 	$(GOLANGCI_LINT) run ./...
+	cd test/chart && $(GOLANGCI_LINT) run ./...
 
 $(GOLANGCI_LINT): hack/tools/lint/go.mod hack/tools/lint/go.sum
 	cd hack/tools/lint && GOWORK=off $(GO) build -o $@ github.com/golangci/golangci-lint/v2/cmd/golangci-lint
@@ -51,6 +53,7 @@ $(GOLANGCI_LINT): hack/tools/lint/go.mod hack/tools/lint/go.sum
 verify: lint ## gofmt, go vet, golangci-lint, and generated code up to date (what CI checks before the tests).
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	cd test/chart && $(GO) vet ./...
 	$(MAKE) --no-print-directory generate manifests
 	@if ! git diff --exit-code --stat -- $(GENERATED) || [ -n "$$(git status --porcelain -- $(GENERATED))" ]; then \
 		echo "generated code is out of date: run make generate manifests and commit the result"; exit 1; fi
@@ -79,7 +82,9 @@ print-kubectl: ## Print the path of the tools cache's kubectl.
 .PHONY: test
 test: tools ## Unit and end-to-end tests (builds the tools on first use).
 	$(GO) vet ./...
+	cd test/chart && $(GO) vet ./...
 	$(GO) test -count=1 ./...
+	cd test/chart && $(GO) test -count=1 ./...
 
 # Targets kept beside the parts they drive (deploy, bench, ...).
 -include hack/make/*.mk

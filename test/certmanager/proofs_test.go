@@ -130,7 +130,7 @@ func TestInstallOnControlPlane(t *testing.T) {
 
 	// The kubelet's part: the Secret, as files, where --cert-dir points.
 	certDir := filepath.Join(t.TempDir(), "serving-certs")
-	if err := certs.WriteSecretVolume(certDir, first.data()); err != nil {
+	if err := certs.WriteSecretVolume(certDir, first.Data()); err != nil {
 		t.Fatalf("mounting the Secret: %v", err)
 	}
 	deploy := typed[appsv1.Deployment](t, find(t, objs, "Deployment", appName))
@@ -146,7 +146,7 @@ func TestInstallOnControlPlane(t *testing.T) {
 	}
 
 	if !t.Run("cainjector injects the serving certificate's CA", func(t *testing.T) {
-		waitBundle(t, cs, first.caPEM, "the CA of Secret "+servingCert.Spec.SecretName)
+		waitBundle(t, cs, first.CAPEM, "the CA of Secret "+servingCert.Spec.SecretName)
 		awaitAdmissionConfig(t, cs, "the injected caBundle")
 	}) {
 		t.FailNow()
@@ -402,7 +402,7 @@ func renewSameCA(t *testing.T, cs kubernetes.Interface, loop *admissionLoop, crt
 		t.Fatal(err)
 	}
 	loop.waitAdmissions(t, loop.total(), windowAdmissions, "between the Secret update and the volume update")
-	if err := certs.WriteSecretVolume(certDir, next.data()); err != nil {
+	if err := certs.WriteSecretVolume(certDir, next.Data()); err != nil {
 		t.Fatalf("updating the mounted Secret: %v", err)
 	}
 	waitServed(t, addr, next)
@@ -439,7 +439,7 @@ func renewNewCA(t *testing.T, cs kubernetes.Interface, loop *admissionLoop, crt 
 	waitBundle(t, cs, both, "the new CA next to the old one")
 	awaitAdmissionConfig(t, cs, "the caBundle with both CAs")
 	loop.waitAdmissions(t, loop.total(), windowAdmissions, "between the re-injection and the volume update")
-	if err := certs.WriteSecretVolume(certDir, next.data()); err != nil {
+	if err := certs.WriteSecretVolume(certDir, next.Data()); err != nil {
 		t.Fatalf("updating the mounted Secret: %v", err)
 	}
 	waitServed(t, addr, next)
@@ -458,8 +458,8 @@ func waitServed(t *testing.T, addr string, cert issued) {
 		if err != nil {
 			return err
 		}
-		if serial.Cmp(cert.leaf.SerialNumber) != 0 {
-			return fmt.Errorf("serving serial %x, want %x", serial, cert.leaf.SerialNumber)
+		if serial.Cmp(cert.Leaf.SerialNumber) != 0 {
+			return fmt.Errorf("serving serial %x, want %x", serial, cert.Leaf.SerialNumber)
 		}
 		return nil
 	})
