@@ -37,7 +37,6 @@ func TestUnavailable(t *testing.T) {
 		{apierrors.NewTooManyRequests("slow down", 1), watchErrorUnavailable},
 		{apierrors.NewServiceUnavailable("starting"), watchErrorUnavailable},
 		{apierrors.NewResourceExpired("too old resource version: 1 (200)"), watchErrorExpired},
-		{apierrors.NewGone("gone"), watchErrorExpired},
 		{apierrors.NewForbidden(gr, "", errors.New("RBAC")), watchErrorOther},
 		{errors.New("something else"), watchErrorOther},
 	} {

@@ -35,13 +35,13 @@ var informers = []string{"configmaps", "admissionpolicies", "myapples", "namespa
 // carriers is one policy of each carrier and the cluster state rules read,
 // each with an admission whose verdict the test flips by an edit.
 type carriers struct {
-	id                       string
-	pods, apples, quota      string // namespaces
-	registries, colors       string // ConfigMap in pods, AdmissionPolicy
-	before                   []admissionCase
-	afterEdits               func(t *testing.T) // edits each carrier
-	after                    []admissionCase    // verdicts once the edits are in force
-	newNamespace, applesName string
+	id                  string
+	pods, apples, quota string // namespaces
+	registries, colors  string // ConfigMap in pods, AdmissionPolicy
+	before              []admissionCase
+	afterEdits          func(t *testing.T) // edits each carrier
+	after               []admissionCase    // verdicts once the edits are in force
+	newNamespace        string
 }
 
 // setUpCarriers writes a ConfigMap policy, an AdmissionPolicy selecting
