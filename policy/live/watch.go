@@ -257,12 +257,14 @@ func listWatch(h *informerHealth, client any,
 					cancel()
 					return nil, err
 				}
+				// Counted open before its events are passed on, so that
+				// its end, however soon, is counted after.
+				h.succeeded(true)
 				return newTrackedWatch(w, h, cancel), nil
 			})
 			if err != nil {
 				return nil, err
 			}
-			h.succeeded(true)
 			return w, nil
 		},
 	}, client)

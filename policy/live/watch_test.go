@@ -155,3 +155,32 @@ func TestListErrorReachesTheWatchErrorHandler(t *testing.T) {
 		t.Errorf("%s%v = %v, want 1", MetricWatchErrors, labels, v)
 	}
 }
+
+// A watch the API server does not start within watchStartTimeout (as a
+// restarting API server holds those sent while it starts) is given up and
+// sent again at once.
+func TestHeldWatchSentAgain(t *testing.T) {
+	f := newFixture(t)
+	var mu sync.Mutex
+	calls := 0
+	f.dyn.PrependWatchReactor("admissionpolicies", func(k8stesting.Action) (bool, watch.Interface, error) {
+		mu.Lock()
+		calls++
+		first := calls == 1
+		mu.Unlock()
+		if first {
+			// The fake client does not see the call's context: it
+			// stands for a server that answers too late.
+			time.Sleep(watchStartTimeout + 500*time.Millisecond)
+		}
+		return true, watch.NewFake(), nil
+	})
+	f.start()
+	labels := map[string]string{metricLabelInformer: "admissionpolicies", metricLabelReason: watchErrorUnavailable}
+	eventually(t, "the held watch counted and sent again", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return calls >= 2 && counterValue(t, f.reg, MetricWatchErrors, labels) == 1
+	})
+	eventually(t, "the AdmissionPolicies watch open", func() bool { return f.cache.Staleness(time.Now())[1].For == 0 })
+}
