@@ -242,6 +242,7 @@ func TestAuditOnAPIServer(t *testing.T) {
 
 	// With the CRDs, a policy change sweeps and writes the reports.
 	e.installReportCRDs(t)
+	changed := time.Now()
 	e.touchPolicy(t, ctx, "policy-system", "tags", 1)
 	poll(t, ctx, "the PolicyReports", func(ctx context.Context) error {
 		ra, err := e.report(ctx, "team-a")
@@ -273,6 +274,9 @@ func TestAuditOnAPIServer(t *testing.T) {
 		}
 		return nil
 	})
+	// Report freshness: from the policy change to reports that reflect it,
+	// a debounce (100 ms here, 2 s by default) and one sweep.
+	t.Logf("PolicyReports reflected the policy change %s after it", time.Since(changed).Round(time.Millisecond))
 
 	// Fixed (the MyApple) and deleted (the Pod): their results go, and so
 	// do the reports of namespaces left with none.

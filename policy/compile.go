@@ -39,6 +39,10 @@ type Policy struct {
 	// The CEL validations compiled for each kind; nil when the policy has
 	// none for it.
 	podCEL, appleCEL *cel.Program
+
+	// refusal, when set, makes this a stand-in for an invalid policy
+	// (StandIn): every object it covers breaks RuleInvalid, saying this.
+	refusal string
 }
 
 type podRules struct {

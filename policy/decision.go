@@ -37,6 +37,30 @@ type Decision struct {
 	// order, each at the version in force: what the decision can be traced
 	// back to.
 	Applied []*Policy
+	// Reserve is the quantity an allowed MyApple CREATE, or an UPDATE that
+	// grows one, adds to its namespace under an enforced (Deny)
+	// maxTotalQuantityPerNamespace rule, and ReserveFor names that rule's
+	// policy. Judged one at a time against what the cache holds,
+	// concurrent admissions could each fit under the limit and together
+	// exceed it: the webhook records the quantity where every admission
+	// sees it before allowing the request. Zero when no such rule judged it.
+	Reserve    int64
+	ReserveFor string
+}
+
+// RefuseReservation turns an allowed decision into a refusal by the quota
+// rule that asked for the reservation, for when the webhook could not
+// record it: a quota that cannot be kept exactly is not kept at all.
+func (d *Decision) RefuseReservation(why string) {
+	d.Allowed = false
+	d.Violations = append(d.Violations, Violation{
+		Source:      d.ReserveFor,
+		Rule:        ruleMaxTotal,
+		Enforcement: v1alpha1.Deny,
+		Field:       "spec.quantity",
+		Message:     truncate(why, MaxMessageBytes),
+	})
+	d.Reserve = 0
 }
 
 // Denials are the Deny violations, the reasons for a refusal.

@@ -120,6 +120,12 @@ func (e *evaluation) namespaceLabels() map[string]string {
 // it: a policy whose only rules are CEL ones does not when its
 // matchConditions leave the object out.
 func (e *evaluation) rules(p *Policy, f *facts, out *sink, current bool) bool {
+	if p.refusal != "" {
+		if current {
+			out.add(RuleInvalid, "", p.refusal)
+		}
+		return true
+	}
 	judged := false
 	switch {
 	case f.pod != nil && p.podRules != nil:

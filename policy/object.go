@@ -32,6 +32,11 @@ type ObjectMeta struct {
 	Namespace         string            `json:"namespace,omitempty"`
 	Labels            map[string]string `json:"labels,omitempty"`
 	DeletionTimestamp *metav1.Time      `json:"deletionTimestamp,omitempty"`
+	// UID and ResourceVersion identify the version admitted (the API server
+	// assigns the UID before validating admission): what a quota
+	// reservation is confirmed by.
+	UID             string `json:"uid,omitempty"`
+	ResourceVersion string `json:"resourceVersion,omitempty"`
 }
 
 // Pod is the part of a core/v1 Pod that rules read.

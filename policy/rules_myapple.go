@@ -3,6 +3,8 @@ package policy
 import (
 	"fmt"
 	"math"
+
+	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
 )
 
 const (
@@ -31,7 +33,8 @@ func (r *appleRules) check(a *MyApple, out *sink) {
 // quota counts the MyApples already in the namespace plus this one. On
 // UPDATE the cached old version is left out, so it is not counted twice, and
 // an update that does not grow the quantity always passes, as with a
-// ResourceQuota: a namespace over its limit can still shrink.
+// ResourceQuota: a namespace over its limit can still shrink. A Deny rule
+// that passes asks for the quantity to be reserved (Decision.Reserve).
 func (e *evaluation) quota(r *appleRules, out *sink) {
 	if r.maxTotal == nil {
 		return
@@ -54,5 +57,9 @@ func (e *evaluation) quota(r *appleRules, out *sink) {
 	if total := others + a.Spec.Quantity; total > *r.maxTotal {
 		out.add(ruleMaxTotal, "spec.quantity", fmt.Sprintf("namespace %s would hold a total quantity of %d (%d in its other MyApples + %d here), above the limit %d",
 			e.req.Namespace, total, others, a.Spec.Quantity, *r.maxTotal))
+		return
+	}
+	if out.p.Enforcement == v1alpha1.Deny && a.Spec.Quantity > out.d.Reserve {
+		out.d.Reserve, out.d.ReserveFor = a.Spec.Quantity, out.p.sourceName
 	}
 }

@@ -108,3 +108,42 @@ func TestMaxTotalQuantityPerNamespace(t *testing.T) {
 			want{ruleMaxTotal, "spec.quantity", "(0 in its other MyApples + 101 here)"})
 	})
 }
+
+// TestQuotaReserve: a Deny quota rule that passes asks for the quantity to
+// be reserved; nothing else does.
+func TestQuotaReserve(t *testing.T) {
+	deny := clusterPolicy(t, "myApples:\n  maxTotalQuantityPerNamespace: 100\n")
+	warn := clusterPolicy(t, "enforcement: Warn\nmyApples:\n  maxTotalQuantityPerNamespace: 100\n")
+	cluster := testCluster()
+	cluster.apples = map[string]map[string]int64{"team-a": {"a": 50, "b": 30}}
+	for _, tc := range []struct {
+		name string
+		set  *Set
+		req  *Request
+		want int64
+	}{
+		{"create within", deny, appleRequest(apple("team-a", "c", "red", "small", 20)), 20},
+		{"create over", deny, appleRequest(apple("team-a", "c", "red", "small", 21)), 0},
+		{"growing update", deny, appleUpdate(apple("team-a", "a", "red", "small", 50), apple("team-a", "a", "red", "small", 60)), 60},
+		{"shrinking update", deny, appleUpdate(apple("team-a", "a", "red", "small", 50), apple("team-a", "a", "red", "small", 40)), 0},
+		{"Warn rule", warn, appleRequest(apple("team-a", "c", "red", "small", 20)), 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := tc.set.Evaluate(tc.req, cluster)
+			if d.Reserve != tc.want {
+				t.Fatalf("Reserve = %d, want %d", d.Reserve, tc.want)
+			}
+			if d.Reserve == 0 {
+				return
+			}
+			if d.ReserveFor != "ConfigMap policy-system/p" {
+				t.Errorf("ReserveFor = %q", d.ReserveFor)
+			}
+			d.RefuseReservation("the ledger is unreachable")
+			if d.Allowed || d.Reserve != 0 {
+				t.Errorf("after RefuseReservation: allowed %v, reserve %d", d.Allowed, d.Reserve)
+			}
+			checkViolations(t, d.Violations, want{ruleMaxTotal, "spec.quantity", "the ledger is unreachable"})
+		})
+	}
+}

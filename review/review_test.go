@@ -24,6 +24,7 @@ func project(p *corev1.Pod) *policy.Pod {
 	out := &policy.Pod{ObjectMeta: policy.ObjectMeta{
 		Name: p.Name, GenerateName: p.GenerateName, Namespace: p.Namespace,
 		Labels: p.Labels, DeletionTimestamp: p.DeletionTimestamp,
+		UID: string(p.UID), ResourceVersion: p.ResourceVersion,
 	}}
 	s := &out.Spec
 	s.HostNetwork, s.HostPID, s.HostIPC = p.Spec.HostNetwork, p.Spec.HostPID, p.Spec.HostIPC

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 
 	admissionv1 "k8s.io/api/admission/v1"
 
 	"github.com/policy-webhook/policy-webhook/policy"
+	"github.com/policy-webhook/policy-webhook/policy/cel"
 	"github.com/policy-webhook/policy-webhook/review"
 	"github.com/policy-webhook/policy-webhook/test/workload"
 )
@@ -26,6 +28,7 @@ func (benchCluster) NamespaceLabels(string) (map[string]string, bool) {
 }
 func (benchCluster) MyAppleQuantity(string, string) int64          { return 0 }
 func (benchCluster) NamespaceAnnotations(string) map[string]string { return nil }
+func (benchCluster) MyApples(string) []cel.Apple                   { return nil }
 
 // benchPolicyYAML is the policy platform teams write; every third one
 // also selects namespaces by label.
@@ -127,6 +130,63 @@ func BenchmarkHandlePod(b *testing.B) {
 			b.ResetTimer()
 			for b.Loop() {
 				serve()
+			}
+		})
+	}
+}
+
+// benchCELPolicy is one policy of five CEL validations the bench Pod
+// passes, reading the object, the request and the cluster.
+const benchCELPolicy = `
+match: {kinds: [Pod]}
+validations:
+- name: probes
+  expression: "object.spec.containers.all(c, has(c.livenessProbe))"
+- name: app-label
+  expression: "object.metadata.?labels.?app.orValue('') != ''"
+- name: latest
+  expression: "object.spec.containers.all(c, !c.image.endsWith(':latest'))"
+- name: host-network
+  expression: "!has(object.spec.hostNetwork) || !object.spec.hostNetwork"
+- name: apples
+  expression: "cluster.myApples(request.namespace).size() < 100"
+`
+
+// BenchmarkHandlePodCEL is BenchmarkHandlePod with 10 built-in policies,
+// without and with a policy of 5 CEL validations: what CEL adds to an
+// admission (decoding the object for CEL, evaluating).
+func BenchmarkHandlePodCEL(b *testing.B) {
+	body := benchReview(b)
+	for _, withCEL := range []bool{false, true} {
+		name, ps := "builtin=10,cel=0", benchPolicies(10)
+		if withCEL {
+			name, ps = "builtin=10,cel=5", append(ps, testPolicy{testPolicyNamespace, "cel", benchCELPolicy})
+		}
+		b.Run(name, func(b *testing.B) {
+			srv := newTestServer(b, &setJudge{set: compileSet(b, testPolicyNamespace, ps...), synced: true, cluster: benchCluster{}}, false)
+			var out admissionv1.AdmissionReview
+			rec := srv.post(b, PathPods, body)
+			if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || !out.Response.Allowed {
+				b.Fatalf("bench pod not allowed: %s", rec.Body)
+			}
+			if withCEL && !strings.Contains(out.Response.AuditAnnotations["policies"], "ConfigMap "+testPolicyNamespace+"/cel") {
+				b.Fatalf("the CEL policy did not judge the Pod: %q", out.Response.AuditAnnotations)
+			}
+			h := srv.handlers[PathPods]
+			rd := bytes.NewReader(body)
+			req, err := http.NewRequest(http.MethodPost, PathPods, io.NopCloser(rd))
+			if err != nil {
+				b.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/json")
+			req.ContentLength = int64(len(body))
+			w := &benchWriter{h: http.Header{}}
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				rd.Reset(body)
+				w.code, w.n = 0, 0
+				h.ServeHTTP(w, req)
 			}
 		})
 	}

@@ -105,7 +105,7 @@ func newTestServer(t testing.TB, judge Judge, failOpen bool) *testServer {
 		t.Fatal(err)
 	}
 	logs := &logSink{}
-	return &testServer{handlers: handlers(judge, nil, testPolicyNamespace, failOpen, m, logs.logger()), metrics: m, reg: reg, logs: logs}
+	return &testServer{handlers: handlers(judge, judge, nil, testPolicyNamespace, failOpen, m, logs.logger()), metrics: m, reg: reg, logs: logs}
 }
 
 // post sends body to path and returns the recorded response.

@@ -13,6 +13,7 @@ import (
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/policy-webhook/policy-webhook/policy"
+	"github.com/policy-webhook/policy-webhook/policy/live"
 )
 
 // Defaults of Options, also the serve command's flag defaults.
@@ -144,6 +145,11 @@ type Options struct {
 	// sweep it triggers; 0 is the audit's default (2s).
 	AuditDebounce time.Duration
 
+	// QuotaReservationTTL bounds how long a quota reservation counts when
+	// the cache never sees the MyApple it was made for (refused after
+	// this webhook allowed it); 0 is quota.DefaultTTL.
+	QuotaReservationTTL time.Duration
+
 	// OnReady, if set, is called once, the first time the server is ready
 	// (the same checks as /readyz), from a goroutine of its own.
 	OnReady func()
@@ -201,6 +207,9 @@ func (o Options) validate() error {
 	}
 	if o.ShutdownDelay < 0 {
 		errs = append(errs, fmt.Errorf("ShutdownDelay %s is negative", o.ShutdownDelay))
+	}
+	if o.QuotaReservationTTL < 0 || o.QuotaReservationTTL >= live.DeletedRetention {
+		errs = append(errs, fmt.Errorf("QuotaReservationTTL %s must be between 0 and %s", o.QuotaReservationTTL, live.DeletedRetention))
 	}
 	return errors.Join(errs...)
 }

@@ -2,9 +2,12 @@ package webhook_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -22,6 +25,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/policy-webhook/policy-webhook/certs"
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
@@ -46,9 +51,22 @@ type replica struct {
 	cancel context.CancelFunc
 	done   chan error
 	once   sync.Once
+	// url is where it serves (https://127.0.0.1:<port>); client trusts
+	// its serving certificate.
+	url    string
+	client *http.Client
 }
 
-func startReplica(t *testing.T, cp *testenv.ControlPlane, name string) *replica {
+// startReplica starts a replica; edits change its options (an audit
+// interval, a transport that records its requests, a registry to read).
+func startReplica(t *testing.T, cp *testenv.ControlPlane, name string, edits ...func(*webhook.Options)) *replica {
+	t.Helper()
+	return startReplicaAs(t, cp.Config, name, edits...)
+}
+
+// startReplicaAs starts a replica whose connection to the API server is
+// cfg: the ServiceAccount's, to run with the install's RBAC.
+func startReplicaAs(t *testing.T, cfg *rest.Config, name string, edits ...func(*webhook.Options)) *replica {
 	t.Helper()
 	certDir := t.TempDir()
 	ca, err := certs.NewCA("replicas test CA", time.Hour)
@@ -67,27 +85,35 @@ func startReplica(t *testing.T, cp *testenv.ControlPlane, name string) *replica 
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
-	r := &replica{name: name, cancel: cancel, done: make(chan error, 1)}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca.CertPEM())
+	r := &replica{
+		name: name, cancel: cancel, done: make(chan error, 1),
+		url:    fmt.Sprintf("https://127.0.0.1:%d", port),
+		client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}},
+	}
 	ready := make(chan struct{})
-	go func() {
-		r.done <- webhook.Run(ctx, webhook.Options{
-			RestConfig:        cp.Config,
-			PolicyNamespace:   replicaPolicyNS,
-			Host:              "127.0.0.1",
-			Port:              port,
-			CertDir:           certDir,
-			ReplicaName:       name,
-			LeaderElection:    true,
-			LeaseDuration:     testLeaseDuration,
-			RenewDeadline:     testRenewDeadline,
-			RetryPeriod:       testRetryPeriod,
-			HeartbeatInterval: testHeartbeatInterval,
-			// Two servers in one process: a registry each.
-			MetricsRegistry: prometheus.NewRegistry(),
-			Log:             testr.NewWithOptions(t, testr.Options{Verbosity: 0}).WithName(name),
-			OnReady:         func() { close(ready) },
-		})
-	}()
+	opts := webhook.Options{
+		RestConfig:        cfg,
+		PolicyNamespace:   replicaPolicyNS,
+		Host:              "127.0.0.1",
+		Port:              port,
+		CertDir:           certDir,
+		ReplicaName:       name,
+		LeaderElection:    true,
+		LeaseDuration:     testLeaseDuration,
+		RenewDeadline:     testRenewDeadline,
+		RetryPeriod:       testRetryPeriod,
+		HeartbeatInterval: testHeartbeatInterval,
+		// Two servers in one process: a registry each.
+		MetricsRegistry: prometheus.NewRegistry(),
+		Log:             testr.NewWithOptions(t, testr.Options{Verbosity: 0}).WithName(name),
+		OnReady:         func() { close(ready) },
+	}
+	for _, edit := range edits {
+		edit(&opts)
+	}
+	go func() { r.done <- webhook.Run(ctx, opts) }()
 	t.Cleanup(func() { r.stop(t) })
 	select {
 	case <-ready:
@@ -102,6 +128,7 @@ func startReplica(t *testing.T, cp *testenv.ControlPlane, name string) *replica 
 // stop stops the replica, once, and checks that Run returned cleanly.
 func (r *replica) stop(t *testing.T) {
 	r.once.Do(func() {
+		r.client.CloseIdleConnections()
 		r.cancel()
 		select {
 		case err := <-r.done:
@@ -223,11 +250,24 @@ func TestTwoReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	poll("both replicas enforce generation 1", statusIs("trusted", 1, true, "replica-a", "replica-b"))
-	ap, _ = getAP("trusted") // status writes moved its resourceVersion on
-	ap.Object["spec"] = map[string]any{"pods": map[string]any{"allowedRegistries": []any{"docker.io/"}}}
-	if _, err = aps.Update(ctx, ap, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
+	// setSpec updates a policy's spec, retrying when a status write moved
+	// its resourceVersion on in between.
+	setSpec := func(name string, spec map[string]any) *unstructured.Unstructured {
+		t.Helper()
+		var out *unstructured.Unstructured
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			cur, _ := getAP(name)
+			cur.Object["spec"] = spec
+			var err error
+			out, err = aps.Update(ctx, cur, metav1.UpdateOptions{})
+			return err
+		})
+		if err != nil {
+			t.Fatalf("updating AdmissionPolicy %s: %v", name, err)
+		}
+		return out
 	}
+	setSpec("trusted", map[string]any{"pods": map[string]any{"allowedRegistries": []any{"docker.io/"}}})
 	poll("both replicas enforce generation 2", statusIs("trusted", 2, true, "replica-a", "replica-b"))
 	u, st := getAP("trusted")
 	for _, r := range st.Replicas {
@@ -250,11 +290,7 @@ func TestTwoReplicas(t *testing.T) {
 
 	// Invalid versions, written while no webhook is registered: both
 	// replicas keep generation 2 in force, and each object gets one Event.
-	ap, _ = getAP("trusted")
-	ap.Object["spec"] = map[string]any{"pods": map[string]any{"allowedRegistries": []any{"https://registry.example.com/"}}}
-	if ap, err = aps.Update(ctx, ap, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	ap = setSpec("trusted", map[string]any{"pods": map[string]any{"allowedRegistries": []any{"https://registry.example.com/"}}})
 	cm, err := kube.CoreV1().ConfigMaps("team-a").Create(ctx, testenv.PolicyConfigMap("team-a", "broken",
 		"pods:\n  allowedRegistries: [\"https://x.example.com/\"]\n"), metav1.CreateOptions{})
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/policy-webhook/policy-webhook/policy/live"
+	"github.com/policy-webhook/policy-webhook/quota"
 )
 
 // Serving certificate file names in CertDir, as cert-manager writes them.
@@ -97,7 +98,11 @@ func Run(ctx context.Context, opts Options) error {
 	// Asking the manager for its webhook server is what adds the server
 	// to the manager's runnables.
 	server := mgr.GetWebhookServer()
-	for path, h := range handlers(cache, &impact{dynamic: dyn, cluster: cache, budget: impactBudget}, opts.PolicyNamespace, opts.FailOpenBeforeSync, m, log.WithName("admission")) {
+	ledger, err := newLedger(cfg, opts, cache, reg)
+	if err != nil {
+		return err
+	}
+	for path, h := range handlers(cache, ledger, &impact{dynamic: dyn, cluster: cache, budget: impactBudget}, opts.PolicyNamespace, opts.FailOpenBeforeSync, m, log.WithName("admission")) {
 		server.Register(path, h)
 	}
 	if err := mgr.Add(certs); err != nil {
@@ -131,6 +136,22 @@ func Run(ctx context.Context, opts Options) error {
 	}
 
 	return serve(ctx, opts, mgr, cache, ready, webhookServer)
+}
+
+// newLedger is the quota ledger MyApple admissions are judged through.
+func newLedger(cfg *rest.Config, opts Options, cache *live.Cache, reg prometheus.Registerer) (*quota.Ledger, error) {
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating the quota ledger's client: %w", err)
+	}
+	m, err := quota.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	return quota.New(quota.Options{
+		Client: client, Namespace: opts.PolicyNamespace, Cache: cache, TTL: opts.QuotaReservationTTL,
+		Metrics: m, Log: opts.Log.WithName("quota"),
+	})
 }
 
 // serverTLS adjusts the TLS configuration controller-runtime's webhook

@@ -38,6 +38,7 @@ type benchFlags struct {
 	goBench                    bool
 	benchtime                  string
 	edits                      int
+	quotaCreates               int
 	mem                        memoryCounts
 }
 
@@ -60,10 +61,11 @@ func parseFlags(args []string) (benchFlags, error) {
 	fs.IntVar(&f.apiRounds, "apiserver-rounds", 15, "windows per contender through the API server, each as long as a direct run's")
 	fs.IntVar(&f.containers, "containers", 2, "containers in the load Pod (2 makes the 3.7 KB review)")
 	fs.StringVar(&f.profile, "cpu-profile", "", "if set, write policy-webhook's CPU profile under direct load (allowed Pods, c=8, 10 s) to this file")
-	stages := fs.String("stages", "direct,apiserver,propagation,memory", "which load stages to run")
+	stages := fs.String("stages", "direct,apiserver,propagation,memory,quota", "which load stages to run")
 	fs.BoolVar(&f.goBench, "go-bench", true, "run the in-process Go benchmarks first")
 	fs.StringVar(&f.benchtime, "benchtime", "1s", "go test -benchtime")
 	fs.IntVar(&f.edits, "edits", 50, "policy edits timed for propagation")
+	fs.IntVar(&f.quotaCreates, "quota-creates", 500, "MyApple creates timed in each namespace (with and without a quota) in the quota run")
 	fs.IntVar(&f.mem.policies, "policy-configmaps", 1000, "policy ConfigMaps in the memory run")
 	fs.IntVar(&f.mem.unrelated, "unrelated-configmaps", 10000, "unrelated ConfigMaps in the memory run")
 	fs.IntVar(&f.mem.myApples, "myapples", 10000, "MyApples in the memory run")
@@ -74,7 +76,7 @@ func parseFlags(args []string) (benchFlags, error) {
 	f.stages = map[string]bool{}
 	for _, st := range strings.Split(*stages, ",") {
 		switch st = strings.TrimSpace(st); st {
-		case "direct", "apiserver", "propagation", "memory":
+		case "direct", "apiserver", "propagation", "quota", "memory":
 			f.stages[st] = true
 		default:
 			return f, fmt.Errorf("-stages: unknown stage %q", st)
@@ -215,13 +217,24 @@ func runStages(ctx context.Context, f benchFlags, rep *report, c clients, ours, 
 	}
 	if f.stages["propagation"] {
 		logf("propagation: %d edits", f.edits)
-		if rep.Propagation, err = measurePropagation(ctx, c, ours, directClient(tlsConfig, 1), f.edits); err != nil {
+		if rep.Propagation, err = measurePropagation(ctx, c, ours, directClient(tlsConfig, 1), f.edits, "edited", builtinSpec); err != nil {
+			return err
+		}
+		logf("propagation: %d edits of a CEL policy", f.edits)
+		if rep.PropagationCEL, err = measurePropagation(ctx, c, ours, directClient(tlsConfig, 1), f.edits, "edited-cel", celSpec); err != nil {
 			return err
 		}
 	}
 	if f.stages["memory"] {
 		logf("memory: %d policy ConfigMaps, %d unrelated ConfigMaps, %d MyApples", f.mem.policies, f.mem.unrelated, f.mem.myApples)
 		if rep.Memory, err = measureMemory(ctx, c, ours, f.mem, logf); err != nil {
+			return err
+		}
+	}
+	// After memory: its figures count the MyApples of its own run only.
+	if f.stages["quota"] {
+		logf("quota: %d MyApple creates with and without a quota, c=%d", f.quotaCreates, f.apiConcurrency)
+		if rep.Quota, err = measureQuota(ctx, c, ours, f.quotaCreates, f.apiConcurrency); err != nil {
 			return err
 		}
 	}

@@ -51,7 +51,10 @@ type report struct {
 	Direct       []directRow       `json:"direct"`
 	APIServer    []apiRow          `json:"apiserver"`
 	Propagation  propagationResult `json:"propagation"`
-	Memory       []memoryStage     `json:"memory"`
+	// PropagationCEL is the same with a policy of CEL validations.
+	PropagationCEL propagationResult `json:"propagationCEL"`
+	Quota          quotaResult       `json:"quota"`
+	Memory         []memoryStage     `json:"memory"`
 }
 
 func newReport(f benchFlags) *report {
@@ -138,7 +141,23 @@ func (r *report) print(w io.Writer) {
 		fmt.Fprintln(tw)
 	}
 	if p := r.Propagation; p.Edits > 0 {
-		fmt.Fprintf(tw, "policy edit → enforced (%d edits)\tp50 %s\tp99 %s\tmax %s\t\n\n", p.Edits, ms(p.P50), ms(p.P99), ms(p.Max))
+		fmt.Fprintf(tw, "policy edit → enforced (%d edits)\tp50 %s\tp99 %s\tmax %s\t\n", p.Edits, ms(p.P50), ms(p.P99), ms(p.Max))
+	}
+	if p := r.PropagationCEL; p.Edits > 0 {
+		fmt.Fprintf(tw, "CEL policy edit → enforced (%d edits)\tp50 %s\tp99 %s\tmax %s\t\n", p.Edits, ms(p.P50), ms(p.P99), ms(p.Max))
+	}
+	if r.Propagation.Edits > 0 || r.PropagationCEL.Edits > 0 {
+		fmt.Fprintln(tw)
+	}
+	if q := r.Quota; q.Creates > 0 {
+		fmt.Fprintf(tw, "MyApple create through the API server (%d each, c=%d)\tp50\tp99\treq/s\twebhook API reqs/create\t\n", q.Creates, q.Concurrency)
+		for _, row := range []struct {
+			name string
+			s    quotaSide
+		}{{"no quota policy", q.Without}, {"enforced quota", q.With}} {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%.0f\t%.2f\t\n", row.name, ms(row.s.P50), ms(row.s.P99), row.s.PerSecond, row.s.APIRequestsPerCreate)
+		}
+		fmt.Fprintln(tw)
 	}
 	fmt.Fprintf(tw, "memory\tobjects\tRSS\tlive heap\theap/object\tcreates retried\t\n")
 	fmt.Fprintf(tw, "idle after sync\t\t%s (noop %s)\t\t\t\n", mib(float64(r.IdleRSS["policy-webhook"])), mib(float64(r.IdleRSS["noop"])))

@@ -47,30 +47,61 @@ func SourceOf(u *unstructured.Unstructured) (src policy.Source, ok bool) {
 // generation. A policy that does not compile is a *policy.InvalidError
 // listing every problem, with field paths under policy.yaml or spec.
 func Compile(u *unstructured.Unstructured, policyNamespace string) (*policy.Policy, error) {
+	src, doc, err := Document(u)
+	if err != nil {
+		return nil, err
+	}
+	return CompileDocument(src, policyNamespace, Version(u), doc)
+}
+
+// Version is the version of the policy an object carries: a ConfigMap's
+// resourceVersion, an AdmissionPolicy's generation (which only spec changes
+// move).
+func Version(u *unstructured.Unstructured) string {
+	if u.GetKind() == policy.SourceConfigMap {
+		return u.GetResourceVersion()
+	}
+	return strconv.FormatInt(u.GetGeneration(), 10)
+}
+
+// Document returns the policy document an object carries: a ConfigMap's
+// policy.yaml, or an AdmissionPolicy's spec as JSON, which CompileDocument
+// reads as Compile reads the object. An object that carries no policy, or
+// none that can be taken out of it, is an error (*policy.InvalidError for
+// a policy carrier).
+func Document(u *unstructured.Unstructured) (policy.Source, []byte, error) {
 	src, ok := SourceOf(u)
 	if !ok {
-		return nil, fmt.Errorf("%s %s carries no policy", u.GetKind(), u.GetName())
+		return src, nil, fmt.Errorf("%s %s carries no policy", u.GetKind(), u.GetName())
 	}
 	var (
-		spec    *v1alpha1.PolicySpec
-		errs    field.ErrorList
-		scope   string
-		version string
+		doc  []byte
+		errs field.ErrorList
 	)
-	switch src.Kind {
-	case policy.SourceConfigMap:
-		scope = policy.ConfigMapScope(src.Namespace, policyNamespace)
-		version = u.GetResourceVersion()
-		spec, errs = configMapSpec(u)
-	default:
-		version = strconv.FormatInt(u.GetGeneration(), 10)
-		spec, errs = admissionPolicySpec(u)
+	if src.Kind == policy.SourceConfigMap {
+		doc, errs = configMapDocument(u)
+	} else {
+		doc, errs = admissionPolicyDocument(u)
 	}
 	if len(errs) > 0 {
-		return nil, &policy.InvalidError{Source: src, Errs: errs}
+		return src, nil, &policy.InvalidError{Source: src, Errs: errs}
 	}
+	return src, doc, nil
+}
+
+// CompileDocument compiles the policy document of src (see Document) at
+// version. A policy that does not compile is a *policy.InvalidError
+// listing every problem, with field paths under policy.yaml or spec.
+func CompileDocument(src policy.Source, policyNamespace, version string, doc []byte) (*policy.Policy, error) {
+	var scope string
+	prefix, sep := "spec", "."
+	if src.Kind == policy.SourceConfigMap {
+		scope = policy.ConfigMapScope(src.Namespace, policyNamespace)
+		prefix, sep = policy.ConfigMapDataKey, ": "
+	}
+	spec, errs := ParseSpec(doc)
 	var opts []policy.CompileOption
-	if cel.HasCEL(spec) {
+	if len(errs) == 0 && cel.HasCEL(spec) {
 		opt, cerrs := celOption(spec)
 		errs = append(errs, cerrs...)
 		opts = append(opts, opt)
@@ -80,10 +111,6 @@ func Compile(u *unstructured.Unstructured, policyNamespace string) (*policy.Poli
 		p, errs = policy.Compile(src, scope, spec, opts...)
 	}
 	if len(errs) > 0 {
-		prefix, sep := "spec", "."
-		if src.Kind == policy.SourceConfigMap {
-			prefix, sep = policy.ConfigMapDataKey, ": "
-		}
 		return nil, &policy.InvalidError{Source: src, Errs: policy.Prefixed(errs, prefix, sep)}
 	}
 	p.Version = version
@@ -111,9 +138,8 @@ func celOption(spec *v1alpha1.PolicySpec) (policy.CompileOption, field.ErrorList
 	return policy.WithCEL(c, params), nil
 }
 
-// configMapSpec reads the policy a ConfigMap carries under policy.yaml.
-// Field paths in errors start with "policy.yaml".
-func configMapSpec(u *unstructured.Unstructured) (*v1alpha1.PolicySpec, field.ErrorList) {
+// configMapDocument takes the policy a ConfigMap carries under policy.yaml.
+func configMapDocument(u *unstructured.Unstructured) ([]byte, field.ErrorList) {
 	raw, found, err := unstructured.NestedString(u.Object, "data", policy.ConfigMapDataKey)
 	switch {
 	case err != nil:
@@ -121,29 +147,20 @@ func configMapSpec(u *unstructured.Unstructured) (*v1alpha1.PolicySpec, field.Er
 	case !found:
 		return nil, field.ErrorList{policy.FieldError("data", fmt.Sprintf("missing key %q holding the policy", policy.ConfigMapDataKey))}
 	}
-	spec, errs := ParseSpec([]byte(raw))
-	if len(errs) > 0 {
-		return nil, policy.Prefixed(errs, policy.ConfigMapDataKey, ": ")
-	}
-	return spec, nil
+	return []byte(raw), nil
 }
 
-// admissionPolicySpec reads the spec of an AdmissionPolicy. Field paths in
-// errors start with "spec".
-func admissionPolicySpec(u *unstructured.Unstructured) (*v1alpha1.PolicySpec, field.ErrorList) {
+// admissionPolicyDocument takes the spec of an AdmissionPolicy as JSON: it
+// is parsed from its text, as a ConfigMap's is, so that both carriers are
+// held to the same strict reading.
+func admissionPolicyDocument(u *unstructured.Unstructured) ([]byte, field.ErrorList) {
 	spec, ok := u.Object["spec"]
 	if !ok || spec == nil {
 		return nil, field.ErrorList{policy.FieldError("spec", "required")}
 	}
-	// The spec is parsed from its text, as a ConfigMap's is, so that both
-	// carriers are held to the same strict reading.
 	raw, err := json.Marshal(spec)
 	if err != nil {
 		return nil, field.ErrorList{policy.FieldError("spec", "cannot be encoded: "+err.Error())}
 	}
-	s, errs := ParseSpec(raw)
-	if len(errs) > 0 {
-		return nil, policy.Prefixed(errs, "spec", ".")
-	}
-	return s, nil
+	return raw, nil
 }

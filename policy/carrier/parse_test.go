@@ -46,7 +46,12 @@ func parseConfigMapData(data map[string]string) (*v1alpha1.PolicySpec, field.Err
 		}
 		u.Object["data"] = m
 	}
-	return configMapSpec(u)
+	doc, errs := configMapDocument(u)
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	spec, errs := ParseSpec(doc)
+	return spec, policy.Prefixed(errs, policy.ConfigMapDataKey, ": ")
 }
 
 // parseAdmissionPolicySpec reads an AdmissionPolicy's spec from its text.
@@ -60,7 +65,12 @@ func parseAdmissionPolicySpec(spec []byte) (*v1alpha1.PolicySpec, field.ErrorLis
 
 // parseAdmissionPolicyObject reads the spec of an AdmissionPolicy object.
 func parseAdmissionPolicyObject(obj map[string]any) (*v1alpha1.PolicySpec, field.ErrorList) {
-	return admissionPolicySpec(&unstructured.Unstructured{Object: obj})
+	doc, errs := admissionPolicyDocument(&unstructured.Unstructured{Object: obj})
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	spec, errs := ParseSpec(doc)
+	return spec, policy.Prefixed(errs, "spec", ".")
 }
 
 const designExample = `enforcement: Deny

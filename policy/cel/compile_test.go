@@ -265,6 +265,18 @@ func TestCompileAccepts(t *testing.T) {
 				{Expression: "variables.apples.all(a, a.quantity < 100)"},
 			},
 		}},
+		{"labels read in a loop or a message, with and without ?", KindPod, &v1alpha1.PolicySpec{
+			Validations: []v1alpha1.Validation{
+				{
+					Expression:        "cluster.myApples(object.metadata.namespace).exists(a, a.color == object.metadata.?labels.?color.orValue(''))",
+					MessageExpression: "'no MyApple in ' + namespaceObject.metadata.name + ' is ' + object.metadata.?labels.?color.orValue('colorless')",
+				},
+				{
+					Expression:        "object.metadata.labels.app != ''",
+					MessageExpression: "'app ' + object.metadata.labels.app + ' ' + namespaceObject.metadata.?annotations[?'team'].orValue('') + object.metadata.?labels.?team.value()",
+				},
+			},
+		}},
 		{"params of any shape", KindPod, validations(
 			"size(object.spec.containers) <= params.maxContainers",
 			"object.metadata.namespace in params.namespaces",

@@ -2,6 +2,8 @@ package cel
 
 import (
 	"github.com/google/cel-go/checker"
+	celast "github.com/google/cel-go/common/ast"
+	"github.com/google/cel-go/common/operators"
 	"github.com/google/cel-go/common/overloads"
 	"github.com/google/cel-go/common/types/ref"
 	celconfig "k8s.io/apiserver/pkg/apis/cel"
@@ -46,7 +48,12 @@ type sizeEstimator struct {
 }
 
 func (e *sizeEstimator) EstimateSize(element checker.AstNode) *checker.SizeEstimate {
-	path := element.Path()
+	return e.sizeOf(element.Path())
+}
+
+// sizeOf is the size bound of what path reaches from a variable, nil when
+// it cannot tell.
+func (e *sizeEstimator) sizeOf(path []string) *checker.SizeEstimate {
 	if len(path) == 0 {
 		return nil
 	}
@@ -64,6 +71,11 @@ func (e *sizeEstimator) EstimateSize(element checker.AstNode) *checker.SizeEstim
 		case "@keys":
 			t = t.KeyType
 		default:
+			if t.IsMap() {
+				// labels.team selects a value of the map.
+				t = t.ElemType
+				break
+			}
 			f, ok := t.Fields[name]
 			if !ok {
 				return nil
@@ -109,12 +121,21 @@ func (e *sizeEstimator) EstimateCallCost(string, string, *checker.AstNode, []che
 // plus cluster.myApples: it costs one per MyApple listed, and lists at most
 // maxApplesEstimate.
 type costEstimator struct {
-	lib *library.CostEstimator
+	lib   *library.CostEstimator
+	sizes *sizeEstimator
 }
 
 func newCostEstimator(roots map[string]*apiservercel.DeclType, params any) *costEstimator {
-	return &costEstimator{lib: &library.CostEstimator{SizeEstimator: &sizeEstimator{roots: roots, paramsSize: maxSize(params)}}}
+	sizes := &sizeEstimator{roots: roots, paramsSize: maxSize(params)}
+	return &costEstimator{lib: &library.CostEstimator{SizeEstimator: sizes}, sizes: sizes}
 }
+
+// Overloads of cel-go's optional library whose result is the optional's
+// value or the default given.
+const (
+	overloadOptionalValue   = "optional_value"
+	overloadOptionalOrValue = "optional_orValue_value"
+)
 
 func (e *costEstimator) EstimateSize(element checker.AstNode) *checker.SizeEstimate {
 	return e.lib.EstimateSize(element)
@@ -127,7 +148,33 @@ func (e *costEstimator) EstimateCallCost(function, overloadID string, target *ch
 			ResultSize:   &checker.SizeEstimate{Min: 0, Max: maxApplesEstimate},
 		}
 	}
+	if (function == operators.OptSelect || function == operators.OptIndex) && len(args) == 2 {
+		// cel-go follows no path through ?. and [?]: what they select is as
+		// large as what the same path without ? reaches, so that
+		// object.metadata.?labels.?team estimates as
+		// object.metadata.labels.team does, not as unbounded.
+		if size := e.sizes.sizeOf(selectedPath(function, args[0].Expr(), args[1].Expr())); size != nil {
+			return &checker.CallEstimate{CostEstimate: checker.CostEstimate{Min: 1, Max: 1}, ResultSize: size}
+		}
+	}
 	switch overloadID {
+	case overloadOptionalValue, overloadOptionalOrValue:
+		// The value of the optional, or the default: as large as the
+		// larger of the two.
+		if target == nil {
+			break
+		}
+		size := (*target).ComputedSize()
+		if size != nil && overloadID == overloadOptionalOrValue {
+			if len(args) != 1 || args[0].ComputedSize() == nil {
+				break
+			}
+			u := size.Union(*args[0].ComputedSize())
+			size = &u
+		}
+		if size != nil {
+			return &checker.CallEstimate{CostEstimate: checker.CostEstimate{Min: 1, Max: 1}, ResultSize: size}
+		}
 	case overloads.IntToString, overloads.UintToString, overloads.DoubleToString, overloads.BoolToString:
 		// cel-go leaves the size of string(n) unknown, so that
 		// 'count: ' + string(n) would estimate as unbounded; a number is
@@ -138,6 +185,51 @@ func (e *costEstimator) EstimateCallCost(function, overloadID string, target *ch
 		}
 	}
 	return e.lib.EstimateCallCost(function, overloadID, target, args)
+}
+
+// exprPath is the path from a variable that e reaches through selects,
+// indexes and their optional forms (object.metadata.?labels.?team is
+// object, metadata, labels, team; an element or map value is @items); nil
+// when e is anything else.
+func exprPath(e celast.Expr) []string {
+	switch e.Kind() {
+	case celast.IdentKind:
+		return []string{e.AsIdent()}
+	case celast.SelectKind:
+		sel := e.AsSelect()
+		if sel.IsTestOnly() {
+			return nil
+		}
+		if p := exprPath(sel.Operand()); p != nil {
+			return append(p, sel.FieldName())
+		}
+	case celast.CallKind:
+		call := e.AsCall()
+		if args := call.Args(); len(args) == 2 {
+			return selectedPath(call.FunctionName(), args[0], args[1])
+		}
+	}
+	return nil
+}
+
+// selectedPath is exprPath of operand?.field (OptSelect) or operand[key]
+// and operand[?key] (Index, OptIndex).
+func selectedPath(function string, operand, key celast.Expr) []string {
+	p := exprPath(operand)
+	if p == nil {
+		return nil
+	}
+	switch function {
+	case operators.OptSelect:
+		if key.Kind() == celast.LiteralKind {
+			if name, ok := key.AsLiteral().Value().(string); ok {
+				return append(p, name)
+			}
+		}
+	case operators.OptIndex, operators.Index:
+		return append(p, "@items")
+	}
+	return nil
 }
 
 // CallCost is the runtime side of the same estimate.

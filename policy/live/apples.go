@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -14,14 +15,14 @@ import (
 )
 
 // apple is a MyApple as the informer stores it: what the quota rule and
-// CEL's cluster.myApples read, plus the resourceVersion the informer
-// compares to tell a resync from a change. It is about 150 bytes with its
-// strings, against several kilobytes for the unstructured object it
-// replaces.
+// CEL's cluster.myApples read, plus the UID and resourceVersion that quota
+// reservations are confirmed by (and the informer compares to tell a resync
+// from a change). A few hundred bytes with its strings and index entries,
+// against several kilobytes for the unstructured object it replaces.
 type apple struct {
-	namespace, name, resourceVersion string
-	color, size                      string
-	quantity                         int64
+	namespace, name, uid, resourceVersion string
+	color, size                           string
+	quantity                              int64
 }
 
 var _ runtime.Object = (*apple)(nil)
@@ -56,19 +57,37 @@ func (a *apple) GetObjectMeta() metav1.Object {
 type appleIndex struct {
 	mu   sync.RWMutex
 	byNS map[string]*namespaceApples
+	// deleted holds the UIDs of MyApples seen deleted in the last
+	// DeletedRetention, and when: a quota reservation for one of them is
+	// settled, so deleting a MyApple frees its quantity at once.
+	deleted    map[string]time.Time
+	lastPruned time.Time
+	now        func() time.Time
 }
+
+// DeletedRetention is how long the cache remembers a deleted MyApple's
+// UID: longer than any quota reservation lives.
+const DeletedRetention = 10 * time.Minute
 
 type namespaceApples struct {
 	total  int64
 	apples map[string]cel.Apple // by name
+	// versions is, by UID, each MyApple's name and resourceVersion: what
+	// tells a quota reservation the cache has seen what it reserved for.
+	versions map[string]version
+	uids     map[string]string // by name
 	// list is apples sorted by name, built on the first read after a
 	// change and shared by every read until the next one, so that
 	// admissions reading cluster.myApples allocate nothing. Nil when stale.
 	list []cel.Apple
 }
 
+type version struct {
+	name, resourceVersion string
+}
+
 func newAppleIndex() *appleIndex {
-	return &appleIndex{byNS: map[string]*namespaceApples{}}
+	return &appleIndex{byNS: map[string]*namespaceApples{}, deleted: map[string]time.Time{}, now: time.Now}
 }
 
 func (ix *appleIndex) set(a *apple) {
@@ -76,11 +95,18 @@ func (ix *appleIndex) set(a *apple) {
 	defer ix.mu.Unlock()
 	ns := ix.byNS[a.namespace]
 	if ns == nil {
-		ns = &namespaceApples{apples: map[string]cel.Apple{}}
+		ns = &namespaceApples{apples: map[string]cel.Apple{}, versions: map[string]version{}, uids: map[string]string{}}
 		ix.byNS[a.namespace] = ns
+	}
+	if old, ok := ns.uids[a.name]; ok && old != a.uid {
+		// Deleted and created again under the same name, the deletion
+		// unseen (a relist): the old one is gone.
+		ix.forget(ns, old)
 	}
 	ns.total += a.quantity - ns.apples[a.name].Quantity
 	ns.apples[a.name] = cel.Apple{Name: a.name, Color: a.color, Size: a.size, Quantity: a.quantity}
+	ns.uids[a.name] = a.uid
+	ns.versions[a.uid] = version{name: a.name, resourceVersion: a.resourceVersion}
 	ns.list = nil
 }
 
@@ -97,10 +123,57 @@ func (ix *appleIndex) remove(namespace, name string) {
 	}
 	ns.total -= a.Quantity
 	delete(ns.apples, name)
+	ix.forget(ns, ns.uids[name])
+	delete(ns.uids, name)
 	ns.list = nil
 	if len(ns.apples) == 0 {
 		delete(ix.byNS, namespace)
 	}
+}
+
+// forget records a UID as deleted, and drops the records older than
+// DeletedRetention every so often, so they take memory in proportion to
+// the deletions of the last few minutes.
+func (ix *appleIndex) forget(ns *namespaceApples, uid string) {
+	delete(ns.versions, uid)
+	if uid == "" {
+		return
+	}
+	now := ix.now()
+	ix.deleted[uid] = now
+	if now.Sub(ix.lastPruned) < DeletedRetention/4 {
+		return
+	}
+	ix.lastPruned = now
+	for u, at := range ix.deleted {
+		if now.Sub(at) > DeletedRetention {
+			delete(ix.deleted, u)
+		}
+	}
+}
+
+// Seen is what the cache has seen of one MyApple, by UID.
+type Seen struct {
+	// Present: the cache holds it, at ResourceVersion with Quantity.
+	Present         bool
+	ResourceVersion string
+	Quantity        int64
+	// Deleted: the cache held it and saw it deleted (in the last
+	// DeletedRetention).
+	Deleted bool
+}
+
+// seen looks a MyApple up by UID.
+func (ix *appleIndex) seen(namespace, uid string) Seen {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	if ns := ix.byNS[namespace]; ns != nil {
+		if v, ok := ns.versions[uid]; ok {
+			return Seen{Present: true, ResourceVersion: v.resourceVersion, Quantity: ns.apples[v.name].Quantity}
+		}
+	}
+	_, deleted := ix.deleted[uid]
+	return Seen{Deleted: deleted}
 }
 
 // sum is the total quantity in a namespace, leaving out the MyApple named

@@ -3,6 +3,7 @@ package live
 import (
 	"reflect"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/tools/cache"
@@ -139,14 +140,54 @@ func TestAppleIndex(t *testing.T) {
 	}
 }
 
+// TestAppleSeen: what quota reservations are settled by, a MyApple by UID
+// at its resourceVersion, and deletions remembered for DeletedRetention.
+func TestAppleSeen(t *testing.T) {
+	ix := newAppleIndex()
+	now := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
+	ix.now = func() time.Time { return now }
+	ix.set(&apple{namespace: "ns", name: "a", uid: "u1", resourceVersion: "1", quantity: 3})
+	ix.set(&apple{namespace: "ns", name: "a", uid: "u1", resourceVersion: "2", quantity: 5})
+	if got, want := ix.seen("ns", "u1"), (Seen{Present: true, ResourceVersion: "2", Quantity: 5}); got != want {
+		t.Errorf("seen u1 = %+v, want %+v", got, want)
+	}
+	if got := ix.seen("ns", "never"); got != (Seen{}) {
+		t.Errorf("seen of a UID never seen = %+v", got)
+	}
+	// Deleted and created again under the same name, the deletion missed
+	// (a relist): the first one is gone.
+	ix.set(&apple{namespace: "ns", name: "a", uid: "u2", resourceVersion: "9", quantity: 1})
+	if got := ix.seen("ns", "u1"); got != (Seen{Deleted: true}) {
+		t.Errorf("seen of a replaced UID = %+v, want deleted", got)
+	}
+	ix.remove("ns", "a")
+	if got := ix.seen("ns", "u2"); got != (Seen{Deleted: true}) {
+		t.Errorf("seen of a deleted UID = %+v, want deleted", got)
+	}
+	if got := ix.sum("ns", ""); got != 0 {
+		t.Errorf("sum = %d after the delete", got)
+	}
+	// Remembered for DeletedRetention, then forgotten as more deletions come.
+	now = now.Add(DeletedRetention + time.Minute)
+	ix.set(&apple{namespace: "ns", name: "b", uid: "u3", resourceVersion: "10"})
+	ix.remove("ns", "b")
+	if got := ix.seen("ns", "u2"); got != (Seen{}) {
+		t.Errorf("seen of a UID deleted long ago = %+v, want forgotten", got)
+	}
+	if got := ix.seen("ns", "u3"); got != (Seen{Deleted: true}) {
+		t.Errorf("seen of u3 = %+v, want deleted", got)
+	}
+}
+
 func TestTransformMyApple(t *testing.T) {
 	u := myApple("ns", "a", 3)
 	u.SetResourceVersion("7")
+	u.SetUID("u-a")
 	got, err := transformMyApple(u)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := &apple{namespace: "ns", name: "a", resourceVersion: "7", color: "red", size: "small", quantity: 3}
+	want := &apple{namespace: "ns", name: "a", uid: "u-a", resourceVersion: "7", color: "red", size: "small", quantity: 3}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got %+v, want %+v", got, want)
 	}

@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -38,12 +39,18 @@ type Cache struct {
 
 	configMapInformer, policyInformer, appleInformer, namespaceInformer cache.SharedIndexInformer
 	handlers                                                            []cache.ResourceEventHandlerRegistration
-	// informers are the four above with what their ListerWatchers know
-	// of their connection to the API server, in the order they start.
+	// informers are the four above and lastGoodInformer, with what their
+	// ListerWatchers know of their connection to the API server, in the
+	// order they start.
 	informers []watchedInformer
 
 	sources *sourceTable
 	apples  *appleIndex
+
+	// The persisted last good versions of invalid sources (lastgood.go):
+	// one ConfigMap, its informer, and what it holds, compiled.
+	lastGoodInformer cache.SharedIndexInformer
+	lastGood         *lastGoodTable
 
 	// dirty asks the builder for a new snapshot; its one slot coalesces
 	// bursts. pendingSince is when the oldest change not yet in a snapshot
@@ -81,13 +88,14 @@ func New(cfg Config) (*Cache, error) {
 		images:   policy.NewImageCache(imageCacheSize),
 		sources:  newSourceTable(),
 		apples:   newAppleIndex(),
+		lastGood: newLastGoodTable(),
 		dirty:    make(chan struct{}, 1),
 		swapped:  make(chan struct{}, 1),
 		syncedCh: make(chan struct{}),
 
 		replicaStatus: newReplicaStatus(),
 	}
-	c.reporter = &Reporter{c: c}
+	c.reporter = &Reporter{c: c, lastGoodMax: lastGoodMaxBytes}
 	m, err := newMetrics(cfg.Metrics, func() float64 { return float64(c.apples.count()) })
 	if err != nil {
 		return nil, fmt.Errorf("configuring the policy cache: %w", err)
@@ -96,12 +104,15 @@ func New(cfg Config) (*Cache, error) {
 	c.snapshot.Store(&Snapshot{Set: policy.NewSet(nil, policy.WithImageCache(c.images))})
 
 	// Policy ConfigMaps are selected on the API server by their label,
-	// so that unrelated ConfigMaps never reach the process.
+	// so that unrelated ConfigMaps never reach the process; the last good
+	// versions are one ConfigMap in the policy namespace, by name.
 	selector := labels.SelectorFromSet(labels.Set{policy.PolicyLabel: "true"}).String()
 	configMaps := cfg.Dynamic.Resource(corev1.SchemeGroupVersion.WithResource("configmaps"))
 	policies := cfg.Dynamic.Resource(v1alpha1.Resource)
 	apples := cfg.Dynamic.Resource(MyAppleResource())
 	namespaces := cfg.Metadata.Resource(corev1.SchemeGroupVersion.WithResource("namespaces"))
+	lastGood := configMaps.Namespace(cfg.PolicyNamespace)
+	lastGoodName := fields.OneTermEqualSelector("metadata.name", LastGoodConfigMap).String()
 	for _, s := range []struct {
 		resource, what string
 		informer       *cache.SharedIndexInformer
@@ -109,7 +120,7 @@ func New(cfg Config) (*Cache, error) {
 		list           func(context.Context, metav1.ListOptions) (runtime.Object, error)
 		watch          func(context.Context, metav1.ListOptions) (watch.Interface, error)
 		example        runtime.Object
-		transform      cache.TransformFunc
+		transform      cache.TransformFunc // nil: none
 		handler        cache.ResourceEventHandler
 	}{
 		{"configmaps", "policy ConfigMaps", &c.configMapInformer, cfg.Dynamic,
@@ -136,6 +147,16 @@ func New(cfg Config) (*Cache, error) {
 				return namespaces.List(ctx, o)
 			},
 			namespaces.Watch, &metav1.PartialObjectMetadata{}, transformNamespace, cache.ResourceEventHandlerFuncs{}},
+		{"lastgood", "last good versions", &c.lastGoodInformer, cfg.Dynamic,
+			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				o.FieldSelector = lastGoodName
+				return lastGood.List(ctx, o)
+			},
+			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				o.FieldSelector = lastGoodName
+				return lastGood.Watch(ctx, o)
+			},
+			&unstructured.Unstructured{}, nil, c.lastGoodHandler()},
 	} {
 		health := newInformerHealth(s.resource, s.what, c.log, c.metrics, time.Now)
 		// As client-go's informer factories make them, namespace-indexed,
@@ -145,8 +166,10 @@ func New(cfg Config) (*Cache, error) {
 			Indexers:          cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc},
 			ObjectDescription: s.what,
 		})
-		if err := inf.SetTransform(s.transform); err != nil {
-			return nil, fmt.Errorf("setting the transform of the %s informer: %w", s.what, err)
+		if s.transform != nil {
+			if err := inf.SetTransform(s.transform); err != nil {
+				return nil, fmt.Errorf("setting the transform of the %s informer: %w", s.what, err)
+			}
 		}
 		if err := inf.SetWatchErrorHandlerWithContext(health.watchErrorHandler); err != nil {
 			return nil, fmt.Errorf("setting the watch error handler of the %s informer: %w", s.what, err)
@@ -285,6 +308,18 @@ func (c *Cache) Evaluate(req *policy.Request) policy.Decision {
 	return c.snapshot.Load().Set.Evaluate(req, c)
 }
 
+// EvaluateIn judges a request against the current snapshot with another
+// view of the cluster: the cache's with the quota reservations not yet in
+// it.
+func (c *Cache) EvaluateIn(req *policy.Request, cluster policy.Cluster) policy.Decision {
+	return c.snapshot.Load().Set.Evaluate(req, cluster)
+}
+
+// MyAppleSeen is what the cache has seen of the MyApple with this UID.
+func (c *Cache) MyAppleSeen(namespace, uid string) Seen {
+	return c.apples.seen(namespace, uid)
+}
+
 // NamespaceLabels returns a namespace's labels from the cache. The map is
 // the cached one: read it, never write it.
 func (c *Cache) NamespaceLabels(name string) (map[string]string, bool) {
@@ -344,7 +379,7 @@ func (c *Cache) buildLoop(ctx context.Context) {
 // the build loop.
 func (c *Cache) rebuild(observe bool) *Snapshot {
 	since := c.pendingSince.Swap(0)
-	policies, errs := c.sources.collect()
+	policies, errs := c.sources.collect(c.lastGood.lookup)
 	prev := c.snapshot.Load()
 	s := &Snapshot{
 		Set:      policy.NewSet(policies, policy.WithImageCache(c.images)),
@@ -357,6 +392,7 @@ func (c *Cache) rebuild(observe bool) *Snapshot {
 		s.bySource[p.Source] = p
 	}
 	c.snapshot.Store(s)
+	c.logFallbacks(prev, s)
 	// What this snapshot enforces is what the status writers report.
 	for _, p := range policies {
 		if p.Source.Kind == policy.SourceAdmissionPolicy {
@@ -370,6 +406,8 @@ func (c *Cache) rebuild(observe bool) *Snapshot {
 			c.reporter.enqueue(src)
 		}
 	}
+	// The leader keeps the persisted last good versions in step.
+	c.reporter.enqueue(policy.Source{Kind: lastGoodKind})
 	select {
 	case c.swapped <- struct{}{}:
 	default:

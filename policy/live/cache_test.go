@@ -13,6 +13,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/policy-webhook/policy-webhook/policy"
+	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
 )
 
 func TestNotSyncedBeforeStart(t *testing.T) {
@@ -129,19 +130,24 @@ func TestUnlabelledConfigMapIgnored(t *testing.T) {
 		t.Fatalf("%d policies from an unlabelled ConfigMap", n)
 	}
 	// Every list and watch of ConfigMaps asks the API server for policy
-	// ConfigMaps only, so the others never reach the process.
-	var seen int
+	// ConfigMaps only, so the others never reach the process, but for
+	// the one ConfigMap of persisted last good versions, by name.
+	var seen, lastGood int
 	for _, a := range f.dyn.Actions() {
 		if a.GetResource().Resource != "configmaps" {
 			continue
 		}
-		var sel string
+		var sel, fieldSel string
 		switch a := a.(type) {
 		case k8stesting.ListActionImpl:
-			sel = a.GetListOptions().LabelSelector
+			sel, fieldSel = a.GetListOptions().LabelSelector, a.GetListOptions().FieldSelector
 		case k8stesting.WatchActionImpl:
-			sel = a.GetWatchRestrictions().Labels.String()
+			sel, fieldSel = a.GetWatchRestrictions().Labels.String(), a.GetWatchRestrictions().Fields.String()
 		default:
+			continue
+		}
+		if a.GetNamespace() == testPolicyNamespace && fieldSel == "metadata.name="+LastGoodConfigMap && sel == "" {
+			lastGood++
 			continue
 		}
 		seen++
@@ -149,8 +155,8 @@ func TestUnlabelledConfigMapIgnored(t *testing.T) {
 			t.Errorf("%s configmaps with label selector %q", a.GetVerb(), sel)
 		}
 	}
-	if seen == 0 {
-		t.Fatal("no list or watch of ConfigMaps")
+	if seen == 0 || lastGood == 0 {
+		t.Fatalf("%d lists and watches of policy ConfigMaps, %d of the last good versions", seen, lastGood)
 	}
 
 	// The fake watch, unlike the API server, does not filter by label: an
@@ -242,16 +248,27 @@ func TestInvalidFromTheStart(t *testing.T) {
 	if !ok {
 		t.Fatal("no error reported for an invalid policy")
 	}
-	if se.InForce != "" {
-		t.Errorf("InForce = %q for a policy that never compiled", se.InForce)
+	if se.InForce != "" || se.Restored || se.StandIn != v1alpha1.Deny {
+		t.Errorf("InForce = %q, Restored %v, StandIn %q for a policy that never compiled, want a Deny stand-in", se.InForce, se.Restored, se.StandIn)
 	}
-	if n := f.cache.Snapshot().Set.Len(); n != 0 {
-		t.Errorf("%d policies in force", n)
+	// No good version is known: what it matches is refused, saying so,
+	// rather than let it lapse; what it does not match is not.
+	ps := f.cache.Snapshot().Policies()
+	if len(ps) != 1 || !ps[0].IsStandIn() || ps[0].Version != se.Version {
+		t.Fatalf("policies in force %v, want the stand-in of version %s", ps, se.Version)
 	}
-	allowed(t, f.cache, podRequest("team-a", "nginx"), true)
-	eventually(t, "a Warning Event saying no version is in force", func() bool {
+	d := allowed(t, f.cache, podRequest("team-a", "registry.example.com/app:1"), false)
+	want := "policy violation: ConfigMap team-a/broken invalid: the policy is invalid (resourceVersion " + se.Version +
+		") and no good version of it is known, so what it matches is refused until it is fixed: policy.yaml: pods.allowedRegistries[0]: invalid registry prefix " +
+		`"https://registry.example.com/": write the registry host without a scheme, e.g. registry.example.com/`
+	if got := d.Message(); got != want {
+		t.Errorf("message\n  %s\nwant\n  %s", got, want)
+	}
+	allowed(t, f.cache, podRequest("team-b", "nginx"), true)
+	allowed(t, f.cache, appleRequest(policy.Create, "team-a", "a", 1, 0), true)
+	eventually(t, "a Warning Event saying what it matches is refused", func() bool {
 		for _, e := range f.events("team-a", "broken") {
-			if e.Reason == ReasonInvalidPolicy && strings.Contains(e.Message, "no version of it is in force") {
+			if e.Reason == ReasonInvalidPolicy && strings.Contains(e.Message, "(no good version of it is known: what it matches is refused until it is fixed)") {
 				return true
 			}
 		}
@@ -272,7 +289,7 @@ func TestDeleteStopsApplying(t *testing.T) {
 	f.delete(ap)
 	f.gone(policy.Source{Kind: policy.SourceAdmissionPolicy, Name: "trusted"})
 	allowed(t, c, podRequest("team-a", "registry.example.com/app:1"), true)
-	allowed(t, c, podRequest("team-b", "nginx"), true)
+	allowed(t, c, podRequest("team-b", "nginx"), false) // the stand-in of the invalid one
 
 	f.delete(cm)
 	f.gone(policy.Source{Kind: policy.SourceConfigMap, Namespace: "team-a", Name: "registries"})
@@ -281,6 +298,7 @@ func TestDeleteStopsApplying(t *testing.T) {
 	// Deleting an invalid source clears its error and its metric.
 	f.delete(broken)
 	f.gone(policy.Source{Kind: policy.SourceConfigMap, Namespace: "team-b", Name: "broken"})
+	allowed(t, c, podRequest("team-b", "nginx"), true)
 	if n := countSeries(t, f.reg, MetricPolicyErrors); n != 0 {
 		t.Errorf("%d %s series after deleting the invalid source", n, MetricPolicyErrors)
 	}
@@ -304,7 +322,11 @@ func TestRecreatedSourceIsNew(t *testing.T) {
 	if se.InForce != "" {
 		t.Errorf("the recreated policy inherited version %q", se.InForce)
 	}
-	allowed(t, f.cache, podRequest("team-a", "nginx"), true)
+	// Not the old one's ghcr.io/: its stand-in, refusing what it matches.
+	d := allowed(t, f.cache, podRequest("team-a", "ghcr.io/app:1"), false)
+	if len(d.Violations) != 1 || d.Violations[0].Rule != policy.RuleInvalid {
+		t.Errorf("violations %v, want the stand-in's", d.Violations)
+	}
 }
 
 func TestNamespaceSelector(t *testing.T) {
@@ -426,7 +448,7 @@ func TestTransformsDropWhatIsNotRead(t *testing.T) {
 	}
 
 	obj, _, _ = c.appleInformer.GetStore().GetByKey("team-a/a")
-	if a, ok := obj.(*apple); !ok || *a != (apple{namespace: "team-a", name: "a", resourceVersion: mine.GetResourceVersion(), color: "red", size: "small", quantity: 3}) {
+	if a, ok := obj.(*apple); !ok || *a != (apple{namespace: "team-a", name: "a", uid: string(mine.GetUID()), resourceVersion: mine.GetResourceVersion(), color: "red", size: "small", quantity: 3}) {
 		t.Errorf("cached MyApple = %#v", obj)
 	}
 

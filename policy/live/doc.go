@@ -21,7 +21,10 @@
 // swapped in through an atomic pointer, so a request never takes a lock to
 // find its policies. A source whose new version does not compile keeps its
 // last good version in force; the error goes to the log, a metric, a Warning
-// Event on the object and, for an AdmissionPolicy, its Ready condition.
+// Event on the object and, for an AdmissionPolicy, its Ready condition. The
+// leader persists that last good version (ConfigMap LastGoodConfigMap) so
+// that a replica starting later enforces it too; with no good version known
+// at all, a stand-in refuses what the invalid policy matches (lastgood.go).
 //
 // The Cache's lifecycle follows kubernetes sample-controller: Start starts
 // the informers, waits for them (and for every event handler) to sync,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -53,6 +54,7 @@ type fixture struct {
 	cache *Cache
 	rv    atomic.Int64
 	uids  atomic.Int64
+	stop  func() // stops what start started
 }
 
 // newFixture makes a Cache whose fake cluster starts with objs: unstructured
@@ -83,20 +85,27 @@ func newFixture(t testing.TB, objs ...runtime.Object) *fixture {
 		t.Fatalf("building the metadata scheme: %v", err)
 	}
 	f.meta = metadatafake.NewSimpleMetadataClient(metaScheme, metaObjs...)
+	f.cache = f.newCache(testReplica, f.reg)
+	return f
+}
+
+// newCache makes a Cache on the fixture's clients: a replica of the one
+// cluster the fixture fakes.
+func (f *fixture) newCache(replica string, reg prometheus.Registerer) *Cache {
+	f.t.Helper()
 	c, err := New(Config{
 		Dynamic:         f.dyn,
 		Metadata:        f.meta,
 		Kube:            f.kube,
-		Replica:         testReplica,
+		Replica:         replica,
 		PolicyNamespace: testPolicyNamespace,
-		Log:             testr.NewWithInterface(t, testr.Options{Verbosity: 1}),
-		Metrics:         f.reg,
+		Log:             testr.NewWithInterface(f.t, testr.Options{Verbosity: 1}).WithName(replica),
+		Metrics:         reg,
 	})
 	if err != nil {
-		t.Fatalf("New: %v", err)
+		f.t.Fatalf("New: %v", err)
 	}
-	f.cache = c
-	return f
+	return c
 }
 
 // applyStatus stands in for server-side apply of AdmissionPolicy status,
@@ -171,31 +180,45 @@ func (f *fixture) stamp(o runtime.Object) {
 }
 
 // start runs the cache, and its Reporter as the one replica would with
-// leadership, until the test ends, and waits for the cache to sync.
+// leadership, until the test ends or stop, and waits for the cache to sync.
 func (f *fixture) start() {
 	f.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 2)
 	go func() { done <- f.cache.Start(ctx) }()
 	go func() { done <- f.cache.Reporter().Start(ctx) }()
-	f.t.Cleanup(func() {
-		cancel()
-		for range 2 {
-			select {
-			case err := <-done:
-				if err != nil {
-					f.t.Errorf("Start returned %v", err)
+	var once sync.Once
+	f.stop = func() {
+		once.Do(func() {
+			cancel()
+			for range 2 {
+				select {
+				case err := <-done:
+					if err != nil {
+						f.t.Errorf("Start returned %v", err)
+					}
+				case <-time.After(10 * time.Second):
+					f.t.Error("Start did not return after its context was cancelled")
 				}
-			case <-time.After(10 * time.Second):
-				f.t.Error("Start did not return after its context was cancelled")
 			}
-		}
-	})
+		})
+	}
+	f.t.Cleanup(f.stop)
 	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
 	defer wcancel()
 	if !f.cache.WaitForSync(wctx) {
 		f.t.Fatal("the cache did not sync")
 	}
+}
+
+// restart stops the cache and starts a new one, as a replica that
+// restarts, on the same fake cluster.
+func (f *fixture) restart() {
+	f.t.Helper()
+	f.stop()
+	f.reg = prometheus.NewRegistry()
+	f.cache = f.newCache(testReplica, f.reg)
+	f.start()
 }
 
 func resourceOf(u *unstructured.Unstructured) schema.GroupVersionResource {

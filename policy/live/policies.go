@@ -2,6 +2,7 @@ package live
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/policy-webhook/policy-webhook/policy"
+	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/policy/carrier"
 )
 
@@ -87,14 +89,19 @@ func (c *Cache) onAdmissionPolicy(obj any) {
 // this replica's status.replicas entry, and on the leader the Event and
 // the Ready condition.
 func (c *Cache) applySource(src policy.Source, u *unstructured.Unstructured, version string, p *policy.Policy, err error, received time.Time) {
-	st := c.sources.set(src, version, u.GetUID(), p, err)
+	var standIn *policy.Policy
+	if err != nil {
+		standIn = carrier.StandIn(u, c.cfg.PolicyNamespace, func(e v1alpha1.Enforcement) string {
+			return standInMessage(src.Kind, version, e, err)
+		})
+	}
+	st := c.sources.set(src, u, version, p, standIn, err)
 	if err == nil {
 		c.metrics.policyErrors.DeleteLabelValues(src.Kind, src.Namespace, src.Name)
 		c.log.V(1).Info("Policy in force", "source", src.String(), "version", version)
 	} else {
 		c.metrics.policyErrors.WithLabelValues(src.Kind, src.Namespace, src.Name).Set(1)
-		inForce := inForceVersion(&st)
-		c.log.Error(err, "Policy version is invalid and not in force", "source", src.String(), "version", version, "inForce", inForce)
+		c.log.Error(err, "Policy version is invalid and not in force", "source", src.String(), "version", version, "inForce", inForceVersion(&st))
 	}
 	c.changed(received)
 }
@@ -118,16 +125,45 @@ func problems(err error) string {
 	return err.Error()
 }
 
-// stillInForce says which version of a source applies instead of an
-// invalid one.
-func stillInForce(kind, inForce string) string {
-	if inForce == "" {
-		return "no version of it is in force"
-	}
+// versionName is what a carrier's versions are.
+func versionName(kind string) string {
 	if kind == policy.SourceAdmissionPolicy {
-		return "generation " + inForce + " stays in force"
+		return "generation"
 	}
-	return "resourceVersion " + inForce + " stays in force"
+	return "resourceVersion"
+}
+
+// stillInForce says what applies instead of an invalid version of a
+// source: its last good version, perhaps as persisted, or its stand-in.
+func stillInForce(kind string, se SourceError, policyNamespace string) string {
+	switch {
+	case se.InForce != "" && se.Restored:
+		return fmt.Sprintf("%s %s, the last good version, stays in force as persisted in ConfigMap %s/%s", versionName(kind), se.InForce, policyNamespace, LastGoodConfigMap)
+	case se.InForce != "":
+		return versionName(kind) + " " + se.InForce + " stays in force"
+	case se.StandIn != "":
+		return "no good version of it is known: what it matches " + standInEffect(se.StandIn) + " until it is fixed"
+	}
+	return "no version of it is in force"
+}
+
+// standInEffect is what a stand-in does to what it covers.
+func standInEffect(e v1alpha1.Enforcement) string {
+	switch e {
+	case v1alpha1.Warn:
+		return "gets a warning"
+	case v1alpha1.Audit:
+		return "is audited"
+	}
+	return "is refused"
+}
+
+// standInMessage is the violation a stand-in reports: to whoever is
+// refused, it names the policy (the violation's source), says it is
+// invalid and why.
+func standInMessage(kind, version string, e v1alpha1.Enforcement, err error) string {
+	return fmt.Sprintf("the policy is invalid (%s %s) and no good version of it is known, so what it matches %s until it is fixed: %s",
+		versionName(kind), version, standInEffect(e), problems(err))
 }
 
 // changed has a new snapshot built. Bursts coalesce: however many changes

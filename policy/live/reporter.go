@@ -50,6 +50,14 @@ type Reporter struct {
 	alive   map[string]bool
 	emitted map[eventKey]bool
 	written written
+	// The last good versions persisted: entries encoded, sources left out
+	// for size (logged once each), and the last write.
+	encoded         map[policy.Source]encodedEntry
+	leftOut         map[policy.Source]bool
+	lastGoodWritten *lastGoodMemo
+	// lastGoodMax bounds the entries' bytes: lastGoodMaxBytes but in
+	// tests.
+	lastGoodMax int
 }
 
 // eventKey is one invalid version of one object.
@@ -87,7 +95,10 @@ func (r *Reporter) Start(ctx context.Context) error {
 	q := workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[policy.Source](),
 		workqueue.TypedRateLimitingQueueConfig[policy.Source]{Name: "leader-status"})
 	r.alive, r.emitted, r.written = nil, map[eventKey]bool{}, written{}
+	r.encoded, r.leftOut, r.lastGoodWritten = nil, nil, nil
 	r.queue.Store(&q)
+	// Whatever became invalid or was fixed while another replica led.
+	q.Add(policy.Source{Kind: lastGoodKind})
 	defer r.queue.Store(nil)
 
 	done := make(chan struct{})
@@ -125,6 +136,8 @@ func (r *Reporter) work(ctx context.Context, q workqueue.TypedRateLimitingInterf
 			err = r.syncConfigMap(ctx, src)
 		case policy.SourceAdmissionPolicy:
 			err = r.syncAdmissionPolicy(ctx, q, src.Name)
+		case lastGoodKind:
+			err = r.syncLastGood(ctx, q)
 		}
 		switch {
 		case err == nil:
@@ -270,7 +283,7 @@ func (r *Reporter) syncAdmissionPolicy(ctx context.Context, q workqueue.TypedRat
 	}
 	summary := strconv.Itoa(inForceCount) + "/" + strconv.Itoa(len(members))
 
-	ready := readyCondition(inForce, se, gen)
+	ready := readyCondition(inForce, se, gen, c.cfg.PolicyNamespace)
 	conditions := slices.Clone(st.Conditions)
 	changed := meta.SetStatusCondition(&conditions, ready)
 	if !changed && st.ObservedGeneration == gen && st.InForce == summary {
@@ -325,15 +338,13 @@ func (r *Reporter) recordInvalid(ctx context.Context, src policy.Source, u *unst
 		UID:             u.GetUID(),
 		ResourceVersion: u.GetResourceVersion(),
 	}
-	versionName := "resourceVersion"
 	switch src.Kind {
 	case policy.SourceConfigMap:
 		ref.APIVersion, ref.Kind = "v1", "ConfigMap"
 	case policy.SourceAdmissionPolicy:
 		ref.APIVersion, ref.Kind = v1alpha1.GroupVersion.String(), "AdmissionPolicy"
-		versionName = "generation"
 	}
-	msg := fmt.Sprintf("Policy not in force: %s %s is invalid: %s (%s)", versionName, se.Version, problems(se.Err), stillInForce(src.Kind, se.InForce))
+	msg := fmt.Sprintf("Policy not in force: %s %s is invalid: %s (%s)", versionName(src.Kind), se.Version, problems(se.Err), stillInForce(src.Kind, se, r.c.cfg.PolicyNamespace))
 	if len(msg) > eventMessageLimit {
 		msg = msg[:eventMessageLimit-3] + "..."
 	}

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/policy-webhook/policy-webhook/policy"
+	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
 )
 
 // Snapshot is the policy in force at one moment. It is immutable: a change
@@ -13,7 +14,8 @@ type Snapshot struct {
 	// Set holds the compiled policies in force.
 	Set *policy.Set
 	// Errors lists the sources whose newest version is invalid. A source
-	// with a last good version keeps it in force (it is in Set).
+	// with a last good version keeps it in force (it is in Set), and one
+	// without has a stand-in there instead.
 	Errors map[policy.Source]SourceError
 	// Version counts the snapshots this Cache has built. 0 is the empty
 	// snapshot held before the first build.
@@ -38,6 +40,13 @@ type SourceError struct {
 	Err error
 	// InForce is the version still in force, "" if none is.
 	InForce string
+	// Restored says InForce was read from the persisted last good
+	// versions (LastGoodConfigMap), this replica having seen no good
+	// version itself.
+	Restored bool
+	// StandIn is set when no good version is known: a stand-in covers
+	// what the policy matches (policy.StandIn), at this enforcement.
+	StandIn v1alpha1.Enforcement
 }
 
 // Policies returns the policies in force, in evaluation order.

@@ -3,6 +3,7 @@ package live
 import (
 	"sync"
 
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/policy-webhook/policy-webhook/policy"
@@ -12,6 +13,13 @@ import (
 // version, compiled, and whether the newest version seen is it.
 type sourceState struct {
 	inForce *policy.Policy // nil when no version has compiled
+	// good is the object of the version in force, whose document the
+	// leader persists once a newer version is invalid. Informers never
+	// change a stored object, so holding it copies nothing.
+	good *unstructured.Unstructured
+	// standIn covers what the newest version matches when it is invalid
+	// and no good version is known (policy.StandIn); nil otherwise.
+	standIn *policy.Policy
 	// version and uid identify the newest version seen: its resourceVersion
 	// (ConfigMap) or generation (AdmissionPolicy), and the object's UID, so
 	// that a source deleted and recreated under the same name is new.
@@ -32,9 +40,11 @@ func newSourceTable() *sourceTable {
 	return &sourceTable{m: map[policy.Source]*sourceState{}}
 }
 
-// set records a new version of a source. Compiled (p non-nil), it goes in
-// force; invalid, whatever was in force stays. It returns the new state.
-func (t *sourceTable) set(src policy.Source, version string, uid types.UID, p *policy.Policy, err error) sourceState {
+// set records a new version u of a source. Compiled (p non-nil), it goes
+// in force; invalid, whatever was in force stays, and standIn is what
+// stands in when nothing is. It returns the new state.
+func (t *sourceTable) set(src policy.Source, u *unstructured.Unstructured, version string, p, standIn *policy.Policy, err error) sourceState {
+	uid := u.GetUID()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	st := t.m[src]
@@ -43,9 +53,11 @@ func (t *sourceTable) set(src policy.Source, version string, uid types.UID, p *p
 		st = &sourceState{}
 		t.m[src] = st
 	}
-	st.version, st.uid, st.err = version, uid, err
+	st.version, st.uid, st.err, st.standIn = version, uid, err, nil
 	if err == nil {
-		st.inForce = p
+		st.inForce, st.good = p, u
+	} else {
+		st.standIn = standIn
 	}
 	return *st
 }
@@ -69,23 +81,40 @@ func (t *sourceTable) get(src policy.Source) (sourceState, bool) {
 	return *st, true
 }
 
+// persistedLookup finds the persisted last good version of a source, if
+// it belongs to the object uid.
+type persistedLookup func(src policy.Source, uid types.UID) (*policy.Policy, bool)
+
 // collect returns the policies in force and the errors of the sources
-// whose newest version is not, for a new snapshot.
-func (t *sourceTable) collect() ([]*policy.Policy, map[policy.Source]SourceError) {
+// whose newest version is not, for a new snapshot. An invalid source keeps
+// its last good version in force: the one in memory, else the persisted
+// one, else its stand-in covers what it matches.
+func (t *sourceTable) collect(persisted persistedLookup) ([]*policy.Policy, map[policy.Source]SourceError) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	policies := make([]*policy.Policy, 0, len(t.m))
 	var errs map[policy.Source]SourceError
 	for src, st := range t.m {
-		if st.inForce != nil {
-			policies = append(policies, st.inForce)
+		p := st.inForce
+		if st.err == nil {
+			policies = append(policies, p)
+			continue
 		}
-		if st.err != nil {
-			if errs == nil {
-				errs = map[policy.Source]SourceError{}
+		se := SourceError{Version: st.version, Err: st.err, InForce: inForceVersion(st)}
+		if p == nil {
+			if g, ok := persisted(src, st.uid); ok {
+				p, se.InForce, se.Restored = g, g.Version, true
+			} else if st.standIn != nil {
+				p, se.StandIn = st.standIn, st.standIn.Enforcement
 			}
-			errs[src] = SourceError{Version: st.version, Err: st.err, InForce: inForceVersion(st)}
 		}
+		if p != nil {
+			policies = append(policies, p)
+		}
+		if errs == nil {
+			errs = map[policy.Source]SourceError{}
+		}
+		errs[src] = se
 	}
 	return policies, errs
 }

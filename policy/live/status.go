@@ -173,7 +173,7 @@ func (c *Cache) syncReplicaStatus(ctx context.Context, name string) error {
 		LastTransitionTime: metav1.NewTime(e.since.Truncate(time.Second)),
 	}
 	if !inForce {
-		want.Message = fmt.Sprintf("generation %d is invalid (%s)", gen, stillInForce(policy.SourceAdmissionPolicy, se.InForce))
+		want.Message = fmt.Sprintf("generation %d is invalid (%s)", gen, stillInForce(policy.SourceAdmissionPolicy, se, c.cfg.PolicyNamespace))
 	}
 	st := statusOf(u)
 	for _, r := range st.Replicas {
@@ -249,7 +249,7 @@ func (c *Cache) applyStatus(ctx context.Context, name, manager string, status *v
 
 // readyCondition is the Ready condition for a policy whose generation gen
 // is the newest the cache has seen.
-func readyCondition(inForce bool, se SourceError, gen int64) metav1.Condition {
+func readyCondition(inForce bool, se SourceError, gen int64, policyNamespace string) metav1.Condition {
 	if inForce {
 		return metav1.Condition{
 			Type:               ConditionReady,
@@ -259,7 +259,7 @@ func readyCondition(inForce bool, se SourceError, gen int64) metav1.Condition {
 			ObservedGeneration: gen,
 		}
 	}
-	msg := fmt.Sprintf("generation %d is invalid: %s (%s)", gen, problems(se.Err), stillInForce(policy.SourceAdmissionPolicy, se.InForce))
+	msg := fmt.Sprintf("generation %d is invalid: %s (%s)", gen, problems(se.Err), stillInForce(policy.SourceAdmissionPolicy, se, policyNamespace))
 	if len(msg) > conditionMessageLimit {
 		msg = msg[:conditionMessageLimit-3] + "..."
 	}

@@ -86,6 +86,7 @@ func transformMyApple(obj any) (any, error) {
 	return &apple{
 		namespace:       u.GetNamespace(),
 		name:            u.GetName(),
+		uid:             string(u.GetUID()),
 		resourceVersion: u.GetResourceVersion(),
 		color:           appleString(u.Object, "color"),
 		size:            appleString(u.Object, "size"),

@@ -98,7 +98,8 @@ func newInformerHealth(name, what string, log logr.Logger, m *metrics, now func(
 // open, and why.
 type InformerStaleness struct {
 	// Informer names the resource watched: configmaps, admissionpolicies,
-	// myapples or namespaces.
+	// myapples, namespaces, or lastgood (the ConfigMap of last good
+	// versions).
 	Informer string
 	// For is 0 while a watch is open; otherwise the time since the
 	// informer's store was last known current.
@@ -351,7 +352,7 @@ func (t *trackedWatch) Stop() {
 }
 
 // Staleness reports, for each informer in start order (configmaps,
-// admissionpolicies, myapples, namespaces), how long it has gone without a
+// admissionpolicies, myapples, namespaces, lastgood), how long it has gone without a
 // watch open on the API server.
 func (c *Cache) Staleness(now time.Time) []InformerStaleness {
 	out := make([]InformerStaleness, len(c.informers))

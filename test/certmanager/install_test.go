@@ -18,6 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/policy-webhook/policy-webhook/policy/live"
 )
 
 // The names the install is built around.
@@ -53,6 +55,8 @@ func TestDefaultRendersTheInstall(t *testing.T) {
 		"ClusterRole/policy-webhook-metrics-reader",
 		"Role/policy-system/policy-webhook-leases",
 		"RoleBinding/policy-system/policy-webhook-leases",
+		"Role/policy-system/policy-webhook-last-good",
+		"RoleBinding/policy-system/policy-webhook-last-good",
 		"Issuer/policy-system/policy-webhook-selfsigned",
 		"Issuer/policy-system/policy-webhook-ca",
 		"Certificate/policy-system/policy-webhook-ca",
@@ -142,6 +146,35 @@ func checkRBAC(t *testing.T, objs []*unstructured.Unstructured) {
 	if rb.Namespace != installNamespace || rb.RoleRef != (rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name}) ||
 		!slices.Equal(rb.Subjects, []rbacv1.Subject{subject}) {
 		t.Errorf("RoleBinding binds %+v to %+v, want the Role to %+v", rb.RoleRef, rb.Subjects, subject)
+	}
+
+	// The quota ledgers: ConfigMaps written only in the webhook's own
+	// namespace.
+	quotaRole := findTyped[rbacv1.Role](t, objs, "Role", "policy-webhook-quota")
+	wantQuota := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "create", "update"}}}
+	if quotaRole.Namespace != installNamespace || !equality.Semantic.DeepEqual(quotaRole.Rules, wantQuota) {
+		t.Errorf("Role %s/%s rules %+v, want %+v in %s", quotaRole.Namespace, quotaRole.Name, quotaRole.Rules, wantQuota, installNamespace)
+	}
+	qrb := findTyped[rbacv1.RoleBinding](t, objs, "RoleBinding", "policy-webhook-quota")
+	if qrb.Namespace != installNamespace || qrb.RoleRef != (rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: quotaRole.Name}) ||
+		!slices.Equal(qrb.Subjects, []rbacv1.Subject{subject}) {
+		t.Errorf("RoleBinding binds %+v to %+v, want the quota Role to %+v", qrb.RoleRef, qrb.Subjects, subject)
+	}
+
+	// The last good versions: create ConfigMaps, update that one, only in
+	// the webhook's own namespace.
+	lg := findTyped[rbacv1.Role](t, objs, "Role", "policy-webhook-last-good")
+	wantLG := []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create"}},
+		{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{live.LastGoodConfigMap}, Verbs: []string{"update"}},
+	}
+	if lg.Namespace != installNamespace || !equality.Semantic.DeepEqual(lg.Rules, wantLG) {
+		t.Errorf("Role %s/%s rules %+v, want %+v in %s", lg.Namespace, lg.Name, lg.Rules, wantLG, installNamespace)
+	}
+	lgb := findTyped[rbacv1.RoleBinding](t, objs, "RoleBinding", "policy-webhook-last-good")
+	if lgb.Namespace != installNamespace || lgb.RoleRef != (rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: lg.Name}) ||
+		!slices.Equal(lgb.Subjects, []rbacv1.Subject{subject}) {
+		t.Errorf("RoleBinding binds %+v to %+v, want the Role to %+v", lgb.RoleRef, lgb.Subjects, subject)
 	}
 }
 

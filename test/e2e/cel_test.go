@@ -139,3 +139,141 @@ func createAdmissionPolicy(t *testing.T, name string, spec map[string]any) {
 	}
 	t.Cleanup(func() { _ = env.dyn.Resource(admissionPolicies).Delete(ctx, name, metav1.DeleteOptions{}) })
 }
+
+// TestCELAuditPolicies: a CEL policy with enforcement Audit admits what it
+// would refuse, silently (no warning), and records it where the README says:
+// the webhook's audit annotations in the API server's audit log (which
+// policy version decided, which rule), the webhook's Audit log line (with
+// the message) and policy_webhook_violations_total{enforcement="Audit"}.
+func TestCELAuditPolicies(t *testing.T) {
+	ctx := testCtx(t)
+	ns := newNamespace(t, nil)
+
+	t.Run("ConfigMap audits a Pod", func(t *testing.T) {
+		mustPutPolicy(t, ns, "limits", `enforcement: Audit
+match: {kinds: [Pod]}
+validations:
+- name: limits
+  expression: "object.spec.containers.all(c, has(c.resources.limits))"
+  message: "every container needs resource limits"
+  fieldPath: spec.containers
+`)
+		cm, err := env.client.CoreV1().ConfigMaps(ns).Get(ctx, "limits", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		source := fmt.Sprintf("ConfigMap %s/limits", ns)
+		counted := violationsCounted(t, "validations.limits", "Audit")
+		wc := newWarningClient(t)
+		p := pod(ns, "unlimited", nil, "registry.example.com/web:1.0")
+		eventually(t, "the Audit policy in force", func() error {
+			if _, err := wc.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{DryRun: dryRun}); err != nil {
+				return fmt.Errorf("an Audit policy refused: %w", err)
+			}
+			return wantAudited("pods", ns, p.Name, source+"@"+cm.ResourceVersion, "Audit validations.limits by "+source)
+		})
+		if got := wc.take(); len(got) != 0 {
+			t.Errorf("an Audit policy sent warnings %q", got)
+		}
+		wantAuditLine(t, ns, p.Name, source+" validations.limits spec.containers: every container needs resource limits")
+		if got := violationsCounted(t, "validations.limits", "Audit"); got <= counted {
+			t.Errorf("violations_total{validations.limits,Audit} %v, was %v before: not counted", got, counted)
+		}
+	})
+
+	t.Run("AdmissionPolicy audits a MyApple", func(t *testing.T) {
+		name := "e2e-cel-audit-" + ns
+		createAdmissionPolicy(t, name, map[string]any{
+			"enforcement": "Audit",
+			"match":       map[string]any{"kinds": []any{"MyApple"}, "namespaceSelector": map[string]any{"matchLabels": map[string]any{testLabel: ns}}},
+			"validations": []any{map[string]any{
+				"name":              "smallBatch",
+				"expression":        "object.spec.quantity <= 5",
+				"messageExpression": "'quantity ' + string(object.spec.quantity) + ' is over 5'",
+				"fieldPath":         "spec.quantity",
+			}},
+		})
+		source := "AdmissionPolicy " + name
+		counted := violationsCounted(t, "validations.smallBatch", "Audit")
+		a := apple(ns, "big", "red", "small", 10)
+		eventually(t, "the Audit policy in force", func() error {
+			if err := createApple(ctx, a, metav1.CreateOptions{DryRun: dryRun}); err != nil {
+				return fmt.Errorf("an Audit policy refused: %w", err)
+			}
+			return wantAudited("myapples", ns, a.GetName(), source+"@1", "Audit validations.smallBatch by "+source)
+		})
+		wantAuditLine(t, ns, a.GetName(), source+" validations.smallBatch spec.quantity: quantity 10 is over 5")
+		if got := violationsCounted(t, "validations.smallBatch", "Audit"); got <= counted {
+			t.Errorf("violations_total{validations.smallBatch,Audit} %v, was %v before: not counted", got, counted)
+		}
+	})
+}
+
+// wantAudited checks the API server's audit log for the last write of an
+// object: the webhook's annotations name the policy version that judged it
+// and the violations it found.
+func wantAudited(resource, ns, name, policyVersion, violations string) error {
+	hook := testenv.PodsWebhook
+	if resource == "myapples" {
+		hook = testenv.MyApplesWebhook
+	}
+	got, err := auditedAnnotations(resource, ns, name)
+	if err != nil {
+		return err
+	}
+	if p := got[hook+"/policies"]; !slices.Contains(strings.Split(p, ", "), policyVersion) {
+		return fmt.Errorf("audit annotation %s/policies %q, want it to name %q", hook, p, policyVersion)
+	}
+	if v := got[hook+"/violations"]; v != violations {
+		return fmt.Errorf("audit annotation %s/violations %q, want %q", hook, v, violations)
+	}
+	return nil
+}
+
+// wantAuditLine checks that the webhook logged the Audit violation of an
+// object, with its message.
+func wantAuditLine(t *testing.T, ns, name, violation string) {
+	t.Helper()
+	if got := env.logs.auditLinesWith("namespace="+ns, "name="+name, violation); len(got) == 0 {
+		t.Errorf("no %q log line for %s/%s naming %q", auditLogMessage, ns, name, violation)
+	}
+}
+
+// An expression written to be expensive, three loops nested over a Pod's
+// containers, is refused when the policy is applied, by its estimated cost
+// (a worst-case object of 3 MiB, as the API server's request limit allows),
+// and the webhook goes on judging Pods meanwhile.
+func TestCELExpensiveExpressionRefusedAtApply(t *testing.T) {
+	ctx := testCtx(t)
+	good, bad, refused := registryScenario(ctx, t)
+	ns := good.Namespace
+	const nested = "object.spec.containers.all(a, object.spec.containers.all(b, object.spec.containers.all(c, a.name != b.name || b.name != c.name || a.image == c.image)))"
+	wantCost := func(t *testing.T, err error, prefix string) {
+		t.Helper()
+		if err == nil || !strings.HasPrefix(err.Error(), prefix) || !strings.Contains(err.Error(), "estimated cost ") ||
+			!strings.Contains(err.Error(), "exceeds the limit of 10000000 per expression") {
+			t.Fatalf("got %v, want a refusal starting %q naming the estimated cost and the limit", err, prefix)
+		}
+	}
+	t.Run("ConfigMap", func(t *testing.T) {
+		err := putPolicy(ctx, ns, "expensive", "match: {kinds: [Pod]}\nvalidations:\n- expression: \""+nested+"\"\n")
+		wantCost(t, err, denial(testenv.PolicyConfigMapsWebhook, fmt.Sprintf("ConfigMap %s/expensive is not a valid policy: policy.yaml: validations[0].expression: ", ns)))
+	})
+	t.Run("AdmissionPolicy", func(t *testing.T) {
+		name := "e2e-cel-expensive-" + ns
+		ap := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "policy.example.com/v1alpha1", "kind": "AdmissionPolicy",
+			"metadata": map[string]any{"name": name},
+			"spec": map[string]any{
+				"match":       map[string]any{"kinds": []any{"Pod"}},
+				"validations": []any{map[string]any{"expression": nested}},
+			},
+		}}
+		_, err := env.dyn.Resource(admissionPolicies).Create(ctx, ap, metav1.CreateOptions{})
+		t.Cleanup(func() { _ = env.dyn.Resource(admissionPolicies).Delete(ctx, name, metav1.DeleteOptions{}) })
+		wantCost(t, err, denial(testenv.AdmissionPoliciesWebhook, fmt.Sprintf("AdmissionPolicy %s is not a valid policy: spec.validations[0].expression: ", name)))
+	})
+	// Judging goes on, with the policy that was in force.
+	wantAdmitted(t, createPod(ctx, good, metav1.CreateOptions{DryRun: dryRun}))
+	wantDenied(t, createPod(ctx, bad, metav1.CreateOptions{DryRun: dryRun}), refused)
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -37,6 +38,11 @@ type suite struct {
 	dyn    dynamic.Interface
 	// cfg is the admin config they are built from.
 	cfg *rest.Config
+	// auditLog is the API server's audit log (JSON lines): Pod and MyApple
+	// writes at level Metadata, which records the webhooks' audit annotations.
+	auditLog string
+	// logs keeps the webhook's log lines for Audit violations.
+	logs *logRecorder
 }
 
 func TestMain(m *testing.M) {
@@ -54,7 +60,8 @@ func TestMain(m *testing.M) {
 
 func run(m *testing.M) int {
 	// go test shows this output only for a failing package (or with -v).
-	log := logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	logs := newLogRecorder(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := logr.FromSlogHandler(logs)
 	ctrllog.SetLogger(log)
 	klog.SetLogger(log)
 	s, stop, err := start(context.Background(), log)
@@ -65,6 +72,7 @@ func run(m *testing.M) int {
 		}
 		return 1
 	}
+	s.logs = logs
 	env = s
 	code := m.Run()
 	stop()
@@ -80,7 +88,22 @@ func start(ctx context.Context, log logr.Logger) (s *suite, stop func(), err err
 			undo[i]()
 		}
 	}
-	cp, err := testenv.StartControlPlane(ctx, testenv.ControlPlaneOptions{Log: log})
+	auditDir, err := os.MkdirTemp("", "policy-webhook-e2e-audit-")
+	if err != nil {
+		return nil, stop, fmt.Errorf("creating a directory for the audit log: %w", err)
+	}
+	undo = append(undo, func() { _ = os.RemoveAll(auditDir) })
+	auditPolicy, auditLog := filepath.Join(auditDir, "policy.yaml"), filepath.Join(auditDir, "audit.log")
+	if err := os.WriteFile(auditPolicy, []byte(auditPolicyYAML), 0o600); err != nil {
+		return nil, stop, fmt.Errorf("writing the audit policy: %w", err)
+	}
+	cp, err := testenv.StartControlPlane(ctx, testenv.ControlPlaneOptions{Log: log, APIServerFlags: map[string]string{
+		"audit-policy-file": auditPolicy,
+		"audit-log-path":    auditLog,
+		// Each event is written before the request returns, so a test
+		// reads the log of a request it has just made.
+		"audit-log-mode": "blocking",
+	}})
 	if err != nil {
 		return nil, stop, err
 	}
@@ -126,5 +149,21 @@ func start(ctx context.Context, log logr.Logger) (s *suite, stop func(), err err
 	if err != nil {
 		return nil, stop, fmt.Errorf("building a dynamic client: %w", err)
 	}
-	return &suite{cp: cp, wh: wh, log: log, requests: requests, client: client, dyn: dyn, cfg: cfg}, stop, nil
+	return &suite{cp: cp, wh: wh, log: log, requests: requests, client: client, dyn: dyn, cfg: cfg, auditLog: auditLog}, stop, nil
 }
+
+// auditPolicyYAML records Pod and MyApple writes, with the webhooks' audit
+// annotations (level Metadata has them), and nothing else.
+const auditPolicyYAML = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  verbs: [create, update]
+  resources:
+  - group: ""
+    resources: [pods]
+  - group: stable.example.com
+    resources: [myapples]
+- level: None
+`

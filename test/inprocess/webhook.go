@@ -147,10 +147,13 @@ func Start(ctx context.Context, opts Options) (*Webhook, error) {
 			ClientCAFile:           opts.ClientCAFile,
 			MetricsSecure:          opts.MetricsSecure,
 			AuditInterval:          opts.AuditInterval,
-			MetricsRegistry:        opts.MetricsRegistry,
-			MaxCacheStaleness:      opts.MaxCacheStaleness,
-			Log:                    opts.Log,
-			OnReady:                func() { w.readyOnce.Do(func() { close(w.ready) }) },
+			// Each replica in the process its own name (its heartbeat
+			// Lease, its status.replicas entry), not the host's.
+			ReplicaName:       "inprocess-" + strconv.Itoa(w.Port),
+			MetricsRegistry:   opts.MetricsRegistry,
+			MaxCacheStaleness: opts.MaxCacheStaleness,
+			Log:               opts.Log,
+			OnReady:           func() { w.readyOnce.Do(func() { close(w.ready) }) },
 		})
 	}()
 	return w, nil

@@ -1,0 +1,66 @@
+package policy
+
+import (
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
+)
+
+// RuleInvalid is the rule of the one violation a stand-in reports: the
+// policy it stands in for is invalid.
+const RuleInvalid = "invalid"
+
+// Coverage is what an invalid policy can still be read to cover: its
+// enforcement, its match and the kinds it has rules for. The zero
+// Coverage covers everything in scope, refusing it.
+type Coverage struct {
+	// Enforcement is the policy's own, Deny when it cannot be read.
+	Enforcement v1alpha1.Enforcement
+	// Match is the policy's match, nil when it cannot be read: every
+	// object of Kinds in scope.
+	Match *v1alpha1.Match
+	// Kinds the stand-in judges; empty: Pods and MyApples.
+	Kinds []string
+}
+
+// StandIn makes the policy that stands in for an invalid one of which no
+// good version is known: it judges every object cov covers, in scope, and
+// reports it as one violation of RuleInvalid saying message, at the
+// policy's enforcement (a Deny policy refuses what it matches rather than
+// lapse; a Warn or Audit one warns or audits, as it would have). As the
+// in-tree ValidatingAdmissionPolicy treats a policy it cannot compile
+// under failurePolicy Fail, the refusal holds for CREATE and UPDATE alike:
+// it is never forgiven because the old object had it. version is the
+// invalid version's.
+func StandIn(src Source, scope, version string, cov Coverage, message string) *Policy {
+	p := &Policy{
+		Source:      src,
+		sourceName:  src.String(),
+		Scope:       scope,
+		Enforcement: cov.Enforcement,
+		Version:     version,
+		refusal:     message,
+	}
+	switch p.Enforcement {
+	case v1alpha1.Deny, v1alpha1.Warn, v1alpha1.Audit:
+	default:
+		p.Enforcement = v1alpha1.Deny
+	}
+	kinds := cov.Kinds
+	if m := cov.Match; m != nil {
+		p.excluded = append([]string(nil), m.ExcludedNamespaces...)
+		// A selector that cannot be read selects everything: the stand-in
+		// errs on the side of covering more.
+		p.nsSelector, _ = selector(m.NamespaceSelector)
+		p.objSelector, _ = selector(m.ObjectSelector)
+	}
+	p.pods = matchesKind(kinds, KindPod)
+	p.apples = matchesKind(kinds, KindMyApple)
+	return p
+}
+
+// IsStandIn reports whether p stands in for an invalid policy.
+func (p *Policy) IsStandIn() bool { return p.refusal != "" }
+
+// ValidateMatch checks a match alone, as ValidateSpec does within a spec.
+func ValidateMatch(m *v1alpha1.Match) field.ErrorList { return validateMatch(m) }

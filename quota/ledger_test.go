@@ -1,0 +1,145 @@
+package quota
+
+import (
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/policy-webhook/policy-webhook/policy"
+	"github.com/policy-webhook/policy-webhook/policy/cel"
+	"github.com/policy-webhook/policy-webhook/policy/live"
+)
+
+// cacheView is a Cache of fixed contents, for the arithmetic of views.
+type cacheView struct {
+	total  map[string]int64     // by namespace
+	byName map[string]int64     // namespace/name → quantity
+	seen   map[string]live.Seen // by UID
+}
+
+func (c *cacheView) NamespaceLabels(string) (map[string]string, bool) { return nil, true }
+func (c *cacheView) NamespaceAnnotations(string) map[string]string    { return nil }
+func (c *cacheView) MyApples(string) []cel.Apple                      { return nil }
+func (c *cacheView) HasSynced() bool                                  { return true }
+func (c *cacheView) Evaluate(*policy.Request) policy.Decision         { return policy.Decision{Allowed: true} }
+func (c *cacheView) EvaluateIn(*policy.Request, policy.Cluster) policy.Decision {
+	return policy.Decision{Allowed: true}
+}
+func (c *cacheView) MyAppleQuantity(ns, except string) int64 {
+	return c.total[ns] - c.byName[ns+"/"+except]
+}
+func (c *cacheView) MyAppleSeen(_, uid string) live.Seen { return c.seen[uid] }
+
+func TestPending(t *testing.T) {
+	now := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
+	const ttl = time.Minute
+	create := Reservation{UID: "u", Name: "a", Quantity: 10, At: now.Add(-time.Second)}
+	update := Reservation{UID: "u", Name: "a", Quantity: 10, Replaces: "5", At: now.Add(-time.Second)}
+	for _, tc := range []struct {
+		name string
+		r    Reservation
+		seen live.Seen
+		want int64
+	}{
+		{"create not seen yet", create, live.Seen{}, 10},
+		{"create seen", create, live.Seen{Present: true, ResourceVersion: "6", Quantity: 10}, 0},
+		{"create seen deleted", create, live.Seen{Deleted: true}, 0},
+		{"create expired", Reservation{UID: "u", Quantity: 10, At: now.Add(-ttl - time.Second)}, live.Seen{}, 0},
+		{"update not seen: the old quantity is counted, the growth is pending", update, live.Seen{Present: true, ResourceVersion: "5", Quantity: 4}, 6},
+		{"update seen", update, live.Seen{Present: true, ResourceVersion: "7", Quantity: 10}, 0},
+		{"update of a MyApple deleted meanwhile", update, live.Seen{Deleted: true}, 0},
+		{"update the cache has not seen created", update, live.Seen{}, 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := pending(&tc.r, tc.seen, now, ttl); got != tc.want {
+				t.Errorf("pending = %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestViewQuantity(t *testing.T) {
+	now := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
+	c := &cacheView{
+		total:  map[string]int64{"a": 15, "b": 100},
+		byName: map[string]int64{"a/x": 5, "a/y": 10},
+		seen: map[string]live.Seen{
+			"ux": {Present: true, ResourceVersion: "1", Quantity: 5},
+			"uy": {Present: true, ResourceVersion: "2", Quantity: 10},
+		},
+	}
+	v := &view{Cache: c, namespace: "a", now: now, ttl: time.Minute, reserved: []Reservation{
+		{UID: "ux", Name: "x", Quantity: 5, At: now},                 // confirmed
+		{UID: "uz", Name: "z", Quantity: 20, At: now},                // pending create
+		{UID: "uy", Name: "y", Quantity: 12, Replaces: "2", At: now}, // pending growth of y by 2
+	}}
+	for _, tc := range []struct {
+		ns, except string
+		want       int64
+	}{
+		{"a", "", 15 + 20 + 2},
+		{"a", "new", 15 + 20 + 2},
+		{"a", "y", 5 + 20}, // y's own cached quantity and reservation left out
+		{"a", "z", 15 + 2},
+		{"b", "", 100}, // another namespace: no reservations of its own
+	} {
+		if got := v.MyAppleQuantity(tc.ns, tc.except); got != tc.want {
+			t.Errorf("MyAppleQuantity(%q, %q) = %d, want %d", tc.ns, tc.except, got, tc.want)
+		}
+	}
+
+	huge := &view{Cache: c, namespace: "a", now: now, ttl: time.Minute, reserved: []Reservation{
+		{UID: "p", Name: "p", Quantity: math.MaxInt64, At: now},
+		{UID: "q", Name: "q", Quantity: math.MaxInt64, At: now},
+	}}
+	if got := huge.MyAppleQuantity("a", ""); got != math.MaxInt64 {
+		t.Errorf("a total past int64 = %d, want it saturated at %d", got, int64(math.MaxInt64))
+	}
+}
+
+func TestKeep(t *testing.T) {
+	now := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
+	c := &cacheView{seen: map[string]live.Seen{
+		"old-confirmed":   {Present: true, ResourceVersion: "1"},
+		"fresh-confirmed": {Present: true, ResourceVersion: "1"},
+	}}
+	l := &Ledger{opts: Options{Cache: c, TTL: time.Minute}}
+	got := l.keep("ns", []Reservation{
+		{UID: "old-confirmed", Name: "a", At: now.Add(-KeepConfirmed - time.Second)},
+		{UID: "fresh-confirmed", Name: "b", At: now.Add(-time.Second)},
+		{UID: "expired", Name: "c", At: now.Add(-time.Minute - time.Second)},
+		{UID: "pending", Name: "d", At: now.Add(-30 * time.Second)},
+	}, now)
+	var uids []string
+	for _, r := range got {
+		uids = append(uids, r.UID)
+	}
+	if want := "fresh-confirmed,pending"; strings.Join(uids, ",") != want {
+		t.Errorf("kept %v, want %s", uids, want)
+	}
+}
+
+func TestDecode(t *testing.T) {
+	for _, tc := range []struct {
+		data map[string]string
+		want string // error substring; "" for none
+	}{
+		{map[string]string{LedgerKey: `{"reservations":[{"uid":"u","name":"a","quantity":3,"at":"2026-11-30T08:00:00Z"}]}`}, ""},
+		{map[string]string{}, "data key reservations.json is missing"},
+		{map[string]string{LedgerKey: `{"reservations":`}, "data key reservations.json"},
+		{map[string]string{LedgerKey: `{"reservations":[{"quantity":"many"}]}`}, "data key reservations.json"},
+	} {
+		rs, err := decode(&corev1.ConfigMap{Data: tc.data})
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("decode(%v): %v", tc.data, err)
+		case tc.want == "" && (len(rs) != 1 || rs[0].Quantity != 3):
+			t.Errorf("decode(%v) = %+v", tc.data, rs)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("decode(%v) error %v, want one containing %q", tc.data, err, tc.want)
+		}
+	}
+}
