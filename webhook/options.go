@@ -24,6 +24,11 @@ const (
 	// DefaultLeaderElectionID names the Lease, in the policy namespace,
 	// that the replicas elect their leader on.
 	DefaultLeaderElectionID = "policy-webhook-leader"
+	// DefaultMaxCacheStaleness outlasts an API server restart (tens of
+	// seconds), during which every replica answers from its cache and
+	// should stay ready, yet turns a replica whose own watches fail
+	// unready within a minute.
+	DefaultMaxCacheStaleness = 60 * time.Second
 )
 
 // Options configure Run.
@@ -97,6 +102,11 @@ type Options struct {
 	GracefulShutdownTimeout time.Duration
 	// ResyncPeriod is passed to the policy cache; 0 never resyncs.
 	ResyncPeriod time.Duration
+	// MaxCacheStaleness is how long an informer of the policy cache may go
+	// without a watch open on the API server before the replica stops
+	// being ready (/readyz/cache-current names the informer, for how
+	// long, and its last error). Default 60s; negative: never.
+	MaxCacheStaleness time.Duration
 
 	// ReplicaName names this replica: in the status.replicas of
 	// AdmissionPolicies, its heartbeat Lease, and as its identity in
@@ -159,6 +169,9 @@ func (o Options) withDefaults() Options {
 		o.GracefulShutdownTimeout = DefaultGracefulShutdownTimeout
 	}
 	o.Limits = o.Limits.withDefaults()
+	if o.MaxCacheStaleness == 0 {
+		o.MaxCacheStaleness = DefaultMaxCacheStaleness
+	}
 	if o.ReplicaName == "" {
 		// The Pod name in a cluster, where serve passes $POD_NAME anyway.
 		host, _ := os.Hostname()

@@ -13,11 +13,16 @@ import (
 )
 
 // readiness is what /readyz reports: ready only while the policy cache
-// has synced, a valid certificate is loaded, the webhook server accepts
-// TLS connections, and shutdown has not begun.
+// has synced and none of its informers has gone without a watch on the API
+// server for longer than maxStale, a valid certificate is loaded, the
+// webhook server accepts TLS connections, and shutdown has not begun.
 type readiness struct {
 	stopping atomic.Bool
 	judge    Judge
+	// current reports the informers stale for longer than a bound; nil
+	// skips the check (maxStale <= 0 turns it off).
+	current  currentChecker
+	maxStale time.Duration
 	certs    *certwatcher.CertWatcher
 	certDir  string
 	server   healthz.Checker // the webhook server's StartedChecker
@@ -33,6 +38,7 @@ func (r *readiness) checks() []namedCheck {
 	return []namedCheck{
 		{"shutdown", r.checkShutdown},
 		{"policy-cache", r.checkCache},
+		{"cache-current", r.checkCurrent},
 		{"certificate", r.checkCertificate},
 		{"webhook-server", r.server},
 	}
@@ -50,6 +56,22 @@ func (r *readiness) checkCache(*http.Request) error {
 		return errors.New("the policy cache has not synced yet")
 	}
 	return nil
+}
+
+// currentChecker is the policy cache's view of its informers' watches.
+type currentChecker interface {
+	CheckCurrent(now time.Time, bound time.Duration) error
+}
+
+// checkCurrent fails once an informer has had no watch open for longer
+// than maxStale: its cache may miss policy changes, so traffic should go to
+// replicas whose watches work. An API server outage shorter than the bound
+// leaves every replica ready, answering from its cache.
+func (r *readiness) checkCurrent(*http.Request) error {
+	if r.current == nil || r.maxStale <= 0 {
+		return nil
+	}
+	return r.current.CheckCurrent(r.now(), r.maxStale)
 }
 
 func (r *readiness) checkCertificate(*http.Request) error {

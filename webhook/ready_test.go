@@ -20,8 +20,9 @@ func TestReadinessChecks(t *testing.T) {
 	}
 	judge := &setJudge{}
 	serverUp := false
+	stale := &staleCache{}
 	r := &readiness{
-		judge: judge, certs: certs, certDir: dir, now: time.Now,
+		judge: judge, current: stale, maxStale: time.Minute, certs: certs, certDir: dir, now: time.Now,
 		server: func(*http.Request) error {
 			if !serverUp {
 				return errors.New("webhook server has not been started yet")
@@ -46,6 +47,15 @@ func TestReadinessChecks(t *testing.T) {
 	if got := failing(); got != "" || !r.ready() {
 		t.Errorf("all up: failing %q", got)
 	}
+	stale.err = errors.New("the myapples informer has had no watch open on the API server for 1m1s")
+	if got, want := failing(), "cache-current: "+stale.err.Error(); got != want || stale.bound != time.Minute {
+		t.Errorf("stale: %q (bound %s), want %q", got, stale.bound, want)
+	}
+	r.maxStale = -1
+	if got := failing(); got != "" {
+		t.Errorf("staleness check off: failing %q", got)
+	}
+	r.maxStale, stale.err = time.Minute, nil
 	r.now = func() time.Time { return expiry.Add(time.Second) }
 	if got, want := failing(), "certificate: the serving certificate in "+dir+" expired at "+expiry.UTC().Format(time.RFC3339); got != want {
 		t.Errorf("expired: %q, want %q", got, want)
@@ -55,4 +65,14 @@ func TestReadinessChecks(t *testing.T) {
 	if got := failing(); got != "shutdown: shutting down" || r.ready() {
 		t.Errorf("stopping: %q", got)
 	}
+}
+
+type staleCache struct {
+	err   error
+	bound time.Duration
+}
+
+func (s *staleCache) CheckCurrent(_ time.Time, bound time.Duration) error {
+	s.bound = bound
+	return s.err
 }

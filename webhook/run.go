@@ -40,7 +40,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	log := opts.Log
 	log.Info("Starting policy-webhook", "policyNamespace", opts.PolicyNamespace, "host", opts.Host, "port", opts.Port,
-		"certDir", opts.CertDir, "http2", opts.EnableHTTP2, "failOpenBeforeSync", opts.FailOpenBeforeSync, "shutdownDelay", opts.ShutdownDelay.String(),
+		"certDir", opts.CertDir, "http2", opts.EnableHTTP2, "failOpenBeforeSync", opts.FailOpenBeforeSync, "shutdownDelay", opts.ShutdownDelay.String(), "maxCacheStaleness", opts.MaxCacheStaleness.String(),
 		"replica", opts.ReplicaName, "leaderElection", opts.LeaderElection)
 
 	cfg := rest.CopyConfig(opts.RestConfig)
@@ -125,7 +125,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 
-	ready := &readiness{judge: cache, certs: certs, certDir: opts.CertDir, server: server.StartedChecker(), now: time.Now}
+	ready := &readiness{judge: cache, current: cache, maxStale: opts.MaxCacheStaleness, certs: certs, certDir: opts.CertDir, server: server.StartedChecker(), now: time.Now}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return fmt.Errorf("adding the liveness check: %w", err)
 	}
@@ -135,7 +135,7 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}
 
-	return serve(ctx, opts, mgr, cache, ready)
+	return serve(ctx, opts, mgr, cache, ready, webhookServer)
 }
 
 // newLedger is the quota ledger MyApple admissions are judged through.
@@ -176,7 +176,7 @@ func serverTLS(getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, erro
 // cache runs outside the manager because the manager stops it before the
 // webhook server, and requests still in flight then should be judged by a
 // running cache.
-func serve(ctx context.Context, opts Options, mgr manager.Manager, cache *live.Cache, ready *readiness) error {
+func serve(ctx context.Context, opts Options, mgr manager.Manager, cache *live.Cache, ready *readiness, server *server) error {
 	log := opts.Log
 	// Both outlive ctx on purpose: shutdown is this function's to order.
 	mgrCtx, stopMgr := context.WithCancel(context.WithoutCancel(ctx))
@@ -219,6 +219,7 @@ func serve(ctx context.Context, opts Options, mgr manager.Manager, cache *live.C
 
 	log.Info("Shutting down: no longer ready", "shutdownDelay", opts.ShutdownDelay)
 	ready.stopping.Store(true)
+	server.drain()
 	if opts.ShutdownDelay > 0 {
 		select {
 		case <-time.After(opts.ShutdownDelay):

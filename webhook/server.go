@@ -48,9 +48,28 @@ type server struct {
 
 	mu      sync.Mutex
 	started bool
+	// draining is set once shutdown has begun: see drain.
+	draining atomic.Bool
 }
 
 var _ crwebhook.Server = (*server)(nil)
+
+// drain has every response from now on close its connection, so that when
+// the server stops, after the shutdown delay, clients hold no keep-alive
+// connection to it that they could send a request on just as it is closed
+// (a POST that would fail with EOF: neither Go's nor the API server's
+// client sends it again). A connection left idle through the whole delay
+// is still closed by the server at the end, as before.
+func (s *server) drain() { s.draining.Store(true) }
+
+func (s *server) closeWhenDraining(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.draining.Load() {
+			w.Header().Set("Connection", "close")
+		}
+		h.ServeHTTP(w, r)
+	})
+}
 
 // shutdownTimeout bounds the wait for requests in flight once the server
 // is asked to stop; the manager's GracefulShutdownTimeout, shorter, is what
@@ -101,7 +120,7 @@ func (s *server) Start(ctx context.Context) error {
 	}
 	l := s.limits
 	srv := &http.Server{
-		Handler:           s.limiter.wrap(s.mux),
+		Handler:           s.closeWhenDraining(s.limiter.wrap(s.mux)),
 		ReadHeaderTimeout: off(l.ReadHeaderTimeout),
 		ReadTimeout:       off(l.ReadTimeout),
 		WriteTimeout:      off(l.WriteTimeout),
@@ -115,6 +134,9 @@ func (s *server) Start(ctx context.Context) error {
 	srv.Protocols = new(http.Protocols)
 	srv.Protocols.SetHTTP1(true)
 	srv.Protocols.SetHTTP2(s.http2)
+	conns := newConnTracker()
+	conns.install(srv)
+	tlsLn := &onceCloseListener{Listener: tls.NewListener(ln, s.tlsConfig())}
 
 	done := make(chan struct{})
 	go func() {
@@ -123,6 +145,9 @@ func (s *server) Start(ctx context.Context) error {
 		s.log.Info("Stopping the webhook server; requests in flight finish", "timeout", shutdownTimeout)
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 		defer cancel()
+		// See connTracker: no request accepted is dropped.
+		_ = tlsLn.Close()
+		conns.waitHandled(sctx, max(l.ReadHeaderTimeout, time.Second))
 		if err := srv.Shutdown(sctx); err != nil {
 			s.log.Error(err, "Stopping the webhook server")
 		}
@@ -135,7 +160,9 @@ func (s *server) Start(ctx context.Context) error {
 	s.mu.Lock()
 	s.started = true
 	s.mu.Unlock()
-	if err := srv.Serve(tls.NewListener(ln, s.tlsConfig())); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	// Serve returns once the listener is closed, ErrServerClosed or, closed
+	// before Shutdown, net.ErrClosed.
+	if err := srv.Serve(tlsLn); err != nil && !errors.Is(err, http.ErrServerClosed) && (ctx.Err() == nil || !errors.Is(err, net.ErrClosed)) {
 		return fmt.Errorf("serving webhooks on %s: %w", s.addr(), err)
 	}
 	<-done

@@ -60,6 +60,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		delay        = fs.Duration("shutdown-delay", 3*time.Second, "on SIGTERM, how long to keep serving while not ready, so that traffic moves away first")
 		drainTimeout = fs.Duration("graceful-shutdown-timeout", webhook.DefaultGracefulShutdownTimeout, "after that, how long requests in flight may take to finish")
 		leaderElect  = fs.Bool("leader-elect", true, "elect one replica, on a Lease in the policy namespace, to write policy Events and AdmissionPolicy conditions (off: this replica writes them, right only for a single replica)")
+		maxStale     = fs.Duration("max-cache-staleness", webhook.DefaultMaxCacheStaleness, "how long an informer of the policy cache may go without a watch open on the API server before the replica stops being ready (/readyz/cache-current says which and why); longer than an API server restart, so replicas stay ready and answer from their caches through one; negative: never")
 		replicaName  = fs.String("replica-name", "", "this replica's name in status.replicas, its heartbeat Lease and leader election; must differ between replicas (default: $POD_NAME, else the host name)")
 	)
 	var (
@@ -138,6 +139,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		},
 		ShutdownDelay:           *delay,
 		GracefulShutdownTimeout: *drainTimeout,
+		MaxCacheStaleness:       *maxStale,
 		LeaderElection:          *leaderElect,
 		ReplicaName:             *replicaName,
 		QuotaReservationTTL:     *quotaTTL,

@@ -73,7 +73,7 @@ func TestServeFlagDefaults(t *testing.T) {
 		"-max-connections int", "-max-requests-in-flight int", "-max-bytes-in-flight int", "-memory-limit-ratio float",
 		"-health-probe-bind-address string", `(default ":8081")`,
 		"-fail-open-before-sync", "-enable-http2", "-pprof-bind-address string",
-		"-shutdown-delay duration", "-graceful-shutdown-timeout duration", "-zap-log-level",
+		"-shutdown-delay duration", "-graceful-shutdown-timeout duration", "-zap-log-level", "-max-cache-staleness duration",
 		"-audit-interval duration", "(default 1m0s)",
 	} {
 		if !strings.Contains(stderr.String(), want) {

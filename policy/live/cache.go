@@ -11,10 +11,12 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/dynamic/dynamicinformer"
-	"k8s.io/client-go/metadata/metadatainformer"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/policy-webhook/policy-webhook/policy"
@@ -35,21 +37,18 @@ type Cache struct {
 	images  *policy.ImageCache
 	metrics *metrics
 
-	// Policy ConfigMaps come from a factory of their own because its list
-	// options, the label selector, apply to every informer it makes.
-	policyConfigMaps dynamicinformer.DynamicSharedInformerFactory
-	objects          dynamicinformer.DynamicSharedInformerFactory
-	metadata         metadatainformer.SharedInformerFactory
-
 	configMapInformer, policyInformer, appleInformer, namespaceInformer cache.SharedIndexInformer
 	handlers                                                            []cache.ResourceEventHandlerRegistration
+	// informers are the four above and lastGoodInformer, with what their
+	// ListerWatchers know of their connection to the API server, in the
+	// order they start.
+	informers []watchedInformer
 
 	sources *sourceTable
 	apples  *appleIndex
 
 	// The persisted last good versions of invalid sources (lastgood.go):
-	// one ConfigMap, its own factory, and what it holds, compiled.
-	lastGoodFactory  dynamicinformer.DynamicSharedInformerFactory
+	// one ConfigMap, its informer, and what it holds, compiled.
 	lastGoodInformer cache.SharedIndexInformer
 	lastGood         *lastGoodTable
 
@@ -104,46 +103,96 @@ func New(cfg Config) (*Cache, error) {
 	c.metrics = m
 	c.snapshot.Store(&Snapshot{Set: policy.NewSet(nil, policy.WithImageCache(c.images))})
 
+	// Policy ConfigMaps are selected on the API server by their label,
+	// so that unrelated ConfigMaps never reach the process; the last good
+	// versions are one ConfigMap in the policy namespace, by name.
 	selector := labels.SelectorFromSet(labels.Set{policy.PolicyLabel: "true"}).String()
-	c.policyConfigMaps = dynamicinformer.NewFilteredDynamicSharedInformerFactory(cfg.Dynamic, cfg.ResyncPeriod, metav1.NamespaceAll,
-		func(o *metav1.ListOptions) { o.LabelSelector = selector })
-	c.objects = dynamicinformer.NewFilteredDynamicSharedInformerFactory(cfg.Dynamic, cfg.ResyncPeriod, metav1.NamespaceAll, nil)
-	c.metadata = metadatainformer.NewSharedInformerFactoryWithOptions(cfg.Metadata, cfg.ResyncPeriod,
-		metadatainformer.WithTransform(transformNamespace))
-
-	c.configMapInformer = c.policyConfigMaps.ForResource(corev1.SchemeGroupVersion.WithResource("configmaps")).Informer()
-	c.policyInformer = c.objects.ForResource(v1alpha1.Resource).Informer()
-	c.appleInformer = c.objects.ForResource(MyAppleResource()).Informer()
-	c.namespaceInformer = c.metadata.ForResource(corev1.SchemeGroupVersion.WithResource("namespaces")).Informer()
-	c.lastGoodInformer = c.newLastGoodInformer()
-
+	configMaps := cfg.Dynamic.Resource(corev1.SchemeGroupVersion.WithResource("configmaps"))
+	policies := cfg.Dynamic.Resource(v1alpha1.Resource)
+	apples := cfg.Dynamic.Resource(MyAppleResource())
+	namespaces := cfg.Metadata.Resource(corev1.SchemeGroupVersion.WithResource("namespaces"))
+	lastGood := configMaps.Namespace(cfg.PolicyNamespace)
+	lastGoodName := fields.OneTermEqualSelector("metadata.name", LastGoodConfigMap).String()
 	for _, s := range []struct {
-		what      string
-		informer  cache.SharedIndexInformer
-		transform cache.TransformFunc // nil: set by its factory
-		handler   cache.ResourceEventHandler
+		resource, what string
+		informer       *cache.SharedIndexInformer
+		client         any // asked whether it supports watch lists
+		list           func(context.Context, metav1.ListOptions) (runtime.Object, error)
+		watch          func(context.Context, metav1.ListOptions) (watch.Interface, error)
+		example        runtime.Object
+		transform      cache.TransformFunc // nil: none
+		handler        cache.ResourceEventHandler
 	}{
-		{"policy ConfigMaps", c.configMapInformer, transformConfigMap, c.configMapHandler()},
-		{"AdmissionPolicies", c.policyInformer, transformAdmissionPolicy, c.admissionPolicyHandler()},
-		{"MyApples", c.appleInformer, transformMyApple, c.apples.handler()},
+		{"configmaps", "policy ConfigMaps", &c.configMapInformer, cfg.Dynamic,
+			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				o.LabelSelector = selector
+				return configMaps.List(ctx, o)
+			},
+			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				o.LabelSelector = selector
+				return configMaps.Watch(ctx, o)
+			},
+			&unstructured.Unstructured{}, transformConfigMap, c.configMapHandler()},
+		{"admissionpolicies", "AdmissionPolicies", &c.policyInformer, cfg.Dynamic,
+			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return policies.List(ctx, o) },
+			policies.Watch, &unstructured.Unstructured{}, transformAdmissionPolicy, c.admissionPolicyHandler()},
+		{"myapples", "MyApples", &c.appleInformer, cfg.Dynamic,
+			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return apples.List(ctx, o) },
+			apples.Watch, &unstructured.Unstructured{}, transformMyApple, c.apples.handler()},
 		// Namespaces need no handler: selectors read their labels from the
 		// store at request time. Waiting on an empty handler's sync is
 		// waiting on the informer's.
-		{"Namespaces", c.namespaceInformer, nil, cache.ResourceEventHandlerFuncs{}},
-		{"last good versions", c.lastGoodInformer, nil, c.lastGoodHandler()},
+		{"namespaces", "Namespaces", &c.namespaceInformer, cfg.Metadata,
+			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				return namespaces.List(ctx, o)
+			},
+			namespaces.Watch, &metav1.PartialObjectMetadata{}, transformNamespace, cache.ResourceEventHandlerFuncs{}},
+		{"lastgood", "last good versions", &c.lastGoodInformer, cfg.Dynamic,
+			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				o.FieldSelector = lastGoodName
+				return lastGood.List(ctx, o)
+			},
+			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				o.FieldSelector = lastGoodName
+				return lastGood.Watch(ctx, o)
+			},
+			&unstructured.Unstructured{}, nil, c.lastGoodHandler()},
 	} {
+		health := newInformerHealth(s.resource, s.what, c.log, c.metrics, time.Now)
+		// As client-go's informer factories make them, namespace-indexed,
+		// the transform and error handler set before they start.
+		inf := cache.NewSharedIndexInformerWithOptions(listWatch(health, s.client, s.list, s.watch), s.example, cache.SharedIndexInformerOptions{
+			ResyncPeriod:      cfg.ResyncPeriod,
+			Indexers:          cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc},
+			ObjectDescription: s.what,
+		})
 		if s.transform != nil {
-			if err := s.informer.SetTransform(s.transform); err != nil {
+			if err := inf.SetTransform(s.transform); err != nil {
 				return nil, fmt.Errorf("setting the transform of the %s informer: %w", s.what, err)
 			}
 		}
-		reg, err := s.informer.AddEventHandler(s.handler)
+		if err := inf.SetWatchErrorHandlerWithContext(health.watchErrorHandler); err != nil {
+			return nil, fmt.Errorf("setting the watch error handler of the %s informer: %w", s.what, err)
+		}
+		reg, err := inf.AddEventHandler(s.handler)
 		if err != nil {
 			return nil, fmt.Errorf("adding the %s event handler: %w", s.what, err)
 		}
+		*s.informer = inf
 		c.handlers = append(c.handlers, reg)
+		c.informers = append(c.informers, watchedInformer{informer: inf, health: health})
+	}
+	if err := c.metrics.registerStaleness(c.informers); err != nil {
+		return nil, fmt.Errorf("configuring the policy cache: %w", err)
 	}
 	return c, nil
+}
+
+// watchedInformer is an informer and what its ListerWatcher knows of its
+// connection to the API server.
+type watchedInformer struct {
+	informer cache.SharedIndexInformer
+	health   *informerHealth
 }
 
 // MyAppleResource is the MyApple CRD's resource.
@@ -166,17 +215,14 @@ func (c *Cache) Start(ctx context.Context) error {
 	begun := time.Now()
 	ctx, cancel := context.WithCancel(ctx)
 
-	var workers sync.WaitGroup
+	var workers, informers sync.WaitGroup
 	defer func() {
-		// Reverse order of start. The factories' Shutdown waits for
-		// informer goroutines that only stop once ctx is cancelled.
+		// Reverse order of start. The informers stop once ctx is
+		// cancelled.
 		cancel()
 		c.replicaStatus.queue.ShutDown()
 		workers.Wait()
-		c.policyConfigMaps.Shutdown()
-		c.objects.Shutdown()
-		c.metadata.Shutdown()
-		c.lastGoodFactory.Shutdown()
+		informers.Wait()
 		c.log.Info("Policy cache stopped")
 	}()
 
@@ -186,10 +232,9 @@ func (c *Cache) Start(ctx context.Context) error {
 		defer workers.Done()
 		c.heartbeat(ctx)
 	}()
-	c.policyConfigMaps.Start(ctx.Done())
-	c.objects.Start(ctx.Done())
-	c.metadata.Start(ctx.Done())
-	c.lastGoodFactory.Start(ctx.Done())
+	for _, i := range c.informers {
+		informers.Go(func() { i.informer.RunWithContext(ctx) })
+	}
 
 	checkers := make([]cache.DoneChecker, len(c.handlers))
 	for i, h := range c.handlers {

@@ -8,6 +8,13 @@
 // transform that drops what no reader looks at before the object is stored; a
 // MyApple is kept as its namespace, name and quantity alone.
 //
+// Each informer's ListerWatcher (watch.go) retries, itself and at most 2 s
+// apart, the lists and watches an API server cannot answer yet, where
+// client-go's reflector would back off for up to a minute; it counts and
+// logs every failure, and knows since when the informer has had no watch
+// open, which Cache.CheckCurrent turns into the webhook's cache-current
+// readiness check.
+//
 // Policies follow the shape of the in-tree ValidatingAdmissionPolicy plugin:
 // a changed source is parsed and compiled once, when it changes, and a new
 // immutable Snapshot (a policy.Set over every compiled source) is built and

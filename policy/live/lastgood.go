@@ -15,9 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/yaml"
@@ -124,16 +122,6 @@ func (t *lastGoodTable) get(src policy.Source) (persistedGood, bool) {
 	defer t.mu.Unlock()
 	g, ok := t.m[src]
 	return g, ok
-}
-
-// newLastGoodInformer watches the one ConfigMap, by name, in the policy
-// namespace.
-func (c *Cache) newLastGoodInformer() cache.SharedIndexInformer {
-	c.lastGoodFactory = dynamicinformer.NewFilteredDynamicSharedInformerFactory(c.cfg.Dynamic, c.cfg.ResyncPeriod, c.cfg.PolicyNamespace,
-		func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", LastGoodConfigMap).String()
-		})
-	return c.lastGoodFactory.ForResource(corev1.SchemeGroupVersion.WithResource("configmaps")).Informer()
 }
 
 func (c *Cache) lastGoodHandler() cache.ResourceEventHandler {

@@ -3,6 +3,7 @@ package live
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -16,6 +17,8 @@ const (
 	MetricCacheSynced    = "policy_webhook_cache_synced"
 	MetricStatusUpdates  = "policy_webhook_policy_status_updates_total"
 	MetricCachedMyApples = "policy_webhook_cached_myapples"
+	MetricWatchErrors    = "policy_webhook_cache_watch_errors_total"
+	MetricCacheStale     = "policy_webhook_cache_stale_seconds"
 )
 
 const (
@@ -23,6 +26,8 @@ const (
 	metricLabelNamespace    = "namespace"
 	metricLabelName         = "name"
 	metricLabelResult       = "result"
+	metricLabelInformer     = "informer"
+	metricLabelReason       = "reason"
 	statusResultUpdated     = "updated"
 	statusResultFailed      = "failed"
 	propagationBucketsStart = 0.0001 // 100µs
@@ -38,6 +43,9 @@ type metrics struct {
 	synced        prometheus.Gauge
 	statusUpdates *prometheus.CounterVec
 	apples        prometheus.GaugeFunc
+	watchErrors   *prometheus.CounterVec
+
+	reg prometheus.Registerer // nil: none
 }
 
 func newMetrics(reg prometheus.Registerer, apples func() float64) (*metrics, error) {
@@ -71,12 +79,17 @@ func newMetrics(reg prometheus.Registerer, apples func() float64) (*metrics, err
 			Name: MetricCachedMyApples,
 			Help: "MyApples held in the cache for the namespace quota rule.",
 		}, apples),
+		watchErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricWatchErrors,
+			Help: "Failed lists and watches of the cache's informers, and error events on their watches, by informer and reason (unavailable: the API server did not answer or answered 404/429/5xx, and the call is retried within 2 s; expired: 410 Gone, the informer relists; other).",
+		}, []string{metricLabelInformer, metricLabelReason}),
+		reg: reg,
 	}
 	if reg == nil {
 		return m, nil
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.policies, m.policyErrors, m.builds, m.propagation, m.synced, m.statusUpdates, m.apples} {
+	for _, c := range []prometheus.Collector{m.policies, m.policyErrors, m.builds, m.propagation, m.synced, m.statusUpdates, m.apples, m.watchErrors} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}
@@ -85,4 +98,27 @@ func newMetrics(reg prometheus.Registerer, apples func() float64) (*metrics, err
 		return nil, fmt.Errorf("registering metrics: %w", err)
 	}
 	return m, nil
+}
+
+// registerStaleness registers one policy_webhook_cache_stale_seconds series
+// per informer, read when scraped.
+func (m *metrics) registerStaleness(informers []watchedInformer) error {
+	if m.reg == nil {
+		return nil
+	}
+	var errs []error
+	for _, i := range informers {
+		g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        MetricCacheStale,
+			Help:        "Seconds since the informer's cache was last known current: 0 while it has a watch open on the API server.",
+			ConstLabels: prometheus.Labels{metricLabelInformer: i.health.name},
+		}, func() float64 { return i.health.staleness(time.Now()).For.Seconds() })
+		if err := m.reg.Register(g); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
+	return nil
 }

@@ -49,7 +49,7 @@ var webhookMetrics = func() []string {
 		"policy_webhook_request_errors_total",
 		"policy_webhook_violations_total",
 		live.MetricPolicies, live.MetricPolicyErrors, live.MetricSnapshotBuilds, live.MetricCacheSynced,
-		live.MetricStatusUpdates, live.MetricCachedMyApples,
+		live.MetricStatusUpdates, live.MetricCachedMyApples, live.MetricCacheStale, live.MetricWatchErrors,
 		audit.MetricViolations, audit.MetricObjectsJudged, audit.MetricSweeps, audit.MetricReportWrites,
 	}
 	for _, h := range []string{"policy_webhook_admission_duration_seconds", live.MetricPropagation, audit.MetricSweepDuration} {
@@ -120,6 +120,7 @@ var wantAlerts = []string{
 	"PolicyWebhookNoReadyReplica",
 	"PolicyWebhookAdmissionErrors",
 	"PolicyWebhookNotSynced",
+	"PolicyWebhookCacheStale",
 	"PolicyWebhookSlowAdmissions",
 	"PolicyWebhookInvalidPolicySource",
 	"PolicyWebhookCertificateExpiring",
@@ -170,6 +171,7 @@ func healthySeries() string {
 		p := fmt.Sprintf(`%s, pod="policy-webhook-%s"`, ns, pod)
 		fmt.Fprintf(&b, "up{%s} 1x180\n", p)
 		fmt.Fprintf(&b, "policy_webhook_cache_synced{%s} 1x180\n", p)
+		fmt.Fprintf(&b, "policy_webhook_cache_stale_seconds{%s, informer=\"myapples\"} 0x180\n", p)
 		fmt.Fprintf(&b, "policy_webhook_policies{%s, kind=\"ConfigMap\"} 3x180\n", p)
 		fmt.Fprintf(&b, "policy_webhook_admissions_total{%s, kind=\"Pod\", operation=\"CREATE\", verdict=\"allowed\"} 0+100x180\n", p)
 		fmt.Fprintf(&b, "policy_webhook_admissions_total{%s, kind=\"Pod\", operation=\"CREATE\", verdict=\"denied\"} 0+5x180\n", p)
@@ -262,6 +264,8 @@ func TestAlertsFire(t *testing.T) {
 			without(healthy, "cache_synced", "policy-webhook-a") + "\npolicy_webhook_cache_synced{" + p + "} 0x180"},
 		{"answers while not synced", "PolicyWebhookNotSynced",
 			healthy + "\npolicy_webhook_admissions_total{" + p + `, kind="Pod", operation="CREATE", verdict="not_synced"} 0+10x180`},
+		{"a replica's watches down for ten minutes", "PolicyWebhookCacheStale",
+			without(healthy, "cache_stale", "policy-webhook-a") + "\npolicy_webhook_cache_stale_seconds{" + p + `, informer="myapples"} 0x60 0+60x10 600x110`},
 		{"p99 over 100ms", "PolicyWebhookSlowAdmissions",
 			without(healthy, "admission_duration") +
 				histogramSeries("policy_webhook_admission_duration_seconds", p+`, kind="Pod"`, 25e-6, 14, 0.2, 100)},
@@ -286,6 +290,8 @@ func TestAlertsFire(t *testing.T) {
 			without(healthy, audit.MetricViolations) + auditViolations("a", "3x90 _x90") + auditViolations("b", "_x88 3x92")},
 		{"a policy fixed within 10 minutes",
 			healthy + "\npolicy_webhook_policy_errors{" + p + `, kind="ConfigMap", exported_namespace="team-a", name="registries"} 1x5 0x174`},
+		{"an API server restart of a minute",
+			without(healthy, "cache_stale", "policy-webhook-a") + "\npolicy_webhook_cache_stale_seconds{" + p + `, informer="myapples"} 0x90 30 60 0x88`},
 		{"a replica that syncs after a minute",
 			without(healthy, "cache_synced", "policy-webhook-a") + "\npolicy_webhook_cache_synced{" + p + "} 0 1x179"},
 	}

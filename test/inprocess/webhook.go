@@ -53,6 +53,8 @@ type Options struct {
 	MetricsSecure bool
 	// AuditInterval turns the background audit on (webhook.Options); 0: off.
 	AuditInterval time.Duration
+	// MaxCacheStaleness is passed to webhook.Options (0: its default).
+	MaxCacheStaleness time.Duration
 	// MetricsRegistry, when set, takes the webhook's metrics instead of
 	// controller-runtime's registry: a second webhook in the same process
 	// needs its own.
@@ -147,10 +149,11 @@ func Start(ctx context.Context, opts Options) (*Webhook, error) {
 			AuditInterval:          opts.AuditInterval,
 			// Each replica in the process its own name (its heartbeat
 			// Lease, its status.replicas entry), not the host's.
-			ReplicaName:     "inprocess-" + strconv.Itoa(w.Port),
-			MetricsRegistry: opts.MetricsRegistry,
-			Log:             opts.Log,
-			OnReady:         func() { w.readyOnce.Do(func() { close(w.ready) }) },
+			ReplicaName:       "inprocess-" + strconv.Itoa(w.Port),
+			MetricsRegistry:   opts.MetricsRegistry,
+			MaxCacheStaleness: opts.MaxCacheStaleness,
+			Log:               opts.Log,
+			OnReady:           func() { w.readyOnce.Do(func() { close(w.ready) }) },
 		})
 	}()
 	return w, nil

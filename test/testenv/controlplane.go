@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/go-logr/logr"
@@ -55,6 +56,11 @@ type ControlPlane struct {
 	Client kubernetes.Interface
 
 	env *envtest.Environment
+
+	// mu guards the kube-apiserver StopAPIServer and StartAPIServer manage.
+	mu        sync.Mutex
+	apiserver *apiServer
+	envPID    int
 }
 
 // StartControlPlane starts etcd and kube-apiserver from the binaries in
@@ -138,6 +144,7 @@ func (c *ControlPlane) CRDs() []string {
 
 // Stop stops kube-apiserver and etcd and removes their data directories.
 func (c *ControlPlane) Stop() error {
+	c.stopRestarted()
 	if err := c.env.Stop(); err != nil {
 		return fmt.Errorf("stopping the control plane: %w", err)
 	}
