@@ -211,9 +211,12 @@ func TestFaultSlowAndHeldBodies(t *testing.T) {
 	// The 2x target is a figure to read here, not to assert (the team's
 	// rule: speed is measured, never asserted by a timed test, and two
 	// shared cores make p99 noisy). What is asserted is that no review
-	// comes near the API server's webhook timeout, which a replica that
-	// queued behind the attackers would pass (seconds, before the limits).
-	if under > time.Second {
+	// reaches the API server's webhook timeout (5 s in the registration),
+	// which a replica that queued behind the attackers would pass (before
+	// the limits, a held connection waited for its 10 s read timeout); the
+	// bound is that and not less because the test's own attackers share
+	// the two cores, and a loaded CI machine more.
+	if under >= 5*time.Second {
 		t.Errorf("legitimate reviews' p99 under attack %s: the attack holds them up", under)
 	}
 	if peakHeap.Load() >= deploymentMemoryLimit {
