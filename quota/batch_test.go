@@ -127,3 +127,24 @@ func TestWaiterGivesUp(t *testing.T) {
 		t.Fatal("the next admission never got the lead")
 	}
 }
+
+// TestStaleCacheRefuses: a replica whose MyApple cache has been without a
+// watch for longer than MaxStaleness reserves nothing and refuses, saying
+// why; a dry run still answers.
+func TestStaleCacheRefuses(t *testing.T) {
+	client := fake.NewClientset()
+	l := newTestLedger(t, client, time.Second)
+	l.opts.Cache.(*quotaCache).stale = MaxStaleness + time.Second
+	d := l.Evaluate(createReq("ns", "a", 10))
+	if d.Allowed || len(d.Violations) != 1 || !strings.Contains(d.Violations[0].Message, "MyApple cache has had no watch on the API server for 11s") {
+		t.Errorf("a reservation on a stale cache: %+v", d)
+	}
+	if n := len(client.Actions()); n != 0 {
+		t.Errorf("%d API calls, want none", n)
+	}
+	dry := createReq("ns", "b", 10)
+	dry.DryRun = true
+	if d := l.Evaluate(dry); !d.Allowed {
+		t.Errorf("a dry run on a stale cache: %+v", d)
+	}
+}

@@ -37,6 +37,9 @@ type Cache interface {
 	Evaluate(req *policy.Request) policy.Decision
 	EvaluateIn(req *policy.Request, cluster policy.Cluster) policy.Decision
 	MyAppleSeen(namespace, uid string) live.Seen
+	// MyAppleStaleness is how long the MyApple informer has been without
+	// a watch: 0 while it is current.
+	MyAppleStaleness(now time.Time) time.Duration
 }
 
 // Defaults of Options.
@@ -57,6 +60,11 @@ const (
 	// the writing replica's cache holds what it reserved, so that other
 	// replicas, whose caches may be a moment behind, still count it.
 	KeepConfirmed = 15 * time.Second
+	// MaxStaleness is how long this replica's MyApple cache may have been
+	// without a watch before it stops reserving: a cache further behind
+	// than KeepConfirmed could miss MyApples whose reservations another
+	// replica has already dropped.
+	MaxStaleness = 10 * time.Second
 
 	// LedgerPrefix names a namespace's ledger: a ConfigMap
 	// policy-webhook-quota-<namespace> in the webhook's namespace.
@@ -162,6 +170,12 @@ func (l *Ledger) Evaluate(req *policy.Request) policy.Decision {
 	acc := l.account(req.Namespace, false)
 	d := l.opts.Cache.EvaluateIn(req, l.view(req.Namespace, acc, l.opts.Now()))
 	if !d.Allowed || d.Reserve == 0 || req.DryRun {
+		return d
+	}
+	if stale := l.opts.Cache.MyAppleStaleness(l.opts.Now()); stale > MaxStaleness {
+		l.opts.Metrics.reserved(outcomeError, 0)
+		d.RefuseReservation(fmt.Sprintf("the quota of namespace %s cannot be checked exactly: this replica's MyApple cache has had no watch on the API server for %s; nothing was stored, try again",
+			req.Namespace, stale.Round(time.Second)))
 		return d
 	}
 	ctx := req.Context

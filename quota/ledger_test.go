@@ -18,6 +18,7 @@ type cacheView struct {
 	total  map[string]int64     // by namespace
 	byName map[string]int64     // namespace/name → quantity
 	seen   map[string]live.Seen // by UID
+	stale  time.Duration
 }
 
 func (c *cacheView) NamespaceLabels(string) (map[string]string, bool) { return nil, true }
@@ -31,7 +32,8 @@ func (c *cacheView) EvaluateIn(*policy.Request, policy.Cluster) policy.Decision 
 func (c *cacheView) MyAppleQuantity(ns, except string) int64 {
 	return c.total[ns] - c.byName[ns+"/"+except]
 }
-func (c *cacheView) MyAppleSeen(_, uid string) live.Seen { return c.seen[uid] }
+func (c *cacheView) MyAppleSeen(_, uid string) live.Seen      { return c.seen[uid] }
+func (c *cacheView) MyAppleStaleness(time.Time) time.Duration { return c.stale }
 
 func TestPending(t *testing.T) {
 	now := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)

@@ -362,6 +362,17 @@ func (c *Cache) Staleness(now time.Time) []InformerStaleness {
 	return out
 }
 
+// MyAppleStaleness is how long the MyApple informer has gone without a
+// watch open: 0 while it has one.
+func (c *Cache) MyAppleStaleness(now time.Time) time.Duration {
+	for _, s := range c.Staleness(now) {
+		if s.Informer == "myapples" {
+			return s.For
+		}
+	}
+	return 0
+}
+
 // CheckCurrent returns an error naming each informer whose cache has not
 // been known current for longer than bound, for how long, and its last
 // error; nil when every one is within it.
