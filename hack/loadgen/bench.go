@@ -109,8 +109,8 @@ func runBench(ctx context.Context, args []string) (err error) {
 	if f.goBench {
 		logf("in-process benchmarks")
 		rep.GoBenchmarks, err = runGoBenchmarks(ctx, f.goBin,
-			"^(BenchmarkEvaluatePod|BenchmarkHandlePod|BenchmarkCacheEvaluatePod|BenchmarkMyAppleQuantity)$", f.benchtime,
-			[]string{"./policy", "./policy/live", "./webhook"}, os.Stderr)
+			"^(BenchmarkEvaluatePod|BenchmarkHandlePod|BenchmarkCacheEvaluatePod|BenchmarkMyAppleQuantity|BenchmarkHandlePodCEL|BenchmarkEvaluateHas|BenchmarkCompile10Expressions)$", f.benchtime,
+			[]string{"./policy", "./policy/cel", "./policy/live", "./webhook"}, os.Stderr)
 		if err != nil {
 			return err
 		}
