@@ -20,6 +20,11 @@
 //     denials against a 1 MB allowlist for 300 containers: the heap stays
 //     under the Deployment's limit and every response is bounded.
 //
+// The quota burst (20 MyApples of 10 created at once against a limit of 60,
+// ten rounds, through the API server) is TestQuotaBurst in test/e2e (one
+// replica) and TestQuotaAcrossReplicas in package quota (two replicas behind
+// one address): exactly 6 admitted every round.
+//
 // The slow-body and held-body attacks run against the webhook server itself,
 // where the server's byte budget can be watched: TestFaultSlowAndHeldBodies
 // in package webhook.
