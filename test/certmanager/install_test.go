@@ -55,6 +55,8 @@ func TestDefaultRendersTheInstall(t *testing.T) {
 		"ClusterRole/policy-webhook-metrics-reader",
 		"Role/policy-system/policy-webhook-leases",
 		"RoleBinding/policy-system/policy-webhook-leases",
+		"Role/policy-system/policy-webhook-quota",
+		"RoleBinding/policy-system/policy-webhook-quota",
 		"Role/policy-system/policy-webhook-last-good",
 		"RoleBinding/policy-system/policy-webhook-last-good",
 		"Issuer/policy-system/policy-webhook-selfsigned",
