@@ -98,9 +98,10 @@ type Options struct {
 // in a namespace with an enforced quota makes one API call (an update of
 // the ledger, more on conflict) and none otherwise.
 type Ledger struct {
-	opts     Options
-	mu       sync.Mutex
-	accounts map[string]*account
+	opts Options
+	// accounts holds an *account per namespace that has reserved: read by
+	// every MyApple admission without a lock.
+	accounts sync.Map
 }
 
 // account is one namespace's ledger as this replica last read or wrote it,
@@ -154,7 +155,7 @@ func New(opts Options) (*Ledger, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Ledger{opts: opts, accounts: map[string]*account{}}, nil
+	return &Ledger{opts: opts}, nil
 }
 
 // HasSynced is the cache's.
@@ -188,14 +189,14 @@ func (l *Ledger) Evaluate(req *policy.Request) policy.Decision {
 }
 
 func (l *Ledger) account(namespace string, create bool) *account {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	a := l.accounts[namespace]
-	if a == nil && create {
-		a = &account{}
-		l.accounts[namespace] = a
+	if a, ok := l.accounts.Load(namespace); ok {
+		return a.(*account)
 	}
-	return a
+	if !create {
+		return nil
+	}
+	a, _ := l.accounts.LoadOrStore(namespace, &account{})
+	return a.(*account)
 }
 
 // view is the cluster as the cache holds it plus one namespace's pending
