@@ -160,15 +160,7 @@ func TestLastGoodAcrossRestart(t *testing.T) {
 		t.Skip("needs a local control plane (envtest); runs without -short")
 	}
 	ctx := t.Context()
-	cp, err := testenv.StartControlPlane(ctx, testenv.ControlPlaneOptions{Log: testr.New(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := cp.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	cp := testenv.ControlPlaneForTest(t, testenv.ControlPlaneOptions{Log: testr.New(t)})
 	kube := kubernetes.NewForConfigOrDie(cp.Config)
 	dyn := dynamic.NewForConfigOrDie(cp.Config)
 	for _, ns := range []string{replicaPolicyNS, "team-a", "team-b"} {
@@ -245,7 +237,8 @@ func TestLastGoodAcrossRestart(t *testing.T) {
 		"metadata": map[string]any{"name": "trusted"},
 		"spec":     map[string]any{"pods": map[string]any{"allowedRegistries": []any{"registry.example.com/"}}},
 	}}
-	if ap, err = aps.Create(ctx, ap, metav1.CreateOptions{}); err != nil {
+	ap, err := aps.Create(ctx, ap, metav1.CreateOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
 	cm, err := kube.CoreV1().ConfigMaps("team-a").Create(ctx, testenv.PolicyConfigMap("team-a", "own-images",

@@ -93,17 +93,9 @@ func TestTwoReplicasAudit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp, err := testenv.StartControlPlane(ctx, testenv.ControlPlaneOptions{
+	cp := testenv.ControlPlaneForTest(t, testenv.ControlPlaneOptions{
 		Log:          testr.New(t),
 		ExtraCRDDirs: []string{filepath.Join(root, "manifests", "components", "policyreports")},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := cp.Stop(); err != nil {
-			t.Error(err)
-		}
 	})
 	dyn := dynamic.NewForConfigOrDie(cp.Config)
 	kube := kubernetes.NewForConfigOrDie(cp.Config)

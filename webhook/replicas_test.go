@@ -152,15 +152,7 @@ func TestTwoReplicas(t *testing.T) {
 		t.Skip("needs a local control plane (envtest); runs without -short")
 	}
 	ctx := t.Context()
-	cp, err := testenv.StartControlPlane(ctx, testenv.ControlPlaneOptions{Log: testr.New(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := cp.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	cp := testenv.ControlPlaneForTest(t, testenv.ControlPlaneOptions{Log: testr.New(t)})
 	dyn := dynamic.NewForConfigOrDie(cp.Config)
 	kube := kubernetes.NewForConfigOrDie(cp.Config)
 	for _, ns := range []string{replicaPolicyNS, "team-a"} {
@@ -246,7 +238,7 @@ func TestTwoReplicas(t *testing.T) {
 		"metadata": map[string]any{"name": "trusted"},
 		"spec":     map[string]any{"pods": map[string]any{"allowedRegistries": []any{"registry.example.com/"}}},
 	}}
-	if _, err = aps.Create(ctx, ap, metav1.CreateOptions{}); err != nil {
+	if _, err := aps.Create(ctx, ap, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	poll("both replicas enforce generation 1", statusIs("trusted", 1, true, "replica-a", "replica-b"))

@@ -246,3 +246,17 @@ func registryScenario(ctx context.Context, t *testing.T) (good, bad *corev1.Pod,
 	eventuallyDenied(t, func() error { return createPod(ctx, bad, metav1.CreateOptions{DryRun: dryRun}) }, refused)
 	return good, bad, refused
 }
+
+// isRenewal tells a watch the informers renew on their own schedule (every
+// 5 to 10 minutes) from a request made to answer an admission.
+func isRenewal(r string) bool {
+	return strings.Contains(r, "watch=true") || strings.Contains(r, "watch=1")
+}
+
+// isBookkeeping tells what the cache writes in the background, whenever it
+// gets to it (Events, status, leader and heartbeat Leases), from a request
+// made to answer an admission.
+func isBookkeeping(r string) bool {
+	return strings.Contains(r, "/leases") ||
+		!strings.HasPrefix(r, "GET ") && (strings.Contains(r, "/events") || strings.Contains(r, "/status"))
+}

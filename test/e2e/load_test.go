@@ -135,10 +135,9 @@ func admitWithoutAPICalls(t *testing.T, what string, attempt func(i int64) (want
 	var renewals, bookkeeping, calls []string
 	for _, r := range made {
 		switch {
-		case strings.Contains(r, "watch=true") || strings.Contains(r, "watch=1"):
+		case isRenewal(r):
 			renewals = append(renewals, r)
-		case strings.Contains(r, "/leases"),
-			!strings.HasPrefix(r, "GET ") && (strings.Contains(r, "/events") || strings.Contains(r, "/status")):
+		case isBookkeeping(r):
 			bookkeeping = append(bookkeeping, r)
 		default:
 			calls = append(calls, r)
