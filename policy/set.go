@@ -2,6 +2,8 @@ package policy
 
 import (
 	"sort"
+
+	"github.com/policy-webhook/policy-webhook/policy/cel"
 )
 
 // Set is an immutable collection of compiled policies, indexed so that a
@@ -18,6 +20,9 @@ type Set struct {
 type index struct {
 	cluster     []*Policy            // Scope ""
 	byNamespace map[string][]*Policy // Scope ns
+	// fields is what the CEL expressions of every policy of the index read
+	// of the object: an admission decodes that much for all of them.
+	fields *cel.Fields
 }
 
 // NewSet indexes policies. The order of evaluation, and so of violations,
@@ -31,10 +36,10 @@ func NewSet(policies []*Policy, opts ...SetOption) *Set {
 	}
 	for _, p := range all {
 		if p.pods {
-			s.pods.add(p)
+			s.pods.add(p, p.podCEL)
 		}
 		if p.apples {
-			s.apple.add(p)
+			s.apple.add(p, p.appleCEL)
 		}
 	}
 	return s
@@ -62,7 +67,10 @@ func lessPolicy(a, b *Policy) bool {
 	return a.Source.Name < b.Source.Name
 }
 
-func (ix *index) add(p *Policy) {
+func (ix *index) add(p *Policy, prog *cel.Program) {
+	if prog != nil {
+		ix.fields = cel.Union(ix.fields, prog.Fields())
+	}
 	if p.Scope == "" {
 		ix.cluster = append(ix.cluster, p)
 		return

@@ -15,6 +15,7 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
+	"github.com/policy-webhook/policy-webhook/policy/cel"
 )
 
 // Bounds of the impact check a policy object gets at apply: the only
@@ -139,7 +140,7 @@ func (i *impact) list(ctx context.Context, kind, namespace string, judge func(*p
 func existingRequest(kind string, u *unstructured.Unstructured) (*policy.Request, error) {
 	req := &policy.Request{Kind: kind, Operation: policy.Create, Namespace: u.GetNamespace()}
 	// CEL reads the object as listed: the dynamic client decodes integers as int64.
-	req.Unstructured = func() (map[string]any, map[string]any, error) { return u.Object, nil, nil }
+	req.Unstructured = func(*cel.Fields) (map[string]any, map[string]any, error) { return u.Object, nil, nil }
 	var err error
 	if kind == policy.KindPod {
 		req.Pod = &policy.Pod{}

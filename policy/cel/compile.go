@@ -200,6 +200,7 @@ func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any) (
 		roots[k] = v
 	}
 	cc := &compilation{env: env, est: newCostEstimator(roots, params), costLimit: c.estimatedCostLimit}
+	fa := &fieldAnalysis{root: &Fields{}, vars: map[string]*Fields{}}
 
 	p := &Program{
 		kind:     kind,
@@ -233,8 +234,11 @@ func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any) (
 		if ferr != nil {
 			errs = append(errs, ferr)
 			dt = apiservercel.DynType
-		} else if dt = ke.pathDeclType(ast.NativeRep().Expr(), roots); dt == nil {
-			dt = ke.declTypeOf(ast.OutputType())
+		} else {
+			fa.variable(v.Name, ast.NativeRep())
+			if dt = ke.pathDeclType(ast.NativeRep().Expr(), roots); dt == nil {
+				dt = ke.declTypeOf(ast.OutputType())
+			}
 		}
 		varsType.Fields[v.Name] = apiservercel.NewDeclField(v.Name, dt, true, nil, nil)
 		p.variables = append(p.variables, compiledVariable{name: v.Name, prog: prog})
@@ -250,9 +254,11 @@ func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any) (
 			errs = append(errs, field.Duplicate(path.Child("name"), m.Name))
 		}
 		seen.Insert(m.Name)
-		prog, _, ferr := cc.compile(path.Child("expression"), m.Expression, cel.BoolType)
+		prog, ast, ferr := cc.compile(path.Child("expression"), m.Expression, cel.BoolType)
 		if ferr != nil {
 			errs = append(errs, ferr)
+		} else {
+			fa.expression(ast.NativeRep())
 		}
 		p.conditions = append(p.conditions, compiledCondition{rule: "matchConditions." + m.Name, prog: prog})
 	}
@@ -282,14 +288,19 @@ func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any) (
 			errs = append(errs, field.TooLong(path.Child("fieldPath"), "", maxFieldPathLength))
 		}
 		var ferr *field.Error
-		cv.prog, _, ferr = cc.compile(path.Child("expression"), v.Expression, cel.BoolType)
+		var ast *cel.Ast
+		cv.prog, ast, ferr = cc.compile(path.Child("expression"), v.Expression, cel.BoolType)
 		if ferr != nil {
 			errs = append(errs, ferr)
+		} else {
+			fa.expression(ast.NativeRep())
 		}
 		if v.MessageExpression != "" {
-			cv.messageProg, _, ferr = cc.compile(path.Child("messageExpression"), v.MessageExpression, cel.StringType)
+			cv.messageProg, ast, ferr = cc.compile(path.Child("messageExpression"), v.MessageExpression, cel.StringType)
 			if ferr != nil {
 				errs = append(errs, ferr)
+			} else {
+				fa.expression(ast.NativeRep())
 			}
 		}
 		p.validations = append(p.validations, cv)
@@ -300,7 +311,10 @@ func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any) (
 	if len(p.validations) == 0 {
 		return nil, nil
 	}
-	p.untimed = cc.maxCost <= untimedCostLimit
+	p.timed = cc.timed
+	if r := fa.root; r.whole || r.children != nil || r.items != nil {
+		p.fields = r
+	}
 	return p, nil
 }
 
@@ -309,45 +323,51 @@ type compilation struct {
 	env       *cel.Env
 	est       *costEstimator
 	costLimit uint64
-	// maxCost sums the estimated worst case of every expression compiled,
-	// saturating: what one admission can cost at most.
-	maxCost uint64
+	// untimedCost sums the estimated worst case of the expressions that
+	// run untimed (see untimedCostLimit); timed says some do not.
+	untimedCost uint64
+	timed       bool
 }
 
 // compile parses, type-checks, checks the result type of (unless want is
 // nil) and estimates the cost of one expression, and plans its program.
-func (cc *compilation) compile(path *field.Path, expr string, want *cel.Type) (cel.Program, *cel.Ast, *field.Error) {
+func (cc *compilation) compile(path *field.Path, expr string, want *cel.Type) (program, *cel.Ast, *field.Error) {
 	if strings.TrimSpace(expr) == "" {
-		return nil, nil, field.Required(path, "")
+		return program{}, nil, field.Required(path, "")
 	}
 	if len(expr) > MaxExpressionLength {
-		return nil, nil, field.TooLong(path, "", MaxExpressionLength)
+		return program{}, nil, field.TooLong(path, "", MaxExpressionLength)
 	}
 	ast, iss := cc.env.Compile(expr)
 	if iss != nil && iss.Err() != nil {
-		return nil, nil, field.Invalid(path, expr, issuesDetail(iss))
+		return program{}, nil, field.Invalid(path, expr, issuesDetail(iss))
 	}
 	out := ast.OutputType()
 	if want != nil && !out.IsExactType(want) {
-		return nil, nil, field.Invalid(path, expr, fmt.Sprintf("must evaluate to %s, not %s", want, out))
+		return program{}, nil, field.Invalid(path, expr, fmt.Sprintf("must evaluate to %s, not %s", want, out))
 	}
 	est, err := cc.env.EstimateCost(ast, cc.est)
 	if err != nil {
-		return nil, nil, field.InternalError(path, fmt.Errorf("estimating the cost: %w", err))
+		return program{}, nil, field.InternalError(path, fmt.Errorf("estimating the cost: %w", err))
 	}
 	if est.Max > cc.costLimit {
-		return nil, nil, field.Forbidden(path, fmt.Sprintf(
+		return program{}, nil, field.Forbidden(path, fmt.Sprintf(
 			"estimated cost %s exceeds the limit of %d per expression on a worst-case (3 MiB) object: iterate over less (no loop nested in another over the object's lists) or simplify it",
 			costString(est.Max), cc.costLimit))
 	}
-	cc.maxCost += min(est.Max, ^uint64(0)-cc.maxCost)
 	prog, err := cc.env.Program(ast,
 		cel.CostTracking(cc.est),
 		cel.InterruptCheckFrequency(celconfig.CheckFrequency))
 	if err != nil {
-		return nil, nil, field.InternalError(path, fmt.Errorf("planning the program: %w", err))
+		return program{}, nil, field.InternalError(path, fmt.Errorf("planning the program: %w", err))
 	}
-	return prog, ast, nil
+	p := program{Program: prog}
+	if est.Max <= untimedCostLimit-cc.untimedCost {
+		cc.untimedCost += est.Max
+	} else {
+		p.timed, cc.timed = true, true
+	}
+	return p, ast, nil
 }
 
 // pathDeclType is the DeclType of a variable whose expression is a path

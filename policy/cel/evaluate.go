@@ -25,14 +25,16 @@ import (
 // budget does not count (a slow Cluster, a starved CPU).
 const Timeout = 250 * time.Millisecond
 
-// untimedCostLimit is the estimated worst case of a whole policy under
-// which evaluation runs without a timer: such a policy cannot run long
-// (at one to two microseconds per cost unit, the rate measured on loops
-// over containers, 10,000 units take 20 ms at most), and arming a timer
+// untimedCostLimit is the estimated worst case, summed over a policy's
+// expressions, under which they run without a timer: such expressions
+// cannot run long (at one to two microseconds per cost unit, the rate
+// measured on loops over containers, 10,000 units take 20 ms at most),
 // and an interruptible evaluation is most of what a simple validation
 // costs. The estimate bounds the actual cost: sizes come from the 3 MiB
 // request limit, except cluster.myApples, assumed to list at most 10,000
-// MyApples, which alone puts a policy above this limit.
+// MyApples, which alone puts an expression above this limit. The
+// expressions past the limit, in the order they are written, run under
+// the policy's Timeout, counted from the start of its evaluation.
 const untimedCostLimit = 10_000
 
 // Program is a policy's compiled CEL, for one kind. It is immutable and
@@ -45,20 +47,27 @@ type Program struct {
 	failOpen    bool
 	budget      int64         // RuntimeCostBudget; tests lower it
 	timeout     time.Duration // Timeout; tests raise it
-	untimed     bool          // the worst case is under untimedCostLimit
+	timed       bool          // some expressions run under the timeout
+	fields      *Fields       // what the expressions read of the object
 	variables   []compiledVariable
 	conditions  []compiledCondition
 	validations []compiledValidation
 }
 
+// program is one compiled expression.
+type program struct {
+	cel.Program
+	timed bool // runs under the policy's timeout (see untimedCostLimit)
+}
+
 type compiledVariable struct {
 	name string
-	prog cel.Program
+	prog program
 }
 
 type compiledCondition struct {
 	rule string // matchConditions.<name>
-	prog cel.Program
+	prog program
 }
 
 type compiledValidation struct {
@@ -66,12 +75,17 @@ type compiledValidation struct {
 	field       string
 	message     string
 	expression  string
-	prog        cel.Program
-	messageProg cel.Program // nil without messageExpression
+	prog        program
+	messageProg program // Program nil without messageExpression
 }
 
 // Kind is the kind the program judges.
 func (p *Program) Kind() string { return p.kind }
+
+// Fields is what the program's expressions read of `object` and
+// `oldObject`: an Input whose objects hold those fields (as a decoding cut
+// to them gives) is judged as the whole objects would be.
+func (p *Program) Fields() *Fields { return p.fields }
 
 // Input is one admission as expressions see it.
 type Input struct {
@@ -126,12 +140,8 @@ type Result struct {
 // policy's failurePolicy is Ignore. Once the budget or the time is spent,
 // the validations left are not evaluated.
 func (p *Program) Evaluate(ctx context.Context, in *Input) Result {
-	if !p.untimed {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, p.timeout)
-		defer cancel()
-	}
-	a := &activation{p: p, in: in, ctx: ctx, remaining: p.budget}
+	a := p.activation(ctx, in)
+	defer a.stopTimer()
 
 	for _, c := range p.conditions {
 		v, err := a.eval(c.prog)
@@ -177,7 +187,7 @@ func (p *Program) Evaluate(ctx context.Context, in *Input) Result {
 // message is a failed validation's message: its messageExpression's result
 // if that is a non-empty single line, else its message, else VAP's default.
 func (a *activation) message(v *compiledValidation) string {
-	if v.messageProg != nil && !a.spent() {
+	if v.messageProg.Program != nil && !a.spent() {
 		if val, err := a.eval(v.messageProg); err == nil {
 			if s, ok := val.(types.String); ok && strings.TrimSpace(string(s)) != "" && !strings.ContainsAny(string(s), "\r\n") {
 				return cut(string(s))
@@ -206,12 +216,17 @@ func cut(s string) string {
 var errBudget = errors.New("running out of cost budget: no further expressions of this policy are evaluated")
 
 // activation resolves the variables of one evaluation, building each the
-// first time an expression reads it, and keeps the cost budget.
+// first time an expression reads it, and keeps the cost budget and the
+// policy's deadline.
 type activation struct {
 	p         *Program
 	in        *Input
 	ctx       context.Context
 	remaining int64
+
+	deadline time.Time          // of the timed expressions
+	timedCtx context.Context    // ctx up to deadline, armed by the first timed expression
+	cancel   context.CancelFunc // of timedCtx
 
 	object, oldObject, request, namespace ref.Val
 	vars                                  *lazy.MapValue
@@ -275,17 +290,17 @@ func (a *activation) variables() *lazy.MapValue {
 // eval runs one program within what is left of the budget and the time.
 // A single evaluation is stopped at PerExpressionCostLimit by cel-go; the
 // budget is checked between them, as VAP does.
-func (a *activation) eval(prog cel.Program) (ref.Val, error) {
+func (a *activation) eval(prog program) (ref.Val, error) {
 	if a.remaining <= 0 {
 		return nil, errBudget
 	}
 	var val ref.Val
 	var det *cel.EvalDetails
 	var err error
-	if a.p.untimed {
-		val, det, err = prog.Eval(a)
+	if prog.timed {
+		val, det, err = prog.ContextEval(a.timer(), a)
 	} else {
-		val, det, err = prog.ContextEval(a.ctx, a)
+		val, det, err = prog.Eval(a)
 	}
 	if det != nil {
 		if c := det.ActualCost(); c != nil {
@@ -301,12 +316,37 @@ func (a *activation) eval(prog cel.Program) (ref.Val, error) {
 	return val, nil
 }
 
+// activation starts the evaluation of in, and the policy's time.
+func (p *Program) activation(ctx context.Context, in *Input) *activation {
+	a := &activation{p: p, in: in, ctx: ctx, remaining: p.budget}
+	if p.timed {
+		a.deadline = time.Now().Add(p.timeout)
+	}
+	return a
+}
+
+// timer is the context timed expressions run under, armed once.
+func (a *activation) timer() context.Context {
+	if a.timedCtx == nil {
+		a.timedCtx, a.cancel = context.WithDeadline(a.ctx, a.deadline)
+	}
+	return a.timedCtx
+}
+
+func (a *activation) stopTimer() {
+	if a.cancel != nil {
+		a.cancel()
+	}
+}
+
 // spent says whether nothing more can be evaluated.
-func (a *activation) spent() bool { return a.remaining <= 0 || a.ctx.Err() != nil }
+func (a *activation) spent() bool {
+	return a.remaining <= 0 || a.timedCtx != nil && a.timedCtx.Err() != nil
+}
 
 // describe words an evaluation error, naming the timeout when it was one.
 func (a *activation) describe(err error) string {
-	if errors.Is(a.ctx.Err(), context.DeadlineExceeded) {
+	if a.timedCtx != nil && errors.Is(a.timedCtx.Err(), context.DeadlineExceeded) {
 		return fmt.Sprintf("timed out after %s", a.p.timeout)
 	}
 	return err.Error()

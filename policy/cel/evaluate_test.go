@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -314,7 +315,8 @@ func TestBudget(t *testing.T) {
 	}
 	p = mustCompile(t, KindPod, validations(exprs...), nil)
 	one := RuntimeCostBudget - func() int64 {
-		a := &activation{p: p, in: big, ctx: context.Background(), remaining: RuntimeCostBudget}
+		a := p.activation(context.Background(), big)
+		defer a.stopTimer()
 		if _, err := a.eval(p.validations[1].prog); err != nil {
 			t.Fatal(err)
 		}
@@ -337,14 +339,27 @@ func TestBudget(t *testing.T) {
 }
 
 func TestTimeout(t *testing.T) {
-	// Only policies that can run long are timed.
-	for expr, timed := range map[string]bool{
-		"has(object.spec.securityContext) && object.metadata.name.startsWith('web')": false,
-		"object.spec.containers.all(c, c.name != '')":                                true,
-		"cluster.myApples('shop').size() < 3":                                        true,
+	// Only expressions that can run long are timed, and cheap ones once
+	// those before them could.
+	cheap := "has(object.spec.securityContext) && object.metadata.name.startsWith('web')"
+	for _, tt := range []struct {
+		exprs []string
+		timed []bool
+	}{
+		{[]string{cheap}, []bool{false}},
+		{[]string{"object.spec.containers.all(c, c.name != '')"}, []bool{true}},
+		{[]string{"cluster.myApples('shop').size() < 3"}, []bool{true}},
+		{[]string{cheap, "cluster.myApples('shop').size() < 3", cheap}, []bool{false, true, false}},
+		{[]string{cheap, "size(object.spec.containers) < 3", "size(object.spec.volumes) < 3", cheap}, []bool{false, false, false, false}},
+		{[]string{"object.spec.containers.all(c, c.name != '')", cheap, "object.spec.volumes.all(v, v.name != '')", cheap}, []bool{true, false, true, false}},
 	} {
-		if p := mustCompile(t, KindPod, validations(expr), nil); p.untimed == timed {
-			t.Errorf("%s: untimed = %v", expr, p.untimed)
+		p := mustCompile(t, KindPod, validations(tt.exprs...), nil)
+		var got []bool
+		for _, v := range p.validations {
+			got = append(got, v.prog.timed)
+		}
+		if !reflect.DeepEqual(got, tt.timed) || p.timed != slices.Contains(tt.timed, true) {
+			t.Errorf("%q: timed %v (policy %v), want %v", tt.exprs, got, p.timed, tt.timed)
 		}
 	}
 

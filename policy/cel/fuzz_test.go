@@ -2,6 +2,7 @@ package cel
 
 import (
 	"context"
+	"reflect"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -12,7 +13,8 @@ import (
 // FuzzCompile feeds the CEL part of a policy arbitrary expressions: Compile
 // returns a program or field errors under the field the text came from,
 // never panics; a program evaluates to a result with bounded messages on a
-// Pod and on a MyApple, never panics.
+// Pod and on a MyApple, never panics, and to the same result on the object
+// cut to the program's Fields.
 //
 //	go test ./policy/cel -run '^$' -fuzz FuzzCompile -fuzztime 60s
 func FuzzCompile(f *testing.F) {
@@ -25,6 +27,9 @@ func FuzzCompile(f *testing.F) {
 		{"[1, 2, 3].map(x, x * 2)", "", "object.spec.containers.all(c, object.spec.containers.exists(d, d.name == c.name))", ""},
 		{"'a'.split(',')", "quantity('1') == quantity('1000m')", "ip('10.0.0.1').family() == 4", "format.dns1123Label().validate('a').hasValue() ? 'a' : 'b'"},
 		{"{'a': 1}", "(", "object.spec.containers[0].image.startsWith(", "'\\u00e9'"},
+		{"object.spec.containers", "size(variables.v) > 0", "variables.v.exists(c, c.ports.exists(p, p.containerPort == 8080))", "variables.v[0].name"},
+		{"object.metadata.labels", "'app' in variables.v", "object.spec.containers[0].resources.limits == {'cpu': '500m'}", "object.metadata.?annotations.orValue({}).size() > 0 ? 'a' : 'b'"},
+		{"object.spec.?containers.orValue([])", "has(object.metadata.labels.app)", "object.spec.containers.all(i, c, i == 0 || c.image == object.spec.containers[0].image)", "object.spec.containers.map(c, c.name).join(',')"},
 	} {
 		f.Add(seed.variable, seed.condition, seed.validation, seed.message)
 	}
@@ -57,6 +62,10 @@ func FuzzCompile(f *testing.F) {
 				t.Fatalf("%s: neither a program nor errors", kind)
 			}
 			res := p.Evaluate(context.Background(), &Input{Object: obj, Cluster: cluster})
+			cut := p.Evaluate(context.Background(), &Input{Object: p.Fields().Cut(obj).(map[string]any), Cluster: cluster})
+			if !reflect.DeepEqual(cut, res) && !timedOut(res) && !timedOut(cut) {
+				t.Fatalf("%s: on the object cut to %q:\n%+v\nwant, as on the whole object,\n%+v", kind, p.Fields(), cut, res)
+			}
 			for _, v := range res.Violations {
 				if len(v.Message) > MaxMessageLength || !utf8.ValidString(v.Message) && utf8.ValidString(validation+message) {
 					t.Fatalf("%s: message of %d bytes or broken UTF-8: %q", kind, len(v.Message), v.Message)
@@ -67,4 +76,15 @@ func FuzzCompile(f *testing.F) {
 			}
 		}
 	})
+}
+
+// timedOut says whether an evaluation ran out of time, which a loaded
+// machine decides, not the object.
+func timedOut(r Result) bool {
+	for _, v := range r.Violations {
+		if strings.Contains(v.Message, "timed out after") {
+			return true
+		}
+	}
+	return false
 }

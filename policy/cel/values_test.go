@@ -4,7 +4,6 @@ import (
 	"context"
 	"testing"
 
-	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
 	"k8s.io/apiserver/pkg/cel/common"
@@ -69,7 +68,7 @@ func TestValuesAsUnstructured(t *testing.T) {
 }
 
 // compileAny plans e whatever its type, as a variable is.
-func compileAny(t *testing.T, e string) celProgram {
+func compileAny(t *testing.T, e string) program {
 	t.Helper()
 	c := *compiler(t)
 	c.estimatedCostLimit = ^uint64(0)
@@ -83,11 +82,10 @@ func compileAny(t *testing.T, e string) celProgram {
 	return p.variables[0].prog
 }
 
-type celProgram = cel.Program
-
 func evalOne(t *testing.T, p *Program, in *Input, prepare func(*activation)) ref.Val {
 	t.Helper()
-	a := &activation{p: p, in: in, ctx: context.Background(), remaining: RuntimeCostBudget}
+	a := p.activation(context.Background(), in)
+	defer a.stopTimer()
 	if prepare != nil {
 		prepare(a)
 	}
