@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	admissionv1 "k8s.io/api/admission/v1"
 	admissionv1beta1 "k8s.io/api/admission/v1beta1"
 	utiljson "k8s.io/apimachinery/pkg/util/json"
@@ -166,7 +167,9 @@ func decodeUnstructured(raw []byte, namespace string, fields *cel.Fields) (map[s
 		}
 	} else {
 		v := cutValue{fields: fields}
-		if err := json.Unmarshal(raw, &v); err != nil {
+		// A name given twice is utiljson's to settle (the last one wins, in
+		// cutValue too); not checking for them spares remembering every name.
+		if err := json.Unmarshal(raw, &v, jsontext.AllowDuplicateNames(true)); err != nil {
 			return nil, err
 		}
 		var ok bool

@@ -248,7 +248,7 @@ func (a *activation) ResolveName(name string) (any, bool) {
 		return a.oldObject, true
 	case varRequest:
 		if a.request == nil {
-			a.request = requestVal(&a.in.Request)
+			a.request = &requestVal{r: &a.in.Request}
 		}
 		return a.request, true
 	case varNamespace:
@@ -361,7 +361,7 @@ func (k *kindSchema) val(obj map[string]any) ref.Val {
 	return val(obj, k.wrapped)
 }
 
-func requestVal(r *Request) ref.Val {
+func requestMap(r *Request) ref.Val {
 	extra := make(map[string][]string, len(r.UserInfo.Extra))
 	for k, v := range r.UserInfo.Extra {
 		extra[k] = v

@@ -179,6 +179,74 @@ func unwrap(v ref.Val) ref.Val {
 		return v.unstructured()
 	case *listVal:
 		return v.unstructured()
+	case *requestVal:
+		return v.unstructured()
 	}
 	return v
+}
+
+// requestVal is `request`. Its string and bool fields, which expressions
+// read most (request.operation), are read without building the whole
+// value, a map of maps that the type adapter builds by reflection; that
+// map is built when an expression uses more of it.
+type requestVal struct {
+	r    *Request
+	full traits.Mapper
+}
+
+var _ traits.Mapper = (*requestVal)(nil)
+
+func (v *requestVal) unstructured() traits.Mapper {
+	if v.full == nil {
+		v.full = requestMap(v.r).(traits.Mapper)
+	}
+	return v.full
+}
+
+func (v *requestVal) Find(key ref.Val) (ref.Val, bool) {
+	if k, ok := key.(types.String); ok {
+		switch k {
+		case "name":
+			return types.String(v.r.Name), true
+		case "namespace":
+			return types.String(v.r.Namespace), true
+		case "operation":
+			return types.String(v.r.Operation), true
+		case "subResource":
+			return types.String(v.r.SubResource), true
+		case "dryRun":
+			return types.Bool(v.r.DryRun), true
+		}
+	}
+	return v.unstructured().Find(key)
+}
+
+func (v *requestVal) Get(key ref.Val) ref.Val {
+	if val, found := v.Find(key); found {
+		return val
+	}
+	return types.ValOrErr(key, "no such key: %v", key)
+}
+
+func (v *requestVal) Contains(key ref.Val) ref.Val {
+	val, found := v.Find(key)
+	if val != nil && types.IsUnknownOrError(val) {
+		return val
+	}
+	return types.Bool(found)
+}
+
+func (v *requestVal) Equal(other ref.Val) ref.Val { return v.unstructured().Equal(unwrap(other)) }
+func (v *requestVal) Iterator() traits.Iterator   { return v.unstructured().Iterator() }
+func (v *requestVal) Size() ref.Val               { return v.unstructured().Size() }
+func (v *requestVal) Type() ref.Type              { return types.MapType }
+func (v *requestVal) Value() any                  { return v.unstructured().Value() }
+func (v *requestVal) ConvertToType(t ref.Type) ref.Val {
+	if t == types.MapType {
+		return v
+	}
+	return v.unstructured().ConvertToType(t)
+}
+func (v *requestVal) ConvertToNative(t reflect.Type) (any, error) {
+	return v.unstructured().ConvertToNative(t)
 }

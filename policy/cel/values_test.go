@@ -95,3 +95,38 @@ func evalOne(t *testing.T, p *Program, in *Input, prepare func(*activation)) ref
 	}
 	return v
 }
+
+// TestRequestAsMap evaluates expressions over `request` as it is read
+// field by field and as the whole map it stands for: the same results.
+func TestRequestAsMap(t *testing.T) {
+	exprs := []string{
+		"request.operation",
+		"request.name + '/' + request.namespace + '/' + request.subResource",
+		"request.dryRun",
+		"request.?operation.orValue('none')",
+		"has(request.namespace) && has(request.userInfo)",
+		"request.kind",
+		"request.userInfo.groups",
+		"request == request",
+		"dyn(request).size()",
+		"'operation' in dyn(request)",
+		"dyn(request).exists(k, k == 'dryRun')",
+		"[request][0].namespace",
+		"dyn(request)['operation']",
+		"dyn(request).nope",
+	}
+	in := podInput(t)
+	in.Request.SubResource, in.Request.DryRun = "ephemeralcontainers", true
+	for _, e := range exprs {
+		t.Run(e, func(t *testing.T) {
+			p := mustCompile(t, KindPod, validations("true"), nil)
+			p.validations[0].prog = compileAny(t, e)
+			lazy := evalOne(t, p, in, nil)
+			whole := evalOne(t, p, in, func(a *activation) { a.request = requestMap(&in.Request) })
+			sameError := types.IsError(lazy) && types.IsError(whole) && lazy.(*types.Err).String() == whole.(*types.Err).String()
+			if lazy.Equal(whole) != types.True && !sameError {
+				t.Errorf("read by field %v, as a map %v", lazy, whole)
+			}
+		})
+	}
+}
