@@ -33,18 +33,19 @@ func (c *cutValue) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
 }
 
 // cut reads the next value of dec cut to f: members f has nothing for are
-// skipped, values it reads whole are decoded whole.
+// skipped, values it reads whole are decoded whole (f.Child and f.Items
+// of a whole f are f), and so is an object or list of the kind f does not
+// expect.
 func cut(dec *jsontext.Decoder, f *cel.Fields) (any, error) {
-	kind := dec.PeekKind()
-	switch {
-	case f.Whole():
-		return whole(dec)
-	case kind == '{' && f.Expects() != '[':
+	switch kind := dec.PeekKind(); {
+	case kind == '{' && f.Expects() == '[', kind == '[' && f.Expects() == '{':
+		return cut(dec, cel.All())
+	case kind == '{':
 		return cutObject(dec, f)
-	case kind == '[' && f.Expects() != '{':
+	case kind == '[':
 		return cutList(dec, f)
 	}
-	return whole(dec)
+	return scalar(dec)
 }
 
 func cutObject(dec *jsontext.Decoder, f *cel.Fields) (any, error) {
@@ -118,46 +119,13 @@ func cutList(dec *jsontext.Decoder, f *cel.Fields) (any, error) {
 	return out, nil
 }
 
-// whole decodes the next value entire, as utiljson would: objects and
-// lists member by member, scalars from their token. Its depth is the
-// document's, which the decoder bounds.
-func whole(dec *jsontext.Decoder) (any, error) {
+// scalar decodes the next value, a string, number, bool or null.
+func scalar(dec *jsontext.Decoder) (any, error) {
 	tok, err := dec.ReadToken()
 	if err != nil {
 		return nil, err
 	}
 	switch tok.Kind() {
-	case '{':
-		out := map[string]any{}
-		for dec.PeekKind() != '}' {
-			name, err := dec.ReadToken()
-			if err != nil {
-				return nil, err
-			}
-			key := name.String()
-			v, err := whole(dec)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", key, err)
-			}
-			out[key] = v
-		}
-		if _, err := dec.ReadToken(); err != nil {
-			return nil, err
-		}
-		return out, nil
-	case '[':
-		out := []any{}
-		for dec.PeekKind() != ']' {
-			v, err := whole(dec)
-			if err != nil {
-				return nil, fmt.Errorf("[%d]: %w", len(out), err)
-			}
-			out = append(out, v)
-		}
-		if _, err := dec.ReadToken(); err != nil {
-			return nil, err
-		}
-		return out, nil
 	case '"':
 		return tok.String(), nil
 	case 't', 'f':

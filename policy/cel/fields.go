@@ -31,6 +31,9 @@ type Fields struct {
 	items    *Fields            // every element of a list
 }
 
+// All reads everything: the Fields of a value kept whole.
+func All() *Fields { return &Fields{whole: true} }
+
 // Whole says whether f's value is kept entire.
 func (f *Fields) Whole() bool { return f != nil && f.whole }
 
