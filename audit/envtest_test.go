@@ -27,6 +27,7 @@ import (
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
 	report "github.com/policy-webhook/policy-webhook/policy/api/wgpolicyk8s/v1alpha2"
 	"github.com/policy-webhook/policy-webhook/policy/live"
+	"github.com/policy-webhook/policy-webhook/test/promtest"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
 
@@ -233,7 +234,7 @@ func TestAuditOnAPIServer(t *testing.T) {
 		}
 		return nil
 	})
-	if n := gaugeValue(t, reg, "AdmissionPolicy registries", "pods.allowedRegistries", "Deny"); n != 1 {
+	if n := promtest.One(t, reg, audit.MetricViolations, map[string]string{"source": "AdmissionPolicy registries", "rule": "pods.allowedRegistries", "enforcement": "Deny"}); n != 1 {
 		t.Errorf("violations gauge = %v, want 1", n)
 	}
 	if _, err := e.report(ctx, "team-a"); !apierrors.IsNotFound(err) {
@@ -303,29 +304,4 @@ func TestAuditOnAPIServer(t *testing.T) {
 	if n := testutil.CollectAndCount(reg, audit.MetricViolations); n != 0 {
 		t.Errorf("%d violation series left, want 0", n)
 	}
-}
-
-// gaugeValue reads one series of the violations gauge.
-func gaugeValue(t *testing.T, reg *prometheus.Registry, labels ...string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != audit.MetricViolations {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			lv := map[string]string{}
-			for _, l := range m.GetLabel() {
-				lv[l.GetName()] = l.GetValue()
-			}
-			if lv["source"] == labels[0] && lv["rule"] == labels[1] && lv["enforcement"] == labels[2] {
-				return m.GetGauge().GetValue()
-			}
-		}
-	}
-	t.Fatalf("no %s series %v", audit.MetricViolations, labels)
-	return 0
 }

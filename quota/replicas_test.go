@@ -12,13 +12,13 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 
 	"github.com/policy-webhook/policy-webhook/test/inprocess"
+	"github.com/policy-webhook/policy-webhook/test/promtest"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
@@ -138,8 +138,8 @@ func TestQuotaAcrossReplicas(t *testing.T) {
 	}
 
 	for i, reg := range regs {
-		n := counter(t, reg, "policy_webhook_quota_reservations_total", "outcome", "reserved")
-		t.Logf("replica %d reserved %v, after %v conflicts with the other", i, n, counter(t, reg, "policy_webhook_quota_conflicts_total", "", ""))
+		n := promtest.Sum(t, reg, "policy_webhook_quota_reservations_total", map[string]string{"outcome": "reserved"})
+		t.Logf("replica %d reserved %v, after %v conflicts with the other", i, n, promtest.Sum(t, reg, "policy_webhook_quota_conflicts_total", nil))
 		if n == 0 {
 			t.Errorf("replica %d reserved nothing: the test did not spread admissions over both replicas", i)
 		}
@@ -182,32 +182,4 @@ func roundRobin(t *testing.T, backends []string) string {
 		}
 	})
 	return l.Addr().String()
-}
-
-func counter(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if label == "" || hasLabel(m, label, value) {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
-}
-
-func hasLabel(m *dto.Metric, name, value string) bool {
-	for _, l := range m.GetLabel() {
-		if l.GetName() == name && l.GetValue() == value {
-			return true
-		}
-	}
-	return false
 }

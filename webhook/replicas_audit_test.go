@@ -22,6 +22,7 @@ import (
 	"github.com/policy-webhook/policy-webhook/audit"
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
 	report "github.com/policy-webhook/policy-webhook/policy/api/wgpolicyk8s/v1alpha2"
+	"github.com/policy-webhook/policy-webhook/test/promtest"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
@@ -65,19 +66,7 @@ func (r *auditingReplica) auditRequests() []string {
 // counted sums a counter of the replica's metrics over its labels.
 func (r *auditingReplica) counted(t *testing.T, name string) float64 {
 	t.Helper()
-	families, err := r.metrics.Gather()
-	if err != nil {
-		t.Fatalf("gathering the metrics of %s: %v", r.name, err)
-	}
-	sum := 0.0
-	for _, f := range families {
-		if f.GetName() == name {
-			for _, m := range f.GetMetric() {
-				sum += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return sum
+	return promtest.Sum(t, r.metrics, name, nil)
 }
 
 // Two replicas with the audit on: only the leader sweeps (lists Pods) and

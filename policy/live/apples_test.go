@@ -10,6 +10,7 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/cel"
+	"github.com/policy-webhook/policy-webhook/test/promtest"
 )
 
 func TestMyAppleQuota(t *testing.T) {
@@ -76,7 +77,7 @@ func TestMyAppleQuota(t *testing.T) {
 	f.create(myApple("team-a", "e", 2))
 	eventually(t, "team-a holds 7", func() bool { return c.MyAppleQuantity("team-a", "") == 7 })
 	consistentWithIndex(t, c, "team-a", "team-b")
-	if v := gaugeValue(t, f.reg, MetricCachedMyApples, nil); v != 3 {
+	if v := promtest.One(t, f.reg, MetricCachedMyApples, nil); v != 3 {
 		t.Errorf("%s = %v, want 3", MetricCachedMyApples, v)
 	}
 }

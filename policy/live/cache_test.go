@@ -14,6 +14,7 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
+	"github.com/policy-webhook/policy-webhook/test/promtest"
 )
 
 func TestNotSyncedBeforeStart(t *testing.T) {
@@ -221,7 +222,7 @@ func TestInvalidVersionKeepsLastGood(t *testing.T) {
 			t.Errorf("event message %q lacks %q", ev.Message, want)
 		}
 	}
-	if v := gaugeValue(t, f.reg, MetricPolicyErrors, map[string]string{"kind": "ConfigMap", "namespace": "team-a", "name": "registries"}); v != 1 {
+	if v := promtest.One(t, f.reg, MetricPolicyErrors, map[string]string{"kind": "ConfigMap", "namespace": "team-a", "name": "registries"}); v != 1 {
 		t.Errorf("%s = %v, want 1", MetricPolicyErrors, v)
 	}
 
@@ -235,7 +236,7 @@ func TestInvalidVersionKeepsLastGood(t *testing.T) {
 	}
 	allowed(t, c, podRequest("team-a", "nginx"), true)
 	allowed(t, c, podRequest("team-a", "registry.example.com/app:1"), false)
-	if n := countSeries(t, f.reg, MetricPolicyErrors); n != 0 {
+	if n := promtest.Count(t, f.reg, MetricPolicyErrors, nil); n != 0 {
 		t.Errorf("%d %s series after the fix, want 0", n, MetricPolicyErrors)
 	}
 }
@@ -299,7 +300,7 @@ func TestDeleteStopsApplying(t *testing.T) {
 	f.delete(broken)
 	f.gone(policy.Source{Kind: policy.SourceConfigMap, Namespace: "team-b", Name: "broken"})
 	allowed(t, c, podRequest("team-b", "nginx"), true)
-	if n := countSeries(t, f.reg, MetricPolicyErrors); n != 0 {
+	if n := promtest.Count(t, f.reg, MetricPolicyErrors, nil); n != 0 {
 		t.Errorf("%d %s series after deleting the invalid source", n, MetricPolicyErrors)
 	}
 	if n := c.Snapshot().Set.Len(); n != 0 {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
+	"github.com/policy-webhook/policy-webhook/test/promtest"
 )
 
 // status reads an AdmissionPolicy's status from the fake cluster.
@@ -157,7 +158,7 @@ func TestAdmissionPolicyStatus(t *testing.T) {
 	})
 	f.inForce(policy.Source{Kind: policy.SourceAdmissionPolicy, Name: "trusted"}, "3")
 	allowed(t, c, podRequest("team-a", "nginx"), true)
-	if v := counterValue(t, f.reg, MetricStatusUpdates, map[string]string{"result": "updated"}); v < 6 {
+	if v := promtest.One(t, f.reg, MetricStatusUpdates, map[string]string{"result": "updated"}); v < 6 {
 		t.Errorf("%s{result=updated} = %v, want ≥ 6", MetricStatusUpdates, v)
 	}
 	if n := len(f.events("default", "trusted")); n != 1 {

@@ -17,6 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/policy-webhook/policy-webhook/test/promtest"
 )
 
 // connectionRefused is the error a client gets from an API server that is
@@ -117,7 +119,7 @@ func TestWatchRetriedWhileUnavailable(t *testing.T) {
 	f.start()
 	eventually(t, "the MyApples watch open", func() bool { return f.cache.Staleness(time.Now())[2].For == 0 })
 	labels := map[string]string{metricLabelInformer: "myapples", metricLabelReason: watchErrorUnavailable}
-	if v := counterValue(t, f.reg, MetricWatchErrors, labels); v != refusals {
+	if v := promtest.One(t, f.reg, MetricWatchErrors, labels); v != refusals {
 		t.Errorf("%s%v = %v, want %d", MetricWatchErrors, labels, v, refusals)
 	}
 
@@ -129,7 +131,7 @@ func TestWatchRetriedWhileUnavailable(t *testing.T) {
 	if err := f.cache.CheckCurrent(time.Now(), 0); err != nil {
 		t.Errorf("every informer current: %v", err)
 	}
-	if v := gaugeValue(t, f.reg, MetricCacheStale, map[string]string{metricLabelInformer: "myapples"}); v != 0 {
+	if v := promtest.One(t, f.reg, MetricCacheStale, map[string]string{metricLabelInformer: "myapples"}); v != 0 {
 		t.Errorf("%s{informer=myapples} = %v with a watch open", MetricCacheStale, v)
 	}
 }
@@ -151,7 +153,7 @@ func TestListErrorReachesTheWatchErrorHandler(t *testing.T) {
 	})
 	f.start()
 	labels := map[string]string{metricLabelInformer: "admissionpolicies", metricLabelReason: watchErrorOther}
-	if v := counterValue(t, f.reg, MetricWatchErrors, labels); v != 1 {
+	if v := promtest.One(t, f.reg, MetricWatchErrors, labels); v != 1 {
 		t.Errorf("%s%v = %v, want 1", MetricWatchErrors, labels, v)
 	}
 }
@@ -180,7 +182,7 @@ func TestHeldWatchSentAgain(t *testing.T) {
 	eventually(t, "the held watch counted and sent again", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
-		return calls >= 2 && counterValue(t, f.reg, MetricWatchErrors, labels) == 1
+		return calls >= 2 && promtest.One(t, f.reg, MetricWatchErrors, labels) == 1
 	})
 	eventually(t, "the AdmissionPolicies watch open", func() bool { return f.cache.Staleness(time.Now())[1].For == 0 })
 }

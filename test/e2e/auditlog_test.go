@@ -14,6 +14,8 @@ import (
 
 	auditv1 "k8s.io/apiserver/pkg/apis/audit/v1"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/policy-webhook/policy-webhook/test/promtest"
 )
 
 // auditedAnnotations returns the annotations the API server's audit log
@@ -131,23 +133,5 @@ func (h *logRecorder) auditLinesWith(subs ...string) []string {
 // registry.
 func violationsCounted(t *testing.T, rule, enforcement string) float64 {
 	t.Helper()
-	families, err := crmetrics.Registry.Gather()
-	if err != nil {
-		t.Fatalf("gathering the webhook's metrics: %v", err)
-	}
-	for _, f := range families {
-		if f.GetName() != "policy_webhook_violations_total" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			if labels["rule"] == rule && labels["enforcement"] == enforcement {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
+	return promtest.Sum(t, crmetrics.Registry, "policy_webhook_violations_total", map[string]string{"rule": rule, "enforcement": enforcement})
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/test/inprocess"
+	"github.com/policy-webhook/policy-webhook/test/promtest"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
@@ -177,13 +178,13 @@ func TestAPIServerRestart(t *testing.T) {
 		}
 	}
 	for _, inf := range informers {
-		if v := metric(t, h.reg, "policy_webhook_cache_watch_errors_total", map[string]string{"informer": inf}); v == 0 {
+		if v := promtest.Sum(t, h.reg, "policy_webhook_cache_watch_errors_total", map[string]string{"informer": inf}); v == 0 {
 			t.Errorf("no watch error counted for the %s informer during the outage", inf)
 		}
 	}
 	testenv.Eventually(t, currentWithin, "every informer current", func() error {
 		for _, inf := range informers {
-			if v := metric(t, h.reg, "policy_webhook_cache_stale_seconds", map[string]string{"informer": inf}); v != 0 {
+			if v := promtest.Sum(t, h.reg, "policy_webhook_cache_stale_seconds", map[string]string{"informer": inf}); v != 0 {
 				return fmt.Errorf("the %s informer stale for %.1f s", inf, v)
 			}
 		}

@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/policy-webhook/policy-webhook/test/inprocess"
+	"github.com/policy-webhook/policy-webhook/test/promtest"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
@@ -222,7 +223,7 @@ func TestWatchExpiry(t *testing.T) {
 		slowest = max(slowest, time.Since(opened))
 	}
 	for _, inf := range informers {
-		if v := metric(t, h.reg, "policy_webhook_cache_watch_errors_total", map[string]string{"informer": inf, "reason": "expired"}); v == 0 {
+		if v := promtest.Sum(t, h.reg, "policy_webhook_cache_watch_errors_total", map[string]string{"informer": inf, "reason": "expired"}); v == 0 {
 			t.Errorf("the %s informer counted no expired watch", inf)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/test/inprocess"
+	"github.com/policy-webhook/policy-webhook/test/promtest"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
@@ -115,10 +116,10 @@ func TestPolicyStorm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := metric(t, h.reg, "policy_webhook_policies", map[string]string{"kind": policy.SourceConfigMap}); int(got) != len(stored.Items) {
+	if got := promtest.Sum(t, h.reg, "policy_webhook_policies", map[string]string{"kind": policy.SourceConfigMap}); int(got) != len(stored.Items) {
 		t.Errorf("%v ConfigMap policies in force, %d stored", got, len(stored.Items))
 	}
-	if got := metric(t, h.reg, "policy_webhook_policies", map[string]string{"kind": policy.SourceAdmissionPolicy}); int(got) != len(aps.Items) {
+	if got := promtest.Sum(t, h.reg, "policy_webhook_policies", map[string]string{"kind": policy.SourceAdmissionPolicy}); int(got) != len(aps.Items) {
 		t.Errorf("%v AdmissionPolicies in force, %d stored", got, len(aps.Items))
 	}
 
