@@ -9,12 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/live"
+	"github.com/policy-webhook/policy-webhook/test/promtest"
 )
 
 // quotaCache judges MyApples by one quota rule, against whatever cluster
@@ -134,6 +136,11 @@ func TestWaiterGivesUp(t *testing.T) {
 func TestStaleCacheRefuses(t *testing.T) {
 	client := fake.NewClientset()
 	l := newTestLedger(t, client, time.Second)
+	reg := prometheus.NewRegistry()
+	var err error
+	if l.opts.Metrics, err = NewMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
 	l.opts.Cache.(*quotaCache).stale = MaxStaleness + time.Second
 	d := l.Evaluate(createReq("ns", "a", 10))
 	if d.Allowed || len(d.Violations) != 1 || !strings.Contains(d.Violations[0].Message, "MyApple cache has had no watch on the API server for 11s") {
@@ -141,6 +148,13 @@ func TestStaleCacheRefuses(t *testing.T) {
 	}
 	if n := len(client.Actions()); n != 0 {
 		t.Errorf("%d API calls, want none", n)
+	}
+	// Counted as refused on a stale cache; no reservation was timed.
+	if n := promtest.Sum(t, reg, "policy_webhook_quota_reservations_total", map[string]string{"outcome": "stale"}); n != 1 {
+		t.Errorf("%v stale refusals counted, want 1", n)
+	}
+	if n := promtest.Sum(t, reg, "policy_webhook_quota_reservation_seconds", nil); n != 0 {
+		t.Errorf("%v reservations timed, want none", n)
 	}
 	dry := createReq("ns", "b", 10)
 	dry.DryRun = true

@@ -174,7 +174,7 @@ func (l *Ledger) Evaluate(req *policy.Request) policy.Decision {
 		return d
 	}
 	if stale := l.opts.Cache.MyAppleStaleness(l.opts.Now()); stale > MaxStaleness {
-		l.opts.Metrics.reserved(outcomeError, 0)
+		l.opts.Metrics.refused(outcomeStale)
 		d.RefuseReservation(fmt.Sprintf("the quota of namespace %s cannot be checked exactly: this replica's MyApple cache has had no watch on the API server for %s; nothing was stored, try again",
 			req.Namespace, stale.Round(time.Second)))
 		return d

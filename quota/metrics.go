@@ -21,16 +21,17 @@ const (
 	outcomeReserved outcome = iota
 	outcomeFull
 	outcomeError
+	outcomeStale
 	numOutcomes
 )
 
-var outcomeNames = [numOutcomes]string{"reserved", "full", "error"}
+var outcomeNames = [numOutcomes]string{"reserved", "full", "error", "stale"}
 
 // NewMetrics registers the ledger's metrics.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	reservations := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "policy_webhook_quota_reservations_total",
-		Help: "MyApple admissions that an enforced namespace quota allowed, by the outcome of reserving their quantity: reserved, full (the namespace's ledger holds too many pending reservations) or error (the ledger could not be read or written; the admission was refused).",
+		Help: "MyApple admissions that an enforced namespace quota allowed, by the outcome of reserving their quantity: reserved, full (the namespace's ledger holds too many pending reservations), error (the ledger could not be read or written) or stale (this replica's MyApple cache has had no watch for too long to count exactly; nothing was tried). Any but reserved refused the admission.",
 	}, []string{"outcome"})
 	seconds := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "policy_webhook_quota_reservation_seconds",
@@ -53,12 +54,20 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	return m, nil
 }
 
+// reserved counts a reservation tried, and the time it took.
 func (m *Metrics) reserved(o outcome, took time.Duration) {
 	if m == nil {
 		return
 	}
 	m.outcomes[o].Inc()
 	m.seconds.Observe(took.Seconds())
+}
+
+// refused counts an admission refused before any reservation was tried.
+func (m *Metrics) refused(o outcome) {
+	if m != nil {
+		m.outcomes[o].Inc()
+	}
 }
 
 func (m *Metrics) conflict() {
