@@ -54,13 +54,18 @@ var ErrNotServed = errors.New("the API server does not serve this resource")
 // Kinds are the kinds a sweep reads, in the order it reads them.
 var Kinds = []string{policy.KindPod, policy.KindMyApple}
 
-// listPath is the cluster-wide list path of a judged kind.
-func listPath(kind string) (string, error) {
+// listPath is the list path of a judged kind in namespace, or in the
+// whole cluster when namespace is "".
+func listPath(kind, namespace string) (string, error) {
+	ns := ""
+	if namespace != "" {
+		ns = "namespaces/" + namespace + "/"
+	}
 	switch kind {
 	case policy.KindPod:
-		return "/api/v1/" + policy.ResourcePods, nil
+		return "/api/v1/" + ns + policy.ResourcePods, nil
 	case policy.KindMyApple:
-		return "/apis/" + policy.GroupMyApple + "/" + policy.VersionMyApple + "/" + policy.ResourceApples, nil
+		return "/apis/" + policy.GroupMyApple + "/" + policy.VersionMyApple + "/" + ns + policy.ResourceApples, nil
 	}
 	return "", fmt.Errorf("kind %q is not judged: only Pod and MyApple are", kind)
 }
@@ -81,13 +86,14 @@ type identity struct {
 	} `json:"metadata"`
 }
 
-// Each calls fn with every object of kind, page after page. The next page
+// Each calls fn with every object of kind in namespace ("" for the whole
+// cluster), page after page. The next page
 // is fetched while fn judges the current one, so the API server's time and
 // the judging overlap; at most three pages are held at once. An object
 // that does not decode is an error naming it: the API server stored it,
 // so the decoder and the API disagree, which must not pass unnoticed.
-func (l *Lister) Each(ctx context.Context, kind string, fn func(*Object) error) error {
-	path, err := listPath(kind)
+func (l *Lister) Each(ctx context.Context, kind, namespace string, fn func(*Object) error) error {
+	path, err := listPath(kind, namespace)
 	if err != nil {
 		return err
 	}

@@ -27,7 +27,7 @@ type Totals struct {
 func Sweep(ctx context.Context, l *Lister, judge Judge, fn func(*Object, *policy.Decision) error) (Totals, error) {
 	t := Totals{Judged: make(map[string]int, len(Kinds))}
 	for _, kind := range Kinds {
-		err := l.Each(ctx, kind, func(o *Object) error {
+		err := l.Each(ctx, kind, "", func(o *Object) error {
 			d := judge(o.Request)
 			t.Judged[kind]++
 			return fn(o, &d)

@@ -49,7 +49,7 @@ func (c *Checker) JudgeCluster(ctx context.Context, kube kubernetes.Interface, p
 		}
 	}
 	lister := &audit.Lister{Client: kube.CoreV1().RESTClient(), PageSize: pageSize}
-	err := lister.Each(ctx, policy.KindMyApple, func(o *audit.Object) error {
+	err := lister.Each(ctx, policy.KindMyApple, "", func(o *audit.Object) error {
 		sp := o.Request.MyApple.Spec
 		c.cluster.SetMyApple(o.Namespace, cel.Apple{Name: o.Name, Color: sp.Color, Size: sp.Size, Quantity: sp.Quantity})
 		return nil

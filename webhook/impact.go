@@ -7,15 +7,9 @@ import (
 	"strings"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/dynamic"
-
+	"github.com/policy-webhook/policy-webhook/audit"
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
-	"github.com/policy-webhook/policy-webhook/policy/cel"
 )
 
 // Bounds of the impact check a policy object gets at apply: the only
@@ -23,14 +17,15 @@ import (
 // webhook's timeout and reads in pages.
 const (
 	impactBudget   = 2 * time.Second
-	impactPageSize = 500
+	impactPageSize = audit.DefaultPageSize
 	impactNamed    = 5 // objects named in a warning; the rest are counted
 )
 
 // impact judges the objects that exist against a policy about to be
-// applied, and says what it would deny, warn on or report.
+// applied, and says what it would deny, warn on or report. It reads them
+// as the audit does, in pages, each decoded as an admission is.
 type impact struct {
-	dynamic dynamic.Interface
+	lister  *audit.Lister
 	cluster policy.Cluster // namespace labels and quotas, from the cache
 	budget  time.Duration
 }
@@ -60,9 +55,18 @@ func (i *impact) warnings(ctx context.Context, p *policy.Policy) []string {
 		}
 	}
 	var err error
-	for _, kind := range []string{policy.KindPod, policy.KindMyApple} {
-		if err == nil && p.Judges(kind) {
-			err = i.list(ctx, kind, p.Scope, judge)
+	for _, kind := range audit.Kinds {
+		if err != nil || !p.Judges(kind) {
+			continue
+		}
+		// An existing object is judged as a CREATE: it has nothing to
+		// forgive. A cluster without the MyApple CRD has none to judge.
+		err = i.lister.Each(ctx, kind, p.Scope, func(o *audit.Object) error {
+			judge(o.Request)
+			return nil
+		})
+		if errors.Is(err, audit.ErrNotServed) {
+			err = nil
 		}
 	}
 	var out []string
@@ -97,57 +101,8 @@ func plural(n int, one, many string) string {
 }
 
 func reason(err error) string {
-	if errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return "the time to check them ran out"
 	}
 	return err.Error()
-}
-
-// list pages through the objects of kind in namespace ("" for all),
-// judging each as a CREATE: an existing object has nothing to forgive.
-func (i *impact) list(ctx context.Context, kind, namespace string, judge func(*policy.Request)) error {
-	gvr := schema.GroupVersionResource{Version: "v1", Resource: policy.ResourcePods}
-	if kind == policy.KindMyApple {
-		gvr = schema.GroupVersionResource{Group: policy.GroupMyApple, Version: policy.VersionMyApple, Resource: policy.ResourceApples}
-	}
-	opts := metav1.ListOptions{Limit: impactPageSize}
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		page, err := i.dynamic.Resource(gvr).Namespace(namespace).List(ctx, opts)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("listing %s: %w", gvr.Resource, err)
-		}
-		for j := range page.Items {
-			req, err := existingRequest(kind, &page.Items[j])
-			if err != nil {
-				continue // the API server holds it; the rules cannot read it
-			}
-			judge(req)
-		}
-		if opts.Continue = page.GetContinue(); opts.Continue == "" {
-			return nil
-		}
-	}
-}
-
-// existingRequest is a CREATE of an object that exists, converted to the
-// lean types by their JSON names.
-func existingRequest(kind string, u *unstructured.Unstructured) (*policy.Request, error) {
-	req := &policy.Request{Kind: kind, Operation: policy.Create, Namespace: u.GetNamespace()}
-	// CEL reads the object as listed: the dynamic client decodes integers as int64.
-	req.Unstructured = func(*cel.Fields) (map[string]any, map[string]any, error) { return u.Object, nil, nil }
-	var err error
-	if kind == policy.KindPod {
-		req.Pod = &policy.Pod{}
-		err = runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, req.Pod)
-	} else {
-		req.MyApple = &policy.MyApple{}
-		err = runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, req.MyApple)
-	}
-	return req, err
 }

@@ -1,43 +1,72 @@
 package webhook
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	dynamicfake "k8s.io/client-go/dynamic/fake"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	restfake "k8s.io/client-go/rest/fake"
 
-	"github.com/policy-webhook/policy-webhook/policy"
+	"github.com/policy-webhook/policy-webhook/audit"
 )
 
-func existingPod(t *testing.T, ns, name, image string) runtime.Object {
+func existingPod(t *testing.T, ns, name, image string) corev1.Pod {
 	t.Helper()
 	p := goodPod()
 	p.Namespace, p.Name = ns, name
 	withImage(p, image)
-	return p
+	return *p
+}
+
+// listClient answers the list requests of an audit.Lister from pods, in the
+// cluster and by namespace, as the API server does; MyApples are not served.
+func listClient(t *testing.T, pods []corev1.Pod) rest.Interface {
+	t.Helper()
+	return &restfake.RESTClient{
+		NegotiatedSerializer: scheme.Codecs.WithoutConversion(),
+		Client: restfake.CreateHTTPClient(func(req *http.Request) (*http.Response, error) {
+			ns, all := "", req.URL.Path == "/api/v1/pods"
+			if rest, ok := strings.CutPrefix(req.URL.Path, "/api/v1/namespaces/"); ok {
+				ns, ok = strings.CutSuffix(rest, "/pods")
+				all = ok && !strings.Contains(ns, "/")
+			}
+			if !all {
+				return &http.Response{StatusCode: http.StatusNotFound, Header: http.Header{}, Body: io.NopCloser(strings.NewReader("{}"))}, nil
+			}
+			list := corev1.PodList{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "PodList"}}
+			for _, p := range pods {
+				if ns == "" || p.Namespace == ns {
+					list.Items = append(list.Items, p)
+				}
+			}
+			body, err := json.Marshal(list)
+			if err != nil {
+				return nil, err
+			}
+			return &http.Response{StatusCode: http.StatusOK, Header: http.Header{"Content-Type": {"application/json"}}, Body: io.NopCloser(bytes.NewReader(body))}, nil
+		}),
+	}
 }
 
 // Applying a policy warns what it would do to the objects that exist.
 func TestImpactWarnings(t *testing.T) {
-	scheme := runtime.NewScheme()
-	if err := corev1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	objs := []runtime.Object{existingPod(t, "team-a", "ok", "registry.example.com/a:1")}
+	pods := []corev1.Pod{existingPod(t, "team-a", "ok", "registry.example.com/a:1")}
 	for _, name := range []string{"bad-1", "bad-2", "bad-3", "bad-4", "bad-5", "bad-6"} {
-		objs = append(objs, existingPod(t, "team-a", name, "evil.io/x:1"))
+		pods = append(pods, existingPod(t, "team-a", name, "evil.io/x:1"))
 	}
-	objs = append(objs, existingPod(t, "team-b", "other", "evil.io/x:1"))
-	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(scheme, map[schema.GroupVersionResource]string{
-		{Group: policy.GroupMyApple, Version: "v1", Resource: "myapples"}: "MyAppleList",
-	}, objs...)
-	im := &impact{dynamic: dyn, budget: time.Minute}
+	pods = append(pods, existingPod(t, "team-b", "other", "evil.io/x:1"))
+	lister := &audit.Lister{Client: listClient(t, pods)}
+	im := &impact{lister: lister, budget: time.Minute}
 
 	check := func(t *testing.T, ns, yaml string, want ...string) {
 		t.Helper()
@@ -68,7 +97,7 @@ func TestImpactWarnings(t *testing.T) {
 		check(t, testPolicyNamespace, "enforcement: Audit\nmyApples:\n  allowedColors: [red]\n")
 	})
 	t.Run("out of time", func(t *testing.T) {
-		im := &impact{dynamic: dyn, budget: 0}
+		im := &impact{lister: lister, budget: 0}
 		got := im.warnings(context.Background(), compileSet(t, testPolicyNamespace, testPolicy{testPolicyNamespace, "p", "pods:\n  forbidPrivileged: true\n"}).Policies()[0])
 		if len(got) != 1 || !strings.Contains(got[0], "checked only 0 existing objects against this policy: ") {
 			t.Errorf("warnings %q", got)

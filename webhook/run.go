@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
+	"github.com/policy-webhook/policy-webhook/audit"
 	"github.com/policy-webhook/policy-webhook/policy/live"
 	"github.com/policy-webhook/policy-webhook/quota"
 )
@@ -57,7 +58,7 @@ func Run(ctx context.Context, opts Options) error {
 
 	reg := &registrations{Registerer: opts.MetricsRegistry}
 	defer reg.unregisterAll()
-	cache, dyn, err := newCache(cfg, opts, reg)
+	cache, kube, err := newCache(cfg, opts, reg)
 	if err != nil {
 		return err
 	}
@@ -102,7 +103,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	for path, h := range handlers(cache, ledger, &impact{dynamic: dyn, cluster: cache, budget: impactBudget}, opts.PolicyNamespace, opts.FailOpenBeforeSync, m, log.WithName("admission")) {
+	for path, h := range handlers(cache, ledger, &impact{lister: &audit.Lister{Client: kube.CoreV1().RESTClient(), PageSize: impactPageSize}, cluster: cache, budget: impactBudget}, opts.PolicyNamespace, opts.FailOpenBeforeSync, m, log.WithName("admission")) {
 		server.Register(path, h)
 	}
 	if err := mgr.Add(certs); err != nil {
@@ -288,7 +289,7 @@ const defaultRenewDeadline = 10 * time.Second
 
 // newCache builds the clients, all from cfg and sharing one HTTP client,
 // and the live policy cache on them.
-func newCache(cfg *rest.Config, opts Options, reg prometheus.Registerer) (*live.Cache, dynamic.Interface, error) {
+func newCache(cfg *rest.Config, opts Options, reg prometheus.Registerer) (*live.Cache, kubernetes.Interface, error) {
 	httpClient, err := rest.HTTPClientFor(cfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("creating the HTTP client for the API server: %w", err)
@@ -319,5 +320,5 @@ func newCache(cfg *rest.Config, opts Options, reg prometheus.Registerer) (*live.
 	if err != nil {
 		return nil, nil, fmt.Errorf("creating the policy cache: %w", err)
 	}
-	return cache, dyn, nil
+	return cache, kube, nil
 }
