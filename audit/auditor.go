@@ -23,10 +23,6 @@ const (
 	DefaultDebounce = 2 * time.Second
 	// DefaultSweepTimeout bounds one sweep, listing and writing included.
 	DefaultSweepTimeout = 5 * time.Minute
-	// DefaultDutyCycle: a sweep works half its time and rests the other
-	// half, between pages. On a loaded replica that halves what a sweep
-	// takes from admissions; a sweep of 20,000 objects takes ~8 s, not 4.
-	DefaultDutyCycle = 0.5
 )
 
 // Policies is what the audit needs of the live policy cache.
@@ -57,11 +53,6 @@ type Config struct {
 	SweepTimeout time.Duration
 	// PageSize of the lists; 0 is DefaultPageSize.
 	PageSize int64
-	// DutyCycle is the share of a sweep's time spent working (waiting for
-	// a page and judging it); between pages it rests the remainder, so
-	// that a sweep leaves most of the CPU to admissions. 0 is
-	// DefaultDutyCycle; 1 never rests.
-	DutyCycle float64
 	// Log receives the audit's messages.
 	Log logr.Logger
 	// Metrics registers the audit's metrics; nil registers none.
@@ -97,9 +88,6 @@ func New(cfg Config) (*Auditor, error) {
 	if cfg.Interval < 0 || cfg.Debounce < 0 || cfg.SweepTimeout < 0 {
 		errs = append(errs, errors.New("the interval, debounce and sweep timeout must not be negative"))
 	}
-	if cfg.DutyCycle < 0 || cfg.DutyCycle > 1 {
-		errs = append(errs, fmt.Errorf("the duty cycle %v must be in (0, 1]", cfg.DutyCycle))
-	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("configuring the audit: %w", err)
 	}
@@ -112,9 +100,6 @@ func New(cfg Config) (*Auditor, error) {
 	if cfg.SweepTimeout == 0 {
 		cfg.SweepTimeout = DefaultSweepTimeout
 	}
-	if cfg.DutyCycle == 0 {
-		cfg.DutyCycle = DefaultDutyCycle
-	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -126,7 +111,7 @@ func New(cfg Config) (*Auditor, error) {
 		cfg:       cfg,
 		log:       cfg.Log,
 		metrics:   m,
-		lister:    &Lister{Client: cfg.REST, PageSize: cfg.PageSize, DutyCycle: cfg.DutyCycle},
+		lister:    &Lister{Client: cfg.REST, PageSize: cfg.PageSize},
 		firstSeen: map[resultKey]metav1.Timestamp{},
 		swept:     make(chan struct{}, 1),
 	}, nil

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
@@ -46,15 +45,6 @@ type Lister struct {
 	Client rest.Interface
 	// PageSize is the limit of each list request; 0 is DefaultPageSize.
 	PageSize int64
-	// DutyCycle paces a list in the background: the share of the time it
-	// works (waits for a page and judges it); after each page but the
-	// last it rests long enough to keep to that share, leaving the CPU to
-	// admissions. 0 (or 1 and above) does not rest.
-	DutyCycle float64
-
-	// now and rest are the clock and the pause; tests replace them.
-	now  func() time.Time
-	rest func(context.Context, time.Duration) error
 }
 
 // ErrNotServed is returned when the API server does not serve a kind: a
@@ -121,7 +111,6 @@ func (l *Lister) Each(ctx context.Context, kind, namespace string, fn func(*Obje
 		}
 	}()
 	n := 0
-	begun := l.clock()
 	for f := range pages {
 		n++
 		if f.err != nil {
@@ -137,43 +126,13 @@ func (l *Lister) Each(ctx context.Context, kind, namespace string, fn func(*Obje
 			}
 			f.items[i] = nil
 		}
-		if f.more && l.DutyCycle > 0 && l.DutyCycle < 1 {
-			worked := l.clock().Sub(begun)
-			if err := l.pause(ctx, time.Duration(float64(worked)*(1-l.DutyCycle)/l.DutyCycle)); err != nil {
-				return err
-			}
-			begun = l.clock()
-		}
 	}
 	return ctx.Err()
-}
-
-func (l *Lister) clock() time.Time {
-	if l.now != nil {
-		return l.now()
-	}
-	return time.Now()
-}
-
-// pause rests for d, or until ctx ends.
-func (l *Lister) pause(ctx context.Context, d time.Duration) error {
-	if l.rest != nil {
-		return l.rest(ctx, d)
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // fetched is one page, or the error that ended the list.
 type fetched struct {
 	items []jsontext.Value
-	more  bool // another page follows
 	err   error
 }
 
@@ -214,8 +173,10 @@ func (l *Lister) fetch(ctx context.Context, path string, limit int64, pages chan
 			send(fetched{err: fmt.Errorf("decoding the list of %s (page %d): %w", path, n+1, err)})
 			return
 		}
-		token = p.Metadata.Continue
-		if !send(fetched{items: p.Items, more: token != ""}) || token == "" {
+		if !send(fetched{items: p.Items}) {
+			return
+		}
+		if token = p.Metadata.Continue; token == "" {
 			return
 		}
 	}

@@ -35,7 +35,6 @@ func addAudit(mgr manager.Manager, cfg *rest.Config, opts Options, cache *live.C
 		Discovery: kube.Discovery(),
 		Interval:  opts.AuditInterval,
 		Debounce:  opts.AuditDebounce,
-		DutyCycle: opts.AuditDutyCycle,
 		Log:       opts.Log.WithName("audit"),
 		Metrics:   reg,
 	})

@@ -144,10 +144,6 @@ type Options struct {
 	// AuditDebounce is how long a policy change waits for more before the
 	// sweep it triggers; 0 is the audit's default (2s).
 	AuditDebounce time.Duration
-	// AuditDutyCycle is the share of a sweep's time spent working; it
-	// rests the remainder between pages. 0 is audit.DefaultDutyCycle; 1
-	// never rests.
-	AuditDutyCycle float64
 
 	// QuotaReservationTTL bounds how long a quota reservation counts when
 	// the cache never sees the MyApple it was made for (refused after
@@ -208,9 +204,6 @@ func (o Options) validate() error {
 	}
 	if o.AuditInterval < 0 || o.AuditDebounce < 0 {
 		errs = append(errs, fmt.Errorf("AuditInterval %s and AuditDebounce %s must not be negative", o.AuditInterval, o.AuditDebounce))
-	}
-	if o.AuditDutyCycle < 0 || o.AuditDutyCycle > 1 {
-		errs = append(errs, fmt.Errorf("AuditDutyCycle %v must be in (0, 1]", o.AuditDutyCycle))
 	}
 	if o.ShutdownDelay < 0 {
 		errs = append(errs, fmt.Errorf("ShutdownDelay %s is negative", o.ShutdownDelay))

@@ -76,7 +76,6 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		memRatio      = fs.Float64("memory-limit-ratio", 0.9, "set the Go memory limit (GOMEMLIMIT) to this fraction of the container's cgroup memory limit, unless GOMEMLIMIT is set; 0: leave it")
 		quotaTTL      = fs.Duration("quota-reservation-ttl", quota.DefaultTTL, "how long a MyApple's reserved quantity counts against its namespace's quota when the MyApple never appears (refused after this webhook allowed it); at most 10m")
 		auditEvery    = fs.Duration("audit-interval", audit.DefaultInterval, "how often the elected replica judges every existing Pod and MyApple into PolicyReports and AdmissionPolicy status (also right after a policy change); 0 for no audit")
-		auditDuty     = fs.Float64("audit-duty-cycle", audit.DefaultDutyCycle, "share of an audit sweep's time spent listing and judging; between pages it rests the remainder, leaving the CPU to admissions (1: never rests)")
 	)
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
@@ -145,7 +144,6 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		ReplicaName:             *replicaName,
 		QuotaReservationTTL:     *quotaTTL,
 		AuditInterval:           *auditEvery,
-		AuditDutyCycle:          *auditDuty,
 		Log:                     log.WithName("policy-webhook"),
 	})
 	if err != nil {

@@ -74,7 +74,7 @@ func TestServeFlagDefaults(t *testing.T) {
 		"-health-probe-bind-address string", `(default ":8081")`,
 		"-fail-open-before-sync", "-enable-http2", "-pprof-bind-address string",
 		"-shutdown-delay duration", "-graceful-shutdown-timeout duration", "-zap-log-level", "-max-cache-staleness duration",
-		"-audit-interval duration", "(default 1m0s)", "-audit-duty-cycle float", "(default 0.5)",
+		"-audit-interval duration", "(default 1m0s)",
 	} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("usage lacks %q", want)
