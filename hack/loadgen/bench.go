@@ -27,6 +27,7 @@ import (
 
 type benchFlags struct {
 	webhookBin, noopBin, goBin string
+	webhookArgs                []string
 	out, logFile               string
 	warmup, duration           time.Duration
 	concurrency                []int
@@ -47,6 +48,10 @@ func parseFlags(args []string) (benchFlags, error) {
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	fs.StringVar(&f.webhookBin, "webhook-bin", "bin/policy-webhook", "the policy-webhook binary to measure")
 	fs.StringVar(&f.noopBin, "noop-bin", "bin/loadgen-noop", "the no-op webhook binary (hack/loadgen/noop)")
+	fs.Func("webhook-arg", "an argument added to `policy-webhook serve`'s, e.g. --audit-interval=10s (repeatable)", func(v string) error {
+		f.webhookArgs = append(f.webhookArgs, v)
+		return nil
+	})
 	fs.StringVar(&f.goBin, "go", "go", "the go command, for the in-process benchmarks")
 	fs.StringVar(&f.out, "out", ".dev/bench.json", "where to write the results as JSON")
 	fs.StringVar(&f.logFile, "log", ".dev/bench.log", "where the control plane's and the webhooks' logs go")
@@ -167,7 +172,7 @@ func runBench(ctx context.Context, args []string) (err error) {
 	}
 
 	logf("starting policy-webhook (%s) and the no-op (%s)", f.webhookBin, f.noopBin)
-	ours, err := startPolicyWebhook(ctx, f.webhookBin, kubeconfig, certDir, logw)
+	ours, err := startPolicyWebhook(ctx, f.webhookBin, kubeconfig, certDir, f.webhookArgs, logw)
 	if err != nil {
 		return err
 	}

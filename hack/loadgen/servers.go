@@ -60,7 +60,7 @@ func freePorts(n int) ([]int, error) {
 
 // startPolicyWebhook runs `policy-webhook serve` against the control plane
 // and waits until /readyz says its caches have synced.
-func startPolicyWebhook(ctx context.Context, bin, kubeconfig, certDir string, logw io.Writer) (*server, error) {
+func startPolicyWebhook(ctx context.Context, bin, kubeconfig, certDir string, extra []string, logw io.Writer) (*server, error) {
 	ports, err := freePorts(4)
 	if err != nil {
 		return nil, err
@@ -75,6 +75,7 @@ func startPolicyWebhook(ctx context.Context, bin, kubeconfig, certDir string, lo
 		"--policy-namespace", webhook.DefaultPolicyNamespace,
 		"--shutdown-delay", "0s",
 	}
+	args = append(args, extra...)
 	c, err := startChild("policy-webhook", bin, args, logw)
 	if err != nil {
 		return nil, err
