@@ -79,13 +79,6 @@ type page struct {
 	Items []jsontext.Value `json:"items"`
 }
 
-// identity is what a report names an object by, beyond what rules read.
-type identity struct {
-	Metadata struct {
-		UID types.UID `json:"uid"`
-	} `json:"metadata"`
-}
-
 // Each calls fn with every object of kind in namespace ("" for the whole
 // cluster), page after page. The next page
 // is fetched while fn judges the current one, so the API server's time and
@@ -187,17 +180,13 @@ func decode(kind string, raw []byte) (*Object, error) {
 	if err != nil {
 		return nil, err
 	}
-	var id identity
-	if err := json.Unmarshal(raw, &id); err != nil {
-		return nil, fmt.Errorf("decoding the uid of a %s: %w", kind, err)
-	}
 	req := &policy.Request{Kind: kind, Operation: policy.Create, Pod: pod, MyApple: apple}
-	// CEL policies read the whole object, decoded only if one applies.
+	// CEL policies read the object, decoded only if one applies.
 	req.Unstructured = review.Unstructured(raw, nil, "")
 	meta := req.Object()
 	if meta.Name == "" {
 		return nil, errors.New("an object without metadata.name")
 	}
 	req.Namespace = meta.Namespace
-	return &Object{Kind: kind, Namespace: meta.Namespace, Name: meta.Name, UID: id.Metadata.UID, Request: req}, nil
+	return &Object{Kind: kind, Namespace: meta.Namespace, Name: meta.Name, UID: types.UID(meta.UID), Request: req}, nil
 }
