@@ -104,3 +104,43 @@ func FuzzDecodeCut(f *testing.F) {
 	fields(f)
 	f.Fuzz(checkCut)
 }
+
+// Unstructured decodes once for the fields it is first asked for, and
+// anew for others: a request judged by two sets gets what each reads.
+func TestUnstructuredDecodesPerFields(t *testing.T) {
+	raw := []byte(`{"metadata":{"name":"a","labels":{"app":"web"}},"spec":{"hostNetwork":true,"containers":[{"image":"r/x","livenessProbe":{}}]}}`)
+	fs := fields(t)
+	decode := Unstructured(raw, raw, "team-a")
+	first, firstOld, err := decode(fs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _, _ := decode(fs[0])
+	if reflect.ValueOf(again).Pointer() != reflect.ValueOf(first).Pointer() {
+		t.Error("decoded twice for the same fields")
+	}
+	if firstOld == nil {
+		t.Error("no old object on UPDATE")
+	}
+	other, _, err := decode(fs[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var whole map[string]any
+	if err := utiljson.Unmarshal(raw, &whole); err != nil {
+		t.Fatal(err)
+	}
+	for i, got := range []map[string]any{first, other} {
+		// The cut, and the namespace filled in as -n would.
+		want := fs[i].Cut(whole).(map[string]any)
+		md, _ := want["metadata"].(map[string]any)
+		if md == nil {
+			md = map[string]any{}
+			want["metadata"] = md
+		}
+		md["namespace"] = "team-a"
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("fields %d (%s): got %v, want %v", i, fs[i], got, want)
+		}
+	}
+}
