@@ -2,10 +2,13 @@ package cel
 
 import (
 	"context"
+	"encoding/json"
 	"reflect"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	utiljson "k8s.io/apimachinery/pkg/util/json"
 
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
 )
@@ -87,4 +90,45 @@ func timedOut(r Result) bool {
 		}
 	}
 	return false
+}
+
+// FuzzCutKeepsVerdicts: for any expression that compiles and any JSON
+// object, evaluating on the object cut to the program's Fields gives what
+// evaluating on the whole object gives, messages included.
+//
+//	go test ./policy/cel -run '^$' -fuzz FuzzCutKeepsVerdicts -fuzztime 60s
+func FuzzCutKeepsVerdicts(f *testing.F) {
+	pod, err := json.Marshal(testPod(2))
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, seed := range []struct{ expr, obj string }{
+		{"object.spec.containers.all(c, has(c.readinessProbe))", string(pod)},
+		{"object.metadata.?labels.?app.orValue('') == 'web' && !has(object.spec.hostNetwork)", string(pod)},
+		{"size(object.spec.containers) == 2 && object.spec.containers[1].name == 'app-1'", `{"spec":{"containers":{"name":"x"}}}`},
+		{"'team' in object.metadata.labels", `{"metadata":{"labels":["team"]}}`},
+		{"object.spec.containers.exists(c, c.ports.size() == 1)", `{"spec":{"containers":[null,1,{"ports":[{}]}]}}`},
+		{"object.spec.containers[0].resources.limits == {'cpu': '1'}", `{"spec":{"containers":[{"resources":{"limits":{"cpu":"1"}}}]}}`},
+		{"object.spec.quantity <= 10 && object.spec.color.startsWith('r')", `{"spec":{"quantity":3,"color":"red","size":"small"}}`},
+	} {
+		f.Add(seed.expr, []byte(seed.obj))
+	}
+	c := compiler(f)
+	f.Fuzz(func(t *testing.T, expr string, raw []byte) {
+		var obj map[string]any
+		if err := utiljson.Unmarshal(raw, &obj); err != nil || obj == nil {
+			return
+		}
+		for _, kind := range []string{KindPod, KindMyApple} {
+			p, errs := c.Compile(kind, &v1alpha1.PolicySpec{Validations: []v1alpha1.Validation{{Expression: expr, MessageExpression: "'on ' + object.metadata.?name.orValue('?')"}}}, nil)
+			if len(errs) > 0 {
+				continue
+			}
+			whole := p.Evaluate(context.Background(), &Input{Object: obj})
+			cut := p.Evaluate(context.Background(), &Input{Object: p.Fields().Cut(obj).(map[string]any)})
+			if !reflect.DeepEqual(cut, whole) && !timedOut(whole) && !timedOut(cut) {
+				t.Fatalf("%s %q on %s cut to %q:\n%+v\nwant, as on the whole object,\n%+v", kind, expr, raw, p.Fields(), cut, whole)
+			}
+		}
+	})
 }
