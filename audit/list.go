@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -70,21 +71,57 @@ func listPath(kind, namespace string) (string, error) {
 	return "", fmt.Errorf("kind %q is not judged: only Pod and MyApple are", kind)
 }
 
-// page is one list response: its continue token and its items, kept raw
-// for the admission decoder.
+// page is one list response, read as it arrives: its continue token, and
+// its items, each decoded and handed on as soon as it is read.
 type page struct {
 	Metadata struct {
 		Continue string `json:"continue"`
 	} `json:"metadata"`
-	Items []jsontext.Value `json:"items"`
+	Items items `json:"items"`
+}
+
+// items streams the items of a list to each, decoded by the admission's
+// decoder, one at a time: a page is never held whole.
+type items struct {
+	kind string
+	each func(*Object) error
+	n    int
+}
+
+func (it *items) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
+	switch tok, err := dec.ReadToken(); {
+	case err != nil:
+		return err
+	case tok.Kind() == 'n':
+		return nil // no items
+	case tok.Kind() != '[':
+		return fmt.Errorf("items is a JSON %v, not an array", tok.Kind())
+	}
+	for dec.PeekKind() != ']' {
+		raw, err := dec.ReadValue()
+		if err != nil {
+			return err
+		}
+		// The decoder reuses its buffer; CEL may read the object later.
+		o, err := decode(it.kind, bytes.Clone(raw))
+		if err != nil {
+			return fmt.Errorf("item %d: %w", it.n, err)
+		}
+		it.n++
+		if err := it.each(o); err != nil {
+			return err
+		}
+	}
+	_, err := dec.ReadToken()
+	return err
 }
 
 // Each calls fn with every object of kind in namespace ("" for the whole
-// cluster), page after page. The next page
-// is fetched while fn judges the current one, so the API server's time and
-// the judging overlap; at most three pages are held at once. An object
-// that does not decode is an error naming it: the API server stored it,
-// so the decoder and the API disagree, which must not pass unnoticed.
+// cluster), page after page. Objects are read and decoded as the response
+// arrives, a few ahead of fn, so the API server's time, the decoding and
+// the judging overlap while a page is never held whole. An object that
+// does not decode is an error naming it: the API server stored it, so the
+// decoder and the API disagree, which must not pass unnoticed.
 func (l *Lister) Each(ctx context.Context, kind, namespace string, fn func(*Object) error) error {
 	path, err := listPath(kind, namespace)
 	if err != nil {
@@ -95,47 +132,45 @@ func (l *Lister) Each(ctx context.Context, kind, namespace string, fn func(*Obje
 		limit = DefaultPageSize
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	pages := make(chan fetched, 1)
-	go l.fetch(ctx, path, limit, pages)
+	objects := make(chan listed, objectsAhead)
+	go l.fetch(ctx, kind, path, limit, objects)
 	defer func() {
-		// Stop the fetcher and wait for it: it closes pages when it returns.
+		// Stop the fetcher and wait for it: it closes objects when it returns.
 		cancel()
-		for range pages {
+		for range objects {
 		}
 	}()
-	n := 0
-	for f := range pages {
-		n++
-		if f.err != nil {
-			return f.err
+	for o := range objects {
+		if o.err != nil {
+			return o.err
 		}
-		for i, raw := range f.items {
-			o, err := decode(kind, raw)
-			if err != nil {
-				return fmt.Errorf("listing %s (page %d, item %d): %w", path, n, i, err)
-			}
-			if err := fn(o); err != nil {
-				return err
-			}
-			f.items[i] = nil
+		if err := fn(o.object); err != nil {
+			return err
 		}
 	}
 	return ctx.Err()
 }
 
-// fetched is one page, or the error that ended the list.
-type fetched struct {
-	items []jsontext.Value
-	err   error
+// objectsAhead is how many decoded objects the fetcher may hold beyond
+// the one being judged.
+const objectsAhead = 64
+
+// listed is one object, or the error that ended the list.
+type listed struct {
+	object *Object
+	err    error
 }
 
-// fetch sends the pages of a list, in order, until the last one, an error,
-// or ctx ends; then it closes pages.
-func (l *Lister) fetch(ctx context.Context, path string, limit int64, pages chan<- fetched) {
-	defer close(pages)
-	send := func(f fetched) bool {
+// errStopped ends reading a page when the list is over for its reader.
+var errStopped = errors.New("the list was stopped")
+
+// fetch sends the objects of a list, in order, until the last one, an
+// error, or ctx ends; then it closes objects.
+func (l *Lister) fetch(ctx context.Context, kind, path string, limit int64, objects chan<- listed) {
+	defer close(objects)
+	send := func(o listed) bool {
 		select {
-		case pages <- f:
+		case objects <- o:
 			return true
 		case <-ctx.Done():
 			return false
@@ -144,7 +179,7 @@ func (l *Lister) fetch(ctx context.Context, path string, limit int64, pages chan
 	token := ""
 	for n := 0; ; n++ {
 		if n == maxPages {
-			send(fetched{err: fmt.Errorf("listing %s: more than %d pages of %d", path, maxPages, limit)})
+			send(listed{err: fmt.Errorf("listing %s: more than %d pages of %d", path, maxPages, limit)})
 			return
 		}
 		req := l.Client.Get().AbsPath(path).SetHeader("Accept", "application/json").
@@ -152,21 +187,28 @@ func (l *Lister) fetch(ctx context.Context, path string, limit int64, pages chan
 		if token != "" {
 			req = req.Param("continue", token)
 		}
-		body, err := req.DoRaw(ctx)
+		body, err := req.Stream(ctx)
 		if n == 0 && apierrors.IsNotFound(err) {
-			send(fetched{err: fmt.Errorf("listing %s: %w", path, ErrNotServed)})
+			send(listed{err: fmt.Errorf("listing %s: %w", path, ErrNotServed)})
 			return
 		}
 		if err != nil {
-			send(fetched{err: fmt.Errorf("listing %s (page %d): %w", path, n+1, err)})
+			send(listed{err: fmt.Errorf("listing %s (page %d): %w", path, n+1, err)})
 			return
 		}
-		var p page
-		if err := json.Unmarshal(body, &p); err != nil {
-			send(fetched{err: fmt.Errorf("decoding the list of %s (page %d): %w", path, n+1, err)})
+		p := page{Items: items{kind: kind, each: func(o *Object) error {
+			if !send(listed{object: o}) {
+				return errStopped
+			}
+			return nil
+		}}}
+		err = json.UnmarshalRead(body, &p)
+		body.Close()
+		switch {
+		case errors.Is(err, errStopped):
 			return
-		}
-		if !send(fetched{items: p.Items}) {
+		case err != nil:
+			send(listed{err: fmt.Errorf("listing %s (page %d, after %d items): %w", path, n+1, p.Items.n, err)})
 			return
 		}
 		if token = p.Metadata.Continue; token == "" {
