@@ -47,6 +47,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "PolicyReports applied by the audit (only those whose content changed).",
 		}),
 	}
+	// Every series known in advance exists from the start, at 0, so that a
+	// rate() over it, or a scrape before the first sweep judged anything,
+	// finds it.
+	for _, kind := range Kinds {
+		m.judged.WithLabelValues(kind)
+	}
+	for _, result := range []string{"ok", "failed"} {
+		m.sweeps.WithLabelValues(result)
+	}
 	if reg == nil {
 		return m, nil
 	}
