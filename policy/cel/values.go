@@ -71,15 +71,20 @@ func (o *objectVal) Find(key ref.Val) (ref.Val, bool) {
 	return val(v, prop.(*cachedSchema)), true
 }
 
-func (o *objectVal) Get(key ref.Val) ref.Val {
-	if v, found := o.Find(key); found {
+func (o *objectVal) Get(key ref.Val) ref.Val      { return getBy(o, key) }
+func (o *objectVal) Contains(key ref.Val) ref.Val { return containsBy(o, key) }
+
+// getBy and containsBy are a map's Get and Contains in terms of its
+// Find, as common.UnstructuredToVal's object has them.
+func getBy(m interface{ Find(ref.Val) (ref.Val, bool) }, key ref.Val) ref.Val {
+	if v, found := m.Find(key); found {
 		return v
 	}
 	return types.ValOrErr(key, "no such key: %v", key)
 }
 
-func (o *objectVal) Contains(key ref.Val) ref.Val {
-	v, found := o.Find(key)
+func containsBy(m interface{ Find(ref.Val) (ref.Val, bool) }, key ref.Val) ref.Val {
+	v, found := m.Find(key)
 	if v != nil && types.IsUnknownOrError(v) {
 		return v
 	}
@@ -221,20 +226,8 @@ func (v *requestVal) Find(key ref.Val) (ref.Val, bool) {
 	return v.unstructured().Find(key)
 }
 
-func (v *requestVal) Get(key ref.Val) ref.Val {
-	if val, found := v.Find(key); found {
-		return val
-	}
-	return types.ValOrErr(key, "no such key: %v", key)
-}
-
-func (v *requestVal) Contains(key ref.Val) ref.Val {
-	val, found := v.Find(key)
-	if val != nil && types.IsUnknownOrError(val) {
-		return val
-	}
-	return types.Bool(found)
-}
+func (v *requestVal) Get(key ref.Val) ref.Val      { return getBy(v, key) }
+func (v *requestVal) Contains(key ref.Val) ref.Val { return containsBy(v, key) }
 
 func (v *requestVal) Equal(other ref.Val) ref.Val { return v.unstructured().Equal(unwrap(other)) }
 func (v *requestVal) Iterator() traits.Iterator   { return v.unstructured().Iterator() }
