@@ -85,21 +85,10 @@ plugins:
 	if err := cp.EnsureNamespace(ctx, webhook.DefaultPolicyNamespace, nil); err != nil {
 		t.Fatal(err)
 	}
-	wh, err := inprocess.Start(ctx, inprocess.Options{
+	wh := inprocess.StartForTest(t, inprocess.Options{
 		RestConfig: cp.Config, Log: log.WithName("webhook"),
 		ClientCAFile: caFile, MetricsSecure: true,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := wh.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
-	if err := wh.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
 	if err := testenv.Register(ctx, cp.Client, testenv.WebhookConfiguration(wh.URL, wh.CA.CertPEM(), wh.PolicyNamespace)); err != nil {
 		t.Fatal(err)
 	}

@@ -47,18 +47,7 @@ func TestSamplesThroughAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	wh, err := inprocess.Start(ctx, inprocess.Options{RestConfig: cp.Config, Log: env.log.WithName("samples-webhook"), MetricsRegistry: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := wh.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
-	if err := wh.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
+	wh := inprocess.StartForTest(t, inprocess.Options{RestConfig: cp.Config, Log: env.log.WithName("samples-webhook"), MetricsRegistry: reg})
 	if err := testenv.Register(ctx, cp.Client, testenv.WebhookConfiguration(wh.URL, wh.CA.CertPEM(), wh.PolicyNamespace)); err != nil {
 		t.Fatal(err)
 	}

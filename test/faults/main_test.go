@@ -125,20 +125,7 @@ func startHook(t *testing.T, opts inprocess.Options) *hook {
 	opts.Log = env.log.WithName(t.Name())
 	reg := prometheus.NewRegistry()
 	opts.MetricsRegistry = reg
-	wh, err := inprocess.Start(context.WithoutCancel(t.Context()), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := wh.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	defer cancel()
-	if err := wh.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
+	wh := inprocess.StartForTest(t, opts)
 	h := &hook{Webhook: wh, reg: reg, hc: wh.HTTPClient()}
 	t.Cleanup(h.hc.CloseIdleConnections)
 	return h

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -246,6 +247,28 @@ func (w *Webhook) Stop() error {
 		return fmt.Errorf("running the webhook: %w", w.err)
 	}
 	return nil
+}
+
+// StartForTest starts a webhook for t, stops it when t ends, and waits
+// (at most two minutes) until it is ready: what most tests need.
+func StartForTest(t testing.TB, opts Options) *Webhook {
+	t.Helper()
+	// Its life is t's cleanup's to end, not t.Context's, which ends first.
+	wh, err := Start(context.WithoutCancel(t.Context()), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := wh.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	if err := wh.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return wh
 }
 
 // TLSConfig trusts only the webhook's CA, as the API server does.
