@@ -502,9 +502,23 @@ func dynamicGet(ctx context.Context, cfg *rest.Config, gvr schema.GroupVersionRe
 }
 
 // getCertificate reads a cert-manager Certificate of the release.
+// getCertificate waits for the chart's Certificate: Helm, still running in
+// the background, creates custom resources after the Deployment the test
+// has just seen.
 func getCertificate(t *testing.T, cfg *rest.Config, name string) *cmapi.Certificate {
 	t.Helper()
-	obj, err := dynamicGet(t.Context(), cfg, cmapi.SchemeGroupVersion.WithResource("certificates"), installNamespace, name)
+	var obj map[string]any
+	err := wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		o, err := dynamicGet(ctx, cfg, cmapi.SchemeGroupVersion.WithResource("certificates"), installNamespace, name)
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		obj = o
+		return true, nil
+	})
 	if err != nil {
 		t.Fatalf("Certificate %s: %v", name, err)
 	}
