@@ -52,6 +52,8 @@ $(GOLANGCI_LINT): hack/tools/lint/go.mod hack/tools/lint/go.sum
 .PHONY: verify
 verify: lint ## gofmt, go vet, golangci-lint, and generated code up to date (what CI checks before the tests).
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	@big=$$(git ls-files -z | xargs -0 -r stat -c '%s %n' | awk '$$1 > 1048576 && $$2 !~ /^policy\/cel\/schemas\// {print $$2}'); \
+		if [ -n "$$big" ]; then echo "files over 1 MiB are tracked (build output? ignore it instead):"; echo "$$big"; exit 1; fi
 	$(GO) vet ./...
 	cd test/chart && $(GO) vet ./...
 	$(MAKE) --no-print-directory generate manifests
