@@ -25,7 +25,7 @@ func (s *Set) Evaluate(req *Request, cluster Cluster) Decision {
 	// removes finalizers changes nothing a rule reads, so every violation it
 	// has is forgiven below, while one that swaps an image or raises a
 	// quantity is judged as it would be on a live object.
-	e := evaluation{req: req, cluster: cluster, objLabels: meta.Labels, fields: ix.fields}
+	e := evaluation{req: req, cluster: cluster, objLabels: meta.Labels}
 	if req.Operation == Update {
 		e.oldLabels, e.hasOld = req.oldLabels()
 	}
@@ -55,9 +55,8 @@ type evaluation struct {
 	old *facts // on UPDATE, built when first needed
 
 	// The CEL view of the request, built when a policy with CEL first
-	// applies, with the fields the set's expressions read; celOld is the
+	// applies; celOld is the
 	// old object judged as if created, for forgiveness.
-	fields      *cel.Fields
 	celLoaded   bool
 	celIn       *cel.Input
 	celOld      *cel.Input
@@ -205,7 +204,7 @@ func (e *evaluation) loadCEL() error {
 		e.celInputErr = errors.New("the request carries no decoded object")
 		return e.celInputErr
 	}
-	if in.Object, in.OldObject, e.celInputErr = req.Unstructured(e.fields); e.celInputErr != nil {
+	if in.Object, in.OldObject, e.celInputErr = req.Unstructured(); e.celInputErr != nil {
 		return e.celInputErr
 	}
 	e.celIn = in

@@ -7,7 +7,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/policy-webhook/policy-webhook/policy/cel"
 )
 
 // Operation is the admission operation being judged.
@@ -145,12 +144,11 @@ type Request struct {
 	Resource    metav1.GroupVersionResource
 	RequestKind metav1.GroupVersionKind
 	// Unstructured decodes the object and, on UPDATE, the old one (nil
-	// otherwise) as CEL reads them: maps, slices and int64 integers, with
-	// at least the fields given (cel.Fields.Cut says which; more is
-	// fine). Evaluate calls it at most once, and only when a policy with
+	// otherwise) as CEL reads them: maps, slices and int64 integers.
+	// Evaluate calls it at most once, and only when a policy with
 	// CEL applies, so a set without CEL never pays for it. nil: CEL
 	// policies cannot judge the request and say so in a violation.
-	Unstructured func(fields *cel.Fields) (object, oldObject map[string]any, err error)
+	Unstructured func() (object, oldObject map[string]any, err error)
 }
 
 // Object returns the metadata of the object being admitted.

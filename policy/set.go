@@ -1,10 +1,6 @@
 package policy
 
-import (
-	"sort"
-
-	"github.com/policy-webhook/policy-webhook/policy/cel"
-)
+import "sort"
 
 // Set is an immutable collection of compiled policies, indexed so that a
 // request only looks at the policies that can apply to its kind and
@@ -20,9 +16,6 @@ type Set struct {
 type index struct {
 	cluster     []*Policy            // Scope ""
 	byNamespace map[string][]*Policy // Scope ns
-	// fields is what the CEL expressions of every policy of the index read
-	// of the object: an admission decodes that much for all of them.
-	fields *cel.Fields
 }
 
 // NewSet indexes policies. The order of evaluation, and so of violations,
@@ -36,10 +29,10 @@ func NewSet(policies []*Policy, opts ...SetOption) *Set {
 	}
 	for _, p := range all {
 		if p.pods {
-			s.pods.add(p, p.podCEL)
+			s.pods.add(p)
 		}
 		if p.apples {
-			s.apple.add(p, p.appleCEL)
+			s.apple.add(p)
 		}
 	}
 	return s
@@ -67,10 +60,7 @@ func lessPolicy(a, b *Policy) bool {
 	return a.Source.Name < b.Source.Name
 }
 
-func (ix *index) add(p *Policy, prog *cel.Program) {
-	if prog != nil {
-		ix.fields = cel.Union(ix.fields, prog.Fields())
-	}
+func (ix *index) add(p *Policy) {
 	if p.Scope == "" {
 		ix.cluster = append(ix.cluster, p)
 		return

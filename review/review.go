@@ -12,13 +12,11 @@ import (
 	"sync"
 
 	"github.com/go-json-experiment/json"
-	"github.com/go-json-experiment/json/jsontext"
 	admissionv1 "k8s.io/api/admission/v1"
 	admissionv1beta1 "k8s.io/api/admission/v1beta1"
 	utiljson "k8s.io/apimachinery/pkg/util/json"
 
 	"github.com/policy-webhook/policy-webhook/policy"
-	"github.com/policy-webhook/policy-webhook/policy/cel"
 )
 
 // Versions of the AdmissionReview envelope; v1beta1 has the same fields.
@@ -122,60 +120,38 @@ func NewRequest(kind string, r *admissionv1.AdmissionRequest) (*policy.Request, 
 }
 
 // Unstructured returns a function that decodes an object and its old
-// version (nil when oldRaw is empty) as CEL expressions read them, cut to
-// the fields they read (cel.Fields.Cut); it decodes once for the fields
-// of its first call, and anew only if later given others. Values are
-// decoded as k8s.io/apimachinery's JSON decodes unstructured objects for
-// the API server: integers are int64, which the CEL object values require
-// (json/v2 would give float64). namespace, when not "", fills a missing
-// metadata.namespace, as `kubectl apply -n` would.
-func Unstructured(raw, oldRaw []byte, namespace string) func(fields *cel.Fields) (object, oldObject map[string]any, err error) {
+// version (nil when oldRaw is empty) as CEL expressions read them, once,
+// on its first call. Values are decoded as k8s.io/apimachinery's JSON
+// decodes unstructured objects for the API server: integers are int64,
+// which the CEL object values require (json/v2 would give float64).
+// namespace, when not "", fills a missing metadata.namespace, as
+// `kubectl apply -n` would.
+func Unstructured(raw, oldRaw []byte, namespace string) func() (object, oldObject map[string]any, err error) {
 	var (
-		mu         sync.Mutex
-		decoded    bool
-		decodedFor *cel.Fields
-		obj, old   map[string]any
-		err        error
+		once     sync.Once
+		obj, old map[string]any
+		err      error
 	)
-	return func(fields *cel.Fields) (map[string]any, map[string]any, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if decoded && decodedFor == fields {
-			return obj, old, err
-		}
-		decoded, decodedFor = true, fields
-		obj, old = nil, nil
-		if obj, err = decodeUnstructured(raw, namespace, fields); err != nil {
-			err = fmt.Errorf("request.object: %w", err)
-			return nil, nil, err
-		}
-		if len(oldRaw) > 0 {
-			if old, err = decodeUnstructured(oldRaw, namespace, fields); err != nil {
-				err = fmt.Errorf("request.oldObject: %w", err)
-				return nil, nil, err
+	return func() (map[string]any, map[string]any, error) {
+		once.Do(func() {
+			if obj, err = decodeUnstructured(raw, namespace); err != nil {
+				obj, err = nil, fmt.Errorf("request.object: %w", err)
+				return
 			}
-		}
-		return obj, old, nil
+			if len(oldRaw) > 0 {
+				if old, err = decodeUnstructured(oldRaw, namespace); err != nil {
+					obj, old, err = nil, nil, fmt.Errorf("request.oldObject: %w", err)
+				}
+			}
+		})
+		return obj, old, err
 	}
 }
 
-func decodeUnstructured(raw []byte, namespace string, fields *cel.Fields) (map[string]any, error) {
+func decodeUnstructured(raw []byte, namespace string) (map[string]any, error) {
 	var m map[string]any
-	if fields.Whole() {
-		if err := utiljson.Unmarshal(raw, &m); err != nil {
-			return nil, err
-		}
-	} else {
-		v := cutValue{fields: fields}
-		// A name given twice is utiljson's to settle (the last one wins, in
-		// cutValue too); not checking for them spares remembering every name.
-		if err := json.Unmarshal(raw, &v, jsontext.AllowDuplicateNames(true)); err != nil {
-			return nil, err
-		}
-		var ok bool
-		if m, ok = v.value.(map[string]any); !ok && v.value != nil {
-			return nil, fmt.Errorf("is a JSON %s, not an object", kindName(v.kind))
-		}
+	if err := utiljson.Unmarshal(raw, &m); err != nil {
+		return nil, err
 	}
 	if m == nil {
 		return nil, errors.New("is null")

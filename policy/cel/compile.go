@@ -200,7 +200,6 @@ func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any) (
 		roots[k] = v
 	}
 	cc := &compilation{env: env, est: newCostEstimator(roots, params), costLimit: c.estimatedCostLimit}
-	fa := &fieldAnalysis{root: &Fields{}, vars: map[string]*Fields{}}
 
 	p := &Program{
 		kind:     kind,
@@ -235,7 +234,6 @@ func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any) (
 			errs = append(errs, ferr)
 			dt = apiservercel.DynType
 		} else {
-			fa.variable(v.Name, ast.NativeRep())
 			if dt = ke.pathDeclType(ast.NativeRep().Expr(), roots); dt == nil {
 				dt = ke.declTypeOf(ast.OutputType())
 			}
@@ -254,11 +252,9 @@ func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any) (
 			errs = append(errs, field.Duplicate(path.Child("name"), m.Name))
 		}
 		seen.Insert(m.Name)
-		prog, ast, ferr := cc.compile(path.Child("expression"), m.Expression, cel.BoolType)
+		prog, _, ferr := cc.compile(path.Child("expression"), m.Expression, cel.BoolType)
 		if ferr != nil {
 			errs = append(errs, ferr)
-		} else {
-			fa.expression(ast.NativeRep())
 		}
 		p.conditions = append(p.conditions, compiledCondition{rule: "matchConditions." + m.Name, prog: prog})
 	}
@@ -288,19 +284,14 @@ func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any) (
 			errs = append(errs, field.TooLong(path.Child("fieldPath"), "", maxFieldPathLength))
 		}
 		var ferr *field.Error
-		var ast *cel.Ast
-		cv.prog, ast, ferr = cc.compile(path.Child("expression"), v.Expression, cel.BoolType)
+		cv.prog, _, ferr = cc.compile(path.Child("expression"), v.Expression, cel.BoolType)
 		if ferr != nil {
 			errs = append(errs, ferr)
-		} else {
-			fa.expression(ast.NativeRep())
 		}
 		if v.MessageExpression != "" {
-			cv.messageProg, ast, ferr = cc.compile(path.Child("messageExpression"), v.MessageExpression, cel.StringType)
+			cv.messageProg, _, ferr = cc.compile(path.Child("messageExpression"), v.MessageExpression, cel.StringType)
 			if ferr != nil {
 				errs = append(errs, ferr)
-			} else {
-				fa.expression(ast.NativeRep())
 			}
 		}
 		p.validations = append(p.validations, cv)
@@ -312,9 +303,6 @@ func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any) (
 		return nil, nil
 	}
 	p.timed = cc.timed
-	if r := fa.root; r.whole || r.children != nil || r.items != nil {
-		p.fields = r
-	}
 	return p, nil
 }
 

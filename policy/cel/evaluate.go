@@ -15,6 +15,7 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	apiservercel "k8s.io/apiserver/pkg/cel"
+	"k8s.io/apiserver/pkg/cel/common"
 	"k8s.io/apiserver/pkg/cel/lazy"
 )
 
@@ -48,7 +49,6 @@ type Program struct {
 	budget      int64         // RuntimeCostBudget; tests lower it
 	timeout     time.Duration // Timeout; tests raise it
 	timed       bool          // some expressions run under the timeout
-	fields      *Fields       // what the expressions read of the object
 	variables   []compiledVariable
 	conditions  []compiledCondition
 	validations []compiledValidation
@@ -81,11 +81,6 @@ type compiledValidation struct {
 
 // Kind is the kind the program judges.
 func (p *Program) Kind() string { return p.kind }
-
-// Fields is what the program's expressions read of `object` and
-// `oldObject`: an Input whose objects hold those fields (as a decoding cut
-// to them gives) is judged as the whole objects would be.
-func (p *Program) Fields() *Fields { return p.fields }
 
 // Input is one admission as expressions see it.
 type Input struct {
@@ -248,7 +243,7 @@ func (a *activation) ResolveName(name string) (any, bool) {
 		return a.oldObject, true
 	case varRequest:
 		if a.request == nil {
-			a.request = &requestVal{r: &a.in.Request}
+			a.request = requestMap(&a.in.Request)
 		}
 		return a.request, true
 	case varNamespace:
@@ -353,12 +348,12 @@ func (a *activation) describe(err error) string {
 }
 
 // val wraps an object for expressions, typed by the kind's schema, without
-// copying it.
+// copying it, as the VAP plugin does.
 func (k *kindSchema) val(obj map[string]any) ref.Val {
 	if obj == nil {
 		return types.NullValue
 	}
-	return val(obj, k.wrapped)
+	return common.UnstructuredToVal(obj, k.wrapped)
 }
 
 func requestMap(r *Request) ref.Val {

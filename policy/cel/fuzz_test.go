@@ -2,13 +2,9 @@ package cel
 
 import (
 	"context"
-	"encoding/json"
-	"reflect"
 	"strings"
 	"testing"
 	"unicode/utf8"
-
-	utiljson "k8s.io/apimachinery/pkg/util/json"
 
 	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
 )
@@ -16,8 +12,7 @@ import (
 // FuzzCompile feeds the CEL part of a policy arbitrary expressions: Compile
 // returns a program or field errors under the field the text came from,
 // never panics; a program evaluates to a result with bounded messages on a
-// Pod and on a MyApple, never panics, and to the same result on the object
-// cut to the program's Fields.
+// Pod and on a MyApple, never panics.
 //
 //	go test ./policy/cel -run '^$' -fuzz FuzzCompile -fuzztime 60s
 func FuzzCompile(f *testing.F) {
@@ -65,10 +60,6 @@ func FuzzCompile(f *testing.F) {
 				t.Fatalf("%s: neither a program nor errors", kind)
 			}
 			res := p.Evaluate(context.Background(), &Input{Object: obj, Cluster: cluster})
-			cut := p.Evaluate(context.Background(), &Input{Object: p.Fields().Cut(obj).(map[string]any), Cluster: cluster})
-			if !reflect.DeepEqual(cut, res) && !timedOut(res) && !timedOut(cut) {
-				t.Fatalf("%s: on the object cut to %q:\n%+v\nwant, as on the whole object,\n%+v", kind, p.Fields(), cut, res)
-			}
 			for _, v := range res.Violations {
 				if len(v.Message) > MaxMessageLength || !utf8.ValidString(v.Message) && utf8.ValidString(validation+message) {
 					t.Fatalf("%s: message of %d bytes or broken UTF-8: %q", kind, len(v.Message), v.Message)
@@ -76,58 +67,6 @@ func FuzzCompile(f *testing.F) {
 				if v.Rule != "validations.fuzz" && v.Rule != "matchConditions.m" {
 					t.Fatalf("%s: violation of rule %q", kind, v.Rule)
 				}
-			}
-		}
-	})
-}
-
-// timedOut says whether an evaluation ran out of time, which a loaded
-// machine decides, not the object.
-func timedOut(r Result) bool {
-	for _, v := range r.Violations {
-		if strings.Contains(v.Message, "timed out after") {
-			return true
-		}
-	}
-	return false
-}
-
-// FuzzCutKeepsVerdicts: for any expression that compiles and any JSON
-// object, evaluating on the object cut to the program's Fields gives what
-// evaluating on the whole object gives, messages included.
-//
-//	go test ./policy/cel -run '^$' -fuzz FuzzCutKeepsVerdicts -fuzztime 60s
-func FuzzCutKeepsVerdicts(f *testing.F) {
-	pod, err := json.Marshal(testPod(2))
-	if err != nil {
-		f.Fatal(err)
-	}
-	for _, seed := range []struct{ expr, obj string }{
-		{"object.spec.containers.all(c, has(c.readinessProbe))", string(pod)},
-		{"object.metadata.?labels.?app.orValue('') == 'web' && !has(object.spec.hostNetwork)", string(pod)},
-		{"size(object.spec.containers) == 2 && object.spec.containers[1].name == 'app-1'", `{"spec":{"containers":{"name":"x"}}}`},
-		{"'team' in object.metadata.labels", `{"metadata":{"labels":["team"]}}`},
-		{"object.spec.containers.exists(c, c.ports.size() == 1)", `{"spec":{"containers":[null,1,{"ports":[{}]}]}}`},
-		{"object.spec.containers[0].resources.limits == {'cpu': '1'}", `{"spec":{"containers":[{"resources":{"limits":{"cpu":"1"}}}]}}`},
-		{"object.spec.quantity <= 10 && object.spec.color.startsWith('r')", `{"spec":{"quantity":3,"color":"red","size":"small"}}`},
-	} {
-		f.Add(seed.expr, []byte(seed.obj))
-	}
-	c := compiler(f)
-	f.Fuzz(func(t *testing.T, expr string, raw []byte) {
-		var obj map[string]any
-		if err := utiljson.Unmarshal(raw, &obj); err != nil || obj == nil {
-			return
-		}
-		for _, kind := range []string{KindPod, KindMyApple} {
-			p, errs := c.Compile(kind, &v1alpha1.PolicySpec{Validations: []v1alpha1.Validation{{Expression: expr, MessageExpression: "'on ' + object.metadata.?name.orValue('?')"}}}, nil)
-			if len(errs) > 0 {
-				continue
-			}
-			whole := p.Evaluate(context.Background(), &Input{Object: obj})
-			cut := p.Evaluate(context.Background(), &Input{Object: p.Fields().Cut(obj).(map[string]any)})
-			if !reflect.DeepEqual(cut, whole) && !timedOut(whole) && !timedOut(cut) {
-				t.Fatalf("%s %q on %s cut to %q:\n%+v\nwant, as on the whole object,\n%+v", kind, expr, raw, p.Fields(), cut, whole)
 			}
 		}
 	})

@@ -84,16 +84,7 @@ type cachedSchema struct {
 	props      map[string]common.Schema
 	items      common.Schema
 	additional common.SchemaOrBool
-	shape      shape // what val wraps values of this schema in
 }
-
-type shape int
-
-const (
-	shapeOther      shape = iota
-	shapeObject           // an object with properties: objectVal
-	shapeObjectList       // a list of those: listVal
-)
 
 var _ common.Schema = (*cachedSchema)(nil)
 
@@ -115,12 +106,6 @@ func newCachedSchema(s *spec.Schema) *cachedSchema {
 			a.schema = newCachedSchema(s.AdditionalProperties.Schema)
 		}
 		c.additional = a
-	}
-	switch {
-	case c.Type() == "object" && c.props != nil && !c.IsXEmbeddedResource() && !c.IsXIntOrString():
-		c.shape = shapeObject
-	case c.Type() == "array" && c.items != nil && c.items.(*cachedSchema).shape == shapeObject:
-		c.shape = shapeObjectList
 	}
 	return c
 }
