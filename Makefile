@@ -22,7 +22,7 @@ CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@$(CO
 GOLANGCI_LINT_VERSION := $(shell sed -n 's|^require github.com/golangci/golangci-lint/v2 ||p' hack/tools/lint/go.mod)
 GOLANGCI_LINT := $(TOOLS_CACHE)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 # What make generate and make manifests write, diffed by make verify.
-GENERATED := policy/api/v1alpha1/zz_generated.deepcopy.go policy/api/wgpolicyk8s/v1alpha2/zz_generated.deepcopy.go manifests/crds manifests/components/policyreports policy/cel/schemas
+GENERATED := apis/policy/v1alpha1/zz_generated.deepcopy.go apis/wgpolicyk8s/v1alpha2/zz_generated.deepcopy.go manifests/crds manifests/components/policyreports policy/cel/schemas
 
 .PHONY: help
 help: ## Show the targets.
@@ -62,14 +62,14 @@ verify: lint ## gofmt, go vet, golangci-lint, and generated code up to date (wha
 
 .PHONY: generate
 generate: ## Regenerate deepcopy code and the schemas CEL expressions are typed by.
-	$(CONTROLLER_GEN) object paths=./policy/api/...
+	$(CONTROLLER_GEN) object paths=./apis/...
 	cd hack/tools/kube && GOWORK=off $(GO) run ./celschema $(CURDIR)/policy/cel/schemas/pod.json
 	cp manifests/crds/stable.example.com_myapples.yaml policy/cel/schemas/myapples.yaml
 
 .PHONY: manifests
 manifests: ## Regenerate the AdmissionPolicy CRD into manifests/crds and the PolicyReport CRDs into manifests/components/policyreports.
-	$(CONTROLLER_GEN) crd paths=./policy/api/v1alpha1/... output:crd:artifacts:config=manifests/crds
-	$(CONTROLLER_GEN) crd paths=./policy/api/wgpolicyk8s/... output:crd:artifacts:config=manifests/components/policyreports
+	$(CONTROLLER_GEN) crd paths=./apis/policy/v1alpha1/... output:crd:artifacts:config=manifests/crds
+	$(CONTROLLER_GEN) crd paths=./apis/wgpolicyk8s/... output:crd:artifacts:config=manifests/components/policyreports
 
 .PHONY: tools
 tools: $(TOOLS_DIR)/.complete ## Build kube-apiserver, kubectl and etcd into the tools cache.

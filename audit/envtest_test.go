@@ -22,10 +22,10 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
+	report "github.com/policy-webhook/policy-webhook/apis/wgpolicyk8s/v1alpha2"
 	"github.com/policy-webhook/policy-webhook/audit"
 	"github.com/policy-webhook/policy-webhook/policy"
-	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
-	report "github.com/policy-webhook/policy-webhook/policy/api/wgpolicyk8s/v1alpha2"
 	"github.com/policy-webhook/policy-webhook/policy/live"
 	"github.com/policy-webhook/policy-webhook/test/promtest"
 	"github.com/policy-webhook/policy-webhook/test/testenv"

@@ -12,9 +12,9 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 
+	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
+	report "github.com/policy-webhook/policy-webhook/apis/wgpolicyk8s/v1alpha2"
 	"github.com/policy-webhook/policy-webhook/policy"
-	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
-	report "github.com/policy-webhook/policy-webhook/policy/api/wgpolicyk8s/v1alpha2"
 )
 
 // ReportName is the name of the PolicyReport the audit keeps in each

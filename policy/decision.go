@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
+	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 )
 
 // Violation is one rule one object breaks, with everything its author needs

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
+	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 )
 
 const (

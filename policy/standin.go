@@ -3,7 +3,7 @@ package policy
 import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
-	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
+	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 )
 
 // RuleInvalid is the rule of the one violation a stand-in reports: the

@@ -19,9 +19,9 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
+	report "github.com/policy-webhook/policy-webhook/apis/wgpolicyk8s/v1alpha2"
 	"github.com/policy-webhook/policy-webhook/audit"
-	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
-	report "github.com/policy-webhook/policy-webhook/policy/api/wgpolicyk8s/v1alpha2"
 	"github.com/policy-webhook/policy-webhook/test/promtest"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 	"github.com/policy-webhook/policy-webhook/webhook"

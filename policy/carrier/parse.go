@@ -16,8 +16,8 @@ import (
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
+	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/policy"
-	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
 )
 
 // ParseSpec reads a policy spec from YAML or JSON, strictly: an unknown or

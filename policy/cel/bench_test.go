@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
+	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 )
 
 // tenExpressions is a policy of 10 expressions: 2 variables, a

@@ -19,8 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/policy"
-	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/policy/cel"
 )
 

@@ -3,8 +3,8 @@ package live
 import (
 	"time"
 
+	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/policy"
-	"github.com/policy-webhook/policy-webhook/policy/api/v1alpha1"
 )
 
 // Snapshot is the policy in force at one moment. It is immutable: a change

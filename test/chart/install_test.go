@@ -48,9 +48,9 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	report "github.com/policy-webhook/policy-webhook/apis/wgpolicyk8s/v1alpha2"
 	"github.com/policy-webhook/policy-webhook/audit"
 	"github.com/policy-webhook/policy-webhook/certs"
-	report "github.com/policy-webhook/policy-webhook/policy/api/wgpolicyk8s/v1alpha2"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
