@@ -13,8 +13,8 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 
+	"github.com/policy-webhook/policy-webhook/cache"
 	"github.com/policy-webhook/policy-webhook/policy"
-	"github.com/policy-webhook/policy-webhook/policy/live"
 )
 
 // Defaults of Config.
@@ -29,7 +29,7 @@ const (
 type Policies interface {
 	policy.Cluster
 	WaitForSync(ctx context.Context) bool
-	Snapshot() *live.Snapshot
+	Snapshot() *cache.Snapshot
 	Swapped() <-chan struct{}
 }
 

@@ -23,7 +23,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/policy-webhook/policy-webhook/audit"
-	"github.com/policy-webhook/policy-webhook/policy/live"
+	"github.com/policy-webhook/policy-webhook/cache"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
 
@@ -102,7 +102,7 @@ func BenchmarkSweep(b *testing.B) {
 				return err
 			}
 			work <- func() error {
-				_, err := e.dyn.Resource(live.MyAppleResource()).Namespace(ns).Create(ctx, apple, metav1.CreateOptions{})
+				_, err := e.dyn.Resource(cache.MyAppleResource()).Namespace(ns).Create(ctx, apple, metav1.CreateOptions{})
 				return err
 			}
 		}
@@ -119,7 +119,7 @@ func BenchmarkSweep(b *testing.B) {
 	})
 	e.installReportCRDs(b)
 
-	c, err := live.New(live.Config{Dynamic: e.dyn, Metadata: e.meta, Kube: e.kube, PolicyNamespace: "policy-system", Replica: "audit-bench"})
+	c, err := cache.New(cache.Config{Dynamic: e.dyn, Metadata: e.meta, Kube: e.kube, PolicyNamespace: "policy-system", Replica: "audit-bench"})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -25,8 +25,8 @@ import (
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	report "github.com/policy-webhook/policy-webhook/apis/wgpolicyk8s/v1alpha2"
 	"github.com/policy-webhook/policy-webhook/audit"
+	"github.com/policy-webhook/policy-webhook/cache"
 	"github.com/policy-webhook/policy-webhook/policy"
-	"github.com/policy-webhook/policy-webhook/policy/live"
 	"github.com/policy-webhook/policy-webhook/test/promtest"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
@@ -95,7 +95,7 @@ func (e *env) apple(t *testing.T, ctx context.Context, ns, name, color string, q
 		"metadata": map[string]any{"name": name, "namespace": ns},
 		"spec":     map[string]any{"color": color, "size": "small", "quantity": quantity},
 	}}
-	if _, err := e.dyn.Resource(live.MyAppleResource()).Namespace(ns).Apply(ctx, name, u, metav1.ApplyOptions{FieldManager: "test", Force: true}); err != nil {
+	if _, err := e.dyn.Resource(cache.MyAppleResource()).Namespace(ns).Apply(ctx, name, u, metav1.ApplyOptions{FieldManager: "test", Force: true}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -185,7 +185,7 @@ func TestAuditOnAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cache, err := live.New(live.Config{Dynamic: e.dyn, Metadata: e.meta, Kube: e.kube, PolicyNamespace: "policy-system", Replica: "audit-test", Log: testr.New(t)})
+	cache, err := cache.New(cache.Config{Dynamic: e.dyn, Metadata: e.meta, Kube: e.kube, PolicyNamespace: "policy-system", Replica: "audit-test", Log: testr.New(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,21 +22,21 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/policy-webhook/policy-webhook/cache"
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/cel"
-	"github.com/policy-webhook/policy-webhook/policy/live"
 )
 
 // Cache is what the ledger reads of the informer cache: the policy in
 // force, the cluster state rules read, and what it has seen of each
-// MyApple. *live.Cache is the one in a running server.
+// MyApple. *cache.Cache is the one in a running server.
 type Cache interface {
 	policy.Cluster
 	cel.Cluster
 	HasSynced() bool
 	Evaluate(req *policy.Request) policy.Decision
 	EvaluateIn(req *policy.Request, cluster policy.Cluster) policy.Decision
-	MyAppleSeen(namespace, uid string) live.Seen
+	MyAppleSeen(namespace, uid string) cache.Seen
 	// MyAppleStaleness is how long the MyApple informer has been without
 	// a watch: 0 while it is current.
 	MyAppleStaleness(now time.Time) time.Duration
@@ -143,8 +143,8 @@ func New(opts Options) (*Ledger, error) {
 	if opts.TTL <= 0 {
 		opts.TTL = DefaultTTL
 	}
-	if opts.TTL >= live.DeletedRetention {
-		return nil, fmt.Errorf("quota: the reservation TTL %s must be under %s, how long the cache remembers deletions", opts.TTL, live.DeletedRetention)
+	if opts.TTL >= cache.DeletedRetention {
+		return nil, fmt.Errorf("quota: the reservation TTL %s must be under %s, how long the cache remembers deletions", opts.TTL, cache.DeletedRetention)
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout
@@ -250,7 +250,7 @@ func (v *view) MyAppleQuantity(namespace, except string) int64 {
 
 // pending is what a reservation holds beyond what the cache counts for its
 // MyApple: nothing once expired or confirmed.
-func pending(r *Reservation, seen live.Seen, now time.Time, ttl time.Duration) int64 {
+func pending(r *Reservation, seen cache.Seen, now time.Time, ttl time.Duration) int64 {
 	if now.Sub(r.At) > ttl || confirmed(r, seen) {
 		return 0
 	}
@@ -260,7 +260,7 @@ func pending(r *Reservation, seen live.Seen, now time.Time, ttl time.Duration) i
 	return r.Quantity
 }
 
-func confirmed(r *Reservation, seen live.Seen) bool {
+func confirmed(r *Reservation, seen cache.Seen) bool {
 	return seen.Deleted || (seen.Present && seen.ResourceVersion != r.Replaces)
 }
 

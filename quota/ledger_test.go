@@ -8,16 +8,16 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/policy-webhook/policy-webhook/cache"
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/cel"
-	"github.com/policy-webhook/policy-webhook/policy/live"
 )
 
 // cacheView is a Cache of fixed contents, for the arithmetic of views.
 type cacheView struct {
-	total  map[string]int64     // by namespace
-	byName map[string]int64     // namespace/name → quantity
-	seen   map[string]live.Seen // by UID
+	total  map[string]int64      // by namespace
+	byName map[string]int64      // namespace/name → quantity
+	seen   map[string]cache.Seen // by UID
 	stale  time.Duration
 }
 
@@ -32,7 +32,7 @@ func (c *cacheView) EvaluateIn(*policy.Request, policy.Cluster) policy.Decision 
 func (c *cacheView) MyAppleQuantity(ns, except string) int64 {
 	return c.total[ns] - c.byName[ns+"/"+except]
 }
-func (c *cacheView) MyAppleSeen(_, uid string) live.Seen      { return c.seen[uid] }
+func (c *cacheView) MyAppleSeen(_, uid string) cache.Seen     { return c.seen[uid] }
 func (c *cacheView) MyAppleStaleness(time.Time) time.Duration { return c.stale }
 
 func TestPending(t *testing.T) {
@@ -43,17 +43,17 @@ func TestPending(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		r    Reservation
-		seen live.Seen
+		seen cache.Seen
 		want int64
 	}{
-		{"create not seen yet", create, live.Seen{}, 10},
-		{"create seen", create, live.Seen{Present: true, ResourceVersion: "6", Quantity: 10}, 0},
-		{"create seen deleted", create, live.Seen{Deleted: true}, 0},
-		{"create expired", Reservation{UID: "u", Quantity: 10, At: now.Add(-ttl - time.Second)}, live.Seen{}, 0},
-		{"update not seen: the old quantity is counted, the growth is pending", update, live.Seen{Present: true, ResourceVersion: "5", Quantity: 4}, 6},
-		{"update seen", update, live.Seen{Present: true, ResourceVersion: "7", Quantity: 10}, 0},
-		{"update of a MyApple deleted meanwhile", update, live.Seen{Deleted: true}, 0},
-		{"update the cache has not seen created", update, live.Seen{}, 10},
+		{"create not seen yet", create, cache.Seen{}, 10},
+		{"create seen", create, cache.Seen{Present: true, ResourceVersion: "6", Quantity: 10}, 0},
+		{"create seen deleted", create, cache.Seen{Deleted: true}, 0},
+		{"create expired", Reservation{UID: "u", Quantity: 10, At: now.Add(-ttl - time.Second)}, cache.Seen{}, 0},
+		{"update not seen: the old quantity is counted, the growth is pending", update, cache.Seen{Present: true, ResourceVersion: "5", Quantity: 4}, 6},
+		{"update seen", update, cache.Seen{Present: true, ResourceVersion: "7", Quantity: 10}, 0},
+		{"update of a MyApple deleted meanwhile", update, cache.Seen{Deleted: true}, 0},
+		{"update the cache has not seen created", update, cache.Seen{}, 10},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := pending(&tc.r, tc.seen, now, ttl); got != tc.want {
@@ -68,7 +68,7 @@ func TestViewQuantity(t *testing.T) {
 	c := &cacheView{
 		total:  map[string]int64{"a": 15, "b": 100},
 		byName: map[string]int64{"a/x": 5, "a/y": 10},
-		seen: map[string]live.Seen{
+		seen: map[string]cache.Seen{
 			"ux": {Present: true, ResourceVersion: "1", Quantity: 5},
 			"uy": {Present: true, ResourceVersion: "2", Quantity: 10},
 		},
@@ -104,7 +104,7 @@ func TestViewQuantity(t *testing.T) {
 
 func TestKeep(t *testing.T) {
 	now := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
-	c := &cacheView{seen: map[string]live.Seen{
+	c := &cacheView{seen: map[string]cache.Seen{
 		"old-confirmed":   {Present: true, ResourceVersion: "1"},
 		"fresh-confirmed": {Present: true, ResourceVersion: "1"},
 	}}

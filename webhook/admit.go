@@ -14,7 +14,7 @@ import (
 )
 
 // Judge answers admissions from policy held in memory. The informer cache
-// of package policy/live is the Judge of a running server.
+// of package cache is the Judge of a running server.
 type Judge interface {
 	// HasSynced reports whether every informer has synced, so that the
 	// policy in force is the cluster's and not a partial view of it.

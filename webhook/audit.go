@@ -10,13 +10,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/policy-webhook/policy-webhook/audit"
-	"github.com/policy-webhook/policy-webhook/policy/live"
+	"github.com/policy-webhook/policy-webhook/cache"
 )
 
 // addAudit adds the background audit to the manager, which runs it on the
 // elected leader only (audit.Auditor needs leader election). Its clients
 // are its own, so its paged lists never queue behind the cache's watches.
-func addAudit(mgr manager.Manager, cfg *rest.Config, opts Options, cache *live.Cache, reg prometheus.Registerer) error {
+func addAudit(mgr manager.Manager, cfg *rest.Config, opts Options, pc *cache.Cache, reg prometheus.Registerer) error {
 	if opts.AuditInterval == 0 {
 		return nil
 	}
@@ -29,7 +29,7 @@ func addAudit(mgr manager.Manager, cfg *rest.Config, opts Options, cache *live.C
 		return fmt.Errorf("creating the audit's dynamic client: %w", err)
 	}
 	a, err := audit.New(audit.Config{
-		Policies:  cache,
+		Policies:  pc,
 		REST:      kube.CoreV1().RESTClient(),
 		Dynamic:   dyn,
 		Discovery: kube.Discovery(),

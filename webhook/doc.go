@@ -7,7 +7,7 @@
 // admission.Handler for the verdict on the request (admit.go for Pods and
 // MyApples, policies.go for the policy objects themselves), and writes the
 // response. The Pod and MyApple handlers answer from a Judge, the informer
-// cache of package policy/live, so answering never calls the API server.
+// cache of package cache, so answering never calls the API server.
 //
 // Run wires it all together: clients, the live cache, the manager with its
 // metrics and health probe servers, TLS from files that are reloaded when

@@ -31,7 +31,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
-	"github.com/policy-webhook/policy-webhook/policy/live"
+	"github.com/policy-webhook/policy-webhook/cache"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
@@ -196,7 +196,7 @@ func TestLastGoodAcrossRestart(t *testing.T) {
 	}
 	persisted := func(want ...string) func() error {
 		return func() error {
-			cm, err := kube.CoreV1().ConfigMaps(replicaPolicyNS).Get(ctx, live.LastGoodConfigMap, metav1.GetOptions{})
+			cm, err := kube.CoreV1().ConfigMaps(replicaPolicyNS).Get(ctx, cache.LastGoodConfigMap, metav1.GetOptions{})
 			if err != nil {
 				return err
 			}
@@ -224,7 +224,7 @@ func TestLastGoodAcrossRestart(t *testing.T) {
 		if raw, ok := u.Object["status"].(map[string]any); ok {
 			_ = runtime.DefaultUnstructuredConverter.FromUnstructured(raw, &st)
 		}
-		ready := apimeta.FindStatusCondition(st.Conditions, live.ConditionReady)
+		ready := apimeta.FindStatusCondition(st.Conditions, cache.ConditionReady)
 		if ready == nil {
 			return 0, ""
 		}

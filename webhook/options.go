@@ -12,8 +12,8 @@ import (
 	"k8s.io/client-go/rest"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	"github.com/policy-webhook/policy-webhook/cache"
 	"github.com/policy-webhook/policy-webhook/policy"
-	"github.com/policy-webhook/policy-webhook/policy/live"
 )
 
 // Defaults of Options, also the serve command's flag defaults.
@@ -118,7 +118,7 @@ type Options struct {
 	// condition, and any other work that must run once). Every
 	// replica answers admissions either way. Off, this replica writes as
 	// if it led: right for one replica; several would all write the
-	// Ready condition (Events stay one per version: see live.Reporter).
+	// Ready condition (Events stay one per version: see cache.Reporter).
 	LeaderElection bool
 	// LeaderElectionID names the Lease. Default policy-webhook-leader.
 	LeaderElectionID string
@@ -208,8 +208,8 @@ func (o Options) validate() error {
 	if o.ShutdownDelay < 0 {
 		errs = append(errs, fmt.Errorf("ShutdownDelay %s is negative", o.ShutdownDelay))
 	}
-	if o.QuotaReservationTTL < 0 || o.QuotaReservationTTL >= live.DeletedRetention {
-		errs = append(errs, fmt.Errorf("QuotaReservationTTL %s must be between 0 and %s", o.QuotaReservationTTL, live.DeletedRetention))
+	if o.QuotaReservationTTL < 0 || o.QuotaReservationTTL >= cache.DeletedRetention {
+		errs = append(errs, fmt.Errorf("QuotaReservationTTL %s must be between 0 and %s", o.QuotaReservationTTL, cache.DeletedRetention))
 	}
 	return errors.Join(errs...)
 }

@@ -19,7 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/policy-webhook/policy-webhook/audit"
-	"github.com/policy-webhook/policy-webhook/policy/live"
+	"github.com/policy-webhook/policy-webhook/cache"
 	"github.com/policy-webhook/policy-webhook/quota"
 )
 
@@ -58,7 +58,7 @@ func Run(ctx context.Context, opts Options) error {
 
 	reg := &registrations{Registerer: opts.MetricsRegistry}
 	defer reg.unregisterAll()
-	cache, kube, err := newCache(cfg, opts, reg)
+	pc, kube, err := newCache(cfg, opts, reg)
 	if err != nil {
 		return err
 	}
@@ -99,11 +99,11 @@ func Run(ctx context.Context, opts Options) error {
 	// Asking the manager for its webhook server is what adds the server
 	// to the manager's runnables.
 	server := mgr.GetWebhookServer()
-	ledger, err := newLedger(cfg, opts, cache, reg)
+	ledger, err := newLedger(cfg, opts, pc, reg)
 	if err != nil {
 		return err
 	}
-	for path, h := range handlers(cache, ledger, &impact{lister: &audit.Lister{Client: kube.CoreV1().RESTClient(), PageSize: impactPageSize}, cluster: cache, budget: impactBudget}, opts.PolicyNamespace, opts.FailOpenBeforeSync, m, log.WithName("admission")) {
+	for path, h := range handlers(pc, ledger, &impact{lister: &audit.Lister{Client: kube.CoreV1().RESTClient(), PageSize: impactPageSize}, cluster: pc, budget: impactBudget}, opts.PolicyNamespace, opts.FailOpenBeforeSync, m, log.WithName("admission")) {
 		server.Register(path, h)
 	}
 	if err := mgr.Add(certs); err != nil {
@@ -117,16 +117,16 @@ func Run(ctx context.Context, opts Options) error {
 	// Work done once for all replicas, by the elected one. Each runs
 	// while this replica leads (every one of them when leader election is
 	// off); another such task is one more entry here.
-	for _, r := range []leaderRunnable{cache.Reporter()} {
+	for _, r := range []leaderRunnable{pc.Reporter()} {
 		if err := mgr.Add(r); err != nil {
 			return fmt.Errorf("adding a leader-only task: %w", err)
 		}
 	}
-	if err := addAudit(mgr, cfg, opts, cache, reg); err != nil {
+	if err := addAudit(mgr, cfg, opts, pc, reg); err != nil {
 		return err
 	}
 
-	ready := &readiness{judge: cache, current: cache, maxStale: opts.MaxCacheStaleness, certs: certs, certDir: opts.CertDir, server: server.StartedChecker(), now: time.Now}
+	ready := &readiness{judge: pc, current: pc, maxStale: opts.MaxCacheStaleness, certs: certs, certDir: opts.CertDir, server: server.StartedChecker(), now: time.Now}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return fmt.Errorf("adding the liveness check: %w", err)
 	}
@@ -136,11 +136,11 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}
 
-	return serve(ctx, opts, mgr, cache, ready, webhookServer)
+	return serve(ctx, opts, mgr, pc, ready, webhookServer)
 }
 
 // newLedger is the quota ledger MyApple admissions are judged through.
-func newLedger(cfg *rest.Config, opts Options, cache *live.Cache, reg prometheus.Registerer) (*quota.Ledger, error) {
+func newLedger(cfg *rest.Config, opts Options, pc *cache.Cache, reg prometheus.Registerer) (*quota.Ledger, error) {
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("creating the quota ledger's client: %w", err)
@@ -150,7 +150,7 @@ func newLedger(cfg *rest.Config, opts Options, cache *live.Cache, reg prometheus
 		return nil, err
 	}
 	return quota.New(quota.Options{
-		Client: client, Namespace: opts.PolicyNamespace, Cache: cache, TTL: opts.QuotaReservationTTL,
+		Client: client, Namespace: opts.PolicyNamespace, Cache: pc, TTL: opts.QuotaReservationTTL,
 		Metrics: m, Log: opts.Log.WithName("quota"),
 	})
 }
@@ -177,7 +177,7 @@ func serverTLS(getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, erro
 // cache runs outside the manager because the manager stops it before the
 // webhook server, and requests still in flight then should be judged by a
 // running cache.
-func serve(ctx context.Context, opts Options, mgr manager.Manager, cache *live.Cache, ready *readiness, server *server) error {
+func serve(ctx context.Context, opts Options, mgr manager.Manager, pc *cache.Cache, ready *readiness, server *server) error {
 	log := opts.Log
 	// Both outlive ctx on purpose: shutdown is this function's to order.
 	mgrCtx, stopMgr := context.WithCancel(context.WithoutCancel(ctx))
@@ -186,7 +186,7 @@ func serve(ctx context.Context, opts Options, mgr manager.Manager, cache *live.C
 	defer stopCache()
 
 	cacheDone := make(chan error, 1)
-	go func() { cacheDone <- cache.Start(cacheCtx) }()
+	go func() { cacheDone <- pc.Start(cacheCtx) }()
 	mgrDone := make(chan error, 1)
 	go func() { mgrDone <- mgr.Start(mgrCtx) }()
 	if opts.OnReady != nil {
@@ -196,7 +196,7 @@ func serve(ctx context.Context, opts Options, mgr manager.Manager, cache *live.C
 	stopCacheAndWait := func() error {
 		stopCache()
 		if err := <-cacheDone; err != nil {
-			return fmt.Errorf("policy cache: %w", err)
+			return fmt.Errorf("policy pc: %w", err)
 		}
 		return nil
 	}
@@ -215,7 +215,7 @@ func serve(ctx context.Context, opts Options, mgr manager.Manager, cache *live.C
 			err = errors.New("stopped unexpectedly")
 		}
 		stopMgr()
-		return errors.Join(fmt.Errorf("policy cache: %w", err), <-mgrDone)
+		return errors.Join(fmt.Errorf("policy pc: %w", err), <-mgrDone)
 	}
 
 	log.Info("Shutting down: no longer ready", "shutdownDelay", opts.ShutdownDelay)
@@ -289,7 +289,7 @@ const defaultRenewDeadline = 10 * time.Second
 
 // newCache builds the clients, all from cfg and sharing one HTTP client,
 // and the live policy cache on them.
-func newCache(cfg *rest.Config, opts Options, reg prometheus.Registerer) (*live.Cache, kubernetes.Interface, error) {
+func newCache(cfg *rest.Config, opts Options, reg prometheus.Registerer) (*cache.Cache, kubernetes.Interface, error) {
 	httpClient, err := rest.HTTPClientFor(cfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("creating the HTTP client for the API server: %w", err)
@@ -306,19 +306,19 @@ func newCache(cfg *rest.Config, opts Options, reg prometheus.Registerer) (*live.
 	if err != nil {
 		return nil, nil, fmt.Errorf("creating the Kubernetes client: %w", err)
 	}
-	cache, err := live.New(live.Config{
+	pc, err := cache.New(cache.Config{
 		Dynamic:           dyn,
 		Metadata:          md,
 		Kube:              kube,
 		Replica:           opts.ReplicaName,
 		HeartbeatInterval: opts.HeartbeatInterval,
 		PolicyNamespace:   opts.PolicyNamespace,
-		Log:               opts.Log.WithName("cache"),
+		Log:               opts.Log.WithName("pc"),
 		Metrics:           reg,
 		ResyncPeriod:      opts.ResyncPeriod,
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("creating the policy cache: %w", err)
+		return nil, nil, fmt.Errorf("creating the policy pc: %w", err)
 	}
-	return cache, kube, nil
+	return pc, kube, nil
 }

@@ -14,8 +14,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/policy-webhook/policy-webhook/cache"
 	"github.com/policy-webhook/policy-webhook/check"
-	"github.com/policy-webhook/policy-webhook/policy/live"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
 
@@ -53,7 +53,7 @@ func TestCheckCluster(t *testing.T) {
 			"metadata": map[string]any{"name": name, "namespace": "dev"},
 			"spec":     map[string]any{"color": "red", "size": "small", "quantity": int64(6)},
 		}}
-		if _, err := dyn.Resource(live.MyAppleResource()).Namespace("dev").Create(ctx, u, metav1.CreateOptions{}); err != nil {
+		if _, err := dyn.Resource(cache.MyAppleResource()).Namespace("dev").Create(ctx, u, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}

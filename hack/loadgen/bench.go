@@ -115,7 +115,7 @@ func runBench(ctx context.Context, args []string) (err error) {
 		logf("in-process benchmarks")
 		rep.GoBenchmarks, err = runGoBenchmarks(ctx, f.goBin,
 			"^(BenchmarkEvaluatePod|BenchmarkHandlePod|BenchmarkCacheEvaluatePod|BenchmarkMyAppleQuantity|BenchmarkHandlePodCEL|BenchmarkEvaluateHas|BenchmarkCompile10Expressions)$", f.benchtime,
-			[]string{"./policy", "./policy/cel", "./policy/live", "./webhook"}, os.Stderr)
+			[]string{"./policy", "./policy/cel", "./cache", "./webhook"}, os.Stderr)
 		if err != nil {
 			return err
 		}

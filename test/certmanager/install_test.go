@@ -19,7 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/policy-webhook/policy-webhook/policy/live"
+	"github.com/policy-webhook/policy-webhook/cache"
 )
 
 // The names the install is built around.
@@ -168,7 +168,7 @@ func checkRBAC(t *testing.T, objs []*unstructured.Unstructured) {
 	lg := findTyped[rbacv1.Role](t, objs, "Role", "policy-webhook-last-good")
 	wantLG := []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create"}},
-		{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{live.LastGoodConfigMap}, Verbs: []string{"update"}},
+		{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{cache.LastGoodConfigMap}, Verbs: []string{"update"}},
 	}
 	if lg.Namespace != installNamespace || !equality.Semantic.DeepEqual(lg.Rules, wantLG) {
 		t.Errorf("Role %s/%s rules %+v, want %+v in %s", lg.Namespace, lg.Name, lg.Rules, wantLG, installNamespace)

@@ -31,7 +31,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/policy-webhook/policy-webhook/audit"
-	"github.com/policy-webhook/policy-webhook/policy/live"
+	"github.com/policy-webhook/policy-webhook/cache"
 )
 
 // The files of the monitoring components.
@@ -41,18 +41,18 @@ const (
 )
 
 // webhookMetrics are the metric names the webhook exports (webhook/metrics.go
-// names its four in newMetrics; policy/live and audit export theirs), as
+// names its four in newMetrics; cache and audit export theirs), as
 // Prometheus stores them: a histogram as its _bucket, _sum and _count.
 var webhookMetrics = func() []string {
 	names := []string{
 		"policy_webhook_admissions_total",
 		"policy_webhook_request_errors_total",
 		"policy_webhook_violations_total",
-		live.MetricPolicies, live.MetricPolicyErrors, live.MetricSnapshotBuilds, live.MetricCacheSynced,
-		live.MetricStatusUpdates, live.MetricCachedMyApples, live.MetricCacheStale, live.MetricWatchErrors,
+		cache.MetricPolicies, cache.MetricPolicyErrors, cache.MetricSnapshotBuilds, cache.MetricCacheSynced,
+		cache.MetricStatusUpdates, cache.MetricCachedMyApples, cache.MetricCacheStale, cache.MetricWatchErrors,
 		audit.MetricViolations, audit.MetricObjectsJudged, audit.MetricSweeps, audit.MetricReportWrites,
 	}
-	for _, h := range []string{"policy_webhook_admission_duration_seconds", live.MetricPropagation, audit.MetricSweepDuration} {
+	for _, h := range []string{"policy_webhook_admission_duration_seconds", cache.MetricPropagation, audit.MetricSweepDuration} {
 		names = append(names, h+"_bucket", h+"_sum", h+"_count")
 	}
 	return names
@@ -183,7 +183,7 @@ func healthySeries() string {
 		fmt.Fprintf(&b, "go_memstats_heap_inuse_bytes{%s} 20000000x180\n", p)
 		// Every answer under 100µs, every propagation under 1ms.
 		b.WriteString(histogramSeries("policy_webhook_admission_duration_seconds", p+`, kind="Pod"`, 25e-6, 14, 100e-6, 105))
-		b.WriteString(histogramSeries(live.MetricPropagation, p, 100e-6, 16, 1e-3, 2))
+		b.WriteString(histogramSeries(cache.MetricPropagation, p, 100e-6, 16, 1e-3, 2))
 	}
 	// The elected replica's last audit sweep: the same three old violations
 	// all along.
@@ -479,7 +479,7 @@ func TestDashboard(t *testing.T) {
 	// What the dashboard is for.
 	for _, m := range []string{
 		"policy_webhook_admissions_total", "policy_webhook_admission_duration_seconds_bucket", "policy_webhook_violations_total",
-		live.MetricPolicies, live.MetricPolicyErrors, live.MetricCacheSynced, live.MetricPropagation + "_bucket",
+		cache.MetricPolicies, cache.MetricPolicyErrors, cache.MetricCacheSynced, cache.MetricPropagation + "_bucket",
 		"policy_webhook_request_errors_total", "process_cpu_seconds_total", "process_resident_memory_bytes",
 		audit.MetricViolations,
 	} {

@@ -4,7 +4,7 @@
 // ValidatingWebhookConfiguration that makes the API server call a webhook,
 // and Poll, the one way tests wait for something to happen.
 //
-// hack/devcluster, hack/loadgen, policy/live's tests, the end-to-end tests and
+// hack/devcluster, hack/loadgen, cache's tests, the end-to-end tests and
 // the install proofs share it, so that each exercises the wiring a cluster
 // would: the API server dials the webhook over real TLS, nothing is faked in
 // between. The webhook served in process is package inprocess, apart so that

@@ -1,4 +1,4 @@
-package live
+package cache
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/tools/cache"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/yaml"
 
@@ -124,8 +124,8 @@ func (t *lastGoodTable) get(src policy.Source) (persistedGood, bool) {
 	return g, ok
 }
 
-func (c *Cache) lastGoodHandler() cache.ResourceEventHandler {
-	return cache.ResourceEventHandlerFuncs{
+func (c *Cache) lastGoodHandler() toolscache.ResourceEventHandler {
+	return toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { c.onLastGood(obj, false) },
 		UpdateFunc: func(_, obj any) { c.onLastGood(obj, false) },
 		DeleteFunc: func(obj any) { c.onLastGood(obj, true) },

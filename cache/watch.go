@@ -1,4 +1,4 @@
-package live
+package cache
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/tools/cache"
+	toolscache "k8s.io/client-go/tools/cache"
 )
 
 // A client-go Reflector backs off between attempts to reach an API server
@@ -184,7 +184,7 @@ func (h *informerHealth) failuresNow() int {
 // watchErrorHandler is the informer's WatchErrorHandler: it sees the
 // errors the Reflector acts on itself (those the ListerWatcher does not
 // retry), after which the Reflector backs off and relists.
-func (h *informerHealth) watchErrorHandler(_ context.Context, _ *cache.Reflector, err error) {
+func (h *informerHealth) watchErrorHandler(_ context.Context, _ *toolscache.Reflector, err error) {
 	h.failed("list and watch", err, false)
 }
 
@@ -227,8 +227,8 @@ func unavailable(err error) bool {
 func listWatch(h *informerHealth, client any,
 	list func(context.Context, metav1.ListOptions) (runtime.Object, error),
 	watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error),
-) cache.ListerWatcher {
-	return cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{
+) toolscache.ListerWatcher {
+	return toolscache.ToListWatcherWithWatchListSemantics(&toolscache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			obj, err := retry(ctx, h, "list", func() (runtime.Object, error) { return list(ctx, o) })
 			if err == nil {

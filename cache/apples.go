@@ -1,4 +1,4 @@
-package live
+package cache
 
 import (
 	"slices"
@@ -9,7 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/tools/cache"
+	toolscache "k8s.io/client-go/tools/cache"
 
 	"github.com/policy-webhook/policy-webhook/policy/cel"
 )
@@ -231,8 +231,8 @@ func (ix *appleIndex) count() int {
 }
 
 // handler keeps the index in step with the informer.
-func (ix *appleIndex) handler() cache.ResourceEventHandler {
-	return cache.ResourceEventHandlerFuncs{
+func (ix *appleIndex) handler() toolscache.ResourceEventHandler {
+	return toolscache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) {
 			if a, ok := obj.(*apple); ok {
 				ix.set(a)

@@ -1,4 +1,4 @@
-package live
+package cache
 
 import (
 	"reflect"
@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/client-go/tools/cache"
+	toolscache "k8s.io/client-go/tools/cache"
 
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/cel"
@@ -87,7 +87,7 @@ func TestMyAppleQuota(t *testing.T) {
 func consistentWithIndex(t *testing.T, c *Cache, namespaces ...string) {
 	t.Helper()
 	for _, ns := range namespaces {
-		objs, err := c.appleInformer.GetIndexer().ByIndex(cache.NamespaceIndex, ns)
+		objs, err := c.appleInformer.GetIndexer().ByIndex(toolscache.NamespaceIndex, ns)
 		if err != nil {
 			t.Fatalf("namespace index: %v", err)
 		}

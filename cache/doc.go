@@ -1,4 +1,4 @@
-// Package live keeps the policy-webhook's view of the cluster in memory, so
+// Package cache keeps the policy-webhook's view of the cluster in memory, so
 // that judging an admission makes no API call.
 //
 // Client-go dynamic informers watch the policy carriers (ConfigMaps labelled
@@ -39,4 +39,4 @@
 // is written once for all, the Warning Events and the Ready condition,
 // observedGeneration and inForce summary, is the Reporter's, a
 // leader-election runnable the manager runs on the elected replica only.
-package live
+package cache

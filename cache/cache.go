@@ -1,4 +1,4 @@
-package live
+package cache
 
 import (
 	"context"
@@ -17,7 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/tools/cache"
+	toolscache "k8s.io/client-go/tools/cache"
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/policy"
@@ -37,8 +37,8 @@ type Cache struct {
 	images  *policy.ImageCache
 	metrics *metrics
 
-	configMapInformer, policyInformer, appleInformer, namespaceInformer cache.SharedIndexInformer
-	handlers                                                            []cache.ResourceEventHandlerRegistration
+	configMapInformer, policyInformer, appleInformer, namespaceInformer toolscache.SharedIndexInformer
+	handlers                                                            []toolscache.ResourceEventHandlerRegistration
 	// informers are the four above and lastGoodInformer, with what their
 	// ListerWatchers know of their connection to the API server, in the
 	// order they start.
@@ -49,7 +49,7 @@ type Cache struct {
 
 	// The persisted last good versions of invalid sources (lastgood.go):
 	// one ConfigMap, its informer, and what it holds, compiled.
-	lastGoodInformer cache.SharedIndexInformer
+	lastGoodInformer toolscache.SharedIndexInformer
 	lastGood         *lastGoodTable
 
 	// dirty asks the builder for a new snapshot; its one slot coalesces
@@ -115,13 +115,13 @@ func New(cfg Config) (*Cache, error) {
 	lastGoodName := fields.OneTermEqualSelector("metadata.name", LastGoodConfigMap).String()
 	for _, s := range []struct {
 		resource, what string
-		informer       *cache.SharedIndexInformer
+		informer       *toolscache.SharedIndexInformer
 		client         any // asked whether it supports watch lists
 		list           func(context.Context, metav1.ListOptions) (runtime.Object, error)
 		watch          func(context.Context, metav1.ListOptions) (watch.Interface, error)
 		example        runtime.Object
-		transform      cache.TransformFunc // nil: none
-		handler        cache.ResourceEventHandler
+		transform      toolscache.TransformFunc // nil: none
+		handler        toolscache.ResourceEventHandler
 	}{
 		{"configmaps", "policy ConfigMaps", &c.configMapInformer, cfg.Dynamic,
 			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
@@ -146,7 +146,7 @@ func New(cfg Config) (*Cache, error) {
 			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 				return namespaces.List(ctx, o)
 			},
-			namespaces.Watch, &metav1.PartialObjectMetadata{}, transformNamespace, cache.ResourceEventHandlerFuncs{}},
+			namespaces.Watch, &metav1.PartialObjectMetadata{}, transformNamespace, toolscache.ResourceEventHandlerFuncs{}},
 		{"lastgood", "last good versions", &c.lastGoodInformer, cfg.Dynamic,
 			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 				o.FieldSelector = lastGoodName
@@ -161,9 +161,9 @@ func New(cfg Config) (*Cache, error) {
 		health := newInformerHealth(s.resource, s.what, c.log, c.metrics, time.Now)
 		// As client-go's informer factories make them, namespace-indexed,
 		// the transform and error handler set before they start.
-		inf := cache.NewSharedIndexInformerWithOptions(listWatch(health, s.client, s.list, s.watch), s.example, cache.SharedIndexInformerOptions{
+		inf := toolscache.NewSharedIndexInformerWithOptions(listWatch(health, s.client, s.list, s.watch), s.example, toolscache.SharedIndexInformerOptions{
 			ResyncPeriod:      cfg.ResyncPeriod,
-			Indexers:          cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc},
+			Indexers:          toolscache.Indexers{toolscache.NamespaceIndex: toolscache.MetaNamespaceIndexFunc},
 			ObjectDescription: s.what,
 		})
 		if s.transform != nil {
@@ -191,7 +191,7 @@ func New(cfg Config) (*Cache, error) {
 // watchedInformer is an informer and what its ListerWatcher knows of its
 // connection to the API server.
 type watchedInformer struct {
-	informer cache.SharedIndexInformer
+	informer toolscache.SharedIndexInformer
 	health   *informerHealth
 }
 
@@ -236,11 +236,11 @@ func (c *Cache) Start(ctx context.Context) error {
 		informers.Go(func() { i.informer.RunWithContext(ctx) })
 	}
 
-	checkers := make([]cache.DoneChecker, len(c.handlers))
+	checkers := make([]toolscache.DoneChecker, len(c.handlers))
 	for i, h := range c.handlers {
 		checkers[i] = h.HasSyncedChecker()
 	}
-	if !cache.WaitFor(ctx, "", checkers...) {
+	if !toolscache.WaitFor(ctx, "", checkers...) {
 		c.log.Info("Policy cache stopped before it synced")
 		return nil
 	}

@@ -1,4 +1,4 @@
-package live_test
+package cache_test
 
 import (
 	"context"
@@ -21,8 +21,8 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
+	"github.com/policy-webhook/policy-webhook/cache"
 	"github.com/policy-webhook/policy-webhook/policy"
-	"github.com/policy-webhook/policy-webhook/policy/live"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
 
@@ -49,7 +49,7 @@ pods:
 	// even though it would not compile.
 	a.create(configMap("team-a", "notes", false, "pods: {allowedRegistries: [\"https://x/\"]}"))
 
-	c, err := live.New(live.Config{
+	c, err := cache.New(cache.Config{
 		Dynamic:         a.dyn,
 		Metadata:        a.meta,
 		Kube:            a.kube,
@@ -245,7 +245,7 @@ func gvrOf(u *unstructured.Unstructured) schema.GroupVersionResource {
 	case "AdmissionPolicy":
 		return v1alpha1.Resource
 	case "MyApple":
-		return live.MyAppleResource()
+		return cache.MyAppleResource()
 	}
 	panic("unknown kind " + u.GetKind())
 }
@@ -305,7 +305,7 @@ func (a *api) status(name string) v1alpha1.AdmissionPolicyStatus {
 func (a *api) readyCondition(name string) (*metav1.Condition, int64) {
 	a.t.Helper()
 	st := a.status(name)
-	return apimeta.FindStatusCondition(st.Conditions, live.ConditionReady), st.ObservedGeneration
+	return apimeta.FindStatusCondition(st.Conditions, cache.ConditionReady), st.ObservedGeneration
 }
 
 func (a *api) ready(name string, status metav1.ConditionStatus, gen int64) bool {
@@ -330,7 +330,7 @@ func (a *api) hasEvent(namespace, name, text string) bool {
 		a.t.Fatalf("listing events: %v", err)
 	}
 	for _, e := range list.Items {
-		if e.Reason == live.ReasonInvalidPolicy && e.Type == corev1.EventTypeWarning && strings.Contains(e.Message, text) {
+		if e.Reason == cache.ReasonInvalidPolicy && e.Type == corev1.EventTypeWarning && strings.Contains(e.Message, text) {
 			return true
 		}
 	}
@@ -377,21 +377,21 @@ func appleReq(op policy.Operation, namespace, name string, quantity, old int64) 
 	return r
 }
 
-func deny(t *testing.T, c *live.Cache, r *policy.Request) {
+func deny(t *testing.T, c *cache.Cache, r *policy.Request) {
 	t.Helper()
 	if d := c.Evaluate(r); d.Allowed {
 		t.Errorf("%s %s in %s allowed, want denied", r.Operation, r.Kind, r.Namespace)
 	}
 }
 
-func allow(t *testing.T, c *live.Cache, r *policy.Request) {
+func allow(t *testing.T, c *cache.Cache, r *policy.Request) {
 	t.Helper()
 	if d := c.Evaluate(r); !d.Allowed {
 		t.Errorf("%s %s in %s denied: %s", r.Operation, r.Kind, r.Namespace, d.Message())
 	}
 }
 
-func inForce(c *live.Cache, src policy.Source, version string) bool {
+func inForce(c *cache.Cache, src policy.Source, version string) bool {
 	for _, p := range c.Snapshot().Policies() {
 		if p.Source == src && p.Version == version {
 			return true
@@ -400,7 +400,7 @@ func inForce(c *live.Cache, src policy.Source, version string) bool {
 	return false
 }
 
-func gone(c *live.Cache, src policy.Source) bool {
+func gone(c *cache.Cache, src policy.Source) bool {
 	s := c.Snapshot()
 	if _, ok := s.Errors[src]; ok {
 		return false

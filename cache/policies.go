@@ -1,4 +1,4 @@
-package live
+package cache
 
 import (
 	"errors"
@@ -8,15 +8,15 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/client-go/tools/cache"
+	toolscache "k8s.io/client-go/tools/cache"
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/carrier"
 )
 
-func (c *Cache) configMapHandler() cache.ResourceEventHandler {
-	return cache.ResourceEventHandlerFuncs{
+func (c *Cache) configMapHandler() toolscache.ResourceEventHandler {
+	return toolscache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) { c.onConfigMap(obj) },
 		UpdateFunc: func(old, obj any) {
 			if !sameResourceVersion(old, obj) {
@@ -31,8 +31,8 @@ func (c *Cache) configMapHandler() cache.ResourceEventHandler {
 	}
 }
 
-func (c *Cache) admissionPolicyHandler() cache.ResourceEventHandler {
-	return cache.ResourceEventHandlerFuncs{
+func (c *Cache) admissionPolicyHandler() toolscache.ResourceEventHandler {
+	return toolscache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) { c.onAdmissionPolicy(obj) },
 		UpdateFunc: func(old, obj any) {
 			if !sameResourceVersion(old, obj) {
@@ -187,8 +187,8 @@ func sameResourceVersion(old, obj any) bool {
 // objectKey names a deleted object, which may come as the tombstone the
 // informer leaves when it missed the deletion itself.
 func objectKey(obj any) (namespace, name string, ok bool) {
-	if t, isTombstone := obj.(cache.DeletedFinalStateUnknown); isTombstone {
-		ns, name, err := cache.SplitMetaNamespaceKey(t.Key)
+	if t, isTombstone := obj.(toolscache.DeletedFinalStateUnknown); isTombstone {
+		ns, name, err := toolscache.SplitMetaNamespaceKey(t.Key)
 		return ns, name, err == nil
 	}
 	m, err := meta.Accessor(obj)
