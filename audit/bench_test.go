@@ -119,7 +119,7 @@ func BenchmarkSweep(b *testing.B) {
 	})
 	e.installReportCRDs(b)
 
-	c, err := cache.New(cache.Config{Dynamic: e.dyn, Metadata: e.meta, Kube: e.kube, PolicyNamespace: "policy-system", Replica: "audit-bench"})
+	c, err := cache.New(cache.Config{Dynamic: e.dyn, Metadata: e.meta, PolicyNamespace: "policy-system"})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -185,7 +185,7 @@ func TestAuditOnAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cache, err := cache.New(cache.Config{Dynamic: e.dyn, Metadata: e.meta, Kube: e.kube, PolicyNamespace: "policy-system", Replica: "audit-test", Log: testr.New(t)})
+	cache, err := cache.New(cache.Config{Dynamic: e.dyn, Metadata: e.meta, PolicyNamespace: "policy-system", Log: testr.New(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,16 +10,17 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/cel"
+	"github.com/policy-webhook/policy-webhook/test/fakecluster"
 	"github.com/policy-webhook/policy-webhook/test/promtest"
 )
 
 func TestMyAppleQuota(t *testing.T) {
-	a := myApple("team-a", "a", 4)
+	a := fakecluster.MyApple("team-a", "a", 4)
 	f := newFixture(t,
-		admissionPolicy("apple-quota", 1, map[string]any{"myApples": map[string]any{"maxTotalQuantityPerNamespace": int64(10)}}),
+		fakecluster.AdmissionPolicy("apple-quota", 1, map[string]any{"myApples": map[string]any{"maxTotalQuantityPerNamespace": int64(10)}}),
 		a,
-		myApple("team-a", "b", 5),
-		myApple("team-b", "c", 100),
+		fakecluster.MyApple("team-a", "b", 5),
+		fakecluster.MyApple("team-b", "c", 100),
 	)
 	f.start()
 	c := f.cache
@@ -48,34 +49,34 @@ func TestMyAppleQuota(t *testing.T) {
 	}
 
 	// CREATE: 4 + 5 in other MyApples + 2 here is over 10.
-	d := allowed(t, c, appleRequest(policy.Create, "team-a", "d", 2, 0), false)
+	d := fakecluster.Allowed(t, c, fakecluster.AppleRequest(policy.Create, "team-a", "d", 2, 0), false)
 	if len(d.Violations) != 1 || d.Violations[0].Rule != "myApples.maxTotalQuantityPerNamespace" {
 		t.Errorf("violations = %v", d.Violations)
 	}
-	allowed(t, c, appleRequest(policy.Create, "team-a", "d", 1, 0), true)
+	fakecluster.Allowed(t, c, fakecluster.AppleRequest(policy.Create, "team-a", "d", 1, 0), true)
 	// team-b is far over, but its MyApples are not team-a's.
-	allowed(t, c, appleRequest(policy.Create, "team-b", "d", 1, 0), false)
-	allowed(t, c, appleRequest(policy.Create, "team-c", "d", 10, 0), true)
+	fakecluster.Allowed(t, c, fakecluster.AppleRequest(policy.Create, "team-b", "d", 1, 0), false)
+	fakecluster.Allowed(t, c, fakecluster.AppleRequest(policy.Create, "team-c", "d", 10, 0), true)
 
 	// UPDATE leaves the object's own cached quantity out: b from 5 to 6
 	// makes 4 + 6 = 10, within the limit; to 7 it does not.
-	allowed(t, c, appleRequest(policy.Update, "team-a", "b", 6, 5), true)
-	allowed(t, c, appleRequest(policy.Update, "team-a", "b", 7, 5), false)
+	fakecluster.Allowed(t, c, fakecluster.AppleRequest(policy.Update, "team-a", "b", 6, 5), true)
+	fakecluster.Allowed(t, c, fakecluster.AppleRequest(policy.Update, "team-a", "b", 7, 5), false)
 
 	// The totals follow the cluster: a shrinks to 1, then is deleted.
 	a = a.DeepCopy()
 	a.Object["spec"].(map[string]any)["quantity"] = int64(1)
 	a.Object["spec"].(map[string]any)["color"] = "green"
-	f.update(a)
-	eventually(t, "team-a holds 6", func() bool { return c.MyAppleQuantity("team-a", "") == 6 })
+	f.Update(a)
+	fakecluster.Eventually(t, "team-a holds 6", func() bool { return c.MyAppleQuantity("team-a", "") == 6 })
 	if got, want := c.MyApples("team-a")[0], (cel.Apple{Name: "a", Color: "green", Size: "small", Quantity: 1}); got != want {
 		t.Errorf("after the update, MyApples(team-a)[0] = %+v, want %+v", got, want)
 	}
-	allowed(t, c, appleRequest(policy.Create, "team-a", "d", 4, 0), true)
-	f.delete(a)
-	eventually(t, "team-a holds 5", func() bool { return c.MyAppleQuantity("team-a", "") == 5 })
-	f.create(myApple("team-a", "e", 2))
-	eventually(t, "team-a holds 7", func() bool { return c.MyAppleQuantity("team-a", "") == 7 })
+	fakecluster.Allowed(t, c, fakecluster.AppleRequest(policy.Create, "team-a", "d", 4, 0), true)
+	f.Delete(a)
+	fakecluster.Eventually(t, "team-a holds 5", func() bool { return c.MyAppleQuantity("team-a", "") == 5 })
+	f.Create(fakecluster.MyApple("team-a", "e", 2))
+	fakecluster.Eventually(t, "team-a holds 7", func() bool { return c.MyAppleQuantity("team-a", "") == 7 })
 	consistentWithIndex(t, c, "team-a", "team-b")
 	if v := promtest.One(t, f.reg, MetricCachedMyApples, nil); v != 3 {
 		t.Errorf("%s = %v, want 3", MetricCachedMyApples, v)
@@ -181,7 +182,7 @@ func TestAppleSeen(t *testing.T) {
 }
 
 func TestTransformMyApple(t *testing.T) {
-	u := myApple("ns", "a", 3)
+	u := fakecluster.MyApple("ns", "a", 3)
 	u.SetResourceVersion("7")
 	u.SetUID("u-a")
 	got, err := transformMyApple(u)

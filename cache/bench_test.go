@@ -3,6 +3,8 @@ package cache
 import (
 	"fmt"
 	"testing"
+
+	"github.com/policy-webhook/policy-webhook/test/fakecluster"
 )
 
 // The request path: both reads must stay cheap whatever the cluster holds.
@@ -42,9 +44,9 @@ func BenchmarkMyApples(b *testing.B) {
 }
 
 func BenchmarkCacheEvaluatePod(b *testing.B) {
-	f := newFixture(b, policyConfigMap("team-a", "registries", registryPolicy), policyConfigMap(testPolicyNamespace, "global", registryPolicy))
+	f := newFixture(b, fakecluster.PolicyConfigMap("team-a", "registries", fakecluster.RegistryPolicy), fakecluster.PolicyConfigMap(fakecluster.PolicyNamespace, "global", fakecluster.RegistryPolicy))
 	f.start()
-	req := podRequest("team-a", "registry.example.com/app:1.0")
+	req := fakecluster.PodRequest("team-a", "registry.example.com/app:1.0")
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {

@@ -66,11 +66,10 @@ type Cache struct {
 	synced   atomic.Bool
 	syncedCh chan struct{}
 
-	// replicaStatus writes this replica's status.replicas entries; the
-	// reporter, run by the manager on the elected replica only, writes
-	// Events and the rest of AdmissionPolicy status.
-	replicaStatus *replicaStatus
-	reporter      *Reporter
+	// Who hears of changes: the writers (package controllers), added
+	// before Start.
+	onSnapshot      []func(*Snapshot)
+	policyListeners []func(name string)
 }
 
 var _ policy.Cluster = (*Cache)(nil)
@@ -81,7 +80,6 @@ func New(cfg Config) (*Cache, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("configuring the policy cache: %w", err)
 	}
-	cfg = cfg.withDefaults()
 	c := &Cache{
 		cfg:      cfg,
 		log:      cfg.Log,
@@ -92,10 +90,7 @@ func New(cfg Config) (*Cache, error) {
 		dirty:    make(chan struct{}, 1),
 		swapped:  make(chan struct{}, 1),
 		syncedCh: make(chan struct{}),
-
-		replicaStatus: newReplicaStatus(),
 	}
-	c.reporter = &Reporter{c: c, lastGoodMax: lastGoodMaxBytes}
 	m, err := newMetrics(cfg.Metrics, func() float64 { return float64(c.apples.count()) })
 	if err != nil {
 		return nil, fmt.Errorf("configuring the policy cache: %w", err)
@@ -202,12 +197,9 @@ func MyAppleResource() schema.GroupVersionResource {
 
 // Start runs the cache until ctx is done: it starts the informers, waits
 // until every one has synced and its handler has seen the initial list,
-// builds the first snapshot, then keeps snapshots current and this
-// replica's status.replicas entries written. From the start it renews the
-// replica's heartbeat Lease. Once ctx is done it stops the informers and
-// its writers, waits for them, deletes the heartbeat Lease and returns
-// nil. A Cache starts once. Events and the rest of the status are the
-// Reporter's, which runs apart, on the leader.
+// builds the first snapshot, then keeps snapshots current. Once ctx is
+// done it stops the informers, waits for them and returns nil. A Cache
+// starts once.
 func (c *Cache) Start(ctx context.Context) error {
 	if !c.started.CompareAndSwap(false, true) {
 		return errors.New("starting the policy cache: already started")
@@ -220,18 +212,12 @@ func (c *Cache) Start(ctx context.Context) error {
 		// Reverse order of start. The informers stop once ctx is
 		// cancelled.
 		cancel()
-		c.replicaStatus.queue.ShutDown()
 		workers.Wait()
 		informers.Wait()
 		c.log.Info("Policy cache stopped")
 	}()
 
-	c.log.Info("Starting policy cache", "policyNamespace", c.cfg.PolicyNamespace, "replica", c.cfg.Replica)
-	workers.Add(1)
-	go func() {
-		defer workers.Done()
-		c.heartbeat(ctx)
-	}()
+	c.log.Info("Starting policy cache", "policyNamespace", c.cfg.PolicyNamespace)
 	for _, i := range c.informers {
 		informers.Go(func() { i.informer.RunWithContext(ctx) })
 	}
@@ -258,15 +244,7 @@ func (c *Cache) Start(ctx context.Context) error {
 	c.log.Info("Policy cache synced", "policies", snap.Set.Len(), "invalid", len(snap.Errors),
 		"myApples", c.apples.count(), "namespaces", len(c.namespaceInformer.GetStore().ListKeys()), "took", time.Since(begun))
 
-	workers.Add(2)
-	go func() {
-		defer workers.Done()
-		c.buildLoop(ctx)
-	}()
-	go func() {
-		defer workers.Done()
-		c.replicaStatusLoop(ctx)
-	}()
+	workers.Go(func() { c.buildLoop(ctx) })
 
 	<-ctx.Done()
 	c.metrics.synced.Set(0)
@@ -276,6 +254,47 @@ func (c *Cache) Start(ctx context.Context) error {
 // NeedLeaderElection tells controller-runtime's manager to run the cache on
 // every replica: each one answers admissions from its own cache.
 func (c *Cache) NeedLeaderElection() bool { return false }
+
+// OnSnapshot has fn called with every snapshot swapped in, from the
+// goroutine that builds them: fn must not block. Call it before Start.
+func (c *Cache) OnSnapshot(fn func(*Snapshot)) { c.onSnapshot = append(c.onSnapshot, fn) }
+
+// OnAdmissionPolicy has fn called with the name of an AdmissionPolicy
+// whose metadata or status changed without a new generation (no new
+// snapshot shows it), from an informer handler: fn must not block. Call it
+// before Start.
+func (c *Cache) OnAdmissionPolicy(fn func(name string)) {
+	c.policyListeners = append(c.policyListeners, fn)
+}
+
+// AdmissionPolicy reads an AdmissionPolicy from the informer's store. The
+// object is the cached one: read it, never write it.
+func (c *Cache) AdmissionPolicy(name string) (*unstructured.Unstructured, bool) {
+	return stored(c.policyInformer, name)
+}
+
+// AdmissionPolicyNames lists the AdmissionPolicies in the informer's store.
+func (c *Cache) AdmissionPolicyNames() []string { return c.policyInformer.GetStore().ListKeys() }
+
+// ConfigMap reads a policy ConfigMap from the informer's store.
+func (c *Cache) ConfigMap(namespace, name string) (*unstructured.Unstructured, bool) {
+	return stored(c.configMapInformer, namespace+"/"+name)
+}
+
+// LastGoodConfigMap reads the ConfigMap of persisted last good versions
+// from the informer's store.
+func (c *Cache) LastGoodConfigMap() (*unstructured.Unstructured, bool) {
+	return stored(c.lastGoodInformer, c.cfg.PolicyNamespace+"/"+LastGoodConfigMap)
+}
+
+func stored(inf toolscache.SharedIndexInformer, key string) (*unstructured.Unstructured, bool) {
+	obj, exists, err := inf.GetStore().GetByKey(key)
+	if err != nil || !exists {
+		return nil, false
+	}
+	u, ok := obj.(*unstructured.Unstructured)
+	return u, ok
+}
 
 // HasSynced reports whether every informer has synced and the first
 // snapshot is built: before that, the snapshot is empty and a decision
@@ -393,21 +412,9 @@ func (c *Cache) rebuild(observe bool) *Snapshot {
 	}
 	c.snapshot.Store(s)
 	c.logFallbacks(prev, s)
-	// What this snapshot enforces is what the status writers report.
-	for _, p := range policies {
-		if p.Source.Kind == policy.SourceAdmissionPolicy {
-			c.statusChanged(p.Source.Name)
-		}
+	for _, fn := range c.onSnapshot {
+		fn(s)
 	}
-	for src := range errs {
-		if src.Kind == policy.SourceAdmissionPolicy {
-			c.statusChanged(src.Name)
-		} else {
-			c.reporter.enqueue(src)
-		}
-	}
-	// The leader keeps the persisted last good versions in step.
-	c.reporter.enqueue(policy.Source{Kind: lastGoodKind})
 	select {
 	case c.swapped <- struct{}{}:
 	default:

@@ -14,11 +14,12 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/policy"
+	"github.com/policy-webhook/policy-webhook/test/fakecluster"
 	"github.com/policy-webhook/policy-webhook/test/promtest"
 )
 
 func TestNotSyncedBeforeStart(t *testing.T) {
-	f := newFixture(t, policyConfigMap("team-a", "registries", registryPolicy))
+	f := newFixture(t, fakecluster.PolicyConfigMap("team-a", "registries", fakecluster.RegistryPolicy))
 	c := f.cache
 	if c.HasSynced() {
 		t.Fatal("HasSynced before Start")
@@ -40,7 +41,7 @@ func TestNotSyncedBeforeStart(t *testing.T) {
 	if s := c.Snapshot(); s.Version == 0 || s.Set.Len() != 1 {
 		t.Fatalf("first snapshot: version %d with %d policies, want version ≥ 1 with 1", s.Version, s.Set.Len())
 	}
-	allowed(t, c, podRequest("team-a", "nginx"), false)
+	fakecluster.Allowed(t, c, fakecluster.PodRequest("team-a", "nginx"), false)
 
 	if err := c.Start(context.Background()); err == nil {
 		t.Fatal("a second Start succeeded")
@@ -51,7 +52,7 @@ func TestNotSyncedBeforeStart(t *testing.T) {
 // claim to be synced, and must still stop when asked.
 func TestNotSyncedWhileAListFails(t *testing.T) {
 	f := newFixture(t)
-	f.dyn.PrependReactor("list", "myapples", func(k8stesting.Action) (bool, runtime.Object, error) {
+	f.Dyn.PrependReactor("list", "myapples", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, errors.New("the API server is having a bad day")
 	})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -79,39 +80,39 @@ func TestNotSyncedWhileAListFails(t *testing.T) {
 
 func TestConfigMapScope(t *testing.T) {
 	f := newFixture(t,
-		policyConfigMap("team-a", "registries", registryPolicy),
+		fakecluster.PolicyConfigMap("team-a", "registries", fakecluster.RegistryPolicy),
 	)
 	f.start()
 	c := f.cache
 
 	// A ConfigMap policy applies to its own namespace only.
-	d := allowed(t, c, podRequest("team-a", "nginx"), false)
+	d := fakecluster.Allowed(t, c, fakecluster.PodRequest("team-a", "nginx"), false)
 	if got := d.Violations[0].Source; got != "ConfigMap team-a/registries" {
 		t.Errorf("violation source = %q", got)
 	}
-	allowed(t, c, podRequest("team-a", "registry.example.com/app:1.0"), true)
-	allowed(t, c, podRequest("team-b", "nginx"), true)
+	fakecluster.Allowed(t, c, fakecluster.PodRequest("team-a", "registry.example.com/app:1.0"), true)
+	fakecluster.Allowed(t, c, fakecluster.PodRequest("team-b", "nginx"), true)
 
 	// In the policy namespace, it applies to every namespace.
-	global := f.create(policyConfigMap(testPolicyNamespace, "no-docker-hub", `
+	global := f.Create(fakecluster.PolicyConfigMap(fakecluster.PolicyNamespace, "no-docker-hub", `
 pods:
   allowedRegistries: [registry.example.com/, ghcr.io/]
 `))
-	f.inForce(policy.Source{Kind: policy.SourceConfigMap, Namespace: testPolicyNamespace, Name: "no-docker-hub"}, global.GetResourceVersion())
-	d = allowed(t, c, podRequest("team-b", "nginx"), false)
+	f.inForce(policy.Source{Kind: policy.SourceConfigMap, Namespace: fakecluster.PolicyNamespace, Name: "no-docker-hub"}, global.GetResourceVersion())
+	d = fakecluster.Allowed(t, c, fakecluster.PodRequest("team-b", "nginx"), false)
 	if got := d.Violations[0].Source; got != "ConfigMap policy-system/no-docker-hub" {
 		t.Errorf("violation source = %q", got)
 	}
-	allowed(t, c, podRequest(testPolicyNamespace, "nginx"), false)
-	allowed(t, c, podRequest("team-b", "ghcr.io/acme/app:1"), true)
+	fakecluster.Allowed(t, c, fakecluster.PodRequest(fakecluster.PolicyNamespace, "nginx"), false)
+	fakecluster.Allowed(t, c, fakecluster.PodRequest("team-b", "ghcr.io/acme/app:1"), true)
 	// Both apply in team-a: ghcr.io passes the global one, not team-a's.
-	d = allowed(t, c, podRequest("team-a", "ghcr.io/acme/app:1"), false)
+	d = fakecluster.Allowed(t, c, fakecluster.PodRequest("team-a", "ghcr.io/acme/app:1"), false)
 	if len(d.Violations) != 1 || d.Violations[0].Source != "ConfigMap team-a/registries" {
 		t.Errorf("violations = %v, want only team-a's", d.Violations)
 	}
 	for _, p := range c.Snapshot().Policies() {
 		want := p.Source.Namespace
-		if want == testPolicyNamespace {
+		if want == fakecluster.PolicyNamespace {
 			want = ""
 		}
 		if p.Scope != want {
@@ -121,7 +122,7 @@ pods:
 }
 
 func TestUnlabelledConfigMapIgnored(t *testing.T) {
-	unlabelled := policyConfigMap("team-a", "not-a-policy", registryPolicy)
+	unlabelled := fakecluster.PolicyConfigMap("team-a", "not-a-policy", fakecluster.RegistryPolicy)
 	unlabelled.SetLabels(nil)
 	f := newFixture(t, unlabelled)
 	f.start()
@@ -134,7 +135,7 @@ func TestUnlabelledConfigMapIgnored(t *testing.T) {
 	// ConfigMaps only, so the others never reach the process, but for
 	// the one ConfigMap of persisted last good versions, by name.
 	var seen, lastGood int
-	for _, a := range f.dyn.Actions() {
+	for _, a := range f.Dyn.Actions() {
 		if a.GetResource().Resource != "configmaps" {
 			continue
 		}
@@ -147,7 +148,7 @@ func TestUnlabelledConfigMapIgnored(t *testing.T) {
 		default:
 			continue
 		}
-		if a.GetNamespace() == testPolicyNamespace && fieldSel == "metadata.name="+LastGoodConfigMap && sel == "" {
+		if a.GetNamespace() == fakecluster.PolicyNamespace && fieldSel == "metadata.name="+LastGoodConfigMap && sel == "" {
 			lastGood++
 			continue
 		}
@@ -162,25 +163,25 @@ func TestUnlabelledConfigMapIgnored(t *testing.T) {
 
 	// The fake watch, unlike the API server, does not filter by label: an
 	// unlabelled ConfigMap arriving anyway is still ignored.
-	other := policyConfigMap("team-b", "also-not-a-policy", registryPolicy)
+	other := fakecluster.PolicyConfigMap("team-b", "also-not-a-policy", fakecluster.RegistryPolicy)
 	other.SetLabels(map[string]string{policy.PolicyLabel: "false"})
-	f.create(other)
-	marker := f.create(policyConfigMap("team-c", "marker", registryPolicy))
+	f.Create(other)
+	marker := f.Create(fakecluster.PolicyConfigMap("team-c", "marker", fakecluster.RegistryPolicy))
 	f.inForce(policy.Source{Kind: policy.SourceConfigMap, Namespace: "team-c", Name: "marker"}, marker.GetResourceVersion())
 	if n := c.Snapshot().Set.Len(); n != 1 {
 		t.Fatalf("%d policies, want only the labelled one", n)
 	}
-	allowed(t, c, podRequest("team-b", "nginx"), true)
+	fakecluster.Allowed(t, c, fakecluster.PodRequest("team-b", "nginx"), true)
 
 	// A policy that loses its label stops applying.
 	marker.SetLabels(nil)
-	f.update(marker)
+	f.Update(marker)
 	f.gone(policy.Source{Kind: policy.SourceConfigMap, Namespace: "team-c", Name: "marker"})
-	allowed(t, c, podRequest("team-c", "nginx"), true)
+	fakecluster.Allowed(t, c, fakecluster.PodRequest("team-c", "nginx"), true)
 }
 
 func TestInvalidVersionKeepsLastGood(t *testing.T) {
-	cm := policyConfigMap("team-a", "registries", registryPolicy)
+	cm := fakecluster.PolicyConfigMap("team-a", "registries", fakecluster.RegistryPolicy)
 	f := newFixture(t, cm)
 	f.start()
 	c := f.cache
@@ -189,8 +190,8 @@ func TestInvalidVersionKeepsLastGood(t *testing.T) {
 	f.inForce(src, good)
 
 	cm = cm.DeepCopy()
-	cm.Object["data"] = map[string]any{policy.ConfigMapDataKey: invalidPolicy}
-	f.update(cm)
+	cm.Object["data"] = map[string]any{policy.ConfigMapDataKey: fakecluster.InvalidPolicy}
+	f.Update(cm)
 	se := f.failed(src, cm.GetResourceVersion())
 	if se.InForce != good {
 		t.Errorf("error says version %q is in force, want %q", se.InForce, good)
@@ -200,49 +201,30 @@ func TestInvalidVersionKeepsLastGood(t *testing.T) {
 	}
 	// The last good version still judges.
 	f.inForce(src, good)
-	allowed(t, c, podRequest("team-a", "nginx"), false)
-	allowed(t, c, podRequest("team-a", "registry.example.com/app:1"), true)
+	fakecluster.Allowed(t, c, fakecluster.PodRequest("team-a", "nginx"), false)
+	fakecluster.Allowed(t, c, fakecluster.PodRequest("team-a", "registry.example.com/app:1"), true)
 
-	// The author sees a Warning Event on the ConfigMap.
-	var ev corev1.Event
-	eventually(t, "a Warning Event on the ConfigMap", func() bool {
-		for _, e := range f.events("team-a", "registries") {
-			if e.Reason == ReasonInvalidPolicy {
-				ev = e
-				return true
-			}
-		}
-		return false
-	})
-	if ev.Type != corev1.EventTypeWarning || ev.InvolvedObject.Kind != "ConfigMap" || ev.InvolvedObject.UID != cm.GetUID() {
-		t.Errorf("event %s %s on %+v", ev.Type, ev.Reason, ev.InvolvedObject)
-	}
-	for _, want := range []string{"policy.yaml: pods.allowedRegistries[0]", "without a scheme", "resourceVersion " + good + " stays in force"} {
-		if !strings.Contains(ev.Message, want) {
-			t.Errorf("event message %q lacks %q", ev.Message, want)
-		}
-	}
 	if v := promtest.One(t, f.reg, MetricPolicyErrors, map[string]string{"kind": "ConfigMap", "namespace": "team-a", "name": "registries"}); v != 1 {
 		t.Errorf("%s = %v, want 1", MetricPolicyErrors, v)
 	}
 
 	// A valid version goes in force and clears the error.
 	cm = cm.DeepCopy()
-	cm.Object["data"] = map[string]any{policy.ConfigMapDataKey: dockerHubPolicy}
-	f.update(cm)
+	cm.Object["data"] = map[string]any{policy.ConfigMapDataKey: fakecluster.DockerHubPolicy}
+	f.Update(cm)
 	f.inForce(src, cm.GetResourceVersion())
 	if _, ok := c.Snapshot().Errors[src]; ok {
 		t.Error("error still reported after a valid version")
 	}
-	allowed(t, c, podRequest("team-a", "nginx"), true)
-	allowed(t, c, podRequest("team-a", "registry.example.com/app:1"), false)
+	fakecluster.Allowed(t, c, fakecluster.PodRequest("team-a", "nginx"), true)
+	fakecluster.Allowed(t, c, fakecluster.PodRequest("team-a", "registry.example.com/app:1"), false)
 	if n := promtest.Count(t, f.reg, MetricPolicyErrors, nil); n != 0 {
 		t.Errorf("%d %s series after the fix, want 0", n, MetricPolicyErrors)
 	}
 }
 
 func TestInvalidFromTheStart(t *testing.T) {
-	f := newFixture(t, policyConfigMap("team-a", "broken", invalidPolicy))
+	f := newFixture(t, fakecluster.PolicyConfigMap("team-a", "broken", fakecluster.InvalidPolicy))
 	f.start()
 	src := policy.Source{Kind: policy.SourceConfigMap, Namespace: "team-a", Name: "broken"}
 	se, ok := f.cache.Snapshot().Errors[src]
@@ -258,48 +240,40 @@ func TestInvalidFromTheStart(t *testing.T) {
 	if len(ps) != 1 || !ps[0].IsStandIn() || ps[0].Version != se.Version {
 		t.Fatalf("policies in force %v, want the stand-in of version %s", ps, se.Version)
 	}
-	d := allowed(t, f.cache, podRequest("team-a", "registry.example.com/app:1"), false)
+	d := fakecluster.Allowed(t, f.cache, fakecluster.PodRequest("team-a", "registry.example.com/app:1"), false)
 	want := "policy violation: ConfigMap team-a/broken invalid: the policy is invalid (resourceVersion " + se.Version +
 		") and no good version of it is known, so what it matches is refused until it is fixed: policy.yaml: pods.allowedRegistries[0]: invalid registry prefix " +
 		`"https://registry.example.com/": write the registry host without a scheme, e.g. registry.example.com/`
 	if got := d.Message(); got != want {
 		t.Errorf("message\n  %s\nwant\n  %s", got, want)
 	}
-	allowed(t, f.cache, podRequest("team-b", "nginx"), true)
-	allowed(t, f.cache, appleRequest(policy.Create, "team-a", "a", 1, 0), true)
-	eventually(t, "a Warning Event saying what it matches is refused", func() bool {
-		for _, e := range f.events("team-a", "broken") {
-			if e.Reason == ReasonInvalidPolicy && strings.Contains(e.Message, "(no good version of it is known: what it matches is refused until it is fixed)") {
-				return true
-			}
-		}
-		return false
-	})
+	fakecluster.Allowed(t, f.cache, fakecluster.PodRequest("team-b", "nginx"), true)
+	fakecluster.Allowed(t, f.cache, fakecluster.AppleRequest(policy.Create, "team-a", "a", 1, 0), true)
 }
 
 func TestDeleteStopsApplying(t *testing.T) {
-	cm := policyConfigMap("team-a", "registries", registryPolicy)
-	ap := admissionPolicy("trusted", 1, registrySpec("ghcr.io/"))
-	broken := policyConfigMap("team-b", "broken", invalidPolicy)
+	cm := fakecluster.PolicyConfigMap("team-a", "registries", fakecluster.RegistryPolicy)
+	ap := fakecluster.AdmissionPolicy("trusted", 1, fakecluster.RegistrySpec("ghcr.io/"))
+	broken := fakecluster.PolicyConfigMap("team-b", "broken", fakecluster.InvalidPolicy)
 	f := newFixture(t, cm, ap, broken)
 	f.start()
 	c := f.cache
-	allowed(t, c, podRequest("team-a", "registry.example.com/app:1"), false) // AdmissionPolicy: not ghcr.io
-	allowed(t, c, podRequest("team-a", "ghcr.io/app:1"), false)              // ConfigMap: not registry.example.com
+	fakecluster.Allowed(t, c, fakecluster.PodRequest("team-a", "registry.example.com/app:1"), false) // AdmissionPolicy: not ghcr.io
+	fakecluster.Allowed(t, c, fakecluster.PodRequest("team-a", "ghcr.io/app:1"), false)              // ConfigMap: not registry.example.com
 
-	f.delete(ap)
+	f.Delete(ap)
 	f.gone(policy.Source{Kind: policy.SourceAdmissionPolicy, Name: "trusted"})
-	allowed(t, c, podRequest("team-a", "registry.example.com/app:1"), true)
-	allowed(t, c, podRequest("team-b", "nginx"), false) // the stand-in of the invalid one
+	fakecluster.Allowed(t, c, fakecluster.PodRequest("team-a", "registry.example.com/app:1"), true)
+	fakecluster.Allowed(t, c, fakecluster.PodRequest("team-b", "nginx"), false) // the stand-in of the invalid one
 
-	f.delete(cm)
+	f.Delete(cm)
 	f.gone(policy.Source{Kind: policy.SourceConfigMap, Namespace: "team-a", Name: "registries"})
-	allowed(t, c, podRequest("team-a", "nginx"), true)
+	fakecluster.Allowed(t, c, fakecluster.PodRequest("team-a", "nginx"), true)
 
 	// Deleting an invalid source clears its error and its metric.
-	f.delete(broken)
+	f.Delete(broken)
 	f.gone(policy.Source{Kind: policy.SourceConfigMap, Namespace: "team-b", Name: "broken"})
-	allowed(t, c, podRequest("team-b", "nginx"), true)
+	fakecluster.Allowed(t, c, fakecluster.PodRequest("team-b", "nginx"), true)
 	if n := promtest.Count(t, f.reg, MetricPolicyErrors, nil); n != 0 {
 		t.Errorf("%d %s series after deleting the invalid source", n, MetricPolicyErrors)
 	}
@@ -311,32 +285,32 @@ func TestDeleteStopsApplying(t *testing.T) {
 // A source deleted and created again under the same name inherits nothing
 // from the old one, even at the same generation.
 func TestRecreatedSourceIsNew(t *testing.T) {
-	ap := admissionPolicy("trusted", 1, registrySpec("ghcr.io/"))
+	ap := fakecluster.AdmissionPolicy("trusted", 1, fakecluster.RegistrySpec("ghcr.io/"))
 	f := newFixture(t, ap)
 	f.start()
 	src := policy.Source{Kind: policy.SourceAdmissionPolicy, Name: "trusted"}
-	f.delete(ap)
+	f.Delete(ap)
 	f.gone(src)
-	again := admissionPolicy("trusted", 1, map[string]any{"pods": map[string]any{"allowedRegistries": []any{"https://x/"}}})
-	f.create(again)
+	again := fakecluster.AdmissionPolicy("trusted", 1, map[string]any{"pods": map[string]any{"allowedRegistries": []any{"https://x/"}}})
+	f.Create(again)
 	se := f.failed(src, "1")
 	if se.InForce != "" {
 		t.Errorf("the recreated policy inherited version %q", se.InForce)
 	}
 	// Not the old one's ghcr.io/: its stand-in, refusing what it matches.
-	d := allowed(t, f.cache, podRequest("team-a", "ghcr.io/app:1"), false)
+	d := fakecluster.Allowed(t, f.cache, fakecluster.PodRequest("team-a", "ghcr.io/app:1"), false)
 	if len(d.Violations) != 1 || d.Violations[0].Rule != policy.RuleInvalid {
 		t.Errorf("violations %v, want the stand-in's", d.Violations)
 	}
 }
 
 func TestNamespaceSelector(t *testing.T) {
-	ap := admissionPolicy("prod-registries", 1, map[string]any{
+	ap := fakecluster.AdmissionPolicy("prod-registries", 1, map[string]any{
 		"match": map[string]any{"namespaceSelector": map[string]any{"matchLabels": map[string]any{"env": "prod"}}},
 		"pods":  map[string]any{"allowedRegistries": []any{"registry.example.com/"}},
 	})
-	dev := namespaceMeta("dev", map[string]string{"env": "dev"})
-	f := newFixture(t, ap, namespaceMeta("prod", map[string]string{"env": "prod"}), dev)
+	dev := fakecluster.NamespaceMeta("dev", map[string]string{"env": "dev"})
+	f := newFixture(t, ap, fakecluster.NamespaceMeta("prod", map[string]string{"env": "prod"}), dev)
 	f.start()
 	c := f.cache
 
@@ -346,21 +320,21 @@ func TestNamespaceSelector(t *testing.T) {
 	if _, ok := c.NamespaceLabels("nowhere"); ok {
 		t.Error("NamespaceLabels knows a namespace that does not exist")
 	}
-	allowed(t, c, podRequest("prod", "nginx"), false)
-	allowed(t, c, podRequest("dev", "nginx"), true)
+	fakecluster.Allowed(t, c, fakecluster.PodRequest("prod", "nginx"), false)
+	fakecluster.Allowed(t, c, fakecluster.PodRequest("dev", "nginx"), true)
 
 	dev = dev.DeepCopy()
 	dev.Labels = map[string]string{"env": "prod"}
-	f.updateNamespace(dev)
-	eventually(t, "dev is relabelled in the cache", func() bool {
+	f.UpdateNamespace(dev)
+	fakecluster.Eventually(t, "dev is relabelled in the cache", func() bool {
 		l, _ := c.NamespaceLabels("dev")
 		return l["env"] == "prod"
 	})
-	allowed(t, c, podRequest("dev", "nginx"), false)
+	fakecluster.Allowed(t, c, fakecluster.PodRequest("dev", "nginx"), false)
 }
 
 func TestConcurrentEvaluateDuringUpdates(t *testing.T) {
-	cm := policyConfigMap("team-a", "registries", registryPolicy)
+	cm := fakecluster.PolicyConfigMap("team-a", "registries", fakecluster.RegistryPolicy)
 	f := newFixture(t, cm)
 	f.start()
 	c := f.cache
@@ -375,7 +349,7 @@ func TestConcurrentEvaluateDuringUpdates(t *testing.T) {
 				return
 			default:
 			}
-			d := c.Evaluate(podRequest("team-a", "nginx"))
+			d := c.Evaluate(fakecluster.PodRequest("team-a", "nginx"))
 			// Every version of the policy refuses nginx: no reader may
 			// ever see a half-built snapshot that lets it through.
 			if d.Allowed {
@@ -386,8 +360,8 @@ func TestConcurrentEvaluateDuringUpdates(t *testing.T) {
 	}()
 	for i := range 50 {
 		cm = cm.DeepCopy()
-		cm.Object["data"] = map[string]any{policy.ConfigMapDataKey: registryPolicy + "  disallowedTags: [latest, v" + string(rune('a'+i%26)) + "]\n"}
-		f.update(cm)
+		cm.Object["data"] = map[string]any{policy.ConfigMapDataKey: fakecluster.RegistryPolicy + "  disallowedTags: [latest, v" + string(rune('a'+i%26)) + "]\n"}
+		f.Update(cm)
 	}
 	f.inForce(policy.Source{Kind: policy.SourceConfigMap, Namespace: "team-a", Name: "registries"}, cm.GetResourceVersion())
 	close(stop)
@@ -402,15 +376,15 @@ func TestTransformsDropWhatIsNotRead(t *testing.T) {
 		u.SetManagedFields([]metav1.ManagedFieldsEntry{{Manager: "kubectl", Operation: metav1.ManagedFieldsOperationApply}})
 		u.SetAnnotations(map[string]string{corev1.LastAppliedConfigAnnotation: `{"huge":"json"}`, "keep": "me"})
 	}
-	cm := policyConfigMap("team-a", "registries", registryPolicy)
+	cm := fakecluster.PolicyConfigMap("team-a", "registries", fakecluster.RegistryPolicy)
 	cm.Object["data"].(map[string]any)["README"] = "a long explanation"
 	cm.Object["binaryData"] = map[string]any{"logo.png": "aGVsbG8="}
 	withNoise(cm)
-	ap := admissionPolicy("trusted", 1, registrySpec("ghcr.io/"))
+	ap := fakecluster.AdmissionPolicy("trusted", 1, fakecluster.RegistrySpec("ghcr.io/"))
 	withNoise(ap)
-	mine := myApple("team-a", "a", 3)
+	mine := fakecluster.MyApple("team-a", "a", 3)
 	withNoise(mine)
-	ns := namespaceMeta("team-a", map[string]string{"env": "prod"})
+	ns := fakecluster.NamespaceMeta("team-a", map[string]string{"env": "prod"})
 	withNoise(ns)
 	f := newFixture(t, cm, ap, mine, ns)
 	f.start()

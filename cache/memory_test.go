@@ -65,7 +65,7 @@ func TestMyAppleHeapPerObject(t *testing.T) {
 	namespace := func(i int) string { return fmt.Sprintf("team-%d", i%20) }
 
 	f := newFixture(t)
-	f.dyn.PrependReactor("list", "myapples", func(k8stesting.Action) (bool, runtimeobj.Object, error) {
+	f.Dyn.PrependReactor("list", "myapples", func(k8stesting.Action) (bool, runtimeobj.Object, error) {
 		list := &unstructured.UnstructuredList{Object: map[string]any{"apiVersion": policy.GroupMyApple + "/v1", "kind": "MyAppleList"}}
 		list.SetResourceVersion("200000")
 		for i := range n {

@@ -15,7 +15,6 @@ const (
 	MetricSnapshotBuilds = "policy_webhook_snapshot_builds_total"
 	MetricPropagation    = "policy_webhook_policy_propagation_seconds"
 	MetricCacheSynced    = "policy_webhook_cache_synced"
-	MetricStatusUpdates  = "policy_webhook_policy_status_updates_total"
 	MetricCachedMyApples = "policy_webhook_cached_myapples"
 	MetricWatchErrors    = "policy_webhook_cache_watch_errors_total"
 	MetricCacheStale     = "policy_webhook_cache_stale_seconds"
@@ -25,25 +24,21 @@ const (
 	metricLabelKind         = "kind"
 	metricLabelNamespace    = "namespace"
 	metricLabelName         = "name"
-	metricLabelResult       = "result"
 	metricLabelInformer     = "informer"
 	metricLabelReason       = "reason"
-	statusResultUpdated     = "updated"
-	statusResultFailed      = "failed"
 	propagationBucketsStart = 0.0001 // 100µs
 )
 
 // metrics are one Cache's collectors. They exist even when nothing
 // registers them, so the code that updates them never branches.
 type metrics struct {
-	policies      *prometheus.GaugeVec
-	policyErrors  *prometheus.GaugeVec
-	builds        prometheus.Counter
-	propagation   prometheus.Histogram
-	synced        prometheus.Gauge
-	statusUpdates *prometheus.CounterVec
-	apples        prometheus.GaugeFunc
-	watchErrors   *prometheus.CounterVec
+	policies     *prometheus.GaugeVec
+	policyErrors *prometheus.GaugeVec
+	builds       prometheus.Counter
+	propagation  prometheus.Histogram
+	synced       prometheus.Gauge
+	apples       prometheus.GaugeFunc
+	watchErrors  *prometheus.CounterVec
 
 	reg prometheus.Registerer // nil: none
 }
@@ -71,10 +66,6 @@ func newMetrics(reg prometheus.Registerer, apples func() float64) (*metrics, err
 			Name: MetricCacheSynced,
 			Help: "1 once every informer has synced and the first policy snapshot is built.",
 		}),
-		statusUpdates: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: MetricStatusUpdates,
-			Help: "AdmissionPolicy status writes, by result (updated, failed).",
-		}, []string{metricLabelResult}),
 		apples: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: MetricCachedMyApples,
 			Help: "MyApples held in the cache for the namespace quota rule.",
@@ -89,7 +80,7 @@ func newMetrics(reg prometheus.Registerer, apples func() float64) (*metrics, err
 		return m, nil
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.policies, m.policyErrors, m.builds, m.propagation, m.synced, m.statusUpdates, m.apples, m.watchErrors} {
+	for _, c := range []prometheus.Collector{m.policies, m.policyErrors, m.builds, m.propagation, m.synced, m.apples, m.watchErrors} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}

@@ -4,15 +4,16 @@ import (
 	"testing"
 
 	"github.com/policy-webhook/policy-webhook/policy"
+	"github.com/policy-webhook/policy-webhook/test/fakecluster"
 	"github.com/policy-webhook/policy-webhook/test/promtest"
 )
 
 func TestMetrics(t *testing.T) {
 	f := newFixture(t,
-		policyConfigMap("team-a", "registries", registryPolicy),
-		policyConfigMap(testPolicyNamespace, "global", registryPolicy),
-		admissionPolicy("trusted", 1, registrySpec("ghcr.io/")),
-		myApple("team-a", "a", 1),
+		fakecluster.PolicyConfigMap("team-a", "registries", fakecluster.RegistryPolicy),
+		fakecluster.PolicyConfigMap(fakecluster.PolicyNamespace, "global", fakecluster.RegistryPolicy),
+		fakecluster.AdmissionPolicy("trusted", 1, fakecluster.RegistrySpec("ghcr.io/")),
+		fakecluster.MyApple("team-a", "a", 1),
 	)
 	if v := promtest.One(t, f.reg, MetricCacheSynced, nil); v != 0 {
 		t.Errorf("%s = %v before Start", MetricCacheSynced, v)
@@ -32,9 +33,9 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("%s = %v after the first build", MetricSnapshotBuilds, builds)
 	}
 
-	cm := f.create(policyConfigMap("team-b", "registries", registryPolicy))
+	cm := f.Create(fakecluster.PolicyConfigMap("team-b", "registries", fakecluster.RegistryPolicy))
 	f.inForce(policy.Source{Kind: policy.SourceConfigMap, Namespace: "team-b", Name: "registries"}, cm.GetResourceVersion())
-	eventually(t, "a propagation time is observed", func() bool {
+	fakecluster.Eventually(t, "a propagation time is observed", func() bool {
 		return promtest.Count(t, f.reg, MetricPropagation, nil) == 1 && promtest.Sum(t, f.reg, MetricPropagation, nil) >= 1
 	})
 	if v := promtest.One(t, f.reg, MetricSnapshotBuilds, nil); v <= builds {
@@ -54,7 +55,7 @@ func TestNewRejectsIncompleteConfig(t *testing.T) {
 	}
 	// Two caches cannot register the same metrics in one registry.
 	f := newFixture(t)
-	if _, err := New(Config{Dynamic: f.dyn, Metadata: f.meta, Kube: f.kube, PolicyNamespace: "p", Metrics: f.reg}); err == nil {
+	if _, err := New(Config{Dynamic: f.Dyn, Metadata: f.Meta, PolicyNamespace: "p", Metrics: f.reg}); err == nil {
 		t.Fatal("a second cache registered the same metrics")
 	}
 }

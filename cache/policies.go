@@ -77,7 +77,9 @@ func (c *Cache) onAdmissionPolicy(obj any) {
 		// The generation counts spec changes only: this is a change of
 		// metadata or status (often our own status write), so there is
 		// nothing to compile, but the status may still need setting right.
-		c.statusChanged(u.GetName())
+		for _, fn := range c.policyListeners {
+			fn(u.GetName())
+		}
 		return
 	}
 	p, err := carrier.Compile(u, c.cfg.PolicyNamespace)
@@ -85,9 +87,7 @@ func (c *Cache) onAdmissionPolicy(obj any) {
 }
 
 // applySource records a new version of a source, logs it if invalid, and
-// has a new snapshot built. The snapshot has the status writers report it:
-// this replica's status.replicas entry, and on the leader the Event and
-// the Ready condition.
+// has a new snapshot built.
 func (c *Cache) applySource(src policy.Source, u *unstructured.Unstructured, version string, p *policy.Policy, err error, received time.Time) {
 	var standIn *policy.Policy
 	if err != nil {
@@ -115,9 +115,9 @@ func (c *Cache) removeSource(src policy.Source, received time.Time) {
 	c.changed(received)
 }
 
-// problems says what is wrong with a source, without naming it again: the
+// Problems says what is wrong with a source, without naming it again: the
 // Event and the status it goes into are on the source itself.
-func problems(err error) string {
+func Problems(err error) string {
 	var invalid *policy.InvalidError
 	if errors.As(err, &invalid) {
 		return invalid.Problems()
@@ -125,22 +125,22 @@ func problems(err error) string {
 	return err.Error()
 }
 
-// versionName is what a carrier's versions are.
-func versionName(kind string) string {
+// VersionName is what a carrier's versions are.
+func VersionName(kind string) string {
 	if kind == policy.SourceAdmissionPolicy {
 		return "generation"
 	}
 	return "resourceVersion"
 }
 
-// stillInForce says what applies instead of an invalid version of a
+// StillInForce says what applies instead of an invalid version of a
 // source: its last good version, perhaps as persisted, or its stand-in.
-func stillInForce(kind string, se SourceError, policyNamespace string) string {
+func (se SourceError) StillInForce(kind, policyNamespace string) string {
 	switch {
 	case se.InForce != "" && se.Restored:
-		return fmt.Sprintf("%s %s, the last good version, stays in force as persisted in ConfigMap %s/%s", versionName(kind), se.InForce, policyNamespace, LastGoodConfigMap)
+		return fmt.Sprintf("%s %s, the last good version, stays in force as persisted in ConfigMap %s/%s", VersionName(kind), se.InForce, policyNamespace, LastGoodConfigMap)
 	case se.InForce != "":
-		return versionName(kind) + " " + se.InForce + " stays in force"
+		return VersionName(kind) + " " + se.InForce + " stays in force"
 	case se.StandIn != "":
 		return "no good version of it is known: what it matches " + standInEffect(se.StandIn) + " until it is fixed"
 	}
@@ -163,7 +163,7 @@ func standInEffect(e v1alpha1.Enforcement) string {
 // invalid and why.
 func standInMessage(kind, version string, e v1alpha1.Enforcement, err error) string {
 	return fmt.Sprintf("the policy is invalid (%s %s) and no good version of it is known, so what it matches %s until it is fixed: %s",
-		versionName(kind), version, standInEffect(e), problems(err))
+		VersionName(kind), version, standInEffect(e), Problems(err))
 }
 
 // changed has a new snapshot built. Bursts coalesce: however many changes

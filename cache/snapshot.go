@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
@@ -26,8 +27,21 @@ type Snapshot struct {
 	bySource map[policy.Source]*policy.Policy
 }
 
-// policy returns the policy of a source in force in the snapshot, or nil.
-func (s *Snapshot) policy(src policy.Source) *policy.Policy { return s.bySource[src] }
+// Policy returns the policy of a source in force in the snapshot, or nil.
+func (s *Snapshot) Policy(src policy.Source) *policy.Policy { return s.bySource[src] }
+
+// AdmissionPolicyState is what the snapshot enforces of an AdmissionPolicy
+// whose newest generation is gen: ok is false when the snapshot has not
+// caught up with gen yet (a later snapshot will have).
+func (s *Snapshot) AdmissionPolicyState(name string, gen int64) (inForce bool, se SourceError, ok bool) {
+	src := policy.Source{Kind: policy.SourceAdmissionPolicy, Name: name}
+	version := strconv.FormatInt(gen, 10)
+	if e, invalid := s.Errors[src]; invalid {
+		return false, e, e.Version == version
+	}
+	p := s.Policy(src)
+	return true, SourceError{}, p != nil && p.Version == version
+}
 
 // SourceError is why a source's newest version is not in force.
 //

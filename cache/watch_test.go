@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/policy-webhook/policy-webhook/test/fakecluster"
 	"github.com/policy-webhook/policy-webhook/test/promtest"
 )
 
@@ -100,12 +101,12 @@ func mustMetrics(t *testing.T) *metrics {
 // itself, counted, and the informer is current again as soon as one
 // succeeds; a watch that ends makes the informer stale until the next.
 func TestWatchRetriedWhileUnavailable(t *testing.T) {
-	f := newFixture(t, myApple("team-a", "a", 1))
+	f := newFixture(t, fakecluster.MyApple("team-a", "a", 1))
 	const refusals = 3
 	var mu sync.Mutex
 	calls := 0
 	watches := make(chan *watch.FakeWatcher, 10)
-	f.dyn.PrependWatchReactor("myapples", func(k8stesting.Action) (bool, watch.Interface, error) {
+	f.Dyn.PrependWatchReactor("myapples", func(k8stesting.Action) (bool, watch.Interface, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		calls++
@@ -117,7 +118,7 @@ func TestWatchRetriedWhileUnavailable(t *testing.T) {
 		return true, w, nil
 	})
 	f.start()
-	eventually(t, "the MyApples watch open", func() bool { return f.cache.Staleness(time.Now())[2].For == 0 })
+	fakecluster.Eventually(t, "the MyApples watch open", func() bool { return f.cache.Staleness(time.Now())[2].For == 0 })
 	labels := map[string]string{metricLabelInformer: "myapples", metricLabelReason: watchErrorUnavailable}
 	if v := promtest.One(t, f.reg, MetricWatchErrors, labels); v != refusals {
 		t.Errorf("%s%v = %v, want %d", MetricWatchErrors, labels, v, refusals)
@@ -127,7 +128,7 @@ func TestWatchRetriedWhileUnavailable(t *testing.T) {
 	w := <-watches
 	w.Stop()
 	<-watches
-	eventually(t, "the MyApples watch open again", func() bool { return f.cache.Staleness(time.Now())[2].For == 0 })
+	fakecluster.Eventually(t, "the MyApples watch open again", func() bool { return f.cache.Staleness(time.Now())[2].For == 0 })
 	if err := f.cache.CheckCurrent(time.Now(), 0); err != nil {
 		t.Errorf("every informer current: %v", err)
 	}
@@ -142,7 +143,7 @@ func TestListErrorReachesTheWatchErrorHandler(t *testing.T) {
 	f := newFixture(t)
 	var mu sync.Mutex
 	failed := false
-	f.dyn.PrependReactor("list", "admissionpolicies", func(k8stesting.Action) (bool, runtime.Object, error) {
+	f.Dyn.PrependReactor("list", "admissionpolicies", func(k8stesting.Action) (bool, runtime.Object, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		if !failed {
@@ -165,7 +166,7 @@ func TestHeldWatchSentAgain(t *testing.T) {
 	f := newFixture(t)
 	var mu sync.Mutex
 	calls := 0
-	f.dyn.PrependWatchReactor("admissionpolicies", func(k8stesting.Action) (bool, watch.Interface, error) {
+	f.Dyn.PrependWatchReactor("admissionpolicies", func(k8stesting.Action) (bool, watch.Interface, error) {
 		mu.Lock()
 		calls++
 		first := calls == 1
@@ -179,10 +180,10 @@ func TestHeldWatchSentAgain(t *testing.T) {
 	})
 	f.start()
 	labels := map[string]string{metricLabelInformer: "admissionpolicies", metricLabelReason: watchErrorUnavailable}
-	eventually(t, "the held watch counted and sent again", func() bool {
+	fakecluster.Eventually(t, "the held watch counted and sent again", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return calls >= 2 && promtest.One(t, f.reg, MetricWatchErrors, labels) == 1
 	})
-	eventually(t, "the AdmissionPolicies watch open", func() bool { return f.cache.Staleness(time.Now())[1].For == 0 })
+	fakecluster.Eventually(t, "the AdmissionPolicies watch open", func() bool { return f.cache.Staleness(time.Now())[1].For == 0 })
 }

@@ -32,6 +32,7 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/cache"
+	"github.com/policy-webhook/policy-webhook/controllers"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
@@ -224,7 +225,7 @@ func TestLastGoodAcrossRestart(t *testing.T) {
 		if raw, ok := u.Object["status"].(map[string]any); ok {
 			_ = runtime.DefaultUnstructuredConverter.FromUnstructured(raw, &st)
 		}
-		ready := apimeta.FindStatusCondition(st.Conditions, cache.ConditionReady)
+		ready := apimeta.FindStatusCondition(st.Conditions, controllers.ConditionReady)
 		if ready == nil {
 			return 0, ""
 		}

@@ -29,8 +29,8 @@ import (
 	"k8s.io/client-go/util/retry"
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
-	"github.com/policy-webhook/policy-webhook/cache"
 	"github.com/policy-webhook/policy-webhook/certs"
+	"github.com/policy-webhook/policy-webhook/controllers"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
@@ -195,7 +195,7 @@ func TestTwoReplicas(t *testing.T) {
 					return false
 				}
 			}
-			ready := apimeta.FindStatusCondition(st.Conditions, cache.ConditionReady)
+			ready := apimeta.FindStatusCondition(st.Conditions, controllers.ConditionReady)
 			want := "0/" + fmt.Sprint(len(names))
 			if inForce {
 				want = fmt.Sprintf("%d/%d", len(names), len(names))
@@ -225,7 +225,7 @@ func TestTwoReplicas(t *testing.T) {
 		}
 		n := 0
 		for _, e := range list.Items {
-			if e.Reason == cache.ReasonInvalidPolicy && e.Type == corev1.EventTypeWarning {
+			if e.Reason == controllers.ReasonInvalidPolicy && e.Type == corev1.EventTypeWarning {
 				n++
 			}
 		}
@@ -274,7 +274,7 @@ func TestTwoReplicas(t *testing.T) {
 			managers[mf.Manager] = true
 		}
 	}
-	for _, m := range []string{"policy-webhook", cache.ReplicaFieldManager("replica-a"), cache.ReplicaFieldManager("replica-b")} {
+	for _, m := range []string{"policy-webhook", controllers.ReplicaFieldManager("replica-a"), controllers.ReplicaFieldManager("replica-b")} {
 		if !managers[m] {
 			t.Errorf("status managers %v lack %s", managers, m)
 		}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/audit"
 	"github.com/policy-webhook/policy-webhook/cache"
+	"github.com/policy-webhook/policy-webhook/controllers"
 	"github.com/policy-webhook/policy-webhook/quota"
 )
 
@@ -58,7 +59,7 @@ func Run(ctx context.Context, opts Options) error {
 
 	reg := &registrations{Registerer: opts.MetricsRegistry}
 	defer reg.unregisterAll()
-	pc, kube, err := newCache(cfg, opts, reg)
+	pc, cs, kube, err := newCache(cfg, opts, reg)
 	if err != nil {
 		return err
 	}
@@ -114,12 +115,11 @@ func Run(ctx context.Context, opts Options) error {
 			return fmt.Errorf("adding the client CA watcher: %w", err)
 		}
 	}
-	// Work done once for all replicas, by the elected one. Each runs
-	// while this replica leads (every one of them when leader election is
-	// off); another such task is one more entry here.
-	for _, r := range []leaderRunnable{pc.Reporter()} {
+	// The writers: this replica's own, and those that run while this
+	// replica leads (every replica when leader election is off).
+	for _, r := range []manager.Runnable{cs.Replica, cs.Status, cs.LastGood} {
 		if err := mgr.Add(r); err != nil {
-			return fmt.Errorf("adding a leader-only task: %w", err)
+			return fmt.Errorf("adding a controller: %w", err)
 		}
 	}
 	if err := addAudit(mgr, cfg, opts, pc, reg); err != nil {
@@ -196,7 +196,7 @@ func serve(ctx context.Context, opts Options, mgr manager.Manager, pc *cache.Cac
 	stopCacheAndWait := func() error {
 		stopCache()
 		if err := <-cacheDone; err != nil {
-			return fmt.Errorf("policy pc: %w", err)
+			return fmt.Errorf("policy cache: %w", err)
 		}
 		return nil
 	}
@@ -215,7 +215,7 @@ func serve(ctx context.Context, opts Options, mgr manager.Manager, pc *cache.Cac
 			err = errors.New("stopped unexpectedly")
 		}
 		stopMgr()
-		return errors.Join(fmt.Errorf("policy pc: %w", err), <-mgrDone)
+		return errors.Join(fmt.Errorf("policy cache: %w", err), <-mgrDone)
 	}
 
 	log.Info("Shutting down: no longer ready", "shutdownDelay", opts.ShutdownDelay)
@@ -237,12 +237,6 @@ func serve(ctx context.Context, opts Options, mgr manager.Manager, pc *cache.Cac
 	err := errors.Join(mgrErr, stopCacheAndWait())
 	log.Info("Shut down")
 	return err
-}
-
-// leaderRunnable is a task the manager runs on the elected replica only.
-type leaderRunnable interface {
-	manager.Runnable
-	manager.LeaderElectionRunnable
 }
 
 // leaderElection has the manager elect a leader on a Lease in the policy
@@ -288,37 +282,47 @@ func leaderElection(mgrOpts *manager.Options, cfg *rest.Config, opts Options) er
 const defaultRenewDeadline = 10 * time.Second
 
 // newCache builds the clients, all from cfg and sharing one HTTP client,
-// and the live policy cache on them.
-func newCache(cfg *rest.Config, opts Options, reg prometheus.Registerer) (*cache.Cache, kubernetes.Interface, error) {
+// the policy cache on them and the controllers that write what it reads.
+func newCache(cfg *rest.Config, opts Options, reg prometheus.Registerer) (*cache.Cache, *controllers.Controllers, kubernetes.Interface, error) {
 	httpClient, err := rest.HTTPClientFor(cfg)
 	if err != nil {
-		return nil, nil, fmt.Errorf("creating the HTTP client for the API server: %w", err)
+		return nil, nil, nil, fmt.Errorf("creating the HTTP client for the API server: %w", err)
 	}
 	dyn, err := dynamic.NewForConfigAndClient(cfg, httpClient)
 	if err != nil {
-		return nil, nil, fmt.Errorf("creating the dynamic client: %w", err)
+		return nil, nil, nil, fmt.Errorf("creating the dynamic client: %w", err)
 	}
 	md, err := metadata.NewForConfigAndClient(cfg, httpClient)
 	if err != nil {
-		return nil, nil, fmt.Errorf("creating the metadata client: %w", err)
+		return nil, nil, nil, fmt.Errorf("creating the metadata client: %w", err)
 	}
 	kube, err := kubernetes.NewForConfigAndClient(cfg, httpClient)
 	if err != nil {
-		return nil, nil, fmt.Errorf("creating the Kubernetes client: %w", err)
+		return nil, nil, nil, fmt.Errorf("creating the Kubernetes client: %w", err)
 	}
 	pc, err := cache.New(cache.Config{
-		Dynamic:           dyn,
-		Metadata:          md,
-		Kube:              kube,
-		Replica:           opts.ReplicaName,
-		HeartbeatInterval: opts.HeartbeatInterval,
-		PolicyNamespace:   opts.PolicyNamespace,
-		Log:               opts.Log.WithName("pc"),
-		Metrics:           reg,
-		ResyncPeriod:      opts.ResyncPeriod,
+		Dynamic:         dyn,
+		Metadata:        md,
+		PolicyNamespace: opts.PolicyNamespace,
+		Log:             opts.Log.WithName("cache"),
+		Metrics:         reg,
+		ResyncPeriod:    opts.ResyncPeriod,
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("creating the policy pc: %w", err)
+		return nil, nil, nil, fmt.Errorf("creating the policy cache: %w", err)
 	}
-	return pc, kube, nil
+	cs, err := controllers.New(controllers.Config{
+		Cache:             pc,
+		Dynamic:           dyn,
+		Kube:              kube,
+		Replica:           opts.ReplicaName,
+		PolicyNamespace:   opts.PolicyNamespace,
+		HeartbeatInterval: opts.HeartbeatInterval,
+		Log:               opts.Log.WithName("controllers"),
+		Metrics:           reg,
+	})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("creating the controllers: %w", err)
+	}
+	return pc, cs, kube, nil
 }

@@ -32,6 +32,7 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/audit"
 	"github.com/policy-webhook/policy-webhook/cache"
+	"github.com/policy-webhook/policy-webhook/controllers"
 )
 
 // The files of the monitoring components.
@@ -49,7 +50,7 @@ var webhookMetrics = func() []string {
 		"policy_webhook_request_errors_total",
 		"policy_webhook_violations_total",
 		cache.MetricPolicies, cache.MetricPolicyErrors, cache.MetricSnapshotBuilds, cache.MetricCacheSynced,
-		cache.MetricStatusUpdates, cache.MetricCachedMyApples, cache.MetricCacheStale, cache.MetricWatchErrors,
+		controllers.MetricStatusUpdates, cache.MetricCachedMyApples, cache.MetricCacheStale, cache.MetricWatchErrors,
 		audit.MetricViolations, audit.MetricObjectsJudged, audit.MetricSweeps, audit.MetricReportWrites,
 	}
 	for _, h := range []string{"policy_webhook_admission_duration_seconds", cache.MetricPropagation, audit.MetricSweepDuration} {

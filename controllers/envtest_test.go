@@ -1,4 +1,4 @@
-package cache_test
+package controllers_test
 
 import (
 	"context"
@@ -22,6 +22,7 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/cache"
+	"github.com/policy-webhook/policy-webhook/controllers"
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
@@ -49,16 +50,26 @@ pods:
 	// even though it would not compile.
 	a.create(configMap("team-a", "notes", false, "pods: {allowedRegistries: [\"https://x/\"]}"))
 
+	log := testr.NewWithOptions(t, testr.Options{Verbosity: 1})
 	c, err := cache.New(cache.Config{
 		Dynamic:         a.dyn,
 		Metadata:        a.meta,
+		PolicyNamespace: "policy-system",
+		Log:             log,
+	})
+	if err != nil {
+		t.Fatalf("cache.New: %v", err)
+	}
+	cs, err := controllers.New(controllers.Config{
+		Cache:           c,
+		Dynamic:         a.dyn,
 		Kube:            a.kube,
 		Replica:         "replica-a",
 		PolicyNamespace: "policy-system",
-		Log:             testr.NewWithOptions(t, testr.Options{Verbosity: 1}),
+		Log:             log,
 	})
 	if err != nil {
-		t.Fatalf("New: %v", err)
+		t.Fatalf("controllers.New: %v", err)
 	}
 	if c.HasSynced() {
 		t.Fatal("HasSynced before Start")
@@ -66,12 +77,14 @@ pods:
 	// One replica, which writes Events and Ready as the leader would:
 	// two replicas and the election are webhook's TestTwoReplicas.
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 2)
-	go func() { done <- c.Start(ctx) }()
-	go func() { done <- c.Reporter().Start(ctx) }()
+	runs := []func(context.Context) error{c.Start, cs.Replica.Start, cs.Status.Start, cs.LastGood.Start}
+	done := make(chan error, len(runs))
+	for _, run := range runs {
+		go func() { done <- run(ctx) }()
+	}
 	defer func() {
 		cancel()
-		for range 2 {
+		for range runs {
 			select {
 			case err := <-done:
 				if err != nil {
@@ -305,7 +318,7 @@ func (a *api) status(name string) v1alpha1.AdmissionPolicyStatus {
 func (a *api) readyCondition(name string) (*metav1.Condition, int64) {
 	a.t.Helper()
 	st := a.status(name)
-	return apimeta.FindStatusCondition(st.Conditions, cache.ConditionReady), st.ObservedGeneration
+	return apimeta.FindStatusCondition(st.Conditions, controllers.ConditionReady), st.ObservedGeneration
 }
 
 func (a *api) ready(name string, status metav1.ConditionStatus, gen int64) bool {
@@ -330,7 +343,7 @@ func (a *api) hasEvent(namespace, name, text string) bool {
 		a.t.Fatalf("listing events: %v", err)
 	}
 	for _, e := range list.Items {
-		if e.Reason == cache.ReasonInvalidPolicy && e.Type == corev1.EventTypeWarning && strings.Contains(e.Message, text) {
+		if e.Reason == controllers.ReasonInvalidPolicy && e.Type == corev1.EventTypeWarning && strings.Contains(e.Message, text) {
 			return true
 		}
 	}

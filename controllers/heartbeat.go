@@ -1,4 +1,4 @@
-package cache
+package controllers
 
 import (
 	"context"
@@ -39,30 +39,32 @@ func heartbeatLeaseName(replica string) string { return heartbeatLeasePrefix + r
 // heartbeat renews the replica's Lease every interval until ctx is done,
 // then deletes it, so that the leader sees a replica that stopped cleanly
 // gone at once rather than after the Lease expires.
-func (c *Cache) heartbeat(ctx context.Context) {
+func (r *ReplicaStatus) heartbeat(ctx context.Context) {
+	cfg := r.w.cfg
 	wait.JitterUntilWithContext(ctx, func(ctx context.Context) {
-		if err := c.renewHeartbeat(ctx); err != nil && ctx.Err() == nil {
-			c.log.Error(err, "Renewing the replica's heartbeat Lease, will retry", "lease", heartbeatLeaseName(c.cfg.Replica))
+		if err := r.renewHeartbeat(ctx); err != nil && ctx.Err() == nil {
+			r.w.log.Error(err, "Renewing the replica's heartbeat Lease, will retry", "lease", heartbeatLeaseName(cfg.Replica))
 		}
-	}, c.cfg.HeartbeatInterval, 0.1, true)
+	}, cfg.HeartbeatInterval, 0.1, true)
 
 	// ctx is done; a short budget of its own for the last request, which
 	// only saves the leader waiting for the Lease to expire.
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), heartbeatDeleteTimeout)
 	defer cancel()
-	err := c.cfg.Kube.CoordinationV1().Leases(c.cfg.PolicyNamespace).Delete(dctx, heartbeatLeaseName(c.cfg.Replica), metav1.DeleteOptions{})
+	err := cfg.Kube.CoordinationV1().Leases(cfg.PolicyNamespace).Delete(dctx, heartbeatLeaseName(cfg.Replica), metav1.DeleteOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
-		c.log.Error(err, "Deleting the replica's heartbeat Lease; it expires by itself", "lease", heartbeatLeaseName(c.cfg.Replica))
+		r.w.log.Error(err, "Deleting the replica's heartbeat Lease; it expires by itself", "lease", heartbeatLeaseName(cfg.Replica))
 	}
 }
 
-func (c *Cache) renewHeartbeat(ctx context.Context) error {
-	leases := c.cfg.Kube.CoordinationV1().Leases(c.cfg.PolicyNamespace)
-	name := heartbeatLeaseName(c.cfg.Replica)
-	now := metav1.NewMicroTime(time.Now())
+func (r *ReplicaStatus) renewHeartbeat(ctx context.Context) error {
+	cfg := r.w.cfg
+	leases := cfg.Kube.CoordinationV1().Leases(cfg.PolicyNamespace)
+	name := heartbeatLeaseName(cfg.Replica)
+	now := metav1.NewMicroTime(cfg.Clock.Now())
 	spec := coordinationv1.LeaseSpec{
-		HolderIdentity:       ptr.To(c.cfg.Replica),
-		LeaseDurationSeconds: ptr.To(int32((heartbeatMisses * c.cfg.HeartbeatInterval).Round(time.Second).Seconds())),
+		HolderIdentity:       ptr.To(cfg.Replica),
+		LeaseDurationSeconds: ptr.To(int32((heartbeatMisses * cfg.HeartbeatInterval).Round(time.Second).Seconds())),
 		RenewTime:            &now,
 	}
 	if *spec.LeaseDurationSeconds < 1 {
@@ -73,20 +75,20 @@ func (c *Cache) renewHeartbeat(ctx context.Context) error {
 	case apierrors.IsNotFound(err):
 		spec.AcquireTime = &now
 		_, err = leases.Create(ctx, &coordinationv1.Lease{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: c.cfg.PolicyNamespace, Labels: map[string]string{HeartbeatLabel: "true"}},
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: cfg.PolicyNamespace, Labels: map[string]string{HeartbeatLabel: "true"}},
 			Spec:       spec,
-		}, metav1.CreateOptions{FieldManager: fieldManager})
+		}, metav1.CreateOptions{FieldManager: FieldManager})
 		if err != nil {
-			return fmt.Errorf("creating Lease %s/%s: %w", c.cfg.PolicyNamespace, name, err)
+			return fmt.Errorf("creating Lease %s/%s: %w", cfg.PolicyNamespace, name, err)
 		}
 		return nil
 	case err != nil:
-		return fmt.Errorf("reading Lease %s/%s: %w", c.cfg.PolicyNamespace, name, err)
+		return fmt.Errorf("reading Lease %s/%s: %w", cfg.PolicyNamespace, name, err)
 	}
 	spec.AcquireTime = lease.Spec.AcquireTime
 	lease.Spec = spec
-	if _, err := leases.Update(ctx, lease, metav1.UpdateOptions{FieldManager: fieldManager}); err != nil {
-		return fmt.Errorf("renewing Lease %s/%s: %w", c.cfg.PolicyNamespace, name, err)
+	if _, err := leases.Update(ctx, lease, metav1.UpdateOptions{FieldManager: FieldManager}); err != nil {
+		return fmt.Errorf("renewing Lease %s/%s: %w", cfg.PolicyNamespace, name, err)
 	}
 	return nil
 }
@@ -94,12 +96,13 @@ func (c *Cache) renewHeartbeat(ctx context.Context) error {
 // aliveReplicas lists the replicas whose heartbeat Lease is current, by
 // the clock of the caller: the Lease duration (several renewals) absorbs
 // the skew between replicas' clocks.
-func (c *Cache) aliveReplicas(ctx context.Context, now time.Time) (map[string]bool, error) {
-	list, err := c.cfg.Kube.CoordinationV1().Leases(c.cfg.PolicyNamespace).List(ctx, metav1.ListOptions{
+func (w *writer) aliveReplicas(ctx context.Context, now time.Time) (map[string]bool, error) {
+	cfg := w.cfg
+	list, err := cfg.Kube.CoordinationV1().Leases(cfg.PolicyNamespace).List(ctx, metav1.ListOptions{
 		LabelSelector: labels.SelectorFromSet(labels.Set{HeartbeatLabel: "true"}).String(),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("listing the replicas' heartbeat Leases in %s: %w", c.cfg.PolicyNamespace, err)
+		return nil, fmt.Errorf("listing the replicas' heartbeat Leases in %s: %w", cfg.PolicyNamespace, err)
 	}
 	alive := make(map[string]bool, len(list.Items))
 	for i := range list.Items {

@@ -1,4 +1,4 @@
-package cache
+package controllers
 
 import (
 	"context"
@@ -14,20 +14,21 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/policy"
+	"github.com/policy-webhook/policy-webhook/test/fakecluster"
 	"github.com/policy-webhook/policy-webhook/test/promtest"
 )
 
 // status reads an AdmissionPolicy's status from the fake cluster.
 func (f *fixture) status(name string) (v1alpha1.AdmissionPolicyStatus, *metav1.Condition) {
-	f.t.Helper()
-	u, err := f.dyn.Resource(v1alpha1.Resource).Get(context.Background(), name, metav1.GetOptions{})
+	f.T.Helper()
+	u, err := f.Dyn.Resource(v1alpha1.Resource).Get(context.Background(), name, metav1.GetOptions{})
 	if err != nil {
-		f.t.Fatalf("getting AdmissionPolicy %s: %v", name, err)
+		f.T.Fatalf("getting AdmissionPolicy %s: %v", name, err)
 	}
 	var st v1alpha1.AdmissionPolicyStatus
 	if raw, ok := u.Object["status"].(map[string]any); ok {
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(raw, &st); err != nil {
-			f.t.Fatalf("decoding status: %v", err)
+			f.T.Fatalf("decoding status: %v", err)
 		}
 	}
 	return st, meta.FindStatusCondition(st.Conditions, ConditionReady)
@@ -36,7 +37,7 @@ func (f *fixture) status(name string) (v1alpha1.AdmissionPolicyStatus, *metav1.C
 // statusWrites counts the status applies made to an AdmissionPolicy.
 func (f *fixture) statusWrites(name string) int {
 	n := 0
-	for _, a := range f.dyn.Actions() {
+	for _, a := range f.Dyn.Actions() {
 		if p, ok := a.(k8stesting.PatchAction); ok && a.GetSubresource() == "status" && a.GetResource() == v1alpha1.Resource &&
 			p.GetPatchType() == types.ApplyPatchType && p.GetName() == name {
 			n++
@@ -58,10 +59,10 @@ func replicaEntry(st v1alpha1.AdmissionPolicyStatus) *v1alpha1.ReplicaStatus {
 // get reads an AdmissionPolicy back, status included, as the next update
 // would start from.
 func (f *fixture) get(name string) *unstructured.Unstructured {
-	f.t.Helper()
-	u, err := f.dyn.Resource(v1alpha1.Resource).Get(context.Background(), name, metav1.GetOptions{})
+	f.T.Helper()
+	u, err := f.Dyn.Resource(v1alpha1.Resource).Get(context.Background(), name, metav1.GetOptions{})
 	if err != nil {
-		f.t.Fatalf("getting AdmissionPolicy %s: %v", name, err)
+		f.T.Fatalf("getting AdmissionPolicy %s: %v", name, err)
 	}
 	return u
 }
@@ -71,11 +72,11 @@ func (f *fixture) get(name string) *unstructured.Unstructured {
 // fake client merges applies rather than tracking field managers; what
 // several replicas do to each other's entries is the envtest's to show.
 func TestAdmissionPolicyStatus(t *testing.T) {
-	f := newFixture(t, admissionPolicy("trusted", 1, registrySpec("registry.example.com/")))
+	f := newFixture(t, fakecluster.AdmissionPolicy("trusted", 1, fakecluster.RegistrySpec("registry.example.com/")))
 	f.start()
 	c := f.cache
 
-	eventually(t, "Ready=True for generation 1, in force on 1/1 replicas", func() bool {
+	fakecluster.Eventually(t, "Ready=True for generation 1, in force on 1/1 replicas", func() bool {
 		st, ready := f.status("trusted")
 		r := replicaEntry(st)
 		return ready != nil && ready.Status == metav1.ConditionTrue && ready.ObservedGeneration == 1 && st.ObservedGeneration == 1 &&
@@ -93,8 +94,8 @@ func TestAdmissionPolicyStatus(t *testing.T) {
 	ap := f.get("trusted")
 	ap.Object["spec"] = map[string]any{"pods": map[string]any{"allowedRegistries": []any{"https://registry.example.com/"}}}
 	ap.SetGeneration(2)
-	f.update(ap)
-	eventually(t, "Ready=False for generation 2, in force on 0/1 replicas", func() bool {
+	f.Update(ap)
+	fakecluster.Eventually(t, "Ready=False for generation 2, in force on 0/1 replicas", func() bool {
 		st, ready := f.status("trusted")
 		r := replicaEntry(st)
 		return ready != nil && ready.Status == metav1.ConditionFalse && ready.ObservedGeneration == 2 && st.ObservedGeneration == 2 &&
@@ -113,10 +114,10 @@ func TestAdmissionPolicyStatus(t *testing.T) {
 		t.Errorf("Ready reason = %q", ready.Reason)
 	}
 	f.inForce(policy.Source{Kind: policy.SourceAdmissionPolicy, Name: "trusted"}, "1")
-	allowed(t, c, podRequest("team-a", "nginx"), false)
+	fakecluster.Allowed(t, c, fakecluster.PodRequest("team-a", "nginx"), false)
 	// Events on a cluster-scoped object land in the default namespace.
-	eventually(t, "a Warning Event on the AdmissionPolicy", func() bool {
-		for _, e := range f.events("default", "trusted") {
+	fakecluster.Eventually(t, "a Warning Event on the AdmissionPolicy", func() bool {
+		for _, e := range f.Events("default", "trusted") {
 			if e.Reason == ReasonInvalidPolicy && e.InvolvedObject.Kind == "AdmissionPolicy" &&
 				strings.Contains(e.Message, "generation 2 is invalid") && strings.Contains(e.Message, "generation 1 stays in force") {
 				return true
@@ -135,11 +136,11 @@ func TestAdmissionPolicyStatus(t *testing.T) {
 	}
 	ap = f.get("trusted")
 	ap.SetLabels(map[string]string{"team": "platform"})
-	f.update(ap)
+	f.Update(ap)
 	// The queue and the handler run in order: once a policy handled
 	// after the relabel has its status, the relabel has been handled too.
-	f.create(admissionPolicy("later", 1, registrySpec("docker.io/")))
-	eventually(t, "Ready=True on the later policy", func() bool {
+	f.Create(fakecluster.AdmissionPolicy("later", 1, fakecluster.RegistrySpec("docker.io/")))
+	fakecluster.Eventually(t, "Ready=True on the later policy", func() bool {
 		_, ready := f.status("later")
 		return ready != nil && ready.Status == metav1.ConditionTrue
 	})
@@ -149,19 +150,19 @@ func TestAdmissionPolicyStatus(t *testing.T) {
 
 	// Fixed in generation 3: back to True.
 	ap = f.get("trusted")
-	ap.Object["spec"] = registrySpec("docker.io/")
+	ap.Object["spec"] = fakecluster.RegistrySpec("docker.io/")
 	ap.SetGeneration(3)
-	f.update(ap)
-	eventually(t, "Ready=True for generation 3", func() bool {
+	f.Update(ap)
+	fakecluster.Eventually(t, "Ready=True for generation 3", func() bool {
 		_, ready := f.status("trusted")
 		return ready != nil && ready.Status == metav1.ConditionTrue && ready.ObservedGeneration == 3
 	})
 	f.inForce(policy.Source{Kind: policy.SourceAdmissionPolicy, Name: "trusted"}, "3")
-	allowed(t, c, podRequest("team-a", "nginx"), true)
+	fakecluster.Allowed(t, c, fakecluster.PodRequest("team-a", "nginx"), true)
 	if v := promtest.One(t, f.reg, MetricStatusUpdates, map[string]string{"result": "updated"}); v < 6 {
 		t.Errorf("%s{result=updated} = %v, want ≥ 6", MetricStatusUpdates, v)
 	}
-	if n := len(f.events("default", "trusted")); n != 1 {
+	if n := len(f.Events("default", "trusted")); n != 1 {
 		t.Errorf("%d Events on the AdmissionPolicy, want 1 (one invalid generation)", n)
 	}
 }

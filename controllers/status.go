@@ -1,4 +1,4 @@
-package cache
+package controllers
 
 import (
 	"context"
@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -21,6 +20,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
+	"github.com/policy-webhook/policy-webhook/cache"
 	"github.com/policy-webhook/policy-webhook/policy"
 )
 
@@ -32,16 +32,16 @@ const eventMessageLimit = 1024
 // eventComponent is the reporting component of the Events the leader writes.
 const eventComponent = "policy-webhook"
 
-// Reporter writes what the replicas report once for all of them: the
+// Status writes what the replicas report once for all of them: the
 // Warning Event on a policy source whose newest version is invalid, and an
 // AdmissionPolicy's observedGeneration, Ready condition and inForce summary,
 // pruning the status.replicas entries of replicas that are gone. It reads
-// the Cache it belongs to, which runs on every replica, and writes only
-// while it runs: controller-runtime's manager runs it on the elected
-// replica alone (NeedLeaderElection), so each Event and condition is
-// written once, not once per replica.
-type Reporter struct {
-	c *Cache
+// the cache, which runs on every replica, and writes only while it runs:
+// controller-runtime's manager runs it on the elected replica alone
+// (NeedLeaderElection), so each Event and condition is written once, not
+// once per replica.
+type Status struct {
+	w *writer
 	// queue is non-nil while the Reporter runs, so that a replica that
 	// does not lead queues nothing; a new leader walks every source anyway.
 	queue atomic.Pointer[workqueue.TypedRateLimitingInterface[policy.Source]]
@@ -50,14 +50,6 @@ type Reporter struct {
 	alive   map[string]bool
 	emitted map[eventKey]bool
 	written written
-	// The last good versions persisted: entries encoded, sources left out
-	// for size (logged once each), and the last write.
-	encoded         map[policy.Source]encodedEntry
-	leftOut         map[policy.Source]bool
-	lastGoodWritten *lastGoodMemo
-	// lastGoodMax bounds the entries' bytes: lastGoodMaxBytes but in
-	// tests.
-	lastGoodMax int
 }
 
 // eventKey is one invalid version of one object.
@@ -66,39 +58,32 @@ type eventKey struct {
 	version string
 }
 
-// Reporter returns the Cache's leader-only writer, to be added to a
-// controller-runtime manager with leader election.
-func (c *Cache) Reporter() *Reporter { return c.reporter }
+// NeedLeaderElection makes controller-runtime's manager run it on the
+// elected replica only.
+func (r *Status) NeedLeaderElection() bool { return true }
 
-// NeedLeaderElection makes controller-runtime's manager run the Reporter
-// on the elected replica only.
-func (r *Reporter) NeedLeaderElection() bool { return true }
-
-// enqueue asks the Reporter to look at a source, if it runs.
-func (r *Reporter) enqueue(src policy.Source) {
+// enqueue asks it to look at a source, if it runs.
+func (r *Status) enqueue(src policy.Source) {
 	if q := r.queue.Load(); q != nil {
 		(*q).Add(src)
 	}
 }
 
-// Start runs the Reporter until ctx is done: it waits for the Cache to
+// Start runs it until ctx is done: it waits for the cache to
 // sync, walks every source it holds (whatever happened while another
 // replica led, or none did, is written now), then follows changes. It
 // re-reads the heartbeat Leases every heartbeat interval and looks at every
 // AdmissionPolicy again when the replicas alive change.
-func (r *Reporter) Start(ctx context.Context) error {
-	c := r.c
-	if !c.WaitForSync(ctx) {
+func (r *Status) Start(ctx context.Context) error {
+	cfg := r.w.cfg
+	if !cfg.Cache.WaitForSync(ctx) {
 		return nil
 	}
-	c.log.Info("Elected: writing policy Events and AdmissionPolicy status", "replica", c.cfg.Replica)
+	r.w.log.Info("Elected: writing policy Events and AdmissionPolicy status", "replica", cfg.Replica)
 	q := workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[policy.Source](),
 		workqueue.TypedRateLimitingQueueConfig[policy.Source]{Name: "leader-status"})
 	r.alive, r.emitted, r.written = nil, map[eventKey]bool{}, written{}
-	r.encoded, r.leftOut, r.lastGoodWritten = nil, nil, nil
 	r.queue.Store(&q)
-	// Whatever became invalid or was fixed while another replica led.
-	q.Add(policy.Source{Kind: lastGoodKind})
 	defer r.queue.Store(nil)
 
 	done := make(chan struct{})
@@ -110,10 +95,10 @@ func (r *Reporter) Start(ctx context.Context) error {
 	wait.JitterUntilWithContext(ctx, func(ctx context.Context) {
 		// Through the queue, so that alive is only touched by the worker.
 		q.Add(policy.Source{Kind: aliveRefresh})
-	}, c.cfg.HeartbeatInterval, 0.1, true)
+	}, cfg.HeartbeatInterval, 0.1, true)
 	q.ShutDown()
 	<-done
-	c.log.Info("No longer writing policy Events and AdmissionPolicy status", "replica", c.cfg.Replica)
+	r.w.log.Info("No longer writing policy Events and AdmissionPolicy status", "replica", cfg.Replica)
 	return nil
 }
 
@@ -121,8 +106,7 @@ func (r *Reporter) Start(ctx context.Context) error {
 // the heartbeat Leases.
 const aliveRefresh = "<alive>"
 
-func (r *Reporter) work(ctx context.Context, q workqueue.TypedRateLimitingInterface[policy.Source]) {
-	c := r.c
+func (r *Status) work(ctx context.Context, q workqueue.TypedRateLimitingInterface[policy.Source]) {
 	for {
 		src, shutdown := q.Get()
 		if shutdown || ctx.Err() != nil {
@@ -136,16 +120,14 @@ func (r *Reporter) work(ctx context.Context, q workqueue.TypedRateLimitingInterf
 			err = r.syncConfigMap(ctx, src)
 		case policy.SourceAdmissionPolicy:
 			err = r.syncAdmissionPolicy(ctx, q, src.Name)
-		case lastGoodKind:
-			err = r.syncLastGood(ctx, q)
 		}
 		switch {
 		case err == nil:
 			q.Forget(src)
 		case ctx.Err() != nil:
 		default:
-			c.metrics.statusUpdates.WithLabelValues(statusResultFailed).Inc()
-			c.log.Error(err, "Writing policy Events or status as leader, will retry", "source", src.String())
+			r.w.metrics.statusUpdates.WithLabelValues(statusResultFailed).Inc()
+			r.w.log.Error(err, "Writing policy Events or status as leader, will retry", "source", src.String())
 			q.AddRateLimited(src)
 		}
 		q.Done(src)
@@ -155,8 +137,8 @@ func (r *Reporter) work(ctx context.Context, q workqueue.TypedRateLimitingInterf
 // refreshAlive re-reads which replicas are alive. On the first read, and
 // whenever the set changes, every source is looked at again: the summary
 // counts the replicas alive, and entries of the gone are pruned.
-func (r *Reporter) refreshAlive(ctx context.Context, q workqueue.TypedRateLimitingInterface[policy.Source]) error {
-	alive, err := r.c.aliveReplicas(ctx, time.Now())
+func (r *Status) refreshAlive(ctx context.Context, q workqueue.TypedRateLimitingInterface[policy.Source]) error {
+	alive, err := r.w.aliveReplicas(ctx, r.w.cfg.Clock.Now())
 	if err != nil {
 		return err
 	}
@@ -165,7 +147,7 @@ func (r *Reporter) refreshAlive(ctx context.Context, q workqueue.TypedRateLimiti
 		return nil
 	}
 	r.alive = alive
-	for _, src := range r.c.sourcesToReport() {
+	for _, src := range r.sourcesToReport() {
 		q.Add(src)
 	}
 	return nil
@@ -183,14 +165,14 @@ func mapsEqual(a, b map[string]bool) bool {
 	return true
 }
 
-// sourcesToReport lists every AdmissionPolicy in the store and every
+// sourcesToReport lists every AdmissionPolicy in the cache and every
 // invalid source of the current snapshot.
-func (c *Cache) sourcesToReport() []policy.Source {
+func (r *Status) sourcesToReport() []policy.Source {
 	var out []policy.Source
-	for _, name := range c.policyInformer.GetStore().ListKeys() {
+	for _, name := range r.w.cfg.Cache.AdmissionPolicyNames() {
 		out = append(out, policy.Source{Kind: policy.SourceAdmissionPolicy, Name: name})
 	}
-	for src := range c.snapshot.Load().Errors {
+	for src := range r.w.cfg.Cache.Snapshot().Errors {
 		if src.Kind == policy.SourceConfigMap {
 			out = append(out, src)
 		}
@@ -199,19 +181,12 @@ func (c *Cache) sourcesToReport() []policy.Source {
 }
 
 // syncConfigMap writes the Event of an invalid ConfigMap version.
-func (r *Reporter) syncConfigMap(ctx context.Context, src policy.Source) error {
-	se, invalid := r.c.snapshot.Load().Errors[src]
+func (r *Status) syncConfigMap(ctx context.Context, src policy.Source) error {
+	se, invalid := r.w.cfg.Cache.Snapshot().Errors[src]
 	if !invalid {
 		return nil
 	}
-	obj, exists, err := r.c.configMapInformer.GetStore().GetByKey(src.Namespace + "/" + src.Name)
-	if err != nil {
-		return fmt.Errorf("reading ConfigMap %s/%s from the cache: %w", src.Namespace, src.Name, err)
-	}
-	if !exists {
-		return nil
-	}
-	u, ok := obj.(*unstructured.Unstructured)
+	u, ok := r.w.cfg.Cache.ConfigMap(src.Namespace, src.Name)
 	if !ok || u.GetResourceVersion() != se.Version {
 		// The snapshot lags the store: the next one enqueues it again.
 		return nil
@@ -222,15 +197,15 @@ func (r *Reporter) syncConfigMap(ctx context.Context, src policy.Source) error {
 // syncAdmissionPolicy writes the Event of an invalid generation, prunes
 // the entries of replicas that are gone, and sets observedGeneration, the
 // Ready condition and the inForce summary, each only if it changes.
-func (r *Reporter) syncAdmissionPolicy(ctx context.Context, q workqueue.TypedRateLimitingInterface[policy.Source], name string) error {
-	c := r.c
-	u, ok := c.admissionPolicy(name)
+func (r *Status) syncAdmissionPolicy(ctx context.Context, q workqueue.TypedRateLimitingInterface[policy.Source], name string) error {
+	cfg := r.w.cfg
+	u, ok := cfg.Cache.AdmissionPolicy(name)
 	if !ok {
 		delete(r.written, name)
 		return nil
 	}
 	gen := u.GetGeneration()
-	inForce, se, ok := policyState(c.snapshot.Load(), name, gen)
+	inForce, se, ok := cfg.Cache.Snapshot().AdmissionPolicyState(name, gen)
 	if !ok {
 		return nil
 	}
@@ -257,8 +232,8 @@ func (r *Reporter) syncAdmissionPolicy(ctx context.Context, q workqueue.TypedRat
 	// Prune, then count. An entry younger than a heartbeat Lease's
 	// duration is kept even without a Lease: its replica may have started
 	// after the Leases were last read.
-	now := time.Now()
-	grace := heartbeatMisses * c.cfg.HeartbeatInterval
+	now := cfg.Clock.Now()
+	grace := heartbeatMisses * cfg.HeartbeatInterval
 	members := map[string]bool{}
 	for name := range r.alive {
 		members[name] = true
@@ -269,10 +244,10 @@ func (r *Reporter) syncAdmissionPolicy(ctx context.Context, q workqueue.TypedRat
 			if age := now.Sub(e.LastTransitionTime.Time); age < grace {
 				q.AddAfter(policy.Source{Kind: policy.SourceAdmissionPolicy, Name: name}, grace-age)
 			} else {
-				if err := c.applyStatus(ctx, name, ReplicaFieldManager(e.Name), nil); err != nil {
+				if err := r.w.applyStatus(ctx, name, ReplicaFieldManager(e.Name), nil); err != nil {
 					return fmt.Errorf("removing the entry of gone replica %s: %w", e.Name, err)
 				}
-				c.log.Info("Removed the AdmissionPolicy status entry of a replica that is gone", "name", name, "replica", e.Name)
+				r.w.log.Info("Removed the AdmissionPolicy status entry of a replica that is gone", "name", name, "replica", e.Name)
 				continue
 			}
 		}
@@ -283,7 +258,7 @@ func (r *Reporter) syncAdmissionPolicy(ctx context.Context, q workqueue.TypedRat
 	}
 	summary := strconv.Itoa(inForceCount) + "/" + strconv.Itoa(len(members))
 
-	ready := readyCondition(inForce, se, gen, c.cfg.PolicyNamespace)
+	ready := readyCondition(inForce, se, gen, cfg.PolicyNamespace)
 	conditions := slices.Clone(st.Conditions)
 	changed := meta.SetStatusCondition(&conditions, ready)
 	if !changed && st.ObservedGeneration == gen && st.InForce == summary {
@@ -295,7 +270,7 @@ func (r *Reporter) syncAdmissionPolicy(ctx context.Context, q workqueue.TypedRat
 	}
 	// Apply only the fields the leader owns; SetStatusCondition kept
 	// Ready's lastTransitionTime if its status did not change.
-	if err := c.applyStatus(ctx, name, fieldManager, &v1alpha1.AdmissionPolicyStatus{
+	if err := r.w.applyStatus(ctx, name, FieldManager, &v1alpha1.AdmissionPolicyStatus{
 		ObservedGeneration: gen,
 		Conditions:         []metav1.Condition{*meta.FindStatusCondition(conditions, ConditionReady)},
 		InForce:            summary,
@@ -303,7 +278,7 @@ func (r *Reporter) syncAdmissionPolicy(ctx context.Context, q workqueue.TypedRat
 		return err
 	}
 	r.written.record(u, content)
-	c.log.V(1).Info("AdmissionPolicy status applied", "name", name, "generation", gen, "inForce", inForce, "replicasInForce", summary)
+	r.w.log.V(1).Info("AdmissionPolicy status applied", "name", name, "generation", gen, "inForce", inForce, "replicasInForce", summary)
 	return nil
 }
 
@@ -327,7 +302,8 @@ type leaderContent struct {
 // version). Two leaders overlapping for a moment still make one Event:
 // the API server accepts one create of a name. The emitted set only saves
 // this leader the repeated create.
-func (r *Reporter) recordInvalid(ctx context.Context, src policy.Source, u *unstructured.Unstructured, se SourceError) error {
+func (r *Status) recordInvalid(ctx context.Context, src policy.Source, u *unstructured.Unstructured, se cache.SourceError) error {
+	cfg := r.w.cfg
 	key := eventKey{uid: u.GetUID(), version: se.Version}
 	if r.emitted[key] {
 		return nil
@@ -344,7 +320,7 @@ func (r *Reporter) recordInvalid(ctx context.Context, src policy.Source, u *unst
 	case policy.SourceAdmissionPolicy:
 		ref.APIVersion, ref.Kind = v1alpha1.GroupVersion.String(), "AdmissionPolicy"
 	}
-	msg := fmt.Sprintf("Policy not in force: %s %s is invalid: %s (%s)", versionName(src.Kind), se.Version, problems(se.Err), stillInForce(src.Kind, se, r.c.cfg.PolicyNamespace))
+	msg := fmt.Sprintf("Policy not in force: %s %s is invalid: %s (%s)", cache.VersionName(src.Kind), se.Version, cache.Problems(se.Err), se.StillInForce(src.Kind, cfg.PolicyNamespace))
 	if len(msg) > eventMessageLimit {
 		msg = msg[:eventMessageLimit-3] + "..."
 	}
@@ -354,26 +330,26 @@ func (r *Reporter) recordInvalid(ctx context.Context, src policy.Source, u *unst
 	if ns == "" {
 		ns = metav1.NamespaceDefault
 	}
-	now := metav1.Now()
+	now := metav1.NewTime(cfg.Clock.Now())
 	ev := &corev1.Event{
 		ObjectMeta:     metav1.ObjectMeta{Name: invalidEventName(ref.Name, ref.UID, se.Version), Namespace: ns},
 		InvolvedObject: ref,
 		Reason:         ReasonInvalidPolicy,
 		Message:        msg,
 		Type:           corev1.EventTypeWarning,
-		Source:         corev1.EventSource{Component: eventComponent, Host: r.c.cfg.Replica},
+		Source:         corev1.EventSource{Component: eventComponent, Host: cfg.Replica},
 		FirstTimestamp: now,
 		LastTimestamp:  now,
 		Count:          1,
 	}
-	_, err := r.c.cfg.Kube.CoreV1().Events(ns).Create(ctx, ev, metav1.CreateOptions{})
+	_, err := cfg.Kube.CoreV1().Events(ns).Create(ctx, ev, metav1.CreateOptions{})
 	switch {
 	case apierrors.IsAlreadyExists(err):
-		r.c.log.V(1).Info("Warning Event already written by an earlier leader", "source", src.String(), "version", se.Version)
+		r.w.log.V(1).Info("Warning Event already written by an earlier leader", "source", src.String(), "version", se.Version)
 	case err != nil:
 		return fmt.Errorf("writing the Warning Event on %s version %s: %w", src, se.Version, err)
 	default:
-		r.c.log.V(1).Info("Warning Event written", "source", src.String(), "version", se.Version, "event", ev.Name)
+		r.w.log.V(1).Info("Warning Event written", "source", src.String(), "version", se.Version, "event", ev.Name)
 	}
 	r.emitted[key] = true
 	return nil
@@ -393,4 +369,32 @@ func invalidEventName(name string, uid types.UID, version string) string {
 		name = strings.TrimRight(name[:maxPrefix], "-.")
 	}
 	return name + "." + suffix
+}
+
+// conditionMessageLimit is the API's limit on a condition message.
+const conditionMessageLimit = 32768
+
+// readyCondition is the Ready condition for a policy whose generation gen
+// is the newest the cache has seen.
+func readyCondition(inForce bool, se cache.SourceError, gen int64, policyNamespace string) metav1.Condition {
+	if inForce {
+		return metav1.Condition{
+			Type:               ConditionReady,
+			Status:             metav1.ConditionTrue,
+			Reason:             ReasonInForce,
+			Message:            fmt.Sprintf("generation %d is in force", gen),
+			ObservedGeneration: gen,
+		}
+	}
+	msg := fmt.Sprintf("generation %d is invalid: %s (%s)", gen, cache.Problems(se.Err), se.StillInForce(policy.SourceAdmissionPolicy, policyNamespace))
+	if len(msg) > conditionMessageLimit {
+		msg = msg[:conditionMessageLimit-3] + "..."
+	}
+	return metav1.Condition{
+		Type:               ConditionReady,
+		Status:             metav1.ConditionFalse,
+		Reason:             ReasonInvalidPolicy,
+		Message:            msg,
+		ObservedGeneration: gen,
+	}
 }

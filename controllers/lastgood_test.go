@@ -1,4 +1,4 @@
-package cache
+package controllers
 
 import (
 	"context"
@@ -13,40 +13,42 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 
+	"github.com/policy-webhook/policy-webhook/cache"
 	"github.com/policy-webhook/policy-webhook/policy"
+	"github.com/policy-webhook/policy-webhook/test/fakecluster"
 )
 
 // lastGoodEntries reads the persisted last good versions as the fake API
 // server holds them, keyed by source; nil when there is no ConfigMap.
-func (f *fixture) lastGoodEntries() map[policy.Source]lastGoodEntry {
-	f.t.Helper()
-	u, err := f.dyn.Resource(configMapResource()).Namespace(testPolicyNamespace).Get(context.Background(), LastGoodConfigMap, metav1.GetOptions{})
+func (f *fixture) lastGoodEntries() map[policy.Source]cache.LastGoodEntry {
+	f.T.Helper()
+	u, err := f.Dyn.Resource(fakecluster.ConfigMaps).Namespace(fakecluster.PolicyNamespace).Get(context.Background(), cache.LastGoodConfigMap, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
 	if err != nil {
-		f.t.Fatalf("reading the last good versions: %v", err)
+		f.T.Fatalf("reading the last good versions: %v", err)
 	}
 	data, _, _ := unstructured.NestedStringMap(u.Object, "data")
-	out := map[policy.Source]lastGoodEntry{}
+	out := map[policy.Source]cache.LastGoodEntry{}
 	for k, v := range data {
-		var e lastGoodEntry
-		if err := yaml.UnmarshalStrict([]byte(v), &e); err != nil || k != lastGoodKey(e.source()) {
+		var e cache.LastGoodEntry
+		if err := yaml.UnmarshalStrict([]byte(v), &e); err != nil || k != cache.LastGoodKey(e.Source()) {
 			// Not one the leader writes: counted, so that it shows.
 			out[policy.Source{Kind: "unreadable", Name: k}] = e
 			continue
 		}
-		out[e.source()] = e
+		out[e.Source()] = e
 	}
 	return out
 }
 
 // persisted waits until the persisted entries are exactly want: source to
 // "uid@version".
-func (f *fixture) persisted(want map[policy.Source]string) map[policy.Source]lastGoodEntry {
-	f.t.Helper()
-	var got map[policy.Source]lastGoodEntry
-	eventually(f.t, fmt.Sprintf("the persisted last good versions are %v", want), func() bool {
+func (f *fixture) persisted(want map[policy.Source]string) map[policy.Source]cache.LastGoodEntry {
+	f.T.Helper()
+	var got map[policy.Source]cache.LastGoodEntry
+	fakecluster.Eventually(f.T, fmt.Sprintf("the persisted last good versions are %v", want), func() bool {
 		got = f.lastGoodEntries()
 		if len(got) != len(want) {
 			return false
@@ -66,8 +68,8 @@ func (f *fixture) persisted(want map[policy.Source]string) map[policy.Source]las
 // enforces it and says so; fixing or deleting the source takes its entry
 // out again.
 func TestLastGoodSurvivesRestart(t *testing.T) {
-	cm := policyConfigMap("team-a", "registries", registryPolicy)
-	ap := admissionPolicy("trusted", 1, registrySpec("ghcr.io/"))
+	cm := fakecluster.PolicyConfigMap("team-a", "registries", fakecluster.RegistryPolicy)
+	ap := fakecluster.AdmissionPolicy("trusted", 1, fakecluster.RegistrySpec("ghcr.io/"))
 	f := newFixture(t, cm, ap)
 	f.start()
 	cmSrc := policy.Source{Kind: policy.SourceConfigMap, Namespace: "team-a", Name: "registries"}
@@ -81,17 +83,17 @@ func TestLastGoodSurvivesRestart(t *testing.T) {
 	}
 
 	cm = cm.DeepCopy()
-	cm.Object["data"] = map[string]any{policy.ConfigMapDataKey: invalidPolicy}
-	f.update(cm)
+	cm.Object["data"] = map[string]any{policy.ConfigMapDataKey: fakecluster.InvalidPolicy}
+	f.Update(cm)
 	ap = ap.DeepCopy()
 	ap.Object["spec"] = map[string]any{"pods": map[string]any{"allowedRegistries": []any{"ftp://nope/"}}}
 	ap.SetGeneration(2)
-	f.update(ap)
+	f.Update(ap)
 	f.failed(cmSrc, cm.GetResourceVersion())
 	f.failed(apSrc, "2")
 	entries := f.persisted(map[policy.Source]string{cmSrc: string(cm.GetUID()) + "@" + goodRV, apSrc: string(ap.GetUID()) + "@1"})
-	if got := entries[cmSrc].Policy; got != registryPolicy {
-		t.Errorf("persisted policy.yaml %q, want %q", got, registryPolicy)
+	if got := entries[cmSrc].Policy; got != fakecluster.RegistryPolicy {
+		t.Errorf("persisted policy.yaml %q, want %q", got, fakecluster.RegistryPolicy)
 	}
 	if got := entries[apSrc].Policy; got != `{"pods":{"allowedRegistries":["ghcr.io/"]}}` {
 		t.Errorf("persisted spec %s", got)
@@ -106,20 +108,20 @@ func TestLastGoodSurvivesRestart(t *testing.T) {
 	}
 	// Both last good versions judge: ghcr.io/ everywhere, and
 	// registry.example.com/ in team-a.
-	d := allowed(t, f.cache, podRequest("team-b", "nginx"), false)
+	d := fakecluster.Allowed(t, f.cache, fakecluster.PodRequest("team-b", "nginx"), false)
 	if got, want := d.Message(), `policy violation: AdmissionPolicy trusted pods.allowedRegistries spec.containers[0].image: image "nginx" resolves to docker.io/library/nginx:latest, which is not under an allowed registry (ghcr.io/)`; got != want {
 		t.Errorf("message\n  %s\nwant\n  %s", got, want)
 	}
-	allowed(t, f.cache, podRequest("team-b", "ghcr.io/app:1"), true)
-	d = allowed(t, f.cache, podRequest("team-a", "ghcr.io/app:1"), false)
+	fakecluster.Allowed(t, f.cache, fakecluster.PodRequest("team-b", "ghcr.io/app:1"), true)
+	d = fakecluster.Allowed(t, f.cache, fakecluster.PodRequest("team-a", "ghcr.io/app:1"), false)
 	if len(d.Violations) != 1 || d.Violations[0].Source != "ConfigMap team-a/registries" || d.Violations[0].Rule != "pods.allowedRegistries" {
 		t.Errorf("violations %v, want the ConfigMap's last good version's", d.Violations)
 	}
 
 	// Status and Events say which version is in force, and from where.
 	restored := "generation 1, the last good version, stays in force as persisted in ConfigMap policy-system/policy-webhook-last-good"
-	eventually(t, "the Ready condition names the persisted version", func() bool {
-		u, ok := f.cache.admissionPolicy("trusted")
+	fakecluster.Eventually(t, "the Ready condition names the persisted version", func() bool {
+		u, ok := f.cache.AdmissionPolicy("trusted")
 		if !ok {
 			return false
 		}
@@ -133,11 +135,11 @@ func TestLastGoodSurvivesRestart(t *testing.T) {
 
 	// Fixed: in force, and its entry goes. Deleted: its entry goes too.
 	cm = cm.DeepCopy()
-	cm.Object["data"] = map[string]any{policy.ConfigMapDataKey: dockerHubPolicy}
-	f.update(cm)
+	cm.Object["data"] = map[string]any{policy.ConfigMapDataKey: fakecluster.DockerHubPolicy}
+	f.Update(cm)
 	f.inForce(cmSrc, cm.GetResourceVersion())
 	f.persisted(map[policy.Source]string{apSrc: string(ap.GetUID()) + "@1"})
-	f.delete(ap)
+	f.Delete(ap)
 	f.gone(apSrc)
 	f.persisted(map[policy.Source]string{})
 }
@@ -146,7 +148,7 @@ func TestLastGoodSurvivesRestart(t *testing.T) {
 // object: the last good version of the old one does not apply to it, and
 // its entry goes.
 func TestLastGoodOfAnotherObjectIgnored(t *testing.T) {
-	ap := admissionPolicy("trusted", 1, registrySpec("ghcr.io/"))
+	ap := fakecluster.AdmissionPolicy("trusted", 1, fakecluster.RegistrySpec("ghcr.io/"))
 	f := newFixture(t, ap)
 	f.start()
 	src := policy.Source{Kind: policy.SourceAdmissionPolicy, Name: "trusted"}
@@ -154,23 +156,22 @@ func TestLastGoodOfAnotherObjectIgnored(t *testing.T) {
 	ap = ap.DeepCopy()
 	ap.Object["spec"] = map[string]any{"pods": map[string]any{"allowedRegistries": []any{"ftp://nope/"}}}
 	ap.SetGeneration(2)
-	f.update(ap)
+	f.Update(ap)
 	f.persisted(map[policy.Source]string{src: string(ap.GetUID()) + "@1"})
 	f.stop()
 
 	// While no replica runs, the policy is deleted and created again,
 	// invalid, as generation 2 once more.
-	f.delete(ap)
-	again := admissionPolicy("trusted", 2, map[string]any{"pods": map[string]any{"allowedRegistries": []any{"ftp://nope/"}}})
-	f.create(again)
-	f.reg = nil
-	f.cache = f.newCache(testReplica, nil)
+	f.Delete(ap)
+	again := fakecluster.AdmissionPolicy("trusted", 2, map[string]any{"pods": map[string]any{"allowedRegistries": []any{"ftp://nope/"}}})
+	f.Create(again)
+	f.newReplica()
 	f.start()
 	se := f.failed(src, "2")
 	if se.InForce != "" || se.Restored || se.StandIn == "" {
 		t.Errorf("in force %q (restored %v, stand-in %q), want the stand-in", se.InForce, se.Restored, se.StandIn)
 	}
-	d := allowed(t, f.cache, podRequest("team-a", "ghcr.io/app:1"), false)
+	d := fakecluster.Allowed(t, f.cache, fakecluster.PodRequest("team-a", "ghcr.io/app:1"), false)
 	if len(d.Violations) != 1 || d.Violations[0].Rule != policy.RuleInvalid {
 		t.Errorf("violations %v, want the stand-in's", d.Violations)
 	}
@@ -189,11 +190,11 @@ func TestLastGoodIsBounded(t *testing.T) {
 		}
 		return b.String()
 	}
-	small := policyConfigMap("team-a", "small", registryPolicy)
-	large := policyConfigMap("team-b", "large", big(40, "registry-")) // ~1.5 KiB
-	medium := policyConfigMap("team-c", "medium", big(20, "r-"))      // ~0.6 KiB
+	small := fakecluster.PolicyConfigMap("team-a", "small", fakecluster.RegistryPolicy)
+	large := fakecluster.PolicyConfigMap("team-b", "large", big(40, "registry-")) // ~1.5 KiB
+	medium := fakecluster.PolicyConfigMap("team-c", "medium", big(20, "r-"))      // ~0.6 KiB
 	f := newFixture(t, small, large, medium)
-	f.cache.reporter.lastGoodMax = 2048
+	f.cs.LastGood.max = 2048
 	f.start()
 	want := map[policy.Source]string{}
 	for _, cm := range []*unstructured.Unstructured{small, large, medium} {
@@ -203,8 +204,8 @@ func TestLastGoodIsBounded(t *testing.T) {
 			want[src] = string(cm.GetUID()) + "@" + cm.GetResourceVersion()
 		}
 		bad := cm.DeepCopy()
-		bad.Object["data"] = map[string]any{policy.ConfigMapDataKey: invalidPolicy}
-		f.update(bad)
+		bad.Object["data"] = map[string]any{policy.ConfigMapDataKey: fakecluster.InvalidPolicy}
+		f.Update(bad)
 	}
 	f.persisted(want)
 }
@@ -217,16 +218,16 @@ func TestLastGoodKey(t *testing.T) {
 		{Kind: policy.SourceConfigMap, Namespace: "team-a", Name: long},
 		{Kind: policy.SourceConfigMap, Namespace: "team-b", Name: long},
 	} {
-		k := lastGoodKey(src)
+		k := cache.LastGoodKey(src)
 		if msgs := validation.IsConfigMapKey(k); len(msgs) > 0 {
 			t.Errorf("key %q of %s: %v", k, src, msgs)
 		}
 	}
-	if got := lastGoodKey(policy.Source{Kind: policy.SourceConfigMap, Namespace: "team-a", Name: "registries.v2"}); got != "configmap.team-a.registries.v2" {
+	if got := cache.LastGoodKey(policy.Source{Kind: policy.SourceConfigMap, Namespace: "team-a", Name: "registries.v2"}); got != "configmap.team-a.registries.v2" {
 		t.Errorf("key %q", got)
 	}
-	if a, b := lastGoodKey(policy.Source{Kind: policy.SourceConfigMap, Namespace: "team-a", Name: long}),
-		lastGoodKey(policy.Source{Kind: policy.SourceConfigMap, Namespace: "team-b", Name: long}); a == b {
+	if a, b := cache.LastGoodKey(policy.Source{Kind: policy.SourceConfigMap, Namespace: "team-a", Name: long}),
+		cache.LastGoodKey(policy.Source{Kind: policy.SourceConfigMap, Namespace: "team-b", Name: long}); a == b {
 		t.Errorf("two sources share key %q", a)
 	}
 }
@@ -235,36 +236,36 @@ func TestLastGoodKey(t *testing.T) {
 // stand-in; entries that cannot be read, or sit under another source's
 // key, are ignored, and the leader drops them.
 func TestLastGoodArrivingLater(t *testing.T) {
-	cm := policyConfigMap("team-a", "registries", invalidPolicy)
+	cm := fakecluster.PolicyConfigMap("team-a", "registries", fakecluster.InvalidPolicy)
 	f := newFixture(t, cm)
 	f.start()
 	src := policy.Source{Kind: policy.SourceConfigMap, Namespace: "team-a", Name: "registries"}
 	if se := f.failed(src, cm.GetResourceVersion()); se.StandIn == "" {
 		t.Fatalf("%+v, want the stand-in", se)
 	}
-	entry, err := yaml.Marshal(lastGoodEntry{Kind: "ConfigMap", Namespace: "team-a", Name: "registries", UID: cm.GetUID(), Version: "7", Policy: registryPolicy})
+	entry, err := yaml.Marshal(cache.LastGoodEntry{Kind: "ConfigMap", Namespace: "team-a", Name: "registries", UID: cm.GetUID(), Version: "7", Policy: fakecluster.RegistryPolicy})
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := yaml.Marshal(lastGoodEntry{Kind: "ConfigMap", Namespace: "team-b", Name: "registries", UID: "u", Version: "7", Policy: registryPolicy})
+	other, err := yaml.Marshal(cache.LastGoodEntry{Kind: "ConfigMap", Namespace: "team-b", Name: "registries", UID: "u", Version: "7", Policy: fakecluster.RegistryPolicy})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.create(&unstructured.Unstructured{Object: map[string]any{
+	f.Create(&unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "v1", "kind": "ConfigMap",
-		"metadata": map[string]any{"name": LastGoodConfigMap, "namespace": testPolicyNamespace},
+		"metadata": map[string]any{"name": cache.LastGoodConfigMap, "namespace": fakecluster.PolicyNamespace},
 		"data": map[string]any{
-			lastGoodKey(src):             string(entry),
+			cache.LastGoodKey(src):       string(entry),
 			"configmap.team-a.elsewhere": string(other),
 			"configmap.team-c.garbage":   "kind: [",
 		},
 	}})
-	eventually(t, "the persisted version is in force", func() bool {
+	fakecluster.Eventually(t, "the persisted version is in force", func() bool {
 		se := f.cache.Snapshot().Errors[src]
 		return se.Restored && se.InForce == "7"
 	})
-	allowed(t, f.cache, podRequest("team-a", "registry.example.com/app:1"), true)
-	d := allowed(t, f.cache, podRequest("team-a", "nginx"), false)
+	fakecluster.Allowed(t, f.cache, fakecluster.PodRequest("team-a", "registry.example.com/app:1"), true)
+	d := fakecluster.Allowed(t, f.cache, fakecluster.PodRequest("team-a", "nginx"), false)
 	if len(d.Violations) != 1 || d.Violations[0].Rule != "pods.allowedRegistries" {
 		t.Errorf("violations %v, want the persisted version's", d.Violations)
 	}

@@ -1,0 +1,256 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/clock"
+
+	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
+	"github.com/policy-webhook/policy-webhook/cache"
+	"github.com/policy-webhook/policy-webhook/policy"
+)
+
+// Config is what the controllers need from their caller.
+type Config struct {
+	// Cache is the replica's informer cache, which the controllers read
+	// and never write.
+	Cache *cache.Cache
+	// Dynamic applies AdmissionPolicy status and writes the last good
+	// versions' ConfigMap.
+	Dynamic dynamic.Interface
+	// Kube records Events and renews and lists heartbeat Leases.
+	Kube kubernetes.Interface
+	// Replica names this replica (its Pod name) in status.replicas, in its
+	// heartbeat Lease and in the Events it writes as leader. Replicas must
+	// have distinct names. Required.
+	Replica string
+	// PolicyNamespace is the webhook's own namespace, where the Leases and
+	// the last good versions live.
+	PolicyNamespace string
+	// HeartbeatInterval is how often the replica renews its heartbeat
+	// Lease, and the leader re-reads who is alive. Default 10s.
+	HeartbeatInterval time.Duration
+	// Log receives the controllers' messages; the zero Logger discards them.
+	Log logr.Logger
+	// Metrics registers the controllers' metrics; nil registers none.
+	Metrics prometheus.Registerer
+	// Clock is the controllers' clock; nil is the real one.
+	Clock clock.PassiveClock
+}
+
+// MaxReplicaNameLength bounds a replica name so that the names made from it
+// (field manager "policy-webhook/<replica>", at most 128 characters; Lease
+// policy-webhook-replica-<replica>) stay within the API's limits. Pod names
+// of a Deployment are far shorter.
+const MaxReplicaNameLength = 100
+
+// DefaultHeartbeatInterval is Config.HeartbeatInterval's default.
+const DefaultHeartbeatInterval = 10 * time.Second
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.Cache == nil {
+		errs = append(errs, errors.New("the Cache is required"))
+	}
+	if c.Dynamic == nil {
+		errs = append(errs, errors.New("the Dynamic client is required"))
+	}
+	if c.Kube == nil {
+		errs = append(errs, errors.New("the Kube client is required"))
+	}
+	if c.PolicyNamespace == "" {
+		errs = append(errs, errors.New("PolicyNamespace is required"))
+	}
+	if c.Replica == "" {
+		errs = append(errs, errors.New("the Replica name is required"))
+	} else if msgs := validation.IsDNS1123Subdomain(c.Replica); len(msgs) > 0 || len(c.Replica) > MaxReplicaNameLength {
+		errs = append(errs, fmt.Errorf("the Replica name %q must be a DNS-1123 subdomain (a Pod name) of at most %d characters", c.Replica, MaxReplicaNameLength))
+	}
+	if c.HeartbeatInterval < 0 {
+		errs = append(errs, errors.New("HeartbeatInterval must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// Controllers are the writers of one replica: Replica runs on every
+// replica, the others on the elected one only.
+type Controllers struct {
+	Replica  *ReplicaStatus
+	Status   *Status
+	LastGood *LastGood
+}
+
+// New makes the controllers and has the cache tell them of changes. Call it
+// before the cache starts.
+func New(cfg Config) (*Controllers, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("configuring the controllers: %w", err)
+	}
+	if cfg.HeartbeatInterval == 0 {
+		cfg.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("configuring the controllers: %w", err)
+	}
+	w := &writer{cfg: cfg, log: cfg.Log, metrics: m}
+	cs := &Controllers{
+		Replica:  newReplicaStatus(w),
+		Status:   &Status{w: w},
+		LastGood: &LastGood{w: w, max: lastGoodMaxBytes},
+	}
+	cfg.Cache.OnSnapshot(func(s *cache.Snapshot) {
+		for _, p := range s.Policies() {
+			if p.Source.Kind == policy.SourceAdmissionPolicy {
+				cs.Replica.enqueue(p.Source.Name)
+				cs.Status.enqueue(p.Source)
+			}
+		}
+		for src := range s.Errors {
+			if src.Kind == policy.SourceAdmissionPolicy {
+				cs.Replica.enqueue(src.Name)
+			}
+			cs.Status.enqueue(src)
+		}
+		cs.LastGood.enqueue()
+	})
+	cfg.Cache.OnAdmissionPolicy(func(name string) {
+		cs.Replica.enqueue(name)
+		cs.Status.enqueue(policy.Source{Kind: policy.SourceAdmissionPolicy, Name: name})
+	})
+	return cs, nil
+}
+
+// writer is what the controllers share: configuration, clients, metrics.
+type writer struct {
+	cfg     Config
+	log     logr.Logger
+	metrics *metrics
+}
+
+// The condition an AdmissionPolicy's status carries, and its reasons.
+const (
+	ConditionReady = "Ready"
+	// ReasonInForce: the current generation is in force.
+	ReasonInForce = "InForce"
+	// ReasonInvalidPolicy, also the reason of the Warning Event on an
+	// invalid ConfigMap or AdmissionPolicy: the current version is invalid;
+	// the message says which version, if any, stays in force. The webhook
+	// refuses such a policy at admission, so this only happens to one
+	// written while the webhook was not registered.
+	ReasonInvalidPolicy = "InvalidPolicy"
+)
+
+// FieldManager names the leader's writes (observedGeneration, the Ready
+// condition, inForce, status.audit; the last good versions) in
+// managedFields, whichever replica leads: a new leader takes the fields
+// over from the last one without a conflict. Each replica writes its own
+// status.replicas entry under ReplicaFieldManager instead.
+const FieldManager = "policy-webhook"
+
+// ReplicaFieldManager is the field manager under which a replica applies
+// its own status.replicas entry. Server-side apply tracks each entry of the
+// list (keyed by name) as owned by the manager that applied it, so replicas
+// never overwrite each other's entries, and applying nothing under a
+// manager removes what it owned: how the leader withdraws the entry of a
+// replica that is gone.
+func ReplicaFieldManager(replica string) string { return FieldManager + "/" + replica }
+
+// written remembers, per AdmissionPolicy, what a writer last applied and
+// the resourceVersion of the cached object it decided from. Until the
+// informer delivers a newer version the cache still lacks that write, and
+// a sync that would apply the same again (another event queued meanwhile)
+// skips it: one write per change, not one per informer lag. A different
+// content, or any newer version of the object, is written as usual.
+type written map[string]writeMemo
+
+type writeMemo struct {
+	from    string // resourceVersion decided from
+	content any    // a comparable summary of what was applied
+}
+
+func (w written) pending(u *unstructured.Unstructured, content any) bool {
+	m, ok := w[u.GetName()]
+	return ok && m.from == u.GetResourceVersion() && m.content == content
+}
+
+func (w written) record(u *unstructured.Unstructured, content any) {
+	w[u.GetName()] = writeMemo{from: u.GetResourceVersion(), content: content}
+}
+
+// statusOf decodes an AdmissionPolicy's status; one that cannot be read is
+// read as empty, and replaced.
+func statusOf(u *unstructured.Unstructured) v1alpha1.AdmissionPolicyStatus {
+	var st v1alpha1.AdmissionPolicyStatus
+	if raw, ok := u.Object["status"].(map[string]any); ok {
+		_ = runtime.DefaultUnstructuredConverter.FromUnstructured(raw, &st)
+	}
+	return st
+}
+
+// applyStatus applies status (nil: nothing) to an AdmissionPolicy's status
+// subresource with server-side apply under manager. Force takes over fields
+// another manager holds: each manager here owns its fields by design.
+func (w *writer) applyStatus(ctx context.Context, name, manager string, status *v1alpha1.AdmissionPolicyStatus) error {
+	obj := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": v1alpha1.GroupVersion.String(),
+		"kind":       "AdmissionPolicy",
+		"metadata":   map[string]any{"name": name},
+	}}
+	if status != nil {
+		content, err := runtime.DefaultUnstructuredConverter.ToUnstructured(status)
+		if err != nil {
+			return fmt.Errorf("encoding the status of AdmissionPolicy %s: %w", name, err)
+		}
+		obj.Object["status"] = content
+	}
+	_, err := w.cfg.Dynamic.Resource(v1alpha1.Resource).ApplyStatus(ctx, name, obj, metav1.ApplyOptions{FieldManager: manager, Force: true})
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("applying the status of AdmissionPolicy %s as %s: %w", name, manager, err)
+	}
+	w.metrics.statusUpdates.WithLabelValues(statusResultUpdated).Inc()
+	return nil
+}
+
+// MetricStatusUpdates counts AdmissionPolicy status writes.
+const MetricStatusUpdates = "policy_webhook_policy_status_updates_total"
+
+const (
+	statusResultUpdated = "updated"
+	statusResultFailed  = "failed"
+)
+
+type metrics struct {
+	statusUpdates *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{statusUpdates: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: MetricStatusUpdates,
+		Help: "AdmissionPolicy status writes, by result (updated, failed).",
+	}, []string{"result"})}
+	if reg != nil {
+		if err := reg.Register(m.statusUpdates); err != nil {
+			return nil, fmt.Errorf("registering metrics: %w", err)
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,145 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
+	"github.com/policy-webhook/policy-webhook/policy"
+)
+
+// ReplicaStatus writes what is this replica's alone, on every replica,
+// leader or not: its own status.replicas entry on every AdmissionPolicy
+// (the generation its snapshot enforces, and since when) and its heartbeat
+// Lease.
+type ReplicaStatus struct {
+	w     *writer
+	queue workqueue.TypedRateLimitingInterface[string]
+	// Only the worker goroutine touches these.
+	effects map[string]replicaEffect
+	written written
+}
+
+// replicaEffect is what this replica enforces of an AdmissionPolicy, and
+// since when.
+type replicaEffect struct {
+	uid     types.UID
+	gen     int64
+	inForce bool
+	since   time.Time
+}
+
+func newReplicaStatus(w *writer) *ReplicaStatus {
+	return &ReplicaStatus{
+		w: w,
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "replica-status"}),
+		effects: map[string]replicaEffect{},
+		written: written{},
+	}
+}
+
+func (r *ReplicaStatus) enqueue(name string) { r.queue.Add(name) }
+
+// NeedLeaderElection makes controller-runtime's manager run it on every
+// replica.
+func (r *ReplicaStatus) NeedLeaderElection() bool { return false }
+
+// Start renews the heartbeat Lease from the start and, once the cache has
+// synced, writes this replica's entries, one policy at a time, away from
+// the informer handlers and far from the request path, retrying failures
+// with backoff. Once ctx is done it deletes the heartbeat Lease and
+// returns nil.
+func (r *ReplicaStatus) Start(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Go(func() { r.heartbeat(ctx) })
+	defer wg.Wait()
+	go func() {
+		<-ctx.Done()
+		r.queue.ShutDown()
+	}()
+	if !r.w.cfg.Cache.WaitForSync(ctx) {
+		return nil
+	}
+	for {
+		name, shutdown := r.queue.Get()
+		if shutdown || ctx.Err() != nil {
+			return nil
+		}
+		err := r.sync(ctx, name)
+		switch {
+		case err == nil:
+			r.queue.Forget(name)
+		case ctx.Err() != nil:
+		default:
+			r.w.metrics.statusUpdates.WithLabelValues(statusResultFailed).Inc()
+			r.w.log.Error(err, "Writing this replica's AdmissionPolicy status, will retry", "name", name)
+			r.queue.AddRateLimited(name)
+		}
+		r.queue.Done(name)
+	}
+}
+
+// sync makes this replica's status.replicas entry say which generation of
+// an AdmissionPolicy it enforces, once the snapshot that enforces it is
+// swapped in, and applies it only if it differs from the entry on the
+// object.
+func (r *ReplicaStatus) sync(ctx context.Context, name string) error {
+	cfg := r.w.cfg
+	u, ok := cfg.Cache.AdmissionPolicy(name)
+	if !ok {
+		delete(r.effects, name)
+		delete(r.written, name)
+		return nil
+	}
+	gen := u.GetGeneration()
+	snap := cfg.Cache.Snapshot()
+	inForce, se, ok := snap.AdmissionPolicyState(name, gen)
+	if !ok {
+		return nil
+	}
+	e, seen := r.effects[name]
+	if !seen || e.uid != u.GetUID() || e.gen != gen || e.inForce != inForce {
+		// The snapshot that enforces this was built at or before
+		// snap.Built; builds follow changes within milliseconds.
+		e = replicaEffect{uid: u.GetUID(), gen: gen, inForce: inForce, since: snap.Built}
+		r.effects[name] = e
+	}
+	want := v1alpha1.ReplicaStatus{
+		Name:               cfg.Replica,
+		ObservedGeneration: gen,
+		InForce:            inForce,
+		LastTransitionTime: metav1.NewTime(e.since.Truncate(time.Second)),
+	}
+	if !inForce {
+		want.Message = fmt.Sprintf("generation %d is invalid (%s)", gen, se.StillInForce(policy.SourceAdmissionPolicy, cfg.PolicyNamespace))
+	}
+	for _, have := range statusOf(u).Replicas {
+		if have.Name == want.Name && have.ObservedGeneration == want.ObservedGeneration && have.InForce == want.InForce && have.Message == want.Message {
+			return nil
+		}
+	}
+	content := replicaContent{gen: gen, inForce: inForce, message: want.Message}
+	if r.written.pending(u, content) {
+		return nil
+	}
+	if err := r.w.applyStatus(ctx, name, ReplicaFieldManager(cfg.Replica), &v1alpha1.AdmissionPolicyStatus{Replicas: []v1alpha1.ReplicaStatus{want}}); err != nil {
+		return err
+	}
+	r.written.record(u, content)
+	r.w.log.V(1).Info("This replica's AdmissionPolicy status applied", "name", name, "generation", gen, "inForce", inForce)
+	return nil
+}
+
+// replicaContent is what a replica entry says, for written.
+type replicaContent struct {
+	gen     int64
+	inForce bool
+	message string
+}
