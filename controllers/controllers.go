@@ -46,6 +46,11 @@ type Config struct {
 	Log logr.Logger
 	// Metrics registers the controllers' metrics; nil registers none.
 	Metrics prometheus.Registerer
+	// Audit, if set, has the status.audit of each AdmissionPolicy, which
+	// Status writes with the rest of the leader's status.
+	Audit interface {
+		AuditStatus(name string) (*v1alpha1.AuditStatus, bool)
+	}
 	// Clock is the controllers' clock; nil is the real one.
 	Clock clock.PassiveClock
 }

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -61,6 +62,14 @@ type eventKey struct {
 // NeedLeaderElection makes controller-runtime's manager run it on the
 // elected replica only.
 func (r *Status) NeedLeaderElection() bool { return true }
+
+// AuditSwept has every AdmissionPolicy looked at again, for the status.audit
+// the sweep just published.
+func (r *Status) AuditSwept() {
+	for _, name := range r.w.cfg.Cache.AdmissionPolicyNames() {
+		r.enqueue(policy.Source{Kind: policy.SourceAdmissionPolicy, Name: name})
+	}
+}
 
 // enqueue asks it to look at a source, if it runs.
 func (r *Status) enqueue(src policy.Source) {
@@ -261,10 +270,18 @@ func (r *Status) syncAdmissionPolicy(ctx context.Context, q workqueue.TypedRateL
 	ready := readyCondition(inForce, se, gen, cfg.PolicyNamespace)
 	conditions := slices.Clone(st.Conditions)
 	changed := meta.SetStatusCondition(&conditions, ready)
-	if !changed && st.ObservedGeneration == gen && st.InForce == summary {
+	// status.audit is the last sweep's, or, before this leader's first
+	// sweep, what an earlier leader wrote: applied without it, it would go.
+	audit := st.Audit
+	if cfg.Audit != nil {
+		if a, ok := cfg.Audit.AuditStatus(name); ok {
+			audit = a
+		}
+	}
+	if !changed && st.ObservedGeneration == gen && st.InForce == summary && equality.Semantic.DeepEqual(st.Audit, audit) {
 		return nil
 	}
-	content := leaderContent{gen: gen, status: ready.Status, message: ready.Message, summary: summary}
+	content := leaderContent{gen: gen, status: ready.Status, message: ready.Message, summary: summary, audit: audit}
 	if r.written.pending(u, content) {
 		return nil
 	}
@@ -274,6 +291,7 @@ func (r *Status) syncAdmissionPolicy(ctx context.Context, q workqueue.TypedRateL
 		ObservedGeneration: gen,
 		Conditions:         []metav1.Condition{*meta.FindStatusCondition(conditions, ConditionReady)},
 		InForce:            summary,
+		Audit:              audit,
 	}); err != nil {
 		return err
 	}
@@ -284,6 +302,7 @@ func (r *Status) syncAdmissionPolicy(ctx context.Context, q workqueue.TypedRateL
 
 // leaderContent is what the leader's part of the status says, for written.
 type leaderContent struct {
+	audit   *v1alpha1.AuditStatus
 	gen     int64
 	status  metav1.ConditionStatus
 	message string

@@ -7,28 +7,28 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"sigs.k8s.io/controller-runtime/pkg/manager"
 
-	"github.com/policy-webhook/policy-webhook/audit"
 	"github.com/policy-webhook/policy-webhook/cache"
+	"github.com/policy-webhook/policy-webhook/controllers/reports"
 )
 
-// addAudit adds the background audit to the manager, which runs it on the
-// elected leader only (audit.Auditor needs leader election). Its clients
-// are its own, so its paged lists never queue behind the cache's watches.
-func addAudit(mgr manager.Manager, cfg *rest.Config, opts Options, pc *cache.Cache, reg prometheus.Registerer) error {
+// newAuditor is the background audit, nil when it is off. The manager runs
+// it on the elected leader only (reports.Auditor needs leader election).
+// Its clients are its own, so its paged lists never queue behind the
+// cache's watches. swept is called after each sweep.
+func newAuditor(cfg *rest.Config, opts Options, pc *cache.Cache, reg prometheus.Registerer, swept func()) (*reports.Auditor, error) {
 	if opts.AuditInterval == 0 {
-		return nil
+		return nil, nil
 	}
 	kube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return fmt.Errorf("creating the audit's Kubernetes client: %w", err)
+		return nil, fmt.Errorf("creating the audit's Kubernetes client: %w", err)
 	}
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
-		return fmt.Errorf("creating the audit's dynamic client: %w", err)
+		return nil, fmt.Errorf("creating the audit's dynamic client: %w", err)
 	}
-	a, err := audit.New(audit.Config{
+	return reports.New(reports.Config{
 		Policies:  pc,
 		REST:      kube.CoreV1().RESTClient(),
 		Dynamic:   dyn,
@@ -37,12 +37,6 @@ func addAudit(mgr manager.Manager, cfg *rest.Config, opts Options, pc *cache.Cac
 		Debounce:  opts.AuditDebounce,
 		Log:       opts.Log.WithName("audit"),
 		Metrics:   reg,
+		Swept:     swept,
 	})
-	if err != nil {
-		return err
-	}
-	if err := mgr.Add(a); err != nil {
-		return fmt.Errorf("adding the audit: %w", err)
-	}
-	return nil
 }

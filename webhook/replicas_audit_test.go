@@ -21,7 +21,7 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	report "github.com/policy-webhook/policy-webhook/apis/wgpolicyk8s/v1alpha2"
-	"github.com/policy-webhook/policy-webhook/audit"
+	"github.com/policy-webhook/policy-webhook/controllers/reports"
 	"github.com/policy-webhook/policy-webhook/test/promtest"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 	"github.com/policy-webhook/policy-webhook/webhook"
@@ -56,7 +56,7 @@ func (r *auditingReplica) auditRequests() []string {
 		_, uri, _ := strings.Cut(req, " ")
 		path, query, _ := strings.Cut(uri, "?")
 		if strings.HasSuffix(path, "/pods") || strings.Contains(path, "/policyreports") ||
-			strings.Contains(query, "fieldManager="+audit.FieldManager) {
+			strings.Contains(query, "fieldManager="+reports.FieldManager) {
 			out = append(out, req)
 		}
 	}
@@ -128,17 +128,17 @@ func TestTwoReplicasAudit(t *testing.T) {
 		if err != nil {
 			return fmt.Errorf("listing PolicyReports: %w", err)
 		}
-		if len(list.Items) != 1 || list.Items[0].GetNamespace() != "team-a" || list.Items[0].GetName() != audit.ReportName {
+		if len(list.Items) != 1 || list.Items[0].GetNamespace() != "team-a" || list.Items[0].GetName() != reports.ReportName {
 			names := make([]string, 0, len(list.Items))
 			for _, u := range list.Items {
 				names = append(names, u.GetNamespace()+"/"+u.GetName())
 			}
-			return fmt.Errorf("PolicyReports %v, want team-a/%s alone", names, audit.ReportName)
+			return fmt.Errorf("PolicyReports %v, want team-a/%s alone", names, reports.ReportName)
 		}
 		u := list.Items[0]
 		for _, mf := range u.GetManagedFields() {
-			if mf.Manager != audit.FieldManager {
-				return fmt.Errorf("PolicyReport fields managed by %q, want %q alone", mf.Manager, audit.FieldManager)
+			if mf.Manager != reports.FieldManager {
+				return fmt.Errorf("PolicyReport fields managed by %q, want %q alone", mf.Manager, reports.FieldManager)
 			}
 		}
 		var r report.PolicyReport
@@ -182,9 +182,9 @@ func TestTwoReplicasAudit(t *testing.T) {
 		other = "replica-b"
 	}
 	// A few more sweeps: time for a follower that audits to show it.
-	swept := replicas[leader].counted(t, audit.MetricSweeps)
+	swept := replicas[leader].counted(t, reports.MetricSweeps)
 	poll("two more sweeps by the leader", func() error {
-		if n := replicas[leader].counted(t, audit.MetricSweeps); n < swept+2 {
+		if n := replicas[leader].counted(t, reports.MetricSweeps); n < swept+2 {
 			return fmt.Errorf("%v sweeps", n)
 		}
 		return nil
@@ -198,14 +198,14 @@ func TestTwoReplicasAudit(t *testing.T) {
 	if got := replicas[other].auditRequests(); len(got) > 0 {
 		t.Errorf("the follower %s made audit requests:\n%s", other, strings.Join(got, "\n"))
 	}
-	if n := replicas[other].counted(t, audit.MetricSweeps); n != 0 {
+	if n := replicas[other].counted(t, reports.MetricSweeps); n != 0 {
 		t.Errorf("the follower %s swept %v times", other, n)
 	}
-	if n := replicas[other].counted(t, audit.MetricReportWrites); n != 0 {
+	if n := replicas[other].counted(t, reports.MetricReportWrites); n != 0 {
 		t.Errorf("the follower %s wrote %v PolicyReports", other, n)
 	}
 	t.Logf("leader %s: %d audit requests, %v sweeps; follower %s: none", leader,
-		len(replicas[leader].auditRequests()), replicas[leader].counted(t, audit.MetricSweeps), other)
+		len(replicas[leader].auditRequests()), replicas[leader].counted(t, reports.MetricSweeps), other)
 
 	// Failover: the other replica takes the audit over and reports a Pod
 	// created after the leader stopped, in the same single report.
@@ -223,7 +223,7 @@ func TestTwoReplicasAudit(t *testing.T) {
 	// The report can be read back a moment before the writer counts its
 	// write.
 	poll("the new leader counting its PolicyReport write", func() error {
-		if n := replicas[other].counted(t, audit.MetricReportWrites); n == 0 {
+		if n := replicas[other].counted(t, reports.MetricReportWrites); n == 0 {
 			return fmt.Errorf("the new leader %s counts no PolicyReport write", other)
 		}
 		return nil

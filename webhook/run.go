@@ -21,6 +21,7 @@ import (
 	"github.com/policy-webhook/policy-webhook/audit"
 	"github.com/policy-webhook/policy-webhook/cache"
 	"github.com/policy-webhook/policy-webhook/controllers"
+	"github.com/policy-webhook/policy-webhook/controllers/reports"
 	"github.com/policy-webhook/policy-webhook/quota"
 )
 
@@ -59,7 +60,7 @@ func Run(ctx context.Context, opts Options) error {
 
 	reg := &registrations{Registerer: opts.MetricsRegistry}
 	defer reg.unregisterAll()
-	pc, cs, kube, err := newCache(cfg, opts, reg)
+	pc, cs, auditor, kube, err := newCache(cfg, opts, reg)
 	if err != nil {
 		return err
 	}
@@ -117,13 +118,14 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	// The writers: this replica's own, and those that run while this
 	// replica leads (every replica when leader election is off).
-	for _, r := range []manager.Runnable{cs.Replica, cs.Status, cs.LastGood} {
+	writers := []manager.Runnable{cs.Replica, cs.Status, cs.LastGood}
+	if auditor != nil {
+		writers = append(writers, auditor)
+	}
+	for _, r := range writers {
 		if err := mgr.Add(r); err != nil {
 			return fmt.Errorf("adding a controller: %w", err)
 		}
-	}
-	if err := addAudit(mgr, cfg, opts, pc, reg); err != nil {
-		return err
 	}
 
 	ready := &readiness{judge: pc, current: pc, maxStale: opts.MaxCacheStaleness, certs: certs, certDir: opts.CertDir, server: server.StartedChecker(), now: time.Now}
@@ -282,23 +284,24 @@ func leaderElection(mgrOpts *manager.Options, cfg *rest.Config, opts Options) er
 const defaultRenewDeadline = 10 * time.Second
 
 // newCache builds the clients, all from cfg and sharing one HTTP client,
-// the policy cache on them and the controllers that write what it reads.
-func newCache(cfg *rest.Config, opts Options, reg prometheus.Registerer) (*cache.Cache, *controllers.Controllers, kubernetes.Interface, error) {
+// the policy cache on them, and the writers: the controllers and the
+// audit (nil when off).
+func newCache(cfg *rest.Config, opts Options, reg prometheus.Registerer) (*cache.Cache, *controllers.Controllers, *reports.Auditor, kubernetes.Interface, error) {
 	httpClient, err := rest.HTTPClientFor(cfg)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("creating the HTTP client for the API server: %w", err)
+		return nil, nil, nil, nil, fmt.Errorf("creating the HTTP client for the API server: %w", err)
 	}
 	dyn, err := dynamic.NewForConfigAndClient(cfg, httpClient)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("creating the dynamic client: %w", err)
+		return nil, nil, nil, nil, fmt.Errorf("creating the dynamic client: %w", err)
 	}
 	md, err := metadata.NewForConfigAndClient(cfg, httpClient)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("creating the metadata client: %w", err)
+		return nil, nil, nil, nil, fmt.Errorf("creating the metadata client: %w", err)
 	}
 	kube, err := kubernetes.NewForConfigAndClient(cfg, httpClient)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("creating the Kubernetes client: %w", err)
+		return nil, nil, nil, nil, fmt.Errorf("creating the Kubernetes client: %w", err)
 	}
 	pc, err := cache.New(cache.Config{
 		Dynamic:         dyn,
@@ -309,9 +312,14 @@ func newCache(cfg *rest.Config, opts Options, reg prometheus.Registerer) (*cache
 		ResyncPeriod:    opts.ResyncPeriod,
 	})
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("creating the policy cache: %w", err)
+		return nil, nil, nil, nil, fmt.Errorf("creating the policy cache: %w", err)
 	}
-	cs, err := controllers.New(controllers.Config{
+	var cs *controllers.Controllers
+	auditor, err := newAuditor(cfg, opts, pc, reg, func() { cs.Status.AuditSwept() })
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	ccfg := controllers.Config{
 		Cache:             pc,
 		Dynamic:           dyn,
 		Kube:              kube,
@@ -320,9 +328,12 @@ func newCache(cfg *rest.Config, opts Options, reg prometheus.Registerer) (*cache
 		HeartbeatInterval: opts.HeartbeatInterval,
 		Log:               opts.Log.WithName("controllers"),
 		Metrics:           reg,
-	})
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("creating the controllers: %w", err)
 	}
-	return pc, cs, kube, nil
+	if auditor != nil {
+		ccfg.Audit = auditor
+	}
+	if cs, err = controllers.New(ccfg); err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("creating the controllers: %w", err)
+	}
+	return pc, cs, auditor, kube, nil
 }

@@ -16,7 +16,7 @@ import (
 	crlog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/policy-webhook/policy-webhook/audit"
+	"github.com/policy-webhook/policy-webhook/controllers/reports"
 	"github.com/policy-webhook/policy-webhook/quota"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
@@ -75,7 +75,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		maxBytes      = fs.Int64("max-bytes-in-flight", webhook.DefaultMaxBytesInFlight, "request body bytes held at once, counted as they arrive; a body that would pass it is refused with 429 (the first 64 KiB of each never are; -1: no limit)")
 		memRatio      = fs.Float64("memory-limit-ratio", 0.9, "set the Go memory limit (GOMEMLIMIT) to this fraction of the container's cgroup memory limit, unless GOMEMLIMIT is set; 0: leave it")
 		quotaTTL      = fs.Duration("quota-reservation-ttl", quota.DefaultTTL, "how long a MyApple's reserved quantity counts against its namespace's quota when the MyApple never appears (refused after this webhook allowed it); at most 10m")
-		auditEvery    = fs.Duration("audit-interval", audit.DefaultInterval, "how often the elected replica judges every existing Pod and MyApple into PolicyReports and AdmissionPolicy status (also right after a policy change); 0 for no audit")
+		auditEvery    = fs.Duration("audit-interval", reports.DefaultInterval, "how often the elected replica judges every existing Pod and MyApple into PolicyReports and AdmissionPolicy status (also right after a policy change); 0 for no audit")
 	)
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)

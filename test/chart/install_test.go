@@ -49,8 +49,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	report "github.com/policy-webhook/policy-webhook/apis/wgpolicyk8s/v1alpha2"
-	"github.com/policy-webhook/policy-webhook/audit"
 	"github.com/policy-webhook/policy-webhook/certs"
+	"github.com/policy-webhook/policy-webhook/controllers/reports"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
@@ -574,7 +574,7 @@ func parseServeArgs(args []string) (serveFlags, error) {
 	fs.BoolVar(&f.leaderElect, "leader-elect", true, "")
 	fs.BoolVar(&f.metricsSecure, "metrics-secure", true, "")
 	fs.BoolVar(&f.failOpen, "fail-open-before-sync", false, "")
-	fs.DurationVar(&f.auditInterval, "audit-interval", audit.DefaultInterval, "")
+	fs.DurationVar(&f.auditInterval, "audit-interval", reports.DefaultInterval, "")
 	for _, ignored := range []string{"port", "cert-dir", "metrics-bind-address", "health-probe-bind-address"} {
 		fs.String(ignored, "", "")
 	}
@@ -966,13 +966,13 @@ func checkAuditReport(t *testing.T, cfg *rest.Config, pod *corev1.Pod) {
 	t.Helper()
 	var last string
 	err := testenv.Poll(t.Context(), 30*time.Second, func(ctx context.Context) error {
-		obj, err := dynamicGet(ctx, cfg, report.PolicyReportResource, pod.Namespace, audit.ReportName)
+		obj, err := dynamicGet(ctx, cfg, report.PolicyReportResource, pod.Namespace, reports.ReportName)
 		if err != nil {
 			return err
 		}
 		var r report.PolicyReport
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj, &r); err != nil {
-			return testenv.Final(fmt.Errorf("decoding PolicyReport %s/%s: %w", pod.Namespace, audit.ReportName, err))
+			return testenv.Final(fmt.Errorf("decoding PolicyReport %s/%s: %w", pod.Namespace, reports.ReportName, err))
 		}
 		last = fmt.Sprintf("%+v", r.Results)
 		for _, res := range r.Results {

@@ -30,9 +30,9 @@ import (
 	"github.com/prometheus/prometheus/storage"
 	"sigs.k8s.io/yaml"
 
-	"github.com/policy-webhook/policy-webhook/audit"
 	"github.com/policy-webhook/policy-webhook/cache"
 	"github.com/policy-webhook/policy-webhook/controllers"
+	"github.com/policy-webhook/policy-webhook/controllers/reports"
 )
 
 // The files of the monitoring components.
@@ -51,9 +51,9 @@ var webhookMetrics = func() []string {
 		"policy_webhook_violations_total",
 		cache.MetricPolicies, cache.MetricPolicyErrors, cache.MetricSnapshotBuilds, cache.MetricCacheSynced,
 		controllers.MetricStatusUpdates, cache.MetricCachedMyApples, cache.MetricCacheStale, cache.MetricWatchErrors,
-		audit.MetricViolations, audit.MetricObjectsJudged, audit.MetricSweeps, audit.MetricReportWrites,
+		reports.MetricViolations, reports.MetricObjectsJudged, reports.MetricSweeps, reports.MetricReportWrites,
 	}
-	for _, h := range []string{"policy_webhook_admission_duration_seconds", cache.MetricPropagation, audit.MetricSweepDuration} {
+	for _, h := range []string{"policy_webhook_admission_duration_seconds", cache.MetricPropagation, reports.MetricSweepDuration} {
 		names = append(names, h+"_bucket", h+"_sum", h+"_count")
 	}
 	return names
@@ -200,7 +200,7 @@ func healthySeries() string {
 // rule, with the given samples.
 func auditViolations(pod, samples string) string {
 	return fmt.Sprintf(`%s{%s, pod="policy-webhook-%s", source="ConfigMap/policy-system/baseline", rule="pods.runAsNonRoot", enforcement="Audit"} %s`+"\n",
-		audit.MetricViolations, ns, pod, samples)
+		reports.MetricViolations, ns, pod, samples)
 }
 
 // histogramSeries are the _bucket series of a classic histogram whose
@@ -277,18 +277,18 @@ func TestAlertsFire(t *testing.T) {
 				// 10 days from the epoch, where the series start.
 				"\ncertmanager_certificate_expiration_timestamp_seconds{name=\"policy-webhook-serving\", exported_namespace=\"policy-system\"} 864000x180"},
 		{"audit violations rising", "PolicyWebhookAuditViolationsRising",
-			without(healthy, audit.MetricViolations) + auditViolations("a", "3x150 10x30")},
+			without(healthy, reports.MetricViolations) + auditViolations("a", "3x150 10x30")},
 		{"audit violations where there were none", "PolicyWebhookAuditViolationsRising",
-			without(healthy, audit.MetricViolations) + auditViolations("a", "_x150 5x30")},
+			without(healthy, reports.MetricViolations) + auditViolations("a", "_x150 5x30")},
 	}
 	// Not failures: an invalid policy fixed within 10 minutes, a slow
 	// minute, a replica that syncs after a minute, audit violations going
 	// down, a new leader reporting the old one's violations.
 	quiet := []struct{ name, series string }{
 		{"audit violations going down",
-			without(healthy, audit.MetricViolations) + auditViolations("a", "10x90 3x90")},
+			without(healthy, reports.MetricViolations) + auditViolations("a", "10x90 3x90")},
 		{"a new leader audits",
-			without(healthy, audit.MetricViolations) + auditViolations("a", "3x90 _x90") + auditViolations("b", "_x88 3x92")},
+			without(healthy, reports.MetricViolations) + auditViolations("a", "3x90 _x90") + auditViolations("b", "_x88 3x92")},
 		{"a policy fixed within 10 minutes",
 			healthy + "\npolicy_webhook_policy_errors{" + p + `, kind="ConfigMap", exported_namespace="team-a", name="registries"} 1x5 0x174`},
 		{"an API server restart of a minute",
@@ -482,7 +482,7 @@ func TestDashboard(t *testing.T) {
 		"policy_webhook_admissions_total", "policy_webhook_admission_duration_seconds_bucket", "policy_webhook_violations_total",
 		cache.MetricPolicies, cache.MetricPolicyErrors, cache.MetricCacheSynced, cache.MetricPropagation + "_bucket",
 		"policy_webhook_request_errors_total", "process_cpu_seconds_total", "process_resident_memory_bytes",
-		audit.MetricViolations,
+		reports.MetricViolations,
 	} {
 		if !used[m] {
 			t.Errorf("no panel shows %s", m)

@@ -1,6 +1,6 @@
 //go:build unix
 
-package audit_test
+package reports_test
 
 import (
 	"context"
@@ -24,6 +24,7 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/audit"
 	"github.com/policy-webhook/policy-webhook/cache"
+	"github.com/policy-webhook/policy-webhook/controllers/reports"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
 
@@ -127,7 +128,7 @@ func BenchmarkSweep(b *testing.B) {
 	if !c.WaitForSync(ctx) {
 		b.Fatal("the cache did not sync")
 	}
-	a, err := audit.New(audit.Config{Policies: c, REST: e.kube.CoreV1().RESTClient(), Dynamic: e.dyn, Discovery: e.kube.Discovery(), Log: logr.Discard()})
+	a, err := reports.New(reports.Config{Policies: c, REST: e.kube.CoreV1().RESTClient(), Dynamic: e.dyn, Discovery: e.kube.Discovery(), Log: logr.Discard()})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package audit
+package reports
 
 import (
 	"fmt"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	report "github.com/policy-webhook/policy-webhook/apis/wgpolicyk8s/v1alpha2"
+	"github.com/policy-webhook/policy-webhook/audit"
 	"github.com/policy-webhook/policy-webhook/policy"
 )
 
@@ -19,10 +20,10 @@ func violation(e v1alpha1.Enforcement) policy.Violation {
 func TestFindingsByEnforcement(t *testing.T) {
 	f := newFindings(metav1.Timestamp{Seconds: 100})
 	seen := map[resultKey]metav1.Timestamp{}
-	o := &Object{Kind: policy.KindPod, Namespace: "ns", Name: "a", UID: "u1"}
+	o := &audit.Object{Kind: policy.KindPod, Namespace: "ns", Name: "a", UID: "u1"}
 	f.add(o, &policy.Decision{Violations: []policy.Violation{violation(v1alpha1.Deny), violation(v1alpha1.Warn), violation(v1alpha1.Audit)}}, seen)
-	f.add(&Object{Kind: policy.KindPod, Namespace: "ns", Name: "b"}, &policy.Decision{Allowed: true}, seen)
-	f.add(&Object{Kind: policy.KindPod, Namespace: "clean", Name: "c"}, &policy.Decision{Allowed: true}, seen)
+	f.add(&audit.Object{Kind: policy.KindPod, Namespace: "ns", Name: "b"}, &policy.Decision{Allowed: true}, seen)
+	f.add(&audit.Object{Kind: policy.KindPod, Namespace: "clean", Name: "c"}, &policy.Decision{Allowed: true}, seen)
 
 	nf := f.withViolations()
 	if len(nf) != 1 || nf["ns"] == nil {
@@ -54,7 +55,7 @@ func TestFindingsByEnforcement(t *testing.T) {
 // A violation keeps the time it was first found, so an unchanged report
 // stays byte for byte the same and is not written again.
 func TestFindingsKeepFirstSeen(t *testing.T) {
-	o := &Object{Kind: policy.KindPod, Namespace: "ns", Name: "a", UID: "u1"}
+	o := &audit.Object{Kind: policy.KindPod, Namespace: "ns", Name: "a", UID: "u1"}
 	d := &policy.Decision{Violations: []policy.Violation{violation(v1alpha1.Deny)}}
 	first := newFindings(metav1.Timestamp{Seconds: 100})
 	first.add(o, d, nil)
@@ -74,7 +75,7 @@ func TestFindingsBounded(t *testing.T) {
 	f := newFindings(metav1.Timestamp{Seconds: 1})
 	n := MaxResultsPerReport + 5
 	for i := range n {
-		o := &Object{Kind: policy.KindPod, Namespace: "ns", Name: fmt.Sprint(i), UID: types.UID(fmt.Sprint(i))}
+		o := &audit.Object{Kind: policy.KindPod, Namespace: "ns", Name: fmt.Sprint(i), UID: types.UID(fmt.Sprint(i))}
 		f.add(o, &policy.Decision{Violations: []policy.Violation{violation(v1alpha1.Deny)}}, nil)
 	}
 	nf := f.namespaces["ns"]

@@ -1,10 +1,14 @@
-package audit
+package reports
 
 import (
 	"context"
+	"sync/atomic"
+
 	"errors"
 	"fmt"
 	"time"
+
+	"k8s.io/utils/clock"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,6 +17,8 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 
+	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
+	"github.com/policy-webhook/policy-webhook/audit"
 	"github.com/policy-webhook/policy-webhook/cache"
 	"github.com/policy-webhook/policy-webhook/policy"
 )
@@ -40,7 +46,7 @@ type Config struct {
 	Policies Policies
 	// REST lists Pods and MyApples in pages.
 	REST rest.Interface
-	// Dynamic writes PolicyReports and AdmissionPolicy status.
+	// Dynamic writes PolicyReports.
 	Dynamic dynamic.Interface
 	// Discovery tells whether the PolicyReport CRDs are installed.
 	Discovery discovery.DiscoveryInterface
@@ -51,14 +57,17 @@ type Config struct {
 	Debounce time.Duration
 	// SweepTimeout bounds one sweep; 0 is DefaultSweepTimeout.
 	SweepTimeout time.Duration
-	// PageSize of the lists; 0 is DefaultPageSize.
+	// PageSize of the lists; 0 is audit.DefaultPageSize.
 	PageSize int64
 	// Log receives the audit's messages.
 	Log logr.Logger
 	// Metrics registers the audit's metrics; nil registers none.
 	Metrics prometheus.Registerer
-	// Now is the clock; nil is time.Now.
-	Now func() time.Time
+	// Clock is the audit's clock; nil is the real one.
+	Clock clock.PassiveClock
+	// Swept, if set, is called after each sweep that judged every object,
+	// once Results holds what it found.
+	Swept func()
 }
 
 // Auditor is the background audit: a controller-runtime Runnable that runs
@@ -67,13 +76,15 @@ type Auditor struct {
 	cfg     Config
 	log     logr.Logger
 	metrics *metrics
-	lister  *Lister
+	lister  *audit.Lister
 
 	// State kept across sweeps by the one goroutine that sweeps.
 	written              map[string]string // namespace → content hash of its report; nil: not loaded
 	firstSeen            map[resultKey]metav1.Timestamp
 	reportsMissingLogged bool
-	swept                chan struct{} // signalled after each sweep, for Sweeps
+	// results is status.audit of each AdmissionPolicy, by name, as of the
+	// last sweep; nil before the first.
+	results atomic.Pointer[map[string]*v1alpha1.AuditStatus]
 }
 
 // New checks the configuration and registers the metrics.
@@ -100,8 +111,8 @@ func New(cfg Config) (*Auditor, error) {
 	if cfg.SweepTimeout == 0 {
 		cfg.SweepTimeout = DefaultSweepTimeout
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
 	}
 	m, err := newMetrics(cfg.Metrics)
 	if err != nil {
@@ -111,9 +122,8 @@ func New(cfg Config) (*Auditor, error) {
 		cfg:       cfg,
 		log:       cfg.Log,
 		metrics:   m,
-		lister:    &Lister{Client: cfg.REST, PageSize: cfg.PageSize},
+		lister:    &audit.Lister{Client: cfg.REST, PageSize: cfg.PageSize},
 		firstSeen: map[resultKey]metav1.Timestamp{},
-		swept:     make(chan struct{}, 1),
 	}, nil
 }
 
@@ -157,16 +167,23 @@ func (a *Auditor) Start(ctx context.Context) error {
 	}
 }
 
-// Swept is signalled after each sweep (one slot: sweeps not yet received
-// coalesce), for whoever wants to wait for fresh results.
-func (a *Auditor) Swept() <-chan struct{} { return a.swept }
+// AuditStatus is status.audit of an AdmissionPolicy as the last sweep
+// found it; false before the first sweep, or for a policy it did not judge.
+func (a *Auditor) AuditStatus(name string) (*v1alpha1.AuditStatus, bool) {
+	r := a.results.Load()
+	if r == nil {
+		return nil, false
+	}
+	st, ok := (*r)[name]
+	return st, ok
+}
 
 func (a *Auditor) sweepAndLog(ctx context.Context, why string) {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.SweepTimeout)
 	defer cancel()
-	begun := a.cfg.Now()
+	begun := a.cfg.Clock.Now()
 	s, err := a.Sweep(ctx)
-	took := a.cfg.Now().Sub(begun)
+	took := a.cfg.Clock.Since(begun)
 	a.metrics.duration.Observe(took.Seconds())
 	if err != nil {
 		a.metrics.sweeps.WithLabelValues("failed").Inc()
@@ -178,32 +195,29 @@ func (a *Auditor) sweepAndLog(ctx context.Context, why string) {
 		a.log.Info("Audit sweep done", "trigger", why, "took", took, "pods", s.Totals.Judged[policy.KindPod],
 			"myApples", s.Totals.Judged[policy.KindMyApple], "violations", s.Violations, "namespacesWithViolations", s.Namespaces)
 	}
-	select {
-	case a.swept <- struct{}{}:
-	default:
-	}
 }
 
 // SweepSummary says what one sweep found.
 type SweepSummary struct {
-	Totals     Totals
+	Totals     audit.Totals
 	Violations int
 	Namespaces int
 }
 
 // Sweep judges every existing object against the current snapshot, then
-// writes the reports, the AdmissionPolicy status and the metrics. The
+// writes the reports and the metrics, and publishes status.audit for the
+// Status controller to write. The
 // whole sweep uses one snapshot, so every object is judged by the same
 // policies; the cluster state (namespace labels, MyApple quantities) is
 // the cache's, as at admission.
 func (a *Auditor) Sweep(ctx context.Context) (SweepSummary, error) {
 	snap := a.cfg.Policies.Snapshot()
-	now := metav1.NewTime(a.cfg.Now())
+	now := metav1.NewTime(a.cfg.Clock.Now())
 	f := newFindings(metav1.Timestamp{Seconds: now.Unix()})
 	violations := 0
-	totals, err := Sweep(ctx, a.lister, func(r *policy.Request) policy.Decision {
+	totals, err := audit.Sweep(ctx, a.lister, func(r *policy.Request) policy.Decision {
 		return snap.Set.Evaluate(r, a.cfg.Policies)
-	}, func(o *Object, d *policy.Decision) error {
+	}, func(o *audit.Object, d *policy.Decision) error {
 		violations += len(d.Violations)
 		f.add(o, d, a.firstSeen)
 		return nil
@@ -217,9 +231,7 @@ func (a *Auditor) Sweep(ctx context.Context) (SweepSummary, error) {
 	a.firstSeen = f.firstSeen
 	a.metrics.setViolations(f.counts)
 	byNamespace := f.withViolations()
-	err = errors.Join(
-		a.writeReports(ctx, byNamespace),
-		a.writeStatus(ctx, snap.Policies(), f.policies, now),
-	)
+	a.publish(snap.Policies(), f.policies, now)
+	err = a.writeReports(ctx, byNamespace)
 	return SweepSummary{Totals: totals, Violations: violations, Namespaces: len(byNamespace)}, err
 }

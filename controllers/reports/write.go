@@ -1,4 +1,4 @@
-package audit
+package reports
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	report "github.com/policy-webhook/policy-webhook/apis/wgpolicyk8s/v1alpha2"
+	"github.com/policy-webhook/policy-webhook/audit"
 	"github.com/policy-webhook/policy-webhook/policy"
 )
 
@@ -28,7 +29,7 @@ const (
 	ManagedBy      = "policy-webhook"
 )
 
-// FieldManager owns what the audit writes: reports and status.audit.
+// FieldManager owns the reports the audit writes.
 const FieldManager = "policy-webhook-audit"
 
 // buildReport is a namespace's PolicyReport, as applied.
@@ -148,7 +149,7 @@ func (a *Auditor) writeReports(ctx context.Context, byNamespace map[string]*name
 // written once more.
 func (a *Auditor) loadWritten(ctx context.Context) error {
 	a.written = map[string]string{}
-	opts := metav1.ListOptions{LabelSelector: LabelManagedBy + "=" + ManagedBy, Limit: DefaultPageSize}
+	opts := metav1.ListOptions{LabelSelector: LabelManagedBy + "=" + ManagedBy, Limit: audit.DefaultPageSize}
 	for {
 		list, err := a.cfg.Dynamic.Resource(report.PolicyReportResource).List(ctx, opts)
 		if err != nil {
@@ -166,11 +167,10 @@ func (a *Auditor) loadWritten(ctx context.Context) error {
 	}
 }
 
-// writeStatus sets status.audit on every AdmissionPolicy in force, with
-// server-side apply on the status subresource: only that field is the
-// audit's, conditions stay the cache's.
-func (a *Auditor) writeStatus(ctx context.Context, policies []*policy.Policy, found map[string]*policyFindings, at metav1.Time) error {
-	var errs []error
+// publish makes what a sweep found of each AdmissionPolicy in force its
+// status.audit, and tells whoever writes it.
+func (a *Auditor) publish(policies []*policy.Policy, found map[string]*policyFindings, at metav1.Time) {
+	results := map[string]*v1alpha1.AuditStatus{}
 	for _, p := range policies {
 		if p.Source.Kind != policy.SourceAdmissionPolicy {
 			continue
@@ -180,25 +180,10 @@ func (a *Auditor) writeStatus(ctx context.Context, policies []*policy.Policy, fo
 			st.TotalViolations = f.total
 			st.Violations = f.violations
 		}
-		u, err := toUnstructured(&v1alpha1.AdmissionPolicy{
-			TypeMeta:   metav1.TypeMeta{APIVersion: v1alpha1.GroupVersion.String(), Kind: "AdmissionPolicy"},
-			ObjectMeta: metav1.ObjectMeta{Name: p.Source.Name},
-			Status:     v1alpha1.AdmissionPolicyStatus{Audit: st},
-		})
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		// The typed struct carries an empty spec; status apply ignores it,
-		// but leave nothing in the patch that is not the audit's.
-		delete(u.Object, "spec")
-		unstructured.RemoveNestedField(u.Object, "metadata", "creationTimestamp")
-		_, err = a.cfg.Dynamic.Resource(v1alpha1.Resource).ApplyStatus(ctx, p.Source.Name, u, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
-		switch {
-		case apierrors.IsNotFound(err):
-		case err != nil:
-			errs = append(errs, fmt.Errorf("applying the audit status of AdmissionPolicy %s: %w", p.Source.Name, err))
-		}
+		results[p.Source.Name] = st
 	}
-	return errors.Join(errs...)
+	a.results.Store(&results)
+	if a.cfg.Swept != nil {
+		a.cfg.Swept()
+	}
 }

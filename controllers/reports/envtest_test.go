@@ -1,4 +1,4 @@
-package audit_test
+package reports_test
 
 import (
 	"context"
@@ -24,8 +24,9 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	report "github.com/policy-webhook/policy-webhook/apis/wgpolicyk8s/v1alpha2"
-	"github.com/policy-webhook/policy-webhook/audit"
 	"github.com/policy-webhook/policy-webhook/cache"
+	"github.com/policy-webhook/policy-webhook/controllers"
+	"github.com/policy-webhook/policy-webhook/controllers/reports"
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/test/promtest"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
@@ -126,7 +127,7 @@ func (e *env) touchPolicy(t *testing.T, ctx context.Context, ns, name string, n 
 }
 
 func (e *env) report(ctx context.Context, ns string) (*report.PolicyReport, error) {
-	u, err := e.dyn.Resource(report.PolicyReportResource).Namespace(ns).Get(ctx, audit.ReportName, metav1.GetOptions{})
+	u, err := e.dyn.Resource(report.PolicyReportResource).Namespace(ns).Get(ctx, reports.ReportName, metav1.GetOptions{})
 	if err != nil {
 		return nil, err
 	}
@@ -190,11 +191,20 @@ func TestAuditOnAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	a, err := audit.New(audit.Config{
+	// status.audit is written by the Status controller, from what the
+	// audit publishes.
+	var cs *controllers.Controllers
+	a, err := reports.New(reports.Config{
 		Policies: cache, REST: e.kube.CoreV1().RESTClient(), Dynamic: e.dyn, Discovery: e.kube.Discovery(),
 		Interval: time.Hour, // only policy changes sweep here, after the first
 		Debounce: 100 * time.Millisecond, PageSize: 1, Log: testr.New(t), Metrics: reg,
+		Swept: func() { cs.Status.AuditSwept() },
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err = controllers.New(controllers.Config{Cache: cache, Dynamic: e.dyn, Kube: e.kube, Replica: "audit-test",
+		PolicyNamespace: "policy-system", Log: testr.New(t), Audit: a})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,12 +212,14 @@ func TestAuditOnAPIServer(t *testing.T) {
 		t.Fatal("the audit must run on the leader only")
 	}
 	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 2)
-	go func() { done <- cache.Start(runCtx) }()
-	go func() { done <- a.Start(runCtx) }()
+	runs := []func(context.Context) error{cache.Start, a.Start, cs.Status.Start}
+	done := make(chan error, len(runs))
+	for _, run := range runs {
+		go func() { done <- run(runCtx) }()
+	}
 	defer func() {
 		stop()
-		for range 2 {
+		for range runs {
 			if err := <-done; err != nil {
 				t.Error(err)
 			}
@@ -234,7 +246,7 @@ func TestAuditOnAPIServer(t *testing.T) {
 		}
 		return nil
 	})
-	if n := promtest.One(t, reg, audit.MetricViolations, map[string]string{"source": "AdmissionPolicy registries", "rule": "pods.allowedRegistries", "enforcement": "Deny"}); n != 1 {
+	if n := promtest.One(t, reg, reports.MetricViolations, map[string]string{"source": "AdmissionPolicy registries", "rule": "pods.allowedRegistries", "enforcement": "Deny"}); n != 1 {
 		t.Errorf("violations gauge = %v, want 1", n)
 	}
 	if _, err := e.report(ctx, "team-a"); !apierrors.IsNotFound(err) {
@@ -259,11 +271,11 @@ func TestAuditOnAPIServer(t *testing.T) {
 		}
 		fail, warn := byResult[report.ResultFail], byResult[report.ResultWarn]
 		if fail.Policy != "AdmissionPolicy registries" || fail.Rule != "pods.allowedRegistries" ||
-			fail.Properties[audit.PropertyField] != "spec.containers[0].image" || len(fail.Resources) != 1 ||
+			fail.Properties[reports.PropertyField] != "spec.containers[0].image" || len(fail.Resources) != 1 ||
 			fail.Resources[0].UID != bad.UID || fail.Resources[0].Kind != policy.KindPod || fail.Resources[0].Name != "web" {
 			return fmt.Errorf("fail result %+v", fail)
 		}
-		if warn.Policy != "ConfigMap policy-system/tags" || warn.Rule != "pods.disallowedTags" || warn.Properties[audit.PropertyEnforcement] != "Warn" {
+		if warn.Policy != "ConfigMap policy-system/tags" || warn.Rule != "pods.disallowedTags" || warn.Properties[reports.PropertyEnforcement] != "Warn" {
 			return fmt.Errorf("warn result %+v", warn)
 		}
 		rb, err := e.report(ctx, "team-b")
@@ -301,7 +313,7 @@ func TestAuditOnAPIServer(t *testing.T) {
 		}
 		return nil
 	})
-	if n := testutil.CollectAndCount(reg, audit.MetricViolations); n != 0 {
+	if n := testutil.CollectAndCount(reg, reports.MetricViolations); n != 0 {
 		t.Errorf("%d violation series left, want 0", n)
 	}
 }

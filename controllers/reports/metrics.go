@@ -1,9 +1,11 @@
-package audit
+package reports
 
 import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/policy-webhook/policy-webhook/audit"
 )
 
 // Metric names, for dashboards, alerts and tests.
@@ -50,7 +52,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	// Every series known in advance exists from the start, at 0, so that a
 	// rate() over it, or a scrape before the first sweep judged anything,
 	// finds it.
-	for _, kind := range Kinds {
+	for _, kind := range audit.Kinds {
 		m.judged.WithLabelValues(kind)
 	}
 	for _, result := range []string{"ok", "failed"} {

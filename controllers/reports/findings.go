@@ -1,4 +1,4 @@
-package audit
+package reports
 
 import (
 	corev1 "k8s.io/api/core/v1"
@@ -7,6 +7,7 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	report "github.com/policy-webhook/policy-webhook/apis/wgpolicyk8s/v1alpha2"
+	"github.com/policy-webhook/policy-webhook/audit"
 	"github.com/policy-webhook/policy-webhook/policy"
 )
 
@@ -79,7 +80,7 @@ func newFindings(now metav1.Timestamp) *findings {
 
 // add records one object's decision; seen holds the first-seen time of
 // each violation the previous sweep found.
-func (f *findings) add(o *Object, d *policy.Decision, seen map[resultKey]metav1.Timestamp) {
+func (f *findings) add(o *audit.Object, d *policy.Decision, seen map[resultKey]metav1.Timestamp) {
 	ns := f.namespaces[o.Namespace]
 	if len(d.Violations) == 0 {
 		if ns != nil {
@@ -158,7 +159,7 @@ func resultOf(e v1alpha1.Enforcement) (report.Result, report.Severity) {
 	return report.ResultWarn, report.SeverityInfo
 }
 
-func objectReference(o *Object) corev1.ObjectReference {
+func objectReference(o *audit.Object) corev1.ObjectReference {
 	ref := corev1.ObjectReference{Kind: o.Kind, Namespace: o.Namespace, Name: o.Name, UID: o.UID}
 	switch o.Kind {
 	case policy.KindPod:
