@@ -10,9 +10,9 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"helm.sh/helm/v3/pkg/action"
-	"helm.sh/helm/v3/pkg/chartutil"
-	"helm.sh/helm/v3/pkg/lint/support"
+	"helm.sh/helm/v4/pkg/action"
+	"helm.sh/helm/v4/pkg/chart/common/util"
+	"helm.sh/helm/v4/pkg/chart/v2/lint/support"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
@@ -347,7 +347,7 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 		})
 	}
 	// Every value of values.yaml is allowed by the schema.
-	if err := chartutil.ValidateAgainstSchema(c, c.Values); err != nil {
+	if err := util.ValidateAgainstSchema(c, c.Values); err != nil {
 		t.Errorf("the default values break the schema: %v", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"net"
 	"net/http"
@@ -27,8 +28,11 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/promql/parser"
-	"helm.sh/helm/v3/pkg/action"
-	"helm.sh/helm/v3/pkg/release"
+	"helm.sh/helm/v4/pkg/action"
+	"helm.sh/helm/v4/pkg/kube"
+	ri "helm.sh/helm/v4/pkg/release"
+	rcommon "helm.sh/helm/v4/pkg/release/common"
+	release "helm.sh/helm/v4/pkg/release/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -111,7 +115,8 @@ func moduleDir(t *testing.T, module string) string {
 }
 
 // helmConfig is Helm's action configuration for the control plane of cfg,
-// storing releases as Secrets in namespace, as the helm CLI does.
+// storing releases as Secrets in namespace, as the helm CLI does, and
+// logging to the test's output.
 func helmConfig(t *testing.T, cfg *rest.Config, namespace string) *action.Configuration {
 	t.Helper()
 	kc, err := testenv.KubeConfigFor(cfg)
@@ -125,8 +130,9 @@ func helmConfig(t *testing.T, cfg *rest.Config, namespace string) *action.Config
 	flags := genericclioptions.NewConfigFlags(false)
 	flags.KubeConfig = &path
 	flags.Namespace = ptr.To(namespace)
-	ac := new(action.Configuration)
-	if err := ac.Init(flags, namespace, "secret", func(format string, v ...any) { t.Logf("helm: "+format, v...) }); err != nil {
+	log := slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}).WithAttrs([]slog.Attr{slog.String("from", "helm")})
+	ac := action.NewConfiguration(action.ConfigurationSetLogger(log))
+	if err := ac.Init(flags, namespace, "secret"); err != nil {
 		t.Fatalf("initialising Helm: %v", err)
 	}
 	return ac
@@ -151,7 +157,10 @@ func helmConfig(t *testing.T, cfg *rest.Config, namespace string) *action.Config
 // webhook is not registered while the Deployment has no ready replica, then
 // plays the Deployment controller's and the kubelet's part (no Pod runs
 // here: the webhook runs in this process instead) and reports the replicas
-// ready, after which Helm applies the registration.
+// ready, after which Helm applies the registration. Helm 4's --wait watches
+// the objects' status the kstatus way (for the Deployment: its observed
+// generation, replica counts and Available and Progressing conditions), and
+// Helm 4 applies server-side, as the helm CLI does by default.
 func TestInstallUpgradeUninstall(t *testing.T) {
 	cfg := startControlPlane(t)
 	ctx := t.Context()
@@ -170,10 +179,10 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	inst.ReleaseName = releaseName
 	inst.Namespace = installNamespace
 	inst.CreateNamespace = true
-	inst.Wait = true
+	inst.WaitStrategy = kube.StatusWatcherStrategy // --wait
 	inst.Timeout = 2 * time.Minute
 	start := time.Now()
-	installed := runInBackground(func() (*release.Release, error) { return inst.RunWithContext(ctx, c, setValues(t, values...)) })
+	installed := runInBackground(func() (ri.Releaser, error) { return inst.RunWithContext(ctx, c, setValues(t, values...)) })
 	// Helm waits for the Deployment: no registration yet.
 	deploy := waitDeployment(t, cs, installed, 1)
 	if img := deploy.Spec.Template.Spec.Containers[0].Image; img != "registry.example.com/policy-webhook:v1.0.0" {
@@ -240,8 +249,8 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	if err != nil {
 		t.Fatalf("helm install: %v", err)
 	}
-	t.Logf("helm install --wait: release %s revision %d %s in %s", rel.Name, rel.Version, rel.Info.Status, time.Since(start).Round(time.Millisecond))
-	if rel.Info.Status != release.StatusDeployed {
+	t.Logf("helm install --wait: release %s revision %d %s (apply method %s) in %s", rel.Name, rel.Version, rel.Info.Status, rel.ApplyMethod, time.Since(start).Round(time.Millisecond))
+	if rel.Info.Status != rcommon.StatusDeployed {
 		t.Fatalf("release status %s, want deployed", rel.Info.Status)
 	}
 	vwc0, err := cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(ctx, appName, metav1.GetOptions{})
@@ -283,10 +292,10 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	// the CA bundle carried over, and the calls go on.
 	up := action.NewUpgrade(ac)
 	up.Namespace = installNamespace
-	up.Wait = true
+	up.WaitStrategy = kube.StatusWatcherStrategy // --wait
 	up.Timeout = 2 * time.Minute
 	start = time.Now()
-	upgraded := runInBackground(func() (*release.Release, error) {
+	upgraded := runInBackground(func() (ri.Releaser, error) {
 		return up.RunWithContext(ctx, releaseName, c, setValues(t, append(values, "image.tag=v1.1.0", "replicas=3", "webhook.timeoutSeconds=3", "audit.interval=30s")...))
 	})
 	// During the rollout the old registration stays, and keeps working.
@@ -336,6 +345,9 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	// helm uninstall: the registration goes first (pre-delete hook), then
 	// the release's objects; the CRDs stay.
 	un := action.NewUninstall(ac)
+	// No --wait, as the README's `helm uninstall`: Helm waits for the
+	// hooks only (Helm 4 names that default).
+	un.WaitStrategy = kube.HookOnlyStrategy
 	un.Timeout = 2 * time.Minute
 	if _, err := un.Run(releaseName); err != nil {
 		t.Fatalf("helm uninstall: %v", err)
@@ -383,11 +395,21 @@ type background struct {
 	err  error
 }
 
-func runInBackground(run func() (*release.Release, error)) *background {
+func runInBackground(run func() (ri.Releaser, error)) *background {
 	b := &background{done: make(chan struct{})}
 	go func() {
 		defer close(b.done)
-		b.rel, b.err = run()
+		var r ri.Releaser
+		r, b.err = run()
+		if r == nil {
+			return
+		}
+		rel, ok := r.(*release.Release)
+		if !ok {
+			b.err = errors.Join(b.err, fmt.Errorf("the Helm action returned a %T, want a %T", r, rel))
+			return
+		}
+		b.rel = rel
 	}()
 	return b
 }
@@ -449,7 +471,9 @@ func assertNotRegistered(t *testing.T, cs kubernetes.Interface, b *background) {
 // markDeploymentReady does what the Deployment controller and the kubelets
 // would once every replica of d's template is ready: a ReplicaSet of the
 // template, owned by d, with every replica ready, and d's status observing
-// its generation.
+// its generation, with the conditions the controller sets then (Available;
+// Progressing for the reason NewReplicaSetAvailable). Helm 4's --wait
+// (kstatus) reads those conditions, where Helm 3's read the ReplicaSet.
 func markDeploymentReady(t *testing.T, cs kubernetes.Interface, d *appsv1.Deployment) {
 	t.Helper()
 	ctx := t.Context()
@@ -480,8 +504,19 @@ func markDeploymentReady(t *testing.T, cs kubernetes.Interface, d *appsv1.Deploy
 	if err != nil {
 		t.Fatal(err)
 	}
+	now := metav1.Now()
 	d.Status = appsv1.DeploymentStatus{
 		ObservedGeneration: d.Generation, Replicas: n, UpdatedReplicas: n, ReadyReplicas: n, AvailableReplicas: n,
+		Conditions: []appsv1.DeploymentCondition{
+			{
+				Type: appsv1.DeploymentAvailable, Status: corev1.ConditionTrue, Reason: "MinimumReplicasAvailable",
+				Message: "Deployment has minimum availability.", LastUpdateTime: now, LastTransitionTime: now,
+			},
+			{
+				Type: appsv1.DeploymentProgressing, Status: corev1.ConditionTrue, Reason: "NewReplicaSetAvailable",
+				Message: fmt.Sprintf("ReplicaSet %q has successfully progressed.", rs.Name), LastUpdateTime: now, LastTransitionTime: now,
+			},
+		},
 	}
 	if _, err := cs.AppsV1().Deployments(d.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{}); err != nil {
 		t.Fatalf("marking Deployment %s ready: %v", d.Name, err)

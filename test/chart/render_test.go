@@ -5,17 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
-	"helm.sh/helm/v3/pkg/action"
-	"helm.sh/helm/v3/pkg/chart"
-	"helm.sh/helm/v3/pkg/chart/loader"
-	"helm.sh/helm/v3/pkg/chartutil"
-	"helm.sh/helm/v3/pkg/release"
-	"helm.sh/helm/v3/pkg/strvals"
+	"helm.sh/helm/v4/pkg/action"
+	"helm.sh/helm/v4/pkg/chart/common"
+	"helm.sh/helm/v4/pkg/chart/loader"
+	chart "helm.sh/helm/v4/pkg/chart/v2"
+	release "helm.sh/helm/v4/pkg/release/v1"
+	"helm.sh/helm/v4/pkg/strvals"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -38,12 +39,17 @@ const (
 )
 
 // loadChart loads the chart from its directory, as `helm install <dir>`
-// does.
+// does: Helm 4's loader reads the chart's apiVersion and loads it as a
+// chart of that version, which must be v2 (the API the actions install).
 func loadChart(t testing.TB) *chart.Chart {
 	t.Helper()
-	c, err := loader.Load(chartDir)
+	ch, err := loader.Load(chartDir)
 	if err != nil {
 		t.Fatalf("loading the chart %s: %v", chartDir, err)
+	}
+	c, ok := ch.(*chart.Chart)
+	if !ok {
+		t.Fatalf("the chart %s loads as a %T, want an apiVersion v2 chart (%T)", chartDir, ch, c)
 	}
 	return c
 }
@@ -75,15 +81,22 @@ type rendered struct {
 // `helm install --dry-run` (or `helm template`) does: the schema is checked
 // and the templates are executed, nothing reaches a cluster.
 func renderChart(c *chart.Chart, namespace string, vals map[string]any) (*rendered, error) {
-	inst := action.NewInstall(&action.Configuration{})
-	inst.DryRun = true
-	inst.ClientOnly = true
-	inst.ReleaseName = releaseName
-	inst.Namespace = namespace
-	inst.KubeVersion = &chartutil.KubeVersion{Version: "v1.37.2", Major: "1", Minor: "37"}
-	rel, err := inst.Run(c, vals)
+	kubeVersion, err := common.ParseKubeVersion("v1.37.2")
 	if err != nil {
 		return nil, err
+	}
+	inst := action.NewInstall(action.NewConfiguration(action.ConfigurationSetLogger(slog.DiscardHandler)))
+	inst.DryRunStrategy = action.DryRunClient
+	inst.ReleaseName = releaseName
+	inst.Namespace = namespace
+	inst.KubeVersion = kubeVersion
+	r, err := inst.Run(c, vals)
+	if err != nil {
+		return nil, err
+	}
+	rel, ok := r.(*release.Release)
+	if !ok {
+		return nil, fmt.Errorf("helm install returned a %T, want a %T", r, rel)
 	}
 	objs, err := decodeObjects([]byte(rel.Manifest))
 	if err != nil {
