@@ -334,10 +334,16 @@ func (c *Cache) EvaluateIn(req *policy.Request, cluster policy.Cluster) policy.D
 	return c.snapshot.Load().Set.Evaluate(req, cluster)
 }
 
-// MyAppleSeen is what the cache has seen of the MyApple with this UID.
-func (c *Cache) MyAppleSeen(namespace, uid string) Seen {
-	return c.apples.seen(namespace, uid)
+// MyAppleSeen is the resourceVersion and quantity at which the cache holds
+// the MyApple with this UID ("" and 0 when it holds none), and whether it
+// saw it deleted in the last DeletedRetention.
+func (c *Cache) MyAppleSeen(namespace, uid string) (resourceVersion string, quantity int64, deleted bool) {
+	s := c.apples.seen(namespace, uid)
+	return s.ResourceVersion, s.Quantity, s.Deleted
 }
+
+// DeletedRetention is how long MyAppleSeen remembers a deletion.
+func (c *Cache) DeletedRetention() time.Duration { return DeletedRetention }
 
 // NamespaceLabels returns a namespace's labels from the cache. The map is
 // the cached one: read it, never write it.

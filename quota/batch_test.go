@@ -14,7 +14,6 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
-	"github.com/policy-webhook/policy-webhook/cache"
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/test/promtest"
 )
@@ -48,7 +47,7 @@ func createReq(ns, name string, q int64) *policy.Request {
 func newTestLedger(t *testing.T, client *fake.Clientset, timeout time.Duration) *Ledger {
 	t.Helper()
 	l, err := New(Options{Client: client, Namespace: "policy-system", Timeout: timeout,
-		Cache: &quotaCache{cacheView: cacheView{seen: map[string]cache.Seen{}}, limit: 60}})
+		Cache: &quotaCache{cacheView: cacheView{seen: map[string]seen{}}, limit: 60}})
 	if err != nil {
 		t.Fatal(err)
 	}

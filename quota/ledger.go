@@ -22,24 +22,38 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/policy-webhook/policy-webhook/cache"
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/cel"
 )
 
-// Cache is what the ledger reads of the informer cache: the policy in
-// force, the cluster state rules read, and what it has seen of each
-// MyApple. *cache.Cache is the one in a running server.
+// Index is what quota needs to know of the MyApples the informer cache
+// has seen.
+type Index interface {
+	// MyAppleQuantity is a namespace's total, less the MyApple named except.
+	MyAppleQuantity(namespace, except string) int64
+	// MyAppleSeen is the resourceVersion and quantity at which the cache
+	// holds the MyApple with this UID ("" and 0 when it holds none), and
+	// whether it saw it deleted.
+	MyAppleSeen(namespace, uid string) (resourceVersion string, quantity int64, deleted bool)
+	// DeletedRetention is how long MyAppleSeen remembers a deletion: a
+	// reservation must lapse sooner, or one confirmed by its MyApple's
+	// deletion would count again.
+	DeletedRetention() time.Duration
+	// MyAppleStaleness is how long the MyApple informer has been without
+	// a watch: 0 while it is current.
+	MyAppleStaleness(now time.Time) time.Duration
+}
+
+// Cache is what the ledger reads of the informer cache: its MyApple index,
+// the policy in force and the cluster state rules read. *cache.Cache is the
+// one in a running server.
 type Cache interface {
+	Index
 	policy.Cluster
 	cel.Cluster
 	HasSynced() bool
 	Evaluate(req *policy.Request) policy.Decision
 	EvaluateIn(req *policy.Request, cluster policy.Cluster) policy.Decision
-	MyAppleSeen(namespace, uid string) cache.Seen
-	// MyAppleStaleness is how long the MyApple informer has been without
-	// a watch: 0 while it is current.
-	MyAppleStaleness(now time.Time) time.Duration
 }
 
 // Defaults of Options.
@@ -143,8 +157,8 @@ func New(opts Options) (*Ledger, error) {
 	if opts.TTL <= 0 {
 		opts.TTL = DefaultTTL
 	}
-	if opts.TTL >= cache.DeletedRetention {
-		return nil, fmt.Errorf("quota: the reservation TTL %s must be under %s, how long the cache remembers deletions", opts.TTL, cache.DeletedRetention)
+	if r := opts.Cache.DeletedRetention(); opts.TTL >= r {
+		return nil, fmt.Errorf("quota: the reservation TTL %s must be under %s, how long the cache remembers deletions", opts.TTL, r)
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout
@@ -239,7 +253,7 @@ func (v *view) MyAppleQuantity(namespace, except string) int64 {
 		if r.Name == except {
 			continue
 		}
-		extra := pending(r, v.MyAppleSeen(namespace, r.UID), v.now, v.ttl)
+		extra := pending(v.Cache, namespace, r, v.now, v.ttl)
 		if extra > math.MaxInt64-total {
 			return math.MaxInt64
 		}
@@ -250,18 +264,21 @@ func (v *view) MyAppleQuantity(namespace, except string) int64 {
 
 // pending is what a reservation holds beyond what the cache counts for its
 // MyApple: nothing once expired or confirmed.
-func pending(r *Reservation, seen cache.Seen, now time.Time, ttl time.Duration) int64 {
-	if now.Sub(r.At) > ttl || confirmed(r, seen) {
+func pending(ix Index, namespace string, r *Reservation, now time.Time, ttl time.Duration) int64 {
+	rv, quantity, deleted := ix.MyAppleSeen(namespace, r.UID)
+	switch {
+	case now.Sub(r.At) > ttl || confirmed(r, rv, deleted):
 		return 0
-	}
-	if seen.Present {
-		return max(0, r.Quantity-seen.Quantity)
+	case rv != "":
+		return max(0, r.Quantity-quantity)
 	}
 	return r.Quantity
 }
 
-func confirmed(r *Reservation, seen cache.Seen) bool {
-	return seen.Deleted || (seen.Present && seen.ResourceVersion != r.Replaces)
+// confirmed: the cache saw r's MyApple deleted, or holds it at a version
+// after the one r replaces.
+func confirmed(r *Reservation, rv string, deleted bool) bool {
+	return deleted || (rv != "" && rv != r.Replaces)
 }
 
 // reserve queues the request on its namespace's account and waits for its
@@ -448,11 +465,8 @@ func retriable(err error) bool {
 func (l *Ledger) keep(namespace string, rs []Reservation, now time.Time) []Reservation {
 	out := make([]Reservation, 0, len(rs)+1)
 	for _, r := range rs {
-		age := now.Sub(r.At)
-		switch {
-		case age > l.opts.TTL:
-		case age > KeepConfirmed && confirmed(&r, l.opts.Cache.MyAppleSeen(namespace, r.UID)):
-		default:
+		rv, _, deleted := l.opts.Cache.MyAppleSeen(namespace, r.UID)
+		if age := now.Sub(r.At); age <= l.opts.TTL && (age <= KeepConfirmed || !confirmed(&r, rv, deleted)) {
 			out = append(out, r)
 		}
 	}

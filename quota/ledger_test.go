@@ -8,17 +8,23 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/policy-webhook/policy-webhook/cache"
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/cel"
 )
 
 // cacheView is a Cache of fixed contents, for the arithmetic of views.
 type cacheView struct {
-	total  map[string]int64      // by namespace
-	byName map[string]int64      // namespace/name → quantity
-	seen   map[string]cache.Seen // by UID
+	total  map[string]int64 // by namespace
+	byName map[string]int64 // namespace/name → quantity
+	seen   map[string]seen  // by UID
 	stale  time.Duration
+}
+
+// seen is what the cache has seen of a MyApple: held at rv, or deleted.
+type seen struct {
+	rv       string
+	quantity int64
+	deleted  bool
 }
 
 func (c *cacheView) NamespaceLabels(string) (map[string]string, bool) { return nil, true }
@@ -32,7 +38,11 @@ func (c *cacheView) EvaluateIn(*policy.Request, policy.Cluster) policy.Decision 
 func (c *cacheView) MyAppleQuantity(ns, except string) int64 {
 	return c.total[ns] - c.byName[ns+"/"+except]
 }
-func (c *cacheView) MyAppleSeen(_, uid string) cache.Seen     { return c.seen[uid] }
+func (c *cacheView) MyAppleSeen(_, uid string) (string, int64, bool) {
+	s := c.seen[uid]
+	return s.rv, s.quantity, s.deleted
+}
+func (c *cacheView) DeletedRetention() time.Duration          { return 10 * time.Minute }
 func (c *cacheView) MyAppleStaleness(time.Time) time.Duration { return c.stale }
 
 func TestPending(t *testing.T) {
@@ -43,20 +53,21 @@ func TestPending(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		r    Reservation
-		seen cache.Seen
+		seen seen
 		want int64
 	}{
-		{"create not seen yet", create, cache.Seen{}, 10},
-		{"create seen", create, cache.Seen{Present: true, ResourceVersion: "6", Quantity: 10}, 0},
-		{"create seen deleted", create, cache.Seen{Deleted: true}, 0},
-		{"create expired", Reservation{UID: "u", Quantity: 10, At: now.Add(-ttl - time.Second)}, cache.Seen{}, 0},
-		{"update not seen: the old quantity is counted, the growth is pending", update, cache.Seen{Present: true, ResourceVersion: "5", Quantity: 4}, 6},
-		{"update seen", update, cache.Seen{Present: true, ResourceVersion: "7", Quantity: 10}, 0},
-		{"update of a MyApple deleted meanwhile", update, cache.Seen{Deleted: true}, 0},
-		{"update the cache has not seen created", update, cache.Seen{}, 10},
+		{"create not seen yet", create, seen{}, 10},
+		{"create seen", create, seen{rv: "6", quantity: 10}, 0},
+		{"create seen deleted", create, seen{deleted: true}, 0},
+		{"create expired", Reservation{UID: "u", Quantity: 10, At: now.Add(-ttl - time.Second)}, seen{}, 0},
+		{"update not seen: the old quantity is counted, the growth is pending", update, seen{rv: "5", quantity: 4}, 6},
+		{"update seen", update, seen{rv: "7", quantity: 10}, 0},
+		{"update of a MyApple deleted meanwhile", update, seen{deleted: true}, 0},
+		{"update the cache has not seen created", update, seen{}, 10},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := pending(&tc.r, tc.seen, now, ttl); got != tc.want {
+			c := &cacheView{seen: map[string]seen{"u": tc.seen}}
+			if got := pending(c, "ns", &tc.r, now, ttl); got != tc.want {
 				t.Errorf("pending = %d, want %d", got, tc.want)
 			}
 		})
@@ -68,9 +79,9 @@ func TestViewQuantity(t *testing.T) {
 	c := &cacheView{
 		total:  map[string]int64{"a": 15, "b": 100},
 		byName: map[string]int64{"a/x": 5, "a/y": 10},
-		seen: map[string]cache.Seen{
-			"ux": {Present: true, ResourceVersion: "1", Quantity: 5},
-			"uy": {Present: true, ResourceVersion: "2", Quantity: 10},
+		seen: map[string]seen{
+			"ux": {rv: "1", quantity: 5},
+			"uy": {rv: "2", quantity: 10},
 		},
 	}
 	v := &view{Cache: c, namespace: "a", now: now, ttl: time.Minute, reserved: []Reservation{
@@ -104,9 +115,9 @@ func TestViewQuantity(t *testing.T) {
 
 func TestKeep(t *testing.T) {
 	now := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
-	c := &cacheView{seen: map[string]cache.Seen{
-		"old-confirmed":   {Present: true, ResourceVersion: "1"},
-		"fresh-confirmed": {Present: true, ResourceVersion: "1"},
+	c := &cacheView{seen: map[string]seen{
+		"old-confirmed":   {rv: "1"},
+		"fresh-confirmed": {rv: "1"},
 	}}
 	l := &Ledger{opts: Options{Cache: c, TTL: time.Minute}}
 	got := l.keep("ns", []Reservation{
