@@ -1,0 +1,88 @@
+package quota
+
+import (
+	"math"
+	"slices"
+	"time"
+
+	"github.com/policy-webhook/policy-webhook/policy"
+)
+
+// view is the cluster as the cache holds it plus one namespace's pending
+// reservations.
+type view struct {
+	Cache
+	namespace string
+	reserved  []Reservation
+	now       time.Time
+	ttl       time.Duration
+}
+
+func (l *Ledger) view(namespace string, rs []Reservation, now time.Time) *view {
+	return &view{Cache: l.opts.Cache, namespace: namespace, reserved: rs, now: now, ttl: l.opts.TTL}
+}
+
+// MyAppleQuantity adds to the cache's total what pending reservations hold
+// beyond it; except (the MyApple under admission) is left out of both.
+func (v *view) MyAppleQuantity(namespace, except string) int64 {
+	total := v.Cache.MyAppleQuantity(namespace, except)
+	if namespace != v.namespace {
+		return total
+	}
+	for i := range v.reserved {
+		r := &v.reserved[i]
+		if r.Name == except {
+			continue
+		}
+		extra := pending(v.Cache, namespace, r, v.now, v.ttl)
+		if extra > math.MaxInt64-total {
+			return math.MaxInt64
+		}
+		total += extra
+	}
+	return total
+}
+
+// pending is what a reservation holds beyond what the cache counts for its
+// MyApple: nothing once expired or confirmed.
+func pending(ix Index, namespace string, r *Reservation, now time.Time, ttl time.Duration) int64 {
+	rv, quantity, deleted := ix.MyAppleSeen(namespace, r.UID)
+	switch {
+	case now.Sub(r.At) > ttl || confirmed(r, rv, deleted):
+		return 0
+	case rv != "":
+		return max(0, r.Quantity-quantity)
+	}
+	return r.Quantity
+}
+
+// confirmed: the cache saw r's MyApple deleted, or holds it at a version
+// after the one r replaces.
+func confirmed(r *Reservation, rv string, deleted bool) bool {
+	return deleted || (rv != "" && rv != r.Replaces)
+}
+
+// keep is the reservations worth keeping: not expired, and not confirmed
+// by this replica's cache for longer than KeepConfirmed. It returns a new
+// slice: the stored one is shared with readers.
+func (l *Ledger) keep(namespace string, rs []Reservation, now time.Time) []Reservation {
+	out := make([]Reservation, 0, len(rs)+1)
+	for _, r := range rs {
+		rv, _, deleted := l.opts.Cache.MyAppleSeen(namespace, r.UID)
+		if age := now.Sub(r.At); age <= l.opts.TTL && (age <= KeepConfirmed || !confirmed(&r, rv, deleted)) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// withReservation adds what req reserves, replacing any earlier
+// reservation for the same MyApple: the new one says what it will hold.
+func withReservation(rs []Reservation, req *policy.Request, quantity int64, now time.Time) []Reservation {
+	r := Reservation{UID: req.MyApple.UID, Name: req.MyApple.Name, Quantity: quantity, At: now}
+	if req.Operation == policy.Update && req.OldMyApple != nil {
+		r.Replaces = req.OldMyApple.ResourceVersion
+	}
+	rs = slices.DeleteFunc(rs, func(o Reservation) bool { return o.Name == r.Name })
+	return append(rs, r)
+}
