@@ -41,7 +41,7 @@ type Index interface {
 }
 
 // Cache is what the ledger reads of the informer cache: its MyApple index,
-// the policy in force and the cluster state rules read. *live.Cache is the
+// the policy in force and the cluster state rules read. *cache.Cache is the
 // one in a running server.
 type Cache interface {
 	Index
