@@ -70,7 +70,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err := registerRuntimeCollectors(reg); err != nil {
 		return err
 	}
-	webhookServer, clientCAs, err := newWebhookServer(opts, certs, m, reg)
+	webhookServer, err := newWebhookServer(opts, certs, m, reg)
 	if err != nil {
 		return err
 	}
@@ -108,11 +108,6 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	if err := mgr.Add(certs); err != nil {
 		return fmt.Errorf("adding the certificate watcher: %w", err)
-	}
-	if clientCAs != nil {
-		if err := mgr.Add(clientCAs); err != nil {
-			return fmt.Errorf("adding the client CA watcher: %w", err)
-		}
 	}
 	// Work done once for all replicas, by the elected one. Each runs
 	// while this replica leads (every one of them when leader election is

@@ -1,16 +1,13 @@
 package webhook
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,6 +17,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/netutil"
+	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
@@ -38,8 +36,10 @@ type server struct {
 	port int
 	// tls is the configuration every connection starts from; with
 	// clientCAs it only serves as the template of each handshake's.
-	tls       *tls.Config
-	clientCAs *clientCAs
+	tls *tls.Config
+	// clientCAs, reread when the file changes (a CA renewal, the kubelet
+	// swapping in a new Secret volume), or nil: no client certificates.
+	clientCAs *dynamiccertificates.DynamicFileCAContent
 	http2     bool
 	limits    Limits
 	limiter   *limiter
@@ -76,7 +76,7 @@ func (s *server) closeWhenDraining(h http.Handler) http.Handler {
 // applies in practice.
 const shutdownTimeout = time.Minute
 
-func newServer(host string, port int, tlsConfig *tls.Config, cas *clientCAs, http2 bool, l Limits, m *metrics, log logr.Logger) *server {
+func newServer(host string, port int, tlsConfig *tls.Config, cas *dynamiccertificates.DynamicFileCAContent, http2 bool, l Limits, m *metrics, log logr.Logger) *server {
 	return &server{
 		host: host, port: port, tls: tlsConfig, clientCAs: cas, http2: http2,
 		limits: l, limiter: newLimiter(l, m), mux: http.NewServeMux(), log: log,
@@ -104,7 +104,8 @@ func (s *server) tlsConfig() *tls.Config {
 	cfg := tmpl.Clone()
 	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
 		c := tmpl.Clone()
-		c.ClientCAs = s.clientCAs.pool.Load()
+		v, _ := s.clientCAs.VerifyOptions()
+		c.ClientCAs = v.Roots
 		return c, nil
 	}
 	return cfg
@@ -117,6 +118,9 @@ func (s *server) Start(ctx context.Context) error {
 	}
 	if s.limits.MaxConnections > 0 {
 		ln = netutil.LimitListener(ln, s.limits.MaxConnections)
+	}
+	if s.clientCAs != nil {
+		go s.clientCAs.Run(ctx, 1)
 	}
 	l := s.limits
 	srv := &http.Server{
@@ -204,67 +208,6 @@ func (w logWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// clientCAs are the CAs whose client certificates the server accepts,
-// read from a PEM file and read again when it changes (a CA renewal, the
-// kubelet swapping in a new Secret volume).
-type clientCAs struct {
-	path string
-	log  logr.Logger
-	pool atomic.Pointer[x509.CertPool]
-	last []byte // the file's content pool was made from; Start's alone
-}
-
-// clientCAPoll is how often the CA file is read again.
-const clientCAPoll = 10 * time.Second
-
-func newClientCAs(path string, log logr.Logger) (*clientCAs, error) {
-	c := &clientCAs{path: path, log: log}
-	if err := c.reload(); err != nil {
-		return nil, err
-	}
-	return c, nil
-}
-
-// reload reads the file and, if it changed and holds certificates, swaps
-// in its pool. A bad file keeps the previous pool.
-func (c *clientCAs) reload() error {
-	data, err := os.ReadFile(c.path)
-	if err != nil {
-		return fmt.Errorf("reading the client CA file: %w", err)
-	}
-	if c.last != nil && bytes.Equal(data, c.last) {
-		return nil
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(data) {
-		return fmt.Errorf("the client CA file %s holds no PEM certificate", c.path)
-	}
-	c.pool.Store(pool)
-	c.last = data
-	return nil
-}
-
-func (*clientCAs) NeedLeaderElection() bool { return false }
-
-// Start reads the file again every clientCAPoll until ctx is done.
-func (c *clientCAs) Start(ctx context.Context) error {
-	t := time.NewTicker(clientCAPoll)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			prev := c.pool.Load()
-			if err := c.reload(); err != nil {
-				c.log.Error(err, "Keeping the client CAs read before", "file", c.path)
-			} else if c.pool.Load() != prev {
-				c.log.Info("Client CAs reloaded", "file", c.path)
-			}
-		}
-	}
-}
-
 // aeadSuites are the TLS 1.2 cipher suites served: ECDHE with AES-GCM or
 // ChaCha20-Poly1305 only, no CBC (Go's defaults still include CBC-SHA1).
 // TLS 1.3's suites, all AEAD, are not configurable.
@@ -277,17 +220,16 @@ var aeadSuites = []uint16{
 	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 }
 
-// newWebhookServer builds the webhook server of opts, with the client CA
-// watcher it needs started when ClientCAFile is set (nil otherwise), and
-// registers the gauges of what it holds in flight.
-func newWebhookServer(opts Options, certs *certwatcher.CertWatcher, m *metrics, reg prometheus.Registerer) (*server, *clientCAs, error) {
+// newWebhookServer builds the webhook server of opts and registers the
+// gauges of what it holds in flight.
+func newWebhookServer(opts Options, certs *certwatcher.CertWatcher, m *metrics, reg prometheus.Registerer) (*server, error) {
 	cfg := &tls.Config{}
 	serverTLS(certs.GetCertificate, opts.EnableHTTP2)(cfg)
-	var cas *clientCAs
+	var cas *dynamiccertificates.DynamicFileCAContent
 	if opts.ClientCAFile != "" {
 		var err error
-		if cas, err = newClientCAs(opts.ClientCAFile, opts.Log.WithName("client-ca")); err != nil {
-			return nil, nil, err
+		if cas, err = dynamiccertificates.NewDynamicCAContentFromFile("client-ca", opts.ClientCAFile); err != nil {
+			return nil, fmt.Errorf("reading the client CA file: %w", err)
 		}
 	}
 	s := newServer(opts.Host, opts.Port, cfg, cas, opts.EnableHTTP2, opts.Limits, m, opts.Log.WithName("server"))
@@ -302,8 +244,8 @@ func newWebhookServer(opts Options, certs *certwatcher.CertWatcher, m *metrics, 
 		}, func() float64 { _, b := s.limiter.inFlight(); return float64(b) }),
 	} {
 		if err := reg.Register(g); err != nil {
-			return nil, nil, fmt.Errorf("registering the webhook server's metrics: %w", err)
+			return nil, fmt.Errorf("registering the webhook server's metrics: %w", err)
 		}
 	}
-	return s, cas, nil
+	return s, nil
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionv1 "k8s.io/api/admission/v1"
+	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 
 	"github.com/policy-webhook/policy-webhook/certs"
 )
@@ -55,9 +56,9 @@ func startHTTPSWith(t *testing.T, l Limits, clientCAFile string, http2 bool) *ht
 	}
 	cfg := &tls.Config{}
 	serverTLS(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &pair, nil }, http2)(cfg)
-	var cas *clientCAs
+	var cas *dynamiccertificates.DynamicFileCAContent
 	if clientCAFile != "" {
-		if cas, err = newClientCAs(clientCAFile, (&logSink{}).logger()); err != nil {
+		if cas, err = dynamiccertificates.NewDynamicCAContentFromFile("client-ca", clientCAFile); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -356,7 +357,8 @@ func TestServerClientCertificates(t *testing.T) {
 		t.Errorf("webhook-server readiness with client certificates required: %v", err)
 	}
 
-	// The CA renewed in the file: the new one is trusted, the old one not.
+	// The CA renewed in the file: taken up on its own, the new one is
+	// trusted, the old one not.
 	renewed, err := certs.NewCA("API server client CA", time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -364,12 +366,7 @@ func TestServerClientCertificates(t *testing.T) {
 	if err := os.WriteFile(caFile, renewed.CertPEM(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.srv.clientCAs.reload(); err != nil {
-		t.Fatal(err)
-	}
-	if err := review(withCert(renewed)); err != nil {
-		t.Errorf("certificate of the renewed CA: %v", err)
-	}
+	waitFor(t, "the renewed client CA", func() bool { return review(withCert(renewed)) == nil })
 	if err := review(withCert(clientCA)); err == nil {
 		t.Errorf("certificate of the replaced CA: served")
 	}
@@ -377,7 +374,7 @@ func TestServerClientCertificates(t *testing.T) {
 	if err := os.WriteFile(caFile, []byte("not PEM"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.srv.clientCAs.reload(); err == nil || !strings.Contains(err.Error(), "holds no PEM certificate") {
+	if err := s.srv.clientCAs.RunOnce(t.Context()); err == nil || !strings.Contains(err.Error(), "error loading CA bundle") {
 		t.Errorf("reloading a file without certificates: %v", err)
 	}
 	if err := review(withCert(renewed)); err != nil {
