@@ -23,9 +23,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/policy-webhook/policy-webhook/certs"
+	"github.com/policy-webhook/policy-webhook/cmd/policy-webhook/app"
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
-	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
 // installFieldManager owns what the proofs apply, as `make deploy`'s
@@ -241,7 +241,7 @@ func startWebhook(t *testing.T, cfg *rest.Config, certDir string, port int) {
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- webhook.Run(ctx, webhook.Options{
+		done <- app.Run(ctx, app.Options{
 			RestConfig:      cfg,
 			PolicyNamespace: installNamespace,
 			Host:            "127.0.0.1",

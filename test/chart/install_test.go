@@ -51,6 +51,7 @@ import (
 	report "github.com/policy-webhook/policy-webhook/apis/wgpolicyk8s/v1alpha2"
 	"github.com/policy-webhook/policy-webhook/audit"
 	"github.com/policy-webhook/policy-webhook/certs"
+	"github.com/policy-webhook/policy-webhook/cmd/policy-webhook/app"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
@@ -259,7 +260,7 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	}
 	t.Run("one replica leads, on the chart's Lease", func(t *testing.T) {
 		err := testenv.Poll(ctx, 30*time.Second, func(ctx context.Context) error {
-			l, err := cs.CoordinationV1().Leases(installNamespace).Get(ctx, webhook.DefaultLeaderElectionID, metav1.GetOptions{})
+			l, err := cs.CoordinationV1().Leases(installNamespace).Get(ctx, app.DefaultLeaderElectionID, metav1.GetOptions{})
 			if err != nil {
 				return err
 			}
@@ -587,7 +588,7 @@ func parseServeArgs(args []string) (serveFlags, error) {
 	return f, nil
 }
 
-// runWebhook runs webhook.Run as a replica of d would: impersonating its
+// runWebhook runs app.Run as a replica of d would: impersonating its
 // ServiceAccount, with the settings of its args, under the Pod name its
 // POD_NAME would hold, serving issued as the kubelet mounts it, until the
 // test ends or it is stopped. It waits until ready.
@@ -626,7 +627,7 @@ func runWebhook(t *testing.T, cfg *rest.Config, d *appsv1.Deployment, issued tes
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- webhook.Run(ctx, webhook.Options{
+		done <- app.Run(ctx, app.Options{
 			RestConfig:             saCfg,
 			PolicyNamespace:        flags.policyNamespace,
 			Host:                   wh.host,

@@ -1,4 +1,4 @@
-package webhook_test
+package app_test
 
 import (
 	"context"
@@ -22,9 +22,9 @@ import (
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	report "github.com/policy-webhook/policy-webhook/apis/wgpolicyk8s/v1alpha2"
 	"github.com/policy-webhook/policy-webhook/audit"
+	"github.com/policy-webhook/policy-webhook/cmd/policy-webhook/app"
 	"github.com/policy-webhook/policy-webhook/test/promtest"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
-	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
 // auditingReplica is a replica with the audit on, whose requests to the
@@ -38,7 +38,7 @@ type auditingReplica struct {
 func startAuditingReplica(t *testing.T, cp *testenv.ControlPlane, name string) *auditingReplica {
 	t.Helper()
 	r := &auditingReplica{requests: &testenv.RequestLog{}, metrics: prometheus.NewRegistry()}
-	r.replica = startReplica(t, cp, name, func(o *webhook.Options) {
+	r.replica = startReplica(t, cp, name, func(o *app.Options) {
 		o.RestConfig = testenv.WithTransport(cp.Config, r.requests.Wrap)
 		o.MetricsRegistry = r.metrics
 		o.AuditInterval = time.Second
@@ -165,7 +165,7 @@ func TestTwoReplicasAudit(t *testing.T) {
 		}
 	}
 	leaderOf := func() string {
-		l, err := kube.CoordinationV1().Leases(replicaPolicyNS).Get(ctx, webhook.DefaultLeaderElectionID, metav1.GetOptions{})
+		l, err := kube.CoordinationV1().Leases(replicaPolicyNS).Get(ctx, app.DefaultLeaderElectionID, metav1.GetOptions{})
 		if err != nil || l.Spec.HolderIdentity == nil {
 			return ""
 		}
