@@ -21,8 +21,8 @@ import (
 	"k8s.io/klog/v2"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/policy-webhook/policy-webhook/hack/workload"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
-	"github.com/policy-webhook/policy-webhook/test/workload"
 )
 
 type benchFlags struct {

@@ -17,8 +17,8 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/policy-webhook/policy-webhook/hack/workload"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
-	"github.com/policy-webhook/policy-webhook/test/workload"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
 

@@ -11,8 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/policy-webhook/policy-webhook/hack/workload"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
-	"github.com/policy-webhook/policy-webhook/test/workload"
 )
 
 // captureProfile loads policy-webhook directly with allowed Pods at

@@ -10,9 +10,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/policy-webhook/policy-webhook/hack/workload"
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
-	"github.com/policy-webhook/policy-webhook/test/workload"
 )
 
 const propagationNamespace = "propagation"

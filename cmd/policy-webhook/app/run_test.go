@@ -31,8 +31,8 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/policy-webhook/policy-webhook/certs"
+	"github.com/policy-webhook/policy-webhook/hack/workload"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
-	"github.com/policy-webhook/policy-webhook/test/workload"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
