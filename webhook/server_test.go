@@ -24,6 +24,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 
 	"github.com/policy-webhook/policy-webhook/certs"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
 
@@ -456,7 +457,7 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	p, err := testenv.FreePort()
+	p, err := devenv.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}

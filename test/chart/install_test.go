@@ -52,6 +52,7 @@ import (
 	"github.com/policy-webhook/policy-webhook/audit"
 	"github.com/policy-webhook/policy-webhook/certs"
 	"github.com/policy-webhook/policy-webhook/cmd/policy-webhook/app"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
@@ -71,12 +72,12 @@ pods:
 // (the chart brings its own) and stops them when the test ends.
 func startControlPlane(t *testing.T) *rest.Config {
 	t.Helper()
-	assets := os.Getenv(testenv.AssetsEnv)
+	assets := os.Getenv(devenv.AssetsEnv)
 	if assets == "" {
 		if testing.Short() {
-			t.Skip(testenv.AssetsEnv + " is not set (-short): skipping the install on a local control plane")
+			t.Skip(devenv.AssetsEnv + " is not set (-short): skipping the install on a local control plane")
 		}
-		t.Fatal(testenv.ErrNoAssets)
+		t.Fatal(devenv.ErrNoAssets)
 	}
 	env := &envtest.Environment{
 		BinaryAssetsDirectory: assets,
@@ -115,7 +116,7 @@ func moduleDir(t *testing.T, module string) string {
 // storing releases as Secrets in namespace, as the helm CLI does.
 func helmConfig(t *testing.T, cfg *rest.Config, namespace string) *action.Configuration {
 	t.Helper()
-	kc, err := testenv.KubeConfigFor(cfg)
+	kc, err := devenv.KubeConfigFor(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +260,7 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 		t.FailNow()
 	}
 	t.Run("one replica leads, on the chart's Lease", func(t *testing.T) {
-		err := testenv.Poll(ctx, 30*time.Second, func(ctx context.Context) error {
+		err := devenv.Poll(ctx, 30*time.Second, func(ctx context.Context) error {
 			l, err := cs.CoordinationV1().Leases(installNamespace).Get(ctx, app.DefaultLeaderElectionID, metav1.GetOptions{})
 			if err != nil {
 				return err
@@ -367,7 +368,7 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 		// The API server no longer sends anything to the webhook: a policy
 		// with a typo is admitted.
 		awaitAdmissionConfig(t, cs)
-		called, err := testenv.ProbeCalled(ctx, cs, installNamespace)
+		called, err := devenv.ProbeCalled(ctx, cs, installNamespace)
 		if err != nil || called {
 			t.Errorf("after helm uninstall the API server still calls the webhook (called %v, %v)", called, err)
 		}
@@ -615,7 +616,7 @@ func runWebhook(t *testing.T, cfg *rest.Config, d *appsv1.Deployment, issued tes
 	}
 	ports := make([]int, 2)
 	for i := range ports {
-		p, err := testenv.FreePort()
+		p, err := devenv.FreePort()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -681,10 +682,10 @@ func assertServiceRefs(t *testing.T, cs kubernetes.Interface, vwc *admissionregi
 		t.Errorf("Service %s has no port 443: %+v", appName, svc.Spec.Ports)
 	}
 	wantPaths := map[string]string{
-		testenv.PodsWebhook:              "/validate-pods",
-		testenv.MyApplesWebhook:          "/validate-myapples",
-		testenv.PolicyConfigMapsWebhook:  "/validate-policies",
-		testenv.AdmissionPoliciesWebhook: "/validate-policies",
+		devenv.PodsWebhook:              "/validate-pods",
+		devenv.MyApplesWebhook:          "/validate-myapples",
+		devenv.PolicyConfigMapsWebhook:  "/validate-policies",
+		devenv.AdmissionPoliciesWebhook: "/validate-policies",
 	}
 	var names []string
 	for _, h := range vwc.Webhooks {
@@ -762,7 +763,7 @@ func pointAtLoopback(t *testing.T, cs kubernetes.Interface, wh *servedWebhook) {
 func waitBundle(t *testing.T, cs kubernetes.Interface, want []byte) {
 	t.Helper()
 	start := time.Now()
-	err := testenv.Poll(t.Context(), 30*time.Second, func(ctx context.Context) error {
+	err := devenv.Poll(t.Context(), 30*time.Second, func(ctx context.Context) error {
 		vwc, err := cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(ctx, appName, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -796,10 +797,10 @@ func awaitAdmissionConfig(t *testing.T, cs kubernetes.Interface) {
 func proveCalled(t *testing.T, cs kubernetes.Interface) {
 	t.Helper()
 	ctx := t.Context()
-	if err := testenv.WaitCalled(ctx, cs, installNamespace); err != nil {
+	if err := devenv.WaitCalled(ctx, cs, installNamespace); err != nil {
 		t.Fatalf("a policy with a typo: %v", err)
 	}
-	cm := testenv.PolicyConfigMap(installNamespace, "registries", testPolicy)
+	cm := devenv.PolicyConfigMap(installNamespace, "registries", testPolicy)
 	if _, err := cs.CoreV1().ConfigMaps(installNamespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatalf("creating the policy: %v", err)
 	}
@@ -815,7 +816,7 @@ func proveCalled(t *testing.T, cs kubernetes.Interface) {
 	dryRun := metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}
 	want := []string{`admission webhook "pods.policy-webhook.policy.example.com" denied the request`,
 		"ConfigMap " + installNamespace + "/registries", "spec.containers[0].image", deniedImage}
-	err := testenv.Poll(ctx, 10*time.Second, func(ctx context.Context) error {
+	err := devenv.Poll(ctx, 10*time.Second, func(ctx context.Context) error {
 		_, err := cs.CoreV1().Pods("team-a").Create(ctx, pod("denied", deniedImage), dryRun)
 		if err == nil {
 			return errors.New("admitted")
@@ -882,7 +883,7 @@ func managedFieldsSummary(o metav1.Object) string {
 func checkExportedMetrics(t *testing.T, cs kubernetes.Interface, wh *servedWebhook, ca *certs.CA) {
 	t.Helper()
 	ctx := t.Context()
-	bad := testenv.PolicyConfigMap(metav1.NamespaceSystem, "typo", "pods:\n  allowedRegistrie: [registry.example.com/]\n")
+	bad := devenv.PolicyConfigMap(metav1.NamespaceSystem, "typo", "pods:\n  allowedRegistrie: [registry.example.com/]\n")
 	if _, err := cs.CoreV1().ConfigMaps(metav1.NamespaceSystem).Create(ctx, bad, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("creating an invalid policy in kube-system: %v", err)
 	}
@@ -900,7 +901,7 @@ func checkExportedMetrics(t *testing.T, cs kubernetes.Interface, wh *servedWebho
 	}
 	want := usedMetrics(t)
 	// The binding takes a moment to reach the authorizer: poll.
-	err := testenv.PollEvery(ctx, 100*time.Millisecond, 20*time.Second, func(ctx context.Context) error {
+	err := devenv.PollEvery(ctx, 100*time.Millisecond, 20*time.Second, func(ctx context.Context) error {
 		families, err := scrape(ctx, hc, url, token)
 		if err != nil {
 			return fmt.Errorf("the metrics reader cannot scrape: %w", err)
@@ -966,14 +967,14 @@ func metricsReaderToken(t *testing.T, cs kubernetes.Interface) string {
 func checkAuditReport(t *testing.T, cfg *rest.Config, pod *corev1.Pod) {
 	t.Helper()
 	var last string
-	err := testenv.Poll(t.Context(), 30*time.Second, func(ctx context.Context) error {
+	err := devenv.Poll(t.Context(), 30*time.Second, func(ctx context.Context) error {
 		obj, err := dynamicGet(ctx, cfg, report.PolicyReportResource, pod.Namespace, audit.ReportName)
 		if err != nil {
 			return err
 		}
 		var r report.PolicyReport
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj, &r); err != nil {
-			return testenv.Final(fmt.Errorf("decoding PolicyReport %s/%s: %w", pod.Namespace, audit.ReportName, err))
+			return devenv.Final(fmt.Errorf("decoding PolicyReport %s/%s: %w", pod.Namespace, audit.ReportName, err))
 		}
 		last = fmt.Sprintf("%+v", r.Results)
 		for _, res := range r.Results {

@@ -23,6 +23,7 @@ import (
 	report "github.com/policy-webhook/policy-webhook/apis/wgpolicyk8s/v1alpha2"
 	"github.com/policy-webhook/policy-webhook/audit"
 	"github.com/policy-webhook/policy-webhook/cmd/policy-webhook/app"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 	"github.com/policy-webhook/policy-webhook/test/promtest"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
@@ -35,7 +36,7 @@ type auditingReplica struct {
 	metrics  *prometheus.Registry
 }
 
-func startAuditingReplica(t *testing.T, cp *testenv.ControlPlane, name string) *auditingReplica {
+func startAuditingReplica(t *testing.T, cp *devenv.ControlPlane, name string) *auditingReplica {
 	t.Helper()
 	r := &auditingReplica{requests: &testenv.RequestLog{}, metrics: prometheus.NewRegistry()}
 	r.replica = startReplica(t, cp, name, func(o *app.Options) {
@@ -78,11 +79,11 @@ func TestTwoReplicasAudit(t *testing.T) {
 		t.Skip("needs a local control plane (envtest); runs without -short")
 	}
 	ctx := t.Context()
-	root, err := testenv.RepoRoot()
+	root, err := devenv.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp := testenv.ControlPlaneForTest(t, testenv.ControlPlaneOptions{
+	cp := testenv.ControlPlaneForTest(t, devenv.ControlPlaneOptions{
 		Log:          testr.New(t),
 		ExtraCRDDirs: []string{filepath.Join(root, "manifests", "components", "policyreports")},
 	})
@@ -160,7 +161,7 @@ func TestTwoReplicasAudit(t *testing.T) {
 	poll := func(what string, try func() error) {
 		t.Helper()
 		// The limit only turns a hang into a failure.
-		if err := testenv.Poll(ctx, 60*time.Second, func(context.Context) error { return try() }); err != nil {
+		if err := devenv.Poll(ctx, 60*time.Second, func(context.Context) error { return try() }); err != nil {
 			t.Fatalf("waiting until %s: %v", what, err)
 		}
 	}

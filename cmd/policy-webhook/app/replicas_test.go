@@ -31,6 +31,7 @@ import (
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/certs"
 	"github.com/policy-webhook/policy-webhook/cmd/policy-webhook/app"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 	"github.com/policy-webhook/policy-webhook/policy/live"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
@@ -59,7 +60,7 @@ type replica struct {
 
 // startReplica starts a replica; edits change its options (an audit
 // interval, a transport that records its requests, a registry to read).
-func startReplica(t *testing.T, cp *testenv.ControlPlane, name string, edits ...func(*app.Options)) *replica {
+func startReplica(t *testing.T, cp *devenv.ControlPlane, name string, edits ...func(*app.Options)) *replica {
 	t.Helper()
 	return startReplicaAs(t, cp.Config, name, edits...)
 }
@@ -80,7 +81,7 @@ func startReplicaAs(t *testing.T, cfg *rest.Config, name string, edits ...func(*
 	if err := certs.WriteKeyPair(certDir, certPEM, keyPEM); err != nil {
 		t.Fatal(err)
 	}
-	port, err := testenv.FreePort()
+	port, err := devenv.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +153,7 @@ func TestTwoReplicas(t *testing.T) {
 		t.Skip("needs a local control plane (envtest); runs without -short")
 	}
 	ctx := t.Context()
-	cp := testenv.ControlPlaneForTest(t, testenv.ControlPlaneOptions{Log: testr.New(t)})
+	cp := testenv.ControlPlaneForTest(t, devenv.ControlPlaneOptions{Log: testr.New(t)})
 	dyn := dynamic.NewForConfigOrDie(cp.Config)
 	kube := kubernetes.NewForConfigOrDie(cp.Config)
 	for _, ns := range []string{replicaPolicyNS, "team-a"} {
@@ -206,7 +207,7 @@ func TestTwoReplicas(t *testing.T) {
 	poll := func(what string, cond func() bool) {
 		t.Helper()
 		// The limit only turns a hang into a failure.
-		err := testenv.Poll(ctx, 60*time.Second, func(context.Context) error {
+		err := devenv.Poll(ctx, 60*time.Second, func(context.Context) error {
 			if cond() {
 				return nil
 			}
@@ -283,7 +284,7 @@ func TestTwoReplicas(t *testing.T) {
 	// Invalid versions, written while no webhook is registered: both
 	// replicas keep generation 2 in force, and each object gets one Event.
 	ap = setSpec("trusted", map[string]any{"pods": map[string]any{"allowedRegistries": []any{"https://registry.example.com/"}}})
-	cm, err := kube.CoreV1().ConfigMaps("team-a").Create(ctx, testenv.PolicyConfigMap("team-a", "broken",
+	cm, err := kube.CoreV1().ConfigMaps("team-a").Create(ctx, devenv.PolicyConfigMap("team-a", "broken",
 		"pods:\n  allowedRegistries: [\"https://x.example.com/\"]\n"), metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)

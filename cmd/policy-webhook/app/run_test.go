@@ -31,6 +31,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/policy-webhook/policy-webhook/certs"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 	"github.com/policy-webhook/policy-webhook/hack/workload"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 	"github.com/policy-webhook/policy-webhook/webhook"
@@ -95,7 +96,7 @@ func TestRunBeforeSyncAndShutdown(t *testing.T) {
 		t.Errorf("pod before sync: %+v", resp.Result)
 	}
 	// A policy is still checked: it needs no cache.
-	bad := testenv.PolicyConfigMap("team-a", "registries", "pods:\n  allowedRegistrie: [x]\n")
+	bad := devenv.PolicyConfigMap("team-a", "registries", "pods:\n  allowedRegistrie: [x]\n")
 	bad.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"}
 	resp = postReview(t, hc, webhookURL+webhook.PathPolicies, request("ConfigMap", "configmaps", bad.Namespace, bad))
 	if want := "ConfigMap team-a/registries is not a valid policy: policy.yaml: pods.allowedRegistrie: unknown field"; resp.Allowed || resp.Result.Message != want {

@@ -1,7 +1,8 @@
-// Package inprocess serves the webhook in the test's own process, as
+// Package inprocess serves the webhook in the caller's own process, as
 // app.Run on 127.0.0.1 with a serving certificate from a throwaway CA,
-// for hack/devcluster and the end-to-end tests. It is apart from testenv so
-// that the webhook package's own tests can use testenv.
+// for hack/devcluster and the end-to-end tests (through test/inprocess). It
+// is apart from devenv so that the tests of cmd/policy-webhook/app can use
+// devenv.
 package inprocess
 
 import (
@@ -18,7 +19,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -27,7 +27,7 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/certs"
 	"github.com/policy-webhook/policy-webhook/cmd/policy-webhook/app"
-	"github.com/policy-webhook/policy-webhook/test/testenv"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
@@ -124,7 +124,7 @@ func Start(ctx context.Context, opts Options) (*Webhook, error) {
 	}
 	ports := make([]int, 3)
 	for i := range ports {
-		if ports[i], err = testenv.FreePort(); err != nil {
+		if ports[i], err = devenv.FreePort(); err != nil {
 			return fail(err)
 		}
 	}
@@ -212,10 +212,10 @@ func (w *Webhook) WaitReady(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("waiting for the webhook to be ready: %w", ctx.Err())
 	}
-	err := testenv.Poll(ctx, time.Hour, func(ctx context.Context) error {
+	err := devenv.Poll(ctx, time.Hour, func(ctx context.Context) error {
 		select {
 		case <-w.done:
-			return testenv.Final(fmt.Errorf("the webhook stopped before it was ready: %w", w.err))
+			return devenv.Final(fmt.Errorf("the webhook stopped before it was ready: %w", w.err))
 		default:
 		}
 		ok, err := w.Ready(ctx)
@@ -248,28 +248,6 @@ func (w *Webhook) Stop() error {
 		return fmt.Errorf("running the webhook: %w", w.err)
 	}
 	return nil
-}
-
-// StartForTest starts a webhook for t, stops it when t ends, and waits
-// (at most two minutes) until it is ready: what most tests need.
-func StartForTest(t testing.TB, opts Options) *Webhook {
-	t.Helper()
-	// Its life is t's cleanup's to end, not t.Context's, which ends first.
-	wh, err := Start(context.WithoutCancel(t.Context()), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := wh.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	defer cancel()
-	if err := wh.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return wh
 }
 
 // TLSConfig trusts only the webhook's CA, as the API server does.
