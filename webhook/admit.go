@@ -30,11 +30,11 @@ type admitHandler struct {
 	kindIx   kindIndex
 	judge    Judge
 	failOpen bool
-	metrics  *metrics
+	metrics  *Metrics
 	log      logr.Logger
 }
 
-func newAdmitHandler(kind string, judge Judge, failOpen bool, m *metrics, log logr.Logger) *admitHandler {
+func newAdmitHandler(kind string, judge Judge, failOpen bool, m *Metrics, log logr.Logger) *admitHandler {
 	return &admitHandler{kind: kind, kindIx: kindOf(kind), judge: judge, failOpen: failOpen, metrics: m, log: log}
 }
 

@@ -11,10 +11,10 @@ import (
 
 	admissionv1 "k8s.io/api/admission/v1"
 
+	"github.com/policy-webhook/policy-webhook/hack/workload"
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/cel"
 	"github.com/policy-webhook/policy-webhook/review"
-	"github.com/policy-webhook/policy-webhook/test/workload"
 )
 
 // benchCluster gives the namespace the labels the policies select on,

@@ -1,5 +1,6 @@
 // Package webhook serves policy-webhook's validating admission webhooks over
-// TLS, on controller-runtime's manager and webhook server.
+// HTTPS: a bounded server (Server, Limits), handlers that decode the
+// AdmissionReview and write the verdict (Handlers), and their metrics.
 //
 // Decoding and deciding are kept apart, in the style of controller-runtime's
 // admission package: an http.Handler per path (review.go) reads and checks
@@ -9,7 +10,5 @@
 // response. The Pod and MyApple handlers answer from a Judge, the informer
 // cache of package cache, so answering never calls the API server.
 //
-// Run wires it all together: clients, the live cache, the manager with its
-// metrics and health probe servers, TLS from files that are reloaded when
-// they change, and a graceful shutdown that stops being ready first.
+// Package cmd/policy-webhook/app starts it, on controller-runtime's manager.
 package webhook

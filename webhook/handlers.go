@@ -8,6 +8,10 @@ import (
 	"github.com/policy-webhook/policy-webhook/policy"
 )
 
+// DefaultPolicyNamespace is the webhook's own namespace unless configured
+// otherwise: its policy ConfigMaps apply cluster-wide.
+const DefaultPolicyNamespace = policy.DefaultPolicyNamespace
+
 // Webhook paths, as the ValidatingWebhookConfiguration names them.
 const (
 	PathPods     = "/validate-pods"
@@ -15,10 +19,10 @@ const (
 	PathPolicies = "/validate-policies"
 )
 
-// handlers builds the http.Handler of every path. MyApples are judged by
-// apples, the quota ledger in a running server (the cache otherwise).
-// im may be nil: no impact warnings.
-func handlers(judge, apples Judge, im *impact, policyNamespace string, failOpen bool, m *metrics, log logr.Logger) map[string]http.Handler {
+// Handlers builds the http.Handler of every path. Pods are judged by
+// judge, MyApples by apples (the quota ledger in a running server); im may
+// be nil: no impact warnings for policy objects.
+func Handlers(judge, apples Judge, im *Impact, policyNamespace string, failOpen bool, m *Metrics, log logr.Logger) map[string]http.Handler {
 	return map[string]http.Handler{
 		PathPods:     newReviewHandler(newAdmitHandler(policy.KindPod, judge, failOpen, m, log.WithName("pods")), m, log),
 		PathMyApples: newReviewHandler(newAdmitHandler(policy.KindMyApple, apples, failOpen, m, log.WithName("myapples")), m, log),

@@ -92,7 +92,7 @@ func (s *logSink) contains(sub string) bool {
 
 type testServer struct {
 	handlers map[string]http.Handler
-	metrics  *metrics
+	metrics  *Metrics
 	reg      *prometheus.Registry
 	logs     *logSink
 }
@@ -100,12 +100,12 @@ type testServer struct {
 func newTestServer(t testing.TB, judge Judge, failOpen bool) *testServer {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	m, err := newMetrics(reg)
+	m, err := NewMetrics(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	logs := &logSink{}
-	return &testServer{handlers: handlers(judge, judge, nil, testPolicyNamespace, failOpen, m, logs.logger()), metrics: m, reg: reg, logs: logs}
+	return &testServer{handlers: Handlers(judge, judge, nil, testPolicyNamespace, failOpen, m, logs.logger()), metrics: m, reg: reg, logs: logs}
 }
 
 // post sends body to path and returns the recorded response.

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/client-go/rest"
+
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/audit"
 	"github.com/policy-webhook/policy-webhook/policy"
@@ -21,19 +23,25 @@ const (
 	impactNamed    = 5 // objects named in a warning; the rest are counted
 )
 
-// impact judges the objects that exist against a policy about to be
+// Impact judges the objects that exist against a policy about to be
 // applied, and says what it would deny, warn on or report. It reads them
 // as the audit does, in pages, each decoded as an admission is.
-type impact struct {
+type Impact struct {
 	lister  *audit.Lister
 	cluster policy.Cluster // namespace labels and quotas, from the cache
 	budget  time.Duration
 }
 
+// NewImpact reads the existing objects through client, a core/v1 REST
+// client, and judges them with what cluster holds.
+func NewImpact(client rest.Interface, cluster policy.Cluster) *Impact {
+	return &Impact{lister: &audit.Lister{Client: client, PageSize: impactPageSize}, cluster: cluster, budget: impactBudget}
+}
+
 // warnings tells a policy's author what it would do to the objects that
 // exist: `this policy would deny 12 existing objects: Pod team-b/web
 // (pods.allowedRegistries), ...`. Nothing when it would do nothing.
-func (i *impact) warnings(ctx context.Context, p *policy.Policy) []string {
+func (i *Impact) warnings(ctx context.Context, p *policy.Policy) []string {
 	ctx, cancel := context.WithTimeout(ctx, i.budget)
 	defer cancel()
 	set := policy.NewSet([]*policy.Policy{p})

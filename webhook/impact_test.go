@@ -66,7 +66,7 @@ func TestImpactWarnings(t *testing.T) {
 	}
 	pods = append(pods, existingPod(t, "team-b", "other", "evil.io/x:1"))
 	lister := &audit.Lister{Client: listClient(t, pods)}
-	im := &impact{lister: lister, budget: time.Minute}
+	im := &Impact{lister: lister, budget: time.Minute}
 
 	check := func(t *testing.T, ns, yaml string, want ...string) {
 		t.Helper()
@@ -97,7 +97,7 @@ func TestImpactWarnings(t *testing.T) {
 		check(t, testPolicyNamespace, "enforcement: Audit\nmyApples:\n  allowedColors: [red]\n")
 	})
 	t.Run("out of time", func(t *testing.T) {
-		im := &impact{lister: lister, budget: 0}
+		im := &Impact{lister: lister, budget: 0}
 		got := im.warnings(context.Background(), compileSet(t, testPolicyNamespace, testPolicy{testPolicyNamespace, "p", "pods:\n  forbidPrivileged: true\n"}).Policies()[0])
 		if len(got) != 1 || !strings.Contains(got[0], "checked only 0 existing objects against this policy: ") {
 			t.Errorf("warnings %q", got)

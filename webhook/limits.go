@@ -113,14 +113,14 @@ func (e *errOverloaded) Error() string {
 // a slot, so slow clients cannot crowd out the requests that are ready.
 type limiter struct {
 	limits  Limits
-	metrics *metrics
+	metrics *Metrics
 	// slots holds a token per request being judged; nil is no limit.
 	slots chan struct{}
 	// bytes are the body bytes read by requests in flight.
 	bytes atomic.Int64
 }
 
-func newLimiter(l Limits, m *metrics) *limiter {
+func newLimiter(l Limits, m *Metrics) *limiter {
 	lim := &limiter{limits: l, metrics: m}
 	if l.MaxRequestsInFlight > 0 {
 		lim.slots = make(chan struct{}, l.MaxRequestsInFlight)

@@ -106,9 +106,9 @@ const (
 
 var errorReasonNames = [numErrorReasons]string{"method_not_allowed", "unsupported_media_type", "too_large", "malformed", "panic", "write", "wrong_resource", "overloaded"}
 
-// metrics are the webhook's Prometheus metrics. One value serves every
+// Metrics are the webhook's Prometheus metrics. One value serves every
 // handler of a server.
-type metrics struct {
+type Metrics struct {
 	admissionsVec *prometheus.CounterVec
 	durationVec   *prometheus.HistogramVec
 	violations    *prometheus.CounterVec
@@ -130,9 +130,9 @@ type lazyObserver struct {
 	o    prometheus.Observer
 }
 
-// newMetrics registers the metrics with reg.
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
-	m := &metrics{
+// NewMetrics registers the metrics with reg.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
 		admissionsVec: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "policy_webhook_admissions_total",
 			Help: "Admission requests answered, by kind, operation and verdict " +
@@ -167,52 +167,20 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	return m, nil
 }
 
-// registrations registers collectors and remembers them, so that Run
-// leaves none behind when it returns: a process, or a test, may run the
-// server again, and the next one must export its own metrics.
-type registrations struct {
-	prometheus.Registerer
-	collectors []prometheus.Collector
-}
-
-func (r *registrations) Register(c prometheus.Collector) error {
-	if err := r.Registerer.Register(c); err != nil {
-		return err
-	}
-	r.collectors = append(r.collectors, c)
-	return nil
-}
-
-func (r *registrations) MustRegister(cs ...prometheus.Collector) {
-	for _, c := range cs {
-		if err := r.Register(c); err != nil {
-			panic(err)
-		}
-	}
-}
-
-// unregisterAll takes back every collector registered through r.
-func (r *registrations) unregisterAll() {
-	for _, c := range r.collectors {
-		r.Unregister(c)
-	}
-	r.collectors = nil
-}
-
-func (m *metrics) admission(k kindIndex, op opIndex, v verdictIndex) {
+func (m *Metrics) admission(k kindIndex, op opIndex, v verdictIndex) {
 	lc := &m.admissions[k][op][v]
 	lc.once.Do(func() { lc.c = m.admissionsVec.WithLabelValues(kindNames[k], opNames[op], verdictNames[v]) })
 	lc.c.Inc()
 }
 
-func (m *metrics) duration(k kindIndex, d time.Duration) {
+func (m *Metrics) duration(k kindIndex, d time.Duration) {
 	lo := &m.durations[k]
 	lo.once.Do(func() { lo.o = m.durationVec.WithLabelValues(kindNames[k]) })
 	lo.o.Observe(d.Seconds())
 }
 
-func (m *metrics) requestError(r errorReason) { m.requestErrors[r].Inc() }
+func (m *Metrics) requestError(r errorReason) { m.requestErrors[r].Inc() }
 
-func (m *metrics) violation(v *policy.Violation) {
+func (m *Metrics) violation(v *policy.Violation) {
 	m.violations.WithLabelValues(v.Rule, string(v.Enforcement)).Inc()
 }

@@ -24,7 +24,7 @@ import (
 // compiles, so it answers before the cache has synced too.
 type policyHandler struct {
 	policyNamespace string
-	metrics         *metrics
+	metrics         *Metrics
 	log             logr.Logger
 	// parses holds a token for each policy being read: parsing is the one
 	// thing a request here can make cost memory, so parallel attempts wait
@@ -32,7 +32,7 @@ type policyHandler struct {
 	parses chan struct{}
 	wait   time.Duration // how long a request waits for a token
 	// impact, when set, warns what a policy would do to existing objects.
-	impact *impact
+	impact *Impact
 }
 
 // Bounds of the work policy objects can cause on a replica.
@@ -44,7 +44,7 @@ const (
 	parseWait = 3 * time.Second
 )
 
-func newPolicyHandler(policyNamespace string, im *impact, m *metrics, log logr.Logger) *policyHandler {
+func newPolicyHandler(policyNamespace string, im *Impact, m *Metrics, log logr.Logger) *policyHandler {
 	return &policyHandler{policyNamespace: policyNamespace, impact: im, metrics: m, log: log,
 		parses: make(chan struct{}, maxConcurrentParses), wait: parseWait}
 }

@@ -49,7 +49,7 @@ func (e *httpError) Error() string { return e.msg }
 // anything about the object being admitted is a verdict instead.
 type reviewHandler struct {
 	handler  handler
-	metrics  *metrics
+	metrics  *Metrics
 	log      logr.Logger
 	maxBytes int64
 	// bodies recycles body buffers up to maxPooledBody: a review is a few
@@ -62,7 +62,7 @@ type reviewHandler struct {
 // does not pin megabytes in the pool.
 const maxPooledBody = 64 << 10
 
-func newReviewHandler(h handler, m *metrics, log logr.Logger) *reviewHandler {
+func newReviewHandler(h handler, m *Metrics, log logr.Logger) *reviewHandler {
 	return &reviewHandler{handler: h, metrics: m, log: log, maxBytes: DefaultMaxRequestBytes}
 }
 

@@ -1,16 +1,13 @@
 package webhook
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,12 +17,12 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/netutil"
-	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
+	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 )
 
-// server is the webhook's HTTPS server. It stands in for
+// Server is the webhook's HTTPS server. It stands in for
 // controller-runtime's webhook server, whose http.Server cannot be
 // configured (it bounds only the headers, with 32 s), behind the same
 // interface: the manager still starts it before, and stops it after,
@@ -33,13 +30,15 @@ import (
 // readiness check. What it adds: every timeout of Limits, a cap on open
 // connections, requests and body bytes in flight that sheds load with 429,
 // and optionally client certificates required at the TLS handshake.
-type server struct {
+type Server struct {
 	host string
 	port int
 	// tls is the configuration every connection starts from; with
 	// clientCAs it only serves as the template of each handshake's.
-	tls       *tls.Config
-	clientCAs *clientCAs
+	tls *tls.Config
+	// clientCAs, reread when the file changes (a CA renewal, the kubelet
+	// swapping in a new Secret volume), or nil: no client certificates.
+	clientCAs *dynamiccertificates.DynamicFileCAContent
 	http2     bool
 	limits    Limits
 	limiter   *limiter
@@ -48,21 +47,21 @@ type server struct {
 
 	mu      sync.Mutex
 	started bool
-	// draining is set once shutdown has begun: see drain.
+	// draining is set once shutdown has begun: see Drain.
 	draining atomic.Bool
 }
 
-var _ crwebhook.Server = (*server)(nil)
+var _ crwebhook.Server = (*Server)(nil)
 
-// drain has every response from now on close its connection, so that when
+// Drain has every response from now on close its connection, so that when
 // the server stops, after the shutdown delay, clients hold no keep-alive
 // connection to it that they could send a request on just as it is closed
 // (a POST that would fail with EOF: neither Go's nor the API server's
 // client sends it again). A connection left idle through the whole delay
 // is still closed by the server at the end, as before.
-func (s *server) drain() { s.draining.Store(true) }
+func (s *Server) Drain() { s.draining.Store(true) }
 
-func (s *server) closeWhenDraining(h http.Handler) http.Handler {
+func (s *Server) closeWhenDraining(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.draining.Load() {
 			w.Header().Set("Connection", "close")
@@ -76,26 +75,73 @@ func (s *server) closeWhenDraining(h http.Handler) http.Handler {
 // applies in practice.
 const shutdownTimeout = time.Minute
 
-func newServer(host string, port int, tlsConfig *tls.Config, cas *clientCAs, http2 bool, l Limits, m *metrics, log logr.Logger) *server {
-	return &server{
-		host: host, port: port, tls: tlsConfig, clientCAs: cas, http2: http2,
-		limits: l, limiter: newLimiter(l, m), mux: http.NewServeMux(), log: log,
-	}
+// ServerOptions configure NewServer.
+type ServerOptions struct {
+	// Host is the address to listen on, "" every address; Port its port.
+	Host string
+	Port int
+	// GetCertificate returns the serving certificate of the moment.
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	// ClientCAFile, if set, is a PEM file of CAs: only clients presenting
+	// a certificate one of them signed are served, others are refused at
+	// the TLS handshake. Read again when it changes.
+	ClientCAFile string
+	// EnableHTTP2 offers h2 beside HTTP/1.1.
+	EnableHTTP2 bool
+	// Limits of the server; zero fields take the defaults.
+	Limits Limits
+	// Metrics count the requests shed; Registerer takes the gauges of
+	// what is in flight.
+	Metrics    *Metrics
+	Registerer prometheus.Registerer
+	Log        logr.Logger
 }
 
-func (*server) NeedLeaderElection() bool { return false }
+// NewServer builds the server of o and registers its gauges.
+func NewServer(o ServerOptions) (*Server, error) {
+	cfg := &tls.Config{}
+	TLSOption(o.GetCertificate, o.EnableHTTP2)(cfg)
+	s := &Server{
+		host: o.Host, port: o.Port, tls: cfg, http2: o.EnableHTTP2, limits: o.Limits.withDefaults(),
+		mux: http.NewServeMux(), log: o.Log,
+	}
+	s.limiter = newLimiter(s.limits, o.Metrics)
+	if o.ClientCAFile != "" {
+		var err error
+		if s.clientCAs, err = dynamiccertificates.NewDynamicCAContentFromFile("client-ca", o.ClientCAFile); err != nil {
+			return nil, fmt.Errorf("reading the client CA file: %w", err)
+		}
+	}
+	for _, g := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "policy_webhook_requests_in_flight",
+			Help: "Webhook requests being judged (body received, response not yet written); at --max-requests-in-flight more are refused with 429.",
+		}, func() float64 { n, _ := s.limiter.inFlight(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "policy_webhook_request_bytes_in_flight",
+			Help: "Request body bytes held by requests being served; at --max-bytes-in-flight more are refused with 429.",
+		}, func() float64 { _, b := s.limiter.inFlight(); return float64(b) }),
+	} {
+		if err := o.Registerer.Register(g); err != nil {
+			return nil, fmt.Errorf("registering the webhook server's metrics: %w", err)
+		}
+	}
+	return s, nil
+}
 
-func (s *server) Register(path string, h http.Handler) { s.mux.Handle(path, h) }
+func (*Server) NeedLeaderElection() bool { return false }
 
-func (s *server) WebhookMux() *http.ServeMux { return s.mux }
+func (s *Server) Register(path string, h http.Handler) { s.mux.Handle(path, h) }
 
-func (s *server) addr() string { return net.JoinHostPort(s.host, strconv.Itoa(s.port)) }
+func (s *Server) WebhookMux() *http.ServeMux { return s.mux }
+
+func (s *Server) addr() string { return net.JoinHostPort(s.host, strconv.Itoa(s.port)) }
 
 // tlsConfig is the configuration of the listener. With client CAs, every
 // handshake gets the template with the CAs of the moment, so a renewed CA
 // file applies without a restart, and a client without a certificate
 // signed by them is refused at the handshake, before any HTTP.
-func (s *server) tlsConfig() *tls.Config {
+func (s *Server) tlsConfig() *tls.Config {
 	if s.clientCAs == nil {
 		return s.tls
 	}
@@ -104,19 +150,23 @@ func (s *server) tlsConfig() *tls.Config {
 	cfg := tmpl.Clone()
 	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
 		c := tmpl.Clone()
-		c.ClientCAs = s.clientCAs.pool.Load()
+		v, _ := s.clientCAs.VerifyOptions()
+		c.ClientCAs = v.Roots
 		return c, nil
 	}
 	return cfg
 }
 
-func (s *server) Start(ctx context.Context) error {
+func (s *Server) Start(ctx context.Context) error {
 	ln, err := net.Listen("tcp", s.addr())
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", s.addr(), err)
 	}
 	if s.limits.MaxConnections > 0 {
 		ln = netutil.LimitListener(ln, s.limits.MaxConnections)
+	}
+	if s.clientCAs != nil {
+		go s.clientCAs.Run(ctx, 1)
 	}
 	l := s.limits
 	srv := &http.Server{
@@ -172,7 +222,7 @@ func (s *server) Start(ctx context.Context) error {
 // StartedChecker reports whether the server accepts connections: a TLS
 // handshake, as controller-runtime's check does, or with client
 // certificates required (which this process has none of) a TCP connection.
-func (s *server) StartedChecker() healthz.Checker {
+func (s *Server) StartedChecker() healthz.Checker {
 	cfg := &tls.Config{InsecureSkipVerify: true} //nolint:gosec // checks that TLS is served, not whom
 	return func(*http.Request) error {
 		s.mu.Lock()
@@ -204,63 +254,20 @@ func (w logWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// clientCAs are the CAs whose client certificates the server accepts,
-// read from a PEM file and read again when it changes (a CA renewal, the
-// kubelet swapping in a new Secret volume).
-type clientCAs struct {
-	path string
-	log  logr.Logger
-	pool atomic.Pointer[x509.CertPool]
-	last []byte // the file's content pool was made from; Start's alone
-}
-
-// clientCAPoll is how often the CA file is read again.
-const clientCAPoll = 10 * time.Second
-
-func newClientCAs(path string, log logr.Logger) (*clientCAs, error) {
-	c := &clientCAs{path: path, log: log}
-	if err := c.reload(); err != nil {
-		return nil, err
-	}
-	return c, nil
-}
-
-// reload reads the file and, if it changed and holds certificates, swaps
-// in its pool. A bad file keeps the previous pool.
-func (c *clientCAs) reload() error {
-	data, err := os.ReadFile(c.path)
-	if err != nil {
-		return fmt.Errorf("reading the client CA file: %w", err)
-	}
-	if c.last != nil && bytes.Equal(data, c.last) {
-		return nil
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(data) {
-		return fmt.Errorf("the client CA file %s holds no PEM certificate", c.path)
-	}
-	c.pool.Store(pool)
-	c.last = data
-	return nil
-}
-
-func (*clientCAs) NeedLeaderElection() bool { return false }
-
-// Start reads the file again every clientCAPoll until ctx is done.
-func (c *clientCAs) Start(ctx context.Context) error {
-	t := time.NewTicker(clientCAPoll)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			prev := c.pool.Load()
-			if err := c.reload(); err != nil {
-				c.log.Error(err, "Keeping the client CAs read before", "file", c.path)
-			} else if c.pool.Load() != prev {
-				c.log.Info("Client CAs reloaded", "file", c.path)
-			}
+// TLSOption adjusts a server's TLS configuration to the webhook's: the
+// certificate from getCertificate (one watcher both serves and reports
+// readiness; no server loads the files again), TLS 1.2 at least, AEAD
+// suites only. The protocols offered are set either way rather than left to
+// the default of whoever made the configuration (h2 in controller-runtime's),
+// so that the flag says what is served.
+func TLSOption(getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error), enableHTTP2 bool) func(*tls.Config) {
+	return func(c *tls.Config) {
+		c.GetCertificate = getCertificate
+		c.MinVersion = tls.VersionTLS12
+		c.CipherSuites = aeadSuites
+		c.NextProtos = []string{"http/1.1"}
+		if enableHTTP2 {
+			c.NextProtos = []string{"h2", "http/1.1"}
 		}
 	}
 }
@@ -275,35 +282,4 @@ var aeadSuites = []uint16{
 	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
 	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
 	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-}
-
-// newWebhookServer builds the webhook server of opts, with the client CA
-// watcher it needs started when ClientCAFile is set (nil otherwise), and
-// registers the gauges of what it holds in flight.
-func newWebhookServer(opts Options, certs *certwatcher.CertWatcher, m *metrics, reg prometheus.Registerer) (*server, *clientCAs, error) {
-	cfg := &tls.Config{}
-	serverTLS(certs.GetCertificate, opts.EnableHTTP2)(cfg)
-	var cas *clientCAs
-	if opts.ClientCAFile != "" {
-		var err error
-		if cas, err = newClientCAs(opts.ClientCAFile, opts.Log.WithName("client-ca")); err != nil {
-			return nil, nil, err
-		}
-	}
-	s := newServer(opts.Host, opts.Port, cfg, cas, opts.EnableHTTP2, opts.Limits, m, opts.Log.WithName("server"))
-	for _, g := range []prometheus.Collector{
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "policy_webhook_requests_in_flight",
-			Help: "Webhook requests being judged (body received, response not yet written); at --max-requests-in-flight more are refused with 429.",
-		}, func() float64 { n, _ := s.limiter.inFlight(); return float64(n) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "policy_webhook_request_bytes_in_flight",
-			Help: "Request body bytes held by requests being served; at --max-bytes-in-flight more are refused with 429.",
-		}, func() float64 { _, b := s.limiter.inFlight(); return float64(b) }),
-	} {
-		if err := reg.Register(g); err != nil {
-			return nil, nil, fmt.Errorf("registering the webhook server's metrics: %w", err)
-		}
-	}
-	return s, cas, nil
 }

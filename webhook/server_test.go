@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -22,13 +24,15 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 
 	"github.com/policy-webhook/policy-webhook/certs"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
+	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
 
 // httpsServer is the bounded webhook server on a real TLS listener, with
 // the real handlers over a synced judge of handlerPolicies.
 type httpsServer struct {
 	*testServer
-	srv  *server
+	srv  *Server
 	addr string
 	url  string
 	ca   *certs.CA
@@ -53,17 +57,16 @@ func startHTTPSWith(t *testing.T, l Limits, clientCAFile string, http2 bool) *ht
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := &tls.Config{}
-	serverTLS(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &pair, nil }, http2)(cfg)
-	var cas *clientCAs
-	if clientCAFile != "" {
-		if cas, err = newClientCAs(clientCAFile, (&logSink{}).logger()); err != nil {
-			t.Fatal(err)
-		}
-	}
 	ts := newTestServer(t, &setJudge{set: compileSet(t, testPolicyNamespace, handlerPolicies...), synced: true}, false)
 	port := freePort(t)
-	srv := newServer("127.0.0.1", port, cfg, cas, http2, l.withDefaults(), ts.metrics, ts.logs.logger())
+	srv, err := NewServer(ServerOptions{
+		Host: "127.0.0.1", Port: port, ClientCAFile: clientCAFile, EnableHTTP2: http2, Limits: l,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &pair, nil },
+		Metrics:        ts.metrics, Registerer: ts.reg, Log: ts.logs.logger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for path, h := range ts.handlers {
 		srv.Register(path, h)
 	}
@@ -356,7 +359,8 @@ func TestServerClientCertificates(t *testing.T) {
 		t.Errorf("webhook-server readiness with client certificates required: %v", err)
 	}
 
-	// The CA renewed in the file: the new one is trusted, the old one not.
+	// The CA renewed in the file: taken up on its own, the new one is
+	// trusted, the old one not.
 	renewed, err := certs.NewCA("API server client CA", time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -364,12 +368,7 @@ func TestServerClientCertificates(t *testing.T) {
 	if err := os.WriteFile(caFile, renewed.CertPEM(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.srv.clientCAs.reload(); err != nil {
-		t.Fatal(err)
-	}
-	if err := review(withCert(renewed)); err != nil {
-		t.Errorf("certificate of the renewed CA: %v", err)
-	}
+	waitFor(t, "the renewed client CA", func() bool { return review(withCert(renewed)) == nil })
 	if err := review(withCert(clientCA)); err == nil {
 		t.Errorf("certificate of the replaced CA: served")
 	}
@@ -377,7 +376,7 @@ func TestServerClientCertificates(t *testing.T) {
 	if err := os.WriteFile(caFile, []byte("not PEM"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.srv.clientCAs.reload(); err == nil || !strings.Contains(err.Error(), "holds no PEM certificate") {
+	if err := s.srv.clientCAs.RunOnce(t.Context()); err == nil || !strings.Contains(err.Error(), "error loading CA bundle") {
 		t.Errorf("reloading a file without certificates: %v", err)
 	}
 	if err := review(withCert(renewed)); err != nil {
@@ -400,4 +399,67 @@ func TestServerProtocols(t *testing.T) {
 			t.Errorf("enableHTTP2=%v: HTTP %d over %s, want 200 over HTTP/%d", http2, res.StatusCode, res.Proto, want)
 		}
 	}
+}
+
+// The TLS settings on top of whatever the server starts from: HTTP/2
+// offered only when enabled, TLS 1.2 at least, the watcher's certificate
+// either way.
+func TestTLSOption(t *testing.T) {
+	cert := &tls.Certificate{}
+	get := func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cert, nil }
+	for _, c := range []struct {
+		http2 bool
+		want  []string
+	}{
+		{false, []string{"http/1.1"}},
+		{true, []string{"h2", "http/1.1"}},
+	} {
+		for _, start := range [][]string{nil, {"h2"}, {"http/1.1"}} {
+			cfg := &tls.Config{NextProtos: start}
+			TLSOption(get, c.http2)(cfg)
+			if !slices.Equal(cfg.NextProtos, c.want) {
+				t.Errorf("enableHTTP2=%v, starting from %q: NextProtos %q, want %q", c.http2, start, cfg.NextProtos, c.want)
+			}
+		}
+		cfg := &tls.Config{}
+		TLSOption(get, c.http2)(cfg)
+		if cfg.MinVersion != tls.VersionTLS12 {
+			t.Errorf("enableHTTP2=%v: MinVersion %x, want TLS 1.2", c.http2, cfg.MinVersion)
+		}
+		if got, _ := cfg.GetCertificate(nil); got != cert {
+			t.Errorf("enableHTTP2=%v: GetCertificate is not the watcher's", c.http2)
+		}
+	}
+}
+
+func postReview(t *testing.T, c *http.Client, url string, r *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
+	t.Helper()
+	res, err := c.Post(url, "application/json", bytes.NewReader(reviewBody(t, r)))
+	if err != nil {
+		t.Fatalf("POST %s: %v", url, err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("POST %s: HTTP %d: %s", url, res.StatusCode, body)
+	}
+	var out admissionv1.AdmissionReview
+	if err := json.Unmarshal(body, &out); err != nil || out.Response == nil || out.Response.UID != r.UID {
+		t.Fatalf("POST %s: bad review %s (%v)", url, body, err)
+	}
+	return out.Response
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	testenv.Until(t, 20*time.Second, what, ok)
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	p, err := devenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/cache"
 	"github.com/policy-webhook/policy-webhook/check"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
 
@@ -23,7 +24,7 @@ import (
 // labels and MyApple quantities come from the cluster, lists are paged.
 func TestCheckCluster(t *testing.T) {
 	ctx := context.Background()
-	cp := testenv.ControlPlaneForTest(t, testenv.ControlPlaneOptions{Log: testr.New(t)})
+	cp := testenv.ControlPlaneForTest(t, devenv.ControlPlaneOptions{Log: testr.New(t)})
 	for ns, labels := range map[string]map[string]string{"prod": {"env": "prod"}, "dev": {"env": "dev"}} {
 		if err := cp.EnsureNamespace(ctx, ns, labels); err != nil {
 			t.Fatal(err)

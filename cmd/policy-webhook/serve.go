@@ -16,6 +16,7 @@ import (
 	crlog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/policy-webhook/policy-webhook/cmd/policy-webhook/app"
 	"github.com/policy-webhook/policy-webhook/controllers/reports"
 	"github.com/policy-webhook/policy-webhook/quota"
 	"github.com/policy-webhook/policy-webhook/webhook"
@@ -38,8 +39,8 @@ replica writes policy Events and the Ready condition for all.
 Flags:
 `
 
-// runServe is `policy-webhook serve`: flags to webhook.Options, then
-// webhook.Run until ctx is cancelled (SIGINT, SIGTERM).
+// runServe is `policy-webhook serve`: flags to app.Options, then app.Run
+// until ctx is cancelled (SIGINT, SIGTERM).
 func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -50,7 +51,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 	var (
 		kubeconfig   = fs.String("kubeconfig", "", "path to a kubeconfig; empty: in-cluster config (or $KUBECONFIG, then ~/.kube/config, outside a cluster)")
 		policyNS     = fs.String("policy-namespace", webhook.DefaultPolicyNamespace, "the webhook's own namespace, whose policy ConfigMaps apply cluster-wide")
-		port         = fs.Int("port", webhook.DefaultPort, "port of the TLS webhook server")
+		port         = fs.Int("port", app.DefaultPort, "port of the TLS webhook server")
 		certDir      = fs.String("cert-dir", "", "directory holding tls.crt and tls.key, reloaded when they change (required)")
 		metricsAddr  = fs.String("metrics-bind-address", ":8443", `address of the metrics server (/metrics); "0" for none`)
 		probeAddr    = fs.String("health-probe-bind-address", ":8081", `address of the health probe server (/healthz, /readyz); "0" for none`)
@@ -58,9 +59,9 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		http2        = fs.Bool("enable-http2", false, "let the API server speak HTTP/2 to the webhook (off: HTTP/2's stream handling has been the way into denial-of-service CVEs, and HTTP/1.1 costs less per admission)")
 		failOpen     = fs.Bool("fail-open-before-sync", false, "admit Pods and MyApples unjudged, with a warning, until the policy cache has synced (default: refuse them)")
 		delay        = fs.Duration("shutdown-delay", 3*time.Second, "on SIGTERM, how long to keep serving while not ready, so that traffic moves away first")
-		drainTimeout = fs.Duration("graceful-shutdown-timeout", webhook.DefaultGracefulShutdownTimeout, "after that, how long requests in flight may take to finish")
+		drainTimeout = fs.Duration("graceful-shutdown-timeout", app.DefaultGracefulShutdownTimeout, "after that, how long requests in flight may take to finish")
 		leaderElect  = fs.Bool("leader-elect", true, "elect one replica, on a Lease in the policy namespace, to write policy Events and AdmissionPolicy conditions (off: this replica writes them, right only for a single replica)")
-		maxStale     = fs.Duration("max-cache-staleness", webhook.DefaultMaxCacheStaleness, "how long an informer of the policy cache may go without a watch open on the API server before the replica stops being ready (/readyz/cache-current says which and why); longer than an API server restart, so replicas stay ready and answer from their caches through one; negative: never")
+		maxStale     = fs.Duration("max-cache-staleness", app.DefaultMaxCacheStaleness, "how long an informer of the policy cache may go without a watch open on the API server before the replica stops being ready (/readyz/cache-current says which and why); longer than an API server restart, so replicas stay ready and answer from their caches through one; negative: never")
 		replicaName  = fs.String("replica-name", "", "this replica's name in status.replicas, its heartbeat Lease and leader election; must differ between replicas (default: $POD_NAME, else the host name)")
 	)
 	var (
@@ -116,7 +117,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		log.Error(err, "Cannot reach the API server")
 		return 1
 	}
-	err = webhook.Run(ctx, webhook.Options{
+	err = app.Run(ctx, app.Options{
 		RestConfig:             cfg,
 		PolicyNamespace:        *policyNS,
 		Port:                   *port,

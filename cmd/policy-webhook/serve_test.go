@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/policy-webhook/policy-webhook/certs"
-	"github.com/policy-webhook/policy-webhook/test/testenv"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 )
 
 // syncBuffer is a bytes.Buffer safe to read while the server writes logs.
@@ -115,7 +115,7 @@ current-context: c
 	}()
 
 	c := &http.Client{Timeout: 2 * time.Second}
-	err := testenv.Poll(t.Context(), 20*time.Second, func(context.Context) error {
+	err := devenv.Poll(t.Context(), 20*time.Second, func(context.Context) error {
 		if code := get(c, "http://"+probes+"/healthz"); code != 200 {
 			return fmt.Errorf("healthz answers %d", code)
 		}

@@ -25,8 +25,8 @@ import (
 	"k8s.io/klog/v2"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/policy-webhook/policy-webhook/test/inprocess"
-	"github.com/policy-webhook/policy-webhook/test/testenv"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
+	"github.com/policy-webhook/policy-webhook/hack/inprocess"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
@@ -75,7 +75,7 @@ func run(ctx context.Context, stopSignals context.CancelFunc, o options, log log
 	if o.reportCRDDir != "" {
 		extra = append(extra, o.reportCRDDir)
 	}
-	cp, err := testenv.StartControlPlane(ctx, testenv.ControlPlaneOptions{CRDDir: o.crdDir, ExtraCRDDirs: extra, Log: log})
+	cp, err := devenv.StartControlPlane(ctx, devenv.ControlPlaneOptions{CRDDir: o.crdDir, ExtraCRDDirs: extra, Log: log})
 	if err != nil {
 		return err
 	}
@@ -114,11 +114,11 @@ func run(ctx context.Context, stopSignals context.CancelFunc, o options, log log
 	}
 	log.Info("webhook ready: informers synced, certificate loaded", "url", wh.URL, "health", wh.HealthAddr, "metrics", wh.MetricsAddr)
 
-	vwc := testenv.WebhookConfiguration(wh.URL, wh.CA.CertPEM(), o.policyNamespace)
-	if err := testenv.Register(ctx, cp.Client, vwc); err != nil {
+	vwc := devenv.WebhookConfiguration(wh.URL, wh.CA.CertPEM(), o.policyNamespace)
+	if err := devenv.Register(ctx, cp.Client, vwc); err != nil {
 		return err
 	}
-	if err := testenv.WaitCalled(startCtx, cp.Client, o.policyNamespace); err != nil {
+	if err := devenv.WaitCalled(startCtx, cp.Client, o.policyNamespace); err != nil {
 		return err
 	}
 	log.Info("API server calls the webhook", "validatingwebhookconfiguration", vwc.Name)

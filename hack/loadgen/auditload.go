@@ -9,9 +9,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
+	"github.com/policy-webhook/policy-webhook/hack/workload"
 	"github.com/policy-webhook/policy-webhook/policy"
-	"github.com/policy-webhook/policy-webhook/test/testenv"
-	"github.com/policy-webhook/policy-webhook/test/workload"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
@@ -50,7 +50,7 @@ func measureAuditLoad(ctx context.Context, f benchFlags, c clients, s *server, t
 		return fmt.Sprintf("enforcement: Audit\nmatch:\n  kinds: [MyApple]\nmyApples:\n  allowedColors: [red, color-%d]\n", i)
 	}
 	cms := c.kube.CoreV1().ConfigMaps(webhook.DefaultPolicyNamespace)
-	cm, err := cms.Create(ctx, testenv.PolicyConfigMap(webhook.DefaultPolicyNamespace, "loadgen-audit", spec(0)), metav1.CreateOptions{})
+	cm, err := cms.Create(ctx, devenv.PolicyConfigMap(webhook.DefaultPolicyNamespace, "loadgen-audit", spec(0)), metav1.CreateOptions{})
 	if err != nil {
 		return res, fmt.Errorf("creating the audited policy: %w", err)
 	}

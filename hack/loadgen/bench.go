@@ -21,8 +21,8 @@ import (
 	"k8s.io/klog/v2"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/policy-webhook/policy-webhook/test/testenv"
-	"github.com/policy-webhook/policy-webhook/test/workload"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
+	"github.com/policy-webhook/policy-webhook/hack/workload"
 )
 
 type benchFlags struct {
@@ -134,7 +134,7 @@ func runBench(ctx context.Context, args []string) (err error) {
 	klog.SetLogger(log)
 
 	logf("starting the control plane (logs in %s)", f.logFile)
-	cp, err := testenv.StartControlPlane(ctx, testenv.ControlPlaneOptions{Log: log})
+	cp, err := devenv.StartControlPlane(ctx, devenv.ControlPlaneOptions{Log: log})
 	if err != nil {
 		return err
 	}

@@ -17,8 +17,8 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/policy-webhook/policy-webhook/test/testenv"
-	"github.com/policy-webhook/policy-webhook/test/workload"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
+	"github.com/policy-webhook/policy-webhook/hack/workload"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
@@ -48,7 +48,7 @@ func (c clients) seed(ctx context.Context) error {
 	if err := ignoreExists(c.kube.CoreV1().ServiceAccounts(loadNamespace).Create(ctx, sa, metav1.CreateOptions{})); err != nil {
 		return fmt.Errorf("creating ServiceAccount %s/%s: %w", loadNamespace, serviceAccount, err)
 	}
-	cm := testenv.PolicyConfigMap(webhook.DefaultPolicyNamespace, registryPolicyCM, registryPolicy)
+	cm := devenv.PolicyConfigMap(webhook.DefaultPolicyNamespace, registryPolicyCM, registryPolicy)
 	if err := ignoreExists(c.kube.CoreV1().ConfigMaps(webhook.DefaultPolicyNamespace).Create(ctx, cm, metav1.CreateOptions{})); err != nil {
 		return fmt.Errorf("creating the registry policy: %w", err)
 	}
@@ -66,10 +66,10 @@ func ignoreExists[T any](_ T, err error) error {
 // waits until a dry-run create of the denied Pod shows the change.
 func (c clients) route(ctx context.Context, s *server, caPEM []byte) error {
 	if s == nil {
-		if err := testenv.Unregister(ctx, c.kube, testenv.ConfigurationName); err != nil {
+		if err := devenv.Unregister(ctx, c.kube, devenv.ConfigurationName); err != nil {
 			return err
 		}
-	} else if err := testenv.Register(ctx, c.kube, testenv.WebhookConfiguration(s.url, caPEM, webhook.DefaultPolicyNamespace)); err != nil {
+	} else if err := devenv.Register(ctx, c.kube, devenv.WebhookConfiguration(s.url, caPEM, webhook.DefaultPolicyNamespace)); err != nil {
 		return err
 	}
 	target := "no webhook"
@@ -77,12 +77,12 @@ func (c clients) route(ctx context.Context, s *server, caPEM []byte) error {
 		target = s.name
 	}
 	pod := workload.DeploymentPod(true, 2)
-	err := testenv.PollEvery(ctx, 50*time.Millisecond, 30*time.Second, func(ctx context.Context) error {
+	err := devenv.PollEvery(ctx, 50*time.Millisecond, 30*time.Second, func(ctx context.Context) error {
 		_, err := c.kube.CoreV1().Pods(loadNamespace).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		denied := err != nil && strings.Contains(err.Error(), "denied the request")
 		switch {
 		case err != nil && !denied && ctx.Err() == nil && !apierrors.IsInternalError(err):
-			return testenv.Final(fmt.Errorf("dry-run creating the denied Pod: %w", err))
+			return devenv.Final(fmt.Errorf("dry-run creating the denied Pod: %w", err))
 		case denied == (s != nil):
 			return nil
 		case err != nil:

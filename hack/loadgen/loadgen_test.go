@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/policy-webhook/policy-webhook/test/workload"
+	"github.com/policy-webhook/policy-webhook/hack/workload"
 )
 
 func TestSummarizeMergesWindows(t *testing.T) {

@@ -8,7 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/policy-webhook/policy-webhook/test/testenv"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 )
 
 // memoryStage is the webhook's memory after one batch of objects was put
@@ -88,7 +88,7 @@ func measureMemory(ctx context.Context, c clients, s *server, n memoryCounts, lo
 
 	t0 = time.Now()
 	fill, err = createMany(ctx, n.policies, n.workers, func(ctx context.Context, i int) error {
-		cm := testenv.PolicyConfigMap(ns(i), fmt.Sprintf("policy-%d", i), fmt.Sprintf(
+		cm := devenv.PolicyConfigMap(ns(i), fmt.Sprintf("policy-%d", i), fmt.Sprintf(
 			"pods:\n  allowedRegistries: [registry.example.com/, ghcr.io/acme/]\n  disallowedTags: [latest]\n  requiredLabels: [app]\n  forbidPrivileged: true\n  requireResourceLimits: [cpu, memory]\nmatch:\n  objectSelector:\n    matchLabels: {team: t%d}\n", i))
 		_, err := c.kube.CoreV1().ConfigMaps(ns(i)).Create(ctx, cm, metav1.CreateOptions{})
 		return err
@@ -128,7 +128,7 @@ func measureMemory(ctx context.Context, c clients, s *server, n memoryCounts, lo
 func waitMetric(ctx context.Context, s *server, name string, want float64) error {
 	// Every check is a scrape the webhook serves: not so often that it
 	// competes with the informers it waits for.
-	err := testenv.PollEvery(ctx, 100*time.Millisecond, time.Minute, func(ctx context.Context) error {
+	err := devenv.PollEvery(ctx, 100*time.Millisecond, time.Minute, func(ctx context.Context) error {
 		v, err := s.metric(ctx, name)
 		if err == nil && v < want {
 			err = fmt.Errorf("at %.0f", v)

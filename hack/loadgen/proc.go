@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/procfs"
 
-	"github.com/policy-webhook/policy-webhook/test/testenv"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 )
 
 // child is a server the harness runs as its own process, so its CPU time
@@ -59,15 +59,15 @@ func (c *child) stop() {
 // waitHTTP polls url until it answers 200, the child exits, or timeout
 // passes.
 func (c *child) waitHTTP(ctx context.Context, timeout time.Duration, client *http.Client, url string) error {
-	err := testenv.Poll(ctx, timeout, func(ctx context.Context) error {
+	err := devenv.Poll(ctx, timeout, func(ctx context.Context) error {
 		select {
 		case <-c.done:
-			return testenv.Final(fmt.Errorf("%s exited: %w", c.name, c.err))
+			return devenv.Final(fmt.Errorf("%s exited: %w", c.name, c.err))
 		default:
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
-			return testenv.Final(fmt.Errorf("building a request: %w", err))
+			return devenv.Final(fmt.Errorf("building a request: %w", err))
 		}
 		resp, err := client.Do(req)
 		if err != nil {

@@ -11,8 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/policy-webhook/policy-webhook/test/testenv"
-	"github.com/policy-webhook/policy-webhook/test/workload"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
+	"github.com/policy-webhook/policy-webhook/hack/workload"
 )
 
 // captureProfile loads policy-webhook directly with allowed Pods at
@@ -44,7 +44,7 @@ func captureProfile(ctx context.Context, s *server, tlsConfig *tls.Config, conc 
 		done <- closedLoop(loadCtx, loadSpec{concurrency: conc, duration: d + 10*time.Second}, attempts, nil)
 	}()
 	// Record once every connection is open and has carried some load.
-	err = testenv.Poll(ctx, time.Minute, func(context.Context) error {
+	err = devenv.Poll(ctx, time.Minute, func(context.Context) error {
 		if n := answered.Load(); n < int64(100*conc) {
 			return fmt.Errorf("%d requests answered", n)
 		}

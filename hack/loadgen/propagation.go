@@ -10,9 +10,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
+	"github.com/policy-webhook/policy-webhook/hack/workload"
 	"github.com/policy-webhook/policy-webhook/policy"
-	"github.com/policy-webhook/policy-webhook/test/testenv"
-	"github.com/policy-webhook/policy-webhook/test/workload"
 )
 
 const propagationNamespace = "propagation"
@@ -55,7 +55,7 @@ func measurePropagation(ctx context.Context, c clients, s *server, client *http.
 		return propagationResult{}, fmt.Errorf("creating namespace %s: %w", propagationNamespace, err)
 	}
 	cms := c.kube.CoreV1().ConfigMaps(propagationNamespace)
-	cm, err := cms.Create(ctx, testenv.PolicyConfigMap(propagationNamespace, name, spec(0)), metav1.CreateOptions{})
+	cm, err := cms.Create(ctx, devenv.PolicyConfigMap(propagationNamespace, name, spec(0)), metav1.CreateOptions{})
 	if err != nil {
 		return propagationResult{}, fmt.Errorf("creating the edited policy: %w", err)
 	}

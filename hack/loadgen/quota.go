@@ -10,7 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/policy-webhook/policy-webhook/test/testenv"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 )
 
 // quotaResult is what the namespace quota costs a MyApple create through
@@ -49,7 +49,7 @@ func measureQuota(ctx context.Context, c clients, s *server, n, concurrency int)
 			return res, fmt.Errorf("creating namespace %s: %w", ns, err)
 		}
 	}
-	cm := testenv.PolicyConfigMap(quotaNamespace, "quota", "myApples:\n  maxTotalQuantityPerNamespace: 1000000000000\n")
+	cm := devenv.PolicyConfigMap(quotaNamespace, "quota", "myApples:\n  maxTotalQuantityPerNamespace: 1000000000000\n")
 	if err := ignoreExists(c.kube.CoreV1().ConfigMaps(quotaNamespace).Create(ctx, cm, metav1.CreateOptions{})); err != nil {
 		return res, fmt.Errorf("creating the quota policy: %w", err)
 	}
@@ -135,7 +135,7 @@ func createTimed(ctx context.Context, c clients, ns string, from, n, concurrency
 }
 
 func pollUntil(ctx context.Context, timeout time.Duration, ok func() bool) error {
-	return testenv.PollEvery(ctx, 100*time.Millisecond, timeout, func(context.Context) error {
+	return devenv.PollEvery(ctx, 100*time.Millisecond, timeout, func(context.Context) error {
 		if ok() {
 			return nil
 		}

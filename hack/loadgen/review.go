@@ -1,7 +1,7 @@
 package main
 
 import (
-	"github.com/policy-webhook/policy-webhook/test/workload"
+	"github.com/policy-webhook/policy-webhook/hack/workload"
 )
 
 // Names of the objects the harness puts in the cluster.

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/policy-webhook/policy-webhook/certs"
-	"github.com/policy-webhook/policy-webhook/test/testenv"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
@@ -49,7 +49,7 @@ func servingCert(dir string) (*certs.CA, *tls.Config, error) {
 func freePorts(n int) ([]int, error) {
 	ports := make([]int, n)
 	for i := range ports {
-		p, err := testenv.FreePort()
+		p, err := devenv.FreePort()
 		if err != nil {
 			return nil, err
 		}

@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/policy-webhook/policy-webhook/certs"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 	"github.com/policy-webhook/policy-webhook/test/inprocess"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 	"github.com/policy-webhook/policy-webhook/webhook"
@@ -78,7 +79,7 @@ plugins:
     kubeConfigFile: %s
 `, kubeconfig))
 
-	cp := testenv.ControlPlaneForTest(t, testenv.ControlPlaneOptions{
+	cp := testenv.ControlPlaneForTest(t, devenv.ControlPlaneOptions{
 		Log:            log,
 		APIServerFlags: map[string]string{"admission-control-config-file": admission},
 	})
@@ -89,20 +90,20 @@ plugins:
 		RestConfig: cp.Config, Log: log.WithName("webhook"),
 		ClientCAFile: caFile, MetricsSecure: true,
 	})
-	if err := testenv.Register(ctx, cp.Client, testenv.WebhookConfiguration(wh.URL, wh.CA.CertPEM(), wh.PolicyNamespace)); err != nil {
+	if err := devenv.Register(ctx, cp.Client, devenv.WebhookConfiguration(wh.URL, wh.CA.CertPEM(), wh.PolicyNamespace)); err != nil {
 		t.Fatal(err)
 	}
 
 	t.Run("the API server's admissions pass", func(t *testing.T) {
 		// The registration probe: an invalid policy refused by the
 		// webhook, which only a call that passed the handshake can do.
-		if err := testenv.WaitCalled(ctx, cp.Client, wh.PolicyNamespace); err != nil {
+		if err := devenv.WaitCalled(ctx, cp.Client, wh.PolicyNamespace); err != nil {
 			t.Fatal(err)
 		}
 		if err := cp.EnsureNamespace(ctx, "team-a", nil); err != nil {
 			t.Fatal(err)
 		}
-		_, err := cp.Client.CoreV1().ConfigMaps(wh.PolicyNamespace).Create(ctx, testenv.PolicyConfigMap(wh.PolicyNamespace, "registries",
+		_, err := cp.Client.CoreV1().ConfigMaps(wh.PolicyNamespace).Create(ctx, devenv.PolicyConfigMap(wh.PolicyNamespace, "registries",
 			"pods:\n  allowedRegistries: [registry.example.com/]\n"), metav1.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -115,7 +116,7 @@ plugins:
 		}
 		dryRun := metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}
 		// The policy is in force once a Pod from elsewhere is refused.
-		err = testenv.PollEvery(ctx, 50*time.Millisecond, 30*time.Second, func(ctx context.Context) error {
+		err = devenv.PollEvery(ctx, 50*time.Millisecond, 30*time.Second, func(ctx context.Context) error {
 			_, err := cp.Client.CoreV1().Pods("team-a").Create(ctx, pod("evil.io/x:1"), dryRun)
 			if err != nil && strings.Contains(err.Error(), "denied the request") && strings.Contains(err.Error(), "evil.io/x:1") {
 				return nil
@@ -184,7 +185,7 @@ plugins:
 			t.Fatal(err)
 		}
 		// The reader role of the install, bound to one ServiceAccount.
-		root, err := testenv.RepoRoot()
+		root, err := devenv.RepoRoot()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -250,7 +251,7 @@ plugins:
 			// allowed case, check the refused ones once.
 			var code int
 			var body string
-			err := testenv.PollEvery(ctx, 100*time.Millisecond, 20*time.Second, func(context.Context) error {
+			err := devenv.PollEvery(ctx, 100*time.Millisecond, 20*time.Second, func(context.Context) error {
 				var err error
 				if code, body, err = scrape(c.token); err != nil {
 					return err

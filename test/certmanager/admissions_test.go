@@ -16,7 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/policy-webhook/policy-webhook/test/testenv"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 )
 
 // Images on either side of the test policy (allowedRegistries:
@@ -147,7 +147,7 @@ func (l *admissionLoop) stop() {
 // have had requests going through it.
 func (l *admissionLoop) waitAdmissions(t *testing.T, mark, n int64, during string) {
 	t.Helper()
-	err := testenv.Poll(t.Context(), 20*time.Second, func(context.Context) error {
+	err := devenv.Poll(t.Context(), 20*time.Second, func(context.Context) error {
 		if got := l.total() - mark; got < n {
 			return fmt.Errorf("%d admissions, want %d", got, n)
 		}

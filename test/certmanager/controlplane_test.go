@@ -12,6 +12,7 @@ import (
 
 	"k8s.io/client-go/rest"
 
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
 
@@ -24,7 +25,7 @@ const certManagerModule = "github.com/cert-manager/cert-manager"
 func startControlPlane(t *testing.T) *rest.Config {
 	t.Helper()
 	cmCRDs := filepath.Join(moduleDir(t, certManagerModule), "deploy", "crds")
-	cp := testenv.ControlPlaneForTest(t, testenv.ControlPlaneOptions{ExtraCRDDirs: []string{cmCRDs}})
+	cp := testenv.ControlPlaneForTest(t, devenv.ControlPlaneOptions{ExtraCRDDirs: []string{cmCRDs}})
 	for _, want := range []string{"certificates.cert-manager.io", "issuers.cert-manager.io", "admissionpolicies.policy.example.com", "myapples.stable.example.com"} {
 		if !slices.Contains(cp.CRDs(), want) {
 			t.Fatalf("CRD %s was not installed (from manifests/crds and %s)", want, cmCRDs)

@@ -14,22 +14,22 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
 
-	"github.com/policy-webhook/policy-webhook/test/testenv"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 )
 
 // kubectlBinary is the kubectl `make tools` builds next to kube-apiserver.
 func kubectlBinary(t *testing.T) string {
 	t.Helper()
-	assets := os.Getenv(testenv.AssetsEnv)
+	assets := os.Getenv(devenv.AssetsEnv)
 	if assets == "" {
 		if testing.Short() {
-			t.Skip(testenv.AssetsEnv + " is not set (-short): skipping the tests that run kubectl")
+			t.Skip(devenv.AssetsEnv + " is not set (-short): skipping the tests that run kubectl")
 		}
-		t.Fatal(testenv.AssetsEnv + " is not set: run `make test`, which builds kubectl (`make tools`) and exports it")
+		t.Fatal(devenv.AssetsEnv + " is not set: run `make test`, which builds kubectl (`make tools`) and exports it")
 	}
 	bin := filepath.Join(assets, "kubectl")
 	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("no kubectl in %s=%s (run `make tools`): %v", testenv.AssetsEnv, assets, err)
+		t.Fatalf("no kubectl in %s=%s (run `make tools`): %v", devenv.AssetsEnv, assets, err)
 	}
 	return bin
 }
@@ -194,7 +194,7 @@ func assertSameObjects(t *testing.T, got, want []*unstructured.Unstructured, nor
 // cfg, giving up after timeout.
 func deployVerify(t *testing.T, cfg *rest.Config, timeout string) ([]byte, error) {
 	t.Helper()
-	kc, err := testenv.KubeConfigFor(cfg)
+	kc, err := devenv.KubeConfigFor(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,9 +23,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/policy-webhook/policy-webhook/certs"
+	"github.com/policy-webhook/policy-webhook/cmd/policy-webhook/app"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 	"github.com/policy-webhook/policy-webhook/policy"
-	"github.com/policy-webhook/policy-webhook/test/testenv"
-	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
 // installFieldManager owns what the proofs apply, as `make deploy`'s
@@ -134,7 +134,7 @@ func TestInstallOnControlPlane(t *testing.T) {
 		t.Fatalf("mounting the Secret: %v", err)
 	}
 	deploy := typed[appsv1.Deployment](t, find(t, objs, "Deployment", appName))
-	port, err := testenv.FreePort()
+	port, err := devenv.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +241,7 @@ func startWebhook(t *testing.T, cfg *rest.Config, certDir string, port int) {
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- webhook.Run(ctx, webhook.Options{
+		done <- app.Run(ctx, app.Options{
 			RestConfig:      cfg,
 			PolicyNamespace: installNamespace,
 			Host:            "127.0.0.1",
@@ -299,7 +299,7 @@ func pointAtURL(t *testing.T, vwc *unstructured.Unstructured, base string) *unst
 func waitBundle(t *testing.T, cs kubernetes.Interface, want []byte, what string) {
 	t.Helper()
 	start := time.Now()
-	err := testenv.Poll(t.Context(), 30*time.Second, func(context.Context) error {
+	err := devenv.Poll(t.Context(), 30*time.Second, func(context.Context) error {
 		vwc, err := cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(t.Context(), appName, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -324,7 +324,7 @@ func waitBundle(t *testing.T, cs kubernetes.Interface, want []byte, what string)
 // RBAC, marks in force.
 func proveAdmissions(t *testing.T, cs kubernetes.Interface, c client.Client, wantDenial []string) {
 	ctx := t.Context()
-	cm := testenv.PolicyConfigMap(installNamespace, testPolicyName, testPolicyYAML)
+	cm := devenv.PolicyConfigMap(installNamespace, testPolicyName, testPolicyYAML)
 	if _, err := cs.CoreV1().ConfigMaps(installNamespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("creating the policy ConfigMap: %v", err)
 	}
@@ -335,7 +335,7 @@ func proveAdmissions(t *testing.T, cs kubernetes.Interface, c client.Client, wan
 
 	// The policy is in force on the webhook once its informer has it.
 	denied := testPod(workloadNamespace, "denied", deniedImage)
-	if err := testenv.Poll(ctx, 10*time.Second, func(context.Context) error { return checkDenied(createPod(ctx, cs, denied, true), wantDenial) }); err != nil {
+	if err := devenv.Poll(ctx, 10*time.Second, func(context.Context) error { return checkDenied(createPod(ctx, cs, denied, true), wantDenial) }); err != nil {
 		t.Fatalf("the policy never came into force: %v", err)
 	}
 	err := createPod(ctx, cs, denied, false)
@@ -371,7 +371,7 @@ func proveAdmissions(t *testing.T, cs kubernetes.Interface, c client.Client, wan
 	if err := c.Create(ctx, ap); err != nil {
 		t.Fatalf("creating AdmissionPolicy %s: %v", ap.GetName(), err)
 	}
-	err = testenv.Poll(ctx, 10*time.Second, func(context.Context) error {
+	err = devenv.Poll(ctx, 10*time.Second, func(context.Context) error {
 		if err := c.Get(ctx, types.NamespacedName{Name: ap.GetName()}, ap); err != nil {
 			return err
 		}
@@ -453,7 +453,7 @@ func renewNewCA(t *testing.T, cs kubernetes.Interface, loop *admissionLoop, crt 
 func waitServed(t *testing.T, addr string, cert issued) {
 	t.Helper()
 	start := time.Now()
-	err := testenv.Poll(t.Context(), 30*time.Second, func(context.Context) error {
+	err := devenv.Poll(t.Context(), 30*time.Second, func(context.Context) error {
 		serial, err := servedSerial(t.Context(), addr)
 		if err != nil {
 			return err

@@ -54,7 +54,9 @@ import (
 
 	report "github.com/policy-webhook/policy-webhook/apis/wgpolicyk8s/v1alpha2"
 	"github.com/policy-webhook/policy-webhook/certs"
+	"github.com/policy-webhook/policy-webhook/cmd/policy-webhook/app"
 	"github.com/policy-webhook/policy-webhook/controllers/reports"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
@@ -74,12 +76,12 @@ pods:
 // (the chart brings its own) and stops them when the test ends.
 func startControlPlane(t *testing.T) *rest.Config {
 	t.Helper()
-	assets := os.Getenv(testenv.AssetsEnv)
+	assets := os.Getenv(devenv.AssetsEnv)
 	if assets == "" {
 		if testing.Short() {
-			t.Skip(testenv.AssetsEnv + " is not set (-short): skipping the install on a local control plane")
+			t.Skip(devenv.AssetsEnv + " is not set (-short): skipping the install on a local control plane")
 		}
-		t.Fatal(testenv.ErrNoAssets)
+		t.Fatal(devenv.ErrNoAssets)
 	}
 	env := &envtest.Environment{
 		BinaryAssetsDirectory: assets,
@@ -119,7 +121,7 @@ func moduleDir(t *testing.T, module string) string {
 // logging to the test's output.
 func helmConfig(t *testing.T, cfg *rest.Config, namespace string) *action.Configuration {
 	t.Helper()
-	kc, err := testenv.KubeConfigFor(cfg)
+	kc, err := devenv.KubeConfigFor(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,8 +269,8 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 		t.FailNow()
 	}
 	t.Run("one replica leads, on the chart's Lease", func(t *testing.T) {
-		err := testenv.Poll(ctx, 30*time.Second, func(ctx context.Context) error {
-			l, err := cs.CoordinationV1().Leases(installNamespace).Get(ctx, webhook.DefaultLeaderElectionID, metav1.GetOptions{})
+		err := devenv.Poll(ctx, 30*time.Second, func(ctx context.Context) error {
+			l, err := cs.CoordinationV1().Leases(installNamespace).Get(ctx, app.DefaultLeaderElectionID, metav1.GetOptions{})
 			if err != nil {
 				return err
 			}
@@ -378,7 +380,7 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 		// The API server no longer sends anything to the webhook: a policy
 		// with a typo is admitted.
 		awaitAdmissionConfig(t, cs)
-		called, err := testenv.ProbeCalled(ctx, cs, installNamespace)
+		called, err := devenv.ProbeCalled(ctx, cs, installNamespace)
 		if err != nil || called {
 			t.Errorf("after helm uninstall the API server still calls the webhook (called %v, %v)", called, err)
 		}
@@ -622,7 +624,7 @@ func parseServeArgs(args []string) (serveFlags, error) {
 	return f, nil
 }
 
-// runWebhook runs webhook.Run as a replica of d would: impersonating its
+// runWebhook runs app.Run as a replica of d would: impersonating its
 // ServiceAccount, with the settings of its args, under the Pod name its
 // POD_NAME would hold, serving issued as the kubelet mounts it, until the
 // test ends or it is stopped. It waits until ready.
@@ -649,7 +651,7 @@ func runWebhook(t *testing.T, cfg *rest.Config, d *appsv1.Deployment, issued tes
 	}
 	ports := make([]int, 2)
 	for i := range ports {
-		p, err := testenv.FreePort()
+		p, err := devenv.FreePort()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -661,7 +663,7 @@ func runWebhook(t *testing.T, cfg *rest.Config, d *appsv1.Deployment, issued tes
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- webhook.Run(ctx, webhook.Options{
+		done <- app.Run(ctx, app.Options{
 			RestConfig:             saCfg,
 			PolicyNamespace:        flags.policyNamespace,
 			Host:                   wh.host,
@@ -715,10 +717,10 @@ func assertServiceRefs(t *testing.T, cs kubernetes.Interface, vwc *admissionregi
 		t.Errorf("Service %s has no port 443: %+v", appName, svc.Spec.Ports)
 	}
 	wantPaths := map[string]string{
-		testenv.PodsWebhook:              "/validate-pods",
-		testenv.MyApplesWebhook:          "/validate-myapples",
-		testenv.PolicyConfigMapsWebhook:  "/validate-policies",
-		testenv.AdmissionPoliciesWebhook: "/validate-policies",
+		devenv.PodsWebhook:              "/validate-pods",
+		devenv.MyApplesWebhook:          "/validate-myapples",
+		devenv.PolicyConfigMapsWebhook:  "/validate-policies",
+		devenv.AdmissionPoliciesWebhook: "/validate-policies",
 	}
 	var names []string
 	for _, h := range vwc.Webhooks {
@@ -796,7 +798,7 @@ func pointAtLoopback(t *testing.T, cs kubernetes.Interface, wh *servedWebhook) {
 func waitBundle(t *testing.T, cs kubernetes.Interface, want []byte) {
 	t.Helper()
 	start := time.Now()
-	err := testenv.Poll(t.Context(), 30*time.Second, func(ctx context.Context) error {
+	err := devenv.Poll(t.Context(), 30*time.Second, func(ctx context.Context) error {
 		vwc, err := cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(ctx, appName, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -830,10 +832,10 @@ func awaitAdmissionConfig(t *testing.T, cs kubernetes.Interface) {
 func proveCalled(t *testing.T, cs kubernetes.Interface) {
 	t.Helper()
 	ctx := t.Context()
-	if err := testenv.WaitCalled(ctx, cs, installNamespace); err != nil {
+	if err := devenv.WaitCalled(ctx, cs, installNamespace); err != nil {
 		t.Fatalf("a policy with a typo: %v", err)
 	}
-	cm := testenv.PolicyConfigMap(installNamespace, "registries", testPolicy)
+	cm := devenv.PolicyConfigMap(installNamespace, "registries", testPolicy)
 	if _, err := cs.CoreV1().ConfigMaps(installNamespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatalf("creating the policy: %v", err)
 	}
@@ -849,7 +851,7 @@ func proveCalled(t *testing.T, cs kubernetes.Interface) {
 	dryRun := metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}
 	want := []string{`admission webhook "pods.policy-webhook.policy.example.com" denied the request`,
 		"ConfigMap " + installNamespace + "/registries", "spec.containers[0].image", deniedImage}
-	err := testenv.Poll(ctx, 10*time.Second, func(ctx context.Context) error {
+	err := devenv.Poll(ctx, 10*time.Second, func(ctx context.Context) error {
 		_, err := cs.CoreV1().Pods("team-a").Create(ctx, pod("denied", deniedImage), dryRun)
 		if err == nil {
 			return errors.New("admitted")
@@ -916,7 +918,7 @@ func managedFieldsSummary(o metav1.Object) string {
 func checkExportedMetrics(t *testing.T, cs kubernetes.Interface, wh *servedWebhook, ca *certs.CA) {
 	t.Helper()
 	ctx := t.Context()
-	bad := testenv.PolicyConfigMap(metav1.NamespaceSystem, "typo", "pods:\n  allowedRegistrie: [registry.example.com/]\n")
+	bad := devenv.PolicyConfigMap(metav1.NamespaceSystem, "typo", "pods:\n  allowedRegistrie: [registry.example.com/]\n")
 	if _, err := cs.CoreV1().ConfigMaps(metav1.NamespaceSystem).Create(ctx, bad, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("creating an invalid policy in kube-system: %v", err)
 	}
@@ -934,7 +936,7 @@ func checkExportedMetrics(t *testing.T, cs kubernetes.Interface, wh *servedWebho
 	}
 	want := usedMetrics(t)
 	// The binding takes a moment to reach the authorizer: poll.
-	err := testenv.PollEvery(ctx, 100*time.Millisecond, 20*time.Second, func(ctx context.Context) error {
+	err := devenv.PollEvery(ctx, 100*time.Millisecond, 20*time.Second, func(ctx context.Context) error {
 		families, err := scrape(ctx, hc, url, token)
 		if err != nil {
 			return fmt.Errorf("the metrics reader cannot scrape: %w", err)
@@ -1000,14 +1002,14 @@ func metricsReaderToken(t *testing.T, cs kubernetes.Interface) string {
 func checkAuditReport(t *testing.T, cfg *rest.Config, pod *corev1.Pod) {
 	t.Helper()
 	var last string
-	err := testenv.Poll(t.Context(), 30*time.Second, func(ctx context.Context) error {
+	err := devenv.Poll(t.Context(), 30*time.Second, func(ctx context.Context) error {
 		obj, err := dynamicGet(ctx, cfg, report.PolicyReportResource, pod.Namespace, reports.ReportName)
 		if err != nil {
 			return err
 		}
 		var r report.PolicyReport
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj, &r); err != nil {
-			return testenv.Final(fmt.Errorf("decoding PolicyReport %s/%s: %w", pod.Namespace, reports.ReportName, err))
+			return devenv.Final(fmt.Errorf("decoding PolicyReport %s/%s: %w", pod.Namespace, reports.ReportName, err))
 		}
 		last = fmt.Sprintf("%+v", r.Results)
 		for _, res := range r.Results {

@@ -16,7 +16,7 @@ import (
 	"github.com/policy-webhook/policy-webhook/test/inprocess"
 )
 
-// webhook.Run with an audit interval runs the audit: a Pod created before
+// app.Run with an audit interval runs the audit: a Pod created before
 // an Audit policy shows in the policy's status.audit. The replica that
 // audits is a second one, not registered, with its own metrics registry,
 // so the shared webhook still makes no API request while admitting.

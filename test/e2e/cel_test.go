@@ -10,7 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
-	"github.com/policy-webhook/policy-webhook/test/testenv"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 )
 
 // TestCELPolicies judges Pods and MyApples through the API server with CEL
@@ -102,7 +102,7 @@ func TestCELPolicyTypeErrorRefusedAtApply(t *testing.T) {
 	ns := newNamespace(t, nil)
 	t.Run("ConfigMap", func(t *testing.T) {
 		err := putPolicy(ctx, ns, "typo", "match: {kinds: [Pod]}\nvalidations:\n- expression: \"object.spec.containrs.size() > 0\"\n")
-		want := denial(testenv.PolicyConfigMapsWebhook, fmt.Sprintf("ConfigMap %s/typo is not a valid policy: policy.yaml: validations[0].expression: ", ns))
+		want := denial(devenv.PolicyConfigMapsWebhook, fmt.Sprintf("ConfigMap %s/typo is not a valid policy: policy.yaml: validations[0].expression: ", ns))
 		if err == nil || !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "undefined field 'containrs'") || !strings.Contains(err.Error(), "(1:") {
 			t.Fatalf("got %v, want a refusal starting %q naming 'containrs' and its position", err, want)
 		}
@@ -119,7 +119,7 @@ func TestCELPolicyTypeErrorRefusedAtApply(t *testing.T) {
 		}}
 		_, err := env.dyn.Resource(admissionPolicies).Create(ctx, ap, metav1.CreateOptions{})
 		t.Cleanup(func() { _ = env.dyn.Resource(admissionPolicies).Delete(ctx, name, metav1.DeleteOptions{}) })
-		want := denial(testenv.AdmissionPoliciesWebhook, fmt.Sprintf("AdmissionPolicy %s is not a valid policy: spec.validations[0].expression: ", name))
+		want := denial(devenv.AdmissionPoliciesWebhook, fmt.Sprintf("AdmissionPolicy %s is not a valid policy: spec.validations[0].expression: ", name))
 		if err == nil || !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "undefined field 'colour'") || !strings.Contains(err.Error(), "(1:") {
 			t.Fatalf("got %v, want a refusal starting %q naming 'colour' and its position", err, want)
 		}
@@ -213,9 +213,9 @@ validations:
 // object: the webhook's annotations name the policy version that judged it
 // and the violations it found.
 func wantAudited(resource, ns, name, policyVersion, violations string) error {
-	hook := testenv.PodsWebhook
+	hook := devenv.PodsWebhook
 	if resource == "myapples" {
-		hook = testenv.MyApplesWebhook
+		hook = devenv.MyApplesWebhook
 	}
 	got, err := auditedAnnotations(resource, ns, name)
 	if err != nil {
@@ -257,7 +257,7 @@ func TestCELExpensiveExpressionRefusedAtApply(t *testing.T) {
 	}
 	t.Run("ConfigMap", func(t *testing.T) {
 		err := putPolicy(ctx, ns, "expensive", "match: {kinds: [Pod]}\nvalidations:\n- expression: \""+nested+"\"\n")
-		wantCost(t, err, denial(testenv.PolicyConfigMapsWebhook, fmt.Sprintf("ConfigMap %s/expensive is not a valid policy: policy.yaml: validations[0].expression: ", ns)))
+		wantCost(t, err, denial(devenv.PolicyConfigMapsWebhook, fmt.Sprintf("ConfigMap %s/expensive is not a valid policy: policy.yaml: validations[0].expression: ", ns)))
 	})
 	t.Run("AdmissionPolicy", func(t *testing.T) {
 		name := "e2e-cel-expensive-" + ns
@@ -271,7 +271,7 @@ func TestCELExpensiveExpressionRefusedAtApply(t *testing.T) {
 		}}
 		_, err := env.dyn.Resource(admissionPolicies).Create(ctx, ap, metav1.CreateOptions{})
 		t.Cleanup(func() { _ = env.dyn.Resource(admissionPolicies).Delete(ctx, name, metav1.DeleteOptions{}) })
-		wantCost(t, err, denial(testenv.AdmissionPoliciesWebhook, fmt.Sprintf("AdmissionPolicy %s is not a valid policy: spec.validations[0].expression: ", name)))
+		wantCost(t, err, denial(devenv.AdmissionPoliciesWebhook, fmt.Sprintf("AdmissionPolicy %s is not a valid policy: spec.validations[0].expression: ", name)))
 	})
 	// Judging goes on, with the policy that was in force.
 	wantAdmitted(t, createPod(ctx, good, metav1.CreateOptions{DryRun: dryRun}))

@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
 
@@ -72,7 +73,7 @@ func newNamespace(t *testing.T, labels map[string]string) string {
 // server's error (a refusal by the webhook, for an invalid policy).
 func putPolicy(ctx context.Context, ns, name, spec string) error {
 	cms := env.client.CoreV1().ConfigMaps(ns)
-	cm := testenv.PolicyConfigMap(ns, name, spec)
+	cm := devenv.PolicyConfigMap(ns, name, spec)
 	cur, err := cms.Get(ctx, name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
@@ -99,8 +100,8 @@ func denial(webhook, message string) string {
 	return fmt.Sprintf("admission webhook %q denied the request: %s", webhook, message)
 }
 
-func podDenial(message string) string   { return denial(testenv.PodsWebhook, message) }
-func appleDenial(message string) string { return denial(testenv.MyApplesWebhook, message) }
+func podDenial(message string) string   { return denial(devenv.PodsWebhook, message) }
+func appleDenial(message string) string { return denial(devenv.MyApplesWebhook, message) }
 
 func wantDenied(t *testing.T, err error, want string) {
 	t.Helper()

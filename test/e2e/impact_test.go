@@ -10,7 +10,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
-	"github.com/policy-webhook/policy-webhook/test/testenv"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 )
 
 // warnings collects the warnings the API server returns to a client.
@@ -46,7 +46,7 @@ func TestImpactWarningOnDryRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cm := testenv.PolicyConfigMap(ns, "registries", "pods:\n  allowedRegistries: [registry.example.com/]\n")
+	cm := devenv.PolicyConfigMap(ns, "registries", "pods:\n  allowedRegistries: [registry.example.com/]\n")
 	if _, err := client.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
 		t.Fatalf("dry-run apply of the policy: %v", err)
 	}

@@ -17,6 +17,7 @@ import (
 	"k8s.io/klog/v2"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 	"github.com/policy-webhook/policy-webhook/test/inprocess"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 	"github.com/policy-webhook/policy-webhook/webhook"
@@ -28,7 +29,7 @@ import (
 var env *suite
 
 type suite struct {
-	cp  *testenv.ControlPlane
+	cp  *devenv.ControlPlane
 	wh  *inprocess.Webhook
 	log logr.Logger
 	// requests records every request the shared webhook makes to the API server.
@@ -47,12 +48,12 @@ type suite struct {
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	if os.Getenv(testenv.AssetsEnv) == "" {
+	if os.Getenv(devenv.AssetsEnv) == "" {
 		if testing.Short() {
-			fmt.Println("e2e: skipped in -short mode: " + testenv.ErrNoAssets.Error())
+			fmt.Println("e2e: skipped in -short mode: " + devenv.ErrNoAssets.Error())
 			os.Exit(0)
 		}
-		fmt.Fprintln(os.Stderr, "FAIL: the end-to-end tests need a local control plane: "+testenv.ErrNoAssets.Error())
+		fmt.Fprintln(os.Stderr, "FAIL: the end-to-end tests need a local control plane: "+devenv.ErrNoAssets.Error())
 		os.Exit(1)
 	}
 	os.Exit(run(m))
@@ -97,7 +98,7 @@ func start(ctx context.Context, log logr.Logger) (s *suite, stop func(), err err
 	if err := os.WriteFile(auditPolicy, []byte(auditPolicyYAML), 0o600); err != nil {
 		return nil, stop, fmt.Errorf("writing the audit policy: %w", err)
 	}
-	cp, err := testenv.StartControlPlane(ctx, testenv.ControlPlaneOptions{Log: log, APIServerFlags: map[string]string{
+	cp, err := devenv.StartControlPlane(ctx, devenv.ControlPlaneOptions{Log: log, APIServerFlags: map[string]string{
 		"audit-policy-file": auditPolicy,
 		"audit-log-path":    auditLog,
 		// Each event is written before the request returns, so a test
@@ -133,10 +134,10 @@ func start(ctx context.Context, log logr.Logger) (s *suite, stop func(), err err
 	if err := wh.WaitReady(startCtx); err != nil {
 		return nil, stop, err
 	}
-	if err := testenv.Register(ctx, cp.Client, testenv.WebhookConfiguration(wh.URL, wh.CA.CertPEM(), wh.PolicyNamespace)); err != nil {
+	if err := devenv.Register(ctx, cp.Client, devenv.WebhookConfiguration(wh.URL, wh.CA.CertPEM(), wh.PolicyNamespace)); err != nil {
 		return nil, stop, err
 	}
-	if err := testenv.WaitCalled(startCtx, cp.Client, wh.PolicyNamespace); err != nil {
+	if err := devenv.WaitCalled(startCtx, cp.Client, wh.PolicyNamespace); err != nil {
 		return nil, stop, err
 	}
 	cfg := rest.CopyConfig(cp.Config)

@@ -13,8 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
 
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 	"github.com/policy-webhook/policy-webhook/policy"
-	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
 
 // TestPolicyEditPropagation edits a policy ConfigMap and measures how long
@@ -78,7 +78,7 @@ func TestInvalidPolicyRefusedAtAdmission(t *testing.T) {
 	ns := newNamespace(t, nil)
 	t.Run("ConfigMap", func(t *testing.T) {
 		err := putPolicy(ctx, ns, "strict", "enforcement: Strict\nmyApples:\n  minQuantity: 1\n")
-		wantDenied(t, err, denial(testenv.PolicyConfigMapsWebhook, fmt.Sprintf(
+		wantDenied(t, err, denial(devenv.PolicyConfigMapsWebhook, fmt.Sprintf(
 			`ConfigMap %s/strict is not a valid policy: policy.yaml: enforcement: unsupported value "Strict": must be one of Deny, Warn, Audit`, ns)))
 	})
 	t.Run("ConfigMap, every problem listed", func(t *testing.T) {
@@ -86,7 +86,7 @@ func TestInvalidPolicyRefusedAtAdmission(t *testing.T) {
 		if err == nil {
 			t.Fatal("admitted")
 		}
-		prefix := denial(testenv.PolicyConfigMapsWebhook, fmt.Sprintf("ConfigMap %s/typos is not a valid policy: 2 problems:\n- ", ns))
+		prefix := denial(devenv.PolicyConfigMapsWebhook, fmt.Sprintf("ConfigMap %s/typos is not a valid policy: 2 problems:\n- ", ns))
 		if !strings.HasPrefix(err.Error(), prefix) ||
 			!strings.Contains(err.Error(), "policy.yaml: pods.allowedRegistrys: unknown field") ||
 			!strings.Contains(err.Error(), `policy.yaml: pods.disallowedTags[0]: invalid tag "bad tag"`) {
@@ -96,7 +96,7 @@ func TestInvalidPolicyRefusedAtAdmission(t *testing.T) {
 	t.Run("valid policy made invalid by an update", func(t *testing.T) {
 		mustPutPolicy(t, ns, "colors", "myApples:\n  allowedColors: [red]\n")
 		err := putPolicy(ctx, ns, "colors", "myApples:\n  allowedColors: red\n")
-		if err == nil || !strings.HasPrefix(err.Error(), denial(testenv.PolicyConfigMapsWebhook, "ConfigMap "+ns+"/colors is not a valid policy: policy.yaml: myApples.allowedColors")) {
+		if err == nil || !strings.HasPrefix(err.Error(), denial(devenv.PolicyConfigMapsWebhook, "ConfigMap "+ns+"/colors is not a valid policy: policy.yaml: myApples.allowedColors")) {
 			t.Fatalf("got %v, want a refusal naming policy.yaml: myApples.allowedColors", err)
 		}
 		cm, err := env.client.CoreV1().ConfigMaps(ns).Get(ctx, "colors", metav1.GetOptions{})
@@ -117,7 +117,7 @@ func TestInvalidPolicyRefusedAtAdmission(t *testing.T) {
 		}}
 		_, err := env.dyn.Resource(admissionPolicies).Create(ctx, ap, metav1.CreateOptions{})
 		t.Cleanup(func() { _ = env.dyn.Resource(admissionPolicies).Delete(ctx, name, metav1.DeleteOptions{}) })
-		wantDenied(t, err, denial(testenv.AdmissionPoliciesWebhook, fmt.Sprintf(
+		wantDenied(t, err, denial(devenv.AdmissionPoliciesWebhook, fmt.Sprintf(
 			`AdmissionPolicy %s is not a valid policy: spec.pods.disallowedTags[0]: invalid tag "bad tag!": tags are letters, digits, '_', '.' and '-', at most 128`, name)))
 	})
 	t.Run("unlabelled ConfigMaps are not policies", func(t *testing.T) {
@@ -146,13 +146,13 @@ func TestInvalidPolicyWrittenBehindTheWebhooksBack(t *testing.T) {
 	}
 	eventuallyDenied(t, func() error { return probe("green") }, greenRefused)
 
-	vwc := testenv.WebhookConfiguration(env.wh.URL, env.wh.CA.CertPEM(), env.wh.PolicyNamespace)
-	if err := testenv.Unregister(ctx, env.client, vwc.Name); err != nil {
+	vwc := devenv.WebhookConfiguration(env.wh.URL, env.wh.CA.CertPEM(), env.wh.PolicyNamespace)
+	if err := devenv.Unregister(ctx, env.client, vwc.Name); err != nil {
 		t.Fatal(err)
 	}
 	// Whatever happens below, the other tests need the webhook back.
 	t.Cleanup(func() {
-		if err := testenv.Register(context.Background(), env.client, vwc); err != nil {
+		if err := devenv.Register(context.Background(), env.client, vwc); err != nil {
 			t.Errorf("re-registering the webhook: %v", err)
 		}
 	})
@@ -163,10 +163,10 @@ func TestInvalidPolicyWrittenBehindTheWebhooksBack(t *testing.T) {
 		return putPolicy(ctx, ns, "colors", invalid)
 	})
 
-	if err := testenv.Register(ctx, env.client, vwc); err != nil {
+	if err := devenv.Register(ctx, env.client, vwc); err != nil {
 		t.Fatal(err)
 	}
-	if err := testenv.WaitCalled(ctx, env.client, env.wh.PolicyNamespace); err != nil {
+	if err := devenv.WaitCalled(ctx, env.client, env.wh.PolicyNamespace); err != nil {
 		t.Fatal(err)
 	}
 

@@ -23,6 +23,7 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/check"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/test/inprocess"
 	"github.com/policy-webhook/policy-webhook/test/promtest"
@@ -42,16 +43,16 @@ const expectAnnotation = "policy.example.com/expect"
 // gives offline, with the same rules: the CEL samples included.
 func TestSamplesThroughAPIServer(t *testing.T) {
 	ctx := testCtx(t)
-	cp := testenv.ControlPlaneForTest(t, testenv.ControlPlaneOptions{Log: env.log.WithName("samples")})
+	cp := testenv.ControlPlaneForTest(t, devenv.ControlPlaneOptions{Log: env.log.WithName("samples")})
 	if err := cp.EnsureNamespace(ctx, webhook.DefaultPolicyNamespace, nil); err != nil {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
 	wh := inprocess.StartForTest(t, inprocess.Options{RestConfig: cp.Config, Log: env.log.WithName("samples-webhook"), MetricsRegistry: reg})
-	if err := testenv.Register(ctx, cp.Client, testenv.WebhookConfiguration(wh.URL, wh.CA.CertPEM(), wh.PolicyNamespace)); err != nil {
+	if err := devenv.Register(ctx, cp.Client, devenv.WebhookConfiguration(wh.URL, wh.CA.CertPEM(), wh.PolicyNamespace)); err != nil {
 		t.Fatal(err)
 	}
-	if err := testenv.WaitCalled(ctx, cp.Client, wh.PolicyNamespace); err != nil {
+	if err := devenv.WaitCalled(ctx, cp.Client, wh.PolicyNamespace); err != nil {
 		t.Fatal(err)
 	}
 

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 	"github.com/policy-webhook/policy-webhook/test/inprocess"
 	"github.com/policy-webhook/policy-webhook/test/promtest"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
@@ -221,7 +222,7 @@ func serving(t *testing.T) time.Time {
 	for _, gvr := range []schema.GroupVersionResource{
 		corev1.SchemeGroupVersion.WithResource("configmaps"), v1alpha1.Resource, myApples, corev1.SchemeGroupVersion.WithResource("namespaces"),
 	} {
-		err := testenv.Poll(t.Context(), time.Minute, func(ctx context.Context) error {
+		err := devenv.Poll(t.Context(), time.Minute, func(ctx context.Context) error {
 			w, err := env.dyn.Resource(gvr).Watch(ctx, metav1.ListOptions{})
 			if err != nil {
 				return fmt.Errorf("watching %s: %w", gvr.Resource, err)

@@ -36,9 +36,9 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/test/inprocess"
-	"github.com/policy-webhook/policy-webhook/test/testenv"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
@@ -48,7 +48,7 @@ import (
 var env *suite
 
 type suite struct {
-	cp     *testenv.ControlPlane
+	cp     *devenv.ControlPlane
 	log    logr.Logger
 	client kubernetes.Interface
 	dyn    dynamic.Interface
@@ -62,12 +62,12 @@ var myApples = schema.GroupVersionResource{Group: policy.GroupMyApple, Version: 
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	if os.Getenv(testenv.AssetsEnv) == "" {
+	if os.Getenv(devenv.AssetsEnv) == "" {
 		if testing.Short() {
-			fmt.Println("faults: skipped in -short mode: " + testenv.ErrNoAssets.Error())
+			fmt.Println("faults: skipped in -short mode: " + devenv.ErrNoAssets.Error())
 			os.Exit(0)
 		}
-		fmt.Fprintln(os.Stderr, "FAIL: the fault suite needs a local control plane: "+testenv.ErrNoAssets.Error())
+		fmt.Fprintln(os.Stderr, "FAIL: the fault suite needs a local control plane: "+devenv.ErrNoAssets.Error())
 		os.Exit(1)
 	}
 	os.Exit(run(m))
@@ -79,7 +79,7 @@ func run(m *testing.M) int {
 	ctrllog.SetLogger(log)
 	klog.SetLogger(log)
 	ctx := context.Background()
-	cp, err := testenv.StartControlPlane(ctx, testenv.ControlPlaneOptions{Log: log})
+	cp, err := devenv.StartControlPlane(ctx, devenv.ControlPlaneOptions{Log: log})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "FAIL: starting the control plane:", err)
 		return 1
@@ -258,7 +258,7 @@ func putPolicy(ctx context.Context, ns, name, spec string) error {
 	cms := env.client.CoreV1().ConfigMaps(ns)
 	cur, err := cms.Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		_, err = cms.Create(ctx, testenv.PolicyConfigMap(ns, name, spec), metav1.CreateOptions{})
+		_, err = cms.Create(ctx, devenv.PolicyConfigMap(ns, name, spec), metav1.CreateOptions{})
 		return err
 	}
 	if err != nil {
@@ -410,7 +410,7 @@ func (tr *traffic) end(t *testing.T, during string) (sent int64) {
 func (h *hook) converge(t *testing.T, timeout time.Duration, c admissionCase) time.Duration {
 	t.Helper()
 	start := time.Now()
-	err := testenv.PollEvery(t.Context(), 20*time.Millisecond, timeout, func(ctx context.Context) error {
+	err := devenv.PollEvery(t.Context(), 20*time.Millisecond, timeout, func(ctx context.Context) error {
 		v, err := h.admit(ctx, c.path, c.body)
 		if err != nil {
 			return err

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/policy-webhook/policy-webhook/certs"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
@@ -28,7 +29,7 @@ import (
 // buildWebhook builds cmd/policy-webhook into dir, as `make build` does.
 func buildWebhook(t *testing.T, dir string) string {
 	t.Helper()
-	root, err := testenv.RepoRoot()
+	root, err := devenv.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +92,7 @@ func TestSIGTERM(t *testing.T) {
 
 	ports := make([]int, 2)
 	for i := range ports {
-		p, err := testenv.FreePort()
+		p, err := devenv.FreePort()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -142,7 +143,7 @@ func TestSIGTERM(t *testing.T) {
 		{"denied registry", webhook.PathPods, podReview(ns, nil, "docker.io/library/nginx:1.27"), false, "not under an allowed registry"},
 	}
 	for _, cs := range cases {
-		err := testenv.Poll(ctx, 10*time.Second, func(ctx context.Context) error {
+		err := devenv.Poll(ctx, 10*time.Second, func(ctx context.Context) error {
 			v, err := admitWith(ctx, hc, url+cs.path, cs.body)
 			if err != nil {
 				return err

@@ -35,6 +35,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/policy-webhook/policy-webhook/certs"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 )
 
 // StartCAInjector runs cert-manager's cainjector controllers
@@ -152,7 +153,7 @@ func AwaitAdmissionConfig(ctx context.Context, cs kubernetes.Interface, timeout 
 	probe := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{
 		Name: name, Namespace: metav1.NamespaceDefault, Labels: map[string]string{label: name},
 	}}
-	err = Poll(ctx, timeout, func(ctx context.Context) error {
+	err = devenv.Poll(ctx, timeout, func(ctx context.Context) error {
 		_, err := cs.CoreV1().ConfigMaps(probe.Namespace).Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		switch {
 		case err == nil:

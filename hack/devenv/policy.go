@@ -1,4 +1,4 @@
-package testenv
+package devenv
 
 import (
 	corev1 "k8s.io/api/core/v1"

@@ -1,4 +1,4 @@
-package webhook_test
+package app_test
 
 import (
 	"bytes"
@@ -33,6 +33,7 @@ import (
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/cache"
 	"github.com/policy-webhook/policy-webhook/controllers"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
@@ -42,7 +43,7 @@ import (
 // that replicas run with exactly what the install grants them.
 func applyRBAC(t *testing.T, cfg *rest.Config) *rest.Config {
 	t.Helper()
-	root, err := testenv.RepoRoot()
+	root, err := devenv.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +162,7 @@ func TestLastGoodAcrossRestart(t *testing.T) {
 		t.Skip("needs a local control plane (envtest); runs without -short")
 	}
 	ctx := t.Context()
-	cp := testenv.ControlPlaneForTest(t, testenv.ControlPlaneOptions{Log: testr.New(t)})
+	cp := testenv.ControlPlaneForTest(t, devenv.ControlPlaneOptions{Log: testr.New(t)})
 	kube := kubernetes.NewForConfigOrDie(cp.Config)
 	dyn := dynamic.NewForConfigOrDie(cp.Config)
 	for _, ns := range []string{replicaPolicyNS, "team-a", "team-b"} {
@@ -173,7 +174,7 @@ func TestLastGoodAcrossRestart(t *testing.T) {
 	aps := dyn.Resource(v1alpha1.Resource)
 	poll := func(what string, cond func() error) {
 		t.Helper()
-		if err := testenv.Poll(ctx, 60*time.Second, func(context.Context) error { return cond() }); err != nil {
+		if err := devenv.Poll(ctx, 60*time.Second, func(context.Context) error { return cond() }); err != nil {
 			t.Fatalf("waiting until %s: %v", what, err)
 		}
 	}
@@ -242,7 +243,7 @@ func TestLastGoodAcrossRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cm, err := kube.CoreV1().ConfigMaps("team-a").Create(ctx, testenv.PolicyConfigMap("team-a", "own-images",
+	cm, err := kube.CoreV1().ConfigMaps("team-a").Create(ctx, devenv.PolicyConfigMap("team-a", "own-images",
 		"pods:\n  allowedRegistries: [registry.example.com/team-a/]\n"), metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)

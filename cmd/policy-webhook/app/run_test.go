@@ -1,4 +1,4 @@
-package webhook
+package app
 
 import (
 	"bytes"
@@ -18,7 +18,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -26,9 +25,16 @@ import (
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 
+	"github.com/policy-webhook/policy-webhook/certs"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
+	"github.com/policy-webhook/policy-webhook/hack/workload"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
+	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
 // Run against an API server that cannot be reached: the informers never
@@ -84,14 +90,15 @@ func TestRunBeforeSyncAndShutdown(t *testing.T) {
 	}
 
 	// A Pod before sync: refused, and told why.
-	resp := postReview(t, hc, webhookURL+PathPods, podRequest(t, admissionv1.Create, "", goodPod(), nil))
+	pod := workload.DeploymentPod(false, 2)
+	resp := postReview(t, hc, webhookURL+webhook.PathPods, request("Pod", "pods", pod.Namespace, pod))
 	if resp.Allowed || resp.Result == nil || resp.Result.Code != 503 || !strings.Contains(resp.Result.Message, "has not synced yet") {
 		t.Errorf("pod before sync: %+v", resp.Result)
 	}
 	// A policy is still checked: it needs no cache.
-	bad := configMapRequest(t, admissionv1.Create, labelledConfigMap("team-a", "registries", true,
-		map[string]string{"policy.yaml": "pods:\n  allowedRegistrie: [x]\n"}))
-	resp = postReview(t, hc, webhookURL+PathPolicies, bad)
+	bad := devenv.PolicyConfigMap("team-a", "registries", "pods:\n  allowedRegistrie: [x]\n")
+	bad.TypeMeta = metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"}
+	resp = postReview(t, hc, webhookURL+webhook.PathPolicies, request("ConfigMap", "configmaps", bad.Namespace, bad))
 	if want := "ConfigMap team-a/registries is not a valid policy: policy.yaml: pods.allowedRegistrie: unknown field"; resp.Allowed || resp.Result.Message != want {
 		t.Errorf("invalid policy: allowed=%v %q, want %q", resp.Allowed, resp.Result.Message, want)
 	}
@@ -145,7 +152,7 @@ func TestRunBeforeSyncAndShutdown(t *testing.T) {
 	waitFor(t, "readyz to fail on shutdown", func() bool {
 		return status(probe, "http://"+probes+"/readyz/shutdown") == 500
 	})
-	resp = postReview(t, hc, webhookURL+PathPolicies, bad)
+	resp = postReview(t, hc, webhookURL+webhook.PathPolicies, request("ConfigMap", "configmaps", bad.Namespace, bad))
 	if resp.Allowed {
 		t.Errorf("during the shutdown delay: allowed an invalid policy")
 	}
@@ -163,7 +170,7 @@ func TestRunBeforeSyncAndShutdown(t *testing.T) {
 	if d := time.Since(stopped); d < time.Second {
 		t.Errorf("Run returned %s after cancellation, before the 1s shutdown delay", d)
 	}
-	if res, err := hc.Get(webhookURL + PathPods); err == nil {
+	if res, err := hc.Get(webhookURL + webhook.PathPods); err == nil {
 		res.Body.Close()
 		t.Errorf("the webhook server still accepts connections after Run returned")
 	}
@@ -195,14 +202,27 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
+// request is a CREATE of obj, a core/v1 kind, as the API server sends it.
+func request(kind, resource, namespace string, obj runtime.Object) *admissionv1.AdmissionRequest {
+	return &admissionv1.AdmissionRequest{
+		UID: types.UID("run-test-" + kind), Kind: metav1.GroupVersionKind{Version: "v1", Kind: kind},
+		Resource: metav1.GroupVersionResource{Version: "v1", Resource: resource}, Namespace: namespace,
+		Operation: admissionv1.Create, Object: runtime.RawExtension{Object: obj},
+	}
+}
+
 func postReview(t *testing.T, c *http.Client, url string, r *admissionv1.AdmissionRequest) *admissionv1.AdmissionResponse {
 	t.Helper()
-	res, err := c.Post(url, "application/json", bytes.NewReader(reviewBody(t, r)))
+	body, err := json.Marshal(admissionv1.AdmissionReview{TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"}, Request: r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Post(url, "application/json", bytes.NewReader(body))
 	if err != nil {
 		t.Fatalf("POST %s: %v", url, err)
 	}
 	defer res.Body.Close()
-	body, _ := io.ReadAll(res.Body)
+	body, _ = io.ReadAll(res.Body)
 	if res.StatusCode != http.StatusOK {
 		t.Fatalf("POST %s: HTTP %d: %s", url, res.StatusCode, body)
 	}
@@ -289,8 +309,8 @@ func writeCert(t *testing.T, notAfter time.Time) (string, *x509.CertPool) {
 	dir := t.TempDir()
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	for name, data := range map[string][]byte{
-		CertFile: certPEM,
-		KeyFile:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
+		certs.CertFile: certPEM,
+		certs.KeyFile:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
 	} {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
 			t.Fatal(err)
@@ -301,35 +321,4 @@ func writeCert(t *testing.T, notAfter time.Time) (string, *x509.CertPool) {
 		t.Fatal(fmt.Errorf("bad test certificate"))
 	}
 	return dir, pool
-}
-
-// The TLS settings on top of whatever controller-runtime starts from:
-// HTTP/2 offered only when enabled, TLS 1.2 at least, the watcher's
-// certificate either way.
-func TestServerTLS(t *testing.T) {
-	cert := &tls.Certificate{}
-	get := func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cert, nil }
-	for _, c := range []struct {
-		http2 bool
-		want  []string
-	}{
-		{false, []string{"http/1.1"}},
-		{true, []string{"h2", "http/1.1"}},
-	} {
-		for _, start := range [][]string{nil, {"h2"}, {"http/1.1"}} {
-			cfg := &tls.Config{NextProtos: start}
-			serverTLS(get, c.http2)(cfg)
-			if !slices.Equal(cfg.NextProtos, c.want) {
-				t.Errorf("enableHTTP2=%v, starting from %q: NextProtos %q, want %q", c.http2, start, cfg.NextProtos, c.want)
-			}
-		}
-		cfg := &tls.Config{}
-		serverTLS(get, c.http2)(cfg)
-		if cfg.MinVersion != tls.VersionTLS12 {
-			t.Errorf("enableHTTP2=%v: MinVersion %x, want TLS 1.2", c.http2, cfg.MinVersion)
-		}
-		if got, _ := cfg.GetCertificate(nil); got != cert {
-			t.Errorf("enableHTTP2=%v: GetCertificate is not the watcher's", c.http2)
-		}
-	}
 }

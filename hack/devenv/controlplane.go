@@ -1,4 +1,4 @@
-package testenv
+package devenv
 
 import (
 	"context"
@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
-	"testing"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
@@ -106,31 +104,6 @@ func StartControlPlane(ctx context.Context, opts ControlPlaneOptions) (*ControlP
 	cp := &ControlPlane{Config: cfg, Client: cs, env: env}
 	opts.Log.Info("control plane up", "server", cfg.Host, "crds", cp.CRDs())
 	return cp, nil
-}
-
-// ControlPlaneForTest starts a control plane for t and stops it when t
-// ends. Without $KUBEBUILDER_ASSETS it skips t under -short and fails it
-// otherwise: these tests are part of `make test`, and a silent skip would
-// hide that they never ran.
-func ControlPlaneForTest(t testing.TB, opts ControlPlaneOptions) *ControlPlane {
-	t.Helper()
-	if os.Getenv(AssetsEnv) == "" {
-		if testing.Short() {
-			t.Skip("needs a local control plane (-short): " + ErrNoAssets.Error())
-		}
-		t.Fatal(ErrNoAssets)
-	}
-	cp, err := StartControlPlane(t.Context(), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := cp.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
-	t.Logf("control plane at %s with CRDs %s", cp.Config.Host, strings.Join(cp.CRDs(), ", "))
-	return cp
 }
 
 // CRDs names the CRDs installed.

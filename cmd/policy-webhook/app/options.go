@@ -1,4 +1,4 @@
-package webhook
+package app
 
 import (
 	"errors"
@@ -13,12 +13,11 @@ import (
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/policy-webhook/policy-webhook/cache"
-	"github.com/policy-webhook/policy-webhook/policy"
+	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
 // Defaults of Options, also the serve command's flag defaults.
 const (
-	DefaultPolicyNamespace         = policy.DefaultPolicyNamespace
 	DefaultPort                    = 9443
 	DefaultGracefulShutdownTimeout = 20 * time.Second
 	// DefaultLeaderElectionID names the Lease, in the policy namespace,
@@ -70,7 +69,7 @@ type Options struct {
 
 	// Limits bound the webhook server's connections, requests and body
 	// bytes in flight, and its timeouts; zero fields take the defaults.
-	Limits Limits
+	Limits webhook.Limits
 	// ClientCAFile, if set, is a PEM file of CAs: only clients presenting
 	// a certificate signed by one of them (the API server, through its
 	// AdmissionConfiguration's kubeConfigFile) are served; others are
@@ -157,7 +156,7 @@ type Options struct {
 
 func (o Options) withDefaults() Options {
 	if o.PolicyNamespace == "" {
-		o.PolicyNamespace = DefaultPolicyNamespace
+		o.PolicyNamespace = webhook.DefaultPolicyNamespace
 	}
 	if o.Port == 0 {
 		o.Port = DefaultPort
@@ -168,7 +167,6 @@ func (o Options) withDefaults() Options {
 	if o.GracefulShutdownTimeout == 0 {
 		o.GracefulShutdownTimeout = DefaultGracefulShutdownTimeout
 	}
-	o.Limits = o.Limits.withDefaults()
 	if o.MaxCacheStaleness == 0 {
 		o.MaxCacheStaleness = DefaultMaxCacheStaleness
 	}

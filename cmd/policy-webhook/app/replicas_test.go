@@ -1,4 +1,4 @@
-package webhook_test
+package app_test
 
 import (
 	"context"
@@ -30,9 +30,10 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/certs"
+	"github.com/policy-webhook/policy-webhook/cmd/policy-webhook/app"
 	"github.com/policy-webhook/policy-webhook/controllers"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
-	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
 // Lease timings short enough for a failover within the test, long enough
@@ -45,7 +46,7 @@ const (
 	replicaPolicyNS       = "policy-system"
 )
 
-// replica is one in-process webhook.Run with leader election.
+// replica is one in-process app.Run with leader election.
 type replica struct {
 	name   string
 	cancel context.CancelFunc
@@ -59,14 +60,14 @@ type replica struct {
 
 // startReplica starts a replica; edits change its options (an audit
 // interval, a transport that records its requests, a registry to read).
-func startReplica(t *testing.T, cp *testenv.ControlPlane, name string, edits ...func(*webhook.Options)) *replica {
+func startReplica(t *testing.T, cp *devenv.ControlPlane, name string, edits ...func(*app.Options)) *replica {
 	t.Helper()
 	return startReplicaAs(t, cp.Config, name, edits...)
 }
 
 // startReplicaAs starts a replica whose connection to the API server is
 // cfg: the ServiceAccount's, to run with the install's RBAC.
-func startReplicaAs(t *testing.T, cfg *rest.Config, name string, edits ...func(*webhook.Options)) *replica {
+func startReplicaAs(t *testing.T, cfg *rest.Config, name string, edits ...func(*app.Options)) *replica {
 	t.Helper()
 	certDir := t.TempDir()
 	ca, err := certs.NewCA("replicas test CA", time.Hour)
@@ -80,7 +81,7 @@ func startReplicaAs(t *testing.T, cfg *rest.Config, name string, edits ...func(*
 	if err := certs.WriteKeyPair(certDir, certPEM, keyPEM); err != nil {
 		t.Fatal(err)
 	}
-	port, err := testenv.FreePort()
+	port, err := devenv.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +94,7 @@ func startReplicaAs(t *testing.T, cfg *rest.Config, name string, edits ...func(*
 		client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}},
 	}
 	ready := make(chan struct{})
-	opts := webhook.Options{
+	opts := app.Options{
 		RestConfig:        cfg,
 		PolicyNamespace:   replicaPolicyNS,
 		Host:              "127.0.0.1",
@@ -113,7 +114,7 @@ func startReplicaAs(t *testing.T, cfg *rest.Config, name string, edits ...func(*
 	for _, edit := range edits {
 		edit(&opts)
 	}
-	go func() { r.done <- webhook.Run(ctx, opts) }()
+	go func() { r.done <- app.Run(ctx, opts) }()
 	t.Cleanup(func() { r.stop(t) })
 	select {
 	case <-ready:
@@ -152,7 +153,7 @@ func TestTwoReplicas(t *testing.T) {
 		t.Skip("needs a local control plane (envtest); runs without -short")
 	}
 	ctx := t.Context()
-	cp := testenv.ControlPlaneForTest(t, testenv.ControlPlaneOptions{Log: testr.New(t)})
+	cp := testenv.ControlPlaneForTest(t, devenv.ControlPlaneOptions{Log: testr.New(t)})
 	dyn := dynamic.NewForConfigOrDie(cp.Config)
 	kube := kubernetes.NewForConfigOrDie(cp.Config)
 	for _, ns := range []string{replicaPolicyNS, "team-a"} {
@@ -206,7 +207,7 @@ func TestTwoReplicas(t *testing.T) {
 	poll := func(what string, cond func() bool) {
 		t.Helper()
 		// The limit only turns a hang into a failure.
-		err := testenv.Poll(ctx, 60*time.Second, func(context.Context) error {
+		err := devenv.Poll(ctx, 60*time.Second, func(context.Context) error {
 			if cond() {
 				return nil
 			}
@@ -283,7 +284,7 @@ func TestTwoReplicas(t *testing.T) {
 	// Invalid versions, written while no webhook is registered: both
 	// replicas keep generation 2 in force, and each object gets one Event.
 	ap = setSpec("trusted", map[string]any{"pods": map[string]any{"allowedRegistries": []any{"https://registry.example.com/"}}})
-	cm, err := kube.CoreV1().ConfigMaps("team-a").Create(ctx, testenv.PolicyConfigMap("team-a", "broken",
+	cm, err := kube.CoreV1().ConfigMaps("team-a").Create(ctx, devenv.PolicyConfigMap("team-a", "broken",
 		"pods:\n  allowedRegistries: [\"https://x.example.com/\"]\n"), metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -300,7 +301,7 @@ func TestTwoReplicas(t *testing.T) {
 	}
 
 	// The leader is whoever holds the Lease; stop it.
-	lease, err := kube.CoordinationV1().Leases(replicaPolicyNS).Get(ctx, webhook.DefaultLeaderElectionID, metav1.GetOptions{})
+	lease, err := kube.CoordinationV1().Leases(replicaPolicyNS).Get(ctx, app.DefaultLeaderElectionID, metav1.GetOptions{})
 	if err != nil {
 		t.Fatalf("reading the leader Lease: %v", err)
 	}
@@ -320,7 +321,7 @@ func TestTwoReplicas(t *testing.T) {
 	// Ready, its Event, which needs the leader) and prunes the stopped
 	// replica's entry once its heartbeat is gone.
 	poll("the other replica holds the Lease", func() bool {
-		l, err := kube.CoordinationV1().Leases(replicaPolicyNS).Get(ctx, webhook.DefaultLeaderElectionID, metav1.GetOptions{})
+		l, err := kube.CoordinationV1().Leases(replicaPolicyNS).Get(ctx, app.DefaultLeaderElectionID, metav1.GetOptions{})
 		return err == nil && l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity == other
 	})
 	t.Logf("%s leads %v after the leader stopped", other, time.Since(stoppedAt).Round(time.Millisecond))

@@ -1,8 +1,7 @@
-package webhook
+package app
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -18,17 +17,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
-	"github.com/policy-webhook/policy-webhook/audit"
 	"github.com/policy-webhook/policy-webhook/cache"
+	"github.com/policy-webhook/policy-webhook/certs"
 	"github.com/policy-webhook/policy-webhook/controllers"
 	"github.com/policy-webhook/policy-webhook/controllers/reports"
 	"github.com/policy-webhook/policy-webhook/quota"
-)
-
-// Serving certificate file names in CertDir, as cert-manager writes them.
-const (
-	CertFile = "tls.crt"
-	KeyFile  = "tls.key"
+	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
 // Run serves the webhook until ctx is cancelled: the policy cache, the
@@ -53,7 +47,7 @@ func Run(ctx context.Context, opts Options) error {
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "policy-webhook"
 	}
-	certs, err := certwatcher.New(filepath.Join(opts.CertDir, CertFile), filepath.Join(opts.CertDir, KeyFile))
+	serving, err := certwatcher.New(filepath.Join(opts.CertDir, certs.CertFile), filepath.Join(opts.CertDir, certs.KeyFile))
 	if err != nil {
 		return fmt.Errorf("loading the serving certificate from %s: %w", opts.CertDir, err)
 	}
@@ -65,19 +59,22 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 
-	m, err := newMetrics(reg)
+	m, err := webhook.NewMetrics(reg)
 	if err != nil {
 		return err
 	}
 	if err := registerRuntimeCollectors(reg); err != nil {
 		return err
 	}
-	webhookServer, clientCAs, err := newWebhookServer(opts, certs, m, reg)
+	webhookServer, err := webhook.NewServer(webhook.ServerOptions{
+		Host: opts.Host, Port: opts.Port, GetCertificate: serving.GetCertificate, ClientCAFile: opts.ClientCAFile,
+		EnableHTTP2: opts.EnableHTTP2, Limits: opts.Limits, Metrics: m, Registerer: reg, Log: log.WithName("server"),
+	})
 	if err != nil {
 		return err
 	}
 	mgrOpts := manager.Options{
-		Metrics:                 metricsOptions(opts, certs),
+		Metrics:                 metricsOptions(opts, serving),
 		HealthProbeBindAddress:  disabledIfEmpty(opts.HealthProbeBindAddress),
 		PprofBindAddress:        disabledIfEmpty(opts.PprofBindAddress),
 		WebhookServer:           webhookServer,
@@ -105,16 +102,11 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	for path, h := range handlers(pc, ledger, &impact{lister: &audit.Lister{Client: kube.CoreV1().RESTClient(), PageSize: impactPageSize}, cluster: pc, budget: impactBudget}, opts.PolicyNamespace, opts.FailOpenBeforeSync, m, log.WithName("admission")) {
+	for path, h := range webhook.Handlers(pc, ledger, webhook.NewImpact(kube.CoreV1().RESTClient(), pc), opts.PolicyNamespace, opts.FailOpenBeforeSync, m, log.WithName("admission")) {
 		server.Register(path, h)
 	}
-	if err := mgr.Add(certs); err != nil {
+	if err := mgr.Add(serving); err != nil {
 		return fmt.Errorf("adding the certificate watcher: %w", err)
-	}
-	if clientCAs != nil {
-		if err := mgr.Add(clientCAs); err != nil {
-			return fmt.Errorf("adding the client CA watcher: %w", err)
-		}
 	}
 	// The writers: this replica's own, and those that run while this
 	// replica leads (every replica when leader election is off).
@@ -128,7 +120,7 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}
 
-	ready := &readiness{judge: pc, current: pc, maxStale: opts.MaxCacheStaleness, certs: certs, certDir: opts.CertDir, server: server.StartedChecker(), now: time.Now}
+	ready := &readiness{judge: pc, current: pc, maxStale: opts.MaxCacheStaleness, certs: serving, certDir: opts.CertDir, server: server.StartedChecker(), now: time.Now}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return fmt.Errorf("adding the liveness check: %w", err)
 	}
@@ -157,29 +149,11 @@ func newLedger(cfg *rest.Config, opts Options, pc *cache.Cache, reg prometheus.R
 	})
 }
 
-// serverTLS adjusts the TLS configuration controller-runtime's webhook
-// server starts from. GetCertificate set here keeps the server from loading
-// the files a second time: the one watcher both serves and reports
-// readiness. The protocols offered are set either way rather than left to
-// controller-runtime's default (h2 today), so that the flag says what is
-// served whatever that default becomes.
-func serverTLS(getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error), enableHTTP2 bool) func(*tls.Config) {
-	return func(c *tls.Config) {
-		c.GetCertificate = getCertificate
-		c.MinVersion = tls.VersionTLS12
-		c.CipherSuites = aeadSuites
-		c.NextProtos = []string{"http/1.1"}
-		if enableHTTP2 {
-			c.NextProtos = []string{"h2", "http/1.1"}
-		}
-	}
-}
-
 // serve runs the manager and the cache and orders their shutdown. The
 // cache runs outside the manager because the manager stops it before the
 // webhook server, and requests still in flight then should be judged by a
 // running cache.
-func serve(ctx context.Context, opts Options, mgr manager.Manager, pc *cache.Cache, ready *readiness, server *server) error {
+func serve(ctx context.Context, opts Options, mgr manager.Manager, pc *cache.Cache, ready *readiness, server *webhook.Server) error {
 	log := opts.Log
 	// Both outlive ctx on purpose: shutdown is this function's to order.
 	mgrCtx, stopMgr := context.WithCancel(context.WithoutCancel(ctx))
@@ -222,7 +196,7 @@ func serve(ctx context.Context, opts Options, mgr manager.Manager, pc *cache.Cac
 
 	log.Info("Shutting down: no longer ready", "shutdownDelay", opts.ShutdownDelay)
 	ready.stopping.Store(true)
-	server.drain()
+	server.Drain()
 	if opts.ShutdownDelay > 0 {
 		select {
 		case <-time.After(opts.ShutdownDelay):

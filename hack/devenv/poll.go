@@ -1,10 +1,9 @@
-package testenv
+package devenv
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"testing"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -15,7 +14,7 @@ import (
 // milliseconds, and one check at a time costs the API server little.
 const PollInterval = 5 * time.Millisecond
 
-// errNotYet is Until's last error when its condition never held.
+// errNotYet is PollEvery's last error before its first check.
 var errNotYet = errors.New("the condition does not hold yet")
 
 // finalError is an error of check after which waiting is pointless.
@@ -58,27 +57,4 @@ func PollEvery(ctx context.Context, interval, timeout time.Duration, check func(
 	default:
 		return fmt.Errorf("not within %s: %w", timeout, last)
 	}
-}
-
-// Eventually fails t unless check returns nil within timeout, saying what
-// was awaited and check's last error. It returns how long it took.
-func Eventually(t testing.TB, timeout time.Duration, what string, check func() error) time.Duration {
-	t.Helper()
-	start := time.Now()
-	if err := Poll(t.Context(), timeout, func(context.Context) error { return check() }); err != nil {
-		t.Fatalf("waiting until %s: %v", what, err)
-	}
-	return time.Since(start)
-}
-
-// Until is Eventually for a condition with nothing more to say than
-// whether it holds.
-func Until(t testing.TB, timeout time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	return Eventually(t, timeout, what, func() error {
-		if cond() {
-			return nil
-		}
-		return errNotYet
-	})
 }

@@ -1,4 +1,4 @@
-package webhook
+package app
 
 import (
 	"errors"
@@ -9,16 +9,18 @@ import (
 	"time"
 
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
+
+	"github.com/policy-webhook/policy-webhook/certs"
 )
 
 func TestReadinessChecks(t *testing.T) {
 	expiry := time.Now().Add(time.Hour).Truncate(time.Second)
 	dir, _ := writeCert(t, expiry)
-	certs, err := certwatcher.New(filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile))
+	certs, err := certwatcher.New(filepath.Join(dir, certs.CertFile), filepath.Join(dir, certs.KeyFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	judge := &setJudge{}
+	judge := &syncedJudge{}
 	serverUp := false
 	stale := &staleCache{}
 	r := &readiness{
@@ -76,3 +78,7 @@ func (s *staleCache) CheckCurrent(_ time.Time, bound time.Duration) error {
 	s.bound = bound
 	return s.err
 }
+
+type syncedJudge struct{ synced bool }
+
+func (j *syncedJudge) HasSynced() bool { return j.synced }

@@ -1,4 +1,4 @@
-package webhook
+package app
 
 import (
 	"crypto/tls"
@@ -11,6 +11,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
 // metricsOptions configure controller-runtime's metrics server. Secure, it
@@ -24,7 +26,7 @@ func metricsOptions(opts Options, certs *certwatcher.CertWatcher) metricsserver.
 	if opts.MetricsSecure {
 		o.SecureServing = true
 		o.FilterProvider = filters.WithAuthenticationAndAuthorization
-		o.TLSOpts = []func(*tls.Config){serverTLS(certs.GetCertificate, false)}
+		o.TLSOpts = []func(*tls.Config){webhook.TLSOption(certs.GetCertificate, false)}
 	}
 	return o
 }
@@ -54,4 +56,36 @@ func registerRuntimeCollectors(reg prometheus.Registerer) error {
 		}
 	}
 	return nil
+}
+
+// registrations registers collectors and remembers them, so that Run
+// leaves none behind when it returns: a process, or a test, may run the
+// server again, and the next one must export its own metrics.
+type registrations struct {
+	prometheus.Registerer
+	collectors []prometheus.Collector
+}
+
+func (r *registrations) Register(c prometheus.Collector) error {
+	if err := r.Registerer.Register(c); err != nil {
+		return err
+	}
+	r.collectors = append(r.collectors, c)
+	return nil
+}
+
+func (r *registrations) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := r.Register(c); err != nil {
+			panic(err)
+		}
+	}
+}
+
+// unregisterAll takes back every collector registered through r.
+func (r *registrations) unregisterAll() {
+	for _, c := range r.collectors {
+		r.Unregister(c)
+	}
+	r.collectors = nil
 }

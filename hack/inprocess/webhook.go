@@ -1,7 +1,8 @@
-// Package inprocess serves the webhook in the test's own process, as
-// webhook.Run on 127.0.0.1 with a serving certificate from a throwaway CA,
-// for hack/devcluster and the end-to-end tests. It is apart from testenv so
-// that the webhook package's own tests can use testenv.
+// Package inprocess serves the webhook in the caller's own process, as
+// app.Run on 127.0.0.1 with a serving certificate from a throwaway CA,
+// for hack/devcluster and the end-to-end tests (through test/inprocess). It
+// is apart from devenv so that the tests of cmd/policy-webhook/app can use
+// devenv.
 package inprocess
 
 import (
@@ -18,7 +19,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -26,7 +26,8 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/policy-webhook/policy-webhook/certs"
-	"github.com/policy-webhook/policy-webhook/test/testenv"
+	"github.com/policy-webhook/policy-webhook/cmd/policy-webhook/app"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
@@ -49,12 +50,12 @@ type Options struct {
 	FailOpenBeforeSync bool
 	// Log receives the webhook's logs.
 	Log logr.Logger
-	// ClientCAFile and MetricsSecure are passed to webhook.Options.
+	// ClientCAFile and MetricsSecure are passed to app.Options.
 	ClientCAFile  string
 	MetricsSecure bool
-	// AuditInterval turns the background audit on (webhook.Options); 0: off.
+	// AuditInterval turns the background audit on (app.Options); 0: off.
 	AuditInterval time.Duration
-	// MaxCacheStaleness is passed to webhook.Options (0: its default).
+	// MaxCacheStaleness is passed to app.Options (0: its default).
 	MaxCacheStaleness time.Duration
 	// MetricsRegistry, when set, takes the webhook's metrics instead of
 	// controller-runtime's registry: a second webhook in the same process
@@ -62,7 +63,7 @@ type Options struct {
 	MetricsRegistry prometheus.Registerer
 }
 
-// Webhook is the webhook served in process by webhook.Run, on 127.0.0.1, with
+// Webhook is the webhook served in process by app.Run, on 127.0.0.1, with
 // a serving certificate from its own throwaway CA written the way the kubelet
 // writes a Secret volume.
 type Webhook struct {
@@ -82,7 +83,7 @@ type Webhook struct {
 
 	tmpDir    string
 	cancel    context.CancelFunc
-	ready     chan struct{} // closed by webhook.Options.OnReady
+	ready     chan struct{} // closed by app.Options.OnReady
 	readyOnce sync.Once
 	done      chan struct{}
 	err       error // set before done is closed
@@ -90,7 +91,7 @@ type Webhook struct {
 }
 
 // Start makes a CA and a serving certificate for 127.0.0.1 and
-// localhost, and runs webhook.Run in a goroutine until Stop. It returns at
+// localhost, and runs app.Run in a goroutine until Stop. It returns at
 // once; WaitReady waits for the informers to sync.
 func Start(ctx context.Context, opts Options) (*Webhook, error) {
 	if opts.RestConfig == nil {
@@ -123,7 +124,7 @@ func Start(ctx context.Context, opts Options) (*Webhook, error) {
 	}
 	ports := make([]int, 3)
 	for i := range ports {
-		if ports[i], err = testenv.FreePort(); err != nil {
+		if ports[i], err = devenv.FreePort(); err != nil {
 			return fail(err)
 		}
 	}
@@ -136,7 +137,7 @@ func Start(ctx context.Context, opts Options) (*Webhook, error) {
 	w.cancel = cancel
 	go func() {
 		defer close(w.done)
-		w.err = webhook.Run(runCtx, webhook.Options{
+		w.err = app.Run(runCtx, app.Options{
 			RestConfig:             opts.RestConfig,
 			PolicyNamespace:        opts.PolicyNamespace,
 			Host:                   "127.0.0.1",
@@ -211,10 +212,10 @@ func (w *Webhook) WaitReady(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("waiting for the webhook to be ready: %w", ctx.Err())
 	}
-	err := testenv.Poll(ctx, time.Hour, func(ctx context.Context) error {
+	err := devenv.Poll(ctx, time.Hour, func(ctx context.Context) error {
 		select {
 		case <-w.done:
-			return testenv.Final(fmt.Errorf("the webhook stopped before it was ready: %w", w.err))
+			return devenv.Final(fmt.Errorf("the webhook stopped before it was ready: %w", w.err))
 		default:
 		}
 		ok, err := w.Ready(ctx)
@@ -229,13 +230,13 @@ func (w *Webhook) WaitReady(ctx context.Context) error {
 	return nil
 }
 
-// Done is closed when webhook.Run has returned.
+// Done is closed when app.Run has returned.
 func (w *Webhook) Done() <-chan struct{} { return w.done }
 
-// Err is what webhook.Run returned; valid once Done is closed.
+// Err is what app.Run returned; valid once Done is closed.
 func (w *Webhook) Err() error { return w.err }
 
-// Stop cancels webhook.Run, waits for it to return, and removes the
+// Stop cancels app.Run, waits for it to return, and removes the
 // certificate directory. It returns Run's error.
 func (w *Webhook) Stop() error {
 	w.cancel()
@@ -247,28 +248,6 @@ func (w *Webhook) Stop() error {
 		return fmt.Errorf("running the webhook: %w", w.err)
 	}
 	return nil
-}
-
-// StartForTest starts a webhook for t, stops it when t ends, and waits
-// (at most two minutes) until it is ready: what most tests need.
-func StartForTest(t testing.TB, opts Options) *Webhook {
-	t.Helper()
-	// Its life is t's cleanup's to end, not t.Context's, which ends first.
-	wh, err := Start(context.WithoutCancel(t.Context()), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := wh.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	defer cancel()
-	if err := wh.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return wh
 }
 
 // TLSConfig trusts only the webhook's CA, as the API server does.

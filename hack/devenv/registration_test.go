@@ -1,4 +1,4 @@
-package testenv_test
+package devenv_test
 
 import (
 	"os"
@@ -10,7 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/diff"
 	"sigs.k8s.io/yaml"
 
-	"github.com/policy-webhook/policy-webhook/test/testenv"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
@@ -19,7 +19,7 @@ import (
 // from how the webhook is reached: a URL on 127.0.0.1 instead of the Service,
 // and a caBundle of the throwaway CA instead of cainjector's.
 func TestWebhookConfigurationMatchesManifest(t *testing.T) {
-	root, err := testenv.RepoRoot()
+	root, err := devenv.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +31,7 @@ func TestWebhookConfigurationMatchesManifest(t *testing.T) {
 	if err := yaml.UnmarshalStrict(data, &want); err != nil {
 		t.Fatal(err)
 	}
-	got := testenv.WebhookConfiguration("https://127.0.0.1:9443", []byte("ca"), webhook.DefaultPolicyNamespace)
+	got := devenv.WebhookConfiguration("https://127.0.0.1:9443", []byte("ca"), webhook.DefaultPolicyNamespace)
 	if got.Name != want.Name {
 		t.Errorf("name %q, manifest %q", got.Name, want.Name)
 	}

@@ -1,4 +1,4 @@
-package webhook_test
+package app_test
 
 import (
 	"context"
@@ -21,10 +21,11 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	report "github.com/policy-webhook/policy-webhook/apis/wgpolicyk8s/v1alpha2"
+	"github.com/policy-webhook/policy-webhook/cmd/policy-webhook/app"
 	"github.com/policy-webhook/policy-webhook/controllers/reports"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 	"github.com/policy-webhook/policy-webhook/test/promtest"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
-	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
 // auditingReplica is a replica with the audit on, whose requests to the
@@ -35,10 +36,10 @@ type auditingReplica struct {
 	metrics  *prometheus.Registry
 }
 
-func startAuditingReplica(t *testing.T, cp *testenv.ControlPlane, name string) *auditingReplica {
+func startAuditingReplica(t *testing.T, cp *devenv.ControlPlane, name string) *auditingReplica {
 	t.Helper()
 	r := &auditingReplica{requests: &testenv.RequestLog{}, metrics: prometheus.NewRegistry()}
-	r.replica = startReplica(t, cp, name, func(o *webhook.Options) {
+	r.replica = startReplica(t, cp, name, func(o *app.Options) {
 		o.RestConfig = testenv.WithTransport(cp.Config, r.requests.Wrap)
 		o.MetricsRegistry = r.metrics
 		o.AuditInterval = time.Second
@@ -78,11 +79,11 @@ func TestTwoReplicasAudit(t *testing.T) {
 		t.Skip("needs a local control plane (envtest); runs without -short")
 	}
 	ctx := t.Context()
-	root, err := testenv.RepoRoot()
+	root, err := devenv.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp := testenv.ControlPlaneForTest(t, testenv.ControlPlaneOptions{
+	cp := testenv.ControlPlaneForTest(t, devenv.ControlPlaneOptions{
 		Log:          testr.New(t),
 		ExtraCRDDirs: []string{filepath.Join(root, "manifests", "components", "policyreports")},
 	})
@@ -160,12 +161,12 @@ func TestTwoReplicasAudit(t *testing.T) {
 	poll := func(what string, try func() error) {
 		t.Helper()
 		// The limit only turns a hang into a failure.
-		if err := testenv.Poll(ctx, 60*time.Second, func(context.Context) error { return try() }); err != nil {
+		if err := devenv.Poll(ctx, 60*time.Second, func(context.Context) error { return try() }); err != nil {
 			t.Fatalf("waiting until %s: %v", what, err)
 		}
 	}
 	leaderOf := func() string {
-		l, err := kube.CoordinationV1().Leases(replicaPolicyNS).Get(ctx, webhook.DefaultLeaderElectionID, metav1.GetOptions{})
+		l, err := kube.CoordinationV1().Leases(replicaPolicyNS).Get(ctx, app.DefaultLeaderElectionID, metav1.GetOptions{})
 		if err != nil || l.Spec.HolderIdentity == nil {
 			return ""
 		}

@@ -1,4 +1,4 @@
-package webhook
+package app
 
 import (
 	"context"
@@ -18,7 +18,7 @@ import (
 // webhook server accepts TLS connections, and shutdown has not begun.
 type readiness struct {
 	stopping atomic.Bool
-	judge    Judge
+	judge    interface{ HasSynced() bool }
 	// current reports the informers stale for longer than a bound; nil
 	// skips the check (maxStale <= 0 turns it off).
 	current  currentChecker

@@ -1,4 +1,4 @@
-package testenv_test
+package devenv_test
 
 import (
 	"context"
@@ -8,13 +8,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/policy-webhook/policy-webhook/test/testenv"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 )
 
 func TestPoll(t *testing.T) {
 	t.Run("until check passes", func(t *testing.T) {
 		calls := 0
-		err := testenv.Poll(t.Context(), time.Minute, func(context.Context) error {
+		err := devenv.Poll(t.Context(), time.Minute, func(context.Context) error {
 			if calls++; calls < 3 {
 				return fmt.Errorf("call %d", calls)
 			}
@@ -25,7 +25,7 @@ func TestPoll(t *testing.T) {
 		}
 	})
 	t.Run("timeout says what was still wrong", func(t *testing.T) {
-		err := testenv.Poll(t.Context(), 20*time.Millisecond, func(context.Context) error { return errors.New("still red") })
+		err := devenv.Poll(t.Context(), 20*time.Millisecond, func(context.Context) error { return errors.New("still red") })
 		if err == nil || !strings.Contains(err.Error(), "not within 20ms: still red") {
 			t.Fatalf("err %v", err)
 		}
@@ -33,9 +33,9 @@ func TestPoll(t *testing.T) {
 	t.Run("a final error ends it at once", func(t *testing.T) {
 		gone := errors.New("the process exited")
 		calls := 0
-		err := testenv.Poll(t.Context(), time.Minute, func(context.Context) error {
+		err := devenv.Poll(t.Context(), time.Minute, func(context.Context) error {
 			calls++
-			return testenv.Final(gone)
+			return devenv.Final(gone)
 		})
 		if !errors.Is(err, gone) || calls != 1 {
 			t.Fatalf("err %v after %d calls, want %v after 1", err, calls, gone)
@@ -43,7 +43,7 @@ func TestPoll(t *testing.T) {
 	})
 	t.Run("the caller's context ending", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
-		err := testenv.Poll(ctx, time.Minute, func(context.Context) error {
+		err := devenv.Poll(ctx, time.Minute, func(context.Context) error {
 			cancel()
 			return errors.New("not yet")
 		})

@@ -1,0 +1,97 @@
+package testenv
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
+)
+
+// ControlPlaneForTest starts a control plane for t and stops it when t
+// ends. Without $KUBEBUILDER_ASSETS it skips t under -short and fails it
+// otherwise: these tests are part of `make test`, and a silent skip would
+// hide that they never ran.
+func ControlPlaneForTest(t testing.TB, opts ControlPlaneOptions) *ControlPlane {
+	t.Helper()
+	if os.Getenv(devenv.AssetsEnv) == "" {
+		if testing.Short() {
+			t.Skip("needs a local control plane (-short): " + devenv.ErrNoAssets.Error())
+		}
+		t.Fatal(devenv.ErrNoAssets)
+	}
+	cp, err := devenv.StartControlPlane(t.Context(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := cp.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	t.Logf("control plane at %s with CRDs %s", cp.Config.Host, strings.Join(cp.CRDs(), ", "))
+	return cp
+}
+
+// Eventually fails t unless check returns nil within timeout, saying what
+// was awaited and check's last error. It returns how long it took.
+func Eventually(t testing.TB, timeout time.Duration, what string, check func() error) time.Duration {
+	t.Helper()
+	start := time.Now()
+	if err := devenv.Poll(t.Context(), timeout, func(context.Context) error { return check() }); err != nil {
+		t.Fatalf("waiting until %s: %v", what, err)
+	}
+	return time.Since(start)
+}
+
+// Until is Eventually for a condition with nothing more to say than
+// whether it holds.
+func Until(t testing.TB, timeout time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	return Eventually(t, timeout, what, func() error {
+		if cond() {
+			return nil
+		}
+		return errors.New("the condition does not hold yet")
+	})
+}
+
+// Names of devenv that the tests of audit, quota and policy/live reach
+// through testenv.
+type (
+	ControlPlane        = devenv.ControlPlane
+	ControlPlaneOptions = devenv.ControlPlaneOptions
+)
+
+func StartControlPlane(ctx context.Context, opts ControlPlaneOptions) (*ControlPlane, error) {
+	return devenv.StartControlPlane(ctx, opts)
+}
+
+func PollEvery(ctx context.Context, interval, timeout time.Duration, check func(context.Context) error) error {
+	return devenv.PollEvery(ctx, interval, timeout, check)
+}
+
+func PolicyConfigMap(namespace, name, spec string) *corev1.ConfigMap {
+	return devenv.PolicyConfigMap(namespace, name, spec)
+}
+
+func RepoRoot() (string, error) { return devenv.RepoRoot() }
+
+func WebhookConfiguration(baseURL string, caBundle []byte, policyNamespace string) *admissionregistrationv1.ValidatingWebhookConfiguration {
+	return devenv.WebhookConfiguration(baseURL, caBundle, policyNamespace)
+}
+
+func Register(ctx context.Context, cs kubernetes.Interface, vwc *admissionregistrationv1.ValidatingWebhookConfiguration) error {
+	return devenv.Register(ctx, cs, vwc)
+}
+
+func WaitCalled(ctx context.Context, cs kubernetes.Interface, namespace string) error {
+	return devenv.WaitCalled(ctx, cs, namespace)
+}
