@@ -23,6 +23,7 @@ import (
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/cache"
 	"github.com/policy-webhook/policy-webhook/controllers"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
 )
@@ -34,7 +35,7 @@ func TestOnAPIServer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("needs a local control plane (envtest); runs without -short")
 	}
-	cp := testenv.ControlPlaneForTest(t, testenv.ControlPlaneOptions{})
+	cp := testenv.ControlPlaneForTest(t, devenv.ControlPlaneOptions{})
 
 	a := newAPI(t, cp.Config)
 	a.namespace("policy-system", nil)

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 	"github.com/policy-webhook/policy-webhook/test/inprocess"
 	"github.com/policy-webhook/policy-webhook/test/promtest"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
@@ -30,7 +31,7 @@ var myApples = schema.GroupVersionResource{Group: "stable.example.com", Version:
 // MyApples of 10 at once against a quota of 60, ten rounds: each replica
 // answers some of them, and the namespace never holds more than 60.
 func TestQuotaAcrossReplicas(t *testing.T) {
-	cp := testenv.ControlPlaneForTest(t, testenv.ControlPlaneOptions{})
+	cp := testenv.ControlPlaneForTest(t, devenv.ControlPlaneOptions{})
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	if err := cp.EnsureNamespace(ctx, webhook.DefaultPolicyNamespace, nil); err != nil {
@@ -56,10 +57,10 @@ func TestQuotaAcrossReplicas(t *testing.T) {
 		caBundle = append(caBundle, wh.CA.CertPEM()...)
 	}
 	front := roundRobin(t, backends)
-	if err := testenv.Register(ctx, cp.Client, testenv.WebhookConfiguration("https://"+front, caBundle, webhook.DefaultPolicyNamespace)); err != nil {
+	if err := devenv.Register(ctx, cp.Client, devenv.WebhookConfiguration("https://"+front, caBundle, webhook.DefaultPolicyNamespace)); err != nil {
 		t.Fatal(err)
 	}
-	if err := testenv.WaitCalled(ctx, cp.Client, webhook.DefaultPolicyNamespace); err != nil {
+	if err := devenv.WaitCalled(ctx, cp.Client, webhook.DefaultPolicyNamespace); err != nil {
 		t.Fatal(err)
 	}
 
@@ -68,7 +69,7 @@ func TestQuotaAcrossReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := cp.Client.CoreV1().ConfigMaps(ns).Create(ctx,
-		testenv.PolicyConfigMap(ns, "quota", fmt.Sprintf("myApples:\n  maxTotalQuantityPerNamespace: %d\n", limit)), metav1.CreateOptions{}); err != nil {
+		devenv.PolicyConfigMap(ns, "quota", fmt.Sprintf("myApples:\n  maxTotalQuantityPerNamespace: %d\n", limit)), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	dyn, err := dynamic.NewForConfig(cp.Config)

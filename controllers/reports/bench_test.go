@@ -25,7 +25,7 @@ import (
 	"github.com/policy-webhook/policy-webhook/audit"
 	"github.com/policy-webhook/policy-webhook/cache"
 	"github.com/policy-webhook/policy-webhook/controllers/reports"
-	"github.com/policy-webhook/policy-webhook/test/testenv"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 )
 
 // envInt reads a size from the environment, for a smaller run.
@@ -52,7 +52,7 @@ func BenchmarkSweep(b *testing.B) {
 	defer cancel()
 	namespaces := envInt(b, "AUDIT_BENCH_NAMESPACES", 100)
 	per := envInt(b, "AUDIT_BENCH_PER_NAMESPACE", 100)
-	cp, err := testenv.StartControlPlane(ctx, testenv.ControlPlaneOptions{})
+	cp, err := devenv.StartControlPlane(ctx, devenv.ControlPlaneOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}

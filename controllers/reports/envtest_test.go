@@ -27,6 +27,7 @@ import (
 	"github.com/policy-webhook/policy-webhook/cache"
 	"github.com/policy-webhook/policy-webhook/controllers"
 	"github.com/policy-webhook/policy-webhook/controllers/reports"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/test/promtest"
 	"github.com/policy-webhook/policy-webhook/test/testenv"
@@ -34,7 +35,7 @@ import (
 
 // env is a control plane with the clients the tests use.
 type env struct {
-	cp   *testenv.ControlPlane
+	cp   *devenv.ControlPlane
 	kube kubernetes.Interface
 	dyn  dynamic.Interface
 	meta metadata.Interface
@@ -42,12 +43,12 @@ type env struct {
 
 func startEnv(t *testing.T) *env {
 	t.Helper()
-	cp := testenv.ControlPlaneForTest(t, testenv.ControlPlaneOptions{Log: testr.New(t)})
+	cp := testenv.ControlPlaneForTest(t, devenv.ControlPlaneOptions{Log: testr.New(t)})
 	return newEnvFor(t, cp.Config, cp)
 }
 
 // newEnvFor makes the clients, from cfg.
-func newEnvFor(t testing.TB, cfg *rest.Config, cp *testenv.ControlPlane) *env {
+func newEnvFor(t testing.TB, cfg *rest.Config, cp *devenv.ControlPlane) *env {
 	t.Helper()
 	e := &env{cp: cp}
 	var err error
@@ -66,7 +67,7 @@ func newEnvFor(t testing.TB, cfg *rest.Config, cp *testenv.ControlPlane) *env {
 // installReportCRDs installs the CRDs of manifests/components/policyreports.
 func (e *env) installReportCRDs(t testing.TB) {
 	t.Helper()
-	root, err := testenv.RepoRoot()
+	root, err := devenv.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +154,7 @@ func (e *env) auditStatus(ctx context.Context, name string) (*v1alpha1.AuditStat
 // poll waits for cond, failing the test with its last error.
 func poll(t *testing.T, ctx context.Context, what string, cond func(context.Context) error) {
 	t.Helper()
-	if err := testenv.PollEvery(ctx, 50*time.Millisecond, 30*time.Second, cond); err != nil {
+	if err := devenv.PollEvery(ctx, 50*time.Millisecond, 30*time.Second, cond); err != nil {
 		t.Fatalf("waiting for %s: %v", what, err)
 	}
 }
@@ -182,7 +183,7 @@ func TestAuditOnAPIServer(t *testing.T) {
 		"myApples":    map[string]any{"allowedColors": []any{"red"}},
 	})
 	if _, err := e.kube.CoreV1().ConfigMaps("policy-system").Create(ctx,
-		testenv.PolicyConfigMap("policy-system", "tags", "enforcement: Warn\npods:\n  disallowedTags: [latest]\n"), metav1.CreateOptions{}); err != nil {
+		devenv.PolicyConfigMap("policy-system", "tags", "enforcement: Warn\npods:\n  disallowedTags: [latest]\n"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 

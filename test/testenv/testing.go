@@ -8,10 +8,6 @@ import (
 	"testing"
 	"time"
 
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/kubernetes"
-
 	"github.com/policy-webhook/policy-webhook/hack/devenv"
 )
 
@@ -19,7 +15,7 @@ import (
 // ends. Without $KUBEBUILDER_ASSETS it skips t under -short and fails it
 // otherwise: these tests are part of `make test`, and a silent skip would
 // hide that they never ran.
-func ControlPlaneForTest(t testing.TB, opts ControlPlaneOptions) *ControlPlane {
+func ControlPlaneForTest(t testing.TB, opts devenv.ControlPlaneOptions) *devenv.ControlPlane {
 	t.Helper()
 	if os.Getenv(devenv.AssetsEnv) == "" {
 		if testing.Short() {
@@ -61,37 +57,4 @@ func Until(t testing.TB, timeout time.Duration, what string, cond func() bool) t
 		}
 		return errors.New("the condition does not hold yet")
 	})
-}
-
-// Names of devenv that the tests of audit, quota and policy/live reach
-// through testenv.
-type (
-	ControlPlane        = devenv.ControlPlane
-	ControlPlaneOptions = devenv.ControlPlaneOptions
-)
-
-func StartControlPlane(ctx context.Context, opts ControlPlaneOptions) (*ControlPlane, error) {
-	return devenv.StartControlPlane(ctx, opts)
-}
-
-func PollEvery(ctx context.Context, interval, timeout time.Duration, check func(context.Context) error) error {
-	return devenv.PollEvery(ctx, interval, timeout, check)
-}
-
-func PolicyConfigMap(namespace, name, spec string) *corev1.ConfigMap {
-	return devenv.PolicyConfigMap(namespace, name, spec)
-}
-
-func RepoRoot() (string, error) { return devenv.RepoRoot() }
-
-func WebhookConfiguration(baseURL string, caBundle []byte, policyNamespace string) *admissionregistrationv1.ValidatingWebhookConfiguration {
-	return devenv.WebhookConfiguration(baseURL, caBundle, policyNamespace)
-}
-
-func Register(ctx context.Context, cs kubernetes.Interface, vwc *admissionregistrationv1.ValidatingWebhookConfiguration) error {
-	return devenv.Register(ctx, cs, vwc)
-}
-
-func WaitCalled(ctx context.Context, cs kubernetes.Interface, namespace string) error {
-	return devenv.WaitCalled(ctx, cs, namespace)
 }
