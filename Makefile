@@ -50,12 +50,10 @@ $(GOLANGCI_LINT): hack/tools/lint/go.mod hack/tools/lint/go.sum
 	cd hack/tools/lint && GOWORK=off $(GO) build -o $@ github.com/golangci/golangci-lint/v2/cmd/golangci-lint
 
 .PHONY: verify
-verify: lint ## gofmt, go vet, golangci-lint, and generated code up to date (what CI checks before the tests).
+verify: lint ## gofmt, golangci-lint (go vet among its linters), and generated code up to date (what CI checks before the tests).
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	@big=$$(git ls-files -z | xargs -0 -r stat -c '%s %n' | awk '$$1 > 1048576 && $$2 !~ /^policy\/cel\/schemas\// {print $$2}'); \
 		if [ -n "$$big" ]; then echo "files over 1 MiB are tracked (build output? ignore it instead):"; echo "$$big"; exit 1; fi
-	$(GO) vet ./...
-	cd test/chart && $(GO) vet ./...
 	$(MAKE) --no-print-directory generate manifests
 	@if ! git diff --exit-code --stat -- $(GENERATED) || [ -n "$$(git status --porcelain -- $(GENERATED))" ]; then \
 		echo "generated code is out of date: run make generate manifests and commit the result"; exit 1; fi
@@ -83,8 +81,6 @@ print-kubectl: ## Print the path of the tools cache's kubectl.
 
 .PHONY: test
 test: tools ## Unit and end-to-end tests (builds the tools on first use), then make fuzz.
-	$(GO) vet ./...
-	cd test/chart && $(GO) vet ./...
 	$(GO) test -count=1 ./...
 	cd test/chart && $(GO) test -count=1 ./...
 	$(MAKE) --no-print-directory fuzz

@@ -1,4 +1,4 @@
-# Benchmarks and the load harness of issue #5 (hack/loadgen): in-process Go
+# Benchmarks and the load harness (hack/loadgen): in-process Go
 # benchmarks, then policy-webhook and the stdlib no-op webhook as child
 # processes on a local control plane, directly and through the API server,
 # then policy propagation and memory. Prints one table; JSON in BENCH_OUT.

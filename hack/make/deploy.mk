@@ -1,4 +1,4 @@
-# Image and install targets (issue #4). The install is manifests/default
+# Image and install targets. The install is manifests/default
 # (kustomize); hack/deploy.sh adds the image to it in a throwaway overlay.
 #
 #   make docker-build IMG=registry.example.com/policy-webhook:v0.1.0
