@@ -79,16 +79,6 @@ func (f *fixture) start() {
 	}
 }
 
-// restart stops the cache and starts a new one, as a replica that
-// restarts, on the same fake cluster.
-func (f *fixture) restart() {
-	f.T.Helper()
-	f.stop()
-	f.reg = prometheus.NewRegistry()
-	f.cache = f.newCache(testReplica, f.reg)
-	f.start()
-}
-
 // inForce waits until the snapshot enforces version of src.
 func (f *fixture) inForce(src policy.Source, version string) {
 	f.T.Helper()
