@@ -21,6 +21,7 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/policy"
+	"github.com/policy-webhook/policy-webhook/policy/carrier"
 	"github.com/policy-webhook/policy-webhook/policy/cel"
 )
 
@@ -36,6 +37,9 @@ type Cache struct {
 	log     logr.Logger
 	images  *policy.ImageCache
 	metrics *metrics
+
+	// compiler compiles the sources and the persisted last good versions.
+	compiler *carrier.Compiler
 
 	configMapInformer, policyInformer, appleInformer, namespaceInformer toolscache.SharedIndexInformer
 	handlers                                                            []toolscache.ResourceEventHandlerRegistration
@@ -84,6 +88,7 @@ func New(cfg Config) (*Cache, error) {
 		cfg:      cfg,
 		log:      cfg.Log,
 		images:   policy.NewImageCache(imageCacheSize),
+		compiler: carrier.New(),
 		sources:  newSourceTable(),
 		apples:   newAppleIndex(),
 		lastGood: newLastGoodTable(),

@@ -237,10 +237,13 @@ func TestInvalidFromTheStart(t *testing.T) {
 	// No good version is known: what it matches is refused, saying so,
 	// rather than let it lapse; what it does not match is not.
 	ps := f.cache.Snapshot().Policies()
-	if len(ps) != 1 || !ps[0].IsStandIn() || ps[0].Version != se.Version {
+	if len(ps) != 1 || ps[0].Version != se.Version {
 		t.Fatalf("policies in force %v, want the stand-in of version %s", ps, se.Version)
 	}
 	d := fakecluster.Allowed(t, f.cache, fakecluster.PodRequest("team-a", "registry.example.com/app:1"), false)
+	if len(d.Violations) != 1 || d.Violations[0].Rule != policy.RuleInvalid {
+		t.Errorf("violations %v, want the stand-in's one of rule %s", d.Violations, policy.RuleInvalid)
+	}
 	want := "policy violation: ConfigMap team-a/broken invalid: the policy is invalid (resourceVersion " + se.Version +
 		") and no good version of it is known, so what it matches is refused until it is fixed: policy.yaml: pods.allowedRegistries[0]: invalid registry prefix " +
 		`"https://registry.example.com/": write the registry host without a scheme, e.g. registry.example.com/`

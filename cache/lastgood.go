@@ -153,7 +153,7 @@ func (c *Cache) onLastGood(obj any, deleted bool) {
 			next[src] = prev
 			continue
 		}
-		p, err := carrier.CompileDocument(src, c.cfg.PolicyNamespace, e.Version, []byte(e.Policy))
+		p, err := c.compiler.CompileDocument(src, c.cfg.PolicyNamespace, e.Version, []byte(e.Policy))
 		if err != nil {
 			c.log.Error(err, "Ignoring a persisted last good version that does not compile", "configMap", LastGoodConfigMap, "key", key)
 			continue

@@ -61,7 +61,7 @@ func (c *Cache) onConfigMap(obj any) {
 		c.removeSource(src, received)
 		return
 	}
-	p, err := carrier.Compile(u, c.cfg.PolicyNamespace)
+	p, err := c.compiler.Compile(u, c.cfg.PolicyNamespace)
 	c.applySource(src, u, u.GetResourceVersion(), p, err, received)
 }
 
@@ -82,7 +82,7 @@ func (c *Cache) onAdmissionPolicy(obj any) {
 		}
 		return
 	}
-	p, err := carrier.Compile(u, c.cfg.PolicyNamespace)
+	p, err := c.compiler.Compile(u, c.cfg.PolicyNamespace)
 	c.applySource(src, u, version, p, err, received)
 }
 

@@ -31,13 +31,16 @@ import (
 // Watch the API server cannot answer yet, at most reconnectCap apart, so the
 // Reflector only sees the call succeed: it reconnects within seconds of the
 // API server coming back. Errors that mean something else (403, 410 Gone,
-// a bad request) go to the Reflector as before.
-var reconnectBackoff = wait.Backoff{
-	Duration: 200 * time.Millisecond,
-	Factor:   2,
-	Jitter:   0.25,
-	Steps:    math.MaxInt32,
-	Cap:      reconnectCap,
+// a bad request) go to the Reflector as before. A Backoff changes as it
+// steps, so each retry gets its own.
+func reconnectBackoff() wait.Backoff {
+	return wait.Backoff{
+		Duration: 200 * time.Millisecond,
+		Factor:   2,
+		Jitter:   0.25,
+		Steps:    math.MaxInt32,
+		Cap:      reconnectCap,
+	}
 }
 
 // reconnectCap bounds the wait between two attempts to reach an API
@@ -276,7 +279,7 @@ func listWatch(h *informerHealth, client any,
 // left to the Reflector, which reports them through the informer's
 // WatchErrorHandler; the ones it retries it reports itself.
 func retry[T any](ctx context.Context, h *informerHealth, what string, call func() (T, error)) (T, error) {
-	backoff := reconnectBackoff
+	backoff := reconnectBackoff()
 	for {
 		v, err := call()
 		if err == nil || ctx.Err() != nil || !unavailable(err) {

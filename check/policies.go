@@ -50,6 +50,7 @@ func loadPolicies(docs []Document, opts *Options, cluster *Cluster) ([]*policy.P
 	var order []policy.Source
 	compiled := map[policy.Source]*policy.Policy{}
 	skipped := map[string]int{}
+	compiler := carrier.New()
 	for _, d := range docs {
 		var m objectMeta
 		if err := json.Unmarshal(d.Raw, &m); err != nil {
@@ -74,7 +75,7 @@ func loadPolicies(docs []Document, opts *Options, cluster *Cluster) ([]*policy.P
 			if u.GetName() == "" {
 				return nil, nil, fmt.Errorf("%s: %s: metadata.name: required", d.Where, src.Kind)
 			}
-			p, err := carrier.Compile(u, opts.PolicyNamespace)
+			p, err := compiler.Compile(u, opts.PolicyNamespace)
 			if err != nil {
 				return nil, nil, fmt.Errorf("%s: %w", d.Where, err)
 			}

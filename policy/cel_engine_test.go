@@ -37,7 +37,7 @@ func compileCM(t testing.TB, name, yaml string) *policy.Policy {
 		"metadata": map[string]any{"name": name, "namespace": "policy-system", "labels": map[string]any{policy.PolicyLabel: "true"}},
 		"data":     map[string]any{policy.ConfigMapDataKey: yaml},
 	}}
-	p, err := carrier.Compile(u, "policy-system")
+	p, err := carrier.New().Compile(u, "policy-system")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -66,9 +66,6 @@ func (d *Decision) RefuseReservation(why string) {
 // Denials are the Deny violations, the reasons for a refusal.
 func (d *Decision) Denials() []Violation { return d.only(v1alpha1.Deny) }
 
-// Audits are the Audit violations: counted and logged, never shown to the user.
-func (d *Decision) Audits() []Violation { return d.only(v1alpha1.Audit) }
-
 // Bounds of what one decision writes back, whatever the policy and the
 // object: a Pod of thousands of containers breaking every rule still gets
 // a refusal of a few KiB that says what to fix first and how much more

@@ -8,6 +8,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+
+	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 )
 
 const latestPolicy = "pods:\n  disallowedTags: [latest]\n"
@@ -207,9 +209,9 @@ func TestEnforcement(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.enforcement, func(t *testing.T) {
 			d := clusterPolicy(t, tt.enforcement+latestPolicy).Evaluate(podRequest(latestPod("team-a")), testCluster())
-			if d.Allowed != tt.allowed || len(d.Denials()) != tt.denials || len(d.Warnings()) != tt.warns || len(d.Audits()) != tt.auds {
+			if d.Allowed != tt.allowed || len(d.Denials()) != tt.denials || len(d.Warnings()) != tt.warns || len(d.only(v1alpha1.Audit)) != tt.auds {
 				t.Errorf("allowed=%v denials=%d warnings=%d audits=%d, want %v %d %d %d",
-					d.Allowed, len(d.Denials()), len(d.Warnings()), len(d.Audits()), tt.allowed, tt.denials, tt.warns, tt.auds)
+					d.Allowed, len(d.Denials()), len(d.Warnings()), len(d.only(v1alpha1.Audit)), tt.allowed, tt.denials, tt.warns, tt.auds)
 			}
 			if len(d.Violations) != 1 {
 				t.Fatalf("violations %v, want every enforcement listed", d.Violations)
@@ -235,7 +237,7 @@ func TestEnforcementMixed(t *testing.T) {
 	if w := d.Warnings(); len(w) != 1 || w[0] != wantWarn {
 		t.Errorf("warnings %q, want [%q]", w, wantWarn)
 	}
-	if a := d.Audits(); len(a) != 1 || a[0].Rule != ruleDigest || a[0].Enforcement != "Audit" {
+	if a := d.only(v1alpha1.Audit); len(a) != 1 || a[0].Rule != ruleDigest || a[0].Enforcement != "Audit" {
 		t.Errorf("audits %v", a)
 	}
 	want := `policy violation: AdmissionPolicy deny-labels pods.requiredLabels metadata.labels[owner]: missing required label "owner"`

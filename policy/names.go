@@ -1,11 +1,14 @@
 package policy
 
+import "github.com/policy-webhook/policy-webhook/policy/cel"
+
 // The names the policy model is written in, each defined once.
 
-// Kinds a policy judges.
+// Kinds a policy judges, defined in package cel, which compiles expressions
+// per kind and cannot import this package.
 const (
-	KindPod     = "Pod"
-	KindMyApple = "MyApple"
+	KindPod     = cel.KindPod
+	KindMyApple = cel.KindMyApple
 )
 
 // Resources the webhook judges, as the API server names them.

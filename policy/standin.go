@@ -59,8 +59,5 @@ func StandIn(src Source, scope, version string, cov Coverage, message string) *P
 	return p
 }
 
-// IsStandIn reports whether p stands in for an invalid policy.
-func (p *Policy) IsStandIn() bool { return p.refusal != "" }
-
 // ValidateMatch checks a match alone, as ValidateSpec does within a spec.
 func ValidateMatch(m *v1alpha1.Match) field.ErrorList { return validateMatch(m) }

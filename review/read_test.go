@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	admissionv1 "k8s.io/api/admission/v1"
+	admissionv1beta1 "k8s.io/api/admission/v1beta1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kjson "sigs.k8s.io/json"
 
@@ -15,6 +16,13 @@ const podReview = `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview",
 	`"kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},` +
 	`"namespace":"team-a","operation":"CREATE","userInfo":{"username":"alice","groups":["system:authenticated"]},` +
 	`"object":{"metadata":{"name":"web","namespace":"team-a"},"spec":{"containers":[{"name":"web","image":"nginx"}]}}}}`
+
+func TestVersionsAreTheAPIs(t *testing.T) {
+	if V1 != admissionv1.SchemeGroupVersion.String() || V1beta1 != admissionv1beta1.SchemeGroupVersion.String() {
+		t.Errorf("V1, V1beta1 = %q, %q; the API says %q, %q", V1, V1beta1,
+			admissionv1.SchemeGroupVersion.String(), admissionv1beta1.SchemeGroupVersion.String())
+	}
+}
 
 func TestRead(t *testing.T) {
 	for _, tc := range []struct {

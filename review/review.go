@@ -13,16 +13,16 @@ import (
 
 	"github.com/go-json-experiment/json"
 	admissionv1 "k8s.io/api/admission/v1"
-	admissionv1beta1 "k8s.io/api/admission/v1beta1"
 	utiljson "k8s.io/apimachinery/pkg/util/json"
 
 	"github.com/policy-webhook/policy-webhook/policy"
 )
 
 // Versions of the AdmissionReview envelope; v1beta1 has the same fields.
-var (
-	V1      = admissionv1.SchemeGroupVersion.String()
-	V1beta1 = admissionv1beta1.SchemeGroupVersion.String()
+// Constants, so nothing can change them; a test holds them to the API's.
+const (
+	V1      = "admission.k8s.io/v1"
+	V1beta1 = "admission.k8s.io/v1beta1"
 )
 
 // Kind is the envelope's kind.

@@ -21,7 +21,7 @@ import (
 // (manifests/server/deployment.yaml).
 const deploymentMemoryLimit = 512 << 20
 
-// The slow-body and held-body attacks of issue 11, against the server with
+// Slow-body and held-body (slowloris) attacks, against the server with
 // its default limits: 200 connections that declare a 7 MiB body and send a
 // byte a second, and 100 that send 7 MiB less one byte and hold the last,
 // each reconnecting a second after the server drops it. Meanwhile

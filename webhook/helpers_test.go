@@ -45,6 +45,7 @@ type testPolicy struct {
 func compileSet(t testing.TB, policyNamespace string, ps ...testPolicy) *policy.Set {
 	t.Helper()
 	var compiled []*policy.Policy
+	compiler := carrier.New()
 	for _, p := range ps {
 		u := &unstructured.Unstructured{}
 		u.SetAPIVersion("v1")
@@ -56,7 +57,7 @@ func compileSet(t testing.TB, policyNamespace string, ps ...testPolicy) *policy.
 		if err := unstructured.SetNestedField(u.Object, p.yaml, "data", policy.ConfigMapDataKey); err != nil {
 			t.Fatal(err)
 		}
-		c, err := carrier.Compile(u, policyNamespace)
+		c, err := compiler.Compile(u, policyNamespace)
 		if err != nil {
 			t.Fatalf("policy %s/%s: %v", p.namespace, p.name, err)
 		}

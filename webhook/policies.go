@@ -31,6 +31,8 @@ type policyHandler struct {
 	// their turn rather than multiply it.
 	parses chan struct{}
 	wait   time.Duration // how long a request waits for a token
+	// compiler reads the policy objects; the cache holds its own.
+	compiler *carrier.Compiler
 	// impact, when set, warns what a policy would do to existing objects.
 	impact *Impact
 }
@@ -46,7 +48,7 @@ const (
 
 func newPolicyHandler(policyNamespace string, im *Impact, m *Metrics, log logr.Logger) *policyHandler {
 	return &policyHandler{policyNamespace: policyNamespace, impact: im, metrics: m, log: log,
-		parses: make(chan struct{}, maxConcurrentParses), wait: parseWait}
+		parses: make(chan struct{}, maxConcurrentParses), wait: parseWait, compiler: carrier.New()}
 }
 
 const resourceAdmissionPolicies = "admissionpolicies"
@@ -90,7 +92,7 @@ func (h *policyHandler) Handle(ctx context.Context, r *admissionv1.AdmissionRequ
 		h.metrics.admission(kind, op, verdictSkipped)
 		return allowed(nil), nil
 	}
-	p, err := carrier.Compile(u, h.policyNamespace)
+	p, err := h.compiler.Compile(u, h.policyNamespace)
 	if err != nil {
 		var invalidErr *policy.InvalidError
 		if !errors.As(err, &invalidErr) {

@@ -1,4 +1,4 @@
-// Command loadgen is the load harness of issue #5: it starts a local
+// Command loadgen is the webhook's load harness: it starts a local
 // control plane, runs `policy-webhook serve` and the stdlib no-op webhook
 // (hack/loadgen/noop) as child processes on the same certificate, and
 // measures both in the same run, so every figure has a floor to be read

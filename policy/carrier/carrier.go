@@ -42,16 +42,30 @@ func SourceOf(u *unstructured.Unstructured) (src policy.Source, ok bool) {
 	return src, false
 }
 
+// Compiler compiles the policies objects carry. It builds the CEL
+// environments (tens of milliseconds, a few MiB) on first use and keeps
+// them, so whoever compiles holds one, made by New, rather than one per
+// policy. Safe for concurrent use; the zero Compiler is not usable.
+type Compiler struct {
+	cel func() (*cel.Compiler, error)
+}
+
+// New returns a Compiler whose CEL environments are built when a policy
+// first needs them: policies without CEL never pay for them.
+func New() *Compiler {
+	return &Compiler{cel: sync.OnceValues(cel.NewCompiler)}
+}
+
 // Compile reads and compiles the policy an object carries (see SourceOf),
 // versioned by the ConfigMap's resourceVersion or the AdmissionPolicy's
 // generation. A policy that does not compile is a *policy.InvalidError
 // listing every problem, with field paths under policy.yaml or spec.
-func Compile(u *unstructured.Unstructured, policyNamespace string) (*policy.Policy, error) {
+func (c *Compiler) Compile(u *unstructured.Unstructured, policyNamespace string) (*policy.Policy, error) {
 	src, doc, err := Document(u)
 	if err != nil {
 		return nil, err
 	}
-	return CompileDocument(src, policyNamespace, Version(u), doc)
+	return c.CompileDocument(src, policyNamespace, Version(u), doc)
 }
 
 // Version is the version of the policy an object carries: a ConfigMap's
@@ -92,7 +106,7 @@ func Document(u *unstructured.Unstructured) (policy.Source, []byte, error) {
 // CompileDocument compiles the policy document of src (see Document) at
 // version. A policy that does not compile is a *policy.InvalidError
 // listing every problem, with field paths under policy.yaml or spec.
-func CompileDocument(src policy.Source, policyNamespace, version string, doc []byte) (*policy.Policy, error) {
+func (c *Compiler) CompileDocument(src policy.Source, policyNamespace, version string, doc []byte) (*policy.Policy, error) {
 	var scope string
 	prefix, sep := "spec", "."
 	if src.Kind == policy.SourceConfigMap {
@@ -102,7 +116,7 @@ func CompileDocument(src policy.Source, policyNamespace, version string, doc []b
 	spec, errs := ParseSpec(doc)
 	var opts []policy.CompileOption
 	if len(errs) == 0 && cel.HasCEL(spec) {
-		opt, cerrs := celOption(spec)
+		opt, cerrs := c.celOption(spec)
 		errs = append(errs, cerrs...)
 		opts = append(opts, opt)
 	}
@@ -117,15 +131,11 @@ func CompileDocument(src policy.Source, policyNamespace, version string, doc []b
 	return p, nil
 }
 
-// compiler is the CEL compiler every policy read here shares: building one
-// takes tens of milliseconds, and it is immutable once built.
-var compiler = sync.OnceValues(cel.NewCompiler)
-
-// celOption gives policy.Compile the shared compiler and the spec's params,
+// celOption gives policy.Compile the CEL compiler and the spec's params,
 // decoded as the API server decodes JSON (int64 integers), which is what
 // expressions expect of `params`.
-func celOption(spec *v1alpha1.PolicySpec) (policy.CompileOption, field.ErrorList) {
-	c, err := compiler()
+func (c *Compiler) celOption(spec *v1alpha1.PolicySpec) (policy.CompileOption, field.ErrorList) {
+	cc, err := c.cel()
 	if err != nil {
 		return nil, field.ErrorList{field.InternalError(nil, fmt.Errorf("building the CEL compiler: %w", err))}
 	}
@@ -135,7 +145,7 @@ func celOption(spec *v1alpha1.PolicySpec) (policy.CompileOption, field.ErrorList
 			return nil, field.ErrorList{field.Invalid(field.NewPath("params"), field.OmitValueType{}, "cannot be decoded: "+err.Error())}
 		}
 	}
-	return policy.WithCEL(c, params), nil
+	return policy.WithCEL(cc, params), nil
 }
 
 // configMapDocument takes the policy a ConfigMap carries under policy.yaml.

@@ -27,7 +27,7 @@ func celAdmissionPolicy(spec map[string]any) *unstructured.Unstructured {
 }
 
 func TestCompileCELOnlyPolicy(t *testing.T) {
-	p, err := Compile(celConfigMap(`
+	p, err := New().Compile(celConfigMap(`
 match: {kinds: [Pod]}
 params: {max: 3}
 validations:
@@ -42,7 +42,7 @@ validations:
 }
 
 func TestCompileCELErrorsArePrefixed(t *testing.T) {
-	_, err := Compile(celConfigMap(`
+	_, err := New().Compile(celConfigMap(`
 match: {kinds: [Pod]}
 validations:
 - expression: "object.spec.containrs.size() > 0"
@@ -55,7 +55,7 @@ validations:
 		t.Errorf("problems:\n%s", got)
 	}
 
-	_, err = Compile(celAdmissionPolicy(map[string]any{
+	_, err = New().Compile(celAdmissionPolicy(map[string]any{
 		"match":       map[string]any{"kinds": []any{"MyApple"}},
 		"validations": []any{map[string]any{"expression": "object.spec.colour == 'red'"}},
 	}), "policy-webhook")
@@ -68,7 +68,7 @@ validations:
 }
 
 func TestCompileCELBothKindsNamesTheKind(t *testing.T) {
-	_, err := Compile(celConfigMap(`
+	_, err := New().Compile(celConfigMap(`
 validations:
 - expression: "has(object.spec.containers)"
 `), "policy-webhook")

@@ -84,8 +84,8 @@ func TestStandIn(t *testing.T) {
 				if got, want := d.Message(), "policy violation: ConfigMap team-a/probes invalid: the policy is invalid"; got != want {
 					t.Errorf("message %q, want %q", got, want)
 				}
-				if len(d.Applied) != 1 || !d.Applied[0].IsStandIn() || d.Applied[0].Version != "42" {
-					t.Errorf("applied %v", d.Applied)
+				if len(d.Violations) != 1 || d.Violations[0].Rule != policy.RuleInvalid || len(d.Applied) != 1 || d.Applied[0].Version != "42" {
+					t.Errorf("violations %v, applied %v: want the stand-in's", d.Violations, d.Applied)
 				}
 			}
 		})

@@ -19,7 +19,8 @@ import (
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 )
 
-// Kinds whose objects expressions can judge.
+// Kinds whose objects expressions can judge. The project's one definition
+// of these names: package policy, which imports this one, re-exports them.
 const (
 	KindPod     = "Pod"
 	KindMyApple = "MyApple"

@@ -1,4 +1,4 @@
-// Package faults is the fault suite of issue 11: the webhook on a local
+// Package faults is the fault-injection suite: the webhook on a local
 // control plane (test/testenv) put through what breaks replicas in
 // production, with admissions flowing through each fault and every verdict
 // checked, and the figures of each run (admissions during the fault,
