@@ -218,11 +218,11 @@ func (l *Lister) fetch(ctx context.Context, kind, path string, limit int64, obje
 }
 
 func decode(kind string, raw []byte) (*Object, error) {
-	pod, apple, err := review.DecodeObject(kind, raw)
+	pod, apple, err := review.DecodeObject(policy.Kind(kind), raw)
 	if err != nil {
 		return nil, err
 	}
-	req := &policy.Request{Kind: kind, Operation: policy.Create, Pod: pod, MyApple: apple}
+	req := &policy.Request{Kind: policy.Kind(kind), Operation: policy.Create, Pod: pod, MyApple: apple}
 	// CEL policies read the object, decoded only if one applies.
 	req.Unstructured = review.Unstructured(raw, nil, "")
 	meta := req.Object()

@@ -47,7 +47,10 @@ type Checker struct {
 	generated int
 }
 
-type objectKey struct{ kind, namespace, name string }
+type objectKey struct {
+	kind            policy.Kind
+	namespace, name string
+}
 
 // New compiles the policies among policyDocs. An invalid policy is an error
 // naming its document and the field paths at fault.
@@ -116,11 +119,12 @@ func (c *Checker) isLoadedPolicy(d Document) bool {
 // judgeObject judges a Pod or MyApple as `kubectl apply` would submit it:
 // a CREATE, or an UPDATE of the version admitted earlier in the input.
 func (c *Checker) judgeObject(d Document) (*Result, error) {
-	pod, apple, err := review.DecodeObject(d.Kind, d.Raw)
+	kind := policy.Kind(d.Kind) // Judge has checked it is one
+	pod, apple, err := review.DecodeObject(kind, d.Raw)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", d.Where, err)
 	}
-	req := &policy.Request{Kind: d.Kind, Operation: policy.Create, Pod: pod, MyApple: apple}
+	req := &policy.Request{Kind: kind, Operation: policy.Create, Pod: pod, MyApple: apple}
 	var oldRaw []byte
 	meta := req.Object()
 	if meta.Namespace == "" {
@@ -130,10 +134,10 @@ func (c *Checker) judgeObject(d Document) (*Result, error) {
 	if meta.Name == "" && meta.GenerateName == "" {
 		return nil, fmt.Errorf("%s: %s: metadata.name: required", d.Where, d.Kind)
 	}
-	key := objectKey{d.Kind, req.Namespace, meta.Name}
+	key := objectKey{kind, req.Namespace, meta.Name}
 	if old, ok := c.applied[key]; ok && meta.Name != "" {
 		req.Operation = policy.Update
-		if req.OldPod, req.OldMyApple, err = review.DecodeObject(d.Kind, old); err != nil {
+		if req.OldPod, req.OldMyApple, err = review.DecodeObject(kind, old); err != nil {
 			return nil, fmt.Errorf("%s: decoding the earlier version: %w", d.Where, err)
 		}
 		oldRaw = old
@@ -192,7 +196,7 @@ func (c *Checker) decide(req *policy.Request) *Result {
 		c.cluster.SetMyApple(req.Namespace, cel.Apple{Name: name, Color: sp.Color, Size: sp.Size, Quantity: sp.Quantity})
 	}
 	r := &Result{
-		Kind:       req.Kind,
+		Kind:       string(req.Kind),
 		Namespace:  req.Namespace,
 		Name:       req.Name(),
 		Allowed:    d.Allowed,

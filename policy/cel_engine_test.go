@@ -44,7 +44,7 @@ func compileCM(t testing.TB, name, yaml string) *policy.Policy {
 	return p
 }
 
-func admission(t testing.TB, kind string, op admissionv1.Operation, obj, old any) *policy.Request {
+func admission(t testing.TB, kind policy.Kind, op admissionv1.Operation, obj, old any) *policy.Request {
 	t.Helper()
 	ar := &admissionv1.AdmissionRequest{UID: "1", Operation: op, Namespace: "shop"}
 	raw, err := json.Marshal(obj)
@@ -57,7 +57,7 @@ func admission(t testing.TB, kind string, op admissionv1.Operation, obj, old any
 			t.Fatal(err)
 		}
 	}
-	ar.Kind.Kind = kind
+	ar.Kind.Kind = string(kind)
 	if kind == policy.KindMyApple {
 		ar.Kind.Group = policy.GroupMyApple
 	}

@@ -139,15 +139,15 @@ func (p *Policy) compileCEL(spec *v1alpha1.PolicySpec, o *compileOptions) field.
 	if o.cel == nil {
 		return field.ErrorList{field.InternalError(nil, errors.New("this reader of policies cannot compile CEL expressions"))}
 	}
-	var kinds []string
-	for _, k := range []string{KindPod, KindMyApple} {
+	var kinds []Kind
+	for _, k := range []Kind{KindPod, KindMyApple} {
 		if matchesKind(spec.Match.Kinds, k) {
 			kinds = append(kinds, k)
 		}
 	}
 	var errs field.ErrorList
 	for _, k := range kinds {
-		prog, kerrs := o.cel.Compile(k, spec, o.params)
+		prog, kerrs := o.cel.Compile(string(k), spec, o.params)
 		if len(kerrs) > 0 {
 			if len(kinds) > 1 {
 				for _, e := range kerrs {
@@ -168,7 +168,7 @@ func (p *Policy) compileCEL(spec *v1alpha1.PolicySpec, o *compileOptions) field.
 }
 
 // celFor is the policy's CEL program for kind, or nil.
-func (p *Policy) celFor(kind string) *cel.Program {
+func (p *Policy) celFor(kind Kind) *cel.Program {
 	switch kind {
 	case KindPod:
 		return p.podCEL
@@ -262,7 +262,7 @@ func listForMessage(items []string) string {
 }
 
 // Judges reports whether the policy has rules for kind.
-func (p *Policy) Judges(kind string) bool {
+func (p *Policy) Judges(kind Kind) bool {
 	switch kind {
 	case KindPod:
 		return p.pods

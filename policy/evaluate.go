@@ -218,7 +218,7 @@ func (e *evaluation) loadCEL() error {
 }
 
 // kindResource is the kind and resource of a judged kind's own requests.
-func kindResource(kind string) (metav1.GroupVersionKind, metav1.GroupVersionResource) {
+func kindResource(kind Kind) (metav1.GroupVersionKind, metav1.GroupVersionResource) {
 	if kind == KindMyApple {
 		return metav1.GroupVersionKind{Group: GroupMyApple, Version: "v1", Kind: KindMyApple},
 			metav1.GroupVersionResource{Group: GroupMyApple, Version: "v1", Resource: ResourceApples}

@@ -4,8 +4,13 @@ import "github.com/policy-webhook/policy-webhook/policy/cel"
 
 // The names the policy model is written in, each defined once.
 
+// Kind is a kind of object a policy judges, KindPod or KindMyApple, as the
+// API names it.
+type Kind string
+
 // Kinds a policy judges, defined in package cel, which compiles expressions
-// per kind and cannot import this package.
+// per kind and cannot import this package. Untyped, so that code keeping
+// kinds as strings (the audit's lists, metric labels) uses them as well.
 const (
 	KindPod     = cel.KindPod
 	KindMyApple = cel.KindMyApple

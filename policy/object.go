@@ -119,7 +119,7 @@ type MyAppleSpec struct {
 // Request is one admission to judge: an already decoded Pod or MyApple, and
 // on UPDATE the object it replaces.
 type Request struct {
-	Kind        string // KindPod or KindMyApple
+	Kind        Kind
 	Operation   Operation
 	SubResource string
 	Namespace   string

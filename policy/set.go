@@ -77,7 +77,7 @@ func (s *Set) Policies() []*Policy { return s.all }
 // Len is the number of policies in the set.
 func (s *Set) Len() int { return len(s.all) }
 
-func (s *Set) forKind(kind string) *index {
+func (s *Set) forKind(kind Kind) *index {
 	switch kind {
 	case KindPod:
 		return &s.pods

@@ -20,7 +20,7 @@ type Coverage struct {
 	// object of Kinds in scope.
 	Match *v1alpha1.Match
 	// Kinds the stand-in judges; empty: Pods and MyApples.
-	Kinds []string
+	Kinds []Kind
 }
 
 // StandIn makes the policy that stands in for an invalid one of which no

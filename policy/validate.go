@@ -47,12 +47,14 @@ func ValidateSpec(spec *v1alpha1.PolicySpec) field.ErrorList {
 	return errs
 }
 
-func matchesKind(kinds []string, kind string) bool {
+// matchesKind reports whether kinds, a match.kinds (strings) or a
+// Coverage's, let a policy judge kind; empty lets it judge every kind.
+func matchesKind[K ~string](kinds []K, kind Kind) bool {
 	if len(kinds) == 0 {
 		return true
 	}
 	for _, k := range kinds {
-		if k == kind {
+		if Kind(k) == kind {
 			return true
 		}
 	}

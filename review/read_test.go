@@ -61,7 +61,7 @@ func TestRead(t *testing.T) {
 func TestKindAndJudged(t *testing.T) {
 	for _, tc := range []struct {
 		r      admissionv1.AdmissionRequest
-		kind   string
+		kind   policy.Kind
 		judged bool
 	}{
 		{admissionv1.AdmissionRequest{Operation: admissionv1.Create, Resource: gvr("", "pods")}, policy.KindPod, true},

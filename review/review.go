@@ -60,7 +60,7 @@ func Read(body []byte) (*admissionv1.AdmissionReview, error) {
 // the object's kind, says "pods" for the ephemeralcontainers subresource
 // too; a request without a resource (written by hand) goes by its kind. It
 // returns "" for anything else.
-func KindOf(r *admissionv1.AdmissionRequest) string {
+func KindOf(r *admissionv1.AdmissionRequest) policy.Kind {
 	switch {
 	case r.Resource.Group == "" && r.Resource.Resource == policy.ResourcePods:
 		return policy.KindPod
@@ -79,7 +79,7 @@ func KindOf(r *admissionv1.AdmissionRequest) string {
 // ephemeralcontainers subresource, which changes what runs. Other
 // operations and subresources (status, binding, exec, scale) carry nothing
 // a rule reads.
-func Judged(kind string, r *admissionv1.AdmissionRequest) bool {
+func Judged(kind policy.Kind, r *admissionv1.AdmissionRequest) bool {
 	if r.Operation != admissionv1.Create && r.Operation != admissionv1.Update {
 		return false
 	}
@@ -94,7 +94,7 @@ func Judged(kind string, r *admissionv1.AdmissionRequest) bool {
 
 // NewRequest turns an admission of kind (see KindOf) into the engine's
 // Request, decoding the object and, on UPDATE, the old one.
-func NewRequest(kind string, r *admissionv1.AdmissionRequest) (*policy.Request, error) {
+func NewRequest(kind policy.Kind, r *admissionv1.AdmissionRequest) (*policy.Request, error) {
 	req := &policy.Request{Kind: kind, Operation: policy.Operation(r.Operation), SubResource: r.SubResource, Namespace: r.Namespace}
 	if len(r.Object.Raw) == 0 {
 		return nil, errors.New("request.object is empty")
@@ -172,7 +172,7 @@ func decodeUnstructured(raw []byte, namespace string) (map[string]any, error) {
 // DecodeObject decodes the part of a Pod or a MyApple that rules read.
 // Input that is not valid JSON, or whose read fields have the wrong type,
 // is an error naming the field.
-func DecodeObject(kind string, raw []byte) (*policy.Pod, *policy.MyApple, error) {
+func DecodeObject(kind policy.Kind, raw []byte) (*policy.Pod, *policy.MyApple, error) {
 	switch kind {
 	case policy.KindPod:
 		pod := &policy.Pod{}

@@ -239,7 +239,7 @@ func FuzzDecodeObject(f *testing.F) {
 	set := fuzzSet(f)
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		checkAgainstReference(t, raw)
-		for _, kind := range []string{policy.KindPod, policy.KindMyApple} {
+		for _, kind := range []policy.Kind{policy.KindPod, policy.KindMyApple} {
 			pod, apple, err := DecodeObject(kind, raw)
 			if err != nil {
 				continue

@@ -40,7 +40,7 @@ func newAdmitHandler(kind string, judge Judge, failOpen bool, m *Metrics, log lo
 
 func (h *admitHandler) Handle(ctx context.Context, r *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, error) {
 	op := opOf(r.Operation)
-	if k := review.KindOf(r); k != h.kind {
+	if k := review.KindOf(r); k != policy.Kind(h.kind) {
 		// The API server sends only what the ValidatingWebhookConfiguration
 		// routes here; anything else comes from a client speaking to the
 		// webhook directly, and admitting it unjudged would be a way past
@@ -48,7 +48,7 @@ func (h *admitHandler) Handle(ctx context.Context, r *admissionv1.AdmissionReque
 		return nil, &httpError{code: http.StatusBadRequest, msg: fmt.Sprintf(
 			"policy-webhook: this path judges %s objects, not %s", h.kind, resourceName(r))}
 	}
-	if !review.Judged(h.kind, r) {
+	if !review.Judged(policy.Kind(h.kind), r) {
 		h.metrics.admission(h.kindIx, op, verdictSkipped)
 		return allowed(nil), nil
 	}
@@ -60,7 +60,7 @@ func (h *admitHandler) Handle(ctx context.Context, r *admissionv1.AdmissionReque
 		h.metrics.admission(h.kindIx, op, verdictNotSynced)
 		return notSynced(), nil
 	}
-	req, err := review.NewRequest(h.kind, r)
+	req, err := review.NewRequest(policy.Kind(h.kind), r)
 	if err != nil {
 		// The API server only sends objects it has decoded itself, so this
 		// is a client speaking to the webhook directly, or a bug: refuse

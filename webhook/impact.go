@@ -64,7 +64,7 @@ func (i *Impact) warnings(ctx context.Context, p *policy.Policy) []string {
 	}
 	var err error
 	for _, kind := range audit.Kinds {
-		if err != nil || !p.Judges(kind) {
+		if err != nil || !p.Judges(policy.Kind(kind)) {
 			continue
 		}
 		// An existing object is judged as a CREATE: it has nothing to

@@ -50,13 +50,15 @@ func ReadCoverage(u *unstructured.Unstructured) policy.Coverage {
 			cov.Enforcement = e
 		}
 	}
-	var kinds []string // what match.kinds allows; nil: both
+	var kinds []policy.Kind // what match.kinds allows; nil: both
 	if present(f.Match) {
 		var m v1alpha1.Match
 		strict, err := kjson.UnmarshalStrict(f.Match, &m)
 		if err == nil && len(strict) == 0 && len(policy.ValidateMatch(&m)) == 0 {
 			cov.Match = &m
-			kinds = m.Kinds
+			for _, k := range m.Kinds {
+				kinds = append(kinds, policy.Kind(k))
+			}
 		}
 	} else {
 		cov.Match = &v1alpha1.Match{}
@@ -67,7 +69,7 @@ func ReadCoverage(u *unstructured.Unstructured) policy.Coverage {
 	}
 	for _, k := range []struct {
 		rules json.RawMessage
-		kind  string
+		kind  policy.Kind
 	}{{f.Pods, policy.KindPod}, {f.MyApples, policy.KindMyApple}} {
 		if present(k.rules) && (len(kinds) == 0 || slices.Contains(kinds, k.kind)) {
 			cov.Kinds = append(cov.Kinds, k.kind)
