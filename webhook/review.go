@@ -146,7 +146,7 @@ func (h *reviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.metrics.requestError(errWrite)
 		h.log.V(1).Info("Writing an admission response failed", "uid", in.Request.UID, "error", err.Error())
 	}
-	h.metrics.duration(kindOf(in.Request.Kind.Kind), time.Since(start))
+	h.metrics.duration(in.Request.Kind.Kind, time.Since(start))
 }
 
 // readBody reads the whole body, refusing more than maxBytes. The buffer
