@@ -43,8 +43,7 @@ func (h *admitHandler) Handle(ctx context.Context, r *admissionv1.AdmissionReque
 		// routes here; anything else comes from a client speaking to the
 		// webhook directly, and admitting it unjudged would be a way past
 		// the rules.
-		return nil, &httpError{code: http.StatusBadRequest, msg: fmt.Sprintf(
-			"policy-webhook: this path judges %s objects, not %s", h.kind, resourceName(r))}
+		return nil, fmt.Errorf("policy-webhook: this path judges %s objects, not %s", h.kind, resourceName(r))
 	}
 	resp, verdict := h.decide(ctx, r)
 	h.metrics.admission(h.kind, r.Operation, verdict)

@@ -59,7 +59,7 @@ func (h *policyHandler) Handle(ctx context.Context, r *admissionv1.AdmissionRequ
 	case r.Resource.Group == v1alpha1.GroupVersion.Group && r.Resource.Resource == resourceAdmissionPolicies:
 		kind = policy.SourceAdmissionPolicy
 	default:
-		return nil, &httpError{code: http.StatusBadRequest, msg: "policy-webhook: this path judges ConfigMaps and AdmissionPolicies, not " + resourceName(r)}
+		return nil, errors.New("policy-webhook: this path judges ConfigMaps and AdmissionPolicies, not " + resourceName(r))
 	}
 	resp, verdict := h.decide(ctx, r, kind)
 	h.metrics.admission(kind, r.Operation, verdict)

@@ -192,7 +192,7 @@ func TestServerShedsLoad(t *testing.T) {
 	entered := make(chan struct{}, 1)
 	s.srv.Register("/hold", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, err := io.Copy(io.Discard, r.Body); err != nil {
-			writeError(w, http.StatusTooManyRequests, err.Error())
+			http.Error(w, err.Error(), http.StatusTooManyRequests)
 			return
 		}
 		entered <- struct{}{}
