@@ -27,7 +27,6 @@ type Judge interface {
 // admitHandler judges the admissions of one kind, Pods or MyApples.
 type admitHandler struct {
 	kind     string // policy.KindPod or policy.KindMyApple
-	kindIx   kindIndex
 	judge    Judge
 	failOpen bool
 	metrics  *Metrics
@@ -35,52 +34,51 @@ type admitHandler struct {
 }
 
 func newAdmitHandler(kind string, judge Judge, failOpen bool, m *Metrics, log logr.Logger) *admitHandler {
-	return &admitHandler{kind: kind, kindIx: kindOf(kind), judge: judge, failOpen: failOpen, metrics: m, log: log}
+	return &admitHandler{kind: kind, judge: judge, failOpen: failOpen, metrics: m, log: log}
 }
 
 func (h *admitHandler) Handle(ctx context.Context, r *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, error) {
-	op := opOf(r.Operation)
 	if k := review.KindOf(r); k != policy.Kind(h.kind) {
 		// The API server sends only what the ValidatingWebhookConfiguration
 		// routes here; anything else comes from a client speaking to the
 		// webhook directly, and admitting it unjudged would be a way past
 		// the rules.
-		return nil, &httpError{code: http.StatusBadRequest, msg: fmt.Sprintf(
-			"policy-webhook: this path judges %s objects, not %s", h.kind, resourceName(r))}
+		return nil, fmt.Errorf("policy-webhook: this path judges %s objects, not %s", h.kind, resourceName(r))
 	}
+	resp, verdict := h.decide(ctx, r)
+	h.metrics.admission(h.kind, r.Operation, verdict)
+	return resp, nil
+}
+
+func (h *admitHandler) decide(ctx context.Context, r *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, string) {
 	if !review.Judged(policy.Kind(h.kind), r) {
-		h.metrics.admission(h.kindIx, op, verdictSkipped)
-		return allowed(nil), nil
+		return allowed(nil), verdictSkipped
 	}
 	if !h.judge.HasSynced() {
 		if h.failOpen {
-			h.metrics.admission(h.kindIx, op, verdictAllowedNotSynced)
-			return allowed([]string{warnNotSynced}), nil
+			return allowed([]string{warnNotSynced}), verdictAllowedNotSynced
 		}
-		h.metrics.admission(h.kindIx, op, verdictNotSynced)
-		return notSynced(), nil
+		return notSynced(), verdictNotSynced
 	}
 	req, err := review.NewRequest(policy.Kind(h.kind), r)
 	if err != nil {
 		// The API server only sends objects it has decoded itself, so this
 		// is a client speaking to the webhook directly, or a bug: refuse
 		// rather than admit what could not be judged.
-		h.metrics.admission(h.kindIx, op, verdictError)
-		return errored(http.StatusBadRequest, fmt.Sprintf("policy-webhook: cannot judge %s %s: %v", h.kind, objectRef(r), err)), nil
+		return errored(http.StatusBadRequest, fmt.Sprintf("policy-webhook: cannot judge %s %s: %v", h.kind, objectRef(r), err)), verdictError
 	}
 	req.Context = ctx
 	d := h.judge.Evaluate(req)
 	h.record(r, &d)
 	var resp *admissionv1.AdmissionResponse
-	if !d.Allowed {
-		h.metrics.admission(h.kindIx, op, verdictDenied)
-		resp = denied(d.Message(), d.Warnings())
-	} else {
-		h.metrics.admission(h.kindIx, op, verdictAllowed)
+	verdict := verdictAllowed
+	if d.Allowed {
 		resp = allowed(d.Warnings())
+	} else {
+		resp, verdict = denied(d.Message(), d.Warnings()), verdictDenied
 	}
 	resp.AuditAnnotations = auditAnnotations(&d)
-	return resp, nil
+	return resp, verdict
 }
 
 // record counts every violation and logs the ones users do not see, one

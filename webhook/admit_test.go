@@ -333,10 +333,10 @@ func TestAdmitHandlers(t *testing.T) {
 					t.Errorf("violations_total{pods.forbidPrivileged,Audit} = %v, want 1", got)
 				}
 			}
-			if got := testutil.ToFloat64(srv.metrics.admissionsVec.WithLabelValues(tc.kind, tc.op, tc.verdict)); got != 1 {
+			if got := testutil.ToFloat64(srv.metrics.admissions.WithLabelValues(tc.kind, tc.op, tc.verdict)); got != 1 {
 				t.Errorf("admissions_total{%s,%s,%s} = %v, want 1", tc.kind, tc.op, tc.verdict, got)
 			}
-			if got := testutil.CollectAndCount(srv.metrics.admissionsVec); got != 1 {
+			if got := testutil.CollectAndCount(srv.metrics.admissions); got != 1 {
 				t.Errorf("%d admissions_total series, want exactly 1", got)
 			}
 		})
@@ -362,7 +362,7 @@ func TestViolationMetrics(t *testing.T) {
 			t.Errorf("violations_total{%s,%s} = %v, want %v", c.rule, c.enforcement, got, c.want)
 		}
 	}
-	if got := testutil.CollectAndCount(srv.metrics.durationVec); got != 1 {
+	if got := testutil.CollectAndCount(srv.metrics.durations); got != 1 {
 		t.Errorf("%d duration series, want 1 (Pod)", got)
 	}
 }
@@ -385,7 +385,7 @@ func TestPanicIsRecovered(t *testing.T) {
 	if !srv.logs.contains("boom") {
 		t.Errorf("panic not logged: %q", srv.logs.lines)
 	}
-	if got := testutil.ToFloat64(srv.metrics.requestErrors[errPanic]); got != 1 {
+	if got := testutil.ToFloat64(srv.metrics.requestErrors.WithLabelValues(errPanic)); got != 1 {
 		t.Errorf("request_errors_total{panic} = %v", got)
 	}
 }
@@ -409,7 +409,7 @@ func TestWrongResourceForPathIsRefused(t *testing.T) {
 			t.Errorf("%s: HTTP %d %q, want 400 with %q", tc.path, rec.Code, rec.Body, tc.want)
 		}
 	}
-	if got := testutil.ToFloat64(srv.metrics.requestErrors[errWrongResource]); got != 3 {
+	if got := testutil.ToFloat64(srv.metrics.requestErrors.WithLabelValues(errWrongResource)); got != 3 {
 		t.Errorf("request_errors_total{reason=wrong_resource} = %v, want 3", got)
 	}
 }

@@ -1,7 +1,7 @@
 package webhook
 
 import (
-	"strconv"
+	"fmt"
 	"strings"
 
 	"github.com/policy-webhook/policy-webhook/policy"
@@ -58,11 +58,7 @@ func auditAnnotations(d *policy.Decision) map[string]string {
 		if listed > 1 {
 			b.WriteString(", ")
 		}
-		b.WriteString(string(v.Enforcement))
-		b.WriteByte(' ')
-		b.WriteString(v.Rule)
-		b.WriteString(" by ")
-		b.WriteString(v.Source)
+		fmt.Fprintf(&b, "%s %s by %s", v.Enforcement, v.Rule, v.Source)
 	}
 	more(&b, listed)
 	out[annotationViolations] = b.String()
@@ -80,8 +76,6 @@ func repeated(before []policy.Violation, v *policy.Violation) bool {
 
 func more(b *strings.Builder, n int) {
 	if n > annotatedEntries {
-		b.WriteString(" and ")
-		b.WriteString(strconv.Itoa(n - annotatedEntries))
-		b.WriteString(" more")
+		fmt.Fprintf(b, " and %d more", n-annotatedEntries)
 	}
 }

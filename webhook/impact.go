@@ -18,9 +18,8 @@ import (
 // admission that reads the API server, so it is held well inside the
 // webhook's timeout and reads in pages.
 const (
-	impactBudget   = 2 * time.Second
-	impactPageSize = audit.DefaultPageSize
-	impactNamed    = 5 // objects named in a warning; the rest are counted
+	impactBudget = 2 * time.Second
+	impactNamed  = 5 // objects named in a warning; the rest are counted
 )
 
 // Impact judges the objects that exist against a policy about to be
@@ -35,7 +34,7 @@ type Impact struct {
 // NewImpact reads the existing objects through client, a core/v1 REST
 // client, and judges them with what cluster holds.
 func NewImpact(client rest.Interface, cluster policy.Cluster) *Impact {
-	return &Impact{lister: &audit.Lister{Client: client, PageSize: impactPageSize}, cluster: cluster, budget: impactBudget}
+	return &Impact{lister: &audit.Lister{Client: client}, cluster: cluster, budget: impactBudget}
 }
 
 // warnings tells a policy's author what it would do to the objects that
@@ -46,23 +45,10 @@ func (i *Impact) warnings(ctx context.Context, p *policy.Policy) []string {
 	defer cancel()
 	set := policy.NewSet([]*policy.Policy{p})
 	var (
-		hits    []string
-		count   int
-		checked int
+		hits           []string
+		count, checked int
+		err            error
 	)
-	judge := func(req *policy.Request) {
-		checked++
-		req.Context = ctx
-		d := set.Evaluate(req, i.cluster)
-		if len(d.Violations) == 0 {
-			return
-		}
-		count++
-		if len(hits) < impactNamed {
-			hits = append(hits, fmt.Sprintf("%s %s/%s (%s)", req.Kind, req.Namespace, req.Object().Name, d.Violations[0].Rule))
-		}
-	}
-	var err error
 	for _, kind := range audit.Kinds {
 		if err != nil || !p.Judges(policy.Kind(kind)) {
 			continue
@@ -70,7 +56,14 @@ func (i *Impact) warnings(ctx context.Context, p *policy.Policy) []string {
 		// An existing object is judged as a CREATE: it has nothing to
 		// forgive. A cluster without the MyApple CRD has none to judge.
 		err = i.lister.Each(ctx, kind, p.Scope, func(o *audit.Object) error {
-			judge(o.Request)
+			req := o.Request
+			req.Context = ctx
+			checked++
+			if d := set.Evaluate(req, i.cluster); len(d.Violations) > 0 {
+				if count++; len(hits) < impactNamed {
+					hits = append(hits, fmt.Sprintf("%s %s/%s (%s)", req.Kind, req.Namespace, req.Object().Name, d.Violations[0].Rule))
+				}
+			}
 			return nil
 		})
 		if errors.Is(err, audit.ErrNotServed) {
@@ -79,7 +72,11 @@ func (i *Impact) warnings(ctx context.Context, p *policy.Policy) []string {
 	}
 	var out []string
 	if count > 0 {
-		msg := fmt.Sprintf("this policy would %s %d existing %s: %s", verb(p.Enforcement), count, plural(count, "object", "objects"), strings.Join(hits, ", "))
+		objects := "objects"
+		if count == 1 {
+			objects = "object"
+		}
+		msg := fmt.Sprintf("this policy would %s %d existing %s: %s", verb(p.Enforcement), count, objects, strings.Join(hits, ", "))
 		if count > len(hits) {
 			msg += fmt.Sprintf(" and %d more", count-len(hits))
 		}
@@ -99,13 +96,6 @@ func verb(e v1alpha1.Enforcement) string {
 		return "report"
 	}
 	return "deny"
-}
-
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return one
-	}
-	return many
 }
 
 func reason(err error) string {

@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -37,7 +38,7 @@ const (
 	// never refused for them: a review of a few KiB (nearly all of them)
 	// is then never shed because large bodies hold the budget. What it
 	// lets past the budget is bounded by MaxRequestsInFlight × 64 KiB.
-	freeBodyBytes = maxPooledBody
+	freeBodyBytes = 64 << 10
 	// retryAfterSeconds is sent with every refusal for load: the API
 	// server's client retries a 429 after that delay, within the webhook
 	// call's timeout.
@@ -70,24 +71,13 @@ type Limits struct {
 }
 
 func (l Limits) withDefaults() Limits {
-	def := func(d *time.Duration, v time.Duration) {
-		if *d == 0 {
-			*d = v
-		}
-	}
-	def(&l.ReadHeaderTimeout, DefaultReadHeaderTimeout)
-	def(&l.ReadTimeout, DefaultReadTimeout)
-	def(&l.WriteTimeout, DefaultWriteTimeout)
-	def(&l.IdleTimeout, DefaultIdleTimeout)
-	if l.MaxConnections == 0 {
-		l.MaxConnections = DefaultMaxConnections
-	}
-	if l.MaxRequestsInFlight == 0 {
-		l.MaxRequestsInFlight = DefaultMaxRequestsInFlight
-	}
-	if l.MaxBytesInFlight == 0 {
-		l.MaxBytesInFlight = DefaultMaxBytesInFlight
-	}
+	l.ReadHeaderTimeout = cmp.Or(l.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	l.ReadTimeout = cmp.Or(l.ReadTimeout, DefaultReadTimeout)
+	l.WriteTimeout = cmp.Or(l.WriteTimeout, DefaultWriteTimeout)
+	l.IdleTimeout = cmp.Or(l.IdleTimeout, DefaultIdleTimeout)
+	l.MaxConnections = cmp.Or(l.MaxConnections, DefaultMaxConnections)
+	l.MaxRequestsInFlight = cmp.Or(l.MaxRequestsInFlight, DefaultMaxRequestsInFlight)
+	l.MaxBytesInFlight = cmp.Or(l.MaxBytesInFlight, DefaultMaxBytesInFlight)
 	return l
 }
 
@@ -208,29 +198,22 @@ func (b *limitedBody) done() {
 	}
 }
 
-func errBytesInFlight(limit int64) error {
+func errBytesInFlight(limit int64) *errOverloaded {
 	return &errOverloaded{what: fmt.Sprintf("request bodies in flight would pass %d bytes, the limit (--max-bytes-in-flight)", limit), unreadBody: true}
 }
 
 // shed answers a request refused for load: 429 with Retry-After, which the
 // API server's client honours by retrying (the 503 of an unsynced cache is
 // a verdict instead, in the review).
-func shed(w http.ResponseWriter, err error) {
+func shed(w http.ResponseWriter, o *errOverloaded) {
 	w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
 	// With the body not read to its end, close the connection: net/http
 	// would otherwise read what is left (up to 256 KiB, for as long as the
 	// read timeout allows) before answering. A request refused with its
 	// body read keeps the connection, so a client retrying under load
 	// needs no new handshake.
-	var o *errOverloaded
-	if errors.As(err, &o) && o.unreadBody {
+	if o.unreadBody {
 		w.Header().Set("Connection", "close")
 	}
-	writeError(w, http.StatusTooManyRequests, err.Error())
-}
-
-// isOverloaded reports whether err is a refusal for load.
-func isOverloaded(err error) bool {
-	var o *errOverloaded
-	return errors.As(err, &o)
+	http.Error(w, o.Error(), http.StatusTooManyRequests)
 }

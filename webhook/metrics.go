@@ -2,7 +2,6 @@ package webhook
 
 import (
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -11,134 +10,56 @@ import (
 	"github.com/policy-webhook/policy-webhook/policy"
 )
 
-// Label values. Each metric's series are resolved once, on first use, and
-// kept in fixed arrays indexed by these small enums, so recording a
-// request allocates nothing and looks up no label hash.
-type (
-	kindIndex    uint8
-	opIndex      uint8
-	verdictIndex uint8
-	errorReason  uint8
-)
-
-const (
-	kindPod kindIndex = iota
-	kindMyApple
-	kindConfigMap
-	kindAdmissionPolicy
-	kindOther
-	numKinds
-)
-
-var kindNames = [numKinds]string{policy.KindPod, policy.KindMyApple, policy.SourceConfigMap, policy.SourceAdmissionPolicy, "other"}
-
-func kindOf(k string) kindIndex {
-	switch k {
-	case policy.KindPod:
-		return kindPod
-	case policy.KindMyApple:
-		return kindMyApple
-	case policy.SourceConfigMap:
-		return kindConfigMap
-	case policy.SourceAdmissionPolicy:
-		return kindAdmissionPolicy
-	}
-	return kindOther
-}
-
-const (
-	opCreate opIndex = iota
-	opUpdate
-	opDelete
-	opConnect
-	opOther
-	numOps
-)
-
-var opNames = [numOps]string{"CREATE", "UPDATE", "DELETE", "CONNECT", "other"}
-
-func opOf(op admissionv1.Operation) opIndex {
-	switch op {
-	case admissionv1.Create:
-		return opCreate
-	case admissionv1.Update:
-		return opUpdate
-	case admissionv1.Delete:
-		return opDelete
-	case admissionv1.Connect:
-		return opConnect
-	}
-	return opOther
-}
-
+// Verdicts, the values of policy_webhook_admissions_total's verdict label.
 const (
 	// verdictAllowed: judged and admitted (possibly with warnings).
-	verdictAllowed verdictIndex = iota
+	verdictAllowed = "allowed"
 	// verdictDenied: judged and refused (a Deny violation, an invalid policy).
-	verdictDenied
+	verdictDenied = "denied"
 	// verdictNotSynced: refused because the policy cache has not synced.
-	verdictNotSynced
+	verdictNotSynced = "not_synced"
 	// verdictAllowedNotSynced: admitted unjudged before sync (fail open).
-	verdictAllowedNotSynced
+	verdictAllowedNotSynced = "allowed_not_synced"
 	// verdictSkipped: not ours to judge (an operation, subresource or
 	// resource the path does not cover), admitted.
-	verdictSkipped
+	verdictSkipped = "skipped"
 	// verdictError: the object could not be read; refused.
-	verdictError
+	verdictError = "error"
 	// verdictBusy: refused with 429 for want of room to judge it now.
-	verdictBusy
-	numVerdicts
+	verdictBusy = "busy"
 )
 
-var verdictNames = [numVerdicts]string{"allowed", "denied", "not_synced", "allowed_not_synced", "skipped", "error", "busy"}
-
+// Reasons, the values of policy_webhook_request_errors_total's reason label.
 const (
-	errMethod errorReason = iota
-	errContentType
-	errTooLarge
-	errMalformed
-	errPanic
-	errWrite
-	errWrongResource
-	errShed
-	numErrorReasons
+	errMethod        = "method_not_allowed"
+	errContentType   = "unsupported_media_type"
+	errTooLarge      = "too_large"
+	errMalformed     = "malformed"
+	errPanic         = "panic"
+	errWrite         = "write"
+	errWrongResource = "wrong_resource"
+	errShed          = "overloaded"
 )
-
-var errorReasonNames = [numErrorReasons]string{"method_not_allowed", "unsupported_media_type", "too_large", "malformed", "panic", "write", "wrong_resource", "overloaded"}
 
 // Metrics are the webhook's Prometheus metrics. One value serves every
-// handler of a server.
+// handler of a server. Series appear on first use, except the request
+// errors' (see NewMetrics).
 type Metrics struct {
-	admissionsVec *prometheus.CounterVec
-	durationVec   *prometheus.HistogramVec
+	admissions    *prometheus.CounterVec
+	durations     *prometheus.HistogramVec
 	violations    *prometheus.CounterVec
-	requestErrors [numErrorReasons]prometheus.Counter
-
-	admissions [numKinds][numOps][numVerdicts]lazyCounter
-	durations  [numKinds]lazyObserver
-}
-
-// lazyCounter resolves its series on first use: resolving all of them up
-// front would export a hundred always-zero series.
-type lazyCounter struct {
-	once sync.Once
-	c    prometheus.Counter
-}
-
-type lazyObserver struct {
-	once sync.Once
-	o    prometheus.Observer
+	requestErrors *prometheus.CounterVec
 }
 
 // NewMetrics registers the metrics with reg.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
-		admissionsVec: prometheus.NewCounterVec(prometheus.CounterOpts{
+		admissions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "policy_webhook_admissions_total",
 			Help: "Admission requests answered, by kind, operation and verdict " +
 				"(allowed, denied, not_synced, allowed_not_synced, skipped, error, busy).",
 		}, []string{"kind", "operation", "verdict"}),
-		durationVec: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		durations: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "policy_webhook_admission_duration_seconds",
 			Help: "Time from reading an AdmissionReview to writing its response, by kind.",
 			// 25µs to 0.2s: an answer from memory takes tens of microseconds.
@@ -148,38 +69,47 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "policy_webhook_violations_total",
 			Help: "Policy violations found in admitted or refused objects, by rule and enforcement (Deny, Warn, Audit).",
 		}, []string{"rule", "enforcement"}),
+		requestErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "policy_webhook_request_errors_total",
+			Help: "HTTP requests refused before judging, by reason " +
+				"(method_not_allowed, unsupported_media_type, too_large, malformed, panic, write, wrong_resource, overloaded).",
+		}, []string{"reason"}),
 	}
-	errs := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "policy_webhook_request_errors_total",
-		Help: "HTTP requests refused before judging, by reason " +
-			"(method_not_allowed, unsupported_media_type, too_large, malformed, panic, write, wrong_resource, overloaded).",
-	}, []string{"reason"})
-	for _, c := range []prometheus.Collector{m.admissionsVec, m.durationVec, m.violations, errs} {
+	for _, c := range []prometheus.Collector{m.admissions, m.durations, m.violations, m.requestErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering the webhook's metrics: %w", err)
 		}
 	}
 	// Every reason is exported from the start, so an alert on its rate
 	// works before the first error.
-	for i := range m.requestErrors {
-		m.requestErrors[i] = errs.WithLabelValues(errorReasonNames[i])
+	for _, r := range []string{errMethod, errContentType, errTooLarge, errMalformed, errPanic, errWrite, errWrongResource, errShed} {
+		m.requestErrors.WithLabelValues(r)
 	}
 	return m, nil
 }
 
-func (m *Metrics) admission(k kindIndex, op opIndex, v verdictIndex) {
-	lc := &m.admissions[k][op][v]
-	lc.once.Do(func() { lc.c = m.admissionsVec.WithLabelValues(kindNames[k], opNames[op], verdictNames[v]) })
-	lc.c.Inc()
+// admission counts an answer; kind is one the handler judges.
+func (m *Metrics) admission(kind string, op admissionv1.Operation, verdict string) {
+	switch op {
+	case admissionv1.Create, admissionv1.Update, admissionv1.Delete, admissionv1.Connect:
+	default:
+		op = "other" // a client's made-up operation must not add series
+	}
+	m.admissions.WithLabelValues(kind, string(op), verdict).Inc()
 }
 
-func (m *Metrics) duration(k kindIndex, d time.Duration) {
-	lo := &m.durations[k]
-	lo.once.Do(func() { lo.o = m.durationVec.WithLabelValues(kindNames[k]) })
-	lo.o.Observe(d.Seconds())
+// duration observes an answer's time; kind comes from the client, so only
+// the kinds judged here get a series of their own.
+func (m *Metrics) duration(kind string, d time.Duration) {
+	switch kind {
+	case policy.KindPod, policy.KindMyApple, policy.SourceConfigMap, policy.SourceAdmissionPolicy:
+	default:
+		kind = "other"
+	}
+	m.durations.WithLabelValues(kind).Observe(d.Seconds())
 }
 
-func (m *Metrics) requestError(r errorReason) { m.requestErrors[r].Inc() }
+func (m *Metrics) requestError(reason string) { m.requestErrors.WithLabelValues(reason).Inc() }
 
 func (m *Metrics) violation(v *policy.Violation) {
 	m.violations.WithLabelValues(v.Rule, string(v.Enforcement)).Inc()

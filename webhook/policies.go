@@ -54,70 +54,65 @@ func newPolicyHandler(policyNamespace string, im *Impact, m *Metrics, log logr.L
 const resourceAdmissionPolicies = "admissionpolicies"
 
 func (h *policyHandler) Handle(ctx context.Context, r *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, error) {
-	op := opOf(r.Operation)
-	var kind kindIndex
+	var kind string
 	switch {
 	case r.Resource.Group == "" && r.Resource.Resource == "configmaps":
-		kind = kindConfigMap
+		kind = policy.SourceConfigMap
 	case r.Resource.Group == v1alpha1.GroupVersion.Group && r.Resource.Resource == resourceAdmissionPolicies:
-		kind = kindAdmissionPolicy
+		kind = policy.SourceAdmissionPolicy
 	default:
-		return nil, &httpError{code: http.StatusBadRequest, msg: "policy-webhook: this path judges ConfigMaps and AdmissionPolicies, not " + resourceName(r)}
+		return nil, errors.New("policy-webhook: this path judges ConfigMaps and AdmissionPolicies, not " + resourceName(r))
 	}
+	resp, verdict := h.decide(ctx, r, kind)
+	h.metrics.admission(kind, r.Operation, verdict)
+	return resp, nil
+}
+
+func (h *policyHandler) decide(ctx context.Context, r *admissionv1.AdmissionRequest, kind string) (*admissionv1.AdmissionResponse, string) {
 	// Deleting a policy is always allowed, and a subresource (an
 	// AdmissionPolicy's status) carries no spec.
-	if (op != opCreate && op != opUpdate) || r.SubResource != "" {
-		h.metrics.admission(kind, op, verdictSkipped)
-		return allowed(nil), nil
+	if (r.Operation != admissionv1.Create && r.Operation != admissionv1.Update) || r.SubResource != "" {
+		return allowed(nil), verdictSkipped
 	}
-	wait := time.NewTimer(h.wait)
-	defer wait.Stop()
+	waitCtx, cancel := context.WithTimeout(ctx, h.wait)
+	defer cancel()
 	select {
 	case h.parses <- struct{}{}:
 		defer func() { <-h.parses }()
-	case <-wait.C:
-		h.metrics.admission(kind, op, verdictBusy)
-		return busy(), nil
-	case <-ctx.Done():
-		h.metrics.admission(kind, op, verdictBusy)
-		return busy(), nil
+	case <-waitCtx.Done():
+		return busy(), verdictBusy
 	}
 	u, err := carrierObject(r, kind)
 	if err != nil {
-		h.metrics.admission(kind, op, verdictError)
-		return errored(http.StatusBadRequest, "policy-webhook: cannot read request.object: "+err.Error()), nil
+		return errored(http.StatusBadRequest, "policy-webhook: cannot read request.object: "+err.Error()), verdictError
 	}
 	if _, ours := carrier.SourceOf(u); !ours {
 		// Any ConfigMap may pass: only labelled ones carry policy.
-		h.metrics.admission(kind, op, verdictSkipped)
-		return allowed(nil), nil
+		return allowed(nil), verdictSkipped
 	}
 	p, err := h.compiler.Compile(u, h.policyNamespace)
 	if err != nil {
 		var invalidErr *policy.InvalidError
 		if !errors.As(err, &invalidErr) {
-			h.metrics.admission(kind, op, verdictError)
-			return errored(http.StatusBadRequest, "policy-webhook: "+err.Error()), nil
+			return errored(http.StatusBadRequest, "policy-webhook: "+err.Error()), verdictError
 		}
 		h.log.V(1).Info("Refused an invalid policy", "source", invalidErr.Source.String(), "operation", r.Operation,
 			"user", r.UserInfo.Username, "error", invalidErr.Problems())
-		h.metrics.admission(kind, op, verdictDenied)
-		return invalid(err.Error()), nil
+		return invalid(err.Error()), verdictDenied
 	}
-	h.metrics.admission(kind, op, verdictAllowed)
 	if h.impact == nil {
-		return allowed(nil), nil
+		return allowed(nil), verdictAllowed
 	}
 	// Read with the parse token held, so that impact checks, the one thing
 	// here that reads the API server, are as bounded as parsing.
-	return allowed(h.impact.warnings(ctx, p)), nil
+	return allowed(h.impact.warnings(ctx, p)), verdictAllowed
 }
 
 // carrierObject decodes the object a policy admission carries. The
 // request names the object (kind, namespace, name) where the object does
 // not say: a namespaced create may leave its namespace to the URL, and a
 // generated name is not picked yet.
-func carrierObject(r *admissionv1.AdmissionRequest, kind kindIndex) (*unstructured.Unstructured, error) {
+func carrierObject(r *admissionv1.AdmissionRequest, kind string) (*unstructured.Unstructured, error) {
 	// The metadata is decoded typed first, so that a label of the wrong
 	// type is an error rather than a ConfigMap that seems unlabelled.
 	var meta struct {
@@ -135,13 +130,11 @@ func carrierObject(r *admissionv1.AdmissionRequest, kind kindIndex) (*unstructur
 	if u.Object == nil {
 		return nil, errors.New("the object is null")
 	}
-	switch kind {
-	case kindConfigMap:
+	u.SetKind(kind)
+	if kind == policy.SourceConfigMap {
 		u.SetAPIVersion("v1")
-		u.SetKind(policy.SourceConfigMap)
-	default:
+	} else {
 		u.SetAPIVersion(v1alpha1.GroupVersion.String())
-		u.SetKind(policy.SourceAdmissionPolicy)
 	}
 	if u.GetNamespace() == "" {
 		u.SetNamespace(r.Namespace)

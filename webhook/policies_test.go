@@ -183,7 +183,7 @@ func TestPolicyValidation(t *testing.T) {
 					t.Errorf("message\n%s\nwant prefix\n%s", resp.Result.Message, tc.prefix)
 				}
 			}
-			if got := testutil.ToFloat64(srv.metrics.admissionsVec.WithLabelValues(tc.kind, string(tc.req(t).Operation), tc.verdict)); got != 1 {
+			if got := testutil.ToFloat64(srv.metrics.admissions.WithLabelValues(tc.kind, string(tc.req(t).Operation), tc.verdict)); got != 1 {
 				t.Errorf("admissions_total{%s,%s} = %v, want 1", tc.kind, tc.verdict, got)
 			}
 		})
@@ -216,7 +216,7 @@ func TestPolicyParsingIsBounded(t *testing.T) {
 	if resp := srv.review(t, PathPolicies, req); !resp.Allowed {
 		t.Fatalf("with room: %+v", resp.Result)
 	}
-	if got := testutil.ToFloat64(srv.metrics.admissionsVec.WithLabelValues("ConfigMap", "CREATE", "busy")); got != 1 {
+	if got := testutil.ToFloat64(srv.metrics.admissions.WithLabelValues("ConfigMap", "CREATE", "busy")); got != 1 {
 		t.Errorf("admissions_total{busy} = %v, want 1", got)
 	}
 }

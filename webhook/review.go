@@ -1,15 +1,14 @@
 package webhook
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"net/http"
 	"runtime/debug"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/go-json-experiment/json"
@@ -27,19 +26,11 @@ import (
 const DefaultMaxRequestBytes = 7 << 20
 
 // handler decides one admission request; reviewHandler does everything
-// HTTP around it. An error is a request that should never have come to the
-// path: it is refused with its HTTP status rather than answered.
+// HTTP around it. An error is a request for a resource the path does not
+// judge: it is refused with 400 Bad Request rather than answered.
 type handler interface {
 	Handle(ctx context.Context, r *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, error)
 }
-
-// httpError is a request refused at the HTTP level, with its status.
-type httpError struct {
-	code int
-	msg  string
-}
-
-func (e *httpError) Error() string { return e.msg }
 
 // reviewHandler is the HTTP side of one webhook path: it checks the HTTP
 // request, decodes the AdmissionReview, asks its handler for the verdict
@@ -52,15 +43,7 @@ type reviewHandler struct {
 	metrics  *Metrics
 	log      logr.Logger
 	maxBytes int64
-	// bodies recycles body buffers up to maxPooledBody: a review is a few
-	// KB read in full for every admission, and nothing decoded from it
-	// keeps a reference once the response is written.
-	bodies sync.Pool
 }
-
-// maxPooledBody bounds the buffers kept for reuse, so that one huge review
-// does not pin megabytes in the pool.
-const maxPooledBody = 64 << 10
 
 func newReviewHandler(h handler, m *Metrics, log logr.Logger) *reviewHandler {
 	return &reviewHandler{handler: h, metrics: m, log: log, maxBytes: DefaultMaxRequestBytes}
@@ -81,53 +64,49 @@ func (h *reviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"path", r.URL.Path, "stack", string(debug.Stack()))
 		// If the response was already started this only appends, which
 		// the client sees as a broken response: still not a crash.
-		writeError(w, http.StatusInternalServerError, "policy-webhook: internal error while judging the request; the webhook's log has the details")
+		http.Error(w, "policy-webhook: internal error while judging the request; the webhook's log has the details", http.StatusInternalServerError)
 	}()
 
 	if r.Method != http.MethodPost {
 		h.metrics.requestError(errMethod)
 		w.Header().Set("Allow", http.MethodPost)
-		writeError(w, http.StatusMethodNotAllowed, "policy-webhook: method "+r.Method+" is not allowed: POST an AdmissionReview")
+		http.Error(w, "policy-webhook: method "+r.Method+" is not allowed: POST an AdmissionReview", http.StatusMethodNotAllowed)
 		return
 	}
 	if ct := r.Header.Get("Content-Type"); !isJSON(ct) {
 		h.metrics.requestError(errContentType)
-		writeError(w, http.StatusUnsupportedMediaType, "policy-webhook: content type "+strconv.Quote(ct)+" is not supported: send application/json")
+		http.Error(w, "policy-webhook: content type "+strconv.Quote(ct)+" is not supported: send application/json", http.StatusUnsupportedMediaType)
 		return
 	}
-	buf, err := h.readBody(w, r)
-	defer h.recycle(buf)
+	body, err := h.readBody(w, r)
 	if err != nil {
-		if isOverloaded(err) {
+		var overloaded *errOverloaded
+		if errors.As(err, &overloaded) {
 			h.metrics.requestError(errShed)
-			shed(w, err)
+			shed(w, overloaded)
 			return
 		}
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			h.metrics.requestError(errTooLarge)
-			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("policy-webhook: the request body is larger than the limit of %d bytes", h.maxBytes))
+			http.Error(w, fmt.Sprintf("policy-webhook: the request body is larger than the limit of %d bytes", h.maxBytes), http.StatusRequestEntityTooLarge)
 			return
 		}
 		h.metrics.requestError(errMalformed)
-		writeError(w, http.StatusBadRequest, "policy-webhook: reading the request body: "+err.Error())
+		http.Error(w, "policy-webhook: reading the request body: "+err.Error(), http.StatusBadRequest)
 		return
 	}
 
-	in, err := review.Read(buf.Bytes())
+	in, err := review.Read(body)
 	if err != nil {
 		h.metrics.requestError(errMalformed)
-		writeError(w, http.StatusBadRequest, "policy-webhook: "+err.Error())
+		http.Error(w, "policy-webhook: "+err.Error(), http.StatusBadRequest)
 		return
 	}
 	resp, err := h.handler.Handle(r.Context(), in.Request)
 	if err != nil {
-		var he *httpError
-		if !errors.As(err, &he) {
-			he = &httpError{code: http.StatusInternalServerError, msg: err.Error()}
-		}
 		h.metrics.requestError(errWrongResource)
-		writeError(w, he.code, he.msg)
+		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
 	// The response must answer the same review and speak its version: the
@@ -146,43 +125,21 @@ func (h *reviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.metrics.requestError(errWrite)
 		h.log.V(1).Info("Writing an admission response failed", "uid", in.Request.UID, "error", err.Error())
 	}
-	h.metrics.duration(kindOf(in.Request.Kind.Kind), time.Since(start))
+	h.metrics.duration(in.Request.Kind.Kind, time.Since(start))
 }
 
-// readBody reads the whole body, refusing more than maxBytes. The buffer
-// grows with the bytes that arrive, never to a length the client merely
-// announces; it goes back to the pool with recycle.
-func (h *reviewHandler) readBody(w http.ResponseWriter, r *http.Request) (*bytes.Buffer, error) {
+// readBody reads the whole body, refusing more than maxBytes. It holds
+// the bytes that arrive, never a length the client merely announces.
+func (h *reviewHandler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if r.ContentLength > h.maxBytes {
 		return nil, &http.MaxBytesError{Limit: h.maxBytes}
 	}
-	buf, _ := h.bodies.Get().(*bytes.Buffer)
-	if buf == nil {
-		buf = new(bytes.Buffer)
-	}
-	buf.Reset()
-	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, h.maxBytes))
-	return buf, err
-}
-
-// recycle keeps a body buffer for a later request. Called when the
-// response has been written, as nothing refers to the body after that.
-func (h *reviewHandler) recycle(buf *bytes.Buffer) {
-	if buf != nil && buf.Cap() <= maxPooledBody {
-		h.bodies.Put(buf)
-	}
+	return io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBytes))
 }
 
 // isJSON reports whether a Content-Type names JSON. The API server sends
 // exactly "application/json"; parameters such as a charset are accepted.
 func isJSON(ct string) bool {
-	if ct == "application/json" {
-		return true
-	}
 	mt, _, err := mime.ParseMediaType(ct)
 	return err == nil && mt == "application/json"
-}
-
-func writeError(w http.ResponseWriter, code int, msg string) {
-	http.Error(w, msg, code)
 }

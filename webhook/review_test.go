@@ -30,7 +30,7 @@ func TestReviewHTTPErrors(t *testing.T) {
 
 		code   int
 		msg    string
-		reason errorReason
+		reason string
 	}{
 		{name: "GET is not allowed", method: http.MethodGet, contentType: "application/json", body: good,
 			code: 405, msg: "policy-webhook: method GET is not allowed: POST an AdmissionReview", reason: errMethod},
@@ -115,10 +115,10 @@ func TestReviewHTTPErrors(t *testing.T) {
 			if tc.code == 405 && rec.Header().Get("Allow") != http.MethodPost {
 				t.Errorf("405 without Allow: POST")
 			}
-			if got := testutil.ToFloat64(srv.metrics.requestErrors[tc.reason]); got != 1 {
-				t.Errorf("request_errors_total{%s} = %v, want 1", errorReasonNames[tc.reason], got)
+			if got := testutil.ToFloat64(srv.metrics.requestErrors.WithLabelValues(tc.reason)); got != 1 {
+				t.Errorf("request_errors_total{%s} = %v, want 1", tc.reason, got)
 			}
-			if got := testutil.CollectAndCount(srv.metrics.admissionsVec); got != 0 {
+			if got := testutil.CollectAndCount(srv.metrics.admissions); got != 0 {
 				t.Errorf("a refused HTTP request counted as an admission")
 			}
 		})

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -45,8 +44,7 @@ type Server struct {
 	mux       *http.ServeMux
 	log       logr.Logger
 
-	mu      sync.Mutex
-	started bool
+	started atomic.Bool
 	// draining is set once shutdown has begun: see Drain.
 	draining atomic.Bool
 }
@@ -145,11 +143,10 @@ func (s *Server) tlsConfig() *tls.Config {
 	if s.clientCAs == nil {
 		return s.tls
 	}
-	tmpl := s.tls.Clone()
-	tmpl.ClientAuth = tls.RequireAndVerifyClientCert
-	cfg := tmpl.Clone()
+	cfg := s.tls.Clone()
+	cfg.ClientAuth = tls.RequireAndVerifyClientCert
 	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
-		c := tmpl.Clone()
+		c := cfg.Clone() // its GetConfigForClient is not called again
 		v, _ := s.clientCAs.VerifyOptions()
 		c.ClientCAs = v.Roots
 		return c, nil
@@ -207,9 +204,7 @@ func (s *Server) Start(ctx context.Context) error {
 		"readHeaderTimeout", l.ReadHeaderTimeout.String(), "readTimeout", l.ReadTimeout.String(),
 		"writeTimeout", l.WriteTimeout.String(), "idleTimeout", l.IdleTimeout.String(),
 		"maxConnections", l.MaxConnections, "maxRequestsInFlight", l.MaxRequestsInFlight, "maxBytesInFlight", l.MaxBytesInFlight)
-	s.mu.Lock()
-	s.started = true
-	s.mu.Unlock()
+	s.started.Store(true)
 	// Serve returns once the listener is closed, ErrServerClosed or, closed
 	// before Shutdown, net.ErrClosed.
 	if err := srv.Serve(tlsLn); err != nil && !errors.Is(err, http.ErrServerClosed) && (ctx.Err() == nil || !errors.Is(err, net.ErrClosed)) {
@@ -225,10 +220,7 @@ func (s *Server) Start(ctx context.Context) error {
 func (s *Server) StartedChecker() healthz.Checker {
 	cfg := &tls.Config{InsecureSkipVerify: true} //nolint:gosec // checks that TLS is served, not whom
 	return func(*http.Request) error {
-		s.mu.Lock()
-		started := s.started
-		s.mu.Unlock()
-		if !started {
+		if !s.started.Load() {
 			return errors.New("the webhook server has not started yet")
 		}
 		d := &net.Dialer{Timeout: 10 * time.Second}

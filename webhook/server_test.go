@@ -192,7 +192,7 @@ func TestServerShedsLoad(t *testing.T) {
 	entered := make(chan struct{}, 1)
 	s.srv.Register("/hold", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, err := io.Copy(io.Discard, r.Body); err != nil {
-			writeError(w, http.StatusTooManyRequests, err.Error())
+			http.Error(w, err.Error(), http.StatusTooManyRequests)
 			return
 		}
 		entered <- struct{}{}
@@ -253,7 +253,7 @@ func TestServerShedsLoad(t *testing.T) {
 		t.Errorf("past the requests in flight: HTTP %d, Retry-After %q, %q", res.StatusCode, res.Header.Get("Retry-After"), msg)
 	}
 	close(release)
-	if got := testutil.ToFloat64(s.metrics.requestErrors[errShed]); got != 3 {
+	if got := testutil.ToFloat64(s.metrics.requestErrors.WithLabelValues(errShed)); got != 3 {
 		t.Errorf("overloaded requests counted %v, want 3", got)
 	}
 	held.Close()
@@ -352,7 +352,7 @@ func TestServerClientCertificates(t *testing.T) {
 			t.Errorf("%s, TLS 1.2 handshake: %v", name, err)
 		}
 	}
-	if got := testutil.ToFloat64(s.metrics.admissionsVec.WithLabelValues("Pod", "CREATE", "allowed")); got != 1 {
+	if got := testutil.ToFloat64(s.metrics.admissions.WithLabelValues("Pod", "CREATE", "allowed")); got != 1 {
 		t.Errorf("%v Pods judged, want 1: a refused caller reached the handler", got)
 	}
 	if err := s.srv.StartedChecker()(nil); err != nil {
