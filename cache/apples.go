@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/utils/clock"
 
 	"github.com/policy-webhook/policy-webhook/policy/cel"
 )
@@ -62,7 +63,7 @@ type appleIndex struct {
 	// settled, so deleting a MyApple frees its quantity at once.
 	deleted    map[string]time.Time
 	lastPruned time.Time
-	now        func() time.Time
+	clock      clock.PassiveClock
 }
 
 // DeletedRetention is how long the cache remembers a deleted MyApple's
@@ -87,7 +88,7 @@ type version struct {
 }
 
 func newAppleIndex() *appleIndex {
-	return &appleIndex{byNS: map[string]*namespaceApples{}, deleted: map[string]time.Time{}, now: time.Now}
+	return &appleIndex{byNS: map[string]*namespaceApples{}, deleted: map[string]time.Time{}, clock: clock.RealClock{}}
 }
 
 func (ix *appleIndex) set(a *apple) {
@@ -139,7 +140,7 @@ func (ix *appleIndex) forget(ns *namespaceApples, uid string) {
 	if uid == "" {
 		return
 	}
-	now := ix.now()
+	now := ix.clock.Now()
 	ix.deleted[uid] = now
 	if now.Sub(ix.lastPruned) < DeletedRetention/4 {
 		return

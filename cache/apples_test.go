@@ -7,6 +7,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	toolscache "k8s.io/client-go/tools/cache"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/cel"
@@ -146,8 +147,8 @@ func TestAppleIndex(t *testing.T) {
 // at its resourceVersion, and deletions remembered for DeletedRetention.
 func TestAppleSeen(t *testing.T) {
 	ix := newAppleIndex()
-	now := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
-	ix.now = func() time.Time { return now }
+	clk := clocktesting.NewFakeClock(time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC))
+	ix.clock = clk
 	ix.set(&apple{namespace: "ns", name: "a", uid: "u1", resourceVersion: "1", quantity: 3})
 	ix.set(&apple{namespace: "ns", name: "a", uid: "u1", resourceVersion: "2", quantity: 5})
 	if got, want := ix.seen("ns", "u1"), (Seen{Present: true, ResourceVersion: "2", Quantity: 5}); got != want {
@@ -170,7 +171,7 @@ func TestAppleSeen(t *testing.T) {
 		t.Errorf("sum = %d after the delete", got)
 	}
 	// Remembered for DeletedRetention, then forgotten as more deletions come.
-	now = now.Add(DeletedRetention + time.Minute)
+	clk.Step(DeletedRetention + time.Minute)
 	ix.set(&apple{namespace: "ns", name: "b", uid: "u3", resourceVersion: "10"})
 	ix.remove("ns", "b")
 	if got := ix.seen("ns", "u2"); got != (Seen{}) {

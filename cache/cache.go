@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
 	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/utils/clock"
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/policy"
@@ -158,7 +159,7 @@ func New(cfg Config) (*Cache, error) {
 			},
 			&unstructured.Unstructured{}, nil, c.lastGoodHandler()},
 	} {
-		health := newInformerHealth(s.resource, s.what, c.log, c.metrics, time.Now)
+		health := newInformerHealth(s.resource, s.what, c.log, c.metrics, clock.RealClock{})
 		// As client-go's informer factories make them, namespace-indexed,
 		// the transform and error handler set before they start.
 		inf := toolscache.NewSharedIndexInformerWithOptions(listWatch(health, s.client, s.list, s.watch), s.example, toolscache.SharedIndexInformerOptions{

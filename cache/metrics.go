@@ -3,7 +3,6 @@ package cache
 import (
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -103,7 +102,7 @@ func (m *metrics) registerStaleness(informers []watchedInformer) error {
 			Name:        MetricCacheStale,
 			Help:        "Seconds since the informer's cache was last known current: 0 while it has a watch open on the API server.",
 			ConstLabels: prometheus.Labels{metricLabelInformer: i.health.name},
-		}, func() float64 { return i.health.staleness(time.Now()).For.Seconds() })
+		}, func() float64 { return i.health.staleness(i.health.clock.Now()).For.Seconds() })
 		if err := m.reg.Register(g); err != nil {
 			errs = append(errs, err)
 		}

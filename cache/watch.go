@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/utils/clock"
 )
 
 // A client-go Reflector backs off between attempts to reach an API server
@@ -84,7 +85,7 @@ type informerHealth struct {
 	what    string // for messages, e.g. "MyApples"
 	log     logr.Logger
 	metrics *metrics
-	now     func() time.Time
+	clock   clock.PassiveClock
 
 	mu          sync.Mutex
 	watches     int       // watches open
@@ -93,8 +94,8 @@ type informerHealth struct {
 	lastErr     error
 }
 
-func newInformerHealth(name, what string, log logr.Logger, m *metrics, now func() time.Time) *informerHealth {
-	return &informerHealth{name: name, what: what, log: log.WithValues("informer", name), metrics: m, now: now, lastCurrent: now()}
+func newInformerHealth(name, what string, log logr.Logger, m *metrics, clk clock.PassiveClock) *informerHealth {
+	return &informerHealth{name: name, what: what, log: log.WithValues("informer", name), metrics: m, clock: clk, lastCurrent: clk.Now()}
 }
 
 // InformerStaleness is how long one informer has gone without a watch
@@ -128,7 +129,7 @@ func (h *informerHealth) staleness(now time.Time) InformerStaleness {
 // succeeded records a List, or the start of a watch, that succeeded.
 func (h *informerHealth) succeeded(watchStarted bool) {
 	h.mu.Lock()
-	now := h.now()
+	now := h.clock.Now()
 	failures, stale := h.failures, time.Duration(0)
 	if h.watches == 0 {
 		stale = now.Sub(h.lastCurrent)
@@ -148,7 +149,7 @@ func (h *informerHealth) watchEnded() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.watches--
-	h.lastCurrent = h.now()
+	h.lastCurrent = h.clock.Now()
 }
 
 // failed records a failed List or Watch, or an error event on a watch,

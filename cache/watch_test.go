@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
 	k8stesting "k8s.io/client-go/testing"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/policy-webhook/policy-webhook/test/fakecluster"
 	"github.com/policy-webhook/policy-webhook/test/promtest"
@@ -53,37 +54,36 @@ func TestUnavailable(t *testing.T) {
 // since its last watch ended (or list succeeded) otherwise, with the last
 // error; CheckCurrent names the informers past the bound.
 func TestInformerStaleness(t *testing.T) {
-	start := time.Date(2026, 11, 30, 7, 0, 0, 0, time.UTC)
-	now := start
-	h := newInformerHealth("myapples", "MyApples", logr.Discard(), mustMetrics(t), func() time.Time { return now })
+	clk := clocktesting.NewFakeClock(time.Date(2026, 11, 30, 7, 0, 0, 0, time.UTC))
+	h := newInformerHealth("myapples", "MyApples", logr.Discard(), mustMetrics(t), clk)
 	c := &Cache{informers: []watchedInformer{{health: h}}}
 
-	if s := h.staleness(now.Add(3 * time.Second)); s.For != 3*time.Second {
+	if s := h.staleness(clk.Now().Add(3 * time.Second)); s.For != 3*time.Second {
 		t.Errorf("before any list: stale for %s, want 3s (since it was made)", s.For)
 	}
-	now = now.Add(time.Second)
+	clk.Step(time.Second)
 	h.succeeded(false) // list
 	h.succeeded(true)  // watch
-	if s := h.staleness(now.Add(time.Hour)); s.For != 0 {
+	if s := h.staleness(clk.Now().Add(time.Hour)); s.For != 0 {
 		t.Errorf("with a watch open: stale for %s", s.For)
 	}
-	now = now.Add(10 * time.Second)
+	clk.Step(10 * time.Second)
 	h.watchEnded()
 	h.failed("watch", connectionRefused(), true)
-	s := h.staleness(now.Add(45 * time.Second))
-	if s.For != 45*time.Second || !s.Since.Equal(now) || s.LastError == nil {
+	s := h.staleness(clk.Now().Add(45 * time.Second))
+	if s.For != 45*time.Second || !s.Since.Equal(clk.Now()) || s.LastError == nil {
 		t.Errorf("45 s after the watch ended: %+v", s)
 	}
-	if err := c.CheckCurrent(now.Add(45*time.Second), time.Minute); err != nil {
+	if err := c.CheckCurrent(clk.Now().Add(45*time.Second), time.Minute); err != nil {
 		t.Errorf("within the bound: %v", err)
 	}
-	err := c.CheckCurrent(now.Add(61*time.Second), time.Minute)
+	err := c.CheckCurrent(clk.Now().Add(61*time.Second), time.Minute)
 	if err == nil || !strings.Contains(err.Error(), "the myapples informer has had no watch open on the API server for 1m1s") ||
 		!strings.Contains(err.Error(), "connection refused") {
 		t.Errorf("past the bound: %v", err)
 	}
 	h.succeeded(true)
-	if err := c.CheckCurrent(now.Add(time.Hour), time.Minute); err != nil {
+	if err := c.CheckCurrent(clk.Now().Add(time.Hour), time.Minute); err != nil {
 		t.Errorf("with a watch open again: %v", err)
 	}
 }

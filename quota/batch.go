@@ -52,7 +52,7 @@ func (l *Ledger) reserve(ctx context.Context, w *waiter, acc *account) policy.De
 	// violations meanwhile.
 	d := w.judged
 	d.Violations = slices.Clip(d.Violations)
-	w.answer, w.begun, w.done, w.lead = w.judged, l.opts.Now(), make(chan policy.Decision, 1), make(chan struct{}, 1)
+	w.answer, w.begun, w.done, w.lead = w.judged, l.opts.Clock.Now(), make(chan policy.Decision, 1), make(chan struct{}, 1)
 	acc.mu.Lock()
 	acc.queue = append(acc.queue, w)
 	if !acc.leading {
@@ -74,7 +74,7 @@ func (l *Ledger) reserve(ctx context.Context, w *waiter, acc *account) policy.De
 			l.lead(ctx, w.req.Namespace, acc)
 		case <-ctx.Done():
 			l.leave(acc, w)
-			l.opts.Metrics.reserved(outcomeError, l.opts.Now().Sub(w.begun))
+			l.opts.Metrics.reserved(outcomeError, l.opts.Clock.Now().Sub(w.begun))
 			d.RefuseReservation(fmt.Sprintf("the quota of namespace %s could not be checked in time: nothing was stored, try again", w.req.Namespace))
 			return d
 		}
@@ -132,7 +132,7 @@ func (l *Ledger) settle(ctx context.Context, ns string, acc *account, batch []*w
 				break
 			}
 		}
-		now := l.opts.Now()
+		now := l.opts.Clock.Now()
 		next := l.keep(ns, *acc.reserved.Load(), now)
 		reserve := false
 		for _, w := range batch {
@@ -165,7 +165,7 @@ func (l *Ledger) settle(ctx context.Context, ns string, acc *account, batch []*w
 		acc.loaded = false
 		l.opts.Log.Error(err, "Refusing the MyApples whose quota could not be reserved", "namespace", ns, "admissions", len(batch))
 	}
-	now := l.opts.Now()
+	now := l.opts.Clock.Now()
 	for _, w := range batch {
 		switch {
 		case !reserving(w.answer):

@@ -17,6 +17,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/clock"
 
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/cel"
@@ -90,7 +91,7 @@ type Options struct {
 	MaxReservations int
 	Metrics         *Metrics
 	Log             logr.Logger
-	Now             func() time.Time
+	Clock           clock.PassiveClock // nil is the real one
 }
 
 // Ledger judges MyApple admissions and reserves what enforced quota rules
@@ -121,8 +122,8 @@ func New(opts Options) (*Ledger, error) {
 	if opts.MaxReservations <= 0 {
 		opts.MaxReservations = DefaultMaxReservations
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
 	}
 	return &Ledger{opts: opts}, nil
 }
@@ -141,12 +142,12 @@ func (l *Ledger) Evaluate(req *policy.Request) policy.Decision {
 	if a, ok := l.accounts.Load(req.Namespace); ok && a.(*account).reserved.Load() != nil {
 		rs = *a.(*account).reserved.Load()
 	}
-	w := &waiter{req: req, judged: l.opts.Cache.EvaluateIn(req, l.view(req.Namespace, rs, l.opts.Now()))}
+	w := &waiter{req: req, judged: l.opts.Cache.EvaluateIn(req, l.view(req.Namespace, rs, l.opts.Clock.Now()))}
 	d := w.judged
 	if !d.Allowed || d.Reserve == 0 || req.DryRun {
 		return d
 	}
-	if stale := l.opts.Cache.MyAppleStaleness(l.opts.Now()); stale > MaxStaleness {
+	if stale := l.opts.Cache.MyAppleStaleness(l.opts.Clock.Now()); stale > MaxStaleness {
 		l.opts.Metrics.refused(outcomeStale)
 		d.RefuseReservation(fmt.Sprintf("the quota of namespace %s cannot be checked exactly: this replica's MyApple cache has had no watch on the API server for %s; nothing was stored, try again",
 			req.Namespace, stale.Round(time.Second)))

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 )
@@ -25,8 +26,15 @@ type readiness struct {
 	maxStale time.Duration
 	certs    *certwatcher.CertWatcher
 	certDir  string
-	server   healthz.Checker // the webhook server's StartedChecker
-	now      func() time.Time
+	server   healthz.Checker    // the webhook server's StartedChecker
+	clock    clock.PassiveClock // nil is the real one
+}
+
+func (r *readiness) now() time.Time {
+	if r.clock == nil {
+		return time.Now()
+	}
+	return r.clock.Now()
 }
 
 type namedCheck struct {

@@ -8,13 +8,15 @@ import (
 	"testing"
 	"time"
 
+	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 
 	"github.com/policy-webhook/policy-webhook/certs"
 )
 
 func TestReadinessChecks(t *testing.T) {
-	expiry := time.Now().Add(time.Hour).Truncate(time.Second)
+	clk := clocktesting.NewFakePassiveClock(time.Now())
+	expiry := clk.Now().Add(time.Hour).Truncate(time.Second)
 	dir, _ := writeCert(t, expiry)
 	certs, err := certwatcher.New(filepath.Join(dir, certs.CertFile), filepath.Join(dir, certs.KeyFile))
 	if err != nil {
@@ -24,7 +26,7 @@ func TestReadinessChecks(t *testing.T) {
 	serverUp := false
 	stale := &staleCache{}
 	r := &readiness{
-		judge: judge, current: stale, maxStale: time.Minute, certs: certs, certDir: dir, now: time.Now,
+		judge: judge, current: stale, maxStale: time.Minute, certs: certs, certDir: dir, clock: clk,
 		server: func(*http.Request) error {
 			if !serverUp {
 				return errors.New("webhook server has not been started yet")
@@ -58,11 +60,11 @@ func TestReadinessChecks(t *testing.T) {
 		t.Errorf("staleness check off: failing %q", got)
 	}
 	r.maxStale, stale.err = time.Minute, nil
-	r.now = func() time.Time { return expiry.Add(time.Second) }
+	clk.SetTime(expiry.Add(time.Second))
 	if got, want := failing(), "certificate: the serving certificate in "+dir+" expired at "+expiry.UTC().Format(time.RFC3339); got != want {
 		t.Errorf("expired: %q, want %q", got, want)
 	}
-	r.now = time.Now
+	clk.SetTime(time.Now())
 	r.stopping.Store(true)
 	if got := failing(); got != "shutdown: shutting down" || r.ready() {
 		t.Errorf("stopping: %q", got)

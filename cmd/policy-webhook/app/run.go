@@ -120,7 +120,7 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}
 
-	ready := &readiness{judge: pc, current: pc, maxStale: opts.MaxCacheStaleness, certs: serving, certDir: opts.CertDir, server: server.StartedChecker(), now: time.Now}
+	ready := &readiness{judge: pc, current: pc, maxStale: opts.MaxCacheStaleness, certs: serving, certDir: opts.CertDir, server: server.StartedChecker()}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return fmt.Errorf("adding the liveness check: %w", err)
 	}
