@@ -26,15 +26,8 @@ type readiness struct {
 	maxStale time.Duration
 	certs    *certwatcher.CertWatcher
 	certDir  string
-	server   healthz.Checker    // the webhook server's StartedChecker
-	clock    clock.PassiveClock // nil is the real one
-}
-
-func (r *readiness) now() time.Time {
-	if r.clock == nil {
-		return time.Now()
-	}
-	return r.clock.Now()
+	server   healthz.Checker // the webhook server's StartedChecker
+	clock    clock.PassiveClock
 }
 
 type namedCheck struct {
@@ -79,7 +72,7 @@ func (r *readiness) checkCurrent(*http.Request) error {
 	if r.current == nil || r.maxStale <= 0 {
 		return nil
 	}
-	return r.current.CheckCurrent(r.now(), r.maxStale)
+	return r.current.CheckCurrent(r.clock.Now(), r.maxStale)
 }
 
 func (r *readiness) checkCertificate(*http.Request) error {
@@ -89,7 +82,7 @@ func (r *readiness) checkCertificate(*http.Request) error {
 	}
 	// The API server refuses an expired certificate: say so here rather
 	// than leave operators to find it in the API server's log.
-	if cert.Leaf != nil && r.now().After(cert.Leaf.NotAfter) {
+	if cert.Leaf != nil && r.clock.Now().After(cert.Leaf.NotAfter) {
 		return fmt.Errorf("the serving certificate in %s expired at %s", r.certDir, cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	return nil

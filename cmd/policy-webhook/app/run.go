@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -120,7 +121,7 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}
 
-	ready := &readiness{judge: pc, current: pc, maxStale: opts.MaxCacheStaleness, certs: serving, certDir: opts.CertDir, server: server.StartedChecker()}
+	ready := &readiness{judge: pc, current: pc, maxStale: opts.MaxCacheStaleness, certs: serving, certDir: opts.CertDir, server: server.StartedChecker(), clock: clock.RealClock{}}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return fmt.Errorf("adding the liveness check: %w", err)
 	}
