@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/hack/devenv"
 	"github.com/policy-webhook/policy-webhook/hack/workload"
+	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
 type benchFlags struct {
@@ -295,8 +297,14 @@ func directRuns(ctx context.Context, f benchFlags, rep *report, ours, noop *serv
 }
 
 // apiserverRuns measures dry-run Pod creates through the API server with
-// no webhook, the no-op, and policy-webhook registered, in turn.
+// no webhook, the no-op, and policy-webhook registered, in turn, with a
+// policy of 5 CEL validations in force beside the registry policy.
 func apiserverRuns(ctx context.Context, f benchFlags, rep *report, c clients, ours, noop *server, caPEM []byte, logf func(string, ...any)) error {
+	cms := c.kube.CoreV1().ConfigMaps(webhook.DefaultPolicyNamespace)
+	if err := ignoreExists(cms.Create(ctx, devenv.PolicyConfigMap(webhook.DefaultPolicyNamespace, celPolicyCM, celPolicy), metav1.CreateOptions{})); err != nil {
+		return fmt.Errorf("creating the CEL policy: %w", err)
+	}
+	defer func() { _ = cms.Delete(context.WithoutCancel(ctx), celPolicyCM, metav1.DeleteOptions{}) }()
 	spec := f.window()
 	spec.concurrency = f.apiConcurrency
 	var cs []contender

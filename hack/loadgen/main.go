@@ -7,7 +7,8 @@
 //   - direct: AdmissionReview POSTs over HTTPS with keep-alive, closed loop
 //     at fixed concurrency, every verdict checked;
 //   - apiserver: dry-run Pod creates through the API server, with no
-//     webhook, the no-op, and policy-webhook registered in turn;
+//     webhook, the no-op, and policy-webhook registered in turn (a policy
+//     of 5 CEL validations in force);
 //   - propagation: a policy ConfigMap edited again and again, timed from the
 //     API server accepting the edit to the first admission that enforces it;
 //   - memory: RSS and live heap as policy ConfigMaps, unrelated ConfigMaps
