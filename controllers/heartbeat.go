@@ -22,8 +22,7 @@ const (
 	HeartbeatLabel = "policy.example.com/replica-heartbeat"
 	// heartbeatMisses is how many renewals a replica may miss before it
 	// counts as gone: a replica is not dropped for one slow request.
-	heartbeatMisses = 4
-	// heartbeatDeleteTimeout bounds the deletion of the Lease on shutdown.
+	heartbeatMisses        = 4
 	heartbeatDeleteTimeout = 2 * time.Second
 )
 

@@ -148,10 +148,9 @@ func (l *LastGood) want() (map[string]string, []policy.Source) {
 	return want, left
 }
 
-// sync makes the ConfigMap hold what want says, writing only when that
-// differs from what it holds. The write is conditional on the
-// resourceVersion the cache holds: a conflict (the informer behind, or
-// another leader for a moment) is retried once the cache has caught up.
+// sync makes the ConfigMap hold what want says, if it does not already.
+// The write is conditional on the cache's resourceVersion: a conflict is
+// retried once the cache has caught up.
 func (l *LastGood) sync(ctx context.Context, q workqueue.TypedRateLimitingInterface[string]) error {
 	cfg := l.w.cfg
 	want, left := l.want()

@@ -33,8 +33,8 @@ const eventMessageLimit = 1024
 // eventComponent is the reporting component of the Events the leader writes.
 const eventComponent = "policy-webhook"
 
-// Status writes, on the elected replica only so that each is written once,
-// the Warning Event on an invalid policy version and an AdmissionPolicy's
+// Status writes, on the elected replica only so that it is written once,
+// the Warning Event on an invalid policy version, and an AdmissionPolicy's
 // observedGeneration, Ready condition and inForce summary, pruning the
 // status.replicas entries of replicas that are gone.
 type Status struct {
@@ -154,8 +154,7 @@ func (r *Status) refreshAlive(ctx context.Context, q workqueue.TypedRateLimiting
 	return nil
 }
 
-// sourcesToReport lists every AdmissionPolicy in the cache and every
-// invalid source of the current snapshot.
+// sourcesToReport lists every AdmissionPolicy and invalid ConfigMap.
 func (r *Status) sourcesToReport() []policy.Source {
 	var out []policy.Source
 	for _, name := range r.w.cfg.Cache.AdmissionPolicyNames() {
@@ -362,8 +361,8 @@ const conditionMessageLimit = 32768
 // readyCondition is the Ready condition for a policy whose generation gen
 // is the newest the cache has seen.
 func readyCondition(inForce bool, se cache.SourceError, gen int64, policyNamespace string) metav1.Condition {
-	c := metav1.Condition{Type: ConditionReady, ObservedGeneration: gen,
-		Status: metav1.ConditionTrue, Reason: ReasonInForce, Message: fmt.Sprintf("generation %d is in force", gen)}
+	c := metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: ReasonInForce,
+		Message: fmt.Sprintf("generation %d is in force", gen), ObservedGeneration: gen}
 	if !inForce {
 		c.Status, c.Reason = metav1.ConditionFalse, ReasonInvalidPolicy
 		c.Message = truncate(fmt.Sprintf("generation %d is invalid: %s (%s)", gen, cache.Problems(se.Err), se.StillInForce(policy.SourceAdmissionPolicy, policyNamespace)), conditionMessageLimit)
