@@ -22,8 +22,7 @@ import (
 const DefaultPageSize = 500
 
 // maxPages bounds one list, so that a server that keeps returning a
-// continue token cannot keep a sweep going for ever: 20,000 pages of 500
-// is ten million objects.
+// continue token cannot keep a sweep going for ever.
 const maxPages = 20000
 
 // Object is one existing Pod or MyApple, decoded as an admission decodes it.
@@ -32,14 +31,12 @@ type Object struct {
 	Namespace string
 	Name      string
 	UID       types.UID
-	// Request judges the object as a CREATE: an existing object has no
-	// older version to be forgiven against.
+	// Request judges the object as a CREATE.
 	Request *policy.Request
 }
 
-// Lister reads every Pod or MyApple of the cluster in pages (limit and
-// continue), decoding each with review.DecodeObject, the admission's own
-// decoder.
+// Lister reads every Pod or MyApple of the cluster in pages, decoding each
+// with the admission's own decoder.
 type Lister struct {
 	// Client is any REST client of the API server; requests name their
 	// absolute path, so its group does not matter.
@@ -71,8 +68,7 @@ func listPath(kind, namespace string) (string, error) {
 	return "", fmt.Errorf("kind %q is not judged: only Pod and MyApple are", kind)
 }
 
-// page is one list response, read as it arrives: its continue token, and
-// its items, each decoded and handed on as soon as it is read.
+// page is one list response, read as it arrives.
 type page struct {
 	Metadata struct {
 		Continue string `json:"continue"`
@@ -117,11 +113,9 @@ func (it *items) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
 }
 
 // Each calls fn with every object of kind in namespace ("" for the whole
-// cluster), page after page. Objects are read and decoded as the response
-// arrives, a few ahead of fn, so the API server's time, the decoding and
-// the judging overlap while a page is never held whole. An object that
-// does not decode is an error naming it: the API server stored it, so the
-// decoder and the API disagree, which must not pass unnoticed.
+// cluster), decoded a few ahead of fn so that listing and judging overlap.
+// An object that does not decode is an error: the decoder and the API
+// disagree, which must not pass unnoticed.
 func (l *Lister) Each(ctx context.Context, kind, namespace string, fn func(*Object) error) error {
 	path, err := listPath(kind, namespace)
 	if err != nil {

@@ -8,17 +8,14 @@ import (
 	"github.com/policy-webhook/policy-webhook/policy"
 )
 
-// Judge decides one request. The audit judges with one snapshot's
-// policy.Set and the cache as its cluster state; check --cluster with the
-// policy files and the cluster it read.
+// Judge decides one request.
 type Judge func(*policy.Request) policy.Decision
 
 // Totals say what a sweep read.
 type Totals struct {
 	// Judged counts the objects judged, by kind.
 	Judged map[string]int
-	// NotServed lists the kinds the API server does not serve (no MyApple
-	// CRD): there is nothing of them to judge.
+	// NotServed lists the kinds the API server does not serve.
 	NotServed []string
 }
 

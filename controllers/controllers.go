@@ -24,23 +24,21 @@ import (
 
 // Config is what the controllers need from their caller.
 type Config struct {
-	// Cache is the replica's informer cache, which the controllers read
-	// and never write.
+	// Cache is the replica's informer cache, read only.
 	Cache *cache.Cache
 	// Dynamic applies AdmissionPolicy status and writes the last good
 	// versions' ConfigMap.
 	Dynamic dynamic.Interface
 	// Kube records Events and renews and lists heartbeat Leases.
 	Kube kubernetes.Interface
-	// Replica names this replica (its Pod name) in status.replicas, in its
-	// heartbeat Lease and in the Events it writes as leader. Replicas must
-	// have distinct names. Required.
+	// Replica names this replica (its Pod name) in status.replicas, its
+	// heartbeat Lease and its Events; names must be distinct. Required.
 	Replica string
 	// PolicyNamespace is the webhook's own namespace, where the Leases and
 	// the last good versions live.
 	PolicyNamespace string
 	// HeartbeatInterval is how often the replica renews its heartbeat
-	// Lease, and the leader re-reads who is alive. Default 10s.
+	// Lease, and the leader re-reads who is alive; 0 is the default.
 	HeartbeatInterval time.Duration
 	// Log receives the controllers' messages; the zero Logger discards them.
 	Log logr.Logger
@@ -55,10 +53,8 @@ type Config struct {
 	Clock clock.PassiveClock
 }
 
-// MaxReplicaNameLength bounds a replica name so that the names made from it
-// (field manager "policy-webhook/<replica>", at most 128 characters; Lease
-// policy-webhook-replica-<replica>) stay within the API's limits. Pod names
-// of a Deployment are far shorter.
+// MaxReplicaNameLength bounds a replica name so that the field manager and
+// Lease names made from it stay within the API's limits.
 const MaxReplicaNameLength = 100
 
 // DefaultHeartbeatInterval is Config.HeartbeatInterval's default.
@@ -151,37 +147,24 @@ type writer struct {
 // The condition an AdmissionPolicy's status carries, and its reasons.
 const (
 	ConditionReady = "Ready"
-	// ReasonInForce: the current generation is in force.
-	ReasonInForce = "InForce"
-	// ReasonInvalidPolicy, also the reason of the Warning Event on an
-	// invalid ConfigMap or AdmissionPolicy: the current version is invalid;
-	// the message says which version, if any, stays in force. The webhook
-	// refuses such a policy at admission, so this only happens to one
-	// written while the webhook was not registered.
+	ReasonInForce  = "InForce"
+	// ReasonInvalidPolicy, also the Warning Event's reason: the current
+	// version is invalid; the message says which version stays in force.
 	ReasonInvalidPolicy = "InvalidPolicy"
 )
 
-// FieldManager names the leader's writes (observedGeneration, the Ready
-// condition, inForce, status.audit; the last good versions) in
-// managedFields, whichever replica leads: a new leader takes the fields
-// over from the last one without a conflict. Each replica writes its own
-// status.replicas entry under ReplicaFieldManager instead.
+// FieldManager names the leader's writes, whichever replica leads, so that
+// a new leader takes the fields over without a conflict.
 const FieldManager = "policy-webhook"
 
-// ReplicaFieldManager is the field manager under which a replica applies
-// its own status.replicas entry. Server-side apply tracks each entry of the
-// list (keyed by name) as owned by the manager that applied it, so replicas
-// never overwrite each other's entries, and applying nothing under a
-// manager removes what it owned: how the leader withdraws the entry of a
-// replica that is gone.
+// ReplicaFieldManager is the field manager of a replica's own
+// status.replicas entry: server-side apply keeps each entry owned by its
+// replica, and applying nothing under it removes a gone replica's entry.
 func ReplicaFieldManager(replica string) string { return FieldManager + "/" + replica }
 
 // written remembers, per AdmissionPolicy, what a writer last applied and
-// the resourceVersion of the cached object it decided from. Until the
-// informer delivers a newer version the cache still lacks that write, and
-// a sync that would apply the same again (another event queued meanwhile)
-// skips it: one write per change, not one per informer lag. A different
-// content, or any newer version of the object, is written as usual.
+// the resourceVersion it decided from, so that a sync before the informer
+// delivers that write does not apply the same again.
 type written map[string]writeMemo
 
 type writeMemo struct {

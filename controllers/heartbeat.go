@@ -13,27 +13,19 @@ import (
 	"k8s.io/utils/ptr"
 )
 
-// Every replica keeps a Lease of its own in the policy namespace renewed,
-// as a kubelet keeps its node Lease: the leader reads them to tell the
-// replicas that are alive, so that it can count them in status.inForce and
-// remove the status.replicas entries of those that are gone. A Lease is the
-// one liveness record that needs no other RBAC than the Role the webhook
-// already has, works the same in any cluster (no Pods or EndpointSlices to
-// read), and expires by itself when a replica dies without a word.
+// Every replica renews a Lease of its own, as a kubelet its node Lease, so
+// that the leader can tell the replicas alive: a Lease needs no more RBAC
+// than the webhook has, and expires by itself when a replica dies.
 const (
-	// heartbeatLeasePrefix + replica name is a replica's heartbeat Lease.
 	heartbeatLeasePrefix = "policy-webhook-replica-"
-	// HeartbeatLabel marks heartbeat Leases, so the leader lists them
-	// apart from the leader election Lease.
+	// HeartbeatLabel tells heartbeat Leases from the leader election Lease.
 	HeartbeatLabel = "policy.example.com/replica-heartbeat"
 	// heartbeatMisses is how many renewals a replica may miss before it
 	// counts as gone: a replica is not dropped for one slow request.
-	heartbeatMisses = 4
-	// heartbeatDeleteTimeout bounds the deletion of the Lease on shutdown.
+	heartbeatMisses        = 4
 	heartbeatDeleteTimeout = 2 * time.Second
 )
 
-// heartbeatLeaseName is the name of a replica's heartbeat Lease.
 func heartbeatLeaseName(replica string) string { return heartbeatLeasePrefix + replica }
 
 // heartbeat renews the replica's Lease every interval until ctx is done,
@@ -47,8 +39,7 @@ func (r *ReplicaStatus) heartbeat(ctx context.Context) {
 		}
 	}, cfg.HeartbeatInterval, 0.1, true)
 
-	// ctx is done; a short budget of its own for the last request, which
-	// only saves the leader waiting for the Lease to expire.
+	// ctx is done: the deletion gets a short budget of its own.
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), heartbeatDeleteTimeout)
 	defer cancel()
 	err := cfg.Kube.CoordinationV1().Leases(cfg.PolicyNamespace).Delete(dctx, heartbeatLeaseName(cfg.Replica), metav1.DeleteOptions{})

@@ -33,8 +33,7 @@ type LastGood struct {
 	// max bounds the entries' bytes: lastGoodMaxBytes but in tests.
 	max int
 
-	// Only the worker goroutine touches these: entries encoded, sources
-	// left out for size (logged once each), and the last write.
+	// Only the worker goroutine touches these.
 	encoded map[policy.Source]encodedEntry
 	leftOut map[policy.Source]bool
 	last    *lastGoodMemo
@@ -100,10 +99,9 @@ type encodedEntry struct {
 	value   string
 }
 
-// want is the data the ConfigMap should hold: an entry for each source
-// whose newest version is invalid and whose last good version is known,
-// from memory or from the ConfigMap itself, within max bytes. It returns
-// the sources left out for size.
+// want is the data the ConfigMap should hold, an entry for each invalid
+// source whose last good version is known, within max bytes, and the
+// sources left out for size.
 func (l *LastGood) want() (map[string]string, []policy.Source) {
 	want := map[string]string{}
 	encoded := map[policy.Source]encodedEntry{}
@@ -150,35 +148,31 @@ func (l *LastGood) want() (map[string]string, []policy.Source) {
 	return want, left
 }
 
-// sync makes the ConfigMap hold what want says, writing only when that
-// differs from what it holds. The write is conditional on the
-// resourceVersion the cache holds: a conflict (the informer behind, or
-// another leader for a moment) is retried once the cache has caught up.
+// sync makes the ConfigMap hold what want says, if it does not already.
+// The write is conditional on the cache's resourceVersion: a conflict is
+// retried once the cache has caught up.
 func (l *LastGood) sync(ctx context.Context, q workqueue.TypedRateLimitingInterface[string]) error {
 	cfg := l.w.cfg
 	want, left := l.want()
+	leftOut := map[policy.Source]bool{}
 	for _, src := range left {
 		if !l.leftOut[src] {
 			l.w.log.Error(nil, "The last good version of an invalid policy is not persisted: the ConfigMap holding them would exceed 1 MiB; a replica that restarts refuses what the policy matches instead",
 				"source", src.String(), "configMap", cfg.PolicyNamespace+"/"+cache.LastGoodConfigMap)
 		}
+		leftOut[src] = true
 	}
-	l.leftOut = map[policy.Source]bool{}
-	for _, src := range left {
-		l.leftOut[src] = true
-	}
+	l.leftOut = leftOut
 
 	cur, exists := cfg.Cache.LastGoodConfigMap()
 	var have map[string]string
+	from := ""
 	if exists {
 		have, _, _ = unstructured.NestedStringMap(cur.Object, "data")
+		from = cur.GetResourceVersion()
 	}
 	if maps.Equal(have, want) || (!exists && len(want) == 0) {
 		return nil
-	}
-	from := ""
-	if exists {
-		from = cur.GetResourceVersion()
 	}
 	if l.last != nil && l.last.from == from && maps.Equal(l.last.data, want) {
 		return nil

@@ -14,10 +14,8 @@ import (
 	"github.com/policy-webhook/policy-webhook/policy"
 )
 
-// ReplicaStatus writes what is this replica's alone, on every replica,
-// leader or not: its own status.replicas entry on every AdmissionPolicy
-// (the generation its snapshot enforces, and since when) and its heartbeat
-// Lease.
+// ReplicaStatus writes, on every replica, what is this replica's alone: its
+// status.replicas entry on every AdmissionPolicy and its heartbeat Lease.
 type ReplicaStatus struct {
 	w     *writer
 	queue workqueue.TypedRateLimitingInterface[string]
@@ -51,11 +49,9 @@ func (r *ReplicaStatus) enqueue(name string) { r.queue.Add(name) }
 // replica.
 func (r *ReplicaStatus) NeedLeaderElection() bool { return false }
 
-// Start renews the heartbeat Lease from the start and, once the cache has
-// synced, writes this replica's entries, one policy at a time, away from
-// the informer handlers and far from the request path, retrying failures
-// with backoff. Once ctx is done it deletes the heartbeat Lease and
-// returns nil.
+// Start renews the heartbeat Lease and, once the cache has synced, writes
+// this replica's entries off the request path, retrying with backoff, until
+// ctx is done.
 func (r *ReplicaStatus) Start(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { r.heartbeat(ctx) })
@@ -86,10 +82,8 @@ func (r *ReplicaStatus) Start(ctx context.Context) error {
 	}
 }
 
-// sync makes this replica's status.replicas entry say which generation of
-// an AdmissionPolicy it enforces, once the snapshot that enforces it is
-// swapped in, and applies it only if it differs from the entry on the
-// object.
+// sync applies this replica's status.replicas entry of an AdmissionPolicy
+// if it differs from the one on the object.
 func (r *ReplicaStatus) sync(ctx context.Context, name string) error {
 	cfg := r.w.cfg
 	u, ok := cfg.Cache.AdmissionPolicy(name)
@@ -106,8 +100,7 @@ func (r *ReplicaStatus) sync(ctx context.Context, name string) error {
 	}
 	e, seen := r.effects[name]
 	if !seen || e.uid != u.GetUID() || e.gen != gen || e.inForce != inForce {
-		// The snapshot that enforces this was built at or before
-		// snap.Built; builds follow changes within milliseconds.
+		// The snapshot that enforces this was built by snap.Built.
 		e = replicaEffect{uid: u.GetUID(), gen: gen, inForce: inForce, since: snap.Built}
 		r.effects[name] = e
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,25 +27,19 @@ import (
 )
 
 // eventMessageLimit keeps Event messages within what the events API
-// accepts; the full error is in the log and, for an AdmissionPolicy, its
-// status.
+// accepts; the full error is in the log and the status.
 const eventMessageLimit = 1024
 
 // eventComponent is the reporting component of the Events the leader writes.
 const eventComponent = "policy-webhook"
 
-// Status writes what the replicas report once for all of them: the
-// Warning Event on a policy source whose newest version is invalid, and an
-// AdmissionPolicy's observedGeneration, Ready condition and inForce summary,
-// pruning the status.replicas entries of replicas that are gone. It reads
-// the cache, which runs on every replica, and writes only while it runs:
-// controller-runtime's manager runs it on the elected replica alone
-// (NeedLeaderElection), so each Event and condition is written once, not
-// once per replica.
+// Status writes, on the elected replica only so that it is written once,
+// the Warning Event on an invalid policy version, and an AdmissionPolicy's
+// observedGeneration, Ready condition and inForce summary, pruning the
+// status.replicas entries of replicas that are gone.
 type Status struct {
 	w *writer
-	// queue is non-nil while the Reporter runs, so that a replica that
-	// does not lead queues nothing; a new leader walks every source anyway.
+	// queue is nil unless it runs: a new leader walks every source anyway.
 	queue atomic.Pointer[workqueue.TypedRateLimitingInterface[policy.Source]]
 
 	// Only the worker goroutine touches these.
@@ -78,11 +73,9 @@ func (r *Status) enqueue(src policy.Source) {
 	}
 }
 
-// Start runs it until ctx is done: it waits for the cache to
-// sync, walks every source it holds (whatever happened while another
-// replica led, or none did, is written now), then follows changes. It
-// re-reads the heartbeat Leases every heartbeat interval and looks at every
-// AdmissionPolicy again when the replicas alive change.
+// Start walks every source once the cache has synced (whatever changed
+// while another replica led), then follows changes and re-reads the
+// heartbeat Leases every heartbeat interval, until ctx is done.
 func (r *Status) Start(ctx context.Context) error {
 	cfg := r.w.cfg
 	if !cfg.Cache.WaitForSync(ctx) {
@@ -151,8 +144,7 @@ func (r *Status) refreshAlive(ctx context.Context, q workqueue.TypedRateLimiting
 	if err != nil {
 		return err
 	}
-	first := r.alive == nil
-	if !first && mapsEqual(alive, r.alive) {
+	if r.alive != nil && maps.Equal(alive, r.alive) {
 		return nil
 	}
 	r.alive = alive
@@ -162,20 +154,7 @@ func (r *Status) refreshAlive(ctx context.Context, q workqueue.TypedRateLimiting
 	return nil
 }
 
-func mapsEqual(a, b map[string]bool) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k := range a {
-		if !b[k] {
-			return false
-		}
-	}
-	return true
-}
-
-// sourcesToReport lists every AdmissionPolicy in the cache and every
-// invalid source of the current snapshot.
+// sourcesToReport lists every AdmissionPolicy and invalid ConfigMap.
 func (r *Status) sourcesToReport() []policy.Source {
 	var out []policy.Source
 	for _, name := range r.w.cfg.Cache.AdmissionPolicyNames() {
@@ -226,10 +205,9 @@ func (r *Status) syncAdmissionPolicy(ctx context.Context, q workqueue.TypedRateL
 	}
 	st := statusOf(u)
 	if !inForce {
-		// The Event goes first and the condition after, so a condition
-		// that already says this generation is invalid proves its Event
-		// was written, by this leader or one before it: this survives the
-		// Event itself expiring (an hour by default) and a later failover.
+		// The Event goes before the condition, so a condition that already
+		// says this generation is invalid proves its Event was written, even
+		// after the Event expired or leadership changed.
 		if cur := meta.FindStatusCondition(st.Conditions, ConditionReady); cur == nil ||
 			cur.Status != metav1.ConditionFalse || cur.ObservedGeneration != gen {
 			if err := r.recordInvalid(ctx, policy.Source{Kind: policy.SourceAdmissionPolicy, Name: name}, u, se); err != nil {
@@ -238,15 +216,11 @@ func (r *Status) syncAdmissionPolicy(ctx context.Context, q workqueue.TypedRateL
 		}
 	}
 
-	// Prune, then count. An entry younger than a heartbeat Lease's
-	// duration is kept even without a Lease: its replica may have started
-	// after the Leases were last read.
+	// Prune, then count. An entry younger than a Lease's duration is kept
+	// without a Lease: its replica may have started since the last read.
 	now := cfg.Clock.Now()
 	grace := heartbeatMisses * cfg.HeartbeatInterval
-	members := map[string]bool{}
-	for name := range r.alive {
-		members[name] = true
-	}
+	members := maps.Clone(r.alive)
 	inForceCount := 0
 	for _, e := range st.Replicas {
 		if !r.alive[e.Name] {
@@ -312,15 +286,10 @@ type leaderContent struct {
 // recordInvalid writes the Warning Event on an invalid version of a
 // source, where `kubectl describe` shows it to the policy's author.
 //
-// Exactly one Event per invalid version, whichever replica leads and
-// however often leadership changes: the Event's name is derived from the
-// object's UID and the invalid version, and it is created, never updated.
-// A leader that finds it already exists (AlreadyExists) knows an earlier
-// leader wrote it, with no list or watch of Events and no mark on the
-// user's object (an annotation on a ConfigMap would itself be a new
-// version). Two leaders overlapping for a moment still make one Event:
-// the API server accepts one create of a name. The emitted set only saves
-// this leader the repeated create.
+// The Event's name is derived from the object's UID and the invalid
+// version, and it is only created: AlreadyExists means an earlier or
+// overlapping leader wrote it, so there is exactly one Event per invalid
+// version with no watch of Events and no mark on the user's object.
 func (r *Status) recordInvalid(ctx context.Context, src policy.Source, u *unstructured.Unstructured, se cache.SourceError) error {
 	cfg := r.w.cfg
 	key := eventKey{uid: u.GetUID(), version: se.Version}
@@ -339,10 +308,7 @@ func (r *Status) recordInvalid(ctx context.Context, src policy.Source, u *unstru
 	case policy.SourceAdmissionPolicy:
 		ref.APIVersion, ref.Kind = v1alpha1.GroupVersion.String(), "AdmissionPolicy"
 	}
-	msg := fmt.Sprintf("Policy not in force: %s %s is invalid: %s (%s)", cache.VersionName(src.Kind), se.Version, cache.Problems(se.Err), se.StillInForce(src.Kind, cfg.PolicyNamespace))
-	if len(msg) > eventMessageLimit {
-		msg = msg[:eventMessageLimit-3] + "..."
-	}
+	msg := truncate(fmt.Sprintf("Policy not in force: %s %s is invalid: %s (%s)", cache.VersionName(src.Kind), se.Version, cache.Problems(se.Err), se.StillInForce(src.Kind, cfg.PolicyNamespace)), eventMessageLimit)
 	// Events on a cluster-scoped object go to the default namespace, as
 	// client-go's recorder puts them.
 	ns := ref.Namespace
@@ -374,10 +340,9 @@ func (r *Status) recordInvalid(ctx context.Context, src policy.Source, u *unstru
 	return nil
 }
 
-// invalidEventName is the name of the Event on one invalid version of one
-// object: the object's name, for people listing Events, then a hash of
-// its UID and the version, so that a recreated object or a later invalid
-// version gets an Event of its own.
+// invalidEventName is the object's name, for people listing Events, then a
+// hash of its UID and the version, so that a recreated object or a later
+// invalid version gets an Event of its own.
 func invalidEventName(name string, uid types.UID, version string) string {
 	sum := sha256.Sum256([]byte(string(uid) + "/" + version))
 	suffix := hex.EncodeToString(sum[:8])
@@ -396,24 +361,19 @@ const conditionMessageLimit = 32768
 // readyCondition is the Ready condition for a policy whose generation gen
 // is the newest the cache has seen.
 func readyCondition(inForce bool, se cache.SourceError, gen int64, policyNamespace string) metav1.Condition {
-	if inForce {
-		return metav1.Condition{
-			Type:               ConditionReady,
-			Status:             metav1.ConditionTrue,
-			Reason:             ReasonInForce,
-			Message:            fmt.Sprintf("generation %d is in force", gen),
-			ObservedGeneration: gen,
-		}
+	c := metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: ReasonInForce,
+		Message: fmt.Sprintf("generation %d is in force", gen), ObservedGeneration: gen}
+	if !inForce {
+		c.Status, c.Reason = metav1.ConditionFalse, ReasonInvalidPolicy
+		c.Message = truncate(fmt.Sprintf("generation %d is invalid: %s (%s)", gen, cache.Problems(se.Err), se.StillInForce(policy.SourceAdmissionPolicy, policyNamespace)), conditionMessageLimit)
 	}
-	msg := fmt.Sprintf("generation %d is invalid: %s (%s)", gen, cache.Problems(se.Err), se.StillInForce(policy.SourceAdmissionPolicy, policyNamespace))
-	if len(msg) > conditionMessageLimit {
-		msg = msg[:conditionMessageLimit-3] + "..."
+	return c
+}
+
+// truncate shortens msg to at most limit bytes, ending it with "...".
+func truncate(msg string, limit int) string {
+	if len(msg) > limit {
+		return msg[:limit-3] + "..."
 	}
-	return metav1.Condition{
-		Type:               ConditionReady,
-		Status:             metav1.ConditionFalse,
-		Reason:             ReasonInvalidPolicy,
-		Message:            msg,
-		ObservedGeneration: gen,
-	}
+	return msg
 }

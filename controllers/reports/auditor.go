@@ -2,13 +2,10 @@ package reports
 
 import (
 	"context"
-	"sync/atomic"
-
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
-
-	"k8s.io/utils/clock"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,6 +13,7 @@ import (
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/audit"
@@ -41,8 +39,7 @@ type Policies interface {
 
 // Config is what an Auditor needs.
 type Config struct {
-	// Policies is the live cache: its snapshot and cluster state are what
-	// admissions are judged with.
+	// Policies is the live cache admissions are judged with.
 	Policies Policies
 	// REST lists Pods and MyApples in pages.
 	REST rest.Interface
@@ -78,12 +75,11 @@ type Auditor struct {
 	metrics *metrics
 	lister  *audit.Lister
 
-	// State kept across sweeps by the one goroutine that sweeps.
+	// Only the goroutine that sweeps touches these.
 	written              map[string]string // namespace → content hash of its report; nil: not loaded
 	firstSeen            map[resultKey]metav1.Timestamp
 	reportsMissingLogged bool
-	// results is status.audit of each AdmissionPolicy, by name, as of the
-	// last sweep; nil before the first.
+	// results is status.audit by AdmissionPolicy name; nil before the first sweep.
 	results atomic.Pointer[map[string]*v1alpha1.AuditStatus]
 }
 
@@ -127,8 +123,7 @@ func New(cfg Config) (*Auditor, error) {
 	}, nil
 }
 
-// NeedLeaderElection makes the manager run the audit on the elected
-// replica only: one writer, one set of reports.
+// NeedLeaderElection makes the manager run the audit on the elected replica only.
 func (a *Auditor) NeedLeaderElection() bool { return true }
 
 // Start sweeps once the policy cache has synced, then every Interval and
@@ -204,12 +199,9 @@ type SweepSummary struct {
 	Namespaces int
 }
 
-// Sweep judges every existing object against the current snapshot, then
-// writes the reports and the metrics, and publishes status.audit for the
-// Status controller to write. The
-// whole sweep uses one snapshot, so every object is judged by the same
-// policies; the cluster state (namespace labels, MyApple quantities) is
-// the cache's, as at admission.
+// Sweep judges every existing object against one snapshot, so that all are
+// judged by the same policies, then writes the reports and the metrics and
+// publishes status.audit for the Status controller to write.
 func (a *Auditor) Sweep(ctx context.Context) (SweepSummary, error) {
 	snap := a.cfg.Policies.Snapshot()
 	now := metav1.NewTime(a.cfg.Clock.Now())

@@ -13,9 +13,8 @@ import (
 
 // Bounds of what a sweep writes, however many objects break a rule.
 const (
-	// MaxResultsPerReport bounds one namespace's PolicyReport (an object
-	// of etcd's, at most 1.5 MiB): results past it are counted in the
-	// summary, not listed.
+	// MaxResultsPerReport keeps a namespace's PolicyReport within etcd's
+	// object size: results past it are counted in the summary, not listed.
 	MaxResultsPerReport = 1000
 	// MaxStatusViolations is how many violations an AdmissionPolicy's
 	// status.audit lists; totalViolations counts them all.
@@ -67,7 +66,6 @@ type findings struct {
 	now        metav1.Timestamp
 }
 
-// newFindings starts a sweep's findings.
 func newFindings(now metav1.Timestamp) *findings {
 	return &findings{
 		namespaces: map[string]*namespaceFindings{},

@@ -49,9 +49,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "PolicyReports applied by the audit (only those whose content changed).",
 		}),
 	}
-	// Every series known in advance exists from the start, at 0, so that a
-	// rate() over it, or a scrape before the first sweep judged anything,
-	// finds it.
+	// Series known in advance exist from the start, at 0, for rate().
 	for _, kind := range audit.Kinds {
 		m.judged.WithLabelValues(kind)
 	}

@@ -55,16 +55,7 @@ func contentHash(r *report.PolicyReport) (string, error) {
 	return fmt.Sprintf("%x", sha256.Sum256(b)), nil
 }
 
-func toUnstructured(obj any) (*unstructured.Unstructured, error) {
-	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
-	if err != nil {
-		return nil, fmt.Errorf("converting to unstructured: %w", err)
-	}
-	return &unstructured.Unstructured{Object: m}, nil
-}
-
-// reportsServed reports whether the API server serves PolicyReports (their
-// CRDs are installed).
+// reportsServed reports whether the PolicyReport CRDs are installed.
 func (a *Auditor) reportsServed() (bool, error) {
 	_, err := a.cfg.Discovery.ServerResourcesForGroupVersion(report.GroupVersion.String())
 	switch {
@@ -115,12 +106,12 @@ func (a *Auditor) writeReports(ctx context.Context, byNamespace map[string]*name
 		if nf.omitted > 0 {
 			a.log.Info("PolicyReport holds the first results only", "namespace", ns, "listed", len(nf.results), "omitted", nf.omitted)
 		}
-		u, err := toUnstructured(r)
+		u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(r)
 		if err != nil {
-			errs = append(errs, err)
+			errs = append(errs, fmt.Errorf("converting to unstructured: %w", err))
 			continue
 		}
-		if _, err := reports.Namespace(ns).Apply(ctx, ReportName, u, metav1.ApplyOptions{FieldManager: FieldManager, Force: true}); err != nil {
+		if _, err := reports.Namespace(ns).Apply(ctx, ReportName, &unstructured.Unstructured{Object: u}, metav1.ApplyOptions{FieldManager: FieldManager, Force: true}); err != nil {
 			if apierrors.IsNotFound(err) {
 				continue // the namespace is being deleted
 			}
