@@ -64,8 +64,7 @@ func (c *Compiler) Compile(u *unstructured.Unstructured, policyNamespace string)
 }
 
 // Version is the version of the policy an object carries: a ConfigMap's
-// resourceVersion, an AdmissionPolicy's generation (which only spec changes
-// move).
+// resourceVersion, an AdmissionPolicy's generation (moved by spec changes).
 func Version(u *unstructured.Unstructured) string {
 	if u.GetKind() == policy.SourceConfigMap {
 		return u.GetResourceVersion()

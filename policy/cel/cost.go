@@ -115,8 +115,7 @@ func newCostEstimator(roots map[string]*apiservercel.DeclType, params any) *cost
 	return &costEstimator{lib: &library.CostEstimator{SizeEstimator: sizes}, sizes: sizes}
 }
 
-// Overloads of cel-go's optional library whose result is the optional's
-// value or the default given.
+// cel-go optional library overloads yielding the value or the default.
 const (
 	overloadOptionalValue   = "optional_value"
 	overloadOptionalOrValue = "optional_orValue_value"

@@ -120,10 +120,9 @@ type Result struct {
 	Violations []Violation
 }
 
-// Evaluate judges one admission. It never fails: an expression that does
-// not evaluate is a violation with the error as message, unless
-// failurePolicy is Ignore. Once the budget or the time is spent, the
-// validations left are not evaluated.
+// Evaluate judges one admission. It never fails: an expression that fails
+// is a violation with the error as message, unless failurePolicy is Ignore.
+// Once the budget or time is spent, the validations left are skipped.
 func (p *Program) Evaluate(ctx context.Context, in *Input) Result {
 	a := p.activation(ctx, in)
 	defer a.stopTimer()
