@@ -1,8 +1,6 @@
 // Package carrier reads policy from the objects that carry it, a labelled
 // ConfigMap's policy.yaml and an AdmissionPolicy's spec, into compiled
-// policies. The live cache, the webhook's check of policy objects and
-// `policy-webhook check` all read through it, so a policy means the same
-// wherever it is read.
+// policies, so that a policy means the same wherever it is read.
 package carrier
 
 import (
@@ -21,9 +19,8 @@ import (
 )
 
 // SourceOf names the policy source an object is: a ConfigMap labelled as a
-// policy, or an AdmissionPolicy. ok is false for anything else, which
-// carries no policy. An object still without a name is named by its
-// generateName.
+// policy, or an AdmissionPolicy; ok is false for anything else. An object
+// still without a name is named by its generateName.
 func SourceOf(u *unstructured.Unstructured) (src policy.Source, ok bool) {
 	name := u.GetName()
 	if name == "" {
@@ -43,23 +40,21 @@ func SourceOf(u *unstructured.Unstructured) (src policy.Source, ok bool) {
 }
 
 // Compiler compiles the policies objects carry. It builds the CEL
-// environments (tens of milliseconds, a few MiB) on first use and keeps
-// them, so whoever compiles holds one, made by New, rather than one per
-// policy. Safe for concurrent use; the zero Compiler is not usable.
+// environments on first use and keeps them, so share one rather than make
+// one per policy. Safe for concurrent use; the zero Compiler is not usable.
 type Compiler struct {
 	cel func() (*cel.Compiler, error)
 }
 
 // New returns a Compiler whose CEL environments are built when a policy
-// first needs them: policies without CEL never pay for them.
+// first needs them.
 func New() *Compiler {
 	return &Compiler{cel: sync.OnceValues(cel.NewCompiler)}
 }
 
-// Compile reads and compiles the policy an object carries (see SourceOf),
-// versioned by the ConfigMap's resourceVersion or the AdmissionPolicy's
-// generation. A policy that does not compile is a *policy.InvalidError
-// listing every problem, with field paths under policy.yaml or spec.
+// Compile reads and compiles the policy an object carries, at Version(u).
+// A policy that does not compile is a *policy.InvalidError (see
+// CompileDocument).
 func (c *Compiler) Compile(u *unstructured.Unstructured, policyNamespace string) (*policy.Policy, error) {
 	src, doc, err := Document(u)
 	if err != nil {
@@ -69,8 +64,7 @@ func (c *Compiler) Compile(u *unstructured.Unstructured, policyNamespace string)
 }
 
 // Version is the version of the policy an object carries: a ConfigMap's
-// resourceVersion, an AdmissionPolicy's generation (which only spec changes
-// move).
+// resourceVersion, an AdmissionPolicy's generation (moved by spec changes).
 func Version(u *unstructured.Unstructured) string {
 	if u.GetKind() == policy.SourceConfigMap {
 		return u.GetResourceVersion()
@@ -79,10 +73,8 @@ func Version(u *unstructured.Unstructured) string {
 }
 
 // Document returns the policy document an object carries: a ConfigMap's
-// policy.yaml, or an AdmissionPolicy's spec as JSON, which CompileDocument
-// reads as Compile reads the object. An object that carries no policy, or
-// none that can be taken out of it, is an error (*policy.InvalidError for
-// a policy carrier).
+// policy.yaml, or an AdmissionPolicy's spec as JSON. An object that carries
+// no readable policy is an error (*policy.InvalidError for a policy carrier).
 func Document(u *unstructured.Unstructured) (policy.Source, []byte, error) {
 	src, ok := SourceOf(u)
 	if !ok {
@@ -132,8 +124,7 @@ func (c *Compiler) CompileDocument(src policy.Source, policyNamespace, version s
 }
 
 // celOption gives policy.Compile the CEL compiler and the spec's params,
-// decoded as the API server decodes JSON (int64 integers), which is what
-// expressions expect of `params`.
+// decoded as the API server decodes JSON (int64 integers).
 func (c *Compiler) celOption(spec *v1alpha1.PolicySpec) (policy.CompileOption, field.ErrorList) {
 	cc, err := c.cel()
 	if err != nil {
@@ -160,9 +151,8 @@ func configMapDocument(u *unstructured.Unstructured) ([]byte, field.ErrorList) {
 	return []byte(raw), nil
 }
 
-// admissionPolicyDocument takes the spec of an AdmissionPolicy as JSON: it
-// is parsed from its text, as a ConfigMap's is, so that both carriers are
-// held to the same strict reading.
+// admissionPolicyDocument takes the spec of an AdmissionPolicy as JSON text,
+// so that both carriers are held to the same strict parsing.
 func admissionPolicyDocument(u *unstructured.Unstructured) ([]byte, field.ErrorList) {
 	spec, ok := u.Object["spec"]
 	if !ok || spec == nil {

@@ -13,8 +13,7 @@ import (
 )
 
 // coverageFields are the parts of a policy document that say what it
-// covers, each kept raw so that one of them being wrong spoils none of the
-// others.
+// covers, each kept raw so that one being wrong spoils none of the others.
 type coverageFields struct {
 	Enforcement *string         `json:"enforcement"`
 	Match       json.RawMessage `json:"match"`
@@ -24,12 +23,10 @@ type coverageFields struct {
 }
 
 // ReadCoverage reads what an invalid policy still says about what it
-// covers, as far as it can be read: its enforcement (Deny if unreadable),
-// its match (nil, everything, if unreadable or invalid: a wrong selector
-// cannot be trusted to select less) and the kinds it has rules for
-// (pods: Pods, myApples: MyApples, validations: both; within match.kinds).
-// A document that cannot be read at all, over the size or depth bounds
-// included, covers every Pod and MyApple in its carrier's scope.
+// covers: its enforcement (Deny if unreadable), its match (nil, everything,
+// if unreadable or invalid: a wrong selector cannot be trusted to select
+// less) and the kinds it has rules for, within match.kinds. A document that
+// cannot be read at all covers every Pod and MyApple in its carrier's scope.
 func ReadCoverage(u *unstructured.Unstructured) policy.Coverage {
 	cov := policy.Coverage{Enforcement: v1alpha1.Deny}
 	_, doc, err := Document(u)
@@ -82,10 +79,8 @@ func ReadCoverage(u *unstructured.Unstructured) policy.Coverage {
 	return cov
 }
 
-// StandIn is the policy that stands in for the invalid version an object
-// carries when no good version of it is known (policy.StandIn): it covers
-// what ReadCoverage reads, in the carrier's scope, saying the message made
-// for the enforcement it stands in with.
+// StandIn is the policy.StandIn for the invalid version an object carries:
+// it covers what ReadCoverage reads, saying message(enforcement).
 func StandIn(u *unstructured.Unstructured, policyNamespace string, message func(v1alpha1.Enforcement) string) *policy.Policy {
 	src, ok := SourceOf(u)
 	if !ok {

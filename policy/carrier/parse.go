@@ -6,8 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"reflect"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -40,13 +41,9 @@ func ParseSpec(data []byte) (*v1alpha1.PolicySpec, field.ErrorList) {
 	// YAML itself.
 	errs := yamlStructure(data)
 	spec := &v1alpha1.PolicySpec{}
-	decodeErrs, typedPaths, complete := decodeStrict(js, spec)
+	decodeErrs, typed, complete := decodeStrict(js, spec)
 	errs = append(errs, decodeErrs...)
 	if complete {
-		typed := make(map[string]bool, len(typedPaths))
-		for _, p := range typedPaths {
-			typed[p] = true
-		}
 		for _, e := range policy.ValidateSpec(spec) {
 			switch {
 			case e.Field == "" && len(errs) > 0:
@@ -153,23 +150,22 @@ func isIdentifier(s string) bool {
 }
 
 // decodeStrict decodes js into spec and reports unknown fields and values of
-// the wrong type, each with its path from the spec root. typed lists the
+// the wrong type, each with its path from the spec root. typed holds the
 // paths of the values of the wrong type; complete says whether spec holds
 // the rest of the document.
-func decodeStrict(js []byte, spec *v1alpha1.PolicySpec) (errs field.ErrorList, typed []string, complete bool) {
+func decodeStrict(js []byte, spec *v1alpha1.PolicySpec) (errs field.ErrorList, typed map[string]bool, complete bool) {
 	strict, err := kjson.UnmarshalStrict(js, spec)
 	if err != nil {
 		// The strict decoder stops at the first value of the wrong type,
-		// before it reports unknown fields. Find every such value on the
-		// generic form of the document, in one pass, replace each by the
-		// zero value of the right type, and decode that instead.
+		// before it reports unknown fields: replace every such value by a
+		// zero of the right type, and decode that instead.
 		var tree any
 		d := json.NewDecoder(bytes.NewReader(js))
 		d.UseNumber()
 		if d.Decode(&tree) != nil {
 			return field.ErrorList{otherDecodeError(err)}, nil, false
 		}
-		var c typeChecker
+		c := typeChecker{paths: map[string]bool{}}
 		tree = c.check(reflect.TypeFor[v1alpha1.PolicySpec](), tree, "")
 		errs, typed = c.errs, c.paths
 		fixed, merr := json.Marshal(tree)
@@ -200,13 +196,13 @@ func otherDecodeError(err error) *field.Error {
 	return policy.FieldError("", strings.TrimPrefix(err.Error(), "json: "))
 }
 
-// typeChecker walks a generic JSON document along a Go type, the way
-// encoding/json would decode it, and replaces every value of the wrong type
-// by the zero value of the right one, noting where it was. Unknown fields are
-// left for the strict decoder to report.
+// typeChecker walks a generic JSON document along a Go type, as
+// encoding/json would decode it, replacing every value of the wrong type by
+// the zero value of the right one. Unknown fields are left to the strict
+// decoder.
 type typeChecker struct {
 	errs  field.ErrorList
-	paths []string
+	paths map[string]bool
 }
 
 func (c *typeChecker) check(t reflect.Type, v any, path string) any {
@@ -223,7 +219,7 @@ func (c *typeChecker) check(t reflect.Type, v any, path string) any {
 			return c.wrong(t, v, path)
 		}
 		fields := jsonFields(t)
-		for _, k := range sortedKeys(m) {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
 			if ft, ok := fields[k]; ok {
 				m[k] = c.check(ft, m[k], childPath(path, k))
 			}
@@ -233,7 +229,7 @@ func (c *typeChecker) check(t reflect.Type, v any, path string) any {
 		if !ok {
 			return c.wrong(t, v, path)
 		}
-		for _, k := range sortedKeys(m) {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
 			m[k] = c.check(t.Elem(), m[k], path+"["+k+"]")
 		}
 	case reflect.Slice, reflect.Array:
@@ -275,7 +271,7 @@ func (c *typeChecker) wrong(t reflect.Type, v any, path string) any {
 		detail = "must be an object holding the policy, not " + got
 	}
 	c.errs = append(c.errs, policy.FieldError(path, detail))
-	c.paths = append(c.paths, path)
+	c.paths[path] = true
 	return zeroJSON(t)
 }
 
@@ -312,15 +308,6 @@ func jsonFields(t reflect.Type) map[string]reflect.Type {
 	return out
 }
 
-func sortedKeys(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
 // jsonKind names a generic JSON value the way json.UnmarshalTypeError does.
 func jsonKind(v any) string {
 	switch v.(type) {
@@ -352,9 +339,8 @@ func zeroJSON(t reflect.Type) any {
 	return json.Number("0")
 }
 
-// underAny reports whether field is one of paths or lies under one. A
-// field has few ancestors, so each is looked up rather than every path
-// compared: a policy can hold thousands of wrong values.
+// underAny reports whether field is one of paths or lies under one,
+// looking up its ancestors: a policy can hold thousands of wrong values.
 func underAny(field string, paths map[string]bool) bool {
 	for {
 		if paths[field] {

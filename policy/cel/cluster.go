@@ -29,9 +29,7 @@ const (
 	clusterTypeName  = "policywebhook.Cluster"
 	myApplesFunction = "myApples"
 	// maxApplesEstimate is how many MyApples a namespace is assumed to hold
-	// at most when a cluster.myApples expression's cost is estimated at
-	// compile time. More are evaluated all the same, within the runtime
-	// budget.
+	// for cost estimation; more are evaluated all the same.
 	maxApplesEstimate = 10_000
 )
 
@@ -82,8 +80,7 @@ func myApples(lhs, rhs ref.Val) ref.Val {
 	return types.NewRefValList(types.DefaultTypeAdapter, vals)
 }
 
-// appleVal is a MyApple as a CEL map with the appleType fields, which field
-// selection reads like any object.
+// appleVal is a MyApple as a CEL map with the appleType fields.
 func appleVal(a Apple) ref.Val {
 	return types.NewRefValMap(types.DefaultTypeAdapter, map[ref.Val]ref.Val{
 		types.String("name"):     types.String(a.Name),

@@ -2,6 +2,7 @@ package cel
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
 	"strings"
 
@@ -19,22 +20,18 @@ import (
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 )
 
-// Kinds whose objects expressions can judge. The project's one definition
-// of these names: package policy, which imports this one, re-exports them.
+// Kinds whose objects expressions can judge; package policy re-exports them.
 const (
 	KindPod     = "Pod"
 	KindMyApple = "MyApple"
 )
 
 // EnvironmentVersion is the Kubernetes CEL environment version expressions
-// compile against (environment.MustBaseEnvSet): the libraries and language
-// options of that release, whatever the version of k8s.io/apiserver linked.
-// Raising it admits newer functions; lowering it could refuse policies in
-// force.
+// compile against, whatever k8s.io/apiserver is linked. Lowering it could
+// refuse policies in force.
 const EnvironmentVersion = "1.37"
 
-// Bounds on a policy's CEL parts, checked by Compile; the AdmissionPolicy
-// CRD carries the same ones.
+// Bounds on a policy's CEL parts; the AdmissionPolicy CRD carries the same.
 const (
 	MaxExpressionLength = 4096 // bytes, per expression and messageExpression
 	MaxMessageLength    = 1024 // bytes, per message, and the cut of evaluated ones
@@ -42,7 +39,6 @@ const (
 	maxFieldPathLength  = 256
 )
 
-// Variable names in CEL.
 const (
 	varObject    = "object"
 	varOldObject = "oldObject"
@@ -55,13 +51,11 @@ const (
 
 var identifier = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
 
-// Compiler compiles the CEL parts of policies. It holds one environment per
-// kind, built once by NewCompiler (tens of milliseconds), and is safe for
-// concurrent use.
+// Compiler compiles the CEL parts of policies, with one environment per
+// kind built by NewCompiler. It is safe for concurrent use.
 type Compiler struct {
 	kinds map[string]*kindEnv
-	// estimatedCostLimit is EstimatedCostLimit; tests raise it to reach
-	// the runtime limits with expressions compilation would refuse.
+	// estimatedCostLimit is EstimatedCostLimit; tests raise it.
 	estimatedCostLimit uint64
 }
 
@@ -121,9 +115,7 @@ func newKindEnv(ks *kindSchema) (*kindEnv, error) {
 	}
 	named := map[string]*apiservercel.DeclType{}
 	for _, d := range decls {
-		for name, t := range apiservercel.FieldTypeMap(d.TypeName(), d) {
-			named[name] = t
-		}
+		maps.Copy(named, apiservercel.FieldTypeMap(d.TypeName(), d))
 	}
 	return &kindEnv{
 		schema: ks,
@@ -142,16 +134,10 @@ func HasCEL(spec *v1alpha1.PolicySpec) bool {
 		spec.Params != nil || spec.FailurePolicy != nil
 }
 
-// Compile compiles the CEL parts of spec (variables, matchConditions,
-// validations, failurePolicy) for objects of kind, with params the
-// policy's params already decoded (maps, slices, strings, int64, float64,
-// bools, nil, as k8s.io/apimachinery/pkg/util/json decodes them). A policy
-// that applies to two kinds is compiled once for each.
-//
-// Every problem found is returned, named by its field path relative to the
-// spec (validations[0].expression) with the CEL position in its detail:
-// undefined field 'containrs' (1:12). A spec without validations compiles
-// to a nil Program and no error if its other CEL parts are valid.
+// Compile compiles the CEL parts of spec for objects of kind, with params
+// the policy's params as k8s.io/apimachinery/pkg/util/json decodes them.
+// Every problem is returned, by field path relative to the spec. A spec
+// without validations compiles to a nil Program.
 func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any) (*Program, field.ErrorList) {
 	ke := c.kinds[kind]
 	if ke == nil {
@@ -181,8 +167,7 @@ func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any) (
 	}
 
 	// variables gets a field per variable as each compiles, so that an
-	// expression sees the variables before it and only those, as VAP's
-	// composition does (k8s.io/apiserver/pkg/admission/plugin/cel).
+	// expression sees only the variables before it, as in VAP.
 	varsType := apiservercel.NewObjectType("kubernetes.variables", map[string]*apiservercel.DeclField{})
 	envSet, err := ke.envSet.Extend(environment.VersionedOptions{
 		IntroducedVersion: version.MajorMinor(1, 0),
@@ -196,10 +181,8 @@ func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any) (
 	if err != nil {
 		return nil, field.ErrorList{field.InternalError(nil, fmt.Errorf("loading the CEL environment: %w", err))}
 	}
-	roots := map[string]*apiservercel.DeclType{varVariables: varsType}
-	for k, v := range ke.roots {
-		roots[k] = v
-	}
+	roots := maps.Clone(ke.roots)
+	roots[varVariables] = varsType
 	cc := &compilation{env: env, est: newCostEstimator(roots, params), costLimit: c.estimatedCostLimit}
 
 	p := &Program{
@@ -234,10 +217,8 @@ func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any) (
 		if ferr != nil {
 			errs = append(errs, ferr)
 			dt = apiservercel.DynType
-		} else {
-			if dt = ke.pathDeclType(ast.NativeRep().Expr(), roots); dt == nil {
-				dt = ke.declTypeOf(ast.OutputType())
-			}
+		} else if dt = ke.pathDeclType(ast.NativeRep().Expr(), roots); dt == nil {
+			dt = ke.declTypeOf(ast.OutputType())
 		}
 		varsType.Fields[v.Name] = apiservercel.NewDeclField(v.Name, dt, true, nil, nil)
 		p.variables = append(p.variables, compiledVariable{name: v.Name, prog: prog})
@@ -309,17 +290,14 @@ func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any) (
 
 // compilation is the state of one Compile call.
 type compilation struct {
-	env       *cel.Env
-	est       *costEstimator
-	costLimit uint64
-	// untimedCost sums the estimated worst case of the expressions that
-	// run untimed (see untimedCostLimit); timed says some do not.
-	untimedCost uint64
+	env         *cel.Env
+	est         *costEstimator
+	costLimit   uint64
+	untimedCost uint64 // estimated worst case of the untimed expressions
 	timed       bool
 }
 
-// compile parses, type-checks, checks the result type of (unless want is
-// nil) and estimates the cost of one expression, and plans its program.
+// compile compiles one expression; want nil accepts any result type.
 func (cc *compilation) compile(path *field.Path, expr string, want *cel.Type) (program, *cel.Ast, *field.Error) {
 	if strings.TrimSpace(expr) == "" {
 		return program{}, nil, field.Required(path, "")
@@ -360,10 +338,8 @@ func (cc *compilation) compile(path *field.Path, expr string, want *cel.Type) (p
 }
 
 // pathDeclType is the DeclType of a variable whose expression is a path
-// from a variable (object.spec.containers, variables.spec.volumes) or a
-// cluster.myApples call: the schema's own, with its size bounds, so that
-// an expression iterating over the variable estimates as it would over the
-// path itself. Nil for any other expression.
+// from a variable or a cluster.myApples call, keeping the schema's size
+// bounds for cost estimation. Nil for any other expression.
 func (ke *kindEnv) pathDeclType(e celast.Expr, roots map[string]*apiservercel.DeclType) *apiservercel.DeclType {
 	switch e.Kind() {
 	case celast.IdentKind:
@@ -388,8 +364,7 @@ func (ke *kindEnv) pathDeclType(e celast.Expr, roots map[string]*apiservercel.De
 	return nil
 }
 
-// issuesDetail gives each CEL error as its message and position,
-// "undefined field 'containrs' (1:12)", line and column counted from 1.
+// issuesDetail gives each CEL error as "message (line:column)", from 1.
 func issuesDetail(iss *cel.Issues) string {
 	errs := iss.Errors()
 	msgs := make([]string, 0, len(errs))
@@ -411,9 +386,8 @@ func costString(c uint64) string {
 }
 
 // declTypeOf is the DeclType a variable of CEL type t has for the
-// expressions after it: object types of the schema stay themselves (so that
-// variables.spec.containrs is refused too), lists and maps keep their
-// element types, anything else is dyn.
+// expressions after it: schema object types stay themselves, so that
+// variables.spec.containrs is refused too.
 func (ke *kindEnv) declTypeOf(t *cel.Type) *apiservercel.DeclType {
 	if t == nil {
 		return apiservercel.DynType

@@ -13,35 +13,22 @@ import (
 
 // The cost limits, in CEL cost units, are Kubernetes' own.
 const (
-	// PerExpressionCostLimit is VAP's per-call limit
-	// (k8s.io/apiserver/pkg/apis/cel.PerCallLimit): an evaluation of one
+	// PerExpressionCostLimit is VAP's per-call limit: an evaluation of one
 	// expression that reaches it is stopped.
 	PerExpressionCostLimit = celconfig.PerCallLimit
 	// EstimatedCostLimit refuses, at compile time, an expression whose
-	// estimated worst case is higher. VAP estimates nothing; this is the
-	// limit the API server applies when CRD validation rules are written
-	// (k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/validation.
-	// StaticEstimatedCostLimit), with the same estimator. The worst case is
-	// a 3 MiB object (celconfig.MaxRequestSizeBytes): about 262,000
-	// containers for a Pod, so that object.spec.containers.all(c,
-	// has(c.readinessProbe)) estimates at 4.2 million, above the per-call
-	// limit although a real Pod costs a few dozen units, while a loop
-	// nested in another over containers estimates at about 10^17.
+	// estimated worst case (a 3 MiB object) is higher: the API server's
+	// limit for CRD validation rules, with the same estimator.
 	EstimatedCostLimit = 10_000_000
 	// RuntimeCostBudget is what all expressions of a policy may cost
 	// together in one admission, VAP's budget per policy binding.
 	RuntimeCostBudget = celconfig.RuntimeCELCostBudget
 )
 
-// sizeEstimator bounds the size of what a path from a variable reaches
-// (object.spec.containers, namespaceObject.metadata.labels), from the
-// variable's DeclType, as CRD validation does for `self`
-// (k8s.io/apiextensions-apiserver/pkg/apiserver/schema/cel). A type that
-// does not bound its size (the hand-made request and namespaceObject, a
-// variable's string) is as large as a whole request may be; anything
-// under params is at most as large as the largest string, list or map of
-// the policy's params, which are known when the policy is compiled. A
-// path it cannot follow is left to cel-go's worst case.
+// sizeEstimator bounds the size of what a path from a variable reaches,
+// from the variable's DeclType, as CRD validation does for `self`. Unbounded
+// types are as large as a whole request; anything under params is at most
+// as large as the largest value in the policy's params.
 type sizeEstimator struct {
 	roots      map[string]*apiservercel.DeclType
 	paramsSize uint64
@@ -51,8 +38,7 @@ func (e *sizeEstimator) EstimateSize(element checker.AstNode) *checker.SizeEstim
 	return e.sizeOf(element.Path())
 }
 
-// sizeOf is the size bound of what path reaches from a variable, nil when
-// it cannot tell.
+// sizeOf is nil when it cannot tell.
 func (e *sizeEstimator) sizeOf(path []string) *checker.SizeEstimate {
 	if len(path) == 0 {
 		return nil
@@ -117,9 +103,8 @@ func (e *sizeEstimator) EstimateCallCost(string, string, *checker.AstNode, []che
 	return nil
 }
 
-// costEstimator is the Kubernetes libraries' estimator (library.CostEstimator)
-// plus cluster.myApples: it costs one per MyApple listed, and lists at most
-// maxApplesEstimate.
+// costEstimator is library.CostEstimator plus cluster.myApples, which costs
+// one per MyApple listed.
 type costEstimator struct {
 	lib   *library.CostEstimator
 	sizes *sizeEstimator
@@ -130,8 +115,7 @@ func newCostEstimator(roots map[string]*apiservercel.DeclType, params any) *cost
 	return &costEstimator{lib: &library.CostEstimator{SizeEstimator: sizes}, sizes: sizes}
 }
 
-// Overloads of cel-go's optional library whose result is the optional's
-// value or the default given.
+// cel-go optional library overloads yielding the value or the default.
 const (
 	overloadOptionalValue   = "optional_value"
 	overloadOptionalOrValue = "optional_orValue_value"
@@ -149,18 +133,15 @@ func (e *costEstimator) EstimateCallCost(function, overloadID string, target *ch
 		}
 	}
 	if (function == operators.OptSelect || function == operators.OptIndex) && len(args) == 2 {
-		// cel-go follows no path through ?. and [?]: what they select is as
-		// large as what the same path without ? reaches, so that
-		// object.metadata.?labels.?team estimates as
-		// object.metadata.labels.team does, not as unbounded.
+		// cel-go follows no path through ?. and [?]: size them as the
+		// same path without ?, not as unbounded.
 		if size := e.sizes.sizeOf(selectedPath(function, args[0].Expr(), args[1].Expr())); size != nil {
 			return &checker.CallEstimate{CostEstimate: checker.CostEstimate{Min: 1, Max: 1}, ResultSize: size}
 		}
 	}
 	switch overloadID {
 	case overloadOptionalValue, overloadOptionalOrValue:
-		// The value of the optional, or the default: as large as the
-		// larger of the two.
+		// As large as the larger of the optional's value and the default.
 		if target == nil {
 			break
 		}
@@ -176,9 +157,8 @@ func (e *costEstimator) EstimateCallCost(function, overloadID string, target *ch
 			return &checker.CallEstimate{CostEstimate: checker.CostEstimate{Min: 1, Max: 1}, ResultSize: size}
 		}
 	case overloads.IntToString, overloads.UintToString, overloads.DoubleToString, overloads.BoolToString:
-		// cel-go leaves the size of string(n) unknown, so that
-		// 'count: ' + string(n) would estimate as unbounded; a number is
-		// at most 32 characters.
+		// cel-go leaves the size of string(n) unknown (unbounded); a number
+		// is at most 32 characters.
 		return &checker.CallEstimate{
 			CostEstimate: checker.CostEstimate{Min: 1, Max: 1},
 			ResultSize:   &checker.SizeEstimate{Min: 1, Max: 32},
@@ -188,8 +168,7 @@ func (e *costEstimator) EstimateCallCost(function, overloadID string, target *ch
 }
 
 // exprPath is the path from a variable that e reaches through selects,
-// indexes and their optional forms (object.metadata.?labels.?team is
-// object, metadata, labels, team; an element or map value is @items); nil
+// indexes and their optional forms (an element or map value is @items); nil
 // when e is anything else.
 func exprPath(e celast.Expr) []string {
 	switch e.Kind() {

@@ -20,26 +20,18 @@ import (
 )
 
 // Timeout bounds the evaluation of one policy in one admission, far under
-// the webhook's 10 s. The cost budget stops runaway expressions first (VAP
-// sizes RuntimeCostBudget at "roughly 1 second" on slow machines, much less
-// on current ones); the timeout is the guarantee behind it, for time the
-// budget does not count (a slow Cluster, a starved CPU).
+// the webhook's 10 s. The cost budget stops runaway expressions first; the
+// timeout covers time the budget does not count (a slow Cluster, a starved
+// CPU).
 const Timeout = 250 * time.Millisecond
 
 // untimedCostLimit is the estimated worst case, summed over a policy's
-// expressions, under which they run without a timer: such expressions
-// cannot run long (at one to two microseconds per cost unit, the rate
-// measured on loops over containers, 10,000 units take 20 ms at most),
-// and an interruptible evaluation is most of what a simple validation
-// costs. The estimate bounds the actual cost: sizes come from the 3 MiB
-// request limit, except cluster.myApples, assumed to list at most 10,000
-// MyApples, which alone puts an expression above this limit. The
-// expressions past the limit, in the order they are written, run under
-// the policy's Timeout, counted from the start of its evaluation.
+// expressions, under which they run without a timer: such expressions cannot
+// run long, and an interruptible evaluation is most of what a simple
+// validation costs. The expressions past it run under the policy's Timeout.
 const untimedCostLimit = 10_000
 
-// Program is a policy's compiled CEL, for one kind. It is immutable and
-// safe for concurrent use.
+// Program is a policy's compiled CEL for one kind, safe for concurrent use.
 type Program struct {
 	kind        string
 	schema      *kindSchema
@@ -84,9 +76,8 @@ func (p *Program) Kind() string { return p.kind }
 
 // Input is one admission as expressions see it.
 type Input struct {
-	// Object and OldObject are the objects decoded as
-	// k8s.io/apimachinery's unstructured JSON decoding gives them (int64 for
-	// integers); nil is null, as oldObject is on CREATE.
+	// Object and OldObject are unstructured objects (int64 integers);
+	// nil is null, as oldObject is on CREATE.
 	Object, OldObject map[string]any
 	Request           Request
 	Namespace         Namespace
@@ -129,11 +120,9 @@ type Result struct {
 	Violations []Violation
 }
 
-// Evaluate judges one admission. It never fails: an expression that does
-// not evaluate (an error, the cost budget or Timeout exhausted) is a
-// violation of its validation, with the error as message, unless the
-// policy's failurePolicy is Ignore. Once the budget or the time is spent,
-// the validations left are not evaluated.
+// Evaluate judges one admission. It never fails: an expression that fails
+// is a violation with the error as message, unless failurePolicy is Ignore.
+// Once the budget or time is spent, the validations left are skipped.
 func (p *Program) Evaluate(ctx context.Context, in *Input) Result {
 	a := p.activation(ctx, in)
 	defer a.stopTimer()
@@ -210,9 +199,8 @@ func cut(s string) string {
 
 var errBudget = errors.New("running out of cost budget: no further expressions of this policy are evaluated")
 
-// activation resolves the variables of one evaluation, building each the
-// first time an expression reads it, and keeps the cost budget and the
-// policy's deadline.
+// activation resolves the variables of one evaluation lazily, and keeps the
+// cost budget and the policy's deadline.
 type activation struct {
 	p         *Program
 	in        *Input
@@ -282,9 +270,8 @@ func (a *activation) variables() *lazy.MapValue {
 	return m
 }
 
-// eval runs one program within what is left of the budget and the time.
-// A single evaluation is stopped at PerExpressionCostLimit by cel-go; the
-// budget is checked between them, as VAP does.
+// eval runs one program within what is left of the budget and the time;
+// the budget is checked between evaluations, as VAP does.
 func (a *activation) eval(prog program) (ref.Val, error) {
 	if a.remaining <= 0 {
 		return nil, errBudget
@@ -347,8 +334,7 @@ func (a *activation) describe(err error) string {
 	return err.Error()
 }
 
-// val wraps an object for expressions, typed by the kind's schema, without
-// copying it, as the VAP plugin does.
+// val wraps an object without copying it, as the VAP plugin does.
 func (k *kindSchema) val(obj map[string]any) ref.Val {
 	if obj == nil {
 		return types.NullValue

@@ -19,9 +19,8 @@ import (
 //go:embed schemas/pod.json
 var podSchemaJSON []byte
 
-// myAppleCRDYAML is a copy of manifests/crds/stable.example.com_myapples.yaml
-// (make generate keeps it), embedded since go:embed cannot reach outside the
-// package.
+// myAppleCRDYAML is a copy of manifests/crds/stable.example.com_myapples.yaml,
+// since go:embed cannot reach outside the package.
 //
 //go:embed schemas/myapples.yaml
 var myAppleCRDYAML []byte
@@ -41,12 +40,9 @@ func newKindSchema(kind string, s *spec.Schema) (*kindSchema, error) {
 	return &kindSchema{wrapped: newCachedSchema(s), declType: dt.MaybeAssignTypeName(kind)}, nil
 }
 
-// boundMetadata gives object metadata the sizes API validation holds it
-// to, where the schema states none: a validating webhook is called after
-// the API server has validated the object (k8s.io/apimachinery/pkg/api/
-// validation: names are DNS subdomains, namespaces DNS labels, label
-// values at most 63 characters and keys 317). Cost estimates then treat
-// `a.name == object.metadata.name` as comparing 253 characters, not 3 MiB.
+// boundMetadata gives object metadata the sizes API validation holds it to,
+// where the schema states none: a validating webhook sees only objects the
+// API server has validated, and cost estimates should know it.
 func boundMetadata(dt *apiservercel.DeclType) {
 	f, ok := dt.Fields["metadata"]
 	if !ok || f.Type == nil {
@@ -74,11 +70,9 @@ func withMaxElements(t *apiservercel.DeclType, n int64) *apiservercel.DeclType {
 	return &c
 }
 
-// cachedSchema is openapi.Schema with its children wrapped once, up
-// front. openapi.Schema wraps them anew on every call, and
-// common.UnstructuredToVal asks for them on every field an expression
-// reads: a map of some forty wrapped schemas per read of a container's
-// field, which made a loop over containers allocation-bound.
+// cachedSchema is openapi.Schema with its children wrapped once, up front:
+// openapi.Schema wraps them anew on every call, and common.UnstructuredToVal
+// asks for them on every field an expression reads.
 type cachedSchema struct {
 	*openapi.Schema
 	props      map[string]common.Schema
@@ -133,10 +127,9 @@ func podSchema() (*spec.Schema, error) {
 	return &s, nil
 }
 
-// myAppleSchema is the MyApple CRD's schema, with the Pod's metadata schema
-// (ObjectMeta) in place of the CRD's bare `metadata: {type: object}`, so
-// that expressions read a MyApple's labels and annotations as they do a
-// Pod's; the API server gives every custom resource that metadata.
+// myAppleSchema is the MyApple CRD's schema with the Pod's ObjectMeta in
+// place of the CRD's bare `metadata: {type: object}`, as the API server
+// gives every custom resource that metadata.
 func myAppleSchema(pod *spec.Schema) (*spec.Schema, error) {
 	var crd apiextensionsv1.CustomResourceDefinition
 	if err := yaml.UnmarshalStrict(myAppleCRDYAML, &crd); err != nil {
@@ -167,7 +160,6 @@ func myAppleSchema(pod *spec.Schema) (*spec.Schema, error) {
 	return &s, nil
 }
 
-// objectType is a DeclType built from fields, for the hand-made types.
 func objectType(name string, fields ...*apiservercel.DeclField) *apiservercel.DeclType {
 	m := make(map[string]*apiservercel.DeclField, len(fields))
 	for _, f := range fields {
@@ -180,9 +172,8 @@ func declField(name string, t *apiservercel.DeclType) *apiservercel.DeclField {
 	return apiservercel.NewDeclField(name, t, false, nil, nil)
 }
 
-// requestType is VAP's `request` (k8s.io/apiserver/pkg/admission/plugin/
-// cel.BuildRequestType) with the fields this webhook fills; one it does not
-// (requestKind, options...) is a compile error rather than a runtime one.
+// requestType is VAP's `request` with only the fields this webhook fills,
+// so that reading another is a compile error rather than a runtime one.
 func requestType() *apiservercel.DeclType {
 	str := apiservercel.StringType
 	gvk := objectType("kubernetes.GroupVersionKind",
