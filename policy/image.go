@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/distribution/reference"
 )
@@ -71,15 +72,11 @@ func (im *image) resolved() string {
 // registry.example.com/x but not registry.example.com.evil.io/x.
 func (im *image) allowedBy(r *podRules) bool {
 	for i, p := range r.registries {
-		if im.name == p || hasPrefix(im.name, r.registriesSlash[i]) {
+		if im.name == p || strings.HasPrefix(im.name, r.registriesSlash[i]) {
 			return true
 		}
 	}
 	return false
-}
-
-func hasPrefix(s, prefix string) bool {
-	return len(s) >= len(prefix) && s[:len(prefix)] == prefix
 }
 
 // quoted is the reference as written, quoted for messages, cut short when

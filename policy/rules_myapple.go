@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 )
@@ -16,10 +17,10 @@ const (
 )
 
 func (r *appleRules) check(a *MyApple, out *sink) {
-	if len(r.colors) > 0 && !contains(r.colors, a.Spec.Color) {
+	if len(r.colors) > 0 && !slices.Contains(r.colors, a.Spec.Color) {
 		out.add(ruleColors, "spec.color", fmt.Sprintf("color %q is not allowed: use one of %s", a.Spec.Color, r.colorList))
 	}
-	if len(r.sizes) > 0 && !contains(r.sizes, a.Spec.Size) {
+	if len(r.sizes) > 0 && !slices.Contains(r.sizes, a.Spec.Size) {
 		out.add(ruleSizes, "spec.size", fmt.Sprintf("size %q is not allowed: use one of %s", a.Spec.Size, r.sizeList))
 	}
 	if r.min != nil && a.Spec.Quantity < *r.min {

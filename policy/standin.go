@@ -1,8 +1,6 @@
 package policy
 
 import (
-	"k8s.io/apimachinery/pkg/util/validation/field"
-
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 )
 
@@ -58,6 +56,3 @@ func StandIn(src Source, scope, version string, cov Coverage, message string) *P
 	p.apples = matchesKind(kinds, KindMyApple)
 	return p
 }
-
-// ValidateMatch checks a match alone, as ValidateSpec does within a spec.
-func ValidateMatch(m *v1alpha1.Match) field.ErrorList { return validateMatch(m) }
