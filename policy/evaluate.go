@@ -23,9 +23,7 @@ func (s *Set) Evaluate(req *Request, cluster Cluster) Decision {
 	}
 	meta := req.Object()
 	// An object being deleted is judged like any other: an UPDATE that only
-	// removes finalizers changes nothing a rule reads, so every violation it
-	// has is forgiven below, while one that swaps an image or raises a
-	// quantity is judged as it would be on a live object.
+	// removes finalizers has every violation forgiven (forgiveOld).
 	e := evaluation{req: req, cluster: cluster, objLabels: meta.Labels}
 	if req.Operation == Update {
 		e.oldLabels, e.hasOld = req.oldLabels()
@@ -55,9 +53,8 @@ type evaluation struct {
 	cur facts
 	old *facts // on UPDATE, built when first needed
 
-	// The CEL view of the request, built when a policy with CEL first
-	// applies; celOld is the
-	// old object judged as if created, for forgiveness.
+	// Built when a policy with CEL first applies; celOld is the old object
+	// as if created, for forgiveness.
 	celLoaded   bool
 	celIn       *cel.Input
 	celOld      *cel.Input
@@ -142,9 +139,8 @@ func (e *evaluation) rules(p *Policy, f *facts, out *sink, current bool) bool {
 	return judged
 }
 
-// celRules runs a policy's CEL validations after its built-in rules, on the
-// object (current) or on the object an UPDATE replaces, as if it were being
-// created (for forgiveness).
+// celRules runs a policy's CEL validations on the object (current) or on
+// the one an UPDATE replaces, as if created (for forgiveness).
 func (e *evaluation) celRules(prog *cel.Program, out *sink, current bool) (judged bool) {
 	if err := e.loadCEL(); err != nil {
 		if current {

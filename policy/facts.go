@@ -16,8 +16,7 @@ type facts struct {
 	images     *ImageCache
 }
 
-// container is one container of any of the three lists, so rules treat
-// init, regular and ephemeral containers alike.
+// container is one container of any of the three lists, or an image volume.
 type container struct {
 	list   string // containers, initContainers or ephemeralContainers
 	index  int
@@ -49,8 +48,7 @@ func (f *facts) allContainers() []container {
 	return cs
 }
 
-// imageVolumes are the Pod's image volumes, judged by the image rules as
-// the images the kubelet pulls for them.
+// imageVolumes are the Pod's image volumes, judged by the image rules.
 func (f *facts) imageVolumes() []container {
 	if f.volumesSet || f.pod == nil {
 		return f.volumes
@@ -83,8 +81,6 @@ func (c *container) field(suffix string) string {
 	return "spec." + c.list + "[" + itoa(c.index) + "]." + suffix
 }
 
-// imageField is where the container's image, or an image volume's
-// reference, is written.
 func (c *container) imageField() string {
 	if c.list == "volumes" {
 		return c.field("image.reference")

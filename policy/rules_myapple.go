@@ -31,11 +31,9 @@ func (r *appleRules) check(a *MyApple, out *sink) {
 	}
 }
 
-// quota counts the MyApples already in the namespace plus this one. On
-// UPDATE the cached old version is left out, so it is not counted twice, and
-// an update that does not grow the quantity always passes, as with a
-// ResourceQuota: a namespace over its limit can still shrink. A Deny rule
-// that passes asks for the quantity to be reserved (Decision.Reserve).
+// quota counts the MyApples already in the namespace, less the old version
+// on UPDATE, plus this one. As with a ResourceQuota, an update that does not
+// grow the quantity passes. A Deny rule that passes asks for a reservation.
 func (e *evaluation) quota(r *appleRules, out *sink) {
 	if r.maxTotal == nil {
 		return
@@ -48,8 +46,7 @@ func (e *evaluation) quota(r *appleRules, out *sink) {
 	if e.cluster != nil {
 		others = e.cluster.MyAppleQuantity(e.req.Namespace, a.Name)
 	}
-	// Quantities are int64 with no maximum in the CRD: a sum past the range
-	// would wrap to a negative total that passes any limit.
+	// The CRD sets no maximum: a sum past int64 would wrap and pass.
 	if q := a.Spec.Quantity; others > 0 && q > math.MaxInt64-others {
 		out.add(ruleMaxTotal, "spec.quantity", fmt.Sprintf("namespace %s would hold a total quantity above %d (%d in its other MyApples + %d here), above the limit %d",
 			e.req.Namespace, int64(math.MaxInt64), others, q, *r.maxTotal))

@@ -108,8 +108,7 @@ func (r *podRules) checkImage(f *facts, c *container, out *sink) {
 }
 
 // checkRunAsNonRoot applies the container's securityContext over the pod's,
-// as the kubelet does, and also refuses an explicit user 0, which the kubelet
-// would refuse to start under runAsNonRoot anyway.
+// as the kubelet does, and also refuses an explicit user 0.
 func checkRunAsNonRoot(f *facts, c *container, out *sink) {
 	psc := f.pod.Spec.SecurityContext
 	nonRoot, fromPod := (*bool)(nil), false

@@ -108,9 +108,8 @@ func validatePodRules(r *v1alpha1.PodRules) field.ErrorList {
 	return errs
 }
 
-// registryProblem says what is wrong with an allowedRegistries entry, or "".
-// Entries are repository prefixes, so a scheme, a tag or a digest in one is
-// a misunderstanding worth pointing out rather than an entry that never matches.
+// registryProblem says what is wrong with an allowedRegistries entry, or "",
+// pointing out misunderstandings rather than keeping entries that never match.
 func registryProblem(reg string) string {
 	trimmed := strings.TrimSuffix(reg, "/")
 	switch {
@@ -134,8 +133,7 @@ func registryProblem(reg string) string {
 		return "must be a registry host and optional repository path, such as registry.example.com/team/"
 	}
 	// Only a first component with a dot, a port or "localhost" is a host:
-	// the runtime reads "myregistry/app" as docker.io/myregistry/app. An
-	// entry meaning a host that images can never name would deny them all.
+	// the runtime reads "myregistry/app" as docker.io/myregistry/app.
 	host, _, _ := strings.Cut(trimmed, "/")
 	if d := reference.Domain(named); !strings.EqualFold(d, host) && (host != "index.docker.io" || d != "docker.io") {
 		return fmt.Sprintf("%q is not a registry host (no dot or port): images such as %s/app are pulled from %s/%s/app; write the registry's full host name, or %s/%s/ if Docker Hub is meant",
