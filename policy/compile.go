@@ -36,8 +36,7 @@ type Policy struct {
 	podRules   *podRules
 	appleRules *appleRules
 
-	// The CEL validations compiled for each kind; nil when the policy has
-	// none for it.
+	// nil when the policy has no CEL validations for the kind.
 	podCEL, appleCEL *cel.Program
 
 	// refusal, when set, makes this a stand-in for an invalid policy
@@ -78,9 +77,8 @@ type compileOptions struct {
 }
 
 // WithCEL compiles the spec's CEL parts with c, params being spec.params
-// already decoded (as k8s.io/apimachinery/pkg/util/json decodes it: int64
-// integers). Without it a spec with CEL parts is refused: the compiler is
-// expensive to build, so callers build it once and share it.
+// decoded with int64 integers. Without it a spec with CEL is refused: the
+// compiler is expensive, so callers build one and share it.
 func WithCEL(c *cel.Compiler, params any) CompileOption {
 	return func(o *compileOptions) { o.cel, o.params = c, params }
 }
@@ -133,34 +131,26 @@ func Compile(src Source, scope string, spec *v1alpha1.PolicySpec, opts ...Compil
 }
 
 // compileCEL compiles the CEL parts once for each kind the policy matches.
-// When it matches both, an error names the kind it arose for, since an
-// expression may be right of a Pod and wrong of a MyApple.
 func (p *Policy) compileCEL(spec *v1alpha1.PolicySpec, o *compileOptions) field.ErrorList {
 	if o.cel == nil {
 		return field.ErrorList{field.InternalError(nil, errors.New("this reader of policies cannot compile CEL expressions"))}
 	}
-	var kinds []Kind
-	for _, k := range []Kind{KindPod, KindMyApple} {
-		if matchesKind(spec.Match.Kinds, k) {
-			kinds = append(kinds, k)
-		}
-	}
+	both := matchesKind(spec.Match.Kinds, KindPod) && matchesKind(spec.Match.Kinds, KindMyApple)
 	var errs field.ErrorList
-	for _, k := range kinds {
-		prog, kerrs := o.cel.Compile(string(k), spec, o.params)
-		if len(kerrs) > 0 {
-			if len(kinds) > 1 {
-				for _, e := range kerrs {
-					e.Detail += fmt.Sprintf(" (judging a %s: set match.kinds to judge one kind only)", k)
-				}
-			}
-			errs = append(errs, kerrs...)
+	for _, k := range []Kind{KindPod, KindMyApple} {
+		if !matchesKind(spec.Match.Kinds, k) {
 			continue
 		}
-		switch k {
-		case KindPod:
+		prog, kerrs := o.cel.Compile(string(k), spec, o.params)
+		for _, e := range kerrs {
+			if both { // an expression may be right of a Pod and wrong of a MyApple
+				e.Detail += fmt.Sprintf(" (judging a %s: set match.kinds to judge one kind only)", k)
+			}
+		}
+		errs = append(errs, kerrs...)
+		if k == KindPod {
 			p.podCEL = prog
-		case KindMyApple:
+		} else {
 			p.appleCEL = prog
 		}
 	}
@@ -209,13 +199,10 @@ func compilePodRules(r *v1alpha1.PodRules) *podRules {
 	return c
 }
 
-// normaliseRegistry writes an allowedRegistries entry the way normalised
-// image names are written, by the same library: "index.docker.io/" and
-// "docker.io" both become docker.io, which "nginx" (docker.io/library/nginx)
-// is under. Two placeholder path components make the library read the
-// entry's own path as written, without adding "library/". Hosts are
-// compared in lower case, as DNS does. ValidateSpec has refused entries
-// the library cannot read.
+// normaliseRegistry writes an allowedRegistries entry as image names are
+// normalised, by the same library ("index.docker.io/" becomes docker.io).
+// registryProbe's placeholder components keep the library from adding
+// "library/" to the entry's own path. Hosts compare in lower case, as in DNS.
 func normaliseRegistry(reg string) string {
 	trimmed := strings.TrimSuffix(reg, "/")
 	named, err := reference.ParseNormalizedNamed(trimmed + registryProbe)
@@ -248,9 +235,8 @@ func compileAppleRules(r *v1alpha1.MyAppleRules) *appleRules {
 	}
 }
 
-// listedInMessages is how many entries of an allowlist a message names:
-// enough to show the way, while a policy allowing thousands of registries
-// does not repeat them all in every violation of every container.
+// listedInMessages bounds how many allowlist entries a message names, so a
+// long allowlist is not repeated in every violation.
 const listedInMessages = 5
 
 // listForMessage names an allowlist in a violation's message.

@@ -19,8 +19,7 @@ type Violation struct {
 }
 
 // String is the one-line form used in denials, warnings and `check`:
-// `<source> <rule> <field>: <message>`, without the field when it has none
-// (a CEL validation without fieldPath).
+// `<source> <rule> <field>: <message>`, the field left out when empty.
 func (v *Violation) String() string {
 	if v.Field == "" {
 		return v.Source + " " + v.Rule + ": " + v.Message
@@ -33,24 +32,18 @@ func (v *Violation) String() string {
 type Decision struct {
 	Allowed    bool
 	Violations []Violation
-	// Applied are the policies that judged the request, in evaluation
-	// order, each at the version in force: what the decision can be traced
-	// back to.
+	// Applied are the policies that judged the request, in evaluation order.
 	Applied []*Policy
-	// Reserve is the quantity an allowed MyApple CREATE, or an UPDATE that
-	// grows one, adds to its namespace under an enforced (Deny)
-	// maxTotalQuantityPerNamespace rule, and ReserveFor names that rule's
-	// policy. Judged one at a time against what the cache holds,
-	// concurrent admissions could each fit under the limit and together
-	// exceed it: the webhook records the quantity where every admission
-	// sees it before allowing the request. Zero when no such rule judged it.
+	// Reserve is the quantity an allowed MyApple adds to its namespace under
+	// a Deny maxTotalQuantityPerNamespace rule of policy ReserveFor, zero if
+	// none. Concurrent admissions could each fit under the limit and together
+	// exceed it, so the webhook records it before allowing the request.
 	Reserve    int64
 	ReserveFor string
 }
 
 // RefuseReservation turns an allowed decision into a refusal by the quota
-// rule that asked for the reservation, for when the webhook could not
-// record it: a quota that cannot be kept exactly is not kept at all.
+// rule, for when the webhook could not record the reservation.
 func (d *Decision) RefuseReservation(why string) {
 	d.Allowed = false
 	d.Violations = append(d.Violations, Violation{
@@ -66,33 +59,25 @@ func (d *Decision) RefuseReservation(why string) {
 // Denials are the Deny violations, the reasons for a refusal.
 func (d *Decision) Denials() []Violation { return d.only(v1alpha1.Deny) }
 
-// Bounds of what one decision writes back, whatever the policy and the
-// object: a Pod of thousands of containers breaking every rule still gets
-// a refusal of a few KiB that says what to fix first and how much more
-// there is.
+// Bounds of what one decision writes back, so that a refusal stays small
+// however many rules an object breaks.
 const (
 	// MaxListed is how many violations a refusal, or the warnings, list.
 	MaxListed = 20
-	// MaxMessageBytes bounds one violation's message; values quoted from
-	// the object (a host path, an image) are what could make it long.
+	// MaxMessageBytes bounds one violation's message, which quotes the object.
 	MaxMessageBytes = 512
 )
 
 // Warnings are the Warn violations, as AdmissionResponse warnings: at most
 // MaxListed, then one saying how many more there are.
 func (d *Decision) Warnings() []string {
+	warn := d.only(v1alpha1.Warn)
 	var out []string
-	n := 0
-	for i := range d.Violations {
-		if d.Violations[i].Enforcement != v1alpha1.Warn {
-			continue
-		}
-		if n++; n <= MaxListed {
-			out = append(out, d.Violations[i].String())
-		}
+	for i := range warn[:min(len(warn), MaxListed)] {
+		out = append(out, warn[i].String())
 	}
-	if n > MaxListed {
-		out = append(out, fmt.Sprintf("and %d more policy warnings", n-MaxListed))
+	if len(warn) > MaxListed {
+		out = append(out, fmt.Sprintf("and %d more policy warnings", len(warn)-MaxListed))
 	}
 	return out
 }

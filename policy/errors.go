@@ -8,15 +8,12 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
-// Problems with a policy are a field.ErrorList, each error naming its field
-// path (`pods.allowedRegistries[0]`) so the author knows where to look.
-// Authors fix all of them in one go, so parsing and validation collect
-// rather than stop at the first. The Detail of each is written to be read
+// Problems with a policy are a field.ErrorList, collected rather than
+// stopping at the first so authors fix all in one go. Each Detail reads
 // after its path; ErrorLine renders the pair.
 
-// FieldError is a problem at path: an invalid value, described by detail.
-// The bad value itself is left out: detail quotes what matters of it, and
-// an allowlist or expression can be long.
+// FieldError is a problem at path, described by detail. The bad value is
+// left out: detail quotes what matters of it, and it can be long.
 func FieldError(path, detail string) *field.Error {
 	return &field.Error{Type: field.ErrorTypeInvalid, Field: path, BadValue: field.OmitValueType{}, Detail: detail}
 }
@@ -60,9 +57,8 @@ func Prefixed(list field.ErrorList, prefix, sep string) field.ErrorList {
 	return out
 }
 
-// MaxProblems is how many problems of one policy are reported: enough to
-// fix a real policy in one go, while a generated one with thousands of
-// mistakes still gets a denial of readable size.
+// MaxProblems is how many problems of one policy are reported, so that a
+// denial stays readable.
 const MaxProblems = 50
 
 // Capped keeps the first n problems and says how many more there were.
@@ -100,6 +96,5 @@ func (e *InvalidError) Error() string {
 	return b.String()
 }
 
-// Problems is the error's list on one line, without the source: what an
-// AdmissionPolicy's status and an Event say of the policy they are about.
+// Problems is the error's list on one line, without the source.
 func (e *InvalidError) Problems() string { return ErrorText(e.Errs) }

@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"errors"
+	"slices"
 	"unicode/utf8"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -22,14 +23,12 @@ func (s *Set) Evaluate(req *Request, cluster Cluster) Decision {
 	}
 	meta := req.Object()
 	// An object being deleted is judged like any other: an UPDATE that only
-	// removes finalizers changes nothing a rule reads, so every violation it
-	// has is forgiven below, while one that swaps an image or raises a
-	// quantity is judged as it would be on a live object.
+	// removes finalizers has every violation forgiven (forgiveOld).
 	e := evaluation{req: req, cluster: cluster, objLabels: meta.Labels}
 	if req.Operation == Update {
 		e.oldLabels, e.hasOld = req.oldLabels()
 	}
-	e.cur = newFacts(req.Pod, req.MyApple, s.images)
+	e.cur = facts{pod: req.Pod, apple: req.MyApple, images: s.images}
 	for _, p := range ix.cluster {
 		e.policy(p, &d)
 	}
@@ -54,9 +53,8 @@ type evaluation struct {
 	cur facts
 	old *facts // on UPDATE, built when first needed
 
-	// The CEL view of the request, built when a policy with CEL first
-	// applies; celOld is the
-	// old object judged as if created, for forgiveness.
+	// Built when a policy with CEL first applies; celOld is the old object
+	// as if created, for forgiveness.
 	celLoaded   bool
 	celIn       *cel.Input
 	celOld      *cel.Input
@@ -81,11 +79,8 @@ func (e *evaluation) policy(p *Policy, d *Decision) {
 }
 
 func (e *evaluation) applies(p *Policy) bool {
-	ns := e.req.Namespace
-	for _, x := range p.excluded {
-		if x == ns {
-			return false
-		}
+	if slices.Contains(p.excluded, e.req.Namespace) {
+		return false
 	}
 	// As for a webhook's own objectSelector, an UPDATE is judged when the
 	// old object or the new one matches: dropping the label in the same
@@ -144,9 +139,8 @@ func (e *evaluation) rules(p *Policy, f *facts, out *sink, current bool) bool {
 	return judged
 }
 
-// celRules runs a policy's CEL validations after its built-in rules, on the
-// object (current) or on the object an UPDATE replaces, as if it were being
-// created (for forgiveness).
+// celRules runs a policy's CEL validations on the object (current) or on
+// the one an UPDATE replaces, as if created (for forgiveness).
 func (e *evaluation) celRules(prog *cel.Program, out *sink, current bool) (judged bool) {
 	if err := e.loadCEL(); err != nil {
 		if current {
@@ -232,8 +226,7 @@ func kindResource(kind Kind) (metav1.GroupVersionKind, metav1.GroupVersionResour
 // judged. The quota rule judges updates itself and is never forgiven.
 func (e *evaluation) forgiveOld(p *Policy, d *Decision, start int) {
 	if e.old == nil {
-		old := newFacts(e.req.OldPod, e.req.OldMyApple, e.cur.images)
-		e.old = &old
+		e.old = &facts{pod: e.req.OldPod, apple: e.req.OldMyApple, images: e.cur.images}
 	}
 	if e.old.pod == nil && e.old.apple == nil {
 		return
@@ -245,20 +238,13 @@ func (e *evaluation) forgiveOld(p *Policy, d *Decision, start int) {
 	}
 	kept := d.Violations[:start]
 	for _, v := range d.Violations[start:] {
-		if v.Rule == ruleMaxTotal || !hadViolation(before.Violations, &v) {
+		if v.Rule == ruleMaxTotal || !slices.ContainsFunc(before.Violations, func(b Violation) bool {
+			return b.Rule == v.Rule && b.Field == v.Field && b.Message == v.Message
+		}) {
 			kept = append(kept, v)
 		}
 	}
 	d.Violations = kept
-}
-
-func hadViolation(list []Violation, v *Violation) bool {
-	for i := range list {
-		if list[i].Rule == v.Rule && list[i].Field == v.Field && list[i].Message == v.Message {
-			return true
-		}
-	}
-	return false
 }
 
 // sink collects the violations of one policy.
@@ -268,13 +254,12 @@ type sink struct {
 }
 
 func (s *sink) add(rule, field, msg string) {
-	msg = truncate(msg, MaxMessageBytes)
 	s.d.Violations = append(s.d.Violations, Violation{
 		Source:      s.p.sourceName,
 		Rule:        rule,
 		Enforcement: s.p.Enforcement,
 		Field:       field,
-		Message:     msg,
+		Message:     truncate(msg, MaxMessageBytes),
 	})
 }
 

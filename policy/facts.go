@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"strconv"
+
 	corev1 "k8s.io/api/core/v1"
 )
 
@@ -14,8 +16,7 @@ type facts struct {
 	images     *ImageCache
 }
 
-// container is one container of any of the three lists, so rules treat
-// init, regular and ephemeral containers alike.
+// container is one container of any of the three lists, or an image volume.
 type container struct {
 	list   string // containers, initContainers or ephemeralContainers
 	index  int
@@ -28,34 +29,26 @@ type container struct {
 	parsed bool
 }
 
-func newFacts(pod *Pod, apple *MyApple, images *ImageCache) facts {
-	return facts{pod: pod, apple: apple, images: images}
-}
-
 func (f *facts) allContainers() []container {
 	if f.containers != nil || f.pod == nil {
 		return f.containers
 	}
 	s := &f.pod.Spec
 	cs := make([]container, 0, len(s.InitContainers)+len(s.Containers)+len(s.EphemeralContainers))
-	for i := range s.InitContainers {
-		c := &s.InitContainers[i]
-		cs = append(cs, container{list: "initContainers", index: i, name: c.Name, sc: c.SecurityContext, limits: c.Resources.Limits, hasRes: true, image: image{raw: c.Image}})
+	add := func(list string, src []Container, hasRes bool) {
+		for i := range src {
+			c := &src[i]
+			cs = append(cs, container{list: list, index: i, name: c.Name, sc: c.SecurityContext, limits: c.Resources.Limits, hasRes: hasRes, image: image{raw: c.Image}})
+		}
 	}
-	for i := range s.Containers {
-		c := &s.Containers[i]
-		cs = append(cs, container{list: "containers", index: i, name: c.Name, sc: c.SecurityContext, limits: c.Resources.Limits, hasRes: true, image: image{raw: c.Image}})
-	}
-	for i := range s.EphemeralContainers {
-		c := &s.EphemeralContainers[i]
-		cs = append(cs, container{list: "ephemeralContainers", index: i, name: c.Name, sc: c.SecurityContext, image: image{raw: c.Image}})
-	}
+	add("initContainers", s.InitContainers, true)
+	add("containers", s.Containers, true)
+	add("ephemeralContainers", s.EphemeralContainers, false)
 	f.containers = cs
 	return cs
 }
 
-// imageVolumes are the Pod's image volumes, judged by the image rules as
-// the images the kubelet pulls for them.
+// imageVolumes are the Pod's image volumes, judged by the image rules.
 func (f *facts) imageVolumes() []container {
 	if f.volumesSet || f.pod == nil {
 		return f.volumes
@@ -88,8 +81,6 @@ func (c *container) field(suffix string) string {
 	return "spec." + c.list + "[" + itoa(c.index) + "]." + suffix
 }
 
-// imageField is where the container's image, or an image volume's
-// reference, is written.
 func (c *container) imageField() string {
 	if c.list == "volumes" {
 		return c.field("image.reference")
@@ -97,9 +88,4 @@ func (c *container) imageField() string {
 	return c.field("image")
 }
 
-func itoa(i int) string {
-	if i >= 0 && i < 10 {
-		return string(rune('0' + i))
-	}
-	return formatInt(int64(i))
-}
+func itoa(i int) string { return strconv.Itoa(i) }

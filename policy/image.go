@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/distribution/reference"
 )
@@ -17,10 +18,8 @@ type image struct {
 	err    error  // the reference does not parse
 }
 
-// maxReferenceLength is well above the longest valid reference (a name of
-// 255 characters, a tag of 128, a sha512 digest), and bounds what an image
-// string can cost: the API server accepts any string as an image, and the
-// reference grammar is a regular expression that takes seconds on megabytes.
+// maxReferenceLength is above the longest valid reference and bounds what
+// parsing an image costs: the API server accepts any string as an image.
 const maxReferenceLength = 1024
 
 func parseImage(raw string) image {
@@ -71,19 +70,15 @@ func (im *image) resolved() string {
 // registry.example.com/x but not registry.example.com.evil.io/x.
 func (im *image) allowedBy(r *podRules) bool {
 	for i, p := range r.registries {
-		if im.name == p || hasPrefix(im.name, r.registriesSlash[i]) {
+		if im.name == p || strings.HasPrefix(im.name, r.registriesSlash[i]) {
 			return true
 		}
 	}
 	return false
 }
 
-func hasPrefix(s, prefix string) bool {
-	return len(s) >= len(prefix) && s[:len(prefix)] == prefix
-}
-
 // quoted is the reference as written, quoted for messages, cut short when
-// it is too long to be a reference: denials must stay readable and small.
+// too long to be a reference.
 func (im *image) quoted() string {
 	const keep = 64
 	if len(im.raw) <= maxReferenceLength {

@@ -5,13 +5,10 @@ import (
 	"sync/atomic"
 )
 
-// ImageCache remembers normalised image references across requests. Parsing
-// a reference is the single largest cost of judging a Pod (the reference
-// grammar is a regular expression, about 2 µs an image), while a cluster
-// runs few distinct images, each in many Pods. Reads take no lock.
-//
-// It is bounded: past its capacity it starts afresh, which costs a few
-// re-parses and keeps memory fixed whatever images the cluster sees.
+// ImageCache remembers normalised image references across requests:
+// parsing is the largest cost of judging a Pod, and a cluster runs few
+// distinct images. Reads take no lock. Past its capacity it starts afresh,
+// keeping memory bounded.
 type ImageCache struct {
 	capacity int64
 	size     atomic.Int64
@@ -28,7 +25,6 @@ func NewImageCache(capacity int) *ImageCache {
 
 func (c *ImageCache) parse(raw string) image {
 	if len(raw) > maxReferenceLength {
-		// Never valid, cheap to refuse, and not worth keeping as a key.
 		return parseImage(raw)
 	}
 	if v, ok := c.m.Load(raw); ok {

@@ -2,15 +2,12 @@ package policy
 
 import "github.com/policy-webhook/policy-webhook/policy/cel"
 
-// The names the policy model is written in, each defined once.
-
 // Kind is a kind of object a policy judges, KindPod or KindMyApple, as the
 // API names it.
 type Kind string
 
-// Kinds a policy judges, defined in package cel, which compiles expressions
-// per kind and cannot import this package. Untyped, so that code keeping
-// kinds as strings (the audit's lists, metric labels) uses them as well.
+// Kinds a policy judges, defined in package cel, which cannot import this
+// one. Untyped, so code keeping kinds as strings uses them too.
 const (
 	KindPod     = cel.KindPod
 	KindMyApple = cel.KindMyApple
@@ -31,8 +28,7 @@ const (
 	SourceAdmissionPolicy = "AdmissionPolicy"
 )
 
-// PolicyLabel marks a ConfigMap as a policy carrier. Only labelled
-// ConfigMaps are watched, so unrelated ConfigMaps cost nothing.
+// PolicyLabel marks a ConfigMap as a policy carrier; only those are watched.
 const PolicyLabel = "policy.example.com/policy"
 
 // ConfigMapDataKey is the ConfigMap data key that carries a policy spec.

@@ -17,13 +17,9 @@ const (
 	Update Operation = "UPDATE"
 )
 
-// The types below are the parts of a Pod and a MyApple that rules read, and
-// nothing else: a Pod as a Deployment creates it carries managed fields,
-// probes, env, mounts and ports that no rule looks at, and decoding them was
-// most of the cost of an admission. Their JSON names are the Kubernetes
-// API's, so a decoder fills them from the object as the API server encodes
-// it; field types that carry their own decoding (Quantity, Time) are the
-// API's own types, so a value means here what it means there.
+// The types below are only the parts of a Pod and a MyApple that rules read,
+// so that decoding skips the rest. Their JSON names, and types with their
+// own decoding (Quantity, Time), are the Kubernetes API's.
 
 // ObjectMeta is the metadata rules read.
 type ObjectMeta struct {
@@ -32,9 +28,8 @@ type ObjectMeta struct {
 	Namespace         string            `json:"namespace,omitempty"`
 	Labels            map[string]string `json:"labels,omitempty"`
 	DeletionTimestamp *metav1.Time      `json:"deletionTimestamp,omitempty"`
-	// UID and ResourceVersion identify the version admitted (the API server
-	// assigns the UID before validating admission): what a quota
-	// reservation is confirmed by.
+	// UID and ResourceVersion identify the version admitted, which confirms
+	// a quota reservation.
 	UID             string `json:"uid,omitempty"`
 	ResourceVersion string `json:"resourceVersion,omitempty"`
 }
@@ -49,8 +44,7 @@ type Pod struct {
 type PodSpec struct {
 	InitContainers []Container `json:"initContainers,omitempty"`
 	Containers     []Container `json:"containers,omitempty"`
-	// EphemeralContainers have the same JSON shape as containers (their
-	// common fields are inlined), less what rules do not read of them.
+	// EphemeralContainers share the JSON shape of the fields rules read.
 	EphemeralContainers []Container         `json:"ephemeralContainers,omitempty"`
 	SecurityContext     *PodSecurityContext `json:"securityContext,omitempty"`
 	HostNetwork         bool                `json:"hostNetwork,omitempty"`
@@ -130,23 +124,17 @@ type Request struct {
 	MyApple    *MyApple
 	OldMyApple *MyApple
 
-	// What CEL expressions read of an admission besides the object; the
-	// built-in rules read none of it.
-
-	// Context bounds CEL evaluation (beside its own per-policy timeout);
-	// nil is context.Background().
+	// The fields below are for CEL only. Context bounds CEL evaluation
+	// besides its per-policy timeout; nil is context.Background().
 	Context  context.Context
 	UserInfo authenticationv1.UserInfo
 	DryRun   bool
-	// Resource and RequestKind default to the kind's own (pods, v1 Pod;
-	// myapples, stable.example.com/v1 MyApple) when empty.
+	// Resource and RequestKind default to the kind's own when empty.
 	Resource    metav1.GroupVersionResource
 	RequestKind metav1.GroupVersionKind
-	// Unstructured decodes the object and, on UPDATE, the old one (nil
-	// otherwise) as CEL reads them: maps, slices and int64 integers.
-	// Evaluate calls it at most once, and only when a policy with
-	// CEL applies, so a set without CEL never pays for it. nil: CEL
-	// policies cannot judge the request and say so in a violation.
+	// Unstructured decodes the object and, on UPDATE, the old one as CEL
+	// reads them. Evaluate calls it at most once, when a CEL policy applies;
+	// nil: CEL policies report that they cannot judge the request.
 	Unstructured func() (object, oldObject map[string]any, err error)
 }
 
@@ -183,13 +171,12 @@ func (r *Request) Name() string {
 	return m.Name
 }
 
-// Cluster is the cluster state rules refer to. Offline it is fed from
-// files; in the webhook, from the informer cache, so no rule makes an API call.
+// Cluster is the cluster state rules refer to (see the package doc).
 type Cluster interface {
 	// NamespaceLabels returns a namespace's labels and whether it is known.
 	NamespaceLabels(name string) (map[string]string, bool)
 	// NamespaceAnnotations returns a namespace's annotations, nil when it
-	// has none or is unknown: CEL's namespaceObject.metadata.annotations.
+	// has none or is unknown.
 	NamespaceAnnotations(name string) map[string]string
 	// MyAppleQuantity is the sum of spec.quantity over the MyApples of a
 	// namespace, leaving out the one named except (the object under update).

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 )
@@ -16,10 +17,10 @@ const (
 )
 
 func (r *appleRules) check(a *MyApple, out *sink) {
-	if len(r.colors) > 0 && !contains(r.colors, a.Spec.Color) {
+	if len(r.colors) > 0 && !slices.Contains(r.colors, a.Spec.Color) {
 		out.add(ruleColors, "spec.color", fmt.Sprintf("color %q is not allowed: use one of %s", a.Spec.Color, r.colorList))
 	}
-	if len(r.sizes) > 0 && !contains(r.sizes, a.Spec.Size) {
+	if len(r.sizes) > 0 && !slices.Contains(r.sizes, a.Spec.Size) {
 		out.add(ruleSizes, "spec.size", fmt.Sprintf("size %q is not allowed: use one of %s", a.Spec.Size, r.sizeList))
 	}
 	if r.min != nil && a.Spec.Quantity < *r.min {
@@ -30,11 +31,9 @@ func (r *appleRules) check(a *MyApple, out *sink) {
 	}
 }
 
-// quota counts the MyApples already in the namespace plus this one. On
-// UPDATE the cached old version is left out, so it is not counted twice, and
-// an update that does not grow the quantity always passes, as with a
-// ResourceQuota: a namespace over its limit can still shrink. A Deny rule
-// that passes asks for the quantity to be reserved (Decision.Reserve).
+// quota counts the MyApples already in the namespace, less the old version
+// on UPDATE, plus this one. As with a ResourceQuota, an update that does not
+// grow the quantity passes. A Deny rule that passes asks for a reservation.
 func (e *evaluation) quota(r *appleRules, out *sink) {
 	if r.maxTotal == nil {
 		return
@@ -47,8 +46,7 @@ func (e *evaluation) quota(r *appleRules, out *sink) {
 	if e.cluster != nil {
 		others = e.cluster.MyAppleQuantity(e.req.Namespace, a.Name)
 	}
-	// Quantities are int64 with no maximum in the CRD: a sum past the range
-	// would wrap to a negative total that passes any limit.
+	// The CRD sets no maximum: a sum past int64 would wrap and pass.
 	if q := a.Spec.Quantity; others > 0 && q > math.MaxInt64-others {
 		out.add(ruleMaxTotal, "spec.quantity", fmt.Sprintf("namespace %s would hold a total quantity above %d (%d in its other MyApples + %d here), above the limit %d",
 			e.req.Namespace, int64(math.MaxInt64), others, q, *r.maxTotal))

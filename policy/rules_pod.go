@@ -2,7 +2,7 @@ package policy
 
 import (
 	"fmt"
-	"strconv"
+	"slices"
 )
 
 // Rule names are the schema's field paths.
@@ -17,8 +17,6 @@ const (
 	ruleRunAsNonRoot   = "pods.requireRunAsNonRoot"
 	ruleLimits         = "pods.requireResourceLimits"
 )
-
-func formatInt(i int64) string { return strconv.FormatInt(i, 10) }
 
 func (r *podRules) check(f *facts, out *sink) {
 	pod := f.pod
@@ -96,7 +94,7 @@ func (r *podRules) checkImage(f *facts, c *container, out *sink) {
 		out.add(ruleRegistries, c.imageField(), fmt.Sprintf("image %q resolves to %s, which is not under an allowed registry (%s)", im.raw, im.resolved(), r.registryList))
 	}
 	if len(r.disallowedTags) > 0 {
-		if tag := im.effectiveTag(); tag != "" && contains(r.disallowedTags, tag) {
+		if tag := im.effectiveTag(); tag != "" && slices.Contains(r.disallowedTags, tag) {
 			how := "uses"
 			if im.tag == "" {
 				how = "has no tag, so it means"
@@ -110,8 +108,7 @@ func (r *podRules) checkImage(f *facts, c *container, out *sink) {
 }
 
 // checkRunAsNonRoot applies the container's securityContext over the pod's,
-// as the kubelet does, and also refuses an explicit user 0, which the kubelet
-// would refuse to start under runAsNonRoot anyway.
+// as the kubelet does, and also refuses an explicit user 0.
 func checkRunAsNonRoot(f *facts, c *container, out *sink) {
 	psc := f.pod.Spec.SecurityContext
 	nonRoot, fromPod := (*bool)(nil), false

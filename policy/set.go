@@ -2,10 +2,8 @@ package policy
 
 import "sort"
 
-// Set is an immutable collection of compiled policies, indexed so that a
-// request only looks at the policies that can apply to its kind and
-// namespace. A new Set is built on every policy change and swapped in whole,
-// so readers never lock.
+// Set is an immutable collection of compiled policies, indexed by kind and
+// namespace. It is replaced whole on every policy change, so readers never lock.
 type Set struct {
 	images *ImageCache // nil: parse every image anew
 	all    []*Policy

@@ -1,8 +1,6 @@
 package policy
 
 import (
-	"k8s.io/apimachinery/pkg/util/validation/field"
-
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 )
 
@@ -10,9 +8,8 @@ import (
 // policy it stands in for is invalid.
 const RuleInvalid = "invalid"
 
-// Coverage is what an invalid policy can still be read to cover: its
-// enforcement, its match and the kinds it has rules for. The zero
-// Coverage covers everything in scope, refusing it.
+// Coverage is what an invalid policy can still be read to cover. The zero
+// Coverage covers everything in scope.
 type Coverage struct {
 	// Enforcement is the policy's own, Deny when it cannot be read.
 	Enforcement v1alpha1.Enforcement
@@ -24,14 +21,10 @@ type Coverage struct {
 }
 
 // StandIn makes the policy that stands in for an invalid one of which no
-// good version is known: it judges every object cov covers, in scope, and
-// reports it as one violation of RuleInvalid saying message, at the
-// policy's enforcement (a Deny policy refuses what it matches rather than
-// lapse; a Warn or Audit one warns or audits, as it would have). As the
-// in-tree ValidatingAdmissionPolicy treats a policy it cannot compile
-// under failurePolicy Fail, the refusal holds for CREATE and UPDATE alike:
-// it is never forgiven because the old object had it. version is the
-// invalid version's.
+// good version is known: every object cov covers in scope breaks
+// RuleInvalid, saying message, at the policy's enforcement, so a Deny
+// policy refuses rather than lapse. As with a ValidatingAdmissionPolicy
+// that fails to compile, this is never forgiven on UPDATE.
 func StandIn(src Source, scope, version string, cov Coverage, message string) *Policy {
 	p := &Policy{
 		Source:      src,
@@ -49,8 +42,7 @@ func StandIn(src Source, scope, version string, cov Coverage, message string) *P
 	kinds := cov.Kinds
 	if m := cov.Match; m != nil {
 		p.excluded = append([]string(nil), m.ExcludedNamespaces...)
-		// A selector that cannot be read selects everything: the stand-in
-		// errs on the side of covering more.
+		// A selector that cannot be read selects everything.
 		p.nsSelector, _ = selector(m.NamespaceSelector)
 		p.objSelector, _ = selector(m.ObjectSelector)
 	}
@@ -58,6 +50,3 @@ func StandIn(src Source, scope, version string, cov Coverage, message string) *P
 	p.apples = matchesKind(kinds, KindMyApple)
 	return p
 }
-
-// ValidateMatch checks a match alone, as ValidateSpec does within a spec.
-func ValidateMatch(m *v1alpha1.Match) field.ErrorList { return validateMatch(m) }

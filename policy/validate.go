@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/distribution/reference"
@@ -28,7 +29,7 @@ func ValidateSpec(spec *v1alpha1.PolicySpec) field.ErrorList {
 	default:
 		errs = append(errs, FieldError("enforcement", fmt.Sprintf("unsupported value %q: must be one of Deny, Warn, Audit", spec.Enforcement)))
 	}
-	errs = append(errs, validateMatch(&spec.Match)...)
+	errs = append(errs, ValidateMatch(&spec.Match)...)
 	if spec.Pods == nil && spec.MyApples == nil && len(spec.Validations) == 0 {
 		errs = append(errs, FieldError("", "no rules: set pods, myApples or validations"))
 	}
@@ -50,18 +51,11 @@ func ValidateSpec(spec *v1alpha1.PolicySpec) field.ErrorList {
 // matchesKind reports whether kinds, a match.kinds (strings) or a
 // Coverage's, let a policy judge kind; empty lets it judge every kind.
 func matchesKind[K ~string](kinds []K, kind Kind) bool {
-	if len(kinds) == 0 {
-		return true
-	}
-	for _, k := range kinds {
-		if Kind(k) == kind {
-			return true
-		}
-	}
-	return false
+	return len(kinds) == 0 || slices.Contains(kinds, K(kind))
 }
 
-func validateMatch(m *v1alpha1.Match) field.ErrorList {
+// ValidateMatch checks a match alone, as ValidateSpec does within a spec.
+func ValidateMatch(m *v1alpha1.Match) field.ErrorList {
 	var errs field.ErrorList
 	seen := map[string]bool{}
 	for i, k := range m.Kinds {
@@ -114,9 +108,8 @@ func validatePodRules(r *v1alpha1.PodRules) field.ErrorList {
 	return errs
 }
 
-// registryProblem says what is wrong with an allowedRegistries entry, or "".
-// Entries are repository prefixes, so a scheme, a tag or a digest in one is
-// a misunderstanding worth pointing out rather than an entry that never matches.
+// registryProblem says what is wrong with an allowedRegistries entry, or "",
+// pointing out misunderstandings rather than keeping entries that never match.
 func registryProblem(reg string) string {
 	trimmed := strings.TrimSuffix(reg, "/")
 	switch {
@@ -140,8 +133,7 @@ func registryProblem(reg string) string {
 		return "must be a registry host and optional repository path, such as registry.example.com/team/"
 	}
 	// Only a first component with a dot, a port or "localhost" is a host:
-	// the runtime reads "myregistry/app" as docker.io/myregistry/app. An
-	// entry meaning a host that images can never name would deny them all.
+	// the runtime reads "myregistry/app" as docker.io/myregistry/app.
 	host, _, _ := strings.Cut(trimmed, "/")
 	if d := reference.Domain(named); !strings.EqualFold(d, host) && (host != "index.docker.io" || d != "docker.io") {
 		return fmt.Sprintf("%q is not a registry host (no dot or port): images such as %s/app are pulled from %s/%s/app; write the registry's full host name, or %s/%s/ if Docker Hub is meant",
@@ -149,7 +141,6 @@ func registryProblem(reg string) string {
 	}
 	return ""
 }
-
 func validateMyAppleRules(r *v1alpha1.MyAppleRules) field.ErrorList {
 	var errs field.ErrorList
 	for i, c := range r.AllowedColors {
@@ -158,7 +149,7 @@ func validateMyAppleRules(r *v1alpha1.MyAppleRules) field.ErrorList {
 		}
 	}
 	for i, s := range r.AllowedSizes {
-		if !contains(validSizes, s) {
+		if !slices.Contains(validSizes, s) {
 			errs = append(errs, FieldError(fmt.Sprintf("myApples.allowedSizes[%d]", i), fmt.Sprintf("unsupported value %q: must be one of small, medium, large", s)))
 		}
 	}
@@ -175,13 +166,4 @@ func validateMyAppleRules(r *v1alpha1.MyAppleRules) field.ErrorList {
 		errs = append(errs, FieldError("myApples.maxTotalQuantityPerNamespace", fmt.Sprintf("must be at least 1, not %d", *r.MaxTotalQuantityPerNamespace)))
 	}
 	return errs
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

@@ -1,9 +1,7 @@
 // Package review decodes AdmissionReviews, and the Pods and MyApples they
-// carry, into policy requests, with the API server's JSON semantics: struct
-// tags and a maintained decoder (encoding/json/v2's default options,
-// case-sensitive as Kubernetes decodes), never members mapped by hand. The
-// webhook and `policy-webhook check` both read through it, so an object
-// means the same to both.
+// carry, into policy requests, with the API server's JSON semantics
+// (case-sensitive struct tags, never fields mapped by hand). The webhook and
+// `policy-webhook check` both read through it, so an object means the same to both.
 package review
 
 import (
@@ -19,7 +17,6 @@ import (
 )
 
 // Versions of the AdmissionReview envelope; v1beta1 has the same fields.
-// Constants, so nothing can change them; a test holds them to the API's.
 const (
 	V1      = "admission.k8s.io/v1"
 	V1beta1 = "admission.k8s.io/v1beta1"
@@ -56,10 +53,8 @@ func Read(body []byte) (*admissionv1.AdmissionReview, error) {
 	return &r, nil
 }
 
-// KindOf names the judged kind of a request by its resource, which, unlike
-// the object's kind, says "pods" for the ephemeralcontainers subresource
-// too; a request without a resource (written by hand) goes by its kind. It
-// returns "" for anything else.
+// KindOf names the judged kind of a request by its resource, which covers
+// subresources too, or by its kind when it has no resource; "" otherwise.
 func KindOf(r *admissionv1.AdmissionRequest) policy.Kind {
 	switch {
 	case r.Resource.Group == "" && r.Resource.Resource == policy.ResourcePods:
@@ -75,10 +70,8 @@ func KindOf(r *admissionv1.AdmissionRequest) policy.Kind {
 }
 
 // Judged reports whether an admission of a judged kind is judged at all:
-// CREATE and UPDATE of the object itself, and of a Pod's
-// ephemeralcontainers subresource, which changes what runs. Other
-// operations and subresources (status, binding, exec, scale) carry nothing
-// a rule reads.
+// CREATE and UPDATE of the object, and of a Pod's ephemeralcontainers, which
+// change what runs. Other subresources carry nothing a rule reads.
 func Judged(kind policy.Kind, r *admissionv1.AdmissionRequest) bool {
 	if r.Operation != admissionv1.Create && r.Operation != admissionv1.Update {
 		return false
@@ -120,12 +113,9 @@ func NewRequest(kind policy.Kind, r *admissionv1.AdmissionRequest) (*policy.Requ
 }
 
 // Unstructured returns a function that decodes an object and its old
-// version (nil when oldRaw is empty) as CEL expressions read them, once,
-// on its first call. Values are decoded as k8s.io/apimachinery's JSON
-// decodes unstructured objects for the API server: integers are int64,
-// which the CEL object values require (json/v2 would give float64).
-// namespace, when not "", fills a missing metadata.namespace, as
-// `kubectl apply -n` would.
+// version (nil when oldRaw is empty) as CEL reads them, once. It decodes
+// with apimachinery's JSON, as the API server does, since CEL needs int64
+// integers. namespace, when not "", fills a missing metadata.namespace.
 func Unstructured(raw, oldRaw []byte, namespace string) func() (object, oldObject map[string]any, err error) {
 	var (
 		once     sync.Once
@@ -169,9 +159,8 @@ func decodeUnstructured(raw []byte, namespace string) (map[string]any, error) {
 	return m, nil
 }
 
-// DecodeObject decodes the part of a Pod or a MyApple that rules read.
-// Input that is not valid JSON, or whose read fields have the wrong type,
-// is an error naming the field.
+// DecodeObject decodes the part of a Pod or a MyApple that rules read; an
+// error names the field it fails on.
 func DecodeObject(kind policy.Kind, raw []byte) (*policy.Pod, *policy.MyApple, error) {
 	switch kind {
 	case policy.KindPod:
