@@ -13,18 +13,14 @@ import (
 	"github.com/policy-webhook/policy-webhook/review"
 )
 
-// Judge answers admissions from policy held in memory. The informer cache
-// of package cache is the Judge of a running server.
+// Judge answers admissions from policy held in memory, such as the informer cache.
 type Judge interface {
-	// HasSynced reports whether every informer has synced, so that the
-	// policy in force is the cluster's and not a partial view of it.
+	// HasSynced reports whether every informer has synced: until then policy is partial.
 	HasSynced() bool
-	// Evaluate judges a request against the policy in force. It must not
-	// block or call the API server.
+	// Evaluate judges req; it must not block or call the API server.
 	Evaluate(req *policy.Request) policy.Decision
 }
 
-// admitHandler judges the admissions of one kind, Pods or MyApples.
 type admitHandler struct {
 	kind     string // policy.KindPod or policy.KindMyApple
 	judge    Judge
@@ -33,16 +29,10 @@ type admitHandler struct {
 	log      logr.Logger
 }
 
-func newAdmitHandler(kind string, judge Judge, failOpen bool, m *Metrics, log logr.Logger) *admitHandler {
-	return &admitHandler{kind: kind, judge: judge, failOpen: failOpen, metrics: m, log: log}
-}
-
 func (h *admitHandler) Handle(ctx context.Context, r *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, error) {
 	if k := review.KindOf(r); k != policy.Kind(h.kind) {
-		// The API server sends only what the ValidatingWebhookConfiguration
-		// routes here; anything else comes from a client speaking to the
-		// webhook directly, and admitting it unjudged would be a way past
-		// the rules.
+		// Only a client bypassing the API server sends another kind here:
+		// admitting it unjudged would be a way past the rules.
 		return nil, fmt.Errorf("policy-webhook: this path judges %s objects, not %s", h.kind, resourceName(r))
 	}
 	resp, verdict := h.decide(ctx, r)
@@ -62,9 +52,7 @@ func (h *admitHandler) decide(ctx context.Context, r *admissionv1.AdmissionReque
 	}
 	req, err := review.NewRequest(policy.Kind(h.kind), r)
 	if err != nil {
-		// The API server only sends objects it has decoded itself, so this
-		// is a client speaking to the webhook directly, or a bug: refuse
-		// rather than admit what could not be judged.
+		// Only a direct client or a bug sends this: refuse what cannot be judged.
 		return errored(http.StatusBadRequest, fmt.Sprintf("policy-webhook: cannot judge %s %s: %v", h.kind, objectRef(r), err)), verdictError
 	}
 	req.Context = ctx
@@ -81,9 +69,8 @@ func (h *admitHandler) decide(ctx context.Context, r *admissionv1.AdmissionReque
 	return resp, verdict
 }
 
-// record counts every violation and logs the ones users do not see, one
-// line per admission and enforcement whatever the number of violations:
-// Audit violations always, denials and warnings at verbosity 1.
+// record counts every violation and logs those users do not see, one line
+// per enforcement: Audit always, denials and warnings at verbosity 1.
 func (h *admitHandler) record(r *admissionv1.AdmissionRequest, d *policy.Decision) {
 	var audits, others []*policy.Violation
 	for i := range d.Violations {
@@ -103,8 +90,7 @@ func (h *admitHandler) record(r *admissionv1.AdmissionRequest, d *policy.Decisio
 	}
 }
 
-// loggedViolations is how many violations one log line names; the count
-// says how many there were.
+// loggedViolations is how many violations one log line names; "count" has the rest.
 const loggedViolations = 5
 
 func violationKeys(r *admissionv1.AdmissionRequest, vs []*policy.Violation) []any {

@@ -7,17 +7,13 @@ import (
 	"github.com/policy-webhook/policy-webhook/policy"
 )
 
-// Audit annotation keys of a judged admission. The API server records them
-// in its audit log as <webhook name>/<key>, so an incident can be traced to
-// the policy versions that decided it, on the replica that answered.
+// Audit annotation keys, logged by the API server as <webhook name>/<key> so
+// an incident can be traced to the policy versions that decided it.
 const (
-	// annotationPolicies lists the sources that judged the request, each
-	// with its version in force: `ConfigMap policy-system/baseline@4711`
-	// (resourceVersion) or `AdmissionPolicy production@3` (generation).
-	annotationPolicies = "policies"
-	// annotationViolations lists the rules violated, each with its
-	// enforcement and source.
-	annotationViolations = "violations"
+	// annotationPolicies lists the sources that judged, each with its version:
+	// `ConfigMap policy-system/baseline@4711` or `AdmissionPolicy production@3`.
+	annotationPolicies   = "policies"
+	annotationViolations = "violations" // rules violated, with enforcement and source
 )
 
 // annotatedEntries bounds each annotation's list; the rest is counted.

@@ -19,13 +19,12 @@ const (
 	PathPolicies = "/validate-policies"
 )
 
-// Handlers builds the http.Handler of every path. Pods are judged by
-// judge, MyApples by apples (the quota ledger in a running server); im may
-// be nil: no impact warnings for policy objects.
+// Handlers builds the http.Handler of every path: Pods judged by judge,
+// MyApples by apples (the quota ledger); a nil im gives no impact warnings.
 func Handlers(judge, apples Judge, im *Impact, policyNamespace string, failOpen bool, m *Metrics, log logr.Logger) map[string]http.Handler {
 	return map[string]http.Handler{
-		PathPods:     newReviewHandler(newAdmitHandler(policy.KindPod, judge, failOpen, m, log.WithName("pods")), m, log),
-		PathMyApples: newReviewHandler(newAdmitHandler(policy.KindMyApple, apples, failOpen, m, log.WithName("myapples")), m, log),
+		PathPods:     newReviewHandler(&admitHandler{policy.KindPod, judge, failOpen, m, log.WithName("pods")}, m, log),
+		PathMyApples: newReviewHandler(&admitHandler{policy.KindMyApple, apples, failOpen, m, log.WithName("myapples")}, m, log),
 		PathPolicies: newReviewHandler(newPolicyHandler(policyNamespace, im, m, log.WithName("policies")), m, log),
 	}
 }

@@ -14,32 +14,28 @@ import (
 	"github.com/policy-webhook/policy-webhook/policy"
 )
 
-// Bounds of the impact check a policy object gets at apply: the only
-// admission that reads the API server, so it is held well inside the
-// webhook's timeout and reads in pages.
+// Bounds of a policy object's impact check, the only admission that reads
+// the API server: well inside the webhook's timeout.
 const (
 	impactBudget = 2 * time.Second
 	impactNamed  = 5 // objects named in a warning; the rest are counted
 )
 
-// Impact judges the objects that exist against a policy about to be
-// applied, and says what it would deny, warn on or report. It reads them
-// as the audit does, in pages, each decoded as an admission is.
+// Impact judges the existing objects against a policy about to be applied,
+// reading them in pages as the audit does.
 type Impact struct {
 	lister  *audit.Lister
 	cluster policy.Cluster // namespace labels and quotas, from the cache
 	budget  time.Duration
 }
 
-// NewImpact reads the existing objects through client, a core/v1 REST
-// client, and judges them with what cluster holds.
+// NewImpact reads objects through client, a core/v1 REST client.
 func NewImpact(client rest.Interface, cluster policy.Cluster) *Impact {
 	return &Impact{lister: &audit.Lister{Client: client}, cluster: cluster, budget: impactBudget}
 }
 
-// warnings tells a policy's author what it would do to the objects that
-// exist: `this policy would deny 12 existing objects: Pod team-b/web
-// (pods.allowedRegistries), ...`. Nothing when it would do nothing.
+// warnings tells a policy's author what it would do to existing objects:
+// `this policy would deny 12 existing objects: Pod team-b/web (pods.allowedRegistries), ...`.
 func (i *Impact) warnings(ctx context.Context, p *policy.Policy) []string {
 	ctx, cancel := context.WithTimeout(ctx, i.budget)
 	defer cancel()

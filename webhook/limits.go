@@ -11,37 +11,25 @@ import (
 	"time"
 )
 
-// Defaults of Limits, also the serve command's flag defaults. They fit the
-// Deployment's 512 MiB memory limit with room for the policy cache: at most
-// 32 MiB of request bodies buffered (their buffers up to twice that), 256
-// handlers and 1,000 connections of a few tens of KiB each.
+// Defaults of Limits, also the serve command's flag defaults, sized to fit
+// the Deployment's memory limit with room for the policy cache.
 const (
-	// A whole review reaches the webhook in milliseconds, even at 7 MiB
-	// inside a cluster: seconds are generous, and bound how long a client
-	// that sends slowly, or not at all, holds a connection.
+	// Generous for a review, yet they bound how long a slow client holds a connection.
 	DefaultReadHeaderTimeout = 5 * time.Second
 	DefaultReadTimeout       = 10 * time.Second
-	// Covers reading the body, judging and writing the response: a reader
-	// that does not take its response cannot hold the handler for ever.
+	// A client that does not read its response cannot hold the handler for ever.
 	DefaultWriteTimeout = 15 * time.Second
-	// Shorter than the API server's own idle timeout for webhook
-	// connections (90 s), so the server is the side that closes them.
+	// Below the API server's idle timeout (90 s), so this side closes connections.
 	DefaultIdleTimeout         = 60 * time.Second
 	DefaultMaxConnections      = 1000
 	DefaultMaxRequestsInFlight = 256
 	DefaultMaxBytesInFlight    = 32 << 20
 
-	// maxHeaderBytes bounds a request's headers: the API server sends a
-	// few hundred bytes of them.
-	maxHeaderBytes = 32 << 10
-	// freeBodyBytes of each body are counted in the bytes in flight but
-	// never refused for them: a review of a few KiB (nearly all of them)
-	// is then never shed because large bodies hold the budget. What it
-	// lets past the budget is bounded by MaxRequestsInFlight × 64 KiB.
+	maxHeaderBytes = 32 << 10 // the API server sends a few hundred bytes
+	// freeBodyBytes of each body are counted in flight but never refused, so
+	// small reviews are not shed because large bodies hold the budget.
 	freeBodyBytes = 64 << 10
-	// retryAfterSeconds is sent with every refusal for load: the API
-	// server's client retries a 429 after that delay, within the webhook
-	// call's timeout.
+	// retryAfterSeconds: the API server retries a 429 after it, within the call's timeout.
 	retryAfterSeconds = 1
 )
 
@@ -53,20 +41,16 @@ type Limits struct {
 	// TLS handshake), ReadTimeout for the headers and the body together.
 	ReadHeaderTimeout time.Duration
 	ReadTimeout       time.Duration
-	// WriteTimeout bounds the time from the headers read to the response
-	// written.
+	// WriteTimeout bounds the time from the headers read to the response written.
 	WriteTimeout time.Duration
 	// IdleTimeout closes a keep-alive connection that sends no request.
 	IdleTimeout time.Duration
-	// MaxConnections open at once; further connections wait in the
-	// kernel's accept queue until one closes.
+	// MaxConnections open at once; more wait in the kernel's accept queue.
 	MaxConnections int
-	// MaxRequestsInFlight are judged at once, from the body received to
-	// the response written; more are refused with 429 and Retry-After.
+	// MaxRequestsInFlight are judged at once; more are refused with 429.
 	MaxRequestsInFlight int
-	// MaxBytesInFlight of request bodies are held at once, counted as
-	// they arrive; a body that would pass the limit is refused with 429
-	// and Retry-After (the first 64 KiB of each body never are).
+	// MaxBytesInFlight of request bodies are held at once, counted as they
+	// arrive; more are refused with 429 (never the first 64 KiB of a body).
 	MaxBytesInFlight int64
 }
 
@@ -84,8 +68,7 @@ func (l Limits) withDefaults() Limits {
 // off maps a negative duration (limit off) to net/http's zero (none).
 func off(d time.Duration) time.Duration { return max(d, 0) }
 
-// errOverloaded is a request refused because the replica is at one of
-// its limits; it is answered 429 with Retry-After.
+// errOverloaded is a request refused at one of the limits, answered with shed.
 type errOverloaded struct {
 	what       string
 	unreadBody bool // refused before the body's end
@@ -95,19 +78,14 @@ func (e *errOverloaded) Error() string {
 	return "policy-webhook: overloaded: " + e.what + "; retry shortly"
 }
 
-// limiter applies MaxRequestsInFlight and MaxBytesInFlight around the
-// webhook's handlers. A request takes a slot of MaxRequestsInFlight only
-// once its whole body has arrived, for the decoding and judging that
-// follow: a client still sending holds a connection (bounded by
-// MaxConnections and ReadTimeout) and its bytes (MaxBytesInFlight), never
-// a slot, so slow clients cannot crowd out the requests that are ready.
+// limiter applies MaxRequestsInFlight and MaxBytesInFlight. A request takes
+// a slot only once its whole body has arrived, so slow clients, bounded by
+// connections and bytes instead, cannot crowd out the requests that are ready.
 type limiter struct {
 	limits  Limits
 	metrics *Metrics
-	// slots holds a token per request being judged; nil is no limit.
-	slots chan struct{}
-	// bytes are the body bytes read by requests in flight.
-	bytes atomic.Int64
+	slots   chan struct{} // a token per request being judged; nil is no limit
+	bytes   atomic.Int64  // body bytes read by requests in flight
 }
 
 func newLimiter(l Limits, m *Metrics) *limiter {
@@ -119,15 +97,11 @@ func newLimiter(l Limits, m *Metrics) *limiter {
 }
 
 // wrap counts the request's body as it is read; what the limits refuse
-// comes out of the body's Read as an errOverloaded, which the review
-// handler answers with shed.
+// comes out of the body's Read as an errOverloaded.
 func (l *limiter) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// A body that, arriving in full, would pass the bytes in flight
-		// of the moment is refused before a byte of it is read: cheaper
-		// than reading and refusing it midway. Nothing is reserved for
-		// the declared length: a client declaring more than it sends
-		// holds only what it sends.
+		// Refuse a declared length that would pass the limit before reading
+		// it, but reserve nothing for it: a client holds only what it sends.
 		if max := l.limits.MaxBytesInFlight; max > 0 && r.ContentLength > freeBodyBytes &&
 			l.bytes.Load()+r.ContentLength-freeBodyBytes > max {
 			l.metrics.requestError(errShed)
@@ -143,14 +117,12 @@ func (l *limiter) wrap(next http.Handler) http.Handler {
 	})
 }
 
-// inFlight reports the requests being judged and the body bytes held, for
-// the gauges.
+// inFlight reports the requests being judged and the body bytes held.
 func (l *limiter) inFlight() (requests int, bytes int64) {
 	return len(l.slots), l.bytes.Load()
 }
 
-// take counts n more body bytes of a request already holding held, or
-// refuses them if that passes MaxBytesInFlight.
+// take counts n more body bytes of a request holding held, unless that passes the limit.
 func (l *limiter) take(n, held int64) bool {
 	total := l.bytes.Add(n)
 	if l.limits.MaxBytesInFlight <= 0 || held+n <= freeBodyBytes || total <= l.limits.MaxBytesInFlight {
@@ -160,9 +132,8 @@ func (l *limiter) take(n, held int64) bool {
 	return false
 }
 
-// limitedBody counts a body's bytes against MaxBytesInFlight as they
-// arrive and takes a slot of MaxRequestsInFlight at its end, until the
-// request is done.
+// limitedBody counts a body's bytes as they arrive and takes a slot at its
+// end, until the request is done.
 type limitedBody struct {
 	io.ReadCloser
 	l    *limiter
@@ -203,15 +174,11 @@ func errBytesInFlight(limit int64) *errOverloaded {
 }
 
 // shed answers a request refused for load: 429 with Retry-After, which the
-// API server's client honours by retrying (the 503 of an unsynced cache is
-// a verdict instead, in the review).
+// API server's client honours by retrying.
 func shed(w http.ResponseWriter, o *errOverloaded) {
 	w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds))
-	// With the body not read to its end, close the connection: net/http
-	// would otherwise read what is left (up to 256 KiB, for as long as the
-	// read timeout allows) before answering. A request refused with its
-	// body read keeps the connection, so a client retrying under load
-	// needs no new handshake.
+	// net/http would otherwise read the rest of the body before answering;
+	// with the body read, the connection stays, sparing a retry a handshake.
 	if o.unreadBody {
 		w.Header().Set("Connection", "close")
 	}

@@ -12,21 +12,13 @@ import (
 
 // Verdicts, the values of policy_webhook_admissions_total's verdict label.
 const (
-	// verdictAllowed: judged and admitted (possibly with warnings).
-	verdictAllowed = "allowed"
-	// verdictDenied: judged and refused (a Deny violation, an invalid policy).
-	verdictDenied = "denied"
-	// verdictNotSynced: refused because the policy cache has not synced.
-	verdictNotSynced = "not_synced"
-	// verdictAllowedNotSynced: admitted unjudged before sync (fail open).
-	verdictAllowedNotSynced = "allowed_not_synced"
-	// verdictSkipped: not ours to judge (an operation, subresource or
-	// resource the path does not cover), admitted.
-	verdictSkipped = "skipped"
-	// verdictError: the object could not be read; refused.
-	verdictError = "error"
-	// verdictBusy: refused with 429 for want of room to judge it now.
-	verdictBusy = "busy"
+	verdictAllowed          = "allowed"            // judged and admitted, possibly with warnings
+	verdictDenied           = "denied"             // a Deny violation or an invalid policy
+	verdictNotSynced        = "not_synced"         // refused: the policy cache has not synced
+	verdictAllowedNotSynced = "allowed_not_synced" // admitted unjudged before sync (fail open)
+	verdictSkipped          = "skipped"            // not this path's to judge; admitted
+	verdictError            = "error"              // the object could not be read; refused
+	verdictBusy             = "busy"               // refused with 429: no room to judge it now
 )
 
 // Reasons, the values of policy_webhook_request_errors_total's reason label.
@@ -41,9 +33,7 @@ const (
 	errShed          = "overloaded"
 )
 
-// Metrics are the webhook's Prometheus metrics. One value serves every
-// handler of a server. Series appear on first use, except the request
-// errors' (see NewMetrics).
+// Metrics are the webhook's Prometheus metrics, one value for every handler.
 type Metrics struct {
 	admissions    *prometheus.CounterVec
 	durations     *prometheus.HistogramVec
@@ -80,8 +70,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			return nil, fmt.Errorf("registering the webhook's metrics: %w", err)
 		}
 	}
-	// Every reason is exported from the start, so an alert on its rate
-	// works before the first error.
+	// Export every reason from the start, so alerts on its rate work at once.
 	for _, r := range []string{errMethod, errContentType, errTooLarge, errMalformed, errPanic, errWrite, errWrongResource, errShed} {
 		m.requestErrors.WithLabelValues(r)
 	}

@@ -18,31 +18,24 @@ import (
 	"github.com/policy-webhook/policy-webhook/policy/carrier"
 )
 
-// policyHandler refuses invalid policy objects at admission, so a typo
-// never reaches the cache: policy ConfigMaps (labelled
-// policy.example.com/policy=true) and AdmissionPolicies. It only reads and
-// compiles, so it answers before the cache has synced too.
+// policyHandler refuses invalid policy ConfigMaps and AdmissionPolicies, so
+// a typo never reaches the cache. It needs no synced cache.
 type policyHandler struct {
 	policyNamespace string
 	metrics         *Metrics
 	log             logr.Logger
-	// parses holds a token for each policy being read: parsing is the one
-	// thing a request here can make cost memory, so parallel attempts wait
-	// their turn rather than multiply it.
-	parses chan struct{}
-	wait   time.Duration // how long a request waits for a token
-	// compiler reads the policy objects; the cache holds its own.
-	compiler *carrier.Compiler
-	// impact, when set, warns what a policy would do to existing objects.
-	impact *Impact
+	// parses holds a token per policy being read: parsing is what a request
+	// here can make cost memory, so parallel ones wait rather than multiply it.
+	parses   chan struct{}
+	wait     time.Duration     // how long a request waits for a token
+	compiler *carrier.Compiler // the cache holds its own
+	impact   *Impact           // nil: no impact warnings
 }
 
 // Bounds of the work policy objects can cause on a replica.
 const (
-	// maxConcurrentParses is how many policy objects are read at once.
 	maxConcurrentParses = 2
-	// parseWait is how long a policy object waits for its turn before it
-	// is refused with 429, well within the API server's webhook timeout.
+	// parseWait is well within the API server's webhook timeout; then 429.
 	parseWait = 3 * time.Second
 )
 
@@ -108,13 +101,10 @@ func (h *policyHandler) decide(ctx context.Context, r *admissionv1.AdmissionRequ
 	return allowed(h.impact.warnings(ctx, p)), verdictAllowed
 }
 
-// carrierObject decodes the object a policy admission carries. The
-// request names the object (kind, namespace, name) where the object does
-// not say: a namespaced create may leave its namespace to the URL, and a
-// generated name is not picked yet.
+// carrierObject decodes the object a policy admission carries, taking its
+// namespace and name from the request where the object leaves them out.
 func carrierObject(r *admissionv1.AdmissionRequest, kind string) (*unstructured.Unstructured, error) {
-	// The metadata is decoded typed first, so that a label of the wrong
-	// type is an error rather than a ConfigMap that seems unlabelled.
+	// Typed first, so a label of the wrong type is an error, not no label.
 	var meta struct {
 		Metadata metav1.ObjectMeta `json:"metadata"`
 	}
@@ -122,8 +112,7 @@ func carrierObject(r *admissionv1.AdmissionRequest, kind string) (*unstructured.
 		return nil, err
 	}
 	u := &unstructured.Unstructured{}
-	// apimachinery's decoder keeps integers int64, as unstructured objects
-	// from the API's own clients hold them.
+	// apimachinery's decoder keeps integers int64, as the API's clients do.
 	if err := utiljson.Unmarshal(r.Object.Raw, &u.Object); err != nil {
 		return nil, err
 	}

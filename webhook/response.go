@@ -16,8 +16,7 @@ const (
 		"(--fail-open-before-sync)"
 )
 
-// allowed admits with no status: the API server needs none, and leaving
-// it out saves an allocation on the common path.
+// allowed admits with no status: the API server needs none.
 func allowed(warnings []string) *admissionv1.AdmissionResponse {
 	return &admissionv1.AdmissionResponse{Allowed: true, Warnings: warnings}
 }
@@ -38,18 +37,15 @@ func invalid(msg string) *admissionv1.AdmissionResponse {
 	return refused(http.StatusUnprocessableEntity, metav1.StatusReasonInvalid, msg, nil)
 }
 
-// notSynced refuses a request the webhook cannot judge yet. 503 with a
-// retry delay, rather than 403, because nothing is wrong with the request:
-// the API server passes the delay on as a Retry-After header, and client-go
-// (kubectl, controllers) then retries by itself.
+// notSynced refuses a request the webhook cannot judge yet: 503 with a delay
+// the API server passes on as Retry-After, so client-go retries by itself.
 func notSynced() *admissionv1.AdmissionResponse {
 	r := refused(http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable, msgNotSynced, nil)
 	r.Result.Details = &metav1.StatusDetails{RetryAfterSeconds: 1}
 	return r
 }
 
-// busy refuses a request the replica has no room to judge now, with a
-// retry delay the API server passes on as Retry-After.
+// busy refuses a request the replica has no room to judge now, with a retry delay.
 func busy() *admissionv1.AdmissionResponse {
 	r := refused(http.StatusTooManyRequests, metav1.StatusReasonTooManyRequests,
 		"policy-webhook: too many policy objects are being checked at once; retry in a second", nil)
@@ -59,7 +55,6 @@ func busy() *admissionv1.AdmissionResponse {
 
 func refused(code int32, reason metav1.StatusReason, msg string, warnings []string) *admissionv1.AdmissionResponse {
 	return &admissionv1.AdmissionResponse{
-		Allowed:  false,
 		Warnings: warnings,
 		Result: &metav1.Status{
 			Status:  metav1.StatusFailure,

@@ -19,25 +19,18 @@ import (
 	"github.com/policy-webhook/policy-webhook/review"
 )
 
-// DefaultMaxRequestBytes bounds an AdmissionReview body. An UPDATE carries
-// two objects, each up to etcd's 1.5 MiB limit and larger again as JSON;
-// refusing a legitimate review would fail the user's request, so the bound
-// is controller-runtime's generous 7 MiB rather than something tighter.
+// DefaultMaxRequestBytes bounds an AdmissionReview body: controller-runtime's
+// generous bound, as an UPDATE carries two objects of up to etcd's limit.
 const DefaultMaxRequestBytes = 7 << 20
 
-// handler decides one admission request; reviewHandler does everything
-// HTTP around it. An error is a request for a resource the path does not
-// judge: it is refused with 400 Bad Request rather than answered.
+// handler decides one admission request. An error is a resource the path
+// does not judge, refused with 400 Bad Request.
 type handler interface {
 	Handle(ctx context.Context, r *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, error)
 }
 
-// reviewHandler is the HTTP side of one webhook path: it checks the HTTP
-// request, decodes the AdmissionReview, asks its handler for the verdict
-// and writes the review back. Problems with the HTTP request itself get a
-// 4xx status and a plain-text reason, which is what a person with curl, a
-// load generator and the API server's error message all show best;
-// anything about the object being admitted is a verdict instead.
+// reviewHandler is the HTTP side of one webhook path. Problems with the HTTP
+// request get a 4xx and a plain-text reason, which every client shows best.
 type reviewHandler struct {
 	handler  handler
 	metrics  *Metrics
@@ -62,8 +55,7 @@ func (h *reviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.metrics.requestError(errPanic)
 		h.log.Error(fmt.Errorf("panic: %v", p), "Recovered from a panic while serving an admission review",
 			"path", r.URL.Path, "stack", string(debug.Stack()))
-		// If the response was already started this only appends, which
-		// the client sees as a broken response: still not a crash.
+		// A response already started gets this appended: broken, but no crash.
 		http.Error(w, "policy-webhook: internal error while judging the request; the webhook's log has the details", http.StatusInternalServerError)
 	}()
 
@@ -109,8 +101,7 @@ func (h *reviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	// The response must answer the same review and speak its version: the
-	// v1beta1 envelope is field for field the same as v1.
+	// Answer in the review's version: v1beta1's envelope is the same as v1.
 	resp.UID = in.Request.UID
 	out := admissionv1.AdmissionReview{
 		TypeMeta: metav1.TypeMeta{APIVersion: in.APIVersion, Kind: review.Kind},
@@ -128,8 +119,7 @@ func (h *reviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.metrics.duration(in.Request.Kind.Kind, time.Since(start))
 }
 
-// readBody reads the whole body, refusing more than maxBytes. It holds
-// the bytes that arrive, never a length the client merely announces.
+// readBody reads the whole body, refusing more than maxBytes.
 func (h *reviewHandler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if r.ContentLength > h.maxBytes {
 		return nil, &http.MaxBytesError{Limit: h.maxBytes}
@@ -137,8 +127,7 @@ func (h *reviewHandler) readBody(w http.ResponseWriter, r *http.Request) ([]byte
 	return io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBytes))
 }
 
-// isJSON reports whether a Content-Type names JSON. The API server sends
-// exactly "application/json"; parameters such as a charset are accepted.
+// isJSON reports whether a Content-Type names JSON, parameters accepted.
 func isJSON(ct string) bool {
 	mt, _, err := mime.ParseMediaType(ct)
 	return err == nil && mt == "application/json"

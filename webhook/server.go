@@ -21,22 +21,15 @@ import (
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 )
 
-// Server is the webhook's HTTPS server. It stands in for
-// controller-runtime's webhook server, whose http.Server cannot be
-// configured (it bounds only the headers, with 32 s), behind the same
-// interface: the manager still starts it before, and stops it after,
-// everything else, and its StartedChecker still backs the webhook-server
-// readiness check. What it adds: every timeout of Limits, a cap on open
-// connections, requests and body bytes in flight that sheds load with 429,
-// and optionally client certificates required at the TLS handshake.
+// Server is the webhook's HTTPS server, behind controller-runtime's webhook
+// server interface, whose own http.Server cannot be configured. It adds the
+// Limits, load shedding with 429 and optional client certificates.
 type Server struct {
 	host string
 	port int
-	// tls is the configuration every connection starts from; with
-	// clientCAs it only serves as the template of each handshake's.
+	// tls is every connection's configuration; with clientCAs, a template.
 	tls *tls.Config
-	// clientCAs, reread when the file changes (a CA renewal, the kubelet
-	// swapping in a new Secret volume), or nil: no client certificates.
+	// clientCAs, reread when the file changes, or nil: no client certificates.
 	clientCAs *dynamiccertificates.DynamicFileCAContent
 	http2     bool
 	limits    Limits
@@ -52,11 +45,8 @@ type Server struct {
 var _ crwebhook.Server = (*Server)(nil)
 
 // Drain has every response from now on close its connection, so that when
-// the server stops, after the shutdown delay, clients hold no keep-alive
-// connection to it that they could send a request on just as it is closed
-// (a POST that would fail with EOF: neither Go's nor the API server's
-// client sends it again). A connection left idle through the whole delay
-// is still closed by the server at the end, as before.
+// the server stops no client sends on a keep-alive connection as it closes:
+// that POST would fail with EOF, and no client sends it again.
 func (s *Server) Drain() { s.draining.Store(true) }
 
 func (s *Server) closeWhenDraining(h http.Handler) http.Handler {
@@ -68,9 +58,8 @@ func (s *Server) closeWhenDraining(h http.Handler) http.Handler {
 	})
 }
 
-// shutdownTimeout bounds the wait for requests in flight once the server
-// is asked to stop; the manager's GracefulShutdownTimeout, shorter, is what
-// applies in practice.
+// shutdownTimeout bounds the wait for requests in flight; the manager's
+// shorter GracefulShutdownTimeout applies in practice.
 const shutdownTimeout = time.Minute
 
 // ServerOptions configure NewServer.
@@ -80,16 +69,14 @@ type ServerOptions struct {
 	Port int
 	// GetCertificate returns the serving certificate of the moment.
 	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
-	// ClientCAFile, if set, is a PEM file of CAs: only clients presenting
-	// a certificate one of them signed are served, others are refused at
-	// the TLS handshake. Read again when it changes.
+	// ClientCAFile, if set, is a PEM file of CAs: clients without a
+	// certificate they signed are refused at the handshake. Reread on change.
 	ClientCAFile string
 	// EnableHTTP2 offers h2 beside HTTP/1.1.
 	EnableHTTP2 bool
 	// Limits of the server; zero fields take the defaults.
 	Limits Limits
-	// Metrics count the requests shed; Registerer takes the gauges of
-	// what is in flight.
+	// Metrics count the requests shed; Registerer takes the in-flight gauges.
 	Metrics    *Metrics
 	Registerer prometheus.Registerer
 	Log        logr.Logger
@@ -135,10 +122,8 @@ func (s *Server) WebhookMux() *http.ServeMux { return s.mux }
 
 func (s *Server) addr() string { return net.JoinHostPort(s.host, strconv.Itoa(s.port)) }
 
-// tlsConfig is the configuration of the listener. With client CAs, every
-// handshake gets the template with the CAs of the moment, so a renewed CA
-// file applies without a restart, and a client without a certificate
-// signed by them is refused at the handshake, before any HTTP.
+// tlsConfig is the listener's configuration. With client CAs, every
+// handshake gets the CAs of the moment, so a renewed file needs no restart.
 func (s *Server) tlsConfig() *tls.Config {
 	if s.clientCAs == nil {
 		return s.tls
@@ -173,9 +158,7 @@ func (s *Server) Start(ctx context.Context) error {
 		WriteTimeout:      off(l.WriteTimeout),
 		IdleTimeout:       off(l.IdleTimeout),
 		MaxHeaderBytes:    maxHeaderBytes,
-		// Refused handshakes and timed-out clients are the expected
-		// result of the limits: at debug level, not one line each on
-		// stderr.
+		// Refused handshakes and timed-out clients are expected: debug level.
 		ErrorLog: log.New(logWriter{s.log.V(1)}, "", 0),
 	}
 	srv.Protocols = new(http.Protocols)
@@ -205,8 +188,7 @@ func (s *Server) Start(ctx context.Context) error {
 		"writeTimeout", l.WriteTimeout.String(), "idleTimeout", l.IdleTimeout.String(),
 		"maxConnections", l.MaxConnections, "maxRequestsInFlight", l.MaxRequestsInFlight, "maxBytesInFlight", l.MaxBytesInFlight)
 	s.started.Store(true)
-	// Serve returns once the listener is closed, ErrServerClosed or, closed
-	// before Shutdown, net.ErrClosed.
+	// Closed before Shutdown, the listener makes Serve return net.ErrClosed.
 	if err := srv.Serve(tlsLn); err != nil && !errors.Is(err, http.ErrServerClosed) && (ctx.Err() == nil || !errors.Is(err, net.ErrClosed)) {
 		return fmt.Errorf("serving webhooks on %s: %w", s.addr(), err)
 	}
@@ -215,8 +197,7 @@ func (s *Server) Start(ctx context.Context) error {
 }
 
 // StartedChecker reports whether the server accepts connections: a TLS
-// handshake, as controller-runtime's check does, or with client
-// certificates required (which this process has none of) a TCP connection.
+// handshake, or a TCP connection when client certificates are required.
 func (s *Server) StartedChecker() healthz.Checker {
 	cfg := &tls.Config{InsecureSkipVerify: true} //nolint:gosec // checks that TLS is served, not whom
 	return func(*http.Request) error {
@@ -246,12 +227,9 @@ func (w logWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// TLSOption adjusts a server's TLS configuration to the webhook's: the
-// certificate from getCertificate (one watcher both serves and reports
-// readiness; no server loads the files again), TLS 1.2 at least, AEAD
-// suites only. The protocols offered are set either way rather than left to
-// the default of whoever made the configuration (h2 in controller-runtime's),
-// so that the flag says what is served.
+// TLSOption adjusts a TLS configuration to the webhook's: the certificate
+// from getCertificate, TLS 1.2 at least, AEAD suites only, and the protocols
+// always set, so that the flag and not some default says what is served.
 func TLSOption(getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error), enableHTTP2 bool) func(*tls.Config) {
 	return func(c *tls.Config) {
 		c.GetCertificate = getCertificate
@@ -264,9 +242,8 @@ func TLSOption(getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, erro
 	}
 }
 
-// aeadSuites are the TLS 1.2 cipher suites served: ECDHE with AES-GCM or
-// ChaCha20-Poly1305 only, no CBC (Go's defaults still include CBC-SHA1).
-// TLS 1.3's suites, all AEAD, are not configurable.
+// aeadSuites are the TLS 1.2 suites served: no CBC, which Go's defaults
+// still include. TLS 1.3's suites are all AEAD.
 var aeadSuites = []uint16{
 	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
 	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,

@@ -10,21 +10,13 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 )
 
-// Go's http.Server drops, without an answer, a request it finishes reading
-// after Shutdown has begun, even on a connection it accepted before: the
-// client sees EOF, and neither Go's client nor the API server's sends a
-// POST again. Under load some connection is always between its accept and
-// its handler, so stopping with Shutdown alone fails a few accepted
-// admissions (2 to 9 at 450/s in test/faults' SIGTERM run). The server
-// therefore stops in two steps: it closes its listener, waits until no
-// connection it accepted is still before its handler (its TLS handshake
-// or request headers, both bounded by ReadHeaderTimeout), and only then
-// calls Shutdown, which lets the handlers running finish.
+// connTracker exists because http.Server drops, unanswered, a request it
+// finishes reading after Shutdown has begun, and no client resends the POST.
+// So the server closes its listener, waits until no accepted connection is
+// before its handler (bounded by ReadHeaderTimeout), then calls Shutdown.
 type connTracker struct {
-	mu sync.Mutex
-	// pending are connections accepted whose current request has not
-	// reached its handler: new ones, and those reading a request.
-	pending map[net.Conn]bool
+	mu      sync.Mutex
+	pending map[net.Conn]bool // accepted, current request not yet in a handler
 }
 
 type connKey struct{}
@@ -41,8 +33,7 @@ func (t *connTracker) install(srv *http.Server) {
 		defer t.mu.Unlock()
 		switch st {
 		case http.StateNew, http.StateActive:
-			// Active: bytes of a request read, its handler not yet
-			// started (the handler clears it).
+			// Active: a request being read; its handler clears it.
 			t.pending[c] = true
 		default:
 			delete(t.pending, c)
@@ -59,8 +50,7 @@ func (t *connTracker) install(srv *http.Server) {
 	})
 }
 
-// waitHandled waits, at most limit, until every connection accepted has
-// its request in a handler or has none.
+// waitHandled waits, at most limit, until no connection is before its handler.
 func (t *connTracker) waitHandled(ctx context.Context, limit time.Duration) {
 	_ = wait.PollUntilContextTimeout(ctx, 2*time.Millisecond, limit, true, func(context.Context) (bool, error) {
 		t.mu.Lock()

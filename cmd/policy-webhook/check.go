@@ -117,8 +117,7 @@ func runCheck(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	return exitAdmitted
 }
 
-// judgeCluster judges the objects of the kubeconfig's cluster: --kubeconfig,
-// else $KUBECONFIG, else ~/.kube/config, at the current context.
+// judgeCluster judges the objects of the kubeconfig's cluster.
 func judgeCluster(ctx context.Context, checker *check.Checker, kubeconfig string, stderr io.Writer) ([]*check.Result, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	rules.ExplicitPath = kubeconfig

@@ -23,11 +23,9 @@ type memoryLimit struct {
 	source string // where it came from
 }
 
-// setMemoryLimit sets the Go runtime's soft memory limit to ratio of the
-// container's cgroup memory limit, so the garbage collector works harder
-// as the heap nears the limit instead of letting the kernel kill the
-// process. GOMEMLIMIT in the environment wins (the runtime read it
-// already); no cgroup limit, or a ratio of 0, leaves the runtime's default.
+// setMemoryLimit sets the Go soft memory limit to ratio of the cgroup memory
+// limit, so the GC works harder near it rather than the kernel killing the
+// process. GOMEMLIMIT wins; no cgroup limit, or a ratio of 0, sets none.
 func setMemoryLimit(ratio float64, files []string) (memoryLimit, error) {
 	if v := os.Getenv("GOMEMLIMIT"); v != "" {
 		return memoryLimit{bytes: debug.SetMemoryLimit(-1), source: "GOMEMLIMIT=" + v}, nil
@@ -69,7 +67,6 @@ func cgroupMemoryLimit(files []string) (int64, string, error) {
 		if err != nil {
 			return 0, f, fmt.Errorf("reading the cgroup memory limit in %s: %q is not a number", f, s)
 		}
-		// cgroup v1 reports "no limit" as the largest page-aligned int64.
 		if n >= math.MaxInt64/2 {
 			return 0, f, nil
 		}

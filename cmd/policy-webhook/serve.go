@@ -39,8 +39,7 @@ replica writes policy Events and the Ready condition for all.
 Flags:
 `
 
-// runServe is `policy-webhook serve`: flags to app.Options, then app.Run
-// until ctx is cancelled (SIGINT, SIGTERM).
+// runServe is `policy-webhook serve`: flags to app.Options, then app.Run.
 func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -100,8 +99,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 
 	log := zap.New(zap.UseFlagOptions(&zapOpts), zap.WriteTo(stderr))
-	// controller-runtime and client-go log through their own global
-	// loggers: give them the same one, so every line has one format.
+	// controller-runtime and client-go log through globals: one format for all.
 	crlog.SetLogger(log)
 	klog.SetLogger(log)
 
@@ -154,10 +152,8 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 	return 0
 }
 
-// restConfig loads the kubeconfig at path, or without one does what
-// controller-runtime does: $KUBECONFIG, the in-cluster config, then
-// ~/.kube/config. Client-side rate limiting stays off either way (the
-// watches must keep up; admissions make no requests).
+// restConfig loads the kubeconfig at path, else as controller-runtime does.
+// Client-side rate limiting stays off: the watches must keep up.
 func restConfig(path string) (*rest.Config, error) {
 	if path == "" {
 		cfg, err := config.GetConfig()

@@ -12,10 +12,8 @@ import (
 	"github.com/policy-webhook/policy-webhook/controllers/reports"
 )
 
-// newAuditor is the background audit, nil when it is off. The manager runs
-// it on the elected leader only (reports.Auditor needs leader election).
-// Its clients are its own, so its paged lists never queue behind the
-// cache's watches. swept is called after each sweep.
+// newAuditor is the background audit, run on the leader, or nil when off.
+// Its own clients keep its paged lists from queueing behind the cache's watches.
 func newAuditor(cfg *rest.Config, opts Options, pc *cache.Cache, reg prometheus.Registerer, swept func()) (*reports.Auditor, error) {
 	if opts.AuditInterval == 0 {
 		return nil, nil

@@ -15,12 +15,9 @@ import (
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
-// metricsOptions configure controller-runtime's metrics server. Secure, it
-// is what kubebuilder scaffolds: HTTPS with the serving certificate, and
-// every scrape authenticated (TokenReview) and authorized
-// (SubjectAccessReview for get on the /metrics non-resource URL) by the
-// API server, so the policy names in the labels go only to who may read
-// them. HTTP/1.1 only, as on the webhook port.
+// metricsOptions configure controller-runtime's metrics server. Secure, every
+// scrape is authorized by the API server, so the policy names in the labels
+// go only to who may read them. HTTP/1.1 only, as on the webhook port.
 func metricsOptions(opts Options, certs *certwatcher.CertWatcher) metricsserver.Options {
 	o := metricsserver.Options{BindAddress: disabledIfEmpty(opts.MetricsBindAddress)}
 	if opts.MetricsSecure {
@@ -31,14 +28,10 @@ func metricsOptions(opts Options, certs *certwatcher.CertWatcher) metricsserver.
 	return o
 }
 
-// registerRuntimeCollectors registers the Go runtime and process
-// collectors. controller-runtime registers them only from its controller
-// package, which this binary does not use; if something has registered
-// them already, that one stays. A Go collector registered with other
-// options (another set of runtime metrics) is refused by the registry with
-// a plain error rather than AlreadyRegisteredError ("descriptor ... already
-// exists", "previously registered descriptor"): it serves the same go_*
-// families, so that is no failure either.
+// registerRuntimeCollectors registers the Go runtime and process collectors,
+// which controller-runtime registers only from its unused controller package.
+// One registered already stays, even a Go collector with other options,
+// refused with a plain error rather than AlreadyRegisteredError.
 func registerRuntimeCollectors(reg prometheus.Registerer) error {
 	for _, c := range []prometheus.Collector{
 		collectors.NewGoCollector(),
@@ -58,9 +51,8 @@ func registerRuntimeCollectors(reg prometheus.Registerer) error {
 	return nil
 }
 
-// registrations registers collectors and remembers them, so that Run
-// leaves none behind when it returns: a process, or a test, may run the
-// server again, and the next one must export its own metrics.
+// registrations remembers the collectors registered, so that Run leaves
+// none behind for the next run's own.
 type registrations struct {
 	prometheus.Registerer
 	collectors []prometheus.Collector
@@ -82,7 +74,6 @@ func (r *registrations) MustRegister(cs ...prometheus.Collector) {
 	}
 }
 
-// unregisterAll takes back every collector registered through r.
 func (r *registrations) unregisterAll() {
 	for _, c := range r.collectors {
 		r.Unregister(c)

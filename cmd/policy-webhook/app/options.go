@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -20,35 +21,28 @@ import (
 const (
 	DefaultPort                    = 9443
 	DefaultGracefulShutdownTimeout = 20 * time.Second
-	// DefaultLeaderElectionID names the Lease, in the policy namespace,
-	// that the replicas elect their leader on.
+	// DefaultLeaderElectionID names the leader election Lease.
 	DefaultLeaderElectionID = "policy-webhook-leader"
-	// DefaultMaxCacheStaleness outlasts an API server restart (tens of
-	// seconds), during which every replica answers from its cache and
-	// should stay ready, yet turns a replica whose own watches fail
-	// unready within a minute.
+	// DefaultMaxCacheStaleness outlasts an API server restart, yet turns a
+	// replica whose own watches fail unready within a minute.
 	DefaultMaxCacheStaleness = 60 * time.Second
 )
 
 // Options configure Run.
 type Options struct {
-	// RestConfig reaches the API server. Every client Run makes is built
-	// from it, so a transport wrapped here sees every request. Client-side
-	// rate limiting is turned off when QPS is 0 (as ctrl.GetConfig does):
-	// the watches must keep up, and no admission makes a request.
+	// RestConfig reaches the API server; every client Run makes is built
+	// from it. A QPS of 0 turns client-side rate limiting off, as
+	// ctrl.GetConfig does: the watches must keep up.
 	RestConfig *rest.Config
 	// PolicyNamespace is the webhook's own namespace, whose policy
 	// ConfigMaps apply cluster-wide. Default policy-system.
 	PolicyNamespace string
 
-	// Host is the address the webhook server listens on; "" is every
-	// address. Tests use 127.0.0.1.
+	// Host is the address the webhook server listens on; "" is every address.
 	Host string
-	// Port of the webhook server. Default 9443. controller-runtime cannot
-	// listen on port 0 and report the port, so tests pick a free one.
+	// Port of the webhook server. Default 9443; it cannot be 0.
 	Port int
-	// CertDir holds tls.crt and tls.key, reloaded when they change.
-	// Required.
+	// CertDir holds tls.crt and tls.key, reloaded when they change. Required.
 	CertDir string
 
 	// Addresses of the metrics (/metrics), health probe (/healthz,
@@ -58,126 +52,90 @@ type Options struct {
 	HealthProbeBindAddress string
 	PprofBindAddress       string
 
-	// EnableHTTP2 lets clients negotiate HTTP/2. Off by default, as in
-	// kubebuilder's scaffolding: HTTP/2's stream handling has been the
-	// way into denial-of-service bugs (CVE-2023-44487 rapid reset,
-	// CVE-2023-39325), and the API server, the only client, gains
-	// nothing from it over HTTP/1.1 keep-alive. Serving HTTP/2 also costs
-	// more CPU per admission: a goroutine per stream and frame writes
-	// handed between goroutines.
+	// EnableHTTP2 lets clients negotiate HTTP/2. Off by default: its stream
+	// handling has been the way into denial-of-service CVEs, and the API
+	// server gains nothing from it over HTTP/1.1 keep-alive.
 	EnableHTTP2 bool
 
 	// Limits bound the webhook server's connections, requests and body
 	// bytes in flight, and its timeouts; zero fields take the defaults.
 	Limits webhook.Limits
-	// ClientCAFile, if set, is a PEM file of CAs: only clients presenting
-	// a certificate signed by one of them (the API server, through its
-	// AdmissionConfiguration's kubeConfigFile) are served; others are
-	// refused at the TLS handshake. Read again when it changes.
+	// ClientCAFile, if set, is a PEM file of CAs: clients without a
+	// certificate they signed are refused at the handshake. Reread on change.
 	ClientCAFile string
-	// MetricsSecure serves metrics over HTTPS with the serving
-	// certificate, each scrape authenticated and authorized by the API
-	// server (get on the /metrics non-resource URL). Off: plain HTTP to
-	// anyone who reaches the address.
+	// MetricsSecure serves metrics over HTTPS, each scrape authorized by the
+	// API server. Off: plain HTTP to anyone who reaches the address.
 	MetricsSecure bool
 
 	// FailOpenBeforeSync admits Pods and MyApples unjudged, with a
-	// warning, until the policy cache has synced. By default they are
-	// refused (fail closed) with a message saying why.
+	// warning, until the policy cache has synced; by default they are refused.
 	FailOpenBeforeSync bool
 
 	// Log receives the webhook's messages; the zero Logger discards them.
-	// controller-runtime's own components log through its global logger
-	// (ctrl.SetLogger), as they always do.
 	Log logr.Logger
 
-	// ShutdownDelay is how long the server keeps serving, not ready,
-	// after ctx is cancelled, so that load balancers and the API server
-	// stop sending requests before it stops accepting them. Default 0.
+	// ShutdownDelay is how long the server keeps serving, not ready, after
+	// ctx is cancelled, so that traffic moves away first. Default 0.
 	ShutdownDelay time.Duration
-	// GracefulShutdownTimeout bounds the wait for in-flight requests and
-	// everything else to stop after that. Default 20s; negative waits
-	// for ever.
+	// GracefulShutdownTimeout bounds the wait for everything to stop after
+	// that. Default 20s; negative waits for ever.
 	GracefulShutdownTimeout time.Duration
 	// ResyncPeriod is passed to the policy cache; 0 never resyncs.
 	ResyncPeriod time.Duration
 	// MaxCacheStaleness is how long an informer of the policy cache may go
-	// without a watch open on the API server before the replica stops
-	// being ready (/readyz/cache-current names the informer, for how
-	// long, and its last error). Default 60s; negative: never.
+	// without a watch before the replica stops being ready. Default 60s;
+	// negative: never.
 	MaxCacheStaleness time.Duration
 
-	// ReplicaName names this replica: in the status.replicas of
-	// AdmissionPolicies, its heartbeat Lease, and as its identity in
-	// leader election. Replicas must have distinct names; the Pod name
-	// is. Default: the host name, lowercased.
+	// ReplicaName names this replica in status.replicas, its heartbeat Lease
+	// and leader election; it must be unique. Default: the host name, lowercased.
 	ReplicaName string
-	// LeaderElection elects one replica, on a Lease in PolicyNamespace,
-	// to write what is written once for all (policy Events, the Ready
-	// condition, and any other work that must run once). Every
-	// replica answers admissions either way. Off, this replica writes as
-	// if it led: right for one replica; several would all write the
-	// Ready condition (Events stay one per version: see cache.Reporter).
+	// LeaderElection elects one replica, on a Lease in PolicyNamespace, to
+	// write what is written once for all. Every replica answers admissions
+	// either way. Off, this replica writes as if it led: several would all
+	// write the Ready condition.
 	LeaderElection bool
 	// LeaderElectionID names the Lease. Default policy-webhook-leader.
 	LeaderElectionID string
-	// LeaseDuration, RenewDeadline and RetryPeriod tune leader election
-	// as in client-go; zero keeps controller-runtime's defaults (15s,
-	// 10s, 2s). A leader lost makes Run return an error: the process
-	// exits and restarts, as with every controller-runtime manager.
+	// LeaseDuration, RenewDeadline and RetryPeriod tune leader election; zero
+	// keeps controller-runtime's defaults. A leader lost makes Run return an error.
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 	// HeartbeatInterval is how often the replica renews its heartbeat
-	// Lease (default 10s); after 4 missed renewals the leader counts it
-	// gone and removes its status.replicas entries.
+	// Lease (default 10s); after 4 missed renewals the leader counts it gone.
 	HeartbeatInterval time.Duration
 
-	// MetricsRegistry receives the webhook's and the cache's metrics; nil
-	// is controller-runtime's registry, which the metrics server serves.
-	// Everything registered is unregistered when Run returns.
+	// MetricsRegistry receives every metric, all unregistered when Run
+	// returns; nil is controller-runtime's registry.
 	MetricsRegistry prometheus.Registerer
 
-	// AuditInterval is how often the elected replica sweeps the existing
-	// Pods and MyApples into PolicyReports and AdmissionPolicy status; it
-	// also sweeps AuditDebounce after each policy change. 0: no audit.
+	// AuditInterval is how often the elected replica sweeps existing objects
+	// into PolicyReports and status, as it does after policy changes. 0: none.
 	AuditInterval time.Duration
 	// AuditDebounce is how long a policy change waits for more before the
 	// sweep it triggers; 0 is the audit's default (2s).
 	AuditDebounce time.Duration
 
-	// QuotaReservationTTL bounds how long a quota reservation counts when
-	// the cache never sees the MyApple it was made for (refused after
-	// this webhook allowed it); 0 is quota.DefaultTTL.
+	// QuotaReservationTTL bounds how long a reservation counts when its
+	// MyApple never appears; 0 is quota.DefaultTTL.
 	QuotaReservationTTL time.Duration
 
-	// OnReady, if set, is called once, the first time the server is ready
-	// (the same checks as /readyz), from a goroutine of its own.
+	// OnReady, if set, is called once, from its own goroutine, when /readyz first passes.
 	OnReady func()
 }
 
 func (o Options) withDefaults() Options {
-	if o.PolicyNamespace == "" {
-		o.PolicyNamespace = webhook.DefaultPolicyNamespace
-	}
-	if o.Port == 0 {
-		o.Port = DefaultPort
-	}
+	o.PolicyNamespace = cmp.Or(o.PolicyNamespace, webhook.DefaultPolicyNamespace)
+	o.Port = cmp.Or(o.Port, DefaultPort)
 	if o.MetricsRegistry == nil {
 		o.MetricsRegistry = crmetrics.Registry
 	}
-	if o.GracefulShutdownTimeout == 0 {
-		o.GracefulShutdownTimeout = DefaultGracefulShutdownTimeout
-	}
-	if o.MaxCacheStaleness == 0 {
-		o.MaxCacheStaleness = DefaultMaxCacheStaleness
-	}
+	o.GracefulShutdownTimeout = cmp.Or(o.GracefulShutdownTimeout, DefaultGracefulShutdownTimeout)
+	o.MaxCacheStaleness = cmp.Or(o.MaxCacheStaleness, DefaultMaxCacheStaleness)
 	if o.ReplicaName == "" {
-		// The Pod name in a cluster, where serve passes $POD_NAME anyway.
 		host, _ := os.Hostname()
 		o.ReplicaName = strings.ToLower(host)
 	}
-	if o.LeaderElectionID == "" {
-		o.LeaderElectionID = DefaultLeaderElectionID
-	}
+	o.LeaderElectionID = cmp.Or(o.LeaderElectionID, DefaultLeaderElectionID)
 	return o
 }
 
@@ -214,9 +172,4 @@ func (o Options) validate() error {
 
 // disabledIfEmpty maps "" to controller-runtime's "0" (off): its metrics
 // server would otherwise default to :8080.
-func disabledIfEmpty(addr string) string {
-	if addr == "" {
-		return "0"
-	}
-	return addr
-}
+func disabledIfEmpty(addr string) string { return cmp.Or(addr, "0") }

@@ -13,16 +13,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 )
 
-// readiness is what /readyz reports: ready only while the policy cache
-// has synced and none of its informers has gone without a watch on the API
-// server for longer than maxStale, a valid certificate is loaded, the
-// webhook server accepts TLS connections, and shutdown has not begun.
+// readiness is what /readyz reports: its checks all pass.
 type readiness struct {
 	stopping atomic.Bool
 	judge    interface{ HasSynced() bool }
-	// current reports the informers stale for longer than a bound; nil
-	// skips the check (maxStale <= 0 turns it off).
-	current  currentChecker
+	current  currentChecker // nil, or maxStale <= 0, skips the check
 	maxStale time.Duration
 	certs    *certwatcher.CertWatcher
 	certDir  string
@@ -64,10 +59,8 @@ type currentChecker interface {
 	CheckCurrent(now time.Time, bound time.Duration) error
 }
 
-// checkCurrent fails once an informer has had no watch open for longer
-// than maxStale: its cache may miss policy changes, so traffic should go to
-// replicas whose watches work. An API server outage shorter than the bound
-// leaves every replica ready, answering from its cache.
+// checkCurrent fails once an informer has had no watch for longer than
+// maxStale: its cache may miss policy changes, so traffic should go elsewhere.
 func (r *readiness) checkCurrent(*http.Request) error {
 	if r.current == nil || r.maxStale <= 0 {
 		return nil

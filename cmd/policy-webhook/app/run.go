@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -26,11 +27,9 @@ import (
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
-// Run serves the webhook until ctx is cancelled: the policy cache, the
-// TLS webhook server, metrics and health probes. On cancellation it stops
-// being ready, keeps serving for ShutdownDelay, then stops accepting
-// connections, lets requests in flight finish, stops the cache and returns
-// nil. It returns an error if it cannot start, or if a part fails.
+// Run serves the webhook until ctx is cancelled, then stops being ready,
+// keeps serving for ShutdownDelay, lets requests in flight finish, stops the
+// cache and returns nil. It returns an error if it cannot start or a part fails.
 func Run(ctx context.Context, opts Options) error {
 	opts = opts.withDefaults()
 	if err := opts.validate(); err != nil {
@@ -89,15 +88,13 @@ func Run(ctx context.Context, opts Options) error {
 			return err
 		}
 	}
-	// The manager's own cache and client stay unused: nothing asks them
-	// for an informer, so they start none and list nothing.
+	// The manager's own cache and client stay unused, so they list nothing.
 	mgr, err := manager.New(cfg, mgrOpts)
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)
 	}
 
-	// Asking the manager for its webhook server is what adds the server
-	// to the manager's runnables.
+	// Asking for the webhook server adds it to the manager's runnables.
 	server := mgr.GetWebhookServer()
 	ledger, err := newLedger(cfg, opts, pc, reg)
 	if err != nil {
@@ -109,8 +106,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err := mgr.Add(serving); err != nil {
 		return fmt.Errorf("adding the certificate watcher: %w", err)
 	}
-	// The writers: this replica's own, and those that run while this
-	// replica leads (every replica when leader election is off).
+	// This replica's writers, and those that run while it leads.
 	writers := []manager.Runnable{cs.Replica, cs.Status, cs.LastGood}
 	if auditor != nil {
 		writers = append(writers, auditor)
@@ -150,10 +146,9 @@ func newLedger(cfg *rest.Config, opts Options, pc *cache.Cache, reg prometheus.R
 	})
 }
 
-// serve runs the manager and the cache and orders their shutdown. The
-// cache runs outside the manager because the manager stops it before the
-// webhook server, and requests still in flight then should be judged by a
-// running cache.
+// serve runs the manager and the cache and orders their shutdown. The cache
+// runs outside the manager, which would stop it before the webhook server
+// while requests are still in flight.
 func serve(ctx context.Context, opts Options, mgr manager.Manager, pc *cache.Cache, ready *readiness, server *webhook.Server) error {
 	log := opts.Log
 	// Both outlive ctx on purpose: shutdown is this function's to order.
@@ -181,8 +176,7 @@ func serve(ctx context.Context, opts Options, mgr manager.Manager, pc *cache.Cac
 	select {
 	case <-ctx.Done():
 	case err := <-mgrDone:
-		// The manager only returns before being asked to on failure,
-		// such as a port already in use.
+		// Unasked, the manager returns only on failure, such as a port in use.
 		if err == nil {
 			err = errors.New("stopped unexpectedly")
 		}
@@ -216,18 +210,12 @@ func serve(ctx context.Context, opts Options, mgr manager.Manager, pc *cache.Cac
 	return err
 }
 
-// leaderElection has the manager elect a leader on a Lease in the policy
-// namespace, held under the replica's name so that `kubectl get lease`
-// names the same replica as status.replicas. The Lease's client times out
-// well within RenewDeadline, as controller-runtime's own does, so that one
-// hung request cannot cost the lease.
+// leaderElection has the manager elect a leader on a Lease held under the
+// replica's name. The Lease's client times out well within RenewDeadline,
+// so that one hung request cannot cost the lease.
 func leaderElection(mgrOpts *manager.Options, cfg *rest.Config, opts Options) error {
 	lcfg := rest.AddUserAgent(rest.CopyConfig(cfg), "leader-election")
-	renew := opts.RenewDeadline
-	if renew == 0 {
-		renew = defaultRenewDeadline
-	}
-	lcfg.Timeout = max(renew/2, time.Second)
+	lcfg.Timeout = max(cmp.Or(opts.RenewDeadline, defaultRenewDeadline)/2, time.Second)
 	kube, err := kubernetes.NewForConfig(lcfg)
 	if err != nil {
 		return fmt.Errorf("creating the leader election client: %w", err)
@@ -241,8 +229,7 @@ func leaderElection(mgrOpts *manager.Options, cfg *rest.Config, opts Options) er
 	mgrOpts.LeaderElectionID = opts.LeaderElectionID
 	mgrOpts.LeaderElectionNamespace = opts.PolicyNamespace
 	mgrOpts.LeaderElectionResourceLockInterface = lock
-	// Run returns once the manager has stopped every runnable, so the
-	// lease can be handed over at once rather than left to expire.
+	// Run returns after every runnable has stopped: hand the lease over at once.
 	mgrOpts.LeaderElectionReleaseOnCancel = true
 	for _, d := range []struct {
 		set *time.Duration
@@ -258,9 +245,8 @@ func leaderElection(mgrOpts *manager.Options, cfg *rest.Config, opts Options) er
 // defaultRenewDeadline is controller-runtime's default RenewDeadline.
 const defaultRenewDeadline = 10 * time.Second
 
-// newCache builds the clients, all from cfg and sharing one HTTP client,
-// the policy cache on them, and the writers: the controllers and the
-// audit (nil when off).
+// newCache builds the clients, sharing one HTTP client, the policy cache
+// and the writers: the controllers and the audit (nil when off).
 func newCache(cfg *rest.Config, opts Options, reg prometheus.Registerer) (*cache.Cache, *controllers.Controllers, *reports.Auditor, kubernetes.Interface, error) {
 	httpClient, err := rest.HTTPClientFor(cfg)
 	if err != nil {
