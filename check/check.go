@@ -41,8 +41,7 @@ type Checker struct {
 	set     *policy.Set
 	loaded  map[policy.Source]bool
 	cluster *Cluster
-	// applied holds the last admitted version of each object, so that
-	// applying the same object again is judged as an UPDATE of it.
+	// applied holds each object's last admitted version: applying it again is an UPDATE.
 	applied   map[objectKey][]byte
 	generated int
 }
@@ -75,9 +74,8 @@ func New(policyDocs []Document, opts Options) (*Checker, error) {
 // Policies is how many policies were loaded.
 func (c *Checker) Policies() int { return c.set.Len() }
 
-// Judge judges one document. It returns nil for documents that are not
-// judged: Namespaces (recorded for namespaceSelector) and other kinds
-// (noted).
+// Judge judges one document. It returns nil for Namespaces (recorded for
+// namespaceSelector) and other kinds (noted).
 func (c *Checker) Judge(d Document) (*Result, error) {
 	switch {
 	case d.Kind == policy.KindPod && d.APIVersion == "v1",
@@ -119,7 +117,7 @@ func (c *Checker) isLoadedPolicy(d Document) bool {
 // judgeObject judges a Pod or MyApple as `kubectl apply` would submit it:
 // a CREATE, or an UPDATE of the version admitted earlier in the input.
 func (c *Checker) judgeObject(d Document) (*Result, error) {
-	kind := policy.Kind(d.Kind) // Judge has checked it is one
+	kind := policy.Kind(d.Kind)
 	pod, apple, err := review.DecodeObject(kind, d.Raw)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", d.Where, err)
@@ -195,14 +193,12 @@ func (c *Checker) decide(req *policy.Request) *Result {
 		sp := req.MyApple.Spec
 		c.cluster.SetMyApple(req.Namespace, cel.Apple{Name: name, Color: sp.Color, Size: sp.Size, Quantity: sp.Quantity})
 	}
-	r := &Result{
-		Kind:       string(req.Kind),
-		Namespace:  req.Namespace,
-		Name:       req.Name(),
-		Allowed:    d.Allowed,
-		Warnings:   d.Warnings(),
-		Violations: d.Violations,
-	}
+	return newResult(string(req.Kind), req.Namespace, req.Name(), &d)
+}
+
+// newResult reports empty lists as [], not null, in JSON.
+func newResult(kind, namespace, name string, d *policy.Decision) *Result {
+	r := &Result{Kind: kind, Namespace: namespace, Name: name, Allowed: d.Allowed, Warnings: d.Warnings(), Violations: d.Violations}
 	if r.Warnings == nil {
 		r.Warnings = []string{}
 	}
