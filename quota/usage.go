@@ -62,9 +62,8 @@ func confirmed(r *Reservation, rv string, deleted bool) bool {
 	return deleted || (rv != "" && rv != r.Replaces)
 }
 
-// keep is the reservations worth keeping: not expired, and not confirmed
-// by this replica's cache for longer than KeepConfirmed. It returns a new
-// slice: the stored one is shared with readers.
+// keep is the reservations not expired nor confirmed for longer than
+// KeepConfirmed, in a new slice: the stored one is shared with readers.
 func (l *Ledger) keep(namespace string, rs []Reservation, now time.Time) []Reservation {
 	out := make([]Reservation, 0, len(rs)+1)
 	for _, r := range rs {
