@@ -123,7 +123,6 @@ func (c *Checker) judgeObject(d Document) (*Result, error) {
 		return nil, fmt.Errorf("%s: %w", d.Where, err)
 	}
 	req := &policy.Request{Kind: kind, Operation: policy.Create, Pod: pod, MyApple: apple}
-	var oldRaw []byte
 	meta := req.Object()
 	if meta.Namespace == "" {
 		meta.Namespace = c.opts.DefaultNamespace
@@ -132,20 +131,16 @@ func (c *Checker) judgeObject(d Document) (*Result, error) {
 	if meta.Name == "" && meta.GenerateName == "" {
 		return nil, fmt.Errorf("%s: %s: metadata.name: required", d.Where, d.Kind)
 	}
-	key := objectKey{kind, req.Namespace, meta.Name}
-	if old, ok := c.applied[key]; ok && meta.Name != "" {
+	// applied holds no unnamed objects, so generateName ones are CREATEs.
+	oldRaw, ok := c.applied[objectKey{kind, req.Namespace, meta.Name}]
+	if ok {
 		req.Operation = policy.Update
-		if req.OldPod, req.OldMyApple, err = review.DecodeObject(kind, old); err != nil {
+		if req.OldPod, req.OldMyApple, err = review.DecodeObject(kind, oldRaw); err != nil {
 			return nil, fmt.Errorf("%s: decoding the earlier version: %w", d.Where, err)
 		}
-		oldRaw = old
 	}
 	req.Unstructured = review.Unstructured(d.Raw, oldRaw, req.Namespace)
-	r := c.decide(req)
-	if r.Allowed && meta.Name != "" {
-		c.applied[key] = d.Raw
-	}
-	return r, nil
+	return c.decide(req, d.Raw), nil
 }
 
 // judgeReview judges an AdmissionReview exactly as the webhook would.
@@ -174,15 +169,15 @@ func (c *Checker) judgeReview(d Document) (*Result, error) {
 	if req.Namespace == "" {
 		req.Namespace = c.opts.DefaultNamespace
 	}
-	r := c.decide(req)
-	if name := req.Object().Name; r.Allowed && name != "" {
-		c.applied[objectKey{kind, req.Namespace, name}] = ar.Object.Raw
-	}
-	return r, nil
+	return c.decide(req, ar.Object.Raw), nil
 }
 
-func (c *Checker) decide(req *policy.Request) *Result {
+// decide judges req and records what it admits, raw being the object as given.
+func (c *Checker) decide(req *policy.Request, raw []byte) *Result {
 	d := c.set.Evaluate(req, c.cluster)
+	if name := req.Object().Name; d.Allowed && name != "" {
+		c.applied[objectKey{req.Kind, req.Namespace, name}] = raw
+	}
 	if d.Allowed && req.MyApple != nil {
 		name := req.MyApple.Name
 		if name == "" {
