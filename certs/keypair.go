@@ -39,23 +39,21 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
 		if err != nil {
 			_ = tmp.Close()
 			_ = os.Remove(tmp.Name())
+			err = fmt.Errorf("writing %s: %w", path, err)
 		}
 	}()
 	// CreateTemp makes the file 0600; set the final mode before any data lands.
-	if err := tmp.Chmod(mode); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
+	if err = tmp.Chmod(mode); err != nil {
+		return err
 	}
-	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
+	if _, err = tmp.Write(data); err != nil {
+		return err
 	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("writing %s: syncing: %w", path, err)
+	if err = tmp.Sync(); err != nil {
+		return fmt.Errorf("syncing: %w", err)
 	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
+	if err = tmp.Close(); err != nil {
+		return err
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return nil
+	return os.Rename(tmp.Name(), path)
 }

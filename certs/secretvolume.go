@@ -22,15 +22,10 @@ const (
 )
 
 // WriteSecretVolume updates dir the way the kubelet updates a mounted Secret
-// volume when the Secret changes, so a server watching dir (certwatcher)
-// sees exactly the file-system events it sees in a pod:
-//
-//  1. the files are written into a new directory ..<timestamp>.<random>;
-//  2. a symlink ..data_tmp -> that directory is renamed over ..data, which
-//     swaps every file at once;
-//  3. each top-level name (tls.crt -> ..data/tls.crt) is linked once, and
-//     top-level links of names no longer in files are removed;
-//  4. the previous timestamped directory is removed.
+// volume, so a server watching dir sees the file-system events of a pod: the
+// files go into a new ..<timestamp> directory, a ..data_tmp symlink to it is
+// renamed over ..data to swap every file at once, top-level names link once
+// through ..data (stale ones are removed), and the previous directory goes.
 //
 // Nothing is written when files equals what dir already holds. Unlike the
 // kubelet, a leftover ..data_tmp is removed instead of failing.
