@@ -64,8 +64,7 @@ func NewCA(commonName string, validity time.Duration) (*CA, error) {
 	return &CA{cert: cert, certPEM: encodeCert(der), key: key}, nil
 }
 
-// CertPEM returns the CA certificate in PEM: the caBundle of a webhook
-// configuration, or the RootCAs of a client.
+// CertPEM returns the CA certificate in PEM, for a caBundle or RootCAs.
 func (ca *CA) CertPEM() []byte {
 	return append([]byte(nil), ca.certPEM...)
 }
@@ -77,7 +76,13 @@ func (ca *CA) Issue(dnsNames []string, ips []net.IP, validity time.Duration) (ce
 	if len(dnsNames) == 0 && len(ips) == 0 {
 		return nil, nil, errors.New("issuing serving certificate: no DNS names or IP addresses")
 	}
-	subject := subjectName(dnsNames, ips)
+	// The CN: verifiers only look at the SANs, but people and logs read it.
+	var subject string
+	if len(dnsNames) > 0 {
+		subject = dnsNames[0]
+	} else {
+		subject = ips[0].String()
+	}
 	if validity <= 0 {
 		return nil, nil, fmt.Errorf("issuing serving certificate for %s: validity %s is not positive", subject, validity)
 	}
@@ -139,15 +144,6 @@ func (ca *CA) sign(what string, tmpl *x509.Certificate) (certPEM, keyPEM []byte,
 		return nil, nil, fmt.Errorf("issuing %s for %s: encoding key: %w", what, subject, err)
 	}
 	return encodeCert(der), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), nil
-}
-
-// subjectName is the common name of a serving certificate: verifiers only look
-// at the SANs, but people and logs read the CN.
-func subjectName(dnsNames []string, ips []net.IP) string {
-	if len(dnsNames) > 0 {
-		return dnsNames[0]
-	}
-	return ips[0].String()
 }
 
 // newSerial returns a random positive 128-bit serial number, so no two

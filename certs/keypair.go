@@ -27,9 +27,8 @@ func WriteKeyPair(dir string, certPEM, keyPEM []byte) error {
 	return nil
 }
 
-// writeFileAtomic replaces path through a synced temporary file in the same
-// directory: rename is only atomic within a file system, and a crash must not
-// leave an empty file under the final name.
+// writeFileAtomic replaces path by renaming a synced temporary file of the
+// same directory, so a crash never leaves a partial file under path.
 func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {

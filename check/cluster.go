@@ -72,8 +72,7 @@ func (c *Cluster) MyAppleQuantity(namespace, except string) int64 {
 	return sum
 }
 
-// MyApples implements cel.Cluster: the MyApples of a namespace, sorted by
-// name as the webhook's cache lists them.
+// MyApples implements cel.Cluster, sorted by name as the webhook's cache is.
 func (c *Cluster) MyApples(namespace string) []cel.Apple {
 	ns := c.apples[namespace]
 	list := slices.AppendSeq(make([]cel.Apple, 0, len(ns)), maps.Values(ns))

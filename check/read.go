@@ -35,18 +35,15 @@ type header struct {
 
 // ReadFile reads every document of a YAML or JSON file; name "-" is stdin.
 func ReadFile(name string, stdin io.Reader) ([]Document, error) {
-	var r io.Reader
 	if name == "-" {
-		r, name = stdin, "<stdin>"
-	} else {
-		f, err := os.Open(name)
-		if err != nil {
-			return nil, fmt.Errorf("reading %s: %w", name, err)
-		}
-		defer f.Close()
-		r = f
+		return ReadDocuments("<stdin>", stdin)
 	}
-	return ReadDocuments(name, r)
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", name, err)
+	}
+	defer f.Close()
+	return ReadDocuments(name, f)
 }
 
 // ReadDocuments splits a YAML or JSON stream into documents, expanding Lists.

@@ -57,8 +57,7 @@ func (l *Ledger) load(ctx context.Context, namespace string, acc *account) error
 	return nil
 }
 
-// write creates the ledger or updates it, which fails if another writer got
-// there first.
+// write creates or updates the ledger, failing if another writer was first.
 func (l *Ledger) write(ctx context.Context, namespace string, acc *account, rs []Reservation) error {
 	data, err := json.Marshal(ledgerData{Reservations: rs})
 	if err != nil {

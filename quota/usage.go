@@ -8,8 +8,7 @@ import (
 	"github.com/policy-webhook/policy-webhook/policy"
 )
 
-// view is the cluster as the cache holds it plus one namespace's pending
-// reservations.
+// view is the cache plus one namespace's pending reservations.
 type view struct {
 	Cache
 	namespace string
