@@ -18,8 +18,7 @@ import (
 // verifier whose clock is slightly behind the issuer's still accepts them.
 const backdate = time.Minute
 
-// CA is a self-signed certificate authority that lives in memory only. It is
-// immutable after NewCA, so one CA can issue from several goroutines.
+// CA is an in-memory self-signed certificate authority, safe for concurrent use.
 type CA struct {
 	cert    *x509.Certificate
 	certPEM []byte
@@ -65,22 +64,25 @@ func NewCA(commonName string, validity time.Duration) (*CA, error) {
 	return &CA{cert: cert, certPEM: encodeCert(der), key: key}, nil
 }
 
-// CertPEM returns the CA certificate in PEM: the caBundle of a webhook
-// configuration, or the RootCAs of a client.
+// CertPEM returns the CA certificate in PEM, for a caBundle or RootCAs.
 func (ca *CA) CertPEM() []byte {
 	return append([]byte(nil), ca.certPEM...)
 }
 
-// Issue signs a serving certificate for the given DNS names and IP addresses
-// (its subject alternative names, at least one) with a new ECDSA P-256 key,
-// valid from now for validity, which must end before the CA expires. It
-// returns the certificate and the key (SEC 1, "EC PRIVATE KEY", as cert-manager
-// writes ECDSA keys) in PEM.
+// Issue signs a serving certificate for dnsNames and ips (at least one) with
+// a new ECDSA P-256 key, valid from now for validity, within the CA's life. It
+// returns the certificate and the key (SEC 1, as cert-manager writes it) in PEM.
 func (ca *CA) Issue(dnsNames []string, ips []net.IP, validity time.Duration) (certPEM, keyPEM []byte, err error) {
 	if len(dnsNames) == 0 && len(ips) == 0 {
 		return nil, nil, errors.New("issuing serving certificate: no DNS names or IP addresses")
 	}
-	subject := subjectName(dnsNames, ips)
+	// The CN: verifiers only look at the SANs, but people and logs read it.
+	var subject string
+	if len(dnsNames) > 0 {
+		subject = dnsNames[0]
+	} else {
+		subject = ips[0].String()
+	}
 	if validity <= 0 {
 		return nil, nil, fmt.Errorf("issuing serving certificate for %s: validity %s is not positive", subject, validity)
 	}
@@ -100,9 +102,8 @@ func (ca *CA) Issue(dnsNames []string, ips []net.IP, validity time.Duration) (ce
 	})
 }
 
-// IssueClient issues a client certificate for commonName (the user a
-// server that trusts the CA sees), as Issue does a serving certificate:
-// a new ECDSA P-256 key, valid from now for validity, within the CA's life.
+// IssueClient issues a client certificate for commonName (the user a server
+// trusting the CA sees), as Issue does a serving certificate.
 func (ca *CA) IssueClient(commonName string, validity time.Duration) (certPEM, keyPEM []byte, err error) {
 	if commonName == "" {
 		return nil, nil, errors.New("issuing client certificate: no common name")
@@ -121,8 +122,7 @@ func (ca *CA) IssueClient(commonName string, validity time.Duration) (certPEM, k
 	})
 }
 
-// sign completes tmpl with a serial number, a new key and the usage of an
-// ECDSA leaf, signs it, and returns the certificate and key in PEM.
+// sign completes tmpl as an ECDSA leaf with a new key and signs it.
 func (ca *CA) sign(what string, tmpl *x509.Certificate) (certPEM, keyPEM []byte, err error) {
 	subject := tmpl.Subject.CommonName
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -146,17 +146,8 @@ func (ca *CA) sign(what string, tmpl *x509.Certificate) (certPEM, keyPEM []byte,
 	return encodeCert(der), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), nil
 }
 
-// subjectName is the common name of a serving certificate: verifiers only look
-// at the SANs, but people and logs read the CN.
-func subjectName(dnsNames []string, ips []net.IP) string {
-	if len(dnsNames) > 0 {
-		return dnsNames[0]
-	}
-	return ips[0].String()
-}
-
-// newSerial returns a random positive 128-bit serial number, unique enough that
-// a verifier never sees two certificates with the same issuer and serial.
+// newSerial returns a random positive 128-bit serial number, so no two
+// certificates of a CA share one.
 func newSerial() (*big.Int, error) {
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
 	if err != nil {

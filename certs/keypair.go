@@ -7,12 +7,9 @@ import (
 	"path/filepath"
 )
 
-// WriteKeyPair writes certPEM and keyPEM to dir/tls.crt (mode 0644) and
-// dir/tls.key (mode 0600), creating dir if needed. It refuses a certificate and
-// key that do not belong together, so a server never loads a pair it cannot
-// serve. Each file is replaced atomically (a temporary file renamed over it),
-// so a reader sees the old or the new file, never a partial one; the pair as a
-// whole is not swapped atomically, which is what [WriteSecretVolume] is for.
+// WriteKeyPair writes certPEM and keyPEM to dir/tls.crt (0644) and dir/tls.key
+// (0600), refusing a pair that does not match. Each file is replaced
+// atomically, the pair is not: that is what [WriteSecretVolume] is for.
 func WriteKeyPair(dir string, certPEM, keyPEM []byte) error {
 	if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
 		return fmt.Errorf("writing key pair to %s: %w", dir, err)
@@ -30,9 +27,8 @@ func WriteKeyPair(dir string, certPEM, keyPEM []byte) error {
 	return nil
 }
 
-// writeFileAtomic replaces path with data through a temporary file in the same
-// directory (rename is only atomic within a file system), synced before the
-// rename so a crash cannot leave an empty file under the final name.
+// writeFileAtomic replaces path by renaming a synced temporary file of the
+// same directory, so a crash never leaves a partial file under path.
 func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
@@ -42,23 +38,21 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
 		if err != nil {
 			_ = tmp.Close()
 			_ = os.Remove(tmp.Name())
+			err = fmt.Errorf("writing %s: %w", path, err)
 		}
 	}()
 	// CreateTemp makes the file 0600; set the final mode before any data lands.
-	if err := tmp.Chmod(mode); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
+	if err = tmp.Chmod(mode); err != nil {
+		return err
 	}
-	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
+	if _, err = tmp.Write(data); err != nil {
+		return err
 	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("writing %s: syncing: %w", path, err)
+	if err = tmp.Sync(); err != nil {
+		return fmt.Errorf("syncing: %w", err)
 	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
+	if err = tmp.Close(); err != nil {
+		return err
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return nil
+	return os.Rename(tmp.Name(), path)
 }

@@ -11,33 +11,24 @@ import (
 	"time"
 )
 
-// The names the kubelet's AtomicWriter (k8s.io/kubernetes/pkg/volume/util)
-// uses inside a Secret volume.
+// The names the kubelet's AtomicWriter uses inside a Secret volume.
 const (
 	dataDirName    = "..data"
 	newDataDirName = "..data_tmp"
-	// tsDirPrefix is a time layout; os.MkdirTemp appends random digits, giving
-	// names like ..2026_11_25_09_30_00.123456789.
+	// tsDirPrefix is a time layout; os.MkdirTemp appends random digits.
 	tsDirPrefix = "..2006_01_02_15_04_05."
-	// secretFileMode is the mode of every file: a Secret volume with
-	// defaultMode 0600, since these hold private keys.
+	// secretFileMode is defaultMode 0600: the files hold private keys.
 	secretFileMode = 0o600
 )
 
 // WriteSecretVolume updates dir the way the kubelet updates a mounted Secret
-// volume when the Secret changes, so a server watching dir (certwatcher)
-// sees exactly the file-system events it sees in a pod:
+// volume, so a server watching dir sees the file-system events of a pod: the
+// files go into a new ..<timestamp> directory, a ..data_tmp symlink to it is
+// renamed over ..data to swap every file at once, top-level names link once
+// through ..data (stale ones are removed), and the previous directory goes.
 //
-//  1. the files are written into a new directory ..<timestamp>.<random>;
-//  2. a symlink ..data_tmp -> that directory is renamed over ..data, which
-//     swaps every file at once;
-//  3. each top-level name (tls.crt -> ..data/tls.crt) is linked once, and
-//     top-level links of names no longer in files are removed;
-//  4. the previous timestamped directory is removed.
-//
-// Nothing is written when files equals what dir already holds. Names must be
-// plain file names (the keys of a Secret). Unlike the kubelet, a ..data_tmp
-// left by an interrupted earlier call is removed instead of failing.
+// Nothing is written when files equals what dir already holds. Unlike the
+// kubelet, a leftover ..data_tmp is removed instead of failing.
 func WriteSecretVolume(dir string, files map[string][]byte) error {
 	if len(files) == 0 {
 		return fmt.Errorf("writing secret volume %s: no files", dir)
@@ -111,8 +102,7 @@ func validateSecretKey(name string) error {
 	return nil
 }
 
-// writeTimestampDir writes files into a new ..<timestamp>.<random> directory
-// of dir and returns its path.
+// writeTimestampDir writes files into a new ..<timestamp>.<random> directory.
 func writeTimestampDir(dir string, files map[string][]byte) (string, error) {
 	tsDir, err := os.MkdirTemp(dir, time.Now().UTC().Format(tsDirPrefix))
 	if err != nil {
@@ -149,32 +139,24 @@ func swapDataLink(dir, tsName string) error {
 	return nil
 }
 
+// linkVisibleNames makes dir/name -> ..data/name for each name not there yet:
+// the link goes through ..data, so it never changes after the first write.
 func linkVisibleNames(dir string, files map[string][]byte) error {
 	for name := range files {
-		if err := linkVisibleName(dir, name); err != nil {
-			return fmt.Errorf("writing secret volume %s: %w", dir, err)
+		path := filepath.Join(dir, name)
+		if _, err := os.Lstat(path); err == nil {
+			continue
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("writing secret volume %s: checking %s: %w", dir, name, err)
+		}
+		if err := os.Symlink(filepath.Join(dataDirName, name), path); err != nil {
+			return fmt.Errorf("writing secret volume %s: linking %s: %w", dir, name, err)
 		}
 	}
 	return nil
 }
 
-// linkVisibleName makes dir/name -> ..data/name unless dir/name exists: the
-// link goes through ..data, so it never changes after the first write.
-func linkVisibleName(dir, name string) error {
-	path := filepath.Join(dir, name)
-	if _, err := os.Lstat(path); err == nil {
-		return nil
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("checking %s: %w", name, err)
-	}
-	if err := os.Symlink(filepath.Join(dataDirName, name), path); err != nil {
-		return fmt.Errorf("linking %s: %w", name, err)
-	}
-	return nil
-}
-
-// namesNotIn lists the files of the data directory tsDir that files no longer
-// has: their top-level links must go.
+// namesNotIn lists the files of tsDir that files no longer has.
 func namesNotIn(tsDir string, files map[string][]byte) ([]string, error) {
 	entries, err := os.ReadDir(tsDir)
 	if errors.Is(err, fs.ErrNotExist) {

@@ -41,8 +41,7 @@ type Checker struct {
 	set     *policy.Set
 	loaded  map[policy.Source]bool
 	cluster *Cluster
-	// applied holds the last admitted version of each object, so that
-	// applying the same object again is judged as an UPDATE of it.
+	// applied holds each object's last admitted version: applying it again is an UPDATE.
 	applied   map[objectKey][]byte
 	generated int
 }
@@ -75,9 +74,8 @@ func New(policyDocs []Document, opts Options) (*Checker, error) {
 // Policies is how many policies were loaded.
 func (c *Checker) Policies() int { return c.set.Len() }
 
-// Judge judges one document. It returns nil for documents that are not
-// judged: Namespaces (recorded for namespaceSelector) and other kinds
-// (noted).
+// Judge judges one document. It returns nil for Namespaces (recorded for
+// namespaceSelector) and other kinds (noted).
 func (c *Checker) Judge(d Document) (*Result, error) {
 	switch {
 	case d.Kind == policy.KindPod && d.APIVersion == "v1",
@@ -119,13 +117,12 @@ func (c *Checker) isLoadedPolicy(d Document) bool {
 // judgeObject judges a Pod or MyApple as `kubectl apply` would submit it:
 // a CREATE, or an UPDATE of the version admitted earlier in the input.
 func (c *Checker) judgeObject(d Document) (*Result, error) {
-	kind := policy.Kind(d.Kind) // Judge has checked it is one
+	kind := policy.Kind(d.Kind)
 	pod, apple, err := review.DecodeObject(kind, d.Raw)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", d.Where, err)
 	}
 	req := &policy.Request{Kind: kind, Operation: policy.Create, Pod: pod, MyApple: apple}
-	var oldRaw []byte
 	meta := req.Object()
 	if meta.Namespace == "" {
 		meta.Namespace = c.opts.DefaultNamespace
@@ -134,20 +131,16 @@ func (c *Checker) judgeObject(d Document) (*Result, error) {
 	if meta.Name == "" && meta.GenerateName == "" {
 		return nil, fmt.Errorf("%s: %s: metadata.name: required", d.Where, d.Kind)
 	}
-	key := objectKey{kind, req.Namespace, meta.Name}
-	if old, ok := c.applied[key]; ok && meta.Name != "" {
+	// applied holds no unnamed objects, so generateName ones are CREATEs.
+	oldRaw, ok := c.applied[objectKey{kind, req.Namespace, meta.Name}]
+	if ok {
 		req.Operation = policy.Update
-		if req.OldPod, req.OldMyApple, err = review.DecodeObject(kind, old); err != nil {
+		if req.OldPod, req.OldMyApple, err = review.DecodeObject(kind, oldRaw); err != nil {
 			return nil, fmt.Errorf("%s: decoding the earlier version: %w", d.Where, err)
 		}
-		oldRaw = old
 	}
 	req.Unstructured = review.Unstructured(d.Raw, oldRaw, req.Namespace)
-	r := c.decide(req)
-	if r.Allowed && meta.Name != "" {
-		c.applied[key] = d.Raw
-	}
-	return r, nil
+	return c.decide(req, d.Raw), nil
 }
 
 // judgeReview judges an AdmissionReview exactly as the webhook would.
@@ -176,15 +169,15 @@ func (c *Checker) judgeReview(d Document) (*Result, error) {
 	if req.Namespace == "" {
 		req.Namespace = c.opts.DefaultNamespace
 	}
-	r := c.decide(req)
-	if name := req.Object().Name; r.Allowed && name != "" {
-		c.applied[objectKey{kind, req.Namespace, name}] = ar.Object.Raw
-	}
-	return r, nil
+	return c.decide(req, ar.Object.Raw), nil
 }
 
-func (c *Checker) decide(req *policy.Request) *Result {
+// decide judges req and records what it admits, raw being the object as given.
+func (c *Checker) decide(req *policy.Request, raw []byte) *Result {
 	d := c.set.Evaluate(req, c.cluster)
+	if name := req.Object().Name; d.Allowed && name != "" {
+		c.applied[objectKey{req.Kind, req.Namespace, name}] = raw
+	}
 	if d.Allowed && req.MyApple != nil {
 		name := req.MyApple.Name
 		if name == "" {
@@ -195,14 +188,12 @@ func (c *Checker) decide(req *policy.Request) *Result {
 		sp := req.MyApple.Spec
 		c.cluster.SetMyApple(req.Namespace, cel.Apple{Name: name, Color: sp.Color, Size: sp.Size, Quantity: sp.Quantity})
 	}
-	r := &Result{
-		Kind:       string(req.Kind),
-		Namespace:  req.Namespace,
-		Name:       req.Name(),
-		Allowed:    d.Allowed,
-		Warnings:   d.Warnings(),
-		Violations: d.Violations,
-	}
+	return newResult(string(req.Kind), req.Namespace, req.Name(), &d)
+}
+
+// newResult reports empty lists as [], not null, in JSON.
+func newResult(kind, namespace, name string, d *policy.Decision) *Result {
+	r := &Result{Kind: kind, Namespace: namespace, Name: name, Allowed: d.Allowed, Warnings: d.Warnings(), Violations: d.Violations}
 	if r.Warnings == nil {
 		r.Warnings = []string{}
 	}

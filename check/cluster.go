@@ -1,14 +1,15 @@
 package check
 
 import (
-	"sort"
+	"maps"
+	"slices"
+	"strings"
 
 	"github.com/policy-webhook/policy-webhook/policy/cel"
 )
 
-// Cluster is the cluster state that files describe: namespace labels and
-// annotations, and the MyApples admitted so far. It implements
-// policy.Cluster and cel.Cluster, as the webhook's cache does.
+// Cluster is the cluster state that files describe: namespaces and the
+// MyApples admitted so far. It implements policy.Cluster and cel.Cluster.
 type Cluster struct {
 	namespaces  map[string]map[string]string
 	annotations map[string]map[string]string
@@ -24,13 +25,11 @@ func NewCluster() *Cluster {
 	}
 }
 
-// SetNamespace records a namespace, its labels and annotations. The API
-// server always sets kubernetes.io/metadata.name, so it is added here too.
+// SetNamespace records a namespace, its labels and annotations, adding the
+// kubernetes.io/metadata.name label the API server always sets.
 func (c *Cluster) SetNamespace(name string, labels, annotations map[string]string) {
 	l := make(map[string]string, len(labels)+1)
-	for k, v := range labels {
-		l[k] = v
-	}
+	maps.Copy(l, labels)
 	l["kubernetes.io/metadata.name"] = name
 	c.namespaces[name] = l
 	c.annotations[name] = annotations
@@ -47,8 +46,7 @@ func (c *Cluster) NamespaceAnnotations(name string) map[string]string {
 	return c.annotations[name]
 }
 
-// SetMyApple records an admitted MyApple, replacing an earlier one of the
-// same name.
+// SetMyApple records an admitted MyApple, replacing any of the same name.
 func (c *Cluster) SetMyApple(namespace string, a cel.Apple) {
 	ns := c.apples[namespace]
 	if ns == nil {
@@ -74,15 +72,11 @@ func (c *Cluster) MyAppleQuantity(namespace, except string) int64 {
 	return sum
 }
 
-// MyApples implements cel.Cluster: the MyApples of a namespace, sorted by
-// name as the webhook's cache lists them.
+// MyApples implements cel.Cluster, sorted by name as the webhook's cache is.
 func (c *Cluster) MyApples(namespace string) []cel.Apple {
 	ns := c.apples[namespace]
-	list := make([]cel.Apple, 0, len(ns))
-	for _, a := range ns {
-		list = append(list, a)
-	}
-	sort.Slice(list, func(i, j int) bool { return list[i].Name < list[j].Name })
+	list := slices.AppendSeq(make([]cel.Apple, 0, len(ns)), maps.Values(ns))
+	slices.SortFunc(list, func(a, b cel.Apple) int { return strings.Compare(a.Name, b.Name) })
 	return list
 }
 

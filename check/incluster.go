@@ -17,19 +17,15 @@ import (
 type ClusterTotals struct {
 	// Judged counts the objects judged, by kind.
 	Judged map[string]int
-	// Admitted counts those admitted without any violation, which
-	// JudgeCluster does not return.
+	// Admitted counts those without any violation, which are not returned.
 	Admitted int
 	// NotServed lists kinds the cluster does not serve (no MyApple CRD).
 	NotServed []string
 }
 
-// JudgeCluster judges the Pods and MyApples that exist in a cluster, as
-// the webhook would judge each one created today (CREATE semantics:
-// nothing is forgiven). Every list is read in pages. The cluster state
-// rules read comes from the cluster: its namespaces' labels, and its
-// MyApples' quantities. It returns the objects with at least one violation,
-// in list order, and the totals.
+// JudgeCluster judges a cluster's Pods and MyApples as if each were created
+// today, against the cluster's own namespaces and MyApples. It returns the
+// objects with at least one violation, in list order, and the totals.
 func (c *Checker) JudgeCluster(ctx context.Context, kube kubernetes.Interface, pageSize int64) ([]*Result, ClusterTotals, error) {
 	if pageSize <= 0 {
 		pageSize = audit.DefaultPageSize
@@ -66,14 +62,7 @@ func (c *Checker) JudgeCluster(ctx context.Context, kube kubernetes.Interface, p
 			totals.Admitted++
 			return nil
 		}
-		r := &Result{
-			Kind: o.Kind, Namespace: o.Namespace, Name: o.Name,
-			Allowed: d.Allowed, Warnings: d.Warnings(), Violations: d.Violations,
-		}
-		if r.Warnings == nil {
-			r.Warnings = []string{}
-		}
-		results = append(results, r)
+		results = append(results, newResult(o.Kind, o.Namespace, o.Name, d))
 		return nil
 	})
 	totals.Judged, totals.NotServed = t.Judged, t.NotServed

@@ -42,9 +42,8 @@ type objectMeta struct {
 	} `json:"metadata"`
 }
 
-// loadPolicies compiles the policy carriers among docs. Namespaces feed
-// cluster, since their labels are what namespaceSelector reads; anything else
-// is skipped, with one note per kind. A later version of the same source
+// loadPolicies compiles the policy carriers among docs and records Namespaces
+// in cluster; the rest is skipped with one note. A later version of a source
 // replaces an earlier one, as a second apply would.
 func loadPolicies(docs []Document, opts *Options, cluster *Cluster) ([]*policy.Policy, map[policy.Source]bool, error) {
 	var order []policy.Source

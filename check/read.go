@@ -17,8 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// Document is one object read from a file, with where it came from so that
-// every error and note can point at it.
+// Document is one object read from a file, with where it came from.
 type Document struct {
 	// Where is "<file>: document <n>", with "items[<i>]" for members of a List.
 	Where      string
@@ -28,7 +27,6 @@ type Document struct {
 	Raw []byte
 }
 
-// header is the part of an object that says what it is.
 type header struct {
 	APIVersion string            `json:"apiVersion"`
 	Kind       string            `json:"kind"`
@@ -37,24 +35,19 @@ type header struct {
 
 // ReadFile reads every document of a YAML or JSON file; name "-" is stdin.
 func ReadFile(name string, stdin io.Reader) ([]Document, error) {
-	var r io.Reader
 	if name == "-" {
-		r, name = stdin, "<stdin>"
-	} else {
-		f, err := os.Open(name)
-		if err != nil {
-			return nil, fmt.Errorf("reading %s: %w", name, err)
-		}
-		defer f.Close()
-		r = f
+		return ReadDocuments("<stdin>", stdin)
 	}
-	return ReadDocuments(name, r)
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", name, err)
+	}
+	defer f.Close()
+	return ReadDocuments(name, f)
 }
 
-// ReadDocuments splits a multi-document YAML stream, or a JSON object or
-// stream of objects, into documents. Lists are expanded into their items.
-// Empty documents are skipped but still counted, so that indexes match what
-// an editor shows.
+// ReadDocuments splits a YAML or JSON stream into documents, expanding Lists.
+// Empty documents are skipped but counted, so indexes match an editor's.
 func ReadDocuments(name string, r io.Reader) ([]Document, error) {
 	br := bufio.NewReader(r)
 	var out []Document
@@ -99,8 +92,8 @@ func ReadDocuments(name string, r io.Reader) ([]Document, error) {
 	}
 }
 
-// isJSON peeks at the first significant byte: JSON streams are read with a
-// JSON decoder so that several concatenated objects work.
+// isJSON peeks at the first significant byte: concatenated JSON objects need
+// a JSON decoder.
 func isJSON(br *bufio.Reader) bool {
 	for n := 1; ; n++ {
 		b, err := br.Peek(n)
@@ -153,8 +146,8 @@ func expand(where string, items []json.RawMessage) ([]Document, error) {
 	return out, nil
 }
 
-// ReadPaths reads files and directories; directories are walked recursively
-// for .yaml, .yml and .json files, in lexical order.
+// ReadPaths reads files, and the .yaml, .yml and .json files under
+// directories in lexical order.
 func ReadPaths(paths []string, stdin io.Reader) ([]Document, error) {
 	var out []Document
 	for _, p := range paths {

@@ -41,15 +41,12 @@ type waiter struct {
 }
 
 // reserve queues the admission on its namespace's account and waits for its
-// decision. One admission at a time leads: it takes every admission queued
-// so far, settles them in one ledger write, and hands the lead to the
-// newest admission queued meanwhile. One write thus serves every admission
-// of a namespace that arrived while the last one was in flight, as the
-// ResourceQuota admission batches by namespace. If ctx ends first, the
-// decision so far is returned refused.
+// decision. One admission at a time leads: it settles every admission queued
+// so far in one ledger write, then hands the lead to the newest one queued
+// meanwhile, so one write serves all that arrived while the last was in
+// flight. If ctx ends first, the decision so far is returned refused.
 func (l *Ledger) reserve(ctx context.Context, w *waiter, acc *account) policy.Decision {
-	// A copy of its own: the leader settling w may append to its
-	// violations meanwhile.
+	// A copy: the leader settling w may append to its violations meanwhile.
 	d := w.judged
 	d.Violations = slices.Clip(d.Violations)
 	w.answer, w.begun, w.done, w.lead = w.judged, l.opts.Clock.Now(), make(chan policy.Decision, 1), make(chan struct{}, 1)
@@ -103,10 +100,9 @@ func (l *Ledger) handOver(acc *account) {
 	acc.leading = false
 }
 
-// leave takes an admission that gave up out of the queue; if the lead had
-// been handed to it, it is handed on. An admission already taken into a
-// batch may still be reserved for: unconfirmed, the reservation lapses
-// after the TTL.
+// leave takes an admission that gave up out of the queue, handing on the lead
+// if it had it. One already batched may still be reserved for: unconfirmed,
+// that reservation lapses after the TTL.
 func (l *Ledger) leave(acc *account, w *waiter) {
 	acc.mu.Lock()
 	defer acc.mu.Unlock()

@@ -2,9 +2,7 @@
 // admission that an enforced quota rule allows is answered, its quantity is
 // reserved in a ledger the API server serialises, and every admission, on
 // every replica, counts the reservations its informer cache does not yet
-// reflect. evaluate.go answers admissions, batch.go settles a namespace's
-// concurrent reservations in one write, store.go reads and writes the
-// ledger, usage.go counts what reservations add to the cache's totals.
+// reflect.
 package quota
 
 import (
@@ -23,8 +21,7 @@ import (
 	"github.com/policy-webhook/policy-webhook/policy/cel"
 )
 
-// Index is what quota needs to know of the MyApples the informer cache
-// has seen.
+// Index is what quota reads of the MyApples the informer cache has seen.
 type Index interface {
 	// MyAppleQuantity is a namespace's total, less the MyApple named except.
 	MyAppleQuantity(namespace, except string) int64
@@ -41,9 +38,8 @@ type Index interface {
 	MyAppleStaleness(now time.Time) time.Duration
 }
 
-// Cache is what the ledger reads of the informer cache: its MyApple index,
-// the policy in force and the cluster state rules read. *cache.Cache is the
-// one in a running server.
+// Cache is what the ledger reads of the informer cache (*cache.Cache): its
+// MyApple index, the policy in force and the cluster state rules read.
 type Cache interface {
 	Index
 	policy.Cluster
@@ -56,16 +52,13 @@ type Cache interface {
 // Defaults of Options.
 const (
 	// DefaultTTL bounds how long a reservation the cache never confirms
-	// counts: the MyApple was refused after this webhook allowed it (by
-	// another webhook, or the API server timed out waiting), and its
-	// quantity is held until then.
+	// counts: its MyApple was refused after this webhook allowed it.
 	DefaultTTL = time.Minute
 	// DefaultTimeout bounds the reservation of one admission, retries on
 	// conflict included; far under the webhook's timeout.
 	DefaultTimeout = 3 * time.Second
-	// DefaultMaxReservations bounds one namespace's ledger (about 120
-	// bytes a reservation): beyond it, creates wait for the cache to catch
-	// up rather than grow the object without bound.
+	// DefaultMaxReservations bounds one namespace's ledger: beyond it,
+	// creates wait for the cache to catch up.
 	DefaultMaxReservations = 2000
 	// KeepConfirmed is how long a reservation stays in the ledger once
 	// the writing replica's cache holds what it reserved, so that other
@@ -80,8 +73,7 @@ const (
 
 // Options configure a Ledger.
 type Options struct {
-	// Client writes the ledgers; Namespace is where they live (the
-	// webhook's own).
+	// Client writes the ledgers in Namespace, the webhook's own.
 	Client    kubernetes.Interface
 	Namespace string
 	Cache     Cache
@@ -94,14 +86,11 @@ type Options struct {
 	Clock           clock.PassiveClock // nil is the real one
 }
 
-// Ledger judges MyApple admissions and reserves what enforced quota rules
-// allow. It is a webhook Judge: HasSynced and Evaluate, which for a MyApple
-// in a namespace with an enforced quota makes one API call (an update of
-// the ledger, more on conflict) and none otherwise.
+// Ledger is a webhook Judge that reserves what enforced quota rules allow
+// MyApples: one ledger write per batch of them, no API call otherwise.
 type Ledger struct {
 	opts Options
-	// accounts holds an *account per namespace that has reserved: read by
-	// every MyApple admission without a lock.
+	// accounts holds an *account per namespace that has reserved.
 	accounts sync.Map
 }
 
@@ -132,8 +121,7 @@ func New(opts Options) (*Ledger, error) {
 func (l *Ledger) HasSynced() bool { return l.opts.Cache.HasSynced() }
 
 // Evaluate judges a request, counting the reservations the cache does not
-// reflect yet, and reserves what an enforced quota rule allows before
-// allowing it. A reservation that cannot be recorded refuses the request.
+// reflect yet, and reserves what it allows; one not recorded refuses it.
 func (l *Ledger) Evaluate(req *policy.Request) policy.Decision {
 	if req.Kind != policy.KindMyApple {
 		return l.opts.Cache.Evaluate(req)

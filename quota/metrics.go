@@ -7,8 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Metrics count reservations by outcome, time them, and count the
-// conflicts that made an admission read the ledger again.
+// Metrics count and time reservations, and count ledger write conflicts.
 type Metrics struct {
 	outcomes  [numOutcomes]prometheus.Counter
 	seconds   prometheus.Observer

@@ -13,8 +13,7 @@ import (
 )
 
 const (
-	// LedgerPrefix names a namespace's ledger: a ConfigMap
-	// policy-webhook-quota-<namespace> in the webhook's namespace.
+	// LedgerPrefix names a namespace's ledger ConfigMap, in the webhook's namespace.
 	LedgerPrefix = "policy-webhook-quota-"
 	// LedgerKey is the ledger's data key.
 	LedgerKey = "reservations.json"
@@ -58,8 +57,7 @@ func (l *Ledger) load(ctx context.Context, namespace string, acc *account) error
 	return nil
 }
 
-// write stores the reservations: an update that the API server refuses if
-// another writer got there first, or the ledger's creation.
+// write creates or updates the ledger, failing if another writer was first.
 func (l *Ledger) write(ctx context.Context, namespace string, acc *account, rs []Reservation) error {
 	data, err := json.Marshal(ledgerData{Reservations: rs})
 	if err != nil {
@@ -88,8 +86,7 @@ func (l *Ledger) write(ctx context.Context, namespace string, acc *account, rs [
 	return nil
 }
 
-// retriable errors mean another writer got there first: read the ledger
-// again and try again.
+// retriable errors mean another writer got there first.
 func retriable(err error) bool {
 	return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) || apierrors.IsNotFound(err)
 }

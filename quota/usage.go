@@ -8,8 +8,7 @@ import (
 	"github.com/policy-webhook/policy-webhook/policy"
 )
 
-// view is the cluster as the cache holds it plus one namespace's pending
-// reservations.
+// view is the cache plus one namespace's pending reservations.
 type view struct {
 	Cache
 	namespace string
@@ -62,9 +61,8 @@ func confirmed(r *Reservation, rv string, deleted bool) bool {
 	return deleted || (rv != "" && rv != r.Replaces)
 }
 
-// keep is the reservations worth keeping: not expired, and not confirmed
-// by this replica's cache for longer than KeepConfirmed. It returns a new
-// slice: the stored one is shared with readers.
+// keep is the reservations not expired nor confirmed for longer than
+// KeepConfirmed, in a new slice: the stored one is shared with readers.
 func (l *Ledger) keep(namespace string, rs []Reservation, now time.Time) []Reservation {
 	out := make([]Reservation, 0, len(rs)+1)
 	for _, r := range rs {
