@@ -133,10 +133,10 @@ func New(cfg Config) (*Cache, error) {
 				o.LabelSelector = selector
 				return configMaps.Watch(ctx, o)
 			},
-			&unstructured.Unstructured{}, transformConfigMap, c.configMapHandler()},
+			&unstructured.Unstructured{}, transformConfigMap, c.sourceHandler(policy.SourceConfigMap, c.onConfigMap)},
 		{"admissionpolicies", "AdmissionPolicies", &c.policyInformer, cfg.Dynamic,
 			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return policies.List(ctx, o) },
-			policies.Watch, &unstructured.Unstructured{}, transformAdmissionPolicy, c.admissionPolicyHandler()},
+			policies.Watch, &unstructured.Unstructured{}, transformAdmissionPolicy, c.sourceHandler(policy.SourceAdmissionPolicy, c.onAdmissionPolicy)},
 		{"myapples", "MyApples", &c.appleInformer, cfg.Dynamic,
 			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return apples.List(ctx, o) },
 			apples.Watch, &unstructured.Unstructured{}, transformMyApple, c.apples.handler()},
