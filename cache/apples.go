@@ -18,8 +18,7 @@ import (
 // apple is a MyApple as the informer stores it: what the quota rule and
 // CEL's cluster.myApples read, plus the UID and resourceVersion that quota
 // reservations are confirmed by (and the informer compares to tell a resync
-// from a change). A few hundred bytes with its strings and index entries,
-// against several kilobytes for the unstructured object it replaces.
+// from a change).
 type apple struct {
 	namespace, name, uid, resourceVersion string
 	color, size                           string
@@ -36,25 +35,16 @@ func (a *apple) DeepCopyObject() runtime.Object {
 	return &c
 }
 
-// GetObjectMeta gives the informer's key function and resourceVersion
-// checks their view of the object. It is built on each call, which
-// happens a few times per watch event and never per admission, so that
-// the stored object need not carry a whole ObjectMeta.
+// GetObjectMeta is built on each call, a few times per watch event and never
+// per admission, so that the stored object need not carry an ObjectMeta.
 func (a *apple) GetObjectMeta() metav1.Object {
 	return &metav1.ObjectMeta{Namespace: a.namespace, Name: a.name, ResourceVersion: a.resourceVersion}
 }
 
-// appleIndex is the index by namespace that the quota rule and CEL's
-// cluster.myApples read: per namespace, each MyApple and the running total
-// of their quantities.
-//
-// The informer's own namespace index would answer the same question by
-// copying every MyApple of the namespace into a new slice and summing it,
-// O(n) work and an allocation on every MyApple admission. Kept here, a
-// total is O(1) to read, and keeping each MyApple's quantity beside it
-// makes leaving out the one under update just as cheap and always
-// consistent with the total (the informer's store runs slightly ahead of
-// its handlers).
+// appleIndex is, per namespace, each MyApple and the running total of their
+// quantities: the informer's namespace index would copy and sum them on
+// every MyApple admission. Each quantity kept beside the total leaves out
+// the one under update consistently (the store runs ahead of its handlers).
 type appleIndex struct {
 	mu   sync.RWMutex
 	byNS map[string]*namespaceApples
@@ -233,17 +223,14 @@ func (ix *appleIndex) count() int {
 
 // handler keeps the index in step with the informer.
 func (ix *appleIndex) handler() toolscache.ResourceEventHandler {
+	set := func(obj any) {
+		if a, ok := obj.(*apple); ok {
+			ix.set(a)
+		}
+	}
 	return toolscache.ResourceEventHandlerFuncs{
-		AddFunc: func(obj any) {
-			if a, ok := obj.(*apple); ok {
-				ix.set(a)
-			}
-		},
-		UpdateFunc: func(_, obj any) {
-			if a, ok := obj.(*apple); ok {
-				ix.set(a)
-			}
-		},
+		AddFunc:    set,
+		UpdateFunc: func(_, obj any) { set(obj) },
 		DeleteFunc: func(obj any) {
 			if ns, name, ok := objectKey(obj); ok {
 				ix.remove(ns, name)

@@ -34,26 +34,20 @@ const imageCacheSize = 4096
 // source, and the current snapshot. It is the policy.Cluster that rules
 // read, so evaluating a request makes no API call.
 type Cache struct {
-	cfg     Config
-	log     logr.Logger
-	images  *policy.ImageCache
-	metrics *metrics
-
-	// compiler compiles the sources and the persisted last good versions.
+	cfg      Config
+	log      logr.Logger
+	images   *policy.ImageCache
+	metrics  *metrics
 	compiler *carrier.Compiler
 
 	configMapInformer, policyInformer, appleInformer, namespaceInformer toolscache.SharedIndexInformer
 	handlers                                                            []toolscache.ResourceEventHandlerRegistration
-	// informers are the four above and lastGoodInformer, with what their
-	// ListerWatchers know of their connection to the API server, in the
-	// order they start.
-	informers []watchedInformer
 
-	sources *sourceTable
-	apples  *appleIndex
+	informers []watchedInformer // all five, in start order
+	sources   *sourceTable
+	apples    *appleIndex
 
-	// The persisted last good versions of invalid sources (lastgood.go):
-	// one ConfigMap, its informer, and what it holds, compiled.
+	// The persisted last good versions (lastgood.go).
 	lastGoodInformer toolscache.SharedIndexInformer
 	lastGood         *lastGoodTable
 
@@ -64,20 +58,18 @@ type Cache struct {
 	pendingSince atomic.Int64
 
 	snapshot atomic.Pointer[Snapshot]
-	// swapped is signalled after each snapshot swap; its one slot
-	// coalesces swaps its reader (the audit) has not seen yet.
-	swapped  chan struct{}
+	swapped  chan struct{} // one slot: see Swapped
 	started  atomic.Bool
 	synced   atomic.Bool
 	syncedCh chan struct{}
 
-	// Who hears of changes: the writers (package controllers), added
-	// before Start.
+	// The writers (package controllers) hearing of changes.
 	onSnapshot      []func(*Snapshot)
 	policyListeners []func(name string)
 }
 
 var _ policy.Cluster = (*Cache)(nil)
+var _ cel.Cluster = (*Cache)(nil)
 
 // New sets up the informers and their handlers. Nothing runs, and nothing
 // is requested from the API server, until Start.
@@ -104,9 +96,6 @@ func New(cfg Config) (*Cache, error) {
 	c.metrics = m
 	c.snapshot.Store(&Snapshot{Set: policy.NewSet(nil, policy.WithImageCache(c.images))})
 
-	// Policy ConfigMaps are selected on the API server by their label,
-	// so that unrelated ConfigMaps never reach the process; the last good
-	// versions are one ConfigMap in the policy namespace, by name.
 	selector := labels.SelectorFromSet(labels.Set{policy.PolicyLabel: "true"}).String()
 	configMaps := cfg.Dynamic.Resource(corev1.SchemeGroupVersion.WithResource("configmaps"))
 	policies := cfg.Dynamic.Resource(v1alpha1.Resource)
@@ -133,16 +122,15 @@ func New(cfg Config) (*Cache, error) {
 				o.LabelSelector = selector
 				return configMaps.Watch(ctx, o)
 			},
-			&unstructured.Unstructured{}, transformConfigMap, c.configMapHandler()},
+			&unstructured.Unstructured{}, transformConfigMap, c.sourceHandler(policy.SourceConfigMap, c.onConfigMap)},
 		{"admissionpolicies", "AdmissionPolicies", &c.policyInformer, cfg.Dynamic,
 			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return policies.List(ctx, o) },
-			policies.Watch, &unstructured.Unstructured{}, transformAdmissionPolicy, c.admissionPolicyHandler()},
+			policies.Watch, &unstructured.Unstructured{}, transformAdmissionPolicy, c.sourceHandler(policy.SourceAdmissionPolicy, c.onAdmissionPolicy)},
 		{"myapples", "MyApples", &c.appleInformer, cfg.Dynamic,
 			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return apples.List(ctx, o) },
 			apples.Watch, &unstructured.Unstructured{}, transformMyApple, c.apples.handler()},
-		// Namespaces need no handler: selectors read their labels from the
-		// store at request time. Waiting on an empty handler's sync is
-		// waiting on the informer's.
+		// Namespaces need no handler: selectors read the store. Waiting on
+		// an empty handler's sync is waiting on the informer's.
 		{"namespaces", "Namespaces", &c.namespaceInformer, cfg.Metadata,
 			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 				return namespaces.List(ctx, o)
@@ -160,8 +148,7 @@ func New(cfg Config) (*Cache, error) {
 			&unstructured.Unstructured{}, nil, c.lastGoodHandler()},
 	} {
 		health := newInformerHealth(s.resource, s.what, c.log, c.metrics, clock.RealClock{})
-		// As client-go's informer factories make them, namespace-indexed,
-		// the transform and error handler set before they start.
+		// As client-go's informer factories make them.
 		inf := toolscache.NewSharedIndexInformerWithOptions(listWatch(health, s.client, s.list, s.watch), s.example, toolscache.SharedIndexInformerOptions{
 			ResyncPeriod:      cfg.ResyncPeriod,
 			Indexers:          toolscache.Indexers{toolscache.NamespaceIndex: toolscache.MetaNamespaceIndexFunc},
@@ -215,8 +202,7 @@ func (c *Cache) Start(ctx context.Context) error {
 
 	var workers, informers sync.WaitGroup
 	defer func() {
-		// Reverse order of start. The informers stop once ctx is
-		// cancelled.
+		// Reverse order of start.
 		cancel()
 		workers.Wait()
 		informers.Wait()
@@ -265,10 +251,9 @@ func (c *Cache) NeedLeaderElection() bool { return false }
 // goroutine that builds them: fn must not block. Call it before Start.
 func (c *Cache) OnSnapshot(fn func(*Snapshot)) { c.onSnapshot = append(c.onSnapshot, fn) }
 
-// OnAdmissionPolicy has fn called with the name of an AdmissionPolicy
-// whose metadata or status changed without a new generation (no new
-// snapshot shows it), from an informer handler: fn must not block. Call it
-// before Start.
+// OnAdmissionPolicy has fn called with the name of an AdmissionPolicy whose
+// metadata or status changed without a new generation, from an informer
+// handler: fn must not block. Call it before Start.
 func (c *Cache) OnAdmissionPolicy(fn func(name string)) {
 	c.policyListeners = append(c.policyListeners, fn)
 }
@@ -303,8 +288,7 @@ func stored(inf toolscache.SharedIndexInformer, key string) (*unstructured.Unstr
 }
 
 // HasSynced reports whether every informer has synced and the first
-// snapshot is built: before that, the snapshot is empty and a decision
-// taken from it would be wrong.
+// snapshot is built; the empty snapshot before it decides wrongly.
 func (c *Cache) HasSynced() bool { return c.synced.Load() }
 
 // WaitForSync waits until HasSynced, and reports false if ctx ends first.
@@ -326,16 +310,13 @@ func (c *Cache) Snapshot() *Snapshot { return c.snapshot.Load() }
 func (c *Cache) Swapped() <-chan struct{} { return c.swapped }
 
 // Evaluate judges a request against the current snapshot, with the cache
-// as the cluster state rules read. It takes no lock on the policies and
-// makes no API call. Before the first sync no policy applies, so callers
-// check HasSynced first.
+// as the cluster state rules read. Callers check HasSynced first.
 func (c *Cache) Evaluate(req *policy.Request) policy.Decision {
 	return c.snapshot.Load().Set.Evaluate(req, c)
 }
 
 // EvaluateIn judges a request against the current snapshot with another
-// view of the cluster: the cache's with the quota reservations not yet in
-// it.
+// view of the cluster (the cache's plus quota reservations).
 func (c *Cache) EvaluateIn(req *policy.Request, cluster policy.Cluster) policy.Decision {
 	return c.snapshot.Load().Set.Evaluate(req, cluster)
 }
@@ -354,11 +335,7 @@ func (c *Cache) DeletedRetention() time.Duration { return DeletedRetention }
 // NamespaceLabels returns a namespace's labels from the cache. The map is
 // the cached one: read it, never write it.
 func (c *Cache) NamespaceLabels(name string) (map[string]string, bool) {
-	obj, ok, err := c.namespaceInformer.GetStore().GetByKey(name)
-	if err != nil || !ok {
-		return nil, false
-	}
-	m, ok := obj.(*metav1.PartialObjectMetadata)
+	m, ok := c.namespace(name)
 	if !ok {
 		return nil, false
 	}
@@ -369,27 +346,28 @@ func (c *Cache) NamespaceLabels(name string) (map[string]string, bool) {
 // (less kubectl's last-applied copy). The map is the cached one: read it,
 // never write it.
 func (c *Cache) NamespaceAnnotations(name string) map[string]string {
-	obj, ok, err := c.namespaceInformer.GetStore().GetByKey(name)
-	if err != nil || !ok {
-		return nil
-	}
-	if m, ok := obj.(*metav1.PartialObjectMetadata); ok {
+	if m, ok := c.namespace(name); ok {
 		return m.Annotations
 	}
 	return nil
 }
 
+func (c *Cache) namespace(name string) (*metav1.PartialObjectMetadata, bool) {
+	obj, ok, err := c.namespaceInformer.GetStore().GetByKey(name)
+	if err != nil || !ok {
+		return nil, false
+	}
+	m, ok := obj.(*metav1.PartialObjectMetadata)
+	return m, ok
+}
+
 // MyApples lists the MyApples of a namespace, sorted by name, from memory:
 // CEL's cluster.myApples. The slice is shared until the namespace's
 // MyApples change; callers only read it.
-func (c *Cache) MyApples(namespace string) []cel.Apple {
-	return c.apples.list(namespace)
-}
-
-var _ cel.Cluster = (*Cache)(nil)
+func (c *Cache) MyApples(namespace string) []cel.Apple { return c.apples.list(namespace) }
 
 // MyAppleQuantity is the total spec.quantity of the MyApples of a namespace,
-// leaving out the one named except. It reads a running total, O(1).
+// leaving out the one named except.
 func (c *Cache) MyAppleQuantity(namespace, except string) int64 {
 	return c.apples.sum(namespace, except)
 }
@@ -419,8 +397,10 @@ func (c *Cache) rebuild(observe bool) *Snapshot {
 		Built:    time.Now(),
 		bySource: make(map[policy.Source]*policy.Policy, len(policies)),
 	}
+	byKind := map[string]int{policy.SourceConfigMap: 0, policy.SourceAdmissionPolicy: 0}
 	for _, p := range policies {
 		s.bySource[p.Source] = p
+		byKind[p.Source.Kind]++
 	}
 	c.snapshot.Store(s)
 	c.logFallbacks(prev, s)
@@ -433,10 +413,6 @@ func (c *Cache) rebuild(observe bool) *Snapshot {
 	}
 
 	c.metrics.builds.Inc()
-	byKind := map[string]int{policy.SourceConfigMap: 0, policy.SourceAdmissionPolicy: 0}
-	for _, p := range policies {
-		byKind[p.Source.Kind]++
-	}
 	for kind, n := range byKind {
 		c.metrics.policies.WithLabelValues(kind).Set(float64(n))
 	}

@@ -19,27 +19,12 @@ import (
 	"github.com/policy-webhook/policy-webhook/policy/carrier"
 )
 
-// A last good version survives restarts. A source whose newest version is
-// invalid keeps its last good version in force, but only in the memory of
-// the replicas that saw it; a replica that starts afterwards sees only the
-// invalid version. So the elected replica writes, for each source whose
-// newest version is invalid and whose last good version it knows, that
-// version's document into one ConfigMap in the policy namespace, which
-// every replica watches: a replica that knows no good version of an
-// invalid source in memory enforces the one persisted there, if it belongs
-// to the same object (same UID). A source with no good version known either
-// way is covered by a stand-in (policy.StandIn) that refuses what it
-// matches, rather than let the policy lapse.
-//
-// Only invalid sources have an entry, so the ConfigMap is empty in the
-// normal case, is written only when a source turns invalid, is fixed or
-// goes away, and stays within the 1 MiB a ConfigMap holds: entries that
-// would not fit are left out (smallest first in), and logged.
-const (
-	// LastGoodConfigMap is the ConfigMap, in the policy namespace, that
-	// holds the last good version of every invalid source.
-	LastGoodConfigMap = "policy-webhook-last-good"
-)
+// LastGoodConfigMap is the ConfigMap, in the policy namespace, that holds
+// the last good version of every invalid source, so that a replica starting
+// after the source turned invalid enforces it too (if it belongs to the same
+// object, same UID). Only invalid sources have an entry, so it is written
+// only when one turns invalid, is fixed or goes away.
+const LastGoodConfigMap = "policy-webhook-last-good"
 
 // LastGoodEntry is one source's last good version, as stored under its key
 // (lastGoodKey) in the ConfigMap: YAML, so that `kubectl get -o yaml`
@@ -60,7 +45,7 @@ func (e *LastGoodEntry) Source() policy.Source {
 	return policy.Source{Kind: e.Kind, Namespace: e.Namespace, Name: e.Name}
 }
 
-// lastGoodKey is the data key of a source's entry: readable where it fits
+// LastGoodKey is the data key of a source's entry: readable where it fits
 // a ConfigMap key (253 characters of [-._a-zA-Z0-9]), which namespace and
 // object names always are, else cut and made unique by a hash. Namespaces
 // hold no dot, so kind.namespace.name names one source.

@@ -15,33 +15,18 @@ import (
 	"github.com/policy-webhook/policy-webhook/policy/carrier"
 )
 
-func (c *Cache) configMapHandler() toolscache.ResourceEventHandler {
+// sourceHandler feeds one kind of policy source to on, skipping resyncs.
+func (c *Cache) sourceHandler(kind string, on func(obj any)) toolscache.ResourceEventHandler {
 	return toolscache.ResourceEventHandlerFuncs{
-		AddFunc: func(obj any) { c.onConfigMap(obj) },
+		AddFunc: on,
 		UpdateFunc: func(old, obj any) {
 			if !sameResourceVersion(old, obj) {
-				c.onConfigMap(obj)
+				on(obj)
 			}
 		},
 		DeleteFunc: func(obj any) {
 			if ns, name, ok := objectKey(obj); ok {
-				c.removeSource(policy.Source{Kind: policy.SourceConfigMap, Namespace: ns, Name: name}, time.Now())
-			}
-		},
-	}
-}
-
-func (c *Cache) admissionPolicyHandler() toolscache.ResourceEventHandler {
-	return toolscache.ResourceEventHandlerFuncs{
-		AddFunc: func(obj any) { c.onAdmissionPolicy(obj) },
-		UpdateFunc: func(old, obj any) {
-			if !sameResourceVersion(old, obj) {
-				c.onAdmissionPolicy(obj)
-			}
-		},
-		DeleteFunc: func(obj any) {
-			if _, name, ok := objectKey(obj); ok {
-				c.removeSource(policy.Source{Kind: policy.SourceAdmissionPolicy, Name: name}, time.Now())
+				c.removeSource(policy.Source{Kind: kind, Namespace: ns, Name: name}, time.Now())
 			}
 		},
 	}

@@ -81,15 +81,11 @@ func (t *sourceTable) get(src policy.Source) (sourceState, bool) {
 	return *st, true
 }
 
-// persistedLookup finds the persisted last good version of a source, if
-// it belongs to the object uid.
-type persistedLookup func(src policy.Source, uid types.UID) (*policy.Policy, bool)
-
 // collect returns the policies in force and the errors of the sources
 // whose newest version is not, for a new snapshot. An invalid source keeps
 // its last good version in force: the one in memory, else the persisted
-// one, else its stand-in covers what it matches.
-func (t *sourceTable) collect(persisted persistedLookup) ([]*policy.Policy, map[policy.Source]SourceError) {
+// one (if it belongs to the object uid), else its stand-in.
+func (t *sourceTable) collect(persisted func(policy.Source, types.UID) (*policy.Policy, bool)) ([]*policy.Policy, map[policy.Source]SourceError) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	policies := make([]*policy.Policy, 0, len(t.m))

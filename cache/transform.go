@@ -8,11 +8,8 @@ import (
 	"github.com/policy-webhook/policy-webhook/policy"
 )
 
-// Transforms run on every object before the informer stores it (client-go
-// calls them once per object, in place, before any handler sees it). They
-// drop what nothing here reads, which is most of an object: managedFields
-// and kubectl's last-applied copy alone are often larger than the spec.
-// Each one passes through anything that is not the raw type it expects,
+// Transforms drop what nothing here reads before the informer stores an
+// object. Each passes through anything that is not the raw type it expects,
 // which keeps it idempotent, as client-go asks.
 
 // trimMetadata drops managedFields and the last-applied annotation.
@@ -76,47 +73,28 @@ func transformNamespace(obj any) (any, error) {
 }
 
 // transformMyApple replaces a MyApple by its identity and the spec fields
-// the quota rule and CEL's cluster.myApples read, a few dozen bytes instead
-// of a few kilobytes of maps.
+// the quota rule and CEL's cluster.myApples read. The CRD requires color,
+// size and an integer quantity; anything else reads as zero rather than
+// failing the watch.
 func transformMyApple(obj any) (any, error) {
 	u, ok := obj.(*unstructured.Unstructured)
 	if !ok {
 		return obj, nil
 	}
-	return &apple{
+	spec, _ := u.Object["spec"].(map[string]any)
+	a := &apple{
 		namespace:       u.GetNamespace(),
 		name:            u.GetName(),
 		uid:             string(u.GetUID()),
 		resourceVersion: u.GetResourceVersion(),
-		color:           appleString(u.Object, "color"),
-		size:            appleString(u.Object, "size"),
-		quantity:        appleQuantity(u.Object),
-	}, nil
-}
-
-// appleString reads a string field of spec; the CRD requires color and
-// size, and anything else reads as "" rather than failing the watch.
-func appleString(obj map[string]any, name string) string {
-	spec, ok := obj["spec"].(map[string]any)
-	if !ok {
-		return ""
 	}
-	s, _ := spec[name].(string)
-	return s
-}
-
-// appleQuantity reads spec.quantity. The CRD makes it an integer of at
-// least 1; anything else counts as nothing rather than failing the watch.
-func appleQuantity(obj map[string]any) int64 {
-	spec, ok := obj["spec"].(map[string]any)
-	if !ok {
-		return 0
-	}
+	a.color, _ = spec["color"].(string)
+	a.size, _ = spec["size"].(string)
 	switch q := spec["quantity"].(type) {
 	case int64:
-		return q
+		a.quantity = q
 	case float64:
-		return int64(q)
+		a.quantity = int64(q)
 	}
-	return 0
+	return a, nil
 }

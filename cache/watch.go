@@ -20,20 +20,11 @@ import (
 	"k8s.io/utils/clock"
 )
 
-// A client-go Reflector backs off between attempts to reach an API server
-// that does not answer (connection refused, 429) with a delay that doubles
-// from 0.8 s to 30 s, jittered up to twice that, and is only reset after two
-// minutes without a failure; a CRD that the restarted API server does not
-// serve yet (404) sends it to the same backoff between relists. After an
-// API server restart an informer could so stay blind for a minute or more
-// (83 s was seen), and the shared informer factories offer no way to change
-// that backoff (client-go's ReflectorOptions.Backoff is not exposed through
-// them). Each informer's ListerWatcher therefore retries, itself, a List or
-// Watch the API server cannot answer yet, at most reconnectCap apart, so the
-// Reflector only sees the call succeed: it reconnects within seconds of the
-// API server coming back. Errors that mean something else (403, 410 Gone,
-// a bad request) go to the Reflector as before. A Backoff changes as it
-// steps, so each retry gets its own.
+// A Reflector backs off for up to a minute from an API server that does not
+// answer yet, and its backoff cannot be set through the informers (see
+// docs/operating.md). So the ListerWatcher retries such calls itself, at
+// most reconnectCap apart; other errors (403, 410 Gone, a bad request) go to
+// the Reflector. A Backoff changes as it steps, so each retry gets its own.
 func reconnectBackoff() wait.Backoff {
 	return wait.Backoff{
 		Duration: 200 * time.Millisecond,
@@ -44,19 +35,14 @@ func reconnectBackoff() wait.Backoff {
 	}
 }
 
-// reconnectCap bounds the wait between two attempts to reach an API
-// server that does not answer: with its jitter, an informer is back within
-// 2.5 s of the API server serving its resource again.
+// reconnectCap bounds the wait between two attempts to reach an API server.
 const reconnectCap = 2 * time.Second
 
-// A watch request sent while a restarted API server was starting can be
-// held by it for seconds after it serves the same watch to a new request
-// (seen: custom resources' watches held 4 s past /readyz). The API server
-// answers a watch request with its headers at once, before any event, so a
-// watch call that has not returned within watchStartTimeout is given up
-// and sent again at once; the timeout doubles with each one given up, to
-// maxWatchStartTimeout, so that an API server slow under load is not sent
-// ever more requests.
+// A restarting API server can hold a watch request for seconds after it
+// would serve a new one, yet it answers a watch with its headers at once. So
+// a watch call not returned within watchStartTimeout is sent again; the
+// timeout doubles each time, to maxWatchStartTimeout, so that an API server
+// slow under load is not sent ever more requests.
 const (
 	watchStartTimeout    = 2 * time.Second
 	maxWatchStartTimeout = 32 * time.Second
@@ -76,10 +62,8 @@ const (
 )
 
 // informerHealth is what one informer's ListerWatcher knows of its
-// connection to the API server. The informer is current while a watch it
-// opened is open: the API server sends every change on it. When its last
-// watch ends, its store holds the state as of that moment (lastCurrent),
-// until a List or a new watch succeeds.
+// connection to the API server: the informer is current while a watch it
+// opened is open, and as of its end (lastCurrent) after.
 type informerHealth struct {
 	name    string // the resource, as the metrics label it
 	what    string // for messages, e.g. "MyApples"
@@ -102,14 +86,11 @@ func newInformerHealth(name, what string, log logr.Logger, m *metrics, clk clock
 // open, and why.
 type InformerStaleness struct {
 	// Informer names the resource watched: configmaps, admissionpolicies,
-	// myapples, namespaces, or lastgood (the ConfigMap of last good
-	// versions).
+	// myapples, namespaces, or lastgood.
 	Informer string
-	// For is 0 while a watch is open; otherwise the time since the
-	// informer's store was last known current.
-	For time.Duration
-	// Since is when the store was last known current (zero while a watch
-	// is open).
+	// For is 0 while a watch is open, else the time since the store was
+	// last known current, at Since.
+	For   time.Duration
 	Since time.Time
 	// LastError is the last error of a List or Watch since then, if any.
 	LastError error
@@ -152,37 +133,27 @@ func (h *informerHealth) watchEnded() {
 	h.lastCurrent = h.clock.Now()
 }
 
-// failed records a failed List or Watch, or an error event on a watch,
-// counts it and logs it: the first of a run of failures at error level, the
-// rest at V(1), so that an outage is one line per informer, not one per
-// attempt.
+// failed records, counts and logs a failed List or Watch or an error event:
+// the first of a run at error level, the rest at V(1), so that an outage is
+// one line per informer, not one per attempt.
 func (h *informerHealth) failed(call string, err error, retrying bool) {
 	reason := watchErrorReason(err)
 	h.metrics.watchErrors.WithLabelValues(h.name, reason).Inc()
 	h.mu.Lock()
 	h.failures++
 	h.lastErr = err
-	first := h.failures == 1
+	failures := h.failures
 	h.mu.Unlock()
-	msg := "Watch failed: the informer relists"
-	if reason != watchErrorExpired {
-		msg = "Listing or watching failed: the informer's cache may be stale until it succeeds"
-	}
+	msg := "Listing or watching failed: the informer's cache may be stale until it succeeds"
 	switch {
 	case reason == watchErrorExpired:
-		h.log.Info(msg, "what", h.what, "call", call, "err", err.Error())
-	case first:
+		h.log.Info("Watch failed: the informer relists", "what", h.what, "call", call, "err", err.Error())
+	case failures == 1:
 		h.log.Error(err, msg, "what", h.what, "call", call, "retrying", retrying, "retryWithin", reconnectCap.String())
 	default:
 		// logr logs errors whatever the verbosity.
-		h.log.V(1).Info(msg, "what", h.what, "call", call, "err", err.Error(), "retrying", retrying, "failedAttempts", h.failuresNow())
+		h.log.V(1).Info(msg, "what", h.what, "call", call, "err", err.Error(), "retrying", retrying, "failedAttempts", failures)
 	}
-}
-
-func (h *informerHealth) failuresNow() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.failures
 }
 
 // watchErrorHandler is the informer's WatchErrorHandler: it sees the
@@ -275,10 +246,9 @@ func listWatch(h *informerHealth, client any,
 	}, client)
 }
 
-// retry calls call until it succeeds, fails with an error the API server
-// being unavailable does not explain, or ctx ends. Errors it returns are
-// left to the Reflector, which reports them through the informer's
-// WatchErrorHandler; the ones it retries it reports itself.
+// retry calls call until it succeeds, fails with an error other than
+// unavailable, or ctx ends. It reports the errors it retries; the Reflector
+// reports the rest through the informer's WatchErrorHandler.
 func retry[T any](ctx context.Context, h *informerHealth, what string, call func() (T, error)) (T, error) {
 	backoff := reconnectBackoff()
 	for {
@@ -355,9 +325,8 @@ func (t *trackedWatch) Stop() {
 	t.closed.Wait()
 }
 
-// Staleness reports, for each informer in start order (configmaps,
-// admissionpolicies, myapples, namespaces, lastgood), how long it has gone without a
-// watch open on the API server.
+// Staleness reports, for each informer in start order, how long it has
+// gone without a watch open on the API server.
 func (c *Cache) Staleness(now time.Time) []InformerStaleness {
 	out := make([]InformerStaleness, len(c.informers))
 	for i, inf := range c.informers {
