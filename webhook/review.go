@@ -1,10 +1,10 @@
 package webhook
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"mime"
 	"net/http"
 	"runtime/debug"
@@ -119,12 +119,16 @@ func (h *reviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.metrics.duration(in.Request.Kind.Kind, time.Since(start))
 }
 
-// readBody reads the whole body, refusing more than maxBytes.
+// readBody reads the whole body, refusing more than maxBytes, into one
+// buffer of the announced length (bounded by maxBytes, and counted by the
+// limiter as in flight), rather than growing one as io.ReadAll does.
 func (h *reviewHandler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if r.ContentLength > h.maxBytes {
 		return nil, &http.MaxBytesError{Limit: h.maxBytes}
 	}
-	return io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBytes))
+	buf := bytes.NewBuffer(make([]byte, 0, max(r.ContentLength, 0)+bytes.MinRead))
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, h.maxBytes))
+	return buf.Bytes(), err
 }
 
 // isJSON reports whether a Content-Type names JSON, parameters accepted.
