@@ -139,23 +139,6 @@ func benchServe(b *testing.B, h http.Handler, body []byte) func() int {
 	}
 }
 
-// benchCELPolicy is one policy of five CEL validations the bench Pod
-// passes, reading the object, the request and the cluster.
-const benchCELPolicy = `
-match: {kinds: [Pod]}
-validations:
-- name: probes
-  expression: "object.spec.containers.all(c, has(c.livenessProbe))"
-- name: app-label
-  expression: "object.metadata.?labels.?app.orValue('') != ''"
-- name: latest
-  expression: "object.spec.containers.all(c, !c.image.endsWith(':latest'))"
-- name: host-network
-  expression: "!has(object.spec.hostNetwork) || !object.spec.hostNetwork"
-- name: apples
-  expression: "cluster.myApples(request.namespace).size() < 100"
-`
-
 // BenchmarkHandlePodCEL is BenchmarkHandlePod with 10 built-in policies,
 // without and with a policy of 5 CEL validations: what CEL adds to an
 // admission (decoding the object for CEL, evaluating).
@@ -164,7 +147,7 @@ func BenchmarkHandlePodCEL(b *testing.B) {
 	for _, withCEL := range []bool{false, true} {
 		name, ps := "builtin=10,cel=0", benchPolicies(10)
 		if withCEL {
-			name, ps = "builtin=10,cel=5", append(ps, testPolicy{testPolicyNamespace, "cel", benchCELPolicy})
+			name, ps = "builtin=10,cel=5", append(ps, testPolicy{testPolicyNamespace, "cel", workload.CELPolicy})
 		}
 		b.Run(name, func(b *testing.B) {
 			srv := newTestServer(b, &setJudge{set: compileSet(b, testPolicyNamespace, ps...), synced: true, cluster: benchCluster{}}, false)

@@ -301,7 +301,7 @@ func directRuns(ctx context.Context, f benchFlags, rep *report, ours, noop *serv
 // policy of 5 CEL validations in force beside the registry policy.
 func apiserverRuns(ctx context.Context, f benchFlags, rep *report, c clients, ours, noop *server, caPEM []byte, logf func(string, ...any)) error {
 	cms := c.kube.CoreV1().ConfigMaps(webhook.DefaultPolicyNamespace)
-	if err := ignoreExists(cms.Create(ctx, devenv.PolicyConfigMap(webhook.DefaultPolicyNamespace, celPolicyCM, celPolicy), metav1.CreateOptions{})); err != nil {
+	if err := ignoreExists(cms.Create(ctx, devenv.PolicyConfigMap(webhook.DefaultPolicyNamespace, celPolicyCM, workload.CELPolicy), metav1.CreateOptions{})); err != nil {
 		return fmt.Errorf("creating the CEL policy: %w", err)
 	}
 	defer func() { _ = cms.Delete(context.WithoutCancel(ctx), celPolicyCM, metav1.DeleteOptions{}) }()

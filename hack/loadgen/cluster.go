@@ -55,26 +55,8 @@ func (c clients) seed(ctx context.Context) error {
 	return nil
 }
 
-// celPolicy is five CEL validations the workload Pod passes, reading the
-// object, the request and the cluster (webhook's BenchmarkHandlePodCEL has
-// the same).
-const (
-	celPolicyCM = "loadgen-cel"
-	celPolicy   = `
-match: {kinds: [Pod]}
-validations:
-- name: probes
-  expression: "object.spec.containers.all(c, has(c.livenessProbe))"
-- name: app-label
-  expression: "object.metadata.?labels.?app.orValue('') != ''"
-- name: latest
-  expression: "object.spec.containers.all(c, !c.image.endsWith(':latest'))"
-- name: host-network
-  expression: "!has(object.spec.hostNetwork) || !object.spec.hostNetwork"
-- name: apples
-  expression: "cluster.myApples(request.namespace).size() < 100"
-`
-)
+// celPolicyCM holds workload.CELPolicy during the API-server stage.
+const celPolicyCM = "loadgen-cel"
 
 func ignoreExists[T any](_ T, err error) error {
 	if apierrors.IsAlreadyExists(err) {

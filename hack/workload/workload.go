@@ -142,3 +142,21 @@ func CreateReview(pod *corev1.Pod, uid string) ([]byte, error) {
 	}
 	return body, nil
 }
+
+// CELPolicy is a policy of five CEL validations that DeploymentPod passes,
+// reading the object, the request and the cluster: what CEL adds to an
+// admission, in the handler benchmarks and the load harness alike.
+const CELPolicy = `
+match: {kinds: [Pod]}
+validations:
+- name: probes
+  expression: "object.spec.containers.all(c, has(c.livenessProbe))"
+- name: app-label
+  expression: "object.metadata.?labels.?app.orValue('') != ''"
+- name: latest
+  expression: "object.spec.containers.all(c, !c.image.endsWith(':latest'))"
+- name: host-network
+  expression: "!has(object.spec.hostNetwork) || !object.spec.hostNetwork"
+- name: apples
+  expression: "cluster.myApples(request.namespace).size() < 100"
+`
