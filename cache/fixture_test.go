@@ -1,11 +1,8 @@
 package cache
 
 import (
-	"context"
 	"fmt"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,29 +51,7 @@ func (f *fixture) newCache(replica string, reg prometheus.Registerer) *Cache {
 // sync.
 func (f *fixture) start() {
 	f.T.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- f.cache.Start(ctx) }()
-	var once sync.Once
-	f.stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					f.T.Errorf("Start returned %v", err)
-				}
-			case <-time.After(10 * time.Second):
-				f.T.Error("Start did not return after its context was cancelled")
-			}
-		})
-	}
-	f.T.Cleanup(f.stop)
-	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
-	defer wcancel()
-	if !f.cache.WaitForSync(wctx) {
-		f.T.Fatal("the cache did not sync")
-	}
+	f.stop = fakecluster.Run(f.T, f.cache, f.cache.Start)
 }
 
 // inForce waits until the snapshot enforces version of src.

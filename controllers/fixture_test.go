@@ -1,11 +1,8 @@
 package controllers
 
 import (
-	"context"
 	"fmt"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -70,34 +67,7 @@ func (f *fixture) newReplica() {
 // and waits for the cache to sync.
 func (f *fixture) start() {
 	f.T.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	runs := []func(context.Context) error{f.cache.Start, f.cs.Replica.Start, f.cs.Status.Start, f.cs.LastGood.Start}
-	done := make(chan error, len(runs))
-	for _, run := range runs {
-		go func() { done <- run(ctx) }()
-	}
-	var once sync.Once
-	f.stop = func() {
-		once.Do(func() {
-			cancel()
-			for range runs {
-				select {
-				case err := <-done:
-					if err != nil {
-						f.T.Errorf("Start returned %v", err)
-					}
-				case <-time.After(10 * time.Second):
-					f.T.Error("Start did not return after its context was cancelled")
-				}
-			}
-		})
-	}
-	f.T.Cleanup(f.stop)
-	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
-	defer wcancel()
-	if !f.cache.WaitForSync(wctx) {
-		f.T.Fatal("the cache did not sync")
-	}
+	f.stop = fakecluster.Run(f.T, f.cache, f.cache.Start, f.cs.Replica.Start, f.cs.Status.Start, f.cs.LastGood.Start)
 }
 
 // restart stops the replica and starts a new one on the same fake cluster.

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -326,4 +327,36 @@ pods:
 // RegistrySpec is the spec of an AdmissionPolicy allowing one registry.
 func RegistrySpec(prefix string) map[string]any {
 	return map[string]any{"pods": map[string]any{"allowedRegistries": []any{prefix}}}
+}
+
+// Run starts each of runs (a cache's or a controller's Start) until the
+// test ends or stop is called, and waits until cached reports it has
+// synced. stop cancels them and checks that each returns nil within 10s.
+func Run(t testing.TB, cached interface{ WaitForSync(context.Context) bool }, runs ...func(context.Context) error) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, len(runs))
+	for _, run := range runs {
+		go func() { done <- run(ctx) }()
+	}
+	stop = sync.OnceFunc(func() {
+		cancel()
+		for range runs {
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Start returned %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Error("Start did not return after its context was cancelled")
+			}
+		}
+	})
+	t.Cleanup(stop)
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	if !cached.WaitForSync(wctx) {
+		t.Fatal("the cache did not sync")
+	}
+	return stop
 }
