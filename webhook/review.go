@@ -119,14 +119,17 @@ func (h *reviewHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.metrics.duration(in.Request.Kind.Kind, time.Since(start))
 }
 
-// readBody reads the whole body, refusing more than maxBytes, into one
-// buffer of the announced length (bounded by maxBytes, and counted by the
-// limiter as in flight), rather than growing one as io.ReadAll does.
+// readBody reads the whole body, refusing more than maxBytes, into a
+// buffer sized up front from the announced length, as far as a typical
+// review goes: a larger one grows as its bytes arrive, so a client that
+// announces megabytes and sends them slowly holds no more than it sent.
+const preallocBody = 64 << 10
+
 func (h *reviewHandler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	if r.ContentLength > h.maxBytes {
 		return nil, &http.MaxBytesError{Limit: h.maxBytes}
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, max(r.ContentLength, 0)+bytes.MinRead))
+	buf := bytes.NewBuffer(make([]byte, 0, min(max(r.ContentLength, 0), preallocBody)+bytes.MinRead))
 	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, h.maxBytes))
 	return buf.Bytes(), err
 }
