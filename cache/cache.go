@@ -77,11 +77,14 @@ func New(cfg Config) (*Cache, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("configuring the policy cache: %w", err)
 	}
+	if cfg.Compiler == nil {
+		cfg.Compiler = carrier.New()
+	}
 	c := &Cache{
 		cfg:      cfg,
 		log:      cfg.Log,
 		images:   policy.NewImageCache(imageCacheSize),
-		compiler: carrier.New(),
+		compiler: cfg.Compiler,
 		sources:  newSourceTable(),
 		apples:   newAppleIndex(),
 		lastGood: newLastGoodTable(),

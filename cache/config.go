@@ -8,6 +8,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/metadata"
+
+	"github.com/policy-webhook/policy-webhook/policy/carrier"
 )
 
 // Config is what a Cache needs from its caller. The clients must not be
@@ -18,6 +20,10 @@ type Config struct {
 	Dynamic dynamic.Interface
 	// Metadata lists and watches Namespaces, metadata only.
 	Metadata metadata.Interface
+	// Compiler compiles policy sources; nil is a new one. The webhook's
+	// admission of policy objects shares it, so CEL environments are built
+	// once per process.
+	Compiler *carrier.Compiler
 	// PolicyNamespace is the webhook's own namespace: ConfigMap policies
 	// there apply cluster-wide, elsewhere only to their own namespace.
 	PolicyNamespace string

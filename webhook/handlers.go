@@ -6,6 +6,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/policy-webhook/policy-webhook/policy"
+	"github.com/policy-webhook/policy-webhook/policy/carrier"
 )
 
 // DefaultPolicyNamespace is the webhook's own namespace unless configured
@@ -21,10 +22,10 @@ const (
 
 // Handlers builds the http.Handler of every path: Pods judged by judge,
 // MyApples by apples (the quota ledger); a nil im gives no impact warnings.
-func Handlers(judge, apples Judge, im *Impact, policyNamespace string, failOpen bool, m *Metrics, log logr.Logger) map[string]http.Handler {
+func Handlers(judge, apples Judge, im *Impact, compiler *carrier.Compiler, policyNamespace string, failOpen bool, m *Metrics, log logr.Logger) map[string]http.Handler {
 	return map[string]http.Handler{
 		PathPods:     newReviewHandler(&admitHandler{policy.KindPod, judge, failOpen, m, log.WithName("pods")}, m, log),
 		PathMyApples: newReviewHandler(&admitHandler{policy.KindMyApple, apples, failOpen, m, log.WithName("myapples")}, m, log),
-		PathPolicies: newReviewHandler(newPolicyHandler(policyNamespace, im, m, log.WithName("policies")), m, log),
+		PathPolicies: newReviewHandler(newPolicyHandler(compiler, policyNamespace, im, m, log.WithName("policies")), m, log),
 	}
 }

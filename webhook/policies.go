@@ -28,7 +28,7 @@ type policyHandler struct {
 	// here can make cost memory, so parallel ones wait rather than multiply it.
 	parses   chan struct{}
 	wait     time.Duration     // how long a request waits for a token
-	compiler *carrier.Compiler // the cache holds its own
+	compiler *carrier.Compiler // the cache's, so a policy is compiled alike at admission and in force
 	impact   *Impact           // nil: no impact warnings
 }
 
@@ -39,9 +39,9 @@ const (
 	parseWait = 3 * time.Second
 )
 
-func newPolicyHandler(policyNamespace string, im *Impact, m *Metrics, log logr.Logger) *policyHandler {
+func newPolicyHandler(compiler *carrier.Compiler, policyNamespace string, im *Impact, m *Metrics, log logr.Logger) *policyHandler {
 	return &policyHandler{policyNamespace: policyNamespace, impact: im, metrics: m, log: log,
-		parses: make(chan struct{}, maxConcurrentParses), wait: parseWait, compiler: carrier.New()}
+		parses: make(chan struct{}, maxConcurrentParses), wait: parseWait, compiler: compiler}
 }
 
 const resourceAdmissionPolicies = "admissionpolicies"

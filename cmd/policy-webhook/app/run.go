@@ -23,6 +23,7 @@ import (
 	"github.com/policy-webhook/policy-webhook/certs"
 	"github.com/policy-webhook/policy-webhook/controllers"
 	"github.com/policy-webhook/policy-webhook/controllers/reports"
+	"github.com/policy-webhook/policy-webhook/policy/carrier"
 	"github.com/policy-webhook/policy-webhook/quota"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
@@ -54,7 +55,8 @@ func Run(ctx context.Context, opts Options) error {
 
 	reg := &registrations{Registerer: opts.MetricsRegistry}
 	defer reg.unregisterAll()
-	pc, cs, auditor, kube, err := newCache(cfg, opts, reg)
+	compiler := carrier.New()
+	pc, cs, auditor, kube, err := newCache(cfg, opts, compiler, reg)
 	if err != nil {
 		return err
 	}
@@ -100,7 +102,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	for path, h := range webhook.Handlers(pc, ledger, webhook.NewImpact(kube.CoreV1().RESTClient(), pc), opts.PolicyNamespace, opts.FailOpenBeforeSync, m, log.WithName("admission")) {
+	for path, h := range webhook.Handlers(pc, ledger, webhook.NewImpact(kube.CoreV1().RESTClient(), pc), compiler, opts.PolicyNamespace, opts.FailOpenBeforeSync, m, log.WithName("admission")) {
 		server.Register(path, h)
 	}
 	if err := mgr.Add(serving); err != nil {
@@ -247,7 +249,7 @@ const defaultRenewDeadline = 10 * time.Second
 
 // newCache builds the clients, sharing one HTTP client, the policy cache
 // and the writers: the controllers and the audit (nil when off).
-func newCache(cfg *rest.Config, opts Options, reg prometheus.Registerer) (*cache.Cache, *controllers.Controllers, *reports.Auditor, kubernetes.Interface, error) {
+func newCache(cfg *rest.Config, opts Options, compiler *carrier.Compiler, reg prometheus.Registerer) (*cache.Cache, *controllers.Controllers, *reports.Auditor, kubernetes.Interface, error) {
 	httpClient, err := rest.HTTPClientFor(cfg)
 	if err != nil {
 		return nil, nil, nil, nil, fmt.Errorf("creating the HTTP client for the API server: %w", err)
@@ -267,6 +269,7 @@ func newCache(cfg *rest.Config, opts Options, reg prometheus.Registerer) (*cache
 	pc, err := cache.New(cache.Config{
 		Dynamic:         dyn,
 		Metadata:        md,
+		Compiler:        compiler,
 		PolicyNamespace: opts.PolicyNamespace,
 		Log:             opts.Log.WithName("cache"),
 		Metrics:         reg,
