@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	kubefake "k8s.io/client-go/kubernetes/fake"
 	metadatafake "k8s.io/client-go/metadata/fake"
@@ -49,13 +50,20 @@ type Cluster struct {
 	Kube *kubefake.Clientset
 	rv   atomic.Int64
 	uids atomic.Int64
+
+	// Informers list, then watch; a fake tracker replays nothing of a
+	// delete made between the two, so writes wait for the watch.
+	mu      sync.Mutex
+	lists   map[schema.GroupVersionResource]int
+	watches map[schema.GroupVersionResource]int
 }
 
 // New makes a cluster that starts with objs: unstructured objects for the
 // dynamic client, PartialObjectMetadata for the metadata one.
 func New(t testing.TB, objs ...runtime.Object) *Cluster {
 	t.Helper()
-	f := &Cluster{T: t, Kube: kubefake.NewClientset()}
+	f := &Cluster{T: t, Kube: kubefake.NewClientset(),
+		lists: map[schema.GroupVersionResource]int{}, watches: map[schema.GroupVersionResource]int{}}
 	f.rv.Store(100)
 	var dynObjs, metaObjs []runtime.Object
 	for _, o := range objs {
@@ -79,7 +87,48 @@ func New(t testing.TB, objs ...runtime.Object) *Cluster {
 		t.Fatalf("building the metadata scheme: %v", err)
 	}
 	f.Meta = metadatafake.NewSimpleMetadataClient(metaScheme, metaObjs...)
+	f.Dyn.PrependReactor("list", "*", f.countList)
+	f.Dyn.PrependWatchReactor("*", f.watch(f.Dyn.Tracker()))
+	f.Meta.PrependReactor("list", "*", f.countList)
+	f.Meta.PrependWatchReactor("*", f.watch(f.Meta.Tracker()))
 	return f
+}
+
+func (f *Cluster) countList(a k8stesting.Action) (bool, runtime.Object, error) {
+	f.mu.Lock()
+	f.lists[a.GetResource()]++
+	f.mu.Unlock()
+	return false, nil, nil
+}
+
+// watch opens a watch as the fake clients' own reactor does, and counts it
+// once the tracker holds it.
+func (f *Cluster) watch(o k8stesting.ObjectTracker) k8stesting.WatchReactionFunc {
+	return func(a k8stesting.Action) (bool, watch.Interface, error) {
+		var opts metav1.ListOptions
+		if wa, ok := a.(k8stesting.WatchActionImpl); ok {
+			opts = wa.ListOptions
+		}
+		w, err := o.Watch(a.GetResource(), a.GetNamespace(), opts)
+		if err != nil {
+			return true, nil, err
+		}
+		f.mu.Lock()
+		f.watches[a.GetResource()]++
+		f.mu.Unlock()
+		return true, w, nil
+	}
+}
+
+// awaitWatch waits until every informer that listed gvr watches it, so a
+// write reaches them all.
+func (f *Cluster) awaitWatch(gvr schema.GroupVersionResource) {
+	f.T.Helper()
+	Eventually(f.T, "informers watch "+gvr.Resource, func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.watches[gvr] >= f.lists[gvr]
+	})
 }
 
 // applyStatus stands in for server-side apply of AdmissionPolicy status,
@@ -167,6 +216,7 @@ func resourceOf(u *unstructured.Unstructured) schema.GroupVersionResource {
 
 func (f *Cluster) Create(u *unstructured.Unstructured) *unstructured.Unstructured {
 	f.T.Helper()
+	f.awaitWatch(resourceOf(u))
 	f.Stamp(u)
 	if _, err := f.Dyn.Resource(resourceOf(u)).Namespace(u.GetNamespace()).Create(context.Background(), u, metav1.CreateOptions{}); err != nil {
 		f.T.Fatalf("creating %s %s/%s: %v", u.GetKind(), u.GetNamespace(), u.GetName(), err)
@@ -176,6 +226,7 @@ func (f *Cluster) Create(u *unstructured.Unstructured) *unstructured.Unstructure
 
 func (f *Cluster) Update(u *unstructured.Unstructured) *unstructured.Unstructured {
 	f.T.Helper()
+	f.awaitWatch(resourceOf(u))
 	f.Stamp(u)
 	if _, err := f.Dyn.Resource(resourceOf(u)).Namespace(u.GetNamespace()).Update(context.Background(), u, metav1.UpdateOptions{}); err != nil {
 		f.T.Fatalf("updating %s %s/%s: %v", u.GetKind(), u.GetNamespace(), u.GetName(), err)
@@ -185,6 +236,7 @@ func (f *Cluster) Update(u *unstructured.Unstructured) *unstructured.Unstructure
 
 func (f *Cluster) Delete(u *unstructured.Unstructured) {
 	f.T.Helper()
+	f.awaitWatch(resourceOf(u))
 	if err := f.Dyn.Resource(resourceOf(u)).Namespace(u.GetNamespace()).Delete(context.Background(), u.GetName(), metav1.DeleteOptions{}); err != nil {
 		f.T.Fatalf("deleting %s %s/%s: %v", u.GetKind(), u.GetNamespace(), u.GetName(), err)
 	}
@@ -192,6 +244,7 @@ func (f *Cluster) Delete(u *unstructured.Unstructured) {
 
 func (f *Cluster) UpdateNamespace(ns *metav1.PartialObjectMetadata) {
 	f.T.Helper()
+	f.awaitWatch(Namespaces)
 	f.Stamp(ns)
 	if err := f.Meta.Tracker().Update(Namespaces, ns, ""); err != nil {
 		f.T.Fatalf("updating namespace %s: %v", ns.Name, err)
