@@ -151,7 +151,7 @@ func Decode(kind policy.Kind, raw, oldRaw []byte, namespace string) (*policy.Req
 	}
 	if req.Controller != nil {
 		req.Controller.Meta.Namespace = meta.Namespace
-		if req.OldPod.Namespace == "" {
+		if req.OldPod != nil && req.OldPod.Namespace == "" {
 			req.OldPod.Namespace = meta.Namespace
 		}
 	}
