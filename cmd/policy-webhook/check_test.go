@@ -33,6 +33,56 @@ func writeFile(t *testing.T, dir, name, content string) string {
 	return p
 }
 
+// podControllers: a Deployment, a CronJob and a List of StatefulSets, as
+// `helm template` or `kustomize build` print them.
+const podControllers = `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: evil.io/nginx:latest}]
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: nightly}
+spec:
+  schedule: "@daily"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          initContainers: [{name: fetch, image: docker.io/library/busybox:1}]
+          containers: [{name: job, image: registry.example.com/job:1}]
+---
+apiVersion: v1
+kind: List
+items:
+- apiVersion: apps/v1
+  kind: StatefulSet
+  metadata: {name: db}
+  spec:
+    selector: {matchLabels: {app: db}}
+    serviceName: db
+    template:
+      metadata: {labels: {app: db}}
+      spec:
+        containers: [{name: db, image: registry.example.com/db:1}]
+- apiVersion: apps/v1
+  kind: StatefulSet
+  metadata: {name: cache}
+  spec:
+    selector: {matchLabels: {app: cache}}
+    serviceName: cache
+    template:
+      metadata: {labels: {app: cache}}
+      spec:
+        containers: [{name: cache, image: registry.example.com/cache:1}, {name: exporter, image: quay.io/exporter:1}]
+`
+
 func TestCheckCommand(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, dir, "policies/nested/registries.yaml", cliPolicy)
@@ -41,6 +91,7 @@ func TestCheckCommand(t *testing.T) {
 	bad := writeFile(t, dir, "bad.json", `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"bad"},"spec":{"containers":[{"name":"a","image":"registry.example.com.evil.io/app:1"}]}}`)
 	typo := writeFile(t, dir, "typo.yaml", strings.Replace(cliPolicy, "allowedRegistries", "allowedRegistrie", 1))
 	policies := filepath.Join(dir, "policies")
+	controllers := writeFile(t, dir, "controllers.yaml", podControllers)
 
 	tests := []struct {
 		name       string
@@ -59,6 +110,12 @@ func TestCheckCommand(t *testing.T) {
 		{"json", []string{"-p", policies, "-n", "team-a", "-o", "json", bad}, "", 1, []string{`"results": [`, `"rule": "pods.allowedRegistries"`, `"allowed": false`}, nil},
 		{"invalid policy", []string{"-p", typo, good}, "", 2, nil,
 			[]string{"typo.yaml: document 1: ConfigMap team-a/registries is not a valid policy: policy.yaml: pods.allowedRegistrie: unknown field"}},
+		{"pod controllers", []string{"-p", policies, "-n", "team-a", controllers}, "", 1, []string{
+			"DENY Deployment team-a/web\n  ConfigMap team-a/registries pods.allowedRegistries spec.template.spec.containers[0].image: ",
+			"DENY CronJob team-a/nightly\n  ConfigMap team-a/registries pods.allowedRegistries spec.jobTemplate.spec.template.spec.initContainers[0].image: ",
+			"ALLOW StatefulSet team-a/db\n",
+			"DENY StatefulSet team-a/cache\n  ConfigMap team-a/registries pods.allowedRegistries spec.template.spec.containers[1].image: ",
+		}, nil},
 		{"missing -p", []string{good}, "", 2, nil, []string{"at least one -p PATH is required"}},
 		{"missing files", []string{"-p", policies}, "", 2, nil, []string{"at least one FILE"}},
 		{"bad format", []string{"-p", policies, "-o", "yaml", good}, "", 2, nil, []string{`-o "yaml": must be text or json`}},
