@@ -247,6 +247,33 @@ func TestAdmitHandlers(t *testing.T) {
 			verdict: "error", kind: "Pod", op: "CREATE",
 		},
 		{
+			name: "deployment judged by its template",
+			path: PathPodControllers,
+			req: func(t *testing.T) *admissionv1.AdmissionRequest {
+				return deploymentRequest(t, admissionv1.Create, withImage(goodPod(), "evil.io/nginx:1"), nil)
+			},
+			code: 403, reason: metav1.StatusReasonForbidden,
+			message: []string{"Deployment team-a/web: its Pod template breaks policy: policy violation: ConfigMap policy-system/registries pods.allowedRegistries spec.template.spec.containers[0].image: "},
+			verdict: "denied", kind: "Deployment", op: "CREATE",
+		},
+		{
+			name: "deployment scaled: template unchanged",
+			path: PathPodControllers,
+			req: func(t *testing.T) *admissionv1.AdmissionRequest {
+				bad := withImage(goodPod(), "evil.io/nginx:1")
+				return deploymentRequest(t, admissionv1.Update, bad, bad)
+			},
+			allowed: true, verdict: "allowed", kind: "Deployment", op: "UPDATE",
+		},
+		{
+			name: "compliant deployment allowed",
+			path: PathPodControllers,
+			req: func(t *testing.T) *admissionv1.AdmissionRequest {
+				return deploymentRequest(t, admissionv1.Create, goodPod(), nil)
+			},
+			allowed: true, verdict: "allowed", kind: "Deployment", op: "CREATE",
+		},
+		{
 			name: "myapple allowed",
 			path: PathMyApples,
 			req: func(t *testing.T) *admissionv1.AdmissionRequest {
@@ -403,14 +430,16 @@ func TestWrongResourceForPathIsRefused(t *testing.T) {
 		{PathPods, appleRequest(t, admissionv1.Create, apple("blue", 1), nil), "this path judges Pod objects, not myapples.stable.example.com"},
 		{PathMyApples, podRequest(t, admissionv1.Create, "", withImage(goodPod(), "evil.io/x:1"), nil), "this path judges MyApple objects, not pods"},
 		{PathPods, configMapRequest(t, admissionv1.Create, labelledConfigMap("team-a", "x", true, nil)), "this path judges Pod objects, not configmaps"},
+		{PathPodControllers, podRequest(t, admissionv1.Create, "", withImage(goodPod(), "evil.io/x:1"), nil), "this path judges Pod controllers, not pods"},
+		{PathPods, deploymentRequest(t, admissionv1.Create, withImage(goodPod(), "evil.io/x:1"), nil), "this path judges Pod objects, not deployments.apps"},
 	} {
 		rec := srv.post(t, tc.path, reviewBody(t, tc.req))
 		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), tc.want) {
 			t.Errorf("%s: HTTP %d %q, want 400 with %q", tc.path, rec.Code, rec.Body, tc.want)
 		}
 	}
-	if got := testutil.ToFloat64(srv.metrics.requestErrors.WithLabelValues(errWrongResource)); got != 3 {
-		t.Errorf("request_errors_total{reason=wrong_resource} = %v, want 3", got)
+	if got := testutil.ToFloat64(srv.metrics.requestErrors.WithLabelValues(errWrongResource)); got != 5 {
+		t.Errorf("request_errors_total{reason=wrong_resource} = %v, want 5", got)
 	}
 }
 

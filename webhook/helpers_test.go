@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	admissionv1 "k8s.io/api/admission/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -203,6 +204,32 @@ func podRequest(t testing.TB, op admissionv1.Operation, subResource string, pod,
 	}
 	if old != nil {
 		r.OldObject = raw(t, old)
+	}
+	return r
+}
+
+// deploymentRequest is the admission of a Deployment named web whose
+// template is pod (old's on UPDATE).
+func deploymentRequest(t testing.TB, op admissionv1.Operation, pod, old *corev1.Pod) *admissionv1.AdmissionRequest {
+	t.Helper()
+	deployment := func(p *corev1.Pod) *appsv1.Deployment {
+		return &appsv1.Deployment{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
+			ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: p.Namespace},
+			Spec: appsv1.DeploymentSpec{Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: p.Labels}, Spec: p.Spec,
+			}},
+		}
+	}
+	r := &admissionv1.AdmissionRequest{
+		UID: nextUID(), Kind: metav1.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"},
+		Resource: metav1.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"},
+		Name:     "web", Namespace: pod.Namespace, Operation: op,
+		UserInfo: authUser("alice"),
+		Object:   raw(t, deployment(pod)),
+	}
+	if old != nil {
+		r.OldObject = raw(t, deployment(old))
 	}
 	return r
 }
