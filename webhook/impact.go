@@ -43,6 +43,7 @@ func (i *Impact) warnings(ctx context.Context, p *policy.Policy) []string {
 	var (
 		hits           []string
 		count, checked int
+		byKind         = map[string]int{}
 		err            error
 	)
 	for _, kind := range audit.Kinds() {
@@ -56,6 +57,7 @@ func (i *Impact) warnings(ctx context.Context, p *policy.Policy) []string {
 			req.Context = ctx
 			checked++
 			if d := set.Evaluate(req, i.cluster); len(d.Violations) > 0 {
+				byKind[o.Kind]++
 				if count++; len(hits) < impactNamed {
 					hits = append(hits, fmt.Sprintf("%s %s/%s (%s)", o.Kind, o.Namespace, o.Name, d.Violations[0].Rule))
 				}
@@ -68,11 +70,7 @@ func (i *Impact) warnings(ctx context.Context, p *policy.Policy) []string {
 	}
 	var out []string
 	if count > 0 {
-		objects := "objects"
-		if count == 1 {
-			objects = "object"
-		}
-		msg := fmt.Sprintf("this policy would %s %d existing %s: %s", verb(p.Enforcement), count, objects, strings.Join(hits, ", "))
+		msg := fmt.Sprintf("this policy would %s %s among existing objects: %s", verb(p.Enforcement), countByKind(byKind), strings.Join(hits, ", "))
 		if count > len(hits) {
 			msg += fmt.Sprintf(" and %d more", count-len(hits))
 		}
@@ -82,6 +80,31 @@ func (i *Impact) warnings(ctx context.Context, p *policy.Policy) []string {
 		out = append(out, fmt.Sprintf("policy-webhook checked only %d existing objects against this policy: %v", checked, reason(err)))
 	}
 	return out
+}
+
+// countByKind says "2 Deployments, 1 CronJob and 12 Pods": what users
+// write first, then what it creates.
+func countByKind(n map[string]int) string {
+	var parts []string
+	for _, c := range policy.PodControllers() {
+		parts = appendCount(parts, n[string(c.Kind)], string(c.Kind))
+	}
+	parts = appendCount(parts, n[policy.KindPod], policy.KindPod)
+	parts = appendCount(parts, n[policy.KindMyApple], policy.KindMyApple)
+	if len(parts) == 1 {
+		return parts[0]
+	}
+	return strings.Join(parts[:len(parts)-1], ", ") + " and " + parts[len(parts)-1]
+}
+
+func appendCount(parts []string, n int, kind string) []string {
+	switch {
+	case n == 1:
+		return append(parts, "1 "+kind)
+	case n > 1:
+		return append(parts, fmt.Sprintf("%d %ss", n, kind))
+	}
+	return parts
 }
 
 func verb(e v1alpha1.Enforcement) string {

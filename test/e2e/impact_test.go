@@ -50,7 +50,7 @@ func TestImpactWarningOnDryRun(t *testing.T) {
 	if _, err := client.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
 		t.Fatalf("dry-run apply of the policy: %v", err)
 	}
-	want := "this policy would deny 2 existing objects: Pod " + ns + "/"
+	want := "this policy would deny 2 Pods among existing objects: Pod " + ns + "/"
 	seen.mu.Lock()
 	got := strings.Join(seen.list, "\n")
 	seen.mu.Unlock()
