@@ -169,6 +169,37 @@ func BenchmarkHandlePodCEL(b *testing.B) {
 	}
 }
 
+// BenchmarkHandlePodController is a Deployment admission against 10
+// policies beside a Pod admission of the same template: what judging the
+// controller by its template adds (the Deployment's own fields to decode).
+func BenchmarkHandlePodController(b *testing.B) {
+	pod := workload.DeploymentPod(false, 2)
+	podBody := benchReview(b)
+	deployBody, err := workload.CreateDeploymentReview(workload.Deployment("web", pod, 3), "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, path string
+		body       []byte
+	}{{"Pod", PathPods, podBody}, {"Deployment", PathPodControllers, deployBody}} {
+		b.Run(tc.name, func(b *testing.B) {
+			srv := newTestServer(b, &setJudge{set: compileSet(b, testPolicyNamespace, benchPolicies(10)...), synced: true, cluster: benchCluster{}}, false)
+			var out admissionv1.AdmissionReview
+			rec := srv.post(b, tc.path, tc.body)
+			if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || !out.Response.Allowed || !strings.Contains(out.Response.AuditAnnotations["policies"], "policy-9") {
+				b.Fatalf("bench %s not allowed, or not judged: %s", tc.name, rec.Body)
+			}
+			serve := benchServe(b, srv.handlers[tc.path], tc.body)
+			b.SetBytes(int64(len(tc.body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				serve()
+			}
+		})
+	}
+}
+
 // BenchmarkEvaluateOnly is the policy part alone for the same Pod, so the
 // cost of the HTTP and JSON work is the difference to BenchmarkHandlePod.
 func BenchmarkEvaluateOnly(b *testing.B) {

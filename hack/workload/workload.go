@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	admissionv1 "k8s.io/api/admission/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -111,29 +112,55 @@ func DeploymentPod(denied bool, containers int) *corev1.Pod {
 // CreateReview is the AdmissionReview the API server would send for a
 // CREATE of pod by the ReplicaSet controller.
 func CreateReview(pod *corev1.Pod, uid string) ([]byte, error) {
-	obj, err := json.Marshal(pod)
+	return createReview(pod, pod.Namespace, metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+		metav1.GroupVersionResource{Version: "v1", Resource: "pods"}, authenticationv1.UserInfo{
+			Username: "system:serviceaccount:kube-system:replicaset-controller",
+			UID:      "9b3f5a6e-2c1d-4e8f-a7b6-1d2c3e4f5a6b",
+			Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"},
+		}, uid)
+}
+
+// Deployment is a Deployment of replicas Pods like pod, as `kubectl apply`
+// sends it: the template is pod's labels and spec.
+func Deployment(name string, pod *corev1.Pod, replicas int32) *appsv1.Deployment {
+	labels := map[string]string{"app": pod.Labels["app"]}
+	return &appsv1.Deployment{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: pod.Namespace, Labels: labels},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(replicas),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: pod.Labels, Annotations: pod.Annotations}, Spec: pod.Spec},
+		},
+	}
+}
+
+// CreateDeploymentReview is the AdmissionReview the API server would send
+// for a CREATE of d by a user.
+func CreateDeploymentReview(d *appsv1.Deployment, uid string) ([]byte, error) {
+	return createReview(d, d.Namespace, metav1.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"},
+		metav1.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"},
+		authenticationv1.UserInfo{Username: "alice", Groups: []string{"team-a", "system:authenticated"}}, uid)
+}
+
+func createReview(obj any, namespace string, gvk metav1.GroupVersionKind, gvr metav1.GroupVersionResource, user authenticationv1.UserInfo, uid string) ([]byte, error) {
+	raw, err := json.Marshal(obj)
 	if err != nil {
-		return nil, fmt.Errorf("encoding the Pod: %w", err)
+		return nil, fmt.Errorf("encoding the %s: %w", gvk.Kind, err)
 	}
 	opts, err := json.Marshal(metav1.CreateOptions{TypeMeta: metav1.TypeMeta{APIVersion: "meta.k8s.io/v1", Kind: "CreateOptions"}})
 	if err != nil {
 		return nil, fmt.Errorf("encoding the CreateOptions: %w", err)
 	}
-	gvk := metav1.GroupVersionKind{Version: "v1", Kind: "Pod"}
-	gvr := metav1.GroupVersionResource{Version: "v1", Resource: "pods"}
 	review := admissionv1.AdmissionReview{
 		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
 		Request: &admissionv1.AdmissionRequest{
 			UID: types.UID(uid), Kind: gvk, Resource: gvr, RequestKind: &gvk, RequestResource: &gvr,
-			Namespace: pod.Namespace, Operation: admissionv1.Create,
-			UserInfo: authenticationv1.UserInfo{
-				Username: "system:serviceaccount:kube-system:replicaset-controller",
-				UID:      "9b3f5a6e-2c1d-4e8f-a7b6-1d2c3e4f5a6b",
-				Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"},
-			},
-			Object:  runtime.RawExtension{Raw: obj},
-			DryRun:  ptr.To(false),
-			Options: runtime.RawExtension{Raw: opts},
+			Namespace: namespace, Operation: admissionv1.Create,
+			UserInfo: user,
+			Object:   runtime.RawExtension{Raw: raw},
+			DryRun:   ptr.To(false),
+			Options:  runtime.RawExtension{Raw: opts},
 		},
 	}
 	body, err := json.Marshal(&review)
