@@ -49,8 +49,27 @@ type Lister struct {
 // cluster without the MyApple CRD has no MyApples to judge.
 var ErrNotServed = errors.New("the API server does not serve this resource")
 
-// Kinds are the kinds a sweep reads, in the order it reads them.
-var Kinds = []string{policy.KindPod, policy.KindMyApple}
+// Kinds are the kinds a sweep reads, in the order it reads them: Pods,
+// MyApples, then the Pod controllers, judged by their templates.
+func Kinds() []string {
+	kinds := []string{policy.KindPod, policy.KindMyApple}
+	for _, c := range policy.PodControllers() {
+		kinds = append(kinds, string(c.Kind))
+	}
+	return kinds
+}
+
+// APIVersion is the apiVersion objects of a kind Kinds names carry.
+func APIVersion(kind string) string {
+	switch kind {
+	case policy.KindPod:
+		return "v1"
+	case policy.KindMyApple:
+		return policy.GroupMyApple + "/" + policy.VersionMyApple
+	}
+	c, _ := policy.PodControllerOf(policy.Kind(kind))
+	return c.APIVersion()
+}
 
 // listPath is the list path of a judged kind in namespace, or in the
 // whole cluster when namespace is "".
@@ -65,7 +84,13 @@ func listPath(kind, namespace string) (string, error) {
 	case policy.KindMyApple:
 		return "/apis/" + policy.GroupMyApple + "/" + policy.VersionMyApple + "/" + ns + policy.ResourceApples, nil
 	}
-	return "", fmt.Errorf("kind %q is not judged: only Pod and MyApple are", kind)
+	if c, ok := policy.PodControllerOf(policy.Kind(kind)); ok {
+		if c.Group == "" {
+			return "/api/" + c.Version + "/" + ns + c.Resource, nil
+		}
+		return "/apis/" + c.Group + "/" + c.Version + "/" + ns + c.Resource, nil
+	}
+	return "", fmt.Errorf("kind %q is not judged: only Pods, MyApples and Pod controllers are", kind)
 }
 
 // page is one list response, read as it arrives.
@@ -211,18 +236,19 @@ func (l *Lister) fetch(ctx context.Context, kind, path string, limit int64, obje
 	}
 }
 
+// decode reads a listed object as admission would read its CREATE; CEL
+// policies decode it again only if one applies.
 func decode(kind string, raw []byte) (*Object, error) {
-	pod, apple, err := review.DecodeObject(policy.Kind(kind), raw)
+	req, err := review.Decode(policy.Kind(kind), raw, nil, "")
 	if err != nil {
 		return nil, err
 	}
-	req := &policy.Request{Kind: policy.Kind(kind), Operation: policy.Create, Pod: pod, MyApple: apple}
-	// CEL policies read the object, decoded only if one applies.
-	req.Unstructured = review.Unstructured(raw, nil, "")
 	meta := req.Object()
+	if req.Controller != nil {
+		meta = &req.Controller.Meta
+	}
 	if meta.Name == "" {
 		return nil, errors.New("an object without metadata.name")
 	}
-	req.Namespace = meta.Namespace
 	return &Object{Kind: kind, Namespace: meta.Namespace, Name: meta.Name, UID: types.UID(meta.UID), Request: req}, nil
 }

@@ -19,11 +19,12 @@ type Totals struct {
 	NotServed []string
 }
 
-// Sweep judges every Pod, then every MyApple, and hands each object with
+// Sweep judges every object of Kinds, kind after kind, and hands each object with
 // its decision to fn, one at a time: nothing is kept but what fn keeps.
 func Sweep(ctx context.Context, l *Lister, judge Judge, fn func(*Object, *policy.Decision) error) (Totals, error) {
-	t := Totals{Judged: make(map[string]int, len(Kinds))}
-	for _, kind := range Kinds {
+	kinds := Kinds()
+	t := Totals{Judged: make(map[string]int, len(kinds))}
+	for _, kind := range kinds {
 		err := l.Each(ctx, kind, "", func(o *Object) error {
 			d := judge(o.Request)
 			t.Judged[kind]++

@@ -3,6 +3,7 @@ package check
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	admissionv1 "k8s.io/api/admission/v1"
 
@@ -77,9 +78,11 @@ func (c *Checker) Policies() int { return c.set.Len() }
 // Judge judges one document. It returns nil for Namespaces (recorded for
 // namespaceSelector) and other kinds (noted).
 func (c *Checker) Judge(d Document) (*Result, error) {
+	c2, controller := policy.PodControllerOf(policy.Kind(d.Kind))
 	switch {
 	case d.Kind == policy.KindPod && d.APIVersion == "v1",
-		d.Kind == policy.KindMyApple && d.APIVersion == policy.GroupMyApple+"/v1":
+		d.Kind == policy.KindMyApple && d.APIVersion == policy.GroupMyApple+"/v1",
+		controller && d.APIVersion == c2.APIVersion():
 		return c.judgeObject(d)
 	case d.Kind == "AdmissionReview" && d.APIVersion == admissionv1.SchemeGroupVersion.String():
 		return c.judgeReview(d)
@@ -92,7 +95,7 @@ func (c *Checker) Judge(d Document) (*Result, error) {
 		return nil, nil
 	}
 	if !c.isLoadedPolicy(d) {
-		c.opts.notef("%s: skipping %s %s: only Pods, MyApples, Namespaces and AdmissionReviews are judged", d.Where, d.APIVersion, d.Kind)
+		c.opts.notef("%s: skipping %s %s: only Pods, Pod controllers (Deployment, ReplicaSet, StatefulSet, DaemonSet, Job, CronJob, ReplicationController), MyApples, Namespaces and AdmissionReviews are judged", d.Where, d.APIVersion, d.Kind)
 	}
 	return nil, nil
 }
@@ -114,32 +117,27 @@ func (c *Checker) isLoadedPolicy(d Document) bool {
 	return c.loaded[src]
 }
 
-// judgeObject judges a Pod or MyApple as `kubectl apply` would submit it:
-// a CREATE, or an UPDATE of the version admitted earlier in the input.
+// judgeObject judges a Pod, a MyApple or a Pod controller as `kubectl
+// apply` would submit it: a CREATE, or an UPDATE of the version admitted
+// earlier in the input.
 func (c *Checker) judgeObject(d Document) (*Result, error) {
-	kind := policy.Kind(d.Kind)
-	pod, apple, err := review.DecodeObject(kind, d.Raw)
+	var m objectMeta
+	if err := json.Unmarshal(d.Raw, &m); err != nil {
+		return nil, fmt.Errorf("%s: %w", d.Where, err)
+	}
+	if m.Metadata.Name == "" && m.Metadata.GenerateName == "" {
+		return nil, fmt.Errorf("%s: %s: metadata.name: required", d.Where, d.Kind)
+	}
+	ns := m.Metadata.Namespace
+	if ns == "" {
+		ns = c.opts.DefaultNamespace
+	}
+	// applied holds no unnamed objects, so generateName ones are CREATEs.
+	oldRaw := c.applied[objectKey{policy.Kind(d.Kind), ns, m.Metadata.Name}]
+	req, err := review.Decode(policy.Kind(d.Kind), d.Raw, oldRaw, ns)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", d.Where, err)
 	}
-	req := &policy.Request{Kind: kind, Operation: policy.Create, Pod: pod, MyApple: apple}
-	meta := req.Object()
-	if meta.Namespace == "" {
-		meta.Namespace = c.opts.DefaultNamespace
-	}
-	req.Namespace = meta.Namespace
-	if meta.Name == "" && meta.GenerateName == "" {
-		return nil, fmt.Errorf("%s: %s: metadata.name: required", d.Where, d.Kind)
-	}
-	// applied holds no unnamed objects, so generateName ones are CREATEs.
-	oldRaw, ok := c.applied[objectKey{kind, req.Namespace, meta.Name}]
-	if ok {
-		req.Operation = policy.Update
-		if req.OldPod, req.OldMyApple, err = review.DecodeObject(kind, oldRaw); err != nil {
-			return nil, fmt.Errorf("%s: decoding the earlier version: %w", d.Where, err)
-		}
-	}
-	req.Unstructured = review.Unstructured(d.Raw, oldRaw, req.Namespace)
 	return c.decide(req, d.Raw), nil
 }
 
@@ -175,8 +173,8 @@ func (c *Checker) judgeReview(d Document) (*Result, error) {
 // decide judges req and records what it admits, raw being the object as given.
 func (c *Checker) decide(req *policy.Request, raw []byte) *Result {
 	d := c.set.Evaluate(req, c.cluster)
-	if name := req.Object().Name; d.Allowed && name != "" {
-		c.applied[objectKey{req.Kind, req.Namespace, name}] = raw
+	if name := req.Name(); d.Allowed && name != "" && !strings.HasSuffix(name, "*") {
+		c.applied[objectKey{req.ObjectKind(), req.Namespace, name}] = raw
 	}
 	if d.Allowed && req.MyApple != nil {
 		name := req.MyApple.Name
@@ -188,7 +186,7 @@ func (c *Checker) decide(req *policy.Request, raw []byte) *Result {
 		sp := req.MyApple.Spec
 		c.cluster.SetMyApple(req.Namespace, cel.Apple{Name: name, Color: sp.Color, Size: sp.Size, Quantity: sp.Quantity})
 	}
-	return newResult(string(req.Kind), req.Namespace, req.Name(), &d)
+	return newResult(string(req.ObjectKind()), req.Namespace, req.Name(), &d)
 }
 
 // newResult reports empty lists as [], not null, in JSON.

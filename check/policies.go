@@ -35,10 +35,11 @@ func (o *Options) notef(format string, args ...any) {
 // objectMeta is the part of any object the loader reads.
 type objectMeta struct {
 	Metadata struct {
-		Name        string            `json:"name"`
-		Namespace   string            `json:"namespace"`
-		Labels      map[string]string `json:"labels"`
-		Annotations map[string]string `json:"annotations"`
+		Name         string            `json:"name"`
+		GenerateName string            `json:"generateName"`
+		Namespace    string            `json:"namespace"`
+		Labels       map[string]string `json:"labels"`
+		Annotations  map[string]string `json:"annotations"`
 	} `json:"metadata"`
 }
 

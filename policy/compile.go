@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/distribution/reference"
@@ -29,6 +30,9 @@ type Policy struct {
 	Version string
 
 	pods, apples bool // which kinds it judges
+	// controllers are the Pod controllers judged by their template; nil
+	// is all of them.
+	controllers []Kind
 	excluded     []string
 	nsSelector   labels.Selector // nil: every namespace
 	objSelector  labels.Selector // nil: every object
@@ -125,6 +129,7 @@ func Compile(src Source, scope string, spec *v1alpha1.PolicySpec, opts ...Compil
 			return nil, errs
 		}
 	}
+	p.controllers = controllerKinds(spec.Match.PodControllers)
 	p.pods = matchesKind(spec.Match.Kinds, KindPod) && (p.podRules != nil || p.podCEL != nil)
 	p.apples = matchesKind(spec.Match.Kinds, KindMyApple) && (p.appleRules != nil || p.appleCEL != nil)
 	return p, nil
@@ -255,7 +260,29 @@ func (p *Policy) Judges(kind Kind) bool {
 	case KindMyApple:
 		return p.apples
 	}
+	if _, ok := PodControllerOf(kind); ok {
+		return p.pods && p.judgesController(kind)
+	}
 	return false
+}
+
+// controllerKinds is a match.podControllers as kinds: nil when absent
+// (all), empty when empty (bare Pods only).
+func controllerKinds(pc *[]string) []Kind {
+	if pc == nil {
+		return nil
+	}
+	kinds := make([]Kind, 0, len(*pc))
+	for _, k := range *pc {
+		kinds = append(kinds, Kind(k))
+	}
+	return kinds
+}
+
+// judgesController reports whether the policy judges a Pod controller of
+// kind by its template, when it judges Pods.
+func (p *Policy) judgesController(kind Kind) bool {
+	return p.controllers == nil || slices.Contains(p.controllers, kind)
 }
 
 // SourceName is the source as users see it: `ConfigMap team-a/registries`.

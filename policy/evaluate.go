@@ -66,7 +66,7 @@ func (e *evaluation) policy(p *Policy, d *Decision) {
 		return
 	}
 	start := len(d.Violations)
-	out := sink{d: d, p: p}
+	out := sink{d: d, p: p, ctrl: e.req.Controller}
 	if e.rules(p, &e.cur, &out, true) {
 		d.Applied = append(d.Applied, p)
 	}
@@ -80,6 +80,9 @@ func (e *evaluation) policy(p *Policy, d *Decision) {
 
 func (e *evaluation) applies(p *Policy) bool {
 	if slices.Contains(p.excluded, e.req.Namespace) {
+		return false
+	}
+	if c := e.req.Controller; c != nil && !p.judgesController(c.Kind) {
 		return false
 	}
 	// As for a webhook's own objectSelector, an UPDATE is judged when the
@@ -185,8 +188,11 @@ func (e *evaluation) loadCEL() error {
 		},
 		Namespace: cel.Namespace{Name: req.Namespace, Labels: e.namespaceLabels()},
 	}
+	if req.Controller != nil {
+		in.Request.Name = req.Controller.Meta.Name
+	}
 	if in.Request.Resource.Resource == "" {
-		in.Request.Kind, in.Request.Resource = kindResource(req.Kind)
+		in.Request.Kind, in.Request.Resource = kindResource(req)
 	}
 	if e.cluster != nil {
 		in.Namespace.Annotations = e.cluster.NamespaceAnnotations(req.Namespace)
@@ -211,9 +217,13 @@ func (e *evaluation) loadCEL() error {
 	return nil
 }
 
-// kindResource is the kind and resource of a judged kind's own requests.
-func kindResource(kind Kind) (metav1.GroupVersionKind, metav1.GroupVersionResource) {
-	if kind == KindMyApple {
+// kindResource is the kind and resource of a request's own object.
+func kindResource(req *Request) (metav1.GroupVersionKind, metav1.GroupVersionResource) {
+	if c := req.Controller; c != nil {
+		return metav1.GroupVersionKind{Group: c.Group, Version: c.Version, Kind: string(c.Kind)},
+			metav1.GroupVersionResource{Group: c.Group, Version: c.Version, Resource: c.Resource}
+	}
+	if req.Kind == KindMyApple {
 		return metav1.GroupVersionKind{Group: GroupMyApple, Version: "v1", Kind: KindMyApple},
 			metav1.GroupVersionResource{Group: GroupMyApple, Version: "v1", Resource: ResourceApples}
 	}
@@ -232,7 +242,7 @@ func (e *evaluation) forgiveOld(p *Policy, d *Decision, start int) {
 		return
 	}
 	var before Decision
-	e.rules(p, e.old, &sink{d: &before, p: p}, false)
+	e.rules(p, e.old, &sink{d: &before, p: p, ctrl: e.req.Controller}, false)
 	if len(before.Violations) == 0 {
 		return
 	}
@@ -249,11 +259,15 @@ func (e *evaluation) forgiveOld(p *Policy, d *Decision, start int) {
 
 // sink collects the violations of one policy.
 type sink struct {
-	d *Decision
-	p *Policy
+	d    *Decision
+	p    *Policy
+	ctrl *Controller // whose template is judged, or nil
 }
 
 func (s *sink) add(rule, field, msg string) {
+	if s.ctrl != nil {
+		field = s.ctrl.field(field)
+	}
 	s.d.Violations = append(s.d.Violations, Violation{
 		Source:      s.p.sourceName,
 		Rule:        rule,

@@ -124,6 +124,11 @@ type Request struct {
 	MyApple    *MyApple
 	OldMyApple *MyApple
 
+	// Controller, when set, is the Pod controller being admitted: Pod and
+	// OldPod are its template's Pods, in its namespace, and violations
+	// name fields of the controller.
+	Controller *Controller
+
 	// The fields below are for CEL only. Context bounds CEL evaluation
 	// besides its per-policy timeout; nil is context.Background().
 	Context  context.Context
@@ -149,6 +154,15 @@ func (r *Request) Object() *ObjectMeta {
 	return &ObjectMeta{}
 }
 
+// ObjectKind is the kind of the object admitted: a Pod controller's own
+// kind, not that of its template.
+func (r *Request) ObjectKind() Kind {
+	if r.Controller != nil {
+		return r.Controller.Kind
+	}
+	return r.Kind
+}
+
 // oldLabels returns the labels of the object an UPDATE replaces, and
 // whether the request carries it.
 func (r *Request) oldLabels() (map[string]string, bool) {
@@ -165,6 +179,9 @@ func (r *Request) oldLabels() (map[string]string, bool) {
 // has yet to pick one.
 func (r *Request) Name() string {
 	m := r.Object()
+	if r.Controller != nil {
+		m = &r.Controller.Meta
+	}
 	if m.Name == "" && m.GenerateName != "" {
 		return m.GenerateName + "*"
 	}

@@ -45,6 +45,7 @@ func StandIn(src Source, scope, version string, cov Coverage, message string) *P
 		// A selector that cannot be read selects everything.
 		p.nsSelector, _ = selector(m.NamespaceSelector)
 		p.objSelector, _ = selector(m.ObjectSelector)
+		p.controllers = controllerKinds(m.PodControllers)
 	}
 	p.pods = matchesKind(kinds, KindPod)
 	p.apples = matchesKind(kinds, KindMyApple)

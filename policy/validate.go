@@ -68,6 +68,23 @@ func ValidateMatch(m *v1alpha1.Match) field.ErrorList {
 		}
 		seen[k] = true
 	}
+	if m.PodControllers != nil {
+		if !matchesKind(m.Kinds, KindPod) {
+			errs = append(errs, FieldError("match.podControllers", "never applies: match.kinds leaves out Pod, whose template these kinds are judged by"))
+		}
+		seen := map[string]bool{}
+		for i, k := range *m.PodControllers {
+			p := fmt.Sprintf("match.podControllers[%d]", i)
+			_, ok := PodControllerOf(Kind(k))
+			switch {
+			case !ok:
+				errs = append(errs, FieldError(p, fmt.Sprintf("unsupported value %q: must be one of %s", k, podControllerList())))
+			case seen[k]:
+				errs = append(errs, FieldError(p, fmt.Sprintf("duplicate value %q", k)))
+			}
+			seen[k] = true
+		}
+	}
 	opts := metav1validation.LabelSelectorValidationOptions{}
 	if m.NamespaceSelector != nil {
 		errs = append(errs, (metav1validation.ValidateLabelSelector(m.NamespaceSelector, opts, field.NewPath("match", "namespaceSelector")))...)
@@ -81,6 +98,14 @@ func ValidateMatch(m *v1alpha1.Match) field.ErrorList {
 		}
 	}
 	return errs
+}
+
+func podControllerList() string {
+	var kinds []string
+	for _, c := range PodControllers() {
+		kinds = append(kinds, string(c.Kind))
+	}
+	return strings.Join(kinds, ", ")
 }
 
 func validatePodRules(r *v1alpha1.PodRules) field.ErrorList {

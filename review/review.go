@@ -56,6 +56,9 @@ func Read(body []byte) (*admissionv1.AdmissionReview, error) {
 // KindOf names the judged kind of a request by its resource, which covers
 // subresources too, or by its kind when it has no resource; "" otherwise.
 func KindOf(r *admissionv1.AdmissionRequest) policy.Kind {
+	if c, ok := ControllerOf(r); ok {
+		return c.Kind
+	}
 	switch {
 	case r.Resource.Group == "" && r.Resource.Resource == policy.ResourcePods:
 		return policy.KindPod
@@ -88,28 +91,99 @@ func Judged(kind policy.Kind, r *admissionv1.AdmissionRequest) bool {
 // NewRequest turns an admission of kind (see KindOf) into the engine's
 // Request, decoding the object and, on UPDATE, the old one.
 func NewRequest(kind policy.Kind, r *admissionv1.AdmissionRequest) (*policy.Request, error) {
-	req := &policy.Request{Kind: kind, Operation: policy.Operation(r.Operation), SubResource: r.SubResource, Namespace: r.Namespace}
-	if len(r.Object.Raw) == 0 {
-		return nil, errors.New("request.object is empty")
+	req, err := Decode(kind, r.Object.Raw, r.OldObject.Raw, r.Namespace)
+	if err != nil {
+		return nil, err
 	}
-	var err error
-	if req.Pod, req.MyApple, err = DecodeObject(kind, r.Object.Raw); err != nil {
-		return nil, fmt.Errorf("request.object: %w", err)
-	}
-	if len(r.OldObject.Raw) > 0 {
-		if req.OldPod, req.OldMyApple, err = DecodeObject(kind, r.OldObject.Raw); err != nil {
-			return nil, fmt.Errorf("request.oldObject: %w", err)
-		}
-	}
-	if req.Namespace == "" {
-		req.Namespace = req.Object().Namespace
+	req.Operation = policy.Operation(r.Operation)
+	req.SubResource = r.SubResource
+	if r.Namespace != "" {
+		req.Namespace = r.Namespace
 	}
 	req.UserInfo = r.UserInfo
 	req.DryRun = r.DryRun != nil && *r.DryRun
 	req.Resource = r.Resource
 	req.RequestKind = r.Kind
-	req.Unstructured = Unstructured(r.Object.Raw, r.OldObject.Raw, "")
 	return req, nil
+}
+
+// Decode builds the request that judges an object of kind — a Pod, a
+// MyApple, or a Pod controller by the Pod of its template — as a CREATE,
+// or as an UPDATE of oldRaw when it is not empty. namespace is the
+// object's when it names none. Admission, audit and check all build their
+// requests here, so an object means the same to the three.
+func Decode(kind policy.Kind, raw, oldRaw []byte, namespace string) (*policy.Request, error) {
+	if len(raw) == 0 {
+		return nil, errors.New("request.object is empty")
+	}
+	req := &policy.Request{Kind: kind, Operation: policy.Create}
+	if len(oldRaw) > 0 {
+		req.Operation = policy.Update
+	}
+	c, isController := policy.PodControllerOf(kind)
+	var err error
+	switch {
+	case isController:
+		req.Kind = policy.KindPod
+		var meta *policy.ObjectMeta
+		if meta, req.Pod, err = decodeController(c, raw); err != nil {
+			return nil, fmt.Errorf("request.object: %w", err)
+		}
+		req.Controller = &policy.Controller{PodController: c, Meta: *meta}
+		if len(oldRaw) > 0 {
+			if _, req.OldPod, err = decodeController(c, oldRaw); err != nil {
+				return nil, fmt.Errorf("request.oldObject: %w", err)
+			}
+		}
+	default:
+		if req.Pod, req.MyApple, err = DecodeObject(kind, raw); err != nil {
+			return nil, fmt.Errorf("request.object: %w", err)
+		}
+		if len(oldRaw) > 0 {
+			if req.OldPod, req.OldMyApple, err = DecodeObject(kind, oldRaw); err != nil {
+				return nil, fmt.Errorf("request.oldObject: %w", err)
+			}
+		}
+	}
+	meta := req.Object()
+	if meta.Namespace == "" {
+		meta.Namespace = namespace
+	}
+	if req.Controller != nil {
+		req.Controller.Meta.Namespace = meta.Namespace
+		if req.OldPod != nil && req.OldPod.Namespace == "" {
+			req.OldPod.Namespace = meta.Namespace
+		}
+	}
+	req.Namespace = meta.Namespace
+	req.Unstructured = unstructuredOf(c, isController, raw, oldRaw, meta.Namespace)
+	return req, nil
+}
+
+// unstructuredOf is Unstructured, or for a Pod controller the same of the
+// Pods of its templates.
+func unstructuredOf(c policy.PodController, isController bool, raw, oldRaw []byte, namespace string) func() (map[string]any, map[string]any, error) {
+	decode := Unstructured(raw, oldRaw, namespace)
+	if !isController {
+		return decode
+	}
+	return func() (map[string]any, map[string]any, error) {
+		obj, old, err := decode()
+		if err != nil {
+			return nil, nil, err
+		}
+		pod, err := templateUnstructured(c, obj)
+		if err != nil {
+			return nil, nil, fmt.Errorf("request.object: %w", err)
+		}
+		var oldPod map[string]any
+		if old != nil {
+			if oldPod, err = templateUnstructured(c, old); err != nil {
+				return nil, nil, fmt.Errorf("request.oldObject: %w", err)
+			}
+		}
+		return pod, oldPod, nil
+	}
 }
 
 // Unstructured returns a function that decodes an object and its old

@@ -22,7 +22,7 @@ type Judge interface {
 }
 
 type admitHandler struct {
-	kind     string // policy.KindPod or policy.KindMyApple
+	kind     string // policy.KindPod, policy.KindMyApple, or "" for the Pod controllers
 	judge    Judge
 	failOpen bool
 	metrics  *Metrics
@@ -30,18 +30,26 @@ type admitHandler struct {
 }
 
 func (h *admitHandler) Handle(ctx context.Context, r *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, error) {
-	if k := review.KindOf(r); k != policy.Kind(h.kind) {
+	k := review.KindOf(r)
+	if _, controller := policy.PodControllerOf(k); k == "" || (h.kind == "" && !controller) || (h.kind != "" && k != policy.Kind(h.kind)) {
 		// Only a client bypassing the API server sends another kind here:
 		// admitting it unjudged would be a way past the rules.
-		return nil, fmt.Errorf("policy-webhook: this path judges %s objects, not %s", h.kind, resourceName(r))
+		return nil, fmt.Errorf("policy-webhook: this path judges %s, not %s", h.judges(), resourceName(r))
 	}
-	resp, verdict := h.decide(ctx, r)
-	h.metrics.admission(h.kind, r.Operation, verdict)
+	resp, verdict := h.decide(ctx, k, r)
+	h.metrics.admission(string(k), r.Operation, verdict)
 	return resp, nil
 }
 
-func (h *admitHandler) decide(ctx context.Context, r *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, string) {
-	if !review.Judged(policy.Kind(h.kind), r) {
+func (h *admitHandler) judges() string {
+	if h.kind == "" {
+		return "Pod controllers"
+	}
+	return h.kind + " objects"
+}
+
+func (h *admitHandler) decide(ctx context.Context, kind policy.Kind, r *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, string) {
+	if !review.Judged(kind, r) {
 		return allowed(nil), verdictSkipped
 	}
 	if !h.judge.HasSynced() {
@@ -50,10 +58,10 @@ func (h *admitHandler) decide(ctx context.Context, r *admissionv1.AdmissionReque
 		}
 		return notSynced(), verdictNotSynced
 	}
-	req, err := review.NewRequest(policy.Kind(h.kind), r)
+	req, err := review.NewRequest(kind, r)
 	if err != nil {
 		// Only a direct client or a bug sends this: refuse what cannot be judged.
-		return errored(http.StatusBadRequest, fmt.Sprintf("policy-webhook: cannot judge %s %s: %v", h.kind, objectRef(r), err)), verdictError
+		return errored(http.StatusBadRequest, fmt.Sprintf("policy-webhook: cannot judge %s %s: %v", kind, objectRef(r), err)), verdictError
 	}
 	req.Context = ctx
 	d := h.judge.Evaluate(req)
@@ -63,7 +71,12 @@ func (h *admitHandler) decide(ctx context.Context, r *admissionv1.AdmissionReque
 	if d.Allowed {
 		resp = allowed(d.Warnings())
 	} else {
-		resp, verdict = denied(d.Message(), d.Warnings()), verdictDenied
+		msg := d.Message()
+		if req.Controller != nil {
+			// The Pods are not there yet: name what will not create them.
+			msg = fmt.Sprintf("%s %s: its Pod template breaks policy: %s", kind, objectRef(r), msg)
+		}
+		resp, verdict = denied(msg, d.Warnings()), verdictDenied
 	}
 	resp.AuditAnnotations = auditAnnotations(&d)
 	return resp, verdict

@@ -15,17 +15,19 @@ const DefaultPolicyNamespace = policy.DefaultPolicyNamespace
 
 // Webhook paths, as the ValidatingWebhookConfiguration names them.
 const (
-	PathPods     = "/validate-pods"
-	PathMyApples = "/validate-myapples"
-	PathPolicies = "/validate-policies"
+	PathPods           = "/validate-pods"
+	PathPodControllers = "/validate-podcontrollers"
+	PathMyApples       = "/validate-myapples"
+	PathPolicies       = "/validate-policies"
 )
 
 // Handlers builds the http.Handler of every path: Pods judged by judge,
 // MyApples by apples (the quota ledger); a nil im gives no impact warnings.
 func Handlers(judge, apples Judge, im *Impact, compiler *carrier.Compiler, policyNamespace string, failOpen bool, m *Metrics, log logr.Logger) map[string]http.Handler {
 	return map[string]http.Handler{
-		PathPods:     newReviewHandler(&admitHandler{policy.KindPod, judge, failOpen, m, log.WithName("pods")}, m, log),
-		PathMyApples: newReviewHandler(&admitHandler{policy.KindMyApple, apples, failOpen, m, log.WithName("myapples")}, m, log),
-		PathPolicies: newReviewHandler(newPolicyHandler(compiler, policyNamespace, im, m, log.WithName("policies")), m, log),
+		PathPods:           newReviewHandler(&admitHandler{policy.KindPod, judge, failOpen, m, log.WithName("pods")}, m, log),
+		PathPodControllers: newReviewHandler(&admitHandler{"", judge, failOpen, m, log.WithName("podcontrollers")}, m, log),
+		PathMyApples:       newReviewHandler(&admitHandler{policy.KindMyApple, apples, failOpen, m, log.WithName("myapples")}, m, log),
+		PathPolicies:       newReviewHandler(newPolicyHandler(compiler, policyNamespace, im, m, log.WithName("policies")), m, log),
 	}
 }

@@ -45,7 +45,7 @@ func (i *Impact) warnings(ctx context.Context, p *policy.Policy) []string {
 		count, checked int
 		err            error
 	)
-	for _, kind := range audit.Kinds {
+	for _, kind := range audit.Kinds() {
 		if err != nil || !p.Judges(policy.Kind(kind)) {
 			continue
 		}
@@ -57,7 +57,7 @@ func (i *Impact) warnings(ctx context.Context, p *policy.Policy) []string {
 			checked++
 			if d := set.Evaluate(req, i.cluster); len(d.Violations) > 0 {
 				if count++; len(hits) < impactNamed {
-					hits = append(hits, fmt.Sprintf("%s %s/%s (%s)", req.Kind, req.Namespace, req.Object().Name, d.Violations[0].Rule))
+					hits = append(hits, fmt.Sprintf("%s %s/%s (%s)", o.Kind, o.Namespace, o.Name, d.Violations[0].Rule))
 				}
 			}
 			return nil

@@ -90,8 +90,8 @@ func (m *Metrics) admission(kind string, op admissionv1.Operation, verdict strin
 // duration observes an answer's time; kind comes from the client, so only
 // the kinds judged here get a series of their own.
 func (m *Metrics) duration(kind string, d time.Duration) {
-	switch kind {
-	case policy.KindPod, policy.KindMyApple, policy.SourceConfigMap, policy.SourceAdmissionPolicy:
+	switch _, controller := policy.PodControllerOf(policy.Kind(kind)); {
+	case controller, kind == policy.KindPod, kind == policy.KindMyApple, kind == policy.SourceConfigMap, kind == policy.SourceAdmissionPolicy:
 	default:
 		kind = "other"
 	}

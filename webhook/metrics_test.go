@@ -26,14 +26,15 @@ func TestMetricsLabels(t *testing.T) {
 	}
 	m.admission(policy.KindPod, admissionv1.Operation("PATCH"), verdictAllowed)
 	m.admission(policy.KindPod, admissionv1.Create, verdictAllowed)
-	m.duration("Deployment", time.Millisecond)
+	m.duration("Secret", time.Millisecond)
+	m.duration(policy.KindDeployment, time.Millisecond)
 	m.duration(policy.SourceConfigMap, time.Millisecond)
 	for _, lv := range [][]string{{"Pod", "other", "allowed"}, {"Pod", "CREATE", "allowed"}} {
 		if got := testutil.ToFloat64(m.admissions.WithLabelValues(lv...)); got != 1 {
 			t.Errorf("admissions_total%v = %v, want 1", lv, got)
 		}
 	}
-	for _, kind := range []string{"other", "ConfigMap"} {
+	for _, kind := range []string{"other", "ConfigMap", "Deployment"} {
 		if !m.durations.DeleteLabelValues(kind) {
 			t.Errorf("no admission_duration_seconds series for kind %q", kind)
 		}

@@ -187,8 +187,8 @@ func (a *Auditor) sweepAndLog(ctx context.Context, why string) {
 		}
 	} else {
 		a.metrics.sweeps.WithLabelValues("ok").Inc()
-		a.log.Info("Audit sweep done", "trigger", why, "took", took, "pods", s.Totals.Judged[policy.KindPod],
-			"myApples", s.Totals.Judged[policy.KindMyApple], "violations", s.Violations, "namespacesWithViolations", s.Namespaces)
+		a.log.Info("Audit sweep done", "trigger", why, "took", took, "judged", s.Totals.Judged,
+			"violations", s.Violations, "namespacesWithViolations", s.Namespaces)
 	}
 }
 

@@ -158,14 +158,7 @@ func resultOf(e v1alpha1.Enforcement) (report.Result, report.Severity) {
 }
 
 func objectReference(o *audit.Object) corev1.ObjectReference {
-	ref := corev1.ObjectReference{Kind: o.Kind, Namespace: o.Namespace, Name: o.Name, UID: o.UID}
-	switch o.Kind {
-	case policy.KindPod:
-		ref.APIVersion = "v1"
-	case policy.KindMyApple:
-		ref.APIVersion = policy.GroupMyApple + "/" + policy.VersionMyApple
-	}
-	return ref
+	return corev1.ObjectReference{APIVersion: audit.APIVersion(o.Kind), Kind: o.Kind, Namespace: o.Namespace, Name: o.Name, UID: o.UID}
 }
 
 // withViolations are the namespaces whose report has results: a namespace

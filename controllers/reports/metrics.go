@@ -50,7 +50,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 	}
 	// Series known in advance exist from the start, at 0, for rate().
-	for _, kind := range audit.Kinds {
+	for _, kind := range audit.Kinds() {
 		m.judged.WithLabelValues(kind)
 	}
 	for _, result := range []string{"ok", "failed"} {

@@ -147,6 +147,14 @@ type Match struct {
 	// +optional
 	// +listType=set
 	ExcludedNamespaces []string `json:"excludedNamespaces,omitempty"`
+	// PodControllers narrows which objects that create Pods are judged, by
+	// the Pod their template describes, when the policy judges Pods:
+	// Deployment, ReplicaSet, StatefulSet, DaemonSet, Job, CronJob,
+	// ReplicationController. Absent means all of them; an empty list means
+	// bare Pods only.
+	// +optional
+	// +listType=set
+	PodControllers *[]string `json:"podControllers,omitempty"`
 }
 
 // PodRules apply to every container of a Pod: init, regular and ephemeral.
