@@ -8,8 +8,9 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 BIN := bin
 
-# The local control plane (kube-apiserver, kubectl, etcd) is built from its Go
-# modules once per machine into a cache outside the repository, keyed by version.
+# The local control plane (kube-apiserver, kube-controller-manager, kubectl,
+# etcd) is built from its Go modules once per machine into a cache outside the
+# repository, keyed by version.
 KUBE_VERSION := v1.37.2
 ETCD_VERSION := v3.6.16
 CONTROLLER_GEN_VERSION := v0.23.0
@@ -72,7 +73,7 @@ manifests: ## Regenerate the AdmissionPolicy CRD into manifests/crds and the Pol
 	$(CONTROLLER_GEN) crd paths=./apis/wgpolicyk8s/... output:crd:artifacts:config=manifests/components/policyreports
 
 .PHONY: tools
-tools: $(TOOLS_DIR)/.complete ## Build kube-apiserver, kubectl and etcd into the tools cache.
+tools: $(TOOLS_DIR)/.complete ## Build kube-apiserver, kube-controller-manager, kubectl and etcd into the tools cache.
 
 $(TOOLS_DIR)/.complete: $(wildcard hack/tools/*/go.mod hack/tools/*/go.sum) hack/build-tools.sh
 	hack/build-tools.sh "$(TOOLS_DIR)"

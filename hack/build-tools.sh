@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the local control plane that envtest starts (KUBEBUILDER_ASSETS):
-# kube-apiserver and kubectl from k8s.io/kubernetes (module hack/tools/kube)
-# and etcd from go.etcd.io/etcd/server/v3 (module hack/tools/etcd), from the Go
-# module proxy alone: no release tarballs, no Docker, no network besides Go's.
+# kube-apiserver, kube-controller-manager and kubectl from k8s.io/kubernetes
+# (module hack/tools/kube) and etcd from go.etcd.io/etcd/server/v3 (module
+# hack/tools/etcd), from the Go module proxy alone: no release tarballs, no
+# Docker, no network besides Go's.
 #
 #   hack/build-tools.sh DIR
 #
@@ -62,7 +63,7 @@ fi
 
 if [[ -f $target/.complete && "$(cat "$target/.complete")" == "$stamp" ]]; then
 	touch "$target/.complete"
-	log "$target is up to date (kube-apiserver, kubectl $kube_version; etcd $etcd_version)"
+	log "$target is up to date (kube-apiserver, kube-controller-manager, kubectl $kube_version; etcd $etcd_version)"
 	exit 0
 fi
 
@@ -88,14 +89,17 @@ done
 
 # The same build settings as the upstream release builds: static (CGO off),
 # trimmed paths, no symbol tables; selinux,notest,grpcnotrace are the tags
-# Kubernetes' hack/lib/golang.sh builds its binaries with.
+# Kubernetes' hack/lib/golang.sh builds its binaries with. The three
+# Kubernetes binaries are one invocation with one set of flags, so the
+# packages they share are compiled once (and kept in the build cache).
 build=(nice -n "${NICE:-10}" "$GO" build -mod=readonly -trimpath)
 
 start=$SECONDS
-log "building kube-apiserver, kubectl $kube_version into $tmp (takes minutes on a cold cache)"
+log "building kube-apiserver, kube-controller-manager, kubectl $kube_version into $tmp (takes minutes on a cold cache)"
 (cd "$kube_mod" && "${build[@]}" -tags selinux,notest,grpcnotrace -ldflags "$kube_ldflags" \
-	-o "$tmp/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl)
-log "kube-apiserver, kubectl built in $((SECONDS - start))s"
+	-o "$tmp/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+	k8s.io/kubernetes/cmd/kubectl)
+log "kube-apiserver, kube-controller-manager, kubectl built in $((SECONDS - start))s"
 
 step=$SECONDS
 log "building etcd $etcd_version"
@@ -104,6 +108,7 @@ log "etcd built in $((SECONDS - step))s"
 
 # A binary that does not run is not a cache; check before publishing it.
 "$tmp/kube-apiserver" --version
+"$tmp/kube-controller-manager" --version
 "$tmp/kubectl" version --client
 "$tmp/etcd" --version
 

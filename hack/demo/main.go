@@ -1,5 +1,5 @@
 // Command demo is `make demo`: it starts hack/devcluster (a local control
-// plane with the webhook registered), applies manifests/samples with kubectl
+// plane with kube-controller-manager and the webhook registered), applies manifests/samples with kubectl
 // one object at a time in file order, so a refusal does not stop the rest,
 // and shows which Pods and MyApples the API server admitted and which it
 // refused, with the messages and warnings a user sees. Then it stops the
@@ -33,6 +33,7 @@ type options struct {
 	samples    string
 	kubeconfig string
 	logFile    string
+	kcmLogFile string
 	timeout    time.Duration
 }
 
@@ -43,6 +44,7 @@ func main() {
 	flag.StringVar(&o.samples, "samples", "manifests/samples", "directory of sample manifests, applied in file-name order")
 	flag.StringVar(&o.kubeconfig, "kubeconfig-out", ".dev/demo.kubeconfig", "where devcluster writes its kubeconfig")
 	flag.StringVar(&o.logFile, "log", ".dev/demo-devcluster.log", "where devcluster's logs go")
+	flag.StringVar(&o.kcmLogFile, "controller-manager-log", ".dev/demo-kube-controller-manager.log", "where the cluster's kube-controller-manager logs go")
 	flag.DurationVar(&o.timeout, "startup-timeout", 3*time.Minute, "how long the cluster may take to be ready")
 	flag.Parse()
 
@@ -119,7 +121,7 @@ func startCluster(ctx context.Context, o options) (*cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating %s: %w", o.logFile, err)
 	}
-	cmd := exec.Command(o.devcluster, "--kubeconfig-out", o.kubeconfig)
+	cmd := exec.Command(o.devcluster, "--kubeconfig-out", o.kubeconfig, "--controller-manager-log", o.kcmLogFile)
 	cmd.Stderr = logf
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

@@ -1,7 +1,10 @@
 // Command devcluster runs a local control plane with the webhook registered,
 // for development and demos: kube-apiserver and etcd (through envtest) with
-// the CRDs installed, the webhook in process over TLS with a throwaway CA,
-// and a ValidatingWebhookConfiguration that points the API server at it.
+// the CRDs installed, kube-controller-manager with the controllers that turn
+// Deployments, Jobs and the other Pod controllers into Pods (which stay
+// Pending: there is no scheduler and no node), the webhook in process over
+// TLS with a throwaway CA, and a ValidatingWebhookConfiguration that points
+// the API server at it.
 //
 // It writes an admin kubeconfig (.dev/kubeconfig by default), prints the line
 // "ready" on stdout once the API server calls the webhook and its caches have
@@ -18,6 +21,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -38,6 +42,8 @@ type options struct {
 	verbose         bool
 	reportCRDDir    string
 	auditInterval   time.Duration
+	kcm             bool
+	kcmLog          string
 }
 
 func main() {
@@ -48,6 +54,8 @@ func main() {
 	flag.DurationVar(&o.startupTimeout, "startup-timeout", 2*time.Minute, "how long the control plane and the webhook may take to come up")
 	flag.StringVar(&o.reportCRDDir, "report-crd-dir", "manifests/components/policyreports", "directory of the PolicyReport CRDs the audit writes into; empty: not installed")
 	flag.DurationVar(&o.auditInterval, "audit-interval", 5*time.Second, "how often the webhook audits the existing objects into PolicyReports (kubectl get polr -A); 0: no audit")
+	flag.BoolVar(&o.kcm, "controller-manager", true, "run kube-controller-manager, so Deployments, Jobs and the other Pod controllers create Pods")
+	flag.StringVar(&o.kcmLog, "controller-manager-log", ".dev/kube-controller-manager.log", "where kube-controller-manager's log goes (truncated at start)")
 	flag.BoolVar(&o.verbose, "v", false, "debug logs")
 	flag.Parse()
 
@@ -75,7 +83,17 @@ func run(ctx context.Context, stopSignals context.CancelFunc, o options, log log
 	if o.reportCRDDir != "" {
 		extra = append(extra, o.reportCRDDir)
 	}
-	cp, err := devenv.StartControlPlane(ctx, devenv.ControlPlaneOptions{CRDDir: o.crdDir, ExtraCRDDirs: extra, Log: log})
+	cpOpts := devenv.ControlPlaneOptions{CRDDir: o.crdDir, ExtraCRDDirs: extra, Log: log, ControllerManager: o.kcm}
+	if o.kcm {
+		kcmLog, err := createLog(o.kcmLog)
+		if err != nil {
+			return err
+		}
+		defer kcmLog.Close()
+		cpOpts.ControllerManagerOutput = kcmLog
+		log.Info("kube-controller-manager's log goes to a file", "path", o.kcmLog)
+	}
+	cp, err := devenv.StartControlPlane(ctx, cpOpts)
 	if err != nil {
 		return err
 	}
@@ -143,5 +161,19 @@ func run(ctx context.Context, stopSignals context.CancelFunc, o options, log log
 		return nil
 	case <-wh.Done():
 		return fmt.Errorf("the webhook stopped on its own: %w", wh.Err())
+	case <-cp.ControllerManagerDone(): // nil, never ready, without one
+		return fmt.Errorf("%w (full log in %s)", cp.ControllerManagerErr(), o.kcmLog)
 	}
+}
+
+// createLog creates (or truncates) path for a log, with its directory.
+func createLog(path string) (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("creating the directory of %s: %w", path, err)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("creating %s: %w", path, err)
+	}
+	return f, nil
 }

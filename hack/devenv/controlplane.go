@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -44,6 +45,19 @@ type ControlPlaneOptions struct {
 	// APIServerFlags are extra kube-apiserver flags, name (without
 	// dashes) to value, such as admission-control-config-file.
 	APIServerFlags map[string]string
+	// ControllerManager also starts kube-controller-manager with
+	// ControllerManagerControllers, so that Deployments, Jobs and the
+	// other Pod controllers create Pods (which stay Pending: there is no
+	// scheduler and no node). As in a cluster, the API server's
+	// ServiceAccount admission plugin is then on (envtest turns it off, as
+	// nothing would create the ServiceAccounts it requires), and the
+	// serviceaccount controller creates "default" in every namespace.
+	// Off by default: it costs a process and a second or two at start.
+	ControllerManager bool
+	// ControllerManagerOutput receives kube-controller-manager's log as
+	// it is written, such as a file; nil: only the end is kept, for
+	// ControlPlane.ControllerManagerLog.
+	ControllerManagerOutput io.Writer
 }
 
 // ControlPlane is a running kube-apiserver and etcd with the CRDs installed.
@@ -54,6 +68,7 @@ type ControlPlane struct {
 	Client kubernetes.Interface
 
 	env *envtest.Environment
+	kcm *controllerManager // nil unless ControllerManager
 
 	// mu guards the kube-apiserver StopAPIServer and StartAPIServer manage.
 	mu        sync.Mutex
@@ -68,7 +83,11 @@ func StartControlPlane(ctx context.Context, opts ControlPlaneOptions) (*ControlP
 	if assets == "" {
 		return nil, ErrNoAssets
 	}
-	for _, bin := range []string{"kube-apiserver", "etcd"} {
+	bins := []string{"kube-apiserver", "etcd"}
+	if opts.ControllerManager {
+		bins = append(bins, "kube-controller-manager")
+	}
+	for _, bin := range bins {
 		if _, err := os.Stat(filepath.Join(assets, bin)); err != nil {
 			return nil, fmt.Errorf("looking for %s in %s=%s (run `make tools`): %w", bin, AssetsEnv, assets, err)
 		}
@@ -86,6 +105,13 @@ func StartControlPlane(ctx context.Context, opts ControlPlaneOptions) (*ControlP
 		CRDDirectoryPaths:     append([]string{crdDir}, opts.ExtraCRDDirs...),
 		ErrorIfCRDPathMissing: true,
 	}
+	if opts.ControllerManager {
+		// envtest passes --disable-admission-plugins=ServiceAccount; with
+		// the serviceaccount controller running, kube-apiserver's own
+		// default (ServiceAccount on) holds, as in a cluster. An
+		// APIServerFlags entry still wins.
+		env.ControlPlane.GetAPIServer().Configure().Disable("disable-admission-plugins")
+	}
 	for name, value := range opts.APIServerFlags {
 		env.ControlPlane.GetAPIServer().Configure().Set(name, value)
 	}
@@ -102,7 +128,13 @@ func StartControlPlane(ctx context.Context, opts ControlPlaneOptions) (*ControlP
 		return nil, fmt.Errorf("building a clientset for the control plane: %w", err)
 	}
 	cp := &ControlPlane{Config: cfg, Client: cs, env: env}
-	opts.Log.Info("control plane up", "server", cfg.Host, "crds", cp.CRDs())
+	if opts.ControllerManager {
+		opts.Log.Info("starting kube-controller-manager", "controllers", ControllerManagerControllers)
+		if cp.kcm, err = startControllerManager(ctx, env, cs, assets, opts.ControllerManagerOutput); err != nil {
+			return nil, errors.Join(err, env.Stop())
+		}
+	}
+	opts.Log.Info("control plane up", "server", cfg.Host, "crds", cp.CRDs(), "controllerManager", opts.ControllerManager)
 	return cp, nil
 }
 
@@ -115,13 +147,19 @@ func (c *ControlPlane) CRDs() []string {
 	return names
 }
 
-// Stop stops kube-apiserver and etcd and removes their data directories.
+// Stop stops kube-controller-manager, kube-apiserver and etcd and removes
+// their data directories. It reports a kube-controller-manager that had
+// exited on its own.
 func (c *ControlPlane) Stop() error {
-	c.stopRestarted()
-	if err := c.env.Stop(); err != nil {
-		return fmt.Errorf("stopping the control plane: %w", err)
+	var err error
+	if c.kcm != nil {
+		err = c.kcm.stop()
 	}
-	return nil
+	c.stopRestarted()
+	if serr := c.env.Stop(); serr != nil {
+		err = errors.Join(err, fmt.Errorf("stopping the control plane: %w", serr))
+	}
+	return err
 }
 
 // KubectlPath is the kubectl binary next to the control plane's binaries.
@@ -181,12 +219,18 @@ func (c *ControlPlane) WriteKubeConfig(path string) error {
 	return nil
 }
 
-// EnsureNamespace creates a namespace unless it exists.
+// EnsureNamespace creates a namespace unless it exists. With
+// kube-controller-manager, it returns once the namespace has its
+// ServiceAccount "default", without which the ServiceAccount admission
+// plugin refuses Pods (after retrying for a second or two only).
 func (c *ControlPlane) EnsureNamespace(ctx context.Context, name string, labels map[string]string) error {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
 	_, err := c.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("creating namespace %s: %w", name, err)
+	}
+	if c.kcm != nil {
+		return c.kcm.waitDefaultServiceAccount(ctx, c.Client, name)
 	}
 	return nil
 }

@@ -22,6 +22,7 @@ import (
 const (
 	ConfigurationName              = "policy-webhook"
 	PodsWebhook                    = "pods.policy-webhook.policy.example.com"
+	PodControllersWebhook          = "podcontrollers.policy-webhook.policy.example.com"
 	MyApplesWebhook                = "myapples.policy-webhook.policy.example.com"
 	PolicyConfigMapsWebhook        = "configmaps.policy-webhook.policy.example.com"
 	AdmissionPoliciesWebhook       = "admissionpolicies.policy-webhook.policy.example.com"
@@ -48,12 +49,19 @@ func WebhookConfiguration(baseURL string, caBundle []byte, policyNamespace strin
 	// could never heal itself; the policy namespace stays in for policy
 	// ConfigMaps, since cluster-wide policy lives there.
 	skipSystem := notIn(metav1.NamespaceSystem, policyNamespace)
-	hook := func(name, path string, rule admissionregistrationv1.Rule, nsSel, objSel *metav1.LabelSelector) admissionregistrationv1.ValidatingWebhook {
+	namespaced := admissionregistrationv1.NamespacedScope
+	cluster := admissionregistrationv1.ClusterScope
+	rule := func(group, version string, scope *admissionregistrationv1.ScopeType, resources ...string) admissionregistrationv1.RuleWithOperations {
+		return admissionregistrationv1.RuleWithOperations{Operations: createUpdate, Rule: admissionregistrationv1.Rule{
+			APIGroups: []string{group}, APIVersions: []string{version}, Resources: resources, Scope: scope,
+		}}
+	}
+	hook := func(name, path string, nsSel, objSel *metav1.LabelSelector, rules ...admissionregistrationv1.RuleWithOperations) admissionregistrationv1.ValidatingWebhook {
 		url := strings.TrimSuffix(baseURL, "/") + path
 		return admissionregistrationv1.ValidatingWebhook{
 			Name:                    name,
 			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: caBundle},
-			Rules:                   []admissionregistrationv1.RuleWithOperations{{Operations: createUpdate, Rule: rule}},
+			Rules:                   rules,
 			FailurePolicy:           &fail,
 			MatchPolicy:             &equivalent,
 			SideEffects:             &none,
@@ -63,31 +71,27 @@ func WebhookConfiguration(baseURL string, caBundle []byte, policyNamespace strin
 			ObjectSelector:          objSel,
 		}
 	}
-	namespaced := admissionregistrationv1.NamespacedScope
-	cluster := admissionregistrationv1.ClusterScope
 	return &admissionregistrationv1.ValidatingWebhookConfiguration{
 		ObjectMeta: metav1.ObjectMeta{Name: ConfigurationName},
 		Webhooks: []admissionregistrationv1.ValidatingWebhook{
-			hook(PodsWebhook, "/validate-pods", admissionregistrationv1.Rule{
-				APIGroups: []string{""}, APIVersions: []string{"v1"},
-				Resources: []string{policy.ResourcePods, policy.ResourcePods + "/" + policy.SubResEphemeral},
-				Scope:     &namespaced,
-			}, skipSystem, nil),
-			hook(MyApplesWebhook, "/validate-myapples", admissionregistrationv1.Rule{
-				APIGroups: []string{policy.GroupMyApple}, APIVersions: []string{"v1"},
-				Resources: []string{policy.ResourceApples}, Scope: &namespaced,
-			}, skipSystem, nil),
+			hook(PodsWebhook, "/validate-pods", skipSystem, nil,
+				rule("", "v1", &namespaced, policy.ResourcePods, policy.ResourcePods+"/"+policy.SubResEphemeral)),
+			// The Pod controllers themselves, not their scale or status
+			// subresources, which cannot change the template.
+			hook(PodControllersWebhook, "/validate-podcontrollers", skipSystem, nil,
+				rule("apps", "v1", &namespaced, "deployments", "replicasets", "statefulsets", "daemonsets"),
+				rule("batch", "v1", &namespaced, "jobs", "cronjobs"),
+				rule("", "v1", &namespaced, "replicationcontrollers")),
+			hook(MyApplesWebhook, "/validate-myapples", skipSystem, nil,
+				rule(policy.GroupMyApple, "v1", &namespaced, policy.ResourceApples)),
 			// Only labelled ConfigMaps: sending every ConfigMap write in the
 			// cluster through the webhook would make it a dependency of
 			// everything for no reason.
-			hook(PolicyConfigMapsWebhook, "/validate-policies", admissionregistrationv1.Rule{
-				APIGroups: []string{""}, APIVersions: []string{"v1"},
-				Resources: []string{"configmaps"}, Scope: &namespaced,
-			}, notIn(metav1.NamespaceSystem), &metav1.LabelSelector{MatchLabels: map[string]string{policy.PolicyLabel: "true"}}),
-			hook(AdmissionPoliciesWebhook, "/validate-policies", admissionregistrationv1.Rule{
-				APIGroups: []string{"policy.example.com"}, APIVersions: []string{"v1alpha1"},
-				Resources: []string{"admissionpolicies"}, Scope: &cluster,
-			}, nil, nil),
+			hook(PolicyConfigMapsWebhook, "/validate-policies",
+				notIn(metav1.NamespaceSystem), &metav1.LabelSelector{MatchLabels: map[string]string{policy.PolicyLabel: "true"}},
+				rule("", "v1", &namespaced, "configmaps")),
+			hook(AdmissionPoliciesWebhook, "/validate-policies", nil, nil,
+				rule("policy.example.com", "v1alpha1", &cluster, "admissionpolicies")),
 		},
 	}
 }

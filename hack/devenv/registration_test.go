@@ -3,6 +3,7 @@ package devenv_test
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -50,5 +51,61 @@ func TestWebhookConfigurationMatchesManifest(t *testing.T) {
 		if !equality.Semantic.DeepEqual(g, w) {
 			t.Errorf("webhook %d differs from the manifest (-manifest +local):\n%s", i, diff.Diff(w, g))
 		}
+	}
+}
+
+// TestPodControllersWebhook checks that the Pod controllers' webhook sends
+// the seven kinds that create Pods, by the objects themselves (no scale or
+// status subresource), and is configured as the Pods' webhook is: the same
+// failure policy, timeouts and namespaces left out, so a controller is never
+// judged where its Pods would not be.
+func TestPodControllersWebhook(t *testing.T) {
+	vwc := devenv.WebhookConfiguration("https://127.0.0.1:9443", []byte("ca"), webhook.DefaultPolicyNamespace)
+	byName := map[string]admissionregistrationv1.ValidatingWebhook{}
+	for _, h := range vwc.Webhooks {
+		byName[h.Name] = h
+	}
+	pods, ok := byName[devenv.PodsWebhook]
+	if !ok {
+		t.Fatalf("no webhook %s", devenv.PodsWebhook)
+	}
+	ctrl, ok := byName[devenv.PodControllersWebhook]
+	if !ok {
+		t.Fatalf("no webhook %s", devenv.PodControllersWebhook)
+	}
+	if got, want := *ctrl.ClientConfig.URL, "https://127.0.0.1:9443/validate-podcontrollers"; got != want {
+		t.Errorf("URL %s, want %s", got, want)
+	}
+
+	var got []string
+	for _, r := range ctrl.Rules {
+		if !slices.Equal(r.Operations, []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update}) {
+			t.Errorf("rule %+v: operations %v, want CREATE and UPDATE", r.Rule, r.Operations)
+		}
+		if r.Scope == nil || *r.Scope != admissionregistrationv1.NamespacedScope {
+			t.Errorf("rule %+v: scope %v, want Namespaced", r.Rule, r.Scope)
+		}
+		for _, g := range r.APIGroups {
+			for _, v := range r.APIVersions {
+				for _, res := range r.Resources {
+					got = append(got, g+"/"+v+"/"+res)
+				}
+			}
+		}
+	}
+	slices.Sort(got)
+	want := []string{
+		"/v1/replicationcontrollers",
+		"apps/v1/daemonsets", "apps/v1/deployments", "apps/v1/replicasets", "apps/v1/statefulsets",
+		"batch/v1/cronjobs", "batch/v1/jobs",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("matches %q, want %q", got, want)
+	}
+
+	// Everything but what it is and where it is sent is the Pods' webhook's.
+	pods.Name, pods.ClientConfig, pods.Rules = ctrl.Name, ctrl.ClientConfig, ctrl.Rules
+	if !equality.Semantic.DeepEqual(ctrl, pods) {
+		t.Errorf("configured unlike the Pods' webhook (-pods +podcontrollers):\n%s", diff.Diff(pods, ctrl))
 	}
 }

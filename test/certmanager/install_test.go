@@ -101,6 +101,9 @@ func checkRBAC(t *testing.T, objs []*unstructured.Unstructured) {
 		{APIGroups: []string{"policy.example.com"}, Resources: []string{"admissionpolicies/status"}, Verbs: []string{"patch"}},
 		{APIGroups: []string{"stable.example.com"}, Resources: []string{"myapples"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"list"}},
+		{APIGroups: []string{"apps"}, Resources: []string{"deployments", "replicasets", "statefulsets", "daemonsets"}, Verbs: []string{"list"}},
+		{APIGroups: []string{"batch"}, Resources: []string{"jobs", "cronjobs"}, Verbs: []string{"list"}},
+		{APIGroups: []string{""}, Resources: []string{"replicationcontrollers"}, Verbs: []string{"list"}},
 		{APIGroups: []string{"wgpolicyk8s.io"}, Resources: []string{"policyreports"}, Verbs: []string{"get", "list", "create", "patch", "delete"}},
 	}
 	if !equality.Semantic.DeepEqual(cr.Rules, wantCluster) {
@@ -364,7 +367,8 @@ func checkService(t *testing.T, objs []*unstructured.Unstructured) {
 }
 
 // checkWebhooks checks the ValidatingWebhookConfiguration; workloads is the
-// failurePolicy wanted for Pods and MyApples (policy objects always Fail).
+// failurePolicy wanted for Pods, Pod controllers and MyApples (policy
+// objects always Fail).
 func checkWebhooks(t *testing.T, objs []*unstructured.Unstructured, workloads admissionregistrationv1.FailurePolicyType) {
 	vwc := findTyped[admissionregistrationv1.ValidatingWebhookConfiguration](t, objs, "ValidatingWebhookConfiguration", appName)
 	if got, want := vwc.Annotations["cert-manager.io/inject-ca-from"], installNamespace+"/"+servingCertName; got != want {
@@ -373,7 +377,7 @@ func checkWebhooks(t *testing.T, objs []*unstructured.Unstructured, workloads ad
 	type want struct {
 		path         string
 		failure      admissionregistrationv1.FailurePolicyType
-		rule         admissionregistrationv1.RuleWithOperations
+		rules        []admissionregistrationv1.RuleWithOperations
 		excluded     []string          // namespaces the namespaceSelector leaves out
 		objectLabels map[string]string // the objectSelector's matchLabels, nil for none
 	}
@@ -384,27 +388,40 @@ func checkWebhooks(t *testing.T, objs []*unstructured.Unstructured, workloads ad
 			APIGroups: []string{group}, APIVersions: []string{version}, Resources: resources, Scope: &scope,
 		}}
 	}
+	rules := func(r ...admissionregistrationv1.RuleWithOperations) []admissionregistrationv1.RuleWithOperations {
+		return r
+	}
 	wants := map[string]want{
 		"pods.policy-webhook.policy.example.com": {
 			path: "/validate-pods", failure: workloads,
-			rule:     rule("", "v1", namespaced, "pods", "pods/ephemeralcontainers"),
+			rules:    rules(rule("", "v1", namespaced, "pods", "pods/ephemeralcontainers")),
+			excluded: []string{"kube-system", installNamespace},
+		},
+		// Judged where their Pods are, and failing as they do.
+		"podcontrollers.policy-webhook.policy.example.com": {
+			path: "/validate-podcontrollers", failure: workloads,
+			rules: rules(
+				rule("apps", "v1", namespaced, "deployments", "replicasets", "statefulsets", "daemonsets"),
+				rule("batch", "v1", namespaced, "jobs", "cronjobs"),
+				rule("", "v1", namespaced, "replicationcontrollers"),
+			),
 			excluded: []string{"kube-system", installNamespace},
 		},
 		"myapples.policy-webhook.policy.example.com": {
 			path: "/validate-myapples", failure: workloads,
-			rule:     rule("stable.example.com", "v1", namespaced, "myapples"),
+			rules:    rules(rule("stable.example.com", "v1", namespaced, "myapples")),
 			excluded: []string{"kube-system", installNamespace},
 		},
 		// Cluster-wide policy lives in policy-system: it must be judged.
 		"configmaps.policy-webhook.policy.example.com": {
 			path: "/validate-policies", failure: admissionregistrationv1.Fail,
-			rule:         rule("", "v1", namespaced, "configmaps"),
+			rules:        rules(rule("", "v1", namespaced, "configmaps")),
 			excluded:     []string{"kube-system"},
 			objectLabels: map[string]string{"policy.example.com/policy": "true"},
 		},
 		"admissionpolicies.policy-webhook.policy.example.com": {
 			path: "/validate-policies", failure: admissionregistrationv1.Fail,
-			rule: rule("policy.example.com", "v1alpha1", cluster, "admissionpolicies"),
+			rules: rules(rule("policy.example.com", "v1alpha1", cluster, "admissionpolicies")),
 		},
 	}
 	if len(vwc.Webhooks) != len(wants) {
@@ -437,8 +454,8 @@ func checkWebhooks(t *testing.T, objs []*unstructured.Unstructured, workloads ad
 		if wh.MatchPolicy == nil || *wh.MatchPolicy != admissionregistrationv1.Equivalent {
 			t.Errorf("%s: matchPolicy %v, want Equivalent", wh.Name, show(wh.MatchPolicy))
 		}
-		if len(wh.Rules) != 1 || !equality.Semantic.DeepEqual(wh.Rules[0], w.rule) {
-			t.Errorf("%s: rules %+v, want [%+v]", wh.Name, wh.Rules, w.rule)
+		if !equality.Semantic.DeepEqual(wh.Rules, w.rules) {
+			t.Errorf("%s: rules %+v, want %+v", wh.Name, wh.Rules, w.rules)
 		}
 		checkNamespaceSelector(t, wh.Name, wh.NamespaceSelector, w.excluded)
 		switch {

@@ -16,8 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 )
 
-// TestFailOpenOverlay checks manifests/overlays/fail-open: Pods and
-// MyApples fail open, the server admits before its cache has synced, the
+// TestFailOpenOverlay checks manifests/overlays/fail-open: Pods, Pod
+// controllers and MyApples fail open, the server admits before its cache has synced, the
 // policy objects stay fail-closed, and nothing else changes.
 func TestFailOpenOverlay(t *testing.T) {
 	base := render(t, "default")

@@ -718,6 +718,7 @@ func assertServiceRefs(t *testing.T, cs kubernetes.Interface, vwc *admissionregi
 	}
 	wantPaths := map[string]string{
 		devenv.PodsWebhook:              "/validate-pods",
+		devenv.PodControllersWebhook:    "/validate-podcontrollers",
 		devenv.MyApplesWebhook:          "/validate-myapples",
 		devenv.PolicyConfigMapsWebhook:  "/validate-policies",
 		devenv.AdmissionPoliciesWebhook: "/validate-policies",

@@ -185,7 +185,7 @@ func TestEveryValueTakesEffect(t *testing.T) {
 			wantFailure := admissionregistrationv1.Fail
 			wantExcluded := []string{"kube-system", "gatekeeper-system"}
 			switch {
-			case strings.HasPrefix(wh.Name, "pods.") || strings.HasPrefix(wh.Name, "myapples."):
+			case strings.HasPrefix(wh.Name, "pods."), strings.HasPrefix(wh.Name, "podcontrollers."), strings.HasPrefix(wh.Name, "myapples."):
 				wantFailure = admissionregistrationv1.Ignore
 				wantExcluded = append(wantExcluded, namespace)
 			case strings.HasPrefix(wh.Name, "admissionpolicies."):
@@ -285,12 +285,18 @@ func TestEveryValueTakesEffect(t *testing.T) {
 		}
 		// The audit's RBAC stays.
 		role := findTyped[rbacv1.ClusterRole](t, objs, "ClusterRole", appName)
-		for _, r := range []string{"pods", "policyreports"} {
+		for _, r := range auditResources {
 			if !grants(role, r) {
 				t.Errorf("the ClusterRole grants nothing on %s, which the audit reads or writes", r)
 			}
 		}
 	})
+}
+
+// auditResources are the resources only the background audit reads or writes.
+var auditResources = []string{
+	"pods", "deployments", "replicasets", "statefulsets", "daemonsets", "jobs", "cronjobs", "replicationcontrollers",
+	"policyreports",
 }
 
 // grants reports whether role has a rule on resource.
@@ -308,7 +314,7 @@ func TestAuditOff(t *testing.T) {
 		t.Errorf("args %q, want --audit-interval=0 and no other interval", args)
 	}
 	role := findTyped[rbacv1.ClusterRole](t, r.objects, "ClusterRole", appName)
-	for _, res := range []string{"pods", "policyreports"} {
+	for _, res := range auditResources {
 		if grants(role, res) {
 			t.Errorf("the ClusterRole grants %s without the audit", res)
 		}

@@ -14,7 +14,8 @@ import (
 // ControlPlaneForTest starts a control plane for t and stops it when t
 // ends. Without $KUBEBUILDER_ASSETS it skips t under -short and fails it
 // otherwise: these tests are part of `make test`, and a silent skip would
-// hide that they never ran.
+// hide that they never ran. With opts.ControllerManager, a t that failed
+// gets the end of kube-controller-manager's log in its output.
 func ControlPlaneForTest(t testing.TB, opts devenv.ControlPlaneOptions) *devenv.ControlPlane {
 	t.Helper()
 	if os.Getenv(devenv.AssetsEnv) == "" {
@@ -28,8 +29,14 @@ func ControlPlaneForTest(t testing.TB, opts devenv.ControlPlaneOptions) *devenv.
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := cp.Stop(); err != nil {
+		// The log is read once it has stopped, so it ends with whatever it
+		// said while shutting down.
+		err := cp.Stop()
+		if err != nil {
 			t.Error(err)
+		}
+		if opts.ControllerManager && t.Failed() {
+			t.Logf("kube-controller-manager's log (its end):\n%s", cp.ControllerManagerLog())
 		}
 	})
 	t.Logf("control plane at %s with CRDs %s", cp.Config.Host, strings.Join(cp.CRDs(), ", "))
