@@ -68,7 +68,8 @@ func TestSamplesThroughAPIServer(t *testing.T) {
 
 	judged, policies := 0, 0
 	for _, d := range docs {
-		isJudged := d.Kind == policy.KindPod || d.Kind == policy.KindMyApple
+		_, controller := policy.PodControllerOf(policy.Kind(d.Kind))
+		isJudged := d.Kind == policy.KindPod || d.Kind == policy.KindMyApple || controller
 		if isJudged && policies > 0 {
 			// Every policy in force before the first object is judged:
 			// kubectl's own time between objects hides propagation, a
@@ -107,9 +108,9 @@ func TestSamplesThroughAPIServer(t *testing.T) {
 		}
 	}
 	if judged < 20 {
-		t.Fatalf("only %d Pods and MyApples judged: the samples were not read", judged)
+		t.Fatalf("only %d objects judged: the samples were not read", judged)
 	}
-	t.Logf("%d Pods and MyApples: the API server through the webhook, check and the samples agree", judged)
+	t.Logf("%d Pods, Pod controllers and MyApples: the API server through the webhook, check and the samples agree", judged)
 }
 
 // waitPolicies waits until the webhook has n policies in force.
