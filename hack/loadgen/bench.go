@@ -68,7 +68,7 @@ func parseFlags(args []string) (benchFlags, error) {
 	fs.IntVar(&f.apiRounds, "apiserver-rounds", 15, "windows per contender through the API server, each as long as a direct run's")
 	fs.IntVar(&f.containers, "containers", 2, "containers in the load Pod (2 makes the 3.7 KB review)")
 	fs.StringVar(&f.profile, "cpu-profile", "", "if set, write policy-webhook's CPU profile under direct load (allowed Pods, c=8, 10 s) to this file")
-	stages := fs.String("stages", "direct,apiserver,propagation,memory,quota,audit", "which load stages to run")
+	stages := fs.String("stages", "direct,apiserver,propagation,memory,quota,audit,rollout", "which load stages to run")
 	fs.BoolVar(&f.goBench, "go-bench", true, "run the in-process Go benchmarks first")
 	fs.StringVar(&f.benchtime, "benchtime", "1s", "go test -benchtime")
 	fs.IntVar(&f.edits, "edits", 50, "policy edits timed for propagation")
@@ -83,7 +83,7 @@ func parseFlags(args []string) (benchFlags, error) {
 	f.stages = map[string]bool{}
 	for _, st := range strings.Split(*stages, ",") {
 		switch st = strings.TrimSpace(st); st {
-		case "direct", "apiserver", "propagation", "quota", "memory", "audit":
+		case "direct", "apiserver", "propagation", "quota", "memory", "audit", "rollout":
 			f.stages[st] = true
 		default:
 			return f, fmt.Errorf("-stages: unknown stage %q", st)
@@ -136,7 +136,8 @@ func runBench(ctx context.Context, args []string) (err error) {
 	klog.SetLogger(log)
 
 	logf("starting the control plane (logs in %s)", f.logFile)
-	cp, err := devenv.StartControlPlane(ctx, devenv.ControlPlaneOptions{Log: log})
+	// kube-controller-manager turns the rollout stage's Deployments into Pods.
+	cp, err := devenv.StartControlPlane(ctx, devenv.ControlPlaneOptions{Log: log, ControllerManager: f.stages["rollout"]})
 	if err != nil {
 		return err
 	}
@@ -242,6 +243,15 @@ func runStages(ctx context.Context, f benchFlags, rep *report, c clients, ours, 
 	if f.stages["quota"] {
 		logf("quota: %d MyApple creates with and without a quota, c=%d", f.quotaCreates, f.apiConcurrency)
 		if rep.Quota, err = measureQuota(ctx, c, ours, f.quotaCreates, f.apiConcurrency); err != nil {
+			return err
+		}
+	}
+	if f.stages["rollout"] {
+		logf("rollout: %d Deployments × %d replicas through kube-controller-manager, %d policies, without and with the webhook", rolloutDeployments, rolloutReplicas, rolloutPolicies)
+		if rep.Rollout, err = measureRollout(ctx, c, ours, caPEM, 2, logf); err != nil {
+			return err
+		}
+		if err := c.route(ctx, ours, caPEM); err != nil {
 			return err
 		}
 	}

@@ -56,6 +56,7 @@ type report struct {
 	Quota          quotaResult       `json:"quota"`
 	AuditLoad      auditLoadResult   `json:"auditLoad"`
 	Memory         []memoryStage     `json:"memory"`
+	Rollout        []rolloutRow      `json:"rollout"`
 }
 
 func newReport(f benchFlags) *report {
@@ -195,6 +196,23 @@ func (r *report) print(w io.Writer) {
 			per = fmt.Sprintf("%.0f B", m.HeapPerObject)
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t\n", m.Stage, m.Objects, mib(float64(m.RSSBytes)), mib(m.Heap), per, m.Fill.Retries)
+	}
+	if len(r.Rollout) > 0 {
+		fmt.Fprintln(tw)
+		fmt.Fprintf(tw, "rollout through kube-controller-manager	deployments	pods	all Pods exist after	×none	\n")
+		var none []time.Duration
+		for _, row := range r.Rollout {
+			if row.Webhook == "none" {
+				none = append(none, row.Took)
+			}
+		}
+		for i, row := range r.Rollout {
+			x := "-"
+			if row.Webhook != "none" && len(none) > i/2 {
+				x = ratio(float64(row.Took), float64(none[i/2]))
+			}
+			fmt.Fprintf(tw, "webhook %s\t%d\t%d\t%s\t%s\t\n", row.Webhook, row.Deployments, row.Pods, row.Took.Round(time.Millisecond), x)
+		}
 	}
 	_ = tw.Flush()
 }
