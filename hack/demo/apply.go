@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
+	"time"
 )
 
 // result is what kubectl said about applying one object.
@@ -87,4 +88,36 @@ func (r *result) summaryLine(obj *object) string {
 		return fmt.Sprintf("refused   %s: %s", obj.ref(), r.refusal)
 	}
 	return "applied   " + obj.ref()
+}
+
+// showRollouts waits for the Pods of each admitted Deployment of the
+// samples, which kube-controller-manager creates through a ReplicaSet and
+// the webhook judges at their own admission, and prints them.
+func showRollouts(ctx context.Context, o options, objs []*object) error {
+	for _, obj := range objs {
+		if obj.kind != "Deployment" || obj.expect != "allow" {
+			continue
+		}
+		var pods []string
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			// pod-template-hash: the Pods of a ReplicaSet, not a bare Pod with the same labels.
+			cmd := exec.CommandContext(ctx, o.kubectl, "--kubeconfig", o.kubeconfig, "get", "pods", "-n", obj.namespace,
+				"-l", "app="+obj.name+",pod-template-hash", "-o", "name")
+			out, err := cmd.Output()
+			if err != nil {
+				return fmt.Errorf("listing the Pods of %s: %w", obj.ref(), err)
+			}
+			pods = strings.Fields(string(out))
+			if len(pods) >= obj.replicas || time.Now().After(deadline) || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		fmt.Printf("\n%s: its ReplicaSet created %d of %d Pods, each admitted by the webhook: %s\n", obj.ref(), len(pods), obj.replicas, strings.Join(pods, " "))
+		if len(pods) < obj.replicas {
+			return fmt.Errorf("%s: %d of %d Pods after 30s", obj.ref(), len(pods), obj.replicas)
+		}
+	}
+	return nil
 }

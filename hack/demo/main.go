@@ -97,7 +97,10 @@ func run(ctx context.Context, o options) (err error) {
 			fmt.Printf("    !! the sample expects %q, the cluster said %q\n", obj.expect, got)
 		}
 	}
-	fmt.Printf("\n%d Pods and MyApples judged by the API server through the webhook", judged)
+	if err := showRollouts(ctx, o, objs); err != nil {
+		return err
+	}
+	fmt.Printf("\n%d Pods, Pod controllers and MyApples judged by the API server through the webhook", judged)
 	if unexpected > 0 {
 		fmt.Printf("; %d did not get the verdict their sample expects.\n", unexpected)
 		return fmt.Errorf("%d samples got an unexpected verdict", unexpected)

@@ -11,6 +11,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
+
+	"github.com/policy-webhook/policy-webhook/policy"
 )
 
 // expectAnnotation is where each judged sample says what should happen to it.
@@ -24,11 +26,15 @@ type object struct {
 	namespace string
 	name      string
 	expect    string // allow | warn | deny | ""
+	replicas  int    // of a Deployment: spec.replicas (default 1)
 }
 
 // judged reports whether the webhook judges the object's kind, the kinds
-// demo reports on.
-func (o *object) judged() bool { return o.kind == "Pod" || o.kind == "MyApple" }
+// demo reports on: Pods, MyApples, and Pod controllers by their template.
+func (o *object) judged() bool {
+	_, controller := policy.PodControllerOf(policy.Kind(o.kind))
+	return o.kind == policy.KindPod || o.kind == policy.KindMyApple || controller
+}
 
 func (o *object) ref() string {
 	if o.namespace == "" {
@@ -82,9 +88,16 @@ func readFile(path string) ([]*object, error) {
 		if u.GetKind() == "" {
 			return nil, fmt.Errorf("document %d of %s has no kind", i+1, path)
 		}
+		replicas, found, err := unstructured.NestedInt64(u.Object, "spec", "replicas")
+		if err != nil {
+			return nil, fmt.Errorf("document %d of %s: %w", i+1, path, err)
+		}
+		if !found {
+			replicas = 1
+		}
 		out = append(out, &object{
 			file: path, raw: doc, kind: u.GetKind(), namespace: u.GetNamespace(), name: u.GetName(),
-			expect: u.GetAnnotations()[expectAnnotation],
+			expect: u.GetAnnotations()[expectAnnotation], replicas: int(replicas),
 		})
 	}
 }
