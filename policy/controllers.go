@@ -33,23 +33,31 @@ type PodController struct {
 // PodControllers are the kinds judged by their Pod template, in the order
 // the audit reads them.
 func PodControllers() []PodController {
-	return []PodController{
-		{KindDeployment, "apps", "v1", "deployments", templatePath},
-		{KindReplicaSet, "apps", "v1", "replicasets", templatePath},
-		{KindStatefulSet, "apps", "v1", "statefulsets", templatePath},
-		{KindDaemonSet, "apps", "v1", "daemonsets", templatePath},
-		{KindJob, "batch", "v1", "jobs", templatePath},
-		{KindCronJob, "batch", "v1", "cronjobs", cronJobTemplatePath},
-		{KindReplicationController, "", "v1", "replicationcontrollers", templatePath},
+	kinds := []Kind{KindDeployment, KindReplicaSet, KindStatefulSet, KindDaemonSet, KindJob, KindCronJob, KindReplicationController}
+	out := make([]PodController, len(kinds))
+	for i, k := range kinds {
+		out[i], _ = PodControllerOf(k)
 	}
+	return out
 }
 
 // PodControllerOf returns the PodController of kind, if it is one.
 func PodControllerOf(kind Kind) (PodController, bool) {
-	for _, c := range PodControllers() {
-		if c.Kind == kind {
-			return c, true
-		}
+	switch kind {
+	case KindDeployment:
+		return PodController{kind, "apps", "v1", "deployments", templatePath}, true
+	case KindReplicaSet:
+		return PodController{kind, "apps", "v1", "replicasets", templatePath}, true
+	case KindStatefulSet:
+		return PodController{kind, "apps", "v1", "statefulsets", templatePath}, true
+	case KindDaemonSet:
+		return PodController{kind, "apps", "v1", "daemonsets", templatePath}, true
+	case KindJob:
+		return PodController{kind, "batch", "v1", "jobs", templatePath}, true
+	case KindCronJob:
+		return PodController{kind, "batch", "v1", "cronjobs", cronJobTemplatePath}, true
+	case KindReplicationController:
+		return PodController{kind, "", "v1", "replicationcontrollers", templatePath}, true
 	}
 	return PodController{}, false
 }

@@ -56,9 +56,6 @@ func Read(body []byte) (*admissionv1.AdmissionReview, error) {
 // KindOf names the judged kind of a request by its resource, which covers
 // subresources too, or by its kind when it has no resource; "" otherwise.
 func KindOf(r *admissionv1.AdmissionRequest) policy.Kind {
-	if c, ok := ControllerOf(r); ok {
-		return c.Kind
-	}
 	switch {
 	case r.Resource.Group == "" && r.Resource.Resource == policy.ResourcePods:
 		return policy.KindPod
@@ -68,6 +65,9 @@ func KindOf(r *admissionv1.AdmissionRequest) policy.Kind {
 		return policy.KindPod
 	case r.Resource.Resource == "" && r.Kind.Group == policy.GroupMyApple && r.Kind.Kind == policy.KindMyApple:
 		return policy.KindMyApple
+	}
+	if c, ok := ControllerOf(r); ok {
+		return c.Kind
 	}
 	return ""
 }

@@ -90,10 +90,12 @@ func (m *Metrics) admission(kind string, op admissionv1.Operation, verdict strin
 // duration observes an answer's time; kind comes from the client, so only
 // the kinds judged here get a series of their own.
 func (m *Metrics) duration(kind string, d time.Duration) {
-	switch _, controller := policy.PodControllerOf(policy.Kind(kind)); {
-	case controller, kind == policy.KindPod, kind == policy.KindMyApple, kind == policy.SourceConfigMap, kind == policy.SourceAdmissionPolicy:
+	switch kind {
+	case policy.KindPod, policy.KindMyApple, policy.SourceConfigMap, policy.SourceAdmissionPolicy:
 	default:
-		kind = "other"
+		if _, ok := policy.PodControllerOf(policy.Kind(kind)); !ok {
+			kind = "other"
+		}
 	}
 	m.durations.WithLabelValues(kind).Observe(d.Seconds())
 }
