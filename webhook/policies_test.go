@@ -3,6 +3,7 @@ package webhook
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/policy-webhook/policy-webhook/policy/carrier"
 )
 
 func labelledConfigMap(ns, name string, labelled bool, data map[string]string) *corev1.ConfigMap {
@@ -218,5 +221,40 @@ func TestPolicyParsingIsBounded(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(srv.metrics.admissions.WithLabelValues("ConfigMap", "CREATE", "busy")); got != 1 {
 		t.Errorf("admissions_total{busy} = %v, want 1", got)
+	}
+}
+
+// countingJudge holds the policy ConfigMaps of each namespace.
+type countingJudge struct {
+	setJudge
+	names map[string][]string
+}
+
+func (j *countingJudge) NamespacePolicies(ns string) []string { return j.names[ns] }
+
+func TestPoliciesPerNamespace(t *testing.T) {
+	full := make([]string, carrier.DefaultPoliciesPerNamespace)
+	for i := range full {
+		full[i] = "p" + strconv.Itoa(i)
+	}
+	srv := newTestServer(t, &countingJudge{names: map[string][]string{"team-b": full, testPolicyNamespace: full}}, false)
+	policyYAML := map[string]string{"policy.yaml": "pods:\n  allowedRegistries: [registry.example.com/]\n"}
+	for _, tt := range []struct {
+		ns, name string
+		allowed  bool
+	}{
+		{"team-b", "one-more", false},
+		{"team-b", "p3", true},              // a change to one it holds
+		{"team-a", "one-more", true},        // another namespace's count
+		{testPolicyNamespace, "more", true}, // cluster-wide ones are not counted
+	} {
+		resp := srv.review(t, PathPolicies, configMapRequest(t, admissionv1.Create, labelledConfigMap(tt.ns, tt.name, true, policyYAML)))
+		if resp.Allowed != tt.allowed {
+			t.Errorf("%s/%s: allowed %v, want %v (%+v)", tt.ns, tt.name, resp.Allowed, tt.allowed, resp.Result)
+		}
+		if want := "ConfigMap team-b/one-more is refused: namespace team-b already holds 32 policy ConfigMaps, the most a namespace may hold"; !tt.allowed &&
+			(resp.Result == nil || !strings.HasPrefix(resp.Result.Message, want)) {
+			t.Errorf("%s/%s: got %+v, want %q", tt.ns, tt.name, resp.Result, want)
+		}
 	}
 }
