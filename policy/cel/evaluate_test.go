@@ -307,6 +307,20 @@ func TestPerExpressionLimit(t *testing.T) {
 			t.Fatalf("got %+v, want the nested loop stopped by its cost limit, and the next validation evaluated", res)
 		}
 	}
+
+	// A namespace's own policy is stopped at its tighter limit.
+	c := limitedCompiler(t, Limits{AdmissionTime: time.Hour, NamespaceTime: time.Hour})
+	p, errs := c.Compile(KindPod, validations(nested), nil, Namespaced(true))
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	b := NewBudget(context.Background(), c.Limits())
+	defer b.Stop()
+	res = p.Evaluate(b, &Input{Object: podObject(t, 5000)})
+	if len(res.Violations) != 1 || !strings.Contains(res.Violations[0].Message, "cost limit exceeded") ||
+		b.Spent() > int64(DefaultNamespaceExpressionCost)*11/10 {
+		t.Fatalf("got %+v after spending %d, want the loop stopped at %d", res, b.Spent(), DefaultNamespaceExpressionCost)
+	}
 }
 
 func TestAdmissionBudget(t *testing.T) {
