@@ -165,7 +165,7 @@ func (e *evaluation) celRules(prog *cel.Program, out *sink, current bool) (judge
 		}
 	}
 	if e.budget == nil {
-		e.budget = cel.NewBudget(e.req.Context, prog.Limits())
+		e.budget = prog.NewBudget(e.req.Context)
 	}
 	if e.exhaustedBy != nil {
 		return true // the request is refused already: nothing more runs

@@ -17,6 +17,7 @@ func bindPolicyLimits(fs *flag.FlagSet) func() carrier.Limits {
 		admTime    = fs.Duration("cel-admission-time-budget", cel.DefaultAdmissionTime, "time all the CEL of one admission may take; when it runs out the request is refused, naming the policy and the budget")
 		nsCost     = fs.Int64("cel-namespace-cost-budget", cel.DefaultNamespaceCost, "part of the admission's CEL cost budget the namespace's own policies may spend (they run after the cluster-wide ones)")
 		nsTime     = fs.Duration("cel-namespace-time-budget", cel.DefaultNamespaceTime, "part of the admission's CEL time budget the namespace's own policies may take")
+		nsConc     = fs.Int("cel-namespace-concurrency", cel.DefaultNamespaceConcurrency, "admissions of one namespace that may evaluate the namespace's own policies at once (so one team's take at most that many CPUs); others wait their turn within the namespace's time budget")
 		perNS      = fs.Int("max-policies-per-namespace", carrier.DefaultPoliciesPerNamespace, "policy ConfigMaps a namespace other than the policy namespace may hold; one more is refused when applied")
 	)
 	return func() carrier.Limits {
@@ -28,6 +29,7 @@ func bindPolicyLimits(fs *flag.FlagSet) func() carrier.Limits {
 				AdmissionTime:           *admTime,
 				NamespaceCost:           *nsCost,
 				NamespaceTime:           *nsTime,
+				NamespaceConcurrency:    *nsConc,
 			},
 			PoliciesPerNamespace: *perNS,
 		}

@@ -17,6 +17,8 @@ import (
 type Budget struct {
 	ctx    context.Context
 	limits Limits
+	gate   *Gate  // nil: no turns taken
+	leave  func() // ends the namespace's turn, once taken
 
 	cost     int64 // left of AdmissionCost
 	deadline time.Time
@@ -42,8 +44,20 @@ func NewBudget(ctx context.Context, l Limits) *Budget {
 	return &Budget{ctx: ctx, limits: l, cost: l.AdmissionCost, deadline: time.Now().Add(l.AdmissionTime)}
 }
 
-// Stop releases the budget's timers.
+// NewBudget starts the budget of one admission with the limits and the
+// Gate of the compiler that compiled p.
+func (p *Program) NewBudget(ctx context.Context) *Budget {
+	b := NewBudget(ctx, *p.limits)
+	b.gate = p.gate
+	return b
+}
+
+// Stop ends the namespace's turn, if taken, and releases the timers.
 func (b *Budget) Stop() {
+	if b.leave != nil {
+		b.leave()
+		b.leave = nil
+	}
 	if b.cancel != nil {
 		b.cancel()
 	}
@@ -59,9 +73,10 @@ func (b *Budget) Exhausted() string { return b.out }
 // Spent is the CEL cost spent so far.
 func (b *Budget) Spent() int64 { return b.limits.AdmissionCost - b.cost }
 
-// begin is called before each evaluation: false once the budget of the
-// scope is gone, by cost or by time.
-func (b *Budget) begin(namespaced bool) bool {
+// begin is called before each evaluation of a policy of namespace ns
+// (cluster-wide: namespaced false): false once the budget of the scope is
+// gone, by cost or by time. The namespace's first takes its turn.
+func (b *Budget) begin(namespaced bool, ns string) bool {
 	if b.out != "" {
 		return false
 	}
@@ -71,6 +86,14 @@ func (b *Budget) begin(namespaced bool) bool {
 		b.nsDeadline = time.Now().Add(b.limits.NamespaceTime)
 		if b.nsDeadline.After(b.deadline) {
 			b.nsDeadline = b.deadline
+		}
+		if b.gate != nil {
+			leave, ok := b.gate.enter(func() context.Context { return b.context(true) }, ns)
+			if !ok {
+				b.out = b.timeName(true) + fmt.Sprintf(", spent waiting for its turn (%d admissions of a namespace at a time evaluate its policies)", b.limits.NamespaceConcurrency)
+				return false
+			}
+			b.leave = leave
 		}
 	}
 	// Untimed expressions are not interrupted, so time is also checked

@@ -58,6 +58,7 @@ var identifier = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
 type Compiler struct {
 	kinds  map[string]*kindEnv
 	limits Limits
+	gate   *Gate // of every program compiled here
 }
 
 type kindEnv struct {
@@ -86,7 +87,7 @@ func NewCompilerWithLimits(limits Limits) (*Compiler, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Compiler{kinds: map[string]*kindEnv{}, limits: limits}
+	c := &Compiler{kinds: map[string]*kindEnv{}, limits: limits, gate: newGate(limits.NamespaceConcurrency)}
 	for kind, s := range map[string]*spec.Schema{KindPod: pod, KindMyApple: apple} {
 		ks, err := newKindSchema(kind, s)
 		if err != nil {
@@ -226,6 +227,7 @@ func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any, o
 		failOpen:   failurePolicy == v1alpha1.Ignore,
 		namespaced: o.namespaced,
 		limits:     &c.limits,
+		gate:       c.gate,
 		params:     types.NullValue,
 	}
 	if params != nil {

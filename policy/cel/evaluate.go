@@ -33,6 +33,7 @@ type Program struct {
 	failOpen    bool
 	namespaced  bool // a namespace's own policy, held to its tighter limits
 	limits      *Limits
+	gate        *Gate
 	variables   []compiledVariable
 	conditions  []compiledCondition
 	validations []compiledValidation
@@ -126,7 +127,7 @@ type Result struct {
 // spent, the rest is skipped and the Result says which budget ran out.
 func (p *Program) Evaluate(b *Budget, in *Input) Result {
 	a := &activation{p: p, in: in, b: b}
-	if !b.begin(p.namespaced) {
+	if !b.begin(p.namespaced, in.Request.Namespace) {
 		return Result{Judged: true, Exhausted: b.out}
 	}
 	for _, c := range p.conditions {
@@ -282,7 +283,7 @@ func (a *activation) variables() *lazy.MapValue {
 // says which, and every evaluation after fails.
 func (a *activation) eval(prog program) (ref.Val, error) {
 	b, ns := a.b, a.p.namespaced
-	if !b.begin(ns) {
+	if !b.begin(ns, a.in.Request.Namespace) {
 		return nil, errBudget
 	}
 	var val ref.Val

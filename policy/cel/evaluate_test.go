@@ -324,14 +324,14 @@ func TestPerExpressionLimit(t *testing.T) {
 }
 
 func TestAdmissionBudget(t *testing.T) {
-	big := &Input{Object: podObject(t, 5000)}
+	big := &Input{Object: podObject(t, 1000)}
 	each := "object.spec.containers.all(c, c.image.startsWith('registry.example.com/'))"
 	exprs := []string{"true"}
 	for i := range 5 {
 		exprs = append(exprs, fmt.Sprintf("%s && %d >= 0", each, i))
 	}
 	one := costOf(t, mustCompile(t, KindPod, validations(exprs[1]), nil), big)
-	t.Logf("one loop over 5,000 containers costs %d", one)
+	t.Logf("one loop over 1,000 containers costs %d", one)
 
 	ignore := v1alpha1.Ignore
 	for _, tt := range []struct {
@@ -460,5 +460,46 @@ func TestConcurrentEvaluate(t *testing.T) {
 		if ok := <-done; ok != "true" {
 			t.Error("wrong result under concurrency")
 		}
+	}
+}
+
+func TestNamespaceTurns(t *testing.T) {
+	c, err := NewCompilerWithLimits(Limits{NamespaceTime: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, errs := c.Compile(KindPod, validations("object.metadata.name != ''"), nil, Namespaced(true))
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	in := func(ns string) *Input {
+		return &Input{Object: podObject(t, 1), Request: Request{Namespace: ns}}
+	}
+	holder := p.NewBudget(context.Background())
+	if res := p.Evaluate(holder, in("team-b")); res.Exhausted != "" || len(res.Violations) != 0 {
+		t.Fatalf("first: %+v", res)
+	}
+	// team-b's turn is taken until the holder's admission ends: another
+	// waits within its namespace's time, then is refused saying why.
+	waiter := p.NewBudget(context.Background())
+	res := p.Evaluate(waiter, in("team-b"))
+	waiter.Stop()
+	if !strings.Contains(res.Exhausted, "spent waiting for its turn (1 admissions of a namespace at a time evaluate its policies)") {
+		t.Fatalf("second in team-b: got %+v, want refused waiting for its turn", res)
+	}
+	// Another namespace has turns of its own.
+	other := p.NewBudget(context.Background())
+	if res := p.Evaluate(other, in("team-a")); res.Exhausted != "" {
+		t.Fatalf("team-a: %+v", res)
+	}
+	other.Stop()
+	holder.Stop()
+	next := p.NewBudget(context.Background())
+	defer next.Stop()
+	if res := p.Evaluate(next, in("team-b")); res.Exhausted != "" {
+		t.Fatalf("team-b after the holder: %+v", res)
+	}
+	if n := len(c.gate.turns); n != 1 {
+		t.Errorf("%d namespaces hold turns, want 1 (team-b's next)", n)
 	}
 }

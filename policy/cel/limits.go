@@ -31,6 +31,10 @@ type Limits struct {
 	// the cluster-wide ones, so they can never take their budget.
 	NamespaceCost int64
 	NamespaceTime time.Duration
+	// NamespaceConcurrency is how many admissions of one namespace may
+	// evaluate its own policies at once (see Gate); others wait their turn
+	// within NamespaceTime.
+	NamespaceConcurrency int
 }
 
 // Default limits. The cluster-wide per-expression limit is VAP's; the
@@ -46,6 +50,9 @@ const (
 	DefaultAdmissionTime           = 500 * time.Millisecond
 	DefaultNamespaceCost           = DefaultAdmissionCost / 10
 	DefaultNamespaceTime           = 100 * time.Millisecond
+	// One at a time: a namespace's policies then take at most one CPU,
+	// however many of its admissions arrive together.
+	DefaultNamespaceConcurrency = 1
 )
 
 // DefaultLimits are the limits unless configured otherwise.
@@ -57,6 +64,7 @@ func DefaultLimits() Limits {
 		AdmissionTime:           DefaultAdmissionTime,
 		NamespaceCost:           DefaultNamespaceCost,
 		NamespaceTime:           DefaultNamespaceTime,
+		NamespaceConcurrency:    DefaultNamespaceConcurrency,
 	}
 }
 
@@ -81,6 +89,9 @@ func (l Limits) WithDefaults() Limits {
 	if l.NamespaceTime == 0 {
 		l.NamespaceTime = min(d.NamespaceTime, l.AdmissionTime)
 	}
+	if l.NamespaceConcurrency == 0 {
+		l.NamespaceConcurrency = d.NamespaceConcurrency
+	}
 	return l
 }
 
@@ -88,7 +99,7 @@ func (l Limits) WithDefaults() Limits {
 // the cluster's: a team would then get more than the admission it is in.
 func (l Limits) Validate() error {
 	var errs []error
-	if l.AdmissionCost < 0 || l.NamespaceCost < 0 || l.AdmissionTime < 0 || l.NamespaceTime < 0 {
+	if l.AdmissionCost < 0 || l.NamespaceCost < 0 || l.AdmissionTime < 0 || l.NamespaceTime < 0 || l.NamespaceConcurrency < 0 {
 		errs = append(errs, errors.New("CEL limits must not be negative"))
 	}
 	if l.NamespaceExpressionCost > l.ExpressionCost {
