@@ -258,3 +258,42 @@ func TestPoliciesPerNamespace(t *testing.T) {
 		}
 	}
 }
+
+// TestPolicyCostAtApply is issue 22 at the policy path: the VAP-style
+// registries rule is accepted in either carrier, and a namespace's loop
+// over 300 params in a loop over them is refused naming its estimate.
+func TestPolicyCostAtApply(t *testing.T) {
+	registries := `match: {kinds: [Pod]}
+params: {allowed: [registry.example.com/, ghcr.io/acme/]}
+variables:
+- name: images
+  expression: "object.spec.containers.map(c, c.image) + (has(object.spec.initContainers) ? object.spec.initContainers.map(c, c.image) : [])"
+- name: bad
+  expression: "variables.images.filter(i, !params.allowed.exists(p, i.startsWith(p)))"
+validations:
+- name: registries
+  expression: "size(variables.bad) == 0"
+  messageExpression: "'denied: images not from an allowed registry: ' + variables.bad.join(', ')"
+`
+	specJSON := `{"match":{"kinds":["Pod"]},"params":{"allowed":["registry.example.com/","ghcr.io/acme/"]},
+"variables":[{"name":"images","expression":"object.spec.containers.map(c, c.image) + (has(object.spec.initContainers) ? object.spec.initContainers.map(c, c.image) : [])"},
+{"name":"bad","expression":"variables.images.filter(i, !params.allowed.exists(p, i.startsWith(p)))"}],
+"validations":[{"name":"registries","expression":"size(variables.bad) == 0","messageExpression":"'denied: images not from an allowed registry: ' + variables.bad.join(', ')"}]}`
+	square := "match: {kinds: [Pod]}\nparams: {l: [" + strings.TrimSuffix(strings.Repeat("same, ", 300), ", ") + "]}\n" +
+		"validations:\n- expression: \"params.l.all(x, params.l.all(y, x == y))\"\n"
+
+	srv := newTestServer(t, &setJudge{}, false)
+	for name, req := range map[string]*admissionv1.AdmissionRequest{
+		"a team's ConfigMap":       configMapRequest(t, admissionv1.Create, labelledConfigMap("team-a", "registries", true, map[string]string{"policy.yaml": registries})),
+		"a cluster-wide ConfigMap": configMapRequest(t, admissionv1.Create, labelledConfigMap(testPolicyNamespace, "registries", true, map[string]string{"policy.yaml": registries})),
+		"an AdmissionPolicy":       admissionPolicyRequest(t, admissionv1.Create, "registries", specJSON),
+	} {
+		if resp := srv.review(t, PathPolicies, req); !resp.Allowed {
+			t.Errorf("%s: refused: %+v", name, resp.Result)
+		}
+	}
+	resp := srv.review(t, PathPolicies, configMapRequest(t, admissionv1.Create, labelledConfigMap("team-b", "square", true, map[string]string{"policy.yaml": square})))
+	if want := "policy.yaml: validations[0].expression: Forbidden: estimated cost 541502, with these params and whatever the object, exceeds the limit of 100000 per expression of a namespace's own policy"; resp.Allowed || resp.Result == nil || !strings.Contains(resp.Result.Message, want) {
+		t.Errorf("the 300² loop in team-b: got %+v, want refused with %q", resp.Result, want)
+	}
+}
