@@ -254,4 +254,3 @@ func waitUntil(t *testing.T, ctx context.Context, within time.Duration, what str
 		time.Sleep(100 * time.Millisecond)
 	}
 }
-
