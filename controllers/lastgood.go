@@ -163,10 +163,12 @@ func (l *LastGood) want(key []byte) (map[string]string, []policy.Source) {
 	return want, left
 }
 
-// hasGood reports whether an invalid source has a good version in memory.
-func (l *LastGood) hasGood() bool {
+// hasEntries reports whether an invalid source has a good version to
+// persist: in memory, or read from the ConfigMap (verified with a key since
+// deleted). With no key, none can be signed.
+func (l *LastGood) hasEntries() bool {
 	for _, is := range l.w.cfg.Cache.InvalidSources() {
-		if is.Good != nil {
+		if is.Good != nil || is.Persisted != "" {
 			return true
 		}
 	}
@@ -212,7 +214,7 @@ func (l *LastGood) ensureKey(ctx context.Context) error {
 func (l *LastGood) sync(ctx context.Context, q workqueue.TypedRateLimitingInterface[string]) error {
 	cfg := l.w.cfg
 	key := cfg.Cache.LastGoodKey()
-	if key == nil && l.hasGood() {
+	if key == nil && l.hasEntries() {
 		// Nothing can be persisted unsigned: make the key, and write once
 		// the informer has it.
 		if err := l.ensureKey(ctx); err != nil {
