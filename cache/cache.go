@@ -43,13 +43,15 @@ type Cache struct {
 	configMapInformer, policyInformer, appleInformer, namespaceInformer toolscache.SharedIndexInformer
 	handlers                                                            []toolscache.ResourceEventHandlerRegistration
 
-	informers []watchedInformer // all five, in start order
+	informers []watchedInformer // all six, in start order
 	sources   *sourceTable
 	apples    *appleIndex
 
 	// The persisted last good versions (lastgood.go).
 	lastGoodInformer toolscache.SharedIndexInformer
-	lastGood         *lastGoodTable
+	// lastGoodKeyInformer watches LastGoodKeySecret.
+	lastGoodKeyInformer toolscache.SharedIndexInformer
+	lastGood            *lastGoodTable
 
 	// dirty asks the builder for a new snapshot; its one slot coalesces
 	// bursts. pendingSince is when the oldest change not yet in a snapshot
@@ -106,6 +108,8 @@ func New(cfg Config) (*Cache, error) {
 	namespaces := cfg.Metadata.Resource(corev1.SchemeGroupVersion.WithResource("namespaces"))
 	lastGood := configMaps.Namespace(cfg.PolicyNamespace)
 	lastGoodName := fields.OneTermEqualSelector("metadata.name", LastGoodConfigMap).String()
+	lastGoodKey := cfg.Dynamic.Resource(corev1.SchemeGroupVersion.WithResource("secrets")).Namespace(cfg.PolicyNamespace)
+	lastGoodKeyName := fields.OneTermEqualSelector("metadata.name", LastGoodKeySecret).String()
 	for _, s := range []struct {
 		resource, what string
 		informer       *toolscache.SharedIndexInformer
@@ -149,6 +153,17 @@ func New(cfg Config) (*Cache, error) {
 				return lastGood.Watch(ctx, o)
 			},
 			&unstructured.Unstructured{}, nil, c.lastGoodHandler()},
+		// The one Secret, by name: RBAC grants reading it and no other.
+		{"lastgoodkey", "key of the last good versions", &c.lastGoodKeyInformer, cfg.Dynamic,
+			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				o.FieldSelector = lastGoodKeyName
+				return lastGoodKey.List(ctx, o)
+			},
+			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				o.FieldSelector = lastGoodKeyName
+				return lastGoodKey.Watch(ctx, o)
+			},
+			&unstructured.Unstructured{}, nil, c.lastGoodKeyHandler()},
 	} {
 		health := newInformerHealth(s.resource, s.what, c.log, c.metrics, clock.RealClock{})
 		// As client-go's informer factories make them.

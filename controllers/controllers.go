@@ -49,6 +49,9 @@ type Config struct {
 	Audit interface {
 		AuditStatus(name string) (*v1alpha1.AuditStatus, bool)
 	}
+	// LedgerCleanupInterval is how often the leader removes the quota
+	// ledgers of deleted namespaces; 0 is DefaultLedgerCleanupInterval.
+	LedgerCleanupInterval time.Duration
 	// Clock is the controllers' clock; nil is the real one.
 	Clock clock.PassiveClock
 }
@@ -82,6 +85,9 @@ func (c *Config) validate() error {
 	if c.HeartbeatInterval < 0 {
 		errs = append(errs, errors.New("HeartbeatInterval must not be negative"))
 	}
+	if c.LedgerCleanupInterval < 0 {
+		errs = append(errs, errors.New("LedgerCleanupInterval must not be negative"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -91,6 +97,7 @@ type Controllers struct {
 	Replica  *ReplicaStatus
 	Status   *Status
 	LastGood *LastGood
+	Ledgers  *Ledgers
 }
 
 // New makes the controllers and has the cache tell them of changes. Call it
@@ -105,6 +112,9 @@ func New(cfg Config) (*Controllers, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}
 	}
+	if cfg.LedgerCleanupInterval == 0 {
+		cfg.LedgerCleanupInterval = DefaultLedgerCleanupInterval
+	}
 	m, err := newMetrics(cfg.Metrics)
 	if err != nil {
 		return nil, fmt.Errorf("configuring the controllers: %w", err)
@@ -114,6 +124,7 @@ func New(cfg Config) (*Controllers, error) {
 		Replica:  newReplicaStatus(w),
 		Status:   &Status{w: w},
 		LastGood: &LastGood{w: w, max: lastGoodMaxBytes},
+		Ledgers:  &Ledgers{w: w, interval: cfg.LedgerCleanupInterval},
 	}
 	cfg.Cache.OnSnapshot(func(s *cache.Snapshot) {
 		for _, p := range s.Policies() {

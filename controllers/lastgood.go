@@ -1,7 +1,10 @@
 package controllers
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"maps"
 	"slices"
@@ -35,8 +38,10 @@ type LastGood struct {
 
 	// Only the worker goroutine touches these.
 	encoded map[policy.Source]encodedEntry
-	leftOut map[policy.Source]bool
-	last    *lastGoodMemo
+	// encodedWith is the key the encoded entries are signed with.
+	encodedWith []byte
+	leftOut     map[policy.Source]bool
+	last        *lastGoodMemo
 }
 
 // NeedLeaderElection makes controller-runtime's manager run it on the
@@ -100,21 +105,31 @@ type encodedEntry struct {
 }
 
 // want is the data the ConfigMap should hold, an entry for each invalid
-// source whose last good version is known, within max bytes, and the
-// sources left out for size.
-func (l *LastGood) want() (map[string]string, []policy.Source) {
+// source whose last good version is known, signed with key, within max
+// bytes, and the sources left out for size. Entries this replica could not
+// verify are not in it: the leader removes them.
+func (l *LastGood) want(key []byte) (map[string]string, []policy.Source) {
 	want := map[string]string{}
 	encoded := map[policy.Source]encodedEntry{}
+	if !bytes.Equal(l.encodedWith, key) {
+		l.encoded, l.encodedWith = nil, key
+	}
 	for _, is := range l.w.cfg.Cache.InvalidSources() {
 		if is.Good == nil {
 			if is.Persisted != "" {
-				want[cache.LastGoodKey(is.Source)] = is.Persisted
+				// Verified when read; signed again if the key changed since.
+				value, err := cache.ResignLastGood(key, is.Persisted)
+				if err != nil {
+					l.w.log.Error(err, "Cannot persist the last good version again", "source", is.Source.String())
+					continue
+				}
+				want[cache.LastGoodKey(is.Source)] = value
 			}
 			continue
 		}
 		e, ok := l.encoded[is.Source]
 		if !ok || e.uid != is.UID || e.version != is.Version {
-			value, err := cache.EncodeLastGood(is.Source, is.UID, is.Version, is.Good)
+			value, err := cache.EncodeLastGood(key, is.Source, is.UID, is.Version, is.Good)
 			if err != nil {
 				l.w.log.Error(err, "Cannot persist the last good version", "source", is.Source.String(), "version", is.Version)
 				continue
@@ -148,12 +163,67 @@ func (l *LastGood) want() (map[string]string, []policy.Source) {
 	return want, left
 }
 
+// hasEntries reports whether an invalid source has a good version to
+// persist: in memory, or read from the ConfigMap (verified with a key since
+// deleted). With no key, none can be signed.
+func (l *LastGood) hasEntries() bool {
+	for _, is := range l.w.cfg.Cache.InvalidSources() {
+		if is.Good != nil || is.Persisted != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// ensureKey creates the Secret holding the key entries are signed with,
+// with a random key, unless it exists. Only the leader creates it; every
+// replica reads it through its informer.
+func (l *LastGood) ensureKey(ctx context.Context) error {
+	cfg := l.w.cfg
+	key := make([]byte, cache.LastGoodKeyBytes)
+	if _, err := rand.Read(key); err != nil {
+		return fmt.Errorf("making the key of the last good versions: %w", err)
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1",
+		"kind":       "Secret",
+		"metadata": map[string]any{
+			"name":      cache.LastGoodKeySecret,
+			"namespace": cfg.PolicyNamespace,
+			"labels":    map[string]any{"app.kubernetes.io/managed-by": eventComponent},
+		},
+		"type": "Opaque",
+		"data": map[string]any{cache.LastGoodKeyData: base64.StdEncoding.EncodeToString(key)},
+	}}
+	_, err := cfg.Dynamic.Resource(corev1.SchemeGroupVersion.WithResource("secrets")).Namespace(cfg.PolicyNamespace).
+		Create(ctx, u, metav1.CreateOptions{FieldManager: FieldManager})
+	switch {
+	case apierrors.IsAlreadyExists(err):
+		l.w.log.Info("The key of the last good versions exists but this replica cannot read it; waiting for it", "secret", cfg.PolicyNamespace+"/"+cache.LastGoodKeySecret)
+	case err != nil:
+		return fmt.Errorf("creating Secret %s/%s, the key of the last good versions: %w", cfg.PolicyNamespace, cache.LastGoodKeySecret, err)
+	default:
+		l.w.log.Info("Created the key the last good versions are signed with", "secret", cfg.PolicyNamespace+"/"+cache.LastGoodKeySecret)
+	}
+	return nil
+}
+
 // sync makes the ConfigMap hold what want says, if it does not already.
 // The write is conditional on the cache's resourceVersion: a conflict is
 // retried once the cache has caught up.
 func (l *LastGood) sync(ctx context.Context, q workqueue.TypedRateLimitingInterface[string]) error {
 	cfg := l.w.cfg
-	want, left := l.want()
+	key := cfg.Cache.LastGoodKey()
+	if key == nil && l.hasEntries() {
+		// Nothing can be persisted unsigned: make the key, and write once
+		// the informer has it.
+		if err := l.ensureKey(ctx); err != nil {
+			return err
+		}
+		q.AddAfter("write", time.Second)
+		return nil
+	}
+	want, left := l.want(key)
 	leftOut := map[policy.Source]bool{}
 	for _, src := range left {
 		if !l.leftOut[src] {

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"strings"
 	"testing"
@@ -235,6 +236,18 @@ func TestLastGoodKey(t *testing.T) {
 // A persisted version that arrives after the replica synced replaces the
 // stand-in; entries that cannot be read, or sit under another source's
 // key, are ignored, and the leader drops them.
+// lastGoodKey creates the Secret of the key the entries are signed with,
+// as a leader would, and returns the key.
+func (f *fixture) lastGoodKey() []byte {
+	key := []byte(strings.Repeat("k", cache.LastGoodKeyBytes))
+	f.Create(&unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "Secret",
+		"metadata": map[string]any{"name": cache.LastGoodKeySecret, "namespace": fakecluster.PolicyNamespace},
+		"data":     map[string]any{cache.LastGoodKeyData: base64.StdEncoding.EncodeToString(key)},
+	}})
+	return key
+}
+
 func TestLastGoodArrivingLater(t *testing.T) {
 	cm := fakecluster.PolicyConfigMap("team-a", "registries", fakecluster.InvalidPolicy)
 	f := newFixture(t, cm)
@@ -243,11 +256,12 @@ func TestLastGoodArrivingLater(t *testing.T) {
 	if se := f.failed(src, cm.GetResourceVersion()); se.StandIn == "" {
 		t.Fatalf("%+v, want the stand-in", se)
 	}
-	entry, err := yaml.Marshal(cache.LastGoodEntry{Kind: "ConfigMap", Namespace: "team-a", Name: "registries", UID: cm.GetUID(), Version: "7", Policy: fakecluster.RegistryPolicy})
+	key := f.lastGoodKey()
+	entry, err := cache.SignLastGood(key, cache.LastGoodEntry{Kind: "ConfigMap", Namespace: "team-a", Name: "registries", UID: cm.GetUID(), Version: "7", Policy: fakecluster.RegistryPolicy})
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := yaml.Marshal(cache.LastGoodEntry{Kind: "ConfigMap", Namespace: "team-b", Name: "registries", UID: "u", Version: "7", Policy: fakecluster.RegistryPolicy})
+	other, err := cache.SignLastGood(key, cache.LastGoodEntry{Kind: "ConfigMap", Namespace: "team-b", Name: "registries", UID: "u", Version: "7", Policy: fakecluster.RegistryPolicy})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,4 +284,66 @@ func TestLastGoodArrivingLater(t *testing.T) {
 		t.Errorf("violations %v, want the persisted version's", d.Violations)
 	}
 	f.persisted(map[policy.Source]string{src: string(cm.GetUID()) + "@7"})
+}
+
+// Entries written behind the webhook's back (it unregistered): the leader
+// puts back the one it knows, removes one invented for a policy that never
+// had a good version, and a replica that starts later enforces neither
+// (the stand-in refuses instead), as neither is signed with the key.
+func TestLastGoodForgedEntries(t *testing.T) {
+	cm := fakecluster.PolicyConfigMap("team-a", "registries", fakecluster.RegistryPolicy)
+	broken := fakecluster.PolicyConfigMap("team-b", "broken", fakecluster.InvalidPolicy)
+	f := newFixture(t, cm, broken)
+	f.start()
+	src := policy.Source{Kind: policy.SourceConfigMap, Namespace: "team-a", Name: "registries"}
+	brokenSrc := policy.Source{Kind: policy.SourceConfigMap, Namespace: "team-b", Name: "broken"}
+	goodRV := cm.GetResourceVersion()
+	f.inForce(src, goodRV)
+	cm = cm.DeepCopy()
+	cm.Object["data"] = map[string]any{policy.ConfigMapDataKey: fakecluster.InvalidPolicy}
+	f.Update(cm)
+	f.failed(src, cm.GetResourceVersion())
+	want := map[policy.Source]string{src: string(cm.GetUID()) + "@" + goodRV}
+	f.persisted(want)
+	if f.cache.LastGoodKey() == nil {
+		t.Fatal("the leader persisted with no key")
+	}
+
+	// A weaker version of the same object, and one for a policy that never
+	// had a good version, signed with a key of the forger's.
+	forger := []byte(strings.Repeat("f", cache.LastGoodKeyBytes))
+	weak, err := cache.SignLastGood(forger, cache.LastGoodEntry{Kind: "ConfigMap", Namespace: "team-a", Name: "registries", UID: cm.GetUID(), Version: goodRV, Policy: fakecluster.DockerHubPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	invented, err := cache.SignLastGood(forger, cache.LastGoodEntry{Kind: "ConfigMap", Namespace: "team-b", Name: "broken", UID: broken.GetUID(), Version: "1", Policy: fakecluster.DockerHubPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	forge := func() {
+		u, err := f.Dyn.Resource(fakecluster.ConfigMaps).Namespace(fakecluster.PolicyNamespace).Get(context.Background(), cache.LastGoodConfigMap, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.Object["data"] = map[string]any{cache.LastGoodKey(src): weak, cache.LastGoodKey(brokenSrc): invented}
+		f.Update(u)
+	}
+	forge()
+	got := f.persisted(want)
+	if got[src].Policy != fakecluster.RegistryPolicy {
+		t.Errorf("restored policy %q, want %q", got[src].Policy, fakecluster.RegistryPolicy)
+	}
+
+	// Forged again, the leader stopped first: a new replica trusts neither.
+	f.stop()
+	forge()
+	f.newReplica()
+	f.start()
+	for _, s := range []policy.Source{src, brokenSrc} {
+		if se := f.cache.Snapshot().Errors[s]; se.Restored || se.StandIn == "" {
+			t.Errorf("%s after a restart: %+v, want the stand-in, not the forged entry", s, se)
+		}
+	}
+	fakecluster.Allowed(t, f.cache, fakecluster.PodRequest("team-a", "nginx"), false)
+	f.persisted(map[policy.Source]string{})
 }

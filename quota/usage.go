@@ -47,12 +47,21 @@ func (v *view) MyAppleQuantity(namespace, except string) int64 {
 func pending(ix Index, namespace string, r *Reservation, now time.Time, ttl time.Duration) int64 {
 	rv, quantity, deleted := ix.MyAppleSeen(namespace, r.UID)
 	switch {
-	case now.Sub(r.At) > ttl || confirmed(r, rv, deleted):
+	case expired(r, now, ttl) || confirmed(r, rv, deleted):
 		return 0
 	case rv != "":
 		return max(0, r.Quantity-quantity)
 	}
 	return r.Quantity
+}
+
+// expired: r was made longer than ttl ago, or claims a time more than ttl
+// ahead, which no replica's clock is: a reservation can then count for 2×ttl
+// at most, however it is dated. Read, not written: a ledger written behind
+// the webhook's back (dated 2099) is clamped as it is read.
+func expired(r *Reservation, now time.Time, ttl time.Duration) bool {
+	age := now.Sub(r.At)
+	return age > ttl || age < -ttl
 }
 
 // confirmed: the cache saw r's MyApple deleted, or holds it at a version
@@ -67,7 +76,7 @@ func (l *Ledger) keep(namespace string, rs []Reservation, now time.Time) []Reser
 	out := make([]Reservation, 0, len(rs)+1)
 	for _, r := range rs {
 		rv, _, deleted := l.opts.Cache.MyAppleSeen(namespace, r.UID)
-		if age := now.Sub(r.At); age <= l.opts.TTL && (age <= KeepConfirmed || !confirmed(&r, rv, deleted)) {
+		if !expired(&r, now, l.opts.TTL) && (now.Sub(r.At) <= KeepConfirmed || !confirmed(&r, rv, deleted)) {
 			out = append(out, r)
 		}
 	}

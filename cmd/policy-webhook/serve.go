@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/policy-webhook/policy-webhook/cmd/policy-webhook/app"
+	"github.com/policy-webhook/policy-webhook/controllers"
 	"github.com/policy-webhook/policy-webhook/controllers/reports"
 	"github.com/policy-webhook/policy-webhook/quota"
 	"github.com/policy-webhook/policy-webhook/webhook"
@@ -75,6 +76,8 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		maxBytes      = fs.Int64("max-bytes-in-flight", webhook.DefaultMaxBytesInFlight, "request body bytes held at once, counted as they arrive; a body that would pass it is refused with 429 (the first 64 KiB of each never are; -1: no limit)")
 		memRatio      = fs.Float64("memory-limit-ratio", 0.9, "set the Go memory limit (GOMEMLIMIT) to this fraction of the container's cgroup memory limit, unless GOMEMLIMIT is set; 0: leave it")
 		quotaTTL      = fs.Duration("quota-reservation-ttl", quota.DefaultTTL, "how long a MyApple's reserved quantity counts against its namespace's quota when the MyApple never appears (refused after this webhook allowed it); at most 10m")
+		username      = fs.String("username", "", "the user the API server knows this webhook by (system:serviceaccount:NAMESPACE:NAME); only it may write the webhook's own state (last good versions, their key, quota ledgers). Empty: asked of the API server at start (SelfSubjectReview)")
+		ledgerSweep   = fs.Duration("ledger-cleanup-interval", controllers.DefaultLedgerCleanupInterval, "how often the elected replica removes the quota ledgers of deleted namespaces")
 		auditEvery    = fs.Duration("audit-interval", reports.DefaultInterval, "how often the elected replica judges every existing Pod and MyApple into PolicyReports and AdmissionPolicy status (also right after a policy change); 0 for no audit")
 	)
 	policyLimits := bindPolicyLimits(fs)
@@ -143,6 +146,8 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		LeaderElection:          *leaderElect,
 		ReplicaName:             *replicaName,
 		QuotaReservationTTL:     *quotaTTL,
+		Username:                *username,
+		LedgerCleanupInterval:   *ledgerSweep,
 		AuditInterval:           *auditEvery,
 		PolicyLimits:            policyLimits(),
 		Log:                     log.WithName("policy-webhook"),

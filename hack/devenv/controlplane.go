@@ -234,3 +234,14 @@ func (c *ControlPlane) EnsureNamespace(ctx context.Context, name string, labels 
 	}
 	return nil
 }
+
+// AddUser is a client configuration for another user of the control plane,
+// in groups (system:masters for a cluster-admin): a user the webhook,
+// which runs as the admin of Config, does not take for itself.
+func (c *ControlPlane) AddUser(name string, groups ...string) (*rest.Config, error) {
+	u, err := c.env.AddUser(envtest.User{Name: name, Groups: groups}, c.Config)
+	if err != nil {
+		return nil, fmt.Errorf("adding user %s to the control plane: %w", name, err)
+	}
+	return u.Config(), nil
+}

@@ -26,6 +26,7 @@ const (
 	MyApplesWebhook                = "myapples.policy-webhook.policy.example.com"
 	PolicyConfigMapsWebhook        = "configmaps.policy-webhook.policy.example.com"
 	AdmissionPoliciesWebhook       = "admissionpolicies.policy-webhook.policy.example.com"
+	StateWebhook                   = "state.policy-webhook.policy.example.com"
 	webhookTimeoutSeconds    int32 = 5
 )
 
@@ -92,8 +93,52 @@ func WebhookConfiguration(baseURL string, caBundle []byte, policyNamespace strin
 				rule("", "v1", &namespaced, "configmaps")),
 			hook(AdmissionPoliciesWebhook, "/validate-policies", nil, nil,
 				rule("policy.example.com", "v1alpha1", &cluster, "admissionpolicies")),
+			stateHook(hook, policyNamespace),
 		},
 	}
+}
+
+// The webhook's own state, by name: cache.LastGoodConfigMap,
+// cache.LastGoodKeySecret and quota.LedgerPrefix, which this package
+// cannot import (the cache's tests import it).
+const (
+	LastGoodConfigMap = "policy-webhook-last-good"
+	LastGoodKeySecret = "policy-webhook-last-good-key"
+	LedgerPrefix      = "policy-webhook-quota-"
+)
+
+// WebhookUser is the user the webhook runs as in a cluster: its
+// ServiceAccount's (manifests/rbac/service_account.yaml).
+func WebhookUser(policyNamespace string) string {
+	return "system:serviceaccount:" + policyNamespace + ":policy-webhook"
+}
+
+// stateHook is the entry that has every write of the webhook's own state
+// in the policy namespace, by anyone but the webhook, judged: matched by
+// name (a label would be the writer's to leave off), in matchConditions
+// the API server evaluates, so no other write waits on the webhook.
+func stateHook(hook func(string, string, *metav1.LabelSelector, *metav1.LabelSelector, ...admissionregistrationv1.RuleWithOperations) admissionregistrationv1.ValidatingWebhook,
+	policyNamespace string,
+) admissionregistrationv1.ValidatingWebhook {
+	namespaced := admissionregistrationv1.NamespacedScope
+	h := hook(StateWebhook, "/validate-state", &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
+		Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpIn, Values: []string{policyNamespace},
+	}}}, nil, admissionregistrationv1.RuleWithOperations{
+		Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update, admissionregistrationv1.Delete},
+		Rule: admissionregistrationv1.Rule{
+			APIGroups: []string{""}, APIVersions: []string{"v1"},
+			Resources: []string{"configmaps", "secrets"}, Scope: &namespaced,
+		},
+	})
+	h.MatchConditions = []admissionregistrationv1.MatchCondition{
+		{Name: "webhook-state", Expression: strings.Join([]string{
+			"[object, oldObject].exists(o, o != null && has(o.metadata.name) &&",
+			"(request.resource.resource == 'configmaps' && (o.metadata.name == '" + LastGoodConfigMap + "' || o.metadata.name.startsWith('" + LedgerPrefix + "')) ||",
+			"request.resource.resource == 'secrets' && o.metadata.name == '" + LastGoodKeySecret + "'))",
+		}, " ")},
+		{Name: "not-the-webhook", Expression: "request.userInfo.username != '" + WebhookUser(policyNamespace) + "'"},
+	}
+	return h
 }
 
 // Register creates the configuration, or replaces one of the same name.

@@ -11,9 +11,25 @@ import (
 	"k8s.io/apimachinery/pkg/util/diff"
 	"sigs.k8s.io/yaml"
 
+	"github.com/policy-webhook/policy-webhook/cache"
 	"github.com/policy-webhook/policy-webhook/hack/devenv"
+	"github.com/policy-webhook/policy-webhook/quota"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
+
+// TestStateNames keeps the names the registration matches the webhook's
+// state by the ones the webhook writes.
+func TestStateNames(t *testing.T) {
+	for got, want := range map[string]string{
+		devenv.LastGoodConfigMap: cache.LastGoodConfigMap,
+		devenv.LastGoodKeySecret: cache.LastGoodKeySecret,
+		devenv.LedgerPrefix:      quota.LedgerPrefix,
+	} {
+		if got != want {
+			t.Errorf("devenv matches %q, the webhook writes %q", got, want)
+		}
+	}
+}
 
 // TestWebhookConfigurationMatchesManifest keeps the local registration
 // (devcluster, e2e) the one a cluster gets from manifests/webhook, apart

@@ -57,6 +57,9 @@ type Options struct {
 	AuditInterval time.Duration
 	// MaxCacheStaleness is passed to app.Options (0: its default).
 	MaxCacheStaleness time.Duration
+	// Username and LedgerCleanupInterval are passed to app.Options.
+	Username              string
+	LedgerCleanupInterval time.Duration
 	// MetricsRegistry, when set, takes the webhook's metrics instead of
 	// controller-runtime's registry: a second webhook in the same process
 	// needs its own.
@@ -155,7 +158,10 @@ func Start(ctx context.Context, opts Options) (*Webhook, error) {
 			MetricsRegistry:   opts.MetricsRegistry,
 			MaxCacheStaleness: opts.MaxCacheStaleness,
 			Log:               opts.Log,
-			OnReady:           func() { w.readyOnce.Do(func() { close(w.ready) }) },
+
+			Username:              opts.Username,
+			LedgerCleanupInterval: opts.LedgerCleanupInterval,
+			OnReady:               func() { w.readyOnce.Do(func() { close(w.ready) }) },
 		})
 	}()
 	return w, nil

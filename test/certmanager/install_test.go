@@ -380,6 +380,7 @@ func checkWebhooks(t *testing.T, objs []*unstructured.Unstructured, workloads ad
 		rules        []admissionregistrationv1.RuleWithOperations
 		excluded     []string          // namespaces the namespaceSelector leaves out
 		objectLabels map[string]string // the objectSelector's matchLabels, nil for none
+		conditions   []string          // the names of its matchConditions
 	}
 	ops := []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update}
 	namespaced, cluster := admissionregistrationv1.NamespacedScope, admissionregistrationv1.ClusterScope
@@ -423,6 +424,17 @@ func checkWebhooks(t *testing.T, objs []*unstructured.Unstructured, workloads ad
 			path: "/validate-policies", failure: admissionregistrationv1.Fail,
 			rules: rules(rule("policy.example.com", "v1alpha1", cluster, "admissionpolicies")),
 		},
+		// The webhook's own state: its namespace only, by name, writes by
+		// others than the webhook (matchConditions).
+		"state.policy-webhook.policy.example.com": {
+			path: "/validate-state", failure: admissionregistrationv1.Fail,
+			rule: admissionregistrationv1.RuleWithOperations{
+				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update, admissionregistrationv1.Delete},
+				Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"configmaps", "secrets"}, Scope: &namespaced},
+			},
+			excluded:   []string{"kube-system", "default", "team-a", "cert-manager"},
+			conditions: []string{"webhook-state", "not-the-webhook"},
+		},
 	}
 	if len(vwc.Webhooks) != len(wants) {
 		t.Errorf("%d webhooks, want %d", len(vwc.Webhooks), len(wants))
@@ -458,6 +470,13 @@ func checkWebhooks(t *testing.T, objs []*unstructured.Unstructured, workloads ad
 			t.Errorf("%s: rules %+v, want %+v", wh.Name, wh.Rules, w.rules)
 		}
 		checkNamespaceSelector(t, wh.Name, wh.NamespaceSelector, w.excluded)
+		var conditions []string
+		for _, c := range wh.MatchConditions {
+			conditions = append(conditions, c.Name)
+		}
+		if !slices.Equal(conditions, w.conditions) {
+			t.Errorf("%s: matchConditions %v, want %v", wh.Name, conditions, w.conditions)
+		}
 		switch {
 		case w.objectLabels == nil && wh.ObjectSelector != nil && (len(wh.ObjectSelector.MatchLabels) > 0 || len(wh.ObjectSelector.MatchExpressions) > 0):
 			t.Errorf("%s: objectSelector %+v, want none", wh.Name, wh.ObjectSelector)

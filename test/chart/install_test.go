@@ -722,6 +722,7 @@ func assertServiceRefs(t *testing.T, cs kubernetes.Interface, vwc *admissionregi
 		devenv.MyApplesWebhook:          "/validate-myapples",
 		devenv.PolicyConfigMapsWebhook:  "/validate-policies",
 		devenv.AdmissionPoliciesWebhook: "/validate-policies",
+		devenv.StateWebhook:             "/validate-state",
 	}
 	var names []string
 	for _, h := range vwc.Webhooks {

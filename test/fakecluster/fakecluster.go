@@ -39,6 +39,7 @@ const PolicyNamespace = "policy-system"
 var (
 	ConfigMaps = corev1.SchemeGroupVersion.WithResource("configmaps")
 	Namespaces = corev1.SchemeGroupVersion.WithResource("namespaces")
+	Secrets    = corev1.SchemeGroupVersion.WithResource("secrets")
 	MyApples   = schema.GroupVersionResource{Group: policy.GroupMyApple, Version: "v1", Resource: policy.ResourceApples}
 )
 
@@ -76,6 +77,7 @@ func New(t testing.TB, objs ...runtime.Object) *Cluster {
 	}
 	f.Dyn = dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
 		ConfigMaps:        "ConfigMapList",
+		Secrets:           "SecretList",
 		v1alpha1.Resource: "AdmissionPolicyList",
 		MyApples:          "MyAppleList",
 	}, dynObjs...)
@@ -210,6 +212,8 @@ func resourceOf(u *unstructured.Unstructured) schema.GroupVersionResource {
 		return v1alpha1.Resource
 	case "MyApple":
 		return MyApples
+	case "Secret":
+		return Secrets
 	}
 	panic("no resource for kind " + u.GetKind())
 }

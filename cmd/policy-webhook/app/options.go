@@ -124,6 +124,17 @@ type Options struct {
 	// MyApple never appears; 0 is quota.DefaultTTL.
 	QuotaReservationTTL time.Duration
 
+	// Username is the user the API server knows this webhook by
+	// (system:serviceaccount:NAMESPACE:NAME): writes of the webhook's own
+	// state (the last good versions, their key, the quota ledgers) by
+	// anyone else are refused. "": asked of the API server at start
+	// (SelfSubjectReview), which is right in a Pod and in tests alike.
+	Username string
+	// LedgerCleanupInterval is how often the elected replica removes the
+	// quota ledgers of deleted namespaces. Default
+	// controllers.DefaultLedgerCleanupInterval.
+	LedgerCleanupInterval time.Duration
+
 	// OnReady, if set, is called once, from its own goroutine, when /readyz first passes.
 	OnReady func()
 }
@@ -165,6 +176,9 @@ func (o Options) validate() error {
 	}
 	if o.AuditInterval < 0 || o.AuditDebounce < 0 {
 		errs = append(errs, fmt.Errorf("AuditInterval %s and AuditDebounce %s must not be negative", o.AuditInterval, o.AuditDebounce))
+	}
+	if o.LedgerCleanupInterval < 0 {
+		errs = append(errs, fmt.Errorf("LedgerCleanupInterval %s is negative", o.LedgerCleanupInterval))
 	}
 	if o.ShutdownDelay < 0 {
 		errs = append(errs, fmt.Errorf("ShutdownDelay %s is negative", o.ShutdownDelay))

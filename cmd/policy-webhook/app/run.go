@@ -105,11 +105,16 @@ func Run(ctx context.Context, opts Options) error {
 	for path, h := range webhook.Handlers(pc, ledger, webhook.NewImpact(kube.CoreV1().RESTClient(), pc), compiler, opts.PolicyNamespace, opts.FailOpenBeforeSync, m, log.WithName("admission")) {
 		server.Register(path, h)
 	}
+	state, err := newStateHandler(ctx, kube, opts, m)
+	if err != nil {
+		return err
+	}
+	server.Register(webhook.PathState, state)
 	if err := mgr.Add(serving); err != nil {
 		return fmt.Errorf("adding the certificate watcher: %w", err)
 	}
 	// This replica's writers, and those that run while it leads.
-	writers := []manager.Runnable{cs.Replica, cs.Status, cs.LastGood}
+	writers := []manager.Runnable{cs.Replica, cs.Status, cs.LastGood, cs.Ledgers}
 	if auditor != nil {
 		writers = append(writers, auditor)
 	}
@@ -292,6 +297,8 @@ func newCache(cfg *rest.Config, opts Options, compiler *carrier.Compiler, reg pr
 		HeartbeatInterval: opts.HeartbeatInterval,
 		Log:               opts.Log.WithName("controllers"),
 		Metrics:           reg,
+
+		LedgerCleanupInterval: opts.LedgerCleanupInterval,
 	}
 	if auditor != nil {
 		ccfg.Audit = auditor
