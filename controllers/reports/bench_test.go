@@ -141,7 +141,7 @@ func BenchmarkSweep(b *testing.B) {
 		measure(b, func() {
 			n := 0
 			l := &audit.Lister{Client: e.kube.CoreV1().RESTClient()}
-			for _, kind := range audit.Kinds {
+			for _, kind := range audit.Kinds() {
 				if err := l.Each(ctx, kind, "", func(*audit.Object) error { n++; return nil }); err != nil {
 					b.Fatal(err)
 				}

@@ -330,24 +330,6 @@ func TestAdmissionBudget(t *testing.T) {
 	for i := range 5 {
 		exprs = append(exprs, fmt.Sprintf("%s && %d >= 0", each, i))
 	}
-<<<<<<< HEAD
-	p = mustCompile(t, KindPod, validations(exprs...), nil)
-	p.timeout = time.Hour // a loaded machine must not turn the cost into a timeout
-	one := RuntimeCostBudget - func() int64 {
-		a := p.activation(context.Background(), big)
-		defer a.stopTimer()
-		if _, err := a.eval(p.validations[1].prog); err != nil {
-			t.Fatal(err)
-		}
-		return a.remaining
-	}()
-	t.Logf("one loop over 5,000 containers costs %d", one)
-	p.budget = 2*one + one/2
-	res = p.Evaluate(context.Background(), big)
-	want := []Violation{{Rule: "validations[3]", Message: "expression '" + exprs[3] + "' resulted in error: " + errBudget.Error()}}
-	if !reflect.DeepEqual(res.Violations, want) {
-		t.Fatalf("got %+v, want %+v: the third loop runs out of budget and nothing runs after it", res.Violations, want)
-=======
 	one := costOf(t, mustCompile(t, KindPod, validations(exprs[1]), nil), big)
 	t.Logf("one loop over 1,000 containers costs %d", one)
 
@@ -403,7 +385,6 @@ func TestAdmissionBudget(t *testing.T) {
 				}
 			}
 		})
->>>>>>> celcost
 	}
 
 	// A namespace's part is its own: cluster-wide programs still run once

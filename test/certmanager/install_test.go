@@ -428,10 +428,10 @@ func checkWebhooks(t *testing.T, objs []*unstructured.Unstructured, workloads ad
 		// others than the webhook (matchConditions).
 		"state.policy-webhook.policy.example.com": {
 			path: "/validate-state", failure: admissionregistrationv1.Fail,
-			rule: admissionregistrationv1.RuleWithOperations{
+			rules: rules(admissionregistrationv1.RuleWithOperations{
 				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update, admissionregistrationv1.Delete},
 				Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"configmaps", "secrets"}, Scope: &namespaced},
-			},
+			}),
 			excluded:   []string{"kube-system", "default", "team-a", "cert-manager"},
 			conditions: []string{"webhook-state", "not-the-webhook"},
 		},
