@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 
 	"github.com/go-json-experiment/json"
 	"github.com/go-logr/logr"
@@ -36,6 +37,8 @@ type StateOptions struct {
 	Namespace string
 	// Username is the webhook's own user (its ServiceAccount's,
 	// system:serviceaccount:NAMESPACE:NAME): its writes alone are allowed.
+	// Empty: not known yet (see StateHandler.SetUsername); until then every
+	// write of the state is refused as retryable.
 	Username string
 	// Objects are the state: what the webhook writes and reads back as
 	// the truth, so that nobody else may write it.
@@ -48,15 +51,29 @@ type StateOptions struct {
 // the webhook. It reads only the request's metadata: it needs no cache.
 type stateHandler struct {
 	opts StateOptions
+	user atomic.Pointer[string]
+}
+
+// StateHandler is the handler of PathState.
+type StateHandler struct {
+	http.Handler
+	h *stateHandler
 }
 
 // NewStateHandler is the handler of PathState.
-func NewStateHandler(opts StateOptions) (http.Handler, error) {
-	if opts.Namespace == "" || opts.Username == "" {
-		return nil, errors.New("policy-webhook: the state handler needs the webhook's namespace and user name")
+func NewStateHandler(opts StateOptions) (*StateHandler, error) {
+	if opts.Namespace == "" {
+		return nil, errors.New("policy-webhook: the state handler needs the webhook's namespace")
 	}
-	return newReviewHandler(&stateHandler{opts: opts}, opts.Metrics, opts.Log), nil
+	h := &stateHandler{opts: opts}
+	if opts.Username != "" {
+		h.user.Store(&opts.Username)
+	}
+	return &StateHandler{Handler: newReviewHandler(h, opts.Metrics, opts.Log), h: h}, nil
 }
+
+// SetUsername sets the webhook's own user, once it is known.
+func (s *StateHandler) SetUsername(user string) { s.h.user.Store(&user) }
 
 func (h *stateHandler) Handle(_ context.Context, r *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, error) {
 	if r.Resource.Group != "" || (r.Resource.Resource != "configmaps" && r.Resource.Resource != "secrets") {
@@ -86,9 +103,13 @@ func (h *stateHandler) decide(r *admissionv1.AdmissionRequest) (*admissionv1.Adm
 	if r.Namespace != h.opts.Namespace || !ok {
 		return allowed(nil), verdictSkipped
 	}
+	self := h.user.Load()
+	if self == nil {
+		return errored(http.StatusServiceUnavailable, "policy-webhook: the webhook has not yet learnt which user it is, so it cannot tell its own writes of its state from others': retry"), verdictNotSynced
+	}
 	user := r.UserInfo.Username
 	switch {
-	case user == h.opts.Username:
+	case user == *self:
 		return allowed(nil), verdictAllowed
 	case r.Operation == admissionv1.Delete && isNamespaceController(user):
 		return allowed(nil), verdictAllowed
@@ -101,7 +122,7 @@ func (h *stateHandler) decide(r *admissionv1.AdmissionRequest) (*admissionv1.Adm
 	}
 	h.opts.Log.Info("Refused a write of the webhook's own state", "object", kind+" "+r.Namespace+"/"+name, "operation", r.Operation, "user", user)
 	return denied(fmt.Sprintf("policy-webhook: %s %s/%s is %s, state only the webhook writes: %s by %q is refused (only %q may write it)",
-		kind, r.Namespace, name, obj.What, strings.ToLower(string(r.Operation)), user, h.opts.Username), nil), verdictDenied
+		kind, r.Namespace, name, obj.What, strings.ToLower(string(r.Operation)), user, *self), nil), verdictDenied
 }
 
 func (h *stateHandler) protected(resource, name string) (StateObject, bool) {

@@ -78,7 +78,25 @@ func TestStateWrittenOnlyByTheWebhook(t *testing.T) {
 	if rec.Code != 400 {
 		t.Errorf("a Pod on the state path: HTTP %d, want 400", rec.Code)
 	}
-	if _, err := NewStateHandler(StateOptions{Namespace: testPolicyNamespace}); err == nil {
-		t.Error("a state handler with no user name")
+	if _, err := NewStateHandler(StateOptions{Username: testWebhookUser}); err == nil {
+		t.Error("a state handler with no namespace")
+	}
+
+	// Until the webhook knows who it is, it cannot tell its own writes from
+	// others': every write is refused, retryably.
+	unknown, err := NewStateHandler(StateOptions{Namespace: testPolicyNamespace, Metrics: s.metrics, Log: s.logs.logger(),
+		Objects: []StateObject{{Resource: "configmaps", Name: "policy-webhook-last-good", What: "the persisted last good versions"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.handlers[PathState] = unknown
+	write := request(admissionv1.Update, metav1.GroupVersionResource{Version: "v1", Resource: "configmaps"}, testPolicyNamespace, "policy-webhook-last-good", testWebhookUser)
+	if resp := s.review(t, PathState, write); resp.Allowed || resp.Result == nil || resp.Result.Code != 503 {
+		t.Errorf("before the user is known: %+v, want 503", resp)
+	}
+	unknown.SetUsername(testWebhookUser)
+	write.UID = nextUID()
+	if resp := s.review(t, PathState, write); !resp.Allowed {
+		t.Errorf("the webhook's own write once its user is known: %+v", resp.Result)
 	}
 }
