@@ -96,7 +96,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	for path, h := range webhook.Handlers(pc, ledger, webhook.NewImpact(kube.CoreV1().RESTClient(), pc), compiler, opts.PolicyNamespace, opts.FailOpenBeforeSync, m, log.WithName("admission")) {
+	for path, h := range webhook.Handlers(pc, ledger, pc, webhook.NewImpact(kube.CoreV1().RESTClient(), pc), compiler, opts.PolicyNamespace, opts.FailOpenBeforeSync, m, log.WithName("admission")) {
 		server.Register(path, h)
 	}
 	if err := mgr.Add(serving); err != nil {
