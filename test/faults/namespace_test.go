@@ -72,7 +72,9 @@ func TestUnseenNamespaceAfterRestart(t *testing.T) {
 					t.Errorf("creating namespace %s: %v", name, err)
 					continue
 				}
-				t.Cleanup(func() { _ = env.client.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{}) })
+				t.Cleanup(func() {
+					_ = env.client.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{})
+				})
 				start := time.Now()
 				v, err := h.admit(ctx, webhook.PathPods, podReview(name, nil, "docker.io/library/nginx:1.27"))
 				d := time.Since(start)
