@@ -72,7 +72,28 @@ func newLeader(cfg *rest.Config, opts Options, writers []manager.Runnable, reg p
 	if err != nil {
 		return nil, fmt.Errorf("creating the leader election lock: %w", err)
 	}
+	// Timings that client-go refuses fail Run at once, not at the first campaign.
+	if _, err := leaderelection.NewLeaderElector(l.config(leaderelection.LeaderCallbacks{
+		OnStartedLeading: func(context.Context) {}, OnStoppedLeading: func() {},
+	})); err != nil {
+		return nil, fmt.Errorf("configuring leader election (LeaseDuration %s, RenewDeadline %s, RetryPeriod %s): %w",
+			l.leaseDuration, l.renewDeadline, l.retry, err)
+	}
 	return l, nil
+}
+
+// config is the election's configuration, with its callbacks. The Lease
+// is released on cancel: campaign cancels only once the writers stopped.
+func (l *leader) config(cb leaderelection.LeaderCallbacks) leaderelection.LeaderElectionConfig {
+	return leaderelection.LeaderElectionConfig{
+		Lock:            l.lock,
+		LeaseDuration:   l.leaseDuration,
+		RenewDeadline:   l.renewDeadline,
+		RetryPeriod:     l.retry,
+		ReleaseOnCancel: true,
+		Name:            l.lock.Describe(),
+		Callbacks:       cb,
+	}
 }
 
 // NeedLeaderElection is false: it is the leader election, run on every replica.
@@ -115,34 +136,26 @@ func (l *leader) campaign(ctx context.Context, term int) error {
 	})
 	defer unhook()
 
-	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-		Lock:            l.lock,
-		LeaseDuration:   l.leaseDuration,
-		RenewDeadline:   l.renewDeadline,
-		RetryPeriod:     l.retry,
-		ReleaseOnCancel: true,
-		Name:            l.lock.Describe(),
-		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: func(leadCtx context.Context) {
-				mu.Lock()
-				if ended || leadCtx.Err() != nil {
-					mu.Unlock()
-					return
-				}
-				leading = true
+	le, err := leaderelection.NewLeaderElector(l.config(leaderelection.LeaderCallbacks{
+		OnStartedLeading: func(leadCtx context.Context) {
+			mu.Lock()
+			if ended || leadCtx.Err() != nil {
 				mu.Unlock()
-				defer close(stopped)
-				// The writers stop when the Lease is lost or on shutdown.
-				runCtx, cancel := context.WithCancel(leadCtx)
-				defer cancel()
-				defer context.AfterFunc(ctx, cancel)()
-				l.run(runCtx, term)
-				// Now that nothing writes, the Lease may go (on shutdown).
-				stopElection()
-			},
-			OnStoppedLeading: func() {}, // required; campaign logs the loss
+				return
+			}
+			leading = true
+			mu.Unlock()
+			defer close(stopped)
+			// The writers stop when the Lease is lost or on shutdown.
+			runCtx, cancel := context.WithCancel(leadCtx)
+			defer cancel()
+			defer context.AfterFunc(ctx, cancel)()
+			l.run(runCtx, term)
+			// Now that nothing writes, the Lease may go (on shutdown).
+			stopElection()
 		},
-	})
+		OnStoppedLeading: func() {}, // required; campaign logs the loss
+	}))
 	if err != nil {
 		return fmt.Errorf("configuring leader election: %w", err)
 	}
