@@ -46,6 +46,10 @@ type Cache struct {
 	informers []watchedInformer // all six, in start order
 	sources   *sourceTable
 	apples    *appleIndex
+	// Namespaces read from the API server for admissions the informer had
+	// not caught up with (namespaces.go), and that informer's health.
+	nsReads         *namespaceReads
+	namespaceHealth *informerHealth
 
 	// The persisted last good versions (lastgood.go).
 	lastGoodInformer toolscache.SharedIndexInformer
@@ -89,6 +93,7 @@ func New(cfg Config) (*Cache, error) {
 		compiler: cfg.Compiler,
 		sources:  newSourceTable(),
 		apples:   newAppleIndex(),
+		nsReads:  newNamespaceReads(),
 		lastGood: newLastGoodTable(),
 		dirty:    make(chan struct{}, 1),
 		swapped:  make(chan struct{}, 1),
@@ -136,13 +141,13 @@ func New(cfg Config) (*Cache, error) {
 		{"myapples", "MyApples", &c.appleInformer, cfg.Dynamic,
 			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return apples.List(ctx, o) },
 			apples.Watch, &unstructured.Unstructured{}, transformMyApple, c.apples.handler()},
-		// Namespaces need no handler: selectors read the store. Waiting on
-		// an empty handler's sync is waiting on the informer's.
+		// Selectors read the store; the handler only wakes the admissions
+		// waiting for a namespace (namespaces.go).
 		{"namespaces", "Namespaces", &c.namespaceInformer, cfg.Metadata,
 			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 				return namespaces.List(ctx, o)
 			},
-			namespaces.Watch, &metav1.PartialObjectMetadata{}, transformNamespace, toolscache.ResourceEventHandlerFuncs{}},
+			namespaces.Watch, &metav1.PartialObjectMetadata{}, transformNamespace, c.nsReads.handler()},
 		{"lastgood", "last good versions", &c.lastGoodInformer, cfg.Dynamic,
 			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 				o.FieldSelector = lastGoodName
@@ -166,6 +171,9 @@ func New(cfg Config) (*Cache, error) {
 			&unstructured.Unstructured{}, nil, c.lastGoodKeyHandler()},
 	} {
 		health := newInformerHealth(s.resource, s.what, c.log, c.metrics, clock.RealClock{})
+		if s.informer == &c.namespaceInformer {
+			c.namespaceHealth = health
+		}
 		// As client-go's informer factories make them.
 		inf := toolscache.NewSharedIndexInformerWithOptions(listWatch(health, s.client, s.list, s.watch), s.example, toolscache.SharedIndexInformerOptions{
 			ResyncPeriod:      cfg.ResyncPeriod,
@@ -370,10 +378,12 @@ func (c *Cache) NamespaceAnnotations(name string) map[string]string {
 	return nil
 }
 
+// namespace is the informer's copy of a namespace, else one EnsureNamespace
+// read from the API server while the informer had yet to deliver it.
 func (c *Cache) namespace(name string) (*metav1.PartialObjectMetadata, bool) {
 	obj, ok, err := c.namespaceInformer.GetStore().GetByKey(name)
 	if err != nil || !ok {
-		return nil, false
+		return c.nsReads.lookup(name, time.Now())
 	}
 	m, ok := obj.(*metav1.PartialObjectMetadata)
 	return m, ok

@@ -17,6 +17,9 @@ const (
 	MetricCachedMyApples = "policy_webhook_cached_myapples"
 	MetricWatchErrors    = "policy_webhook_cache_watch_errors_total"
 	MetricCacheStale     = "policy_webhook_cache_stale_seconds"
+	// MetricUnseenNamespaces counts admissions for a namespace the
+	// informer did not hold (EnsureNamespace), by outcome.
+	MetricUnseenNamespaces = "policy_webhook_unseen_namespaces_total"
 )
 
 const (
@@ -38,6 +41,8 @@ type metrics struct {
 	synced       prometheus.Gauge
 	apples       prometheus.GaugeFunc
 	watchErrors  *prometheus.CounterVec
+	// unseenNamespaces by outcome (namespaces.go).
+	unseenNamespaces *prometheus.CounterVec
 
 	reg prometheus.Registerer // nil: none
 }
@@ -73,13 +78,17 @@ func newMetrics(reg prometheus.Registerer, apples func() float64) (*metrics, err
 			Name: MetricWatchErrors,
 			Help: "Failed lists and watches of the cache's informers, and error events on their watches, by informer and reason (unavailable: the API server did not answer or answered 404/429/5xx, and the call is retried within 2 s; expired: 410 Gone, the informer relists; other).",
 		}, []string{metricLabelInformer, metricLabelReason}),
+		unseenNamespaces: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricUnseenNamespaces,
+			Help: "Admissions for a namespace the cache did not hold yet, by outcome: informer (it delivered the namespace within the wait), read (read once from the API server), not_found and error (the request was refused).",
+		}, []string{"outcome"}),
 		reg: reg,
 	}
 	if reg == nil {
 		return m, nil
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.policies, m.policyErrors, m.builds, m.propagation, m.synced, m.apples, m.watchErrors} {
+	for _, c := range []prometheus.Collector{m.policies, m.policyErrors, m.builds, m.propagation, m.synced, m.apples, m.watchErrors, m.unseenNamespaces} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}

@@ -21,12 +21,22 @@ type Judge interface {
 	Evaluate(req *policy.Request) policy.Decision
 }
 
+// Namespaces makes sure the judges hold a request's namespace, so that it
+// is judged against its labels: the cache does, reading one it has not
+// seen yet from the API server (cache.EnsureNamespace).
+type Namespaces interface {
+	// EnsureNamespace returns nil once the namespace's labels can be read
+	// from memory, else why not: the request is then refused.
+	EnsureNamespace(ctx context.Context, name string) error
+}
+
 type admitHandler struct {
-	kind     string // policy.KindPod, policy.KindMyApple, or "" for the Pod controllers
-	judge    Judge
-	failOpen bool
-	metrics  *Metrics
-	log      logr.Logger
+	kind       string // policy.KindPod, policy.KindMyApple, or "" for the Pod controllers
+	judge      Judge
+	namespaces Namespaces // nil: none
+	failOpen   bool
+	metrics    *Metrics
+	log        logr.Logger
 }
 
 func (h *admitHandler) Handle(ctx context.Context, r *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, error) {
@@ -62,6 +72,14 @@ func (h *admitHandler) decide(ctx context.Context, kind policy.Kind, r *admissio
 	if err != nil {
 		// Only a direct client or a bug sends this: refuse what cannot be judged.
 		return errored(http.StatusBadRequest, fmt.Sprintf("policy-webhook: cannot judge %s %s: %v", kind, objectRef(r), err)), verdictError
+	}
+	if h.namespaces != nil && r.Namespace != "" {
+		// Judged without its namespace's labels, the object would slip
+		// past every namespaceSelector: refuse it instead.
+		if err := h.namespaces.EnsureNamespace(ctx, r.Namespace); err != nil {
+			h.log.V(1).Info("Refused: the request's namespace is unknown", "namespace", r.Namespace, "uid", r.UID, "error", err.Error())
+			return unknownNamespace(err), verdictUnknownNamespace
+		}
 	}
 	req.Context = ctx
 	d := h.judge.Evaluate(req)

@@ -1,12 +1,17 @@
 package webhook
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -15,6 +20,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/policy-webhook/policy-webhook/policy"
+	"github.com/policy-webhook/policy-webhook/policy/carrier"
 )
 
 const testPolicyNamespace = "policy-system"
@@ -491,5 +497,51 @@ func TestAuditAnnotations(t *testing.T) {
 	other.Namespace = "kube-system"
 	if resp := srv.review(t, PathPods, podRequest(t, admissionv1.Create, "", other, nil)); len(resp.AuditAnnotations) != 1 {
 		t.Errorf("kube-system pod: %q", resp.AuditAnnotations)
+	}
+}
+
+// namespacesFunc is a Namespaces that answers with a function.
+type namespacesFunc func(ctx context.Context, name string) error
+
+func (f namespacesFunc) EnsureNamespace(ctx context.Context, name string) error { return f(ctx, name) }
+
+// A Pod or MyApple whose namespace the judges cannot confirm is refused
+// with 503 and a retry delay, naming the namespace and why, never judged
+// without its labels; one they know is judged as ever.
+func TestUnknownNamespaceIsRefused(t *testing.T) {
+	judge := &setJudge{set: compileSet(t, testPolicyNamespace, handlerPolicies...), synced: true}
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var asked []string
+	ns := namespacesFunc(func(_ context.Context, name string) error {
+		asked = append(asked, name)
+		if name == "team-a" {
+			return nil
+		}
+		return errors.New(`namespace "fresh" is not in the webhook's cache yet and reading it from the API server failed: connection refused`)
+	})
+	handlers := Handlers(judge, judge, ns, nil, carrier.New(), testPolicyNamespace, false, m, logr.Discard())
+	srv := &testServer{handlers: handlers, metrics: m, reg: reg, logs: &logSink{}}
+
+	known := srv.review(t, PathPods, podRequest(t, admissionv1.Create, "", goodPod(), nil))
+	if !known.Allowed {
+		t.Errorf("a compliant Pod in a known namespace: %+v", known.Result)
+	}
+	fresh := goodPod()
+	fresh.Namespace = "fresh"
+	resp := srv.review(t, PathPods, podRequest(t, admissionv1.Create, "", fresh, nil))
+	if resp.Allowed || resp.Result.Code != http.StatusServiceUnavailable || resp.Result.Details == nil || resp.Result.Details.RetryAfterSeconds != 1 ||
+		!strings.Contains(resp.Result.Message, `policy-webhook: namespace "fresh" is not in the webhook's cache yet`) ||
+		!strings.Contains(resp.Result.Message, "refused rather than judged without the namespace's labels") {
+		t.Errorf("a Pod in an unknown namespace: allowed %v, %+v", resp.Allowed, resp.Result)
+	}
+	if got := testutil.ToFloat64(m.admissions.WithLabelValues("Pod", "CREATE", verdictUnknownNamespace)); got != 1 {
+		t.Errorf("admissions_total{unknown_namespace} = %v, want 1", got)
+	}
+	if want := []string{"team-a", "fresh"}; !slices.Equal(asked, want) {
+		t.Errorf("namespaces asked %v, want %v", asked, want)
 	}
 }

@@ -22,12 +22,13 @@ const (
 )
 
 // Handlers builds the http.Handler of every path: Pods judged by judge,
-// MyApples by apples (the quota ledger); a nil im gives no impact warnings.
-func Handlers(judge, apples Judge, im *Impact, compiler *carrier.Compiler, policyNamespace string, failOpen bool, m *Metrics, log logr.Logger) map[string]http.Handler {
+// MyApples by apples (the quota ledger), each in a namespace that ns makes
+// sure they know (nil: whatever they hold); a nil im gives no impact warnings.
+func Handlers(judge, apples Judge, ns Namespaces, im *Impact, compiler *carrier.Compiler, policyNamespace string, failOpen bool, m *Metrics, log logr.Logger) map[string]http.Handler {
 	return map[string]http.Handler{
-		PathPods:           newReviewHandler(&admitHandler{policy.KindPod, judge, failOpen, m, log.WithName("pods")}, m, log),
-		PathPodControllers: newReviewHandler(&admitHandler{"", judge, failOpen, m, log.WithName("podcontrollers")}, m, log),
-		PathMyApples:       newReviewHandler(&admitHandler{policy.KindMyApple, apples, failOpen, m, log.WithName("myapples")}, m, log),
+		PathPods:           newReviewHandler(&admitHandler{policy.KindPod, judge, ns, failOpen, m, log.WithName("pods")}, m, log),
+		PathPodControllers: newReviewHandler(&admitHandler{"", judge, ns, failOpen, m, log.WithName("podcontrollers")}, m, log),
+		PathMyApples:       newReviewHandler(&admitHandler{policy.KindMyApple, apples, ns, failOpen, m, log.WithName("myapples")}, m, log),
 		PathPolicies:       newReviewHandler(newPolicyHandler(compiler, policyNamespace, im, counterOf(judge), m, log.WithName("policies")), m, log),
 	}
 }

@@ -107,7 +107,7 @@ func newTestServer(t testing.TB, judge Judge, failOpen bool) *testServer {
 		t.Fatal(err)
 	}
 	logs := &logSink{}
-	return &testServer{handlers: Handlers(judge, judge, nil, carrier.New(), testPolicyNamespace, failOpen, m, logs.logger()), metrics: m, reg: reg, logs: logs}
+	return &testServer{handlers: Handlers(judge, judge, nil, nil, carrier.New(), testPolicyNamespace, failOpen, m, logs.logger()), metrics: m, reg: reg, logs: logs}
 }
 
 // post sends body to path and returns the recorded response.

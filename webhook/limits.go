@@ -100,6 +100,13 @@ func newLimiter(l Limits, m *Metrics) *limiter {
 // comes out of the body's Read as an errOverloaded.
 func (l *limiter) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// A declared length no retry could ever get past is 413, not 429:
+		// over the body limit, or over the whole budget of bytes in flight.
+		if limit := l.maxBody(); r.ContentLength > limit {
+			l.metrics.requestError(errTooLarge)
+			tooLarge(w, r.ContentLength, limit)
+			return
+		}
 		// Refuse a declared length that would pass the limit before reading
 		// it, but reserve nothing for it: a client holds only what it sends.
 		if max := l.limits.MaxBytesInFlight; max > 0 && r.ContentLength > freeBodyBytes &&
@@ -115,6 +122,16 @@ func (l *limiter) wrap(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// maxBody is the largest body that could ever be accepted.
+func (l *limiter) maxBody() int64 {
+	limit := int64(DefaultMaxRequestBytes)
+	if m := l.limits.MaxBytesInFlight; m > 0 {
+		// Alone, a body may hold the whole budget (take), and never less than the free bytes.
+		limit = min(limit, max(m, freeBodyBytes))
+	}
+	return limit
 }
 
 // inFlight reports the requests being judged and the body bytes held.
@@ -183,4 +200,11 @@ func shed(w http.ResponseWriter, o *errOverloaded) {
 		w.Header().Set("Connection", "close")
 	}
 	http.Error(w, o.Error(), http.StatusTooManyRequests)
+}
+
+// tooLarge answers a request whose declared body is over what could ever
+// be accepted: 413, and the connection closed rather than the body read.
+func tooLarge(w http.ResponseWriter, declared, limit int64) {
+	w.Header().Set("Connection", "close")
+	http.Error(w, fmt.Sprintf("policy-webhook: the request body of %d bytes is larger than the limit of %d bytes", declared, limit), http.StatusRequestEntityTooLarge)
 }

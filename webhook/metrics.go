@@ -19,6 +19,7 @@ const (
 	verdictSkipped          = "skipped"            // not this path's to judge; admitted
 	verdictError            = "error"              // the object could not be read; refused
 	verdictBusy             = "busy"               // refused with 429: no room to judge it now
+	verdictUnknownNamespace = "unknown_namespace"  // refused: its namespace could not be confirmed
 )
 
 // Reasons, the values of policy_webhook_request_errors_total's reason label.
@@ -47,7 +48,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		admissions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "policy_webhook_admissions_total",
 			Help: "Admission requests answered, by kind, operation and verdict " +
-				"(allowed, denied, not_synced, allowed_not_synced, skipped, error, busy).",
+				"(allowed, denied, not_synced, allowed_not_synced, skipped, error, busy, unknown_namespace).",
 		}, []string{"kind", "operation", "verdict"}),
 		durations: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "policy_webhook_admission_duration_seconds",

@@ -45,6 +45,16 @@ func notSynced() *admissionv1.AdmissionResponse {
 	return r
 }
 
+// unknownNamespace refuses a request whose namespace the webhook could not
+// confirm (err says why): 503 with a retry delay, as notSynced, since the
+// informer or the API server is about to know better.
+func unknownNamespace(err error) *admissionv1.AdmissionResponse {
+	r := refused(http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable,
+		"policy-webhook: "+err.Error()+"; the request is refused rather than judged without the namespace's labels; retry in a few seconds", nil)
+	r.Result.Details = &metav1.StatusDetails{RetryAfterSeconds: 1}
+	return r
+}
+
 // busy refuses a request the replica has no room to judge now, with a retry delay.
 func busy() *admissionv1.AdmissionResponse {
 	r := refused(http.StatusTooManyRequests, metav1.StatusReasonTooManyRequests,

@@ -260,6 +260,52 @@ func TestServerShedsLoad(t *testing.T) {
 	waitFor(t, "the held bytes to be given back", func() bool { n, b := s.srv.limiter.inFlight(); return n == 0 && b == 0 })
 }
 
+// A body whose declared length no retry could get past gets 413 and the
+// connection closed, before a byte of it is read: over the body limit (a
+// 100 MB review), or over the whole budget of bytes in flight; never 429,
+// which the API server would retry in vain.
+func TestServerRefusesDeclaredTooLarge(t *testing.T) {
+	const budget = 1 << 20
+	defaults, small := startHTTPS(t, Limits{}, ""), startHTTPS(t, Limits{MaxBytesInFlight: budget}, "")
+	for name, c := range map[string]struct {
+		s      *httpsServer
+		length int
+		limit  int
+	}{
+		"100 MB, over the review limit":   {defaults, 100 << 20, DefaultMaxRequestBytes},
+		"8 MiB, over the review limit":    {defaults, 8 << 20, DefaultMaxRequestBytes},
+		"2 MiB, over the bytes in flight": {small, 2 << 20, budget},
+	} {
+		conn := c.s.dial(t)
+		// Headers only: the answer must not wait for the body.
+		if _, err := io.WriteString(conn, reviewHeaders(PathPods, c.length)); err != nil {
+			t.Fatal(err)
+		}
+		if err := conn.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		msg, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		want := fmt.Sprintf("policy-webhook: the request body of %d bytes is larger than the limit of %d bytes", c.length, c.limit)
+		if res.StatusCode != http.StatusRequestEntityTooLarge || res.Header.Get("Retry-After") != "" || !res.Close ||
+			!strings.Contains(string(msg), want) {
+			t.Errorf("%s: HTTP %d, Retry-After %q, close %v, %q; want 413, no Retry-After, the connection closed, %q",
+				name, res.StatusCode, res.Header.Get("Retry-After"), res.Close, msg, want)
+		}
+	}
+	for _, s := range []*httpsServer{defaults, small} {
+		tooLarge := testutil.ToFloat64(s.metrics.requestErrors.WithLabelValues(errTooLarge))
+		shed := testutil.ToFloat64(s.metrics.requestErrors.WithLabelValues(errShed))
+		if tooLarge == 0 || shed != 0 {
+			t.Errorf("counted %v too large and %v overloaded, want some and none", tooLarge, shed)
+		}
+	}
+}
+
 // TLS 1.2 without an AEAD suite is refused; with one it is served.
 func TestServerCipherSuites(t *testing.T) {
 	s := startHTTPS(t, Limits{}, "")

@@ -60,6 +60,10 @@ type Options struct {
 	// Username and LedgerCleanupInterval are passed to app.Options.
 	Username              string
 	LedgerCleanupInterval time.Duration
+	// LeaderElection and the Lease timings are passed to app.Options (zero
+	// timings: its defaults). Off, the webhook writes as if it led.
+	LeaderElection                            bool
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 	// MetricsRegistry, when set, takes the webhook's metrics instead of
 	// controller-runtime's registry: a second webhook in the same process
 	// needs its own.
@@ -157,6 +161,10 @@ func Start(ctx context.Context, opts Options) (*Webhook, error) {
 			ReplicaName:       "inprocess-" + strconv.Itoa(w.Port),
 			MetricsRegistry:   opts.MetricsRegistry,
 			MaxCacheStaleness: opts.MaxCacheStaleness,
+			LeaderElection:    opts.LeaderElection,
+			LeaseDuration:     opts.LeaseDuration,
+			RenewDeadline:     opts.RenewDeadline,
+			RetryPeriod:       opts.RetryPeriod,
 			Log:               opts.Log,
 
 			Username:              opts.Username,

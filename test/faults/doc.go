@@ -8,6 +8,12 @@
 //   - TestAPIServerRestart: kube-apiserver killed for 30 s and started again
 //     on the same etcd; the webhook answers from its cache and stays ready,
 //     and every informer is current within 5 s of the restart.
+//   - TestLeaseLostUnderOutage: the same outage with leader election on:
+//     the Lease is lost, no admission fails, the process keeps running, and
+//     the replica leads and writes again within 10 s of the API server's return.
+//   - TestUnseenNamespaceAfterRestart: right after an API server restart,
+//     100 namespaces labelled env=prod each created with a Pod at once: none
+//     let past a namespaceSelector policy.
 //   - TestWatchExpiry: the informers' watches held while etcd is compacted
 //     past their resourceVersion, so they get 410 Gone and relist; the
 //     enforced state then equals the stored one.

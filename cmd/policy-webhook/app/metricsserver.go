@@ -9,7 +9,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
-	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/policy-webhook/policy-webhook/webhook"
@@ -22,7 +21,7 @@ func metricsOptions(opts Options, certs *certwatcher.CertWatcher) metricsserver.
 	o := metricsserver.Options{BindAddress: disabledIfEmpty(opts.MetricsBindAddress)}
 	if opts.MetricsSecure {
 		o.SecureServing = true
-		o.FilterProvider = filters.WithAuthenticationAndAuthorization
+		o.FilterProvider = authenticateAndAuthorize
 		o.TLSOpts = []func(*tls.Config){webhook.TLSOption(certs.GetCertificate, false)}
 	}
 	return o

@@ -99,7 +99,9 @@ type Options struct {
 	// LeaderElectionID names the Lease. Default policy-webhook-leader.
 	LeaderElectionID string
 	// LeaseDuration, RenewDeadline and RetryPeriod tune leader election; zero
-	// keeps controller-runtime's defaults. A leader lost makes Run return an error.
+	// keeps client-go's defaults (15s, 10s, 2s). A Lease lost stops only the
+	// leader's writers: the replica keeps answering admissions and
+	// campaigns again.
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 	// HeartbeatInterval is how often the replica renews its heartbeat
 	// Lease (default 10s); after 4 missed renewals the leader counts it gone.

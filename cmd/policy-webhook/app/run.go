@@ -1,7 +1,6 @@
 package app
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -85,12 +83,8 @@ func Run(ctx context.Context, opts Options) error {
 	if log.GetSink() != nil {
 		mgrOpts.Logger = log
 	}
-	if opts.LeaderElection {
-		if err := leaderElection(&mgrOpts, cfg, opts); err != nil {
-			return err
-		}
-	}
 	// The manager's own cache and client stay unused, so they list nothing.
+	// It elects no leader: see leader.
 	mgr, err := manager.New(cfg, mgrOpts)
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)
@@ -102,7 +96,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	for path, h := range webhook.Handlers(pc, ledger, webhook.NewImpact(kube.CoreV1().RESTClient(), pc), compiler, opts.PolicyNamespace, opts.FailOpenBeforeSync, m, log.WithName("admission")) {
+	for path, h := range webhook.Handlers(pc, ledger, pc, webhook.NewImpact(kube.CoreV1().RESTClient(), pc), compiler, opts.PolicyNamespace, opts.FailOpenBeforeSync, m, log.WithName("admission")) {
 		server.Register(path, h)
 	}
 	state, err := newStateHandler(ctx, kube, opts, m)
@@ -113,12 +107,23 @@ func Run(ctx context.Context, opts Options) error {
 	if err := mgr.Add(serving); err != nil {
 		return fmt.Errorf("adding the certificate watcher: %w", err)
 	}
-	// This replica's writers, and those that run while it leads.
-	writers := []manager.Runnable{cs.Replica, cs.Status, cs.LastGood, cs.Ledgers}
-	if auditor != nil {
-		writers = append(writers, auditor)
+	// This replica's writer, and those that run while it leads: without
+	// leader election, always.
+	if err := mgr.Add(cs.Replica); err != nil {
+		return fmt.Errorf("adding a controller: %w", err)
 	}
-	for _, r := range writers {
+	leaders := []manager.Runnable{cs.Status, cs.LastGood, cs.Ledgers}
+	if auditor != nil {
+		leaders = append(leaders, auditor)
+	}
+	if opts.LeaderElection {
+		le, err := newLeader(cfg, opts, leaders, reg)
+		if err != nil {
+			return err
+		}
+		leaders = []manager.Runnable{le}
+	}
+	for _, r := range leaders {
 		if err := mgr.Add(r); err != nil {
 			return fmt.Errorf("adding a controller: %w", err)
 		}
@@ -216,41 +221,6 @@ func serve(ctx context.Context, opts Options, mgr manager.Manager, pc *cache.Cac
 	log.Info("Shut down")
 	return err
 }
-
-// leaderElection has the manager elect a leader on a Lease held under the
-// replica's name. The Lease's client times out well within RenewDeadline,
-// so that one hung request cannot cost the lease.
-func leaderElection(mgrOpts *manager.Options, cfg *rest.Config, opts Options) error {
-	lcfg := rest.AddUserAgent(rest.CopyConfig(cfg), "leader-election")
-	lcfg.Timeout = max(cmp.Or(opts.RenewDeadline, defaultRenewDeadline)/2, time.Second)
-	kube, err := kubernetes.NewForConfig(lcfg)
-	if err != nil {
-		return fmt.Errorf("creating the leader election client: %w", err)
-	}
-	lock, err := resourcelock.New(resourcelock.LeasesResourceLock, opts.PolicyNamespace, opts.LeaderElectionID,
-		kube.CoreV1(), kube.CoordinationV1(), resourcelock.ResourceLockConfig{Identity: opts.ReplicaName})
-	if err != nil {
-		return fmt.Errorf("creating the leader election lock: %w", err)
-	}
-	mgrOpts.LeaderElection = true
-	mgrOpts.LeaderElectionID = opts.LeaderElectionID
-	mgrOpts.LeaderElectionNamespace = opts.PolicyNamespace
-	mgrOpts.LeaderElectionResourceLockInterface = lock
-	// Run returns after every runnable has stopped: hand the lease over at once.
-	mgrOpts.LeaderElectionReleaseOnCancel = true
-	for _, d := range []struct {
-		set *time.Duration
-		to  **time.Duration
-	}{{&opts.LeaseDuration, &mgrOpts.LeaseDuration}, {&opts.RenewDeadline, &mgrOpts.RenewDeadline}, {&opts.RetryPeriod, &mgrOpts.RetryPeriod}} {
-		if *d.set != 0 {
-			*d.to = d.set
-		}
-	}
-	return nil
-}
-
-// defaultRenewDeadline is controller-runtime's default RenewDeadline.
-const defaultRenewDeadline = 10 * time.Second
 
 // newCache builds the clients, sharing one HTTP client, the policy cache
 // and the writers: the controllers and the audit (nil when off).
