@@ -105,7 +105,7 @@ func (r *report) print(w io.Writer) {
 		r.Settings["warmup"], r.Settings["duration"], r.Settings["rounds"])
 	if len(r.GoBenchmarks) > 0 {
 		fmt.Fprintln(tw, "in process\tns/op\tB/op\tallocs/op\t")
-		var withoutCEL, withCEL float64
+		var withoutCEL, withCEL, pod, deployment float64
 		for _, b := range r.GoBenchmarks {
 			fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.0f\t\n", b.Name, b.NsPerOp, b.BytesPerOp, b.AllocsPerOp)
 			switch {
@@ -113,10 +113,17 @@ func (r *report) print(w io.Writer) {
 				withoutCEL = b.NsPerOp
 			case strings.HasPrefix(b.Name, "BenchmarkHandlePodCEL/builtin=10,cel=5"):
 				withCEL = b.NsPerOp
+			case strings.HasPrefix(b.Name, "BenchmarkHandlePodController/Pod"):
+				pod = b.NsPerOp
+			case strings.HasPrefix(b.Name, "BenchmarkHandlePodController/Deployment"):
+				deployment = b.NsPerOp
 			}
 		}
 		if withoutCEL > 0 && withCEL > 0 {
 			fmt.Fprintf(tw, "handler with 5 CEL validations ×without\t%s\t\t\t\n", ratio(withCEL, withoutCEL))
+		}
+		if pod > 0 && deployment > 0 {
+			fmt.Fprintf(tw, "Deployment ×Pod of the same template\t%s\t\t\t\n", ratio(deployment, pod))
 		}
 		fmt.Fprintln(tw)
 	}
