@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -239,25 +240,37 @@ func wantAuditLine(t *testing.T, ns, name, violation string) {
 	}
 }
 
-// An expression written to be expensive, three loops nested over a Pod's
-// containers, is refused when the policy is applied, by its estimated cost
-// (a worst-case object of 3 MiB, as the API server's request limit allows),
-// and the webhook goes on judging Pods meanwhile.
+// An expression whose cost is certain to be excessive with its real params
+// — two loops nested over a list of params — is refused when the policy is
+// applied, naming its estimated cost: at a team ConfigMap's limit with 300
+// items, at a cluster-wide policy's with 1,500. The webhook goes on judging
+// Pods meanwhile.
 func TestCELExpensiveExpressionRefusedAtApply(t *testing.T) {
 	ctx := testCtx(t)
 	good, bad, refused := registryScenario(ctx, t)
 	ns := good.Namespace
-	const nested = "object.spec.containers.all(a, object.spec.containers.all(b, object.spec.containers.all(c, a.name != b.name || b.name != c.name || a.image == c.image)))"
-	wantCost := func(t *testing.T, err error, prefix string) {
+	const nested = "params.l.all(x, params.l.all(y, x == y))"
+	items := func(n int) []any {
+		l := make([]any, n)
+		for i := range l {
+			l[i] = int64(i)
+		}
+		return l
+	}
+	wantCost := func(t *testing.T, err error, prefix, limit string) {
 		t.Helper()
 		if err == nil || !strings.HasPrefix(err.Error(), prefix) || !strings.Contains(err.Error(), "estimated cost ") ||
-			!strings.Contains(err.Error(), "exceeds the limit of 10000000 per expression") {
-			t.Fatalf("got %v, want a refusal starting %q naming the estimated cost and the limit", err, prefix)
+			!strings.Contains(err.Error(), "exceeds the limit of "+limit+" per expression") {
+			t.Fatalf("got %v, want a refusal starting %q naming the estimated cost and the limit of %s", err, prefix, limit)
 		}
 	}
 	t.Run("ConfigMap", func(t *testing.T) {
-		err := putPolicy(ctx, ns, "expensive", "match: {kinds: [Pod]}\nvalidations:\n- expression: \""+nested+"\"\n")
-		wantCost(t, err, denial(devenv.PolicyConfigMapsWebhook, fmt.Sprintf("ConfigMap %s/expensive is not a valid policy: policy.yaml: validations[0].expression: ", ns)))
+		l, err := json.Marshal(items(300))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = putPolicy(ctx, ns, "expensive", "match: {kinds: [Pod]}\nparams: {l: "+string(l)+"}\nvalidations:\n- expression: \""+nested+"\"\n")
+		wantCost(t, err, denial(devenv.PolicyConfigMapsWebhook, fmt.Sprintf("ConfigMap %s/expensive is not a valid policy: policy.yaml: validations[0].expression: ", ns)), "100000")
 	})
 	t.Run("AdmissionPolicy", func(t *testing.T) {
 		name := "e2e-cel-expensive-" + ns
@@ -266,12 +279,13 @@ func TestCELExpensiveExpressionRefusedAtApply(t *testing.T) {
 			"metadata": map[string]any{"name": name},
 			"spec": map[string]any{
 				"match":       map[string]any{"kinds": []any{"Pod"}},
+				"params":      map[string]any{"l": items(1500)},
 				"validations": []any{map[string]any{"expression": nested}},
 			},
 		}}
 		_, err := env.dyn.Resource(admissionPolicies).Create(ctx, ap, metav1.CreateOptions{})
 		t.Cleanup(func() { _ = env.dyn.Resource(admissionPolicies).Delete(ctx, name, metav1.DeleteOptions{}) })
-		wantCost(t, err, denial(devenv.AdmissionPoliciesWebhook, fmt.Sprintf("AdmissionPolicy %s is not a valid policy: spec.validations[0].expression: ", name)))
+		wantCost(t, err, denial(devenv.AdmissionPoliciesWebhook, fmt.Sprintf("AdmissionPolicy %s is not a valid policy: spec.validations[0].expression: ", name)), "1000000")
 	})
 	// Judging goes on, with the policy that was in force.
 	wantAdmitted(t, createPod(ctx, good, metav1.CreateOptions{DryRun: dryRun}))

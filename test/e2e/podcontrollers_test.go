@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 
 	"github.com/policy-webhook/policy-webhook/hack/devenv"
@@ -37,7 +39,12 @@ type podControllerEnv struct {
 func startPodControllerEnv(t *testing.T) *podControllerEnv {
 	t.Helper()
 	ctx := testCtx(t)
-	cp := testenv.ControlPlaneForTest(t, devenv.ControlPlaneOptions{Log: env.log.WithName("podcontrollers"), ControllerManager: true})
+	root, err := devenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := testenv.ControlPlaneForTest(t, devenv.ControlPlaneOptions{Log: env.log.WithName("podcontrollers"), ControllerManager: true,
+		ExtraCRDDirs: []string{filepath.Join(root, "manifests", "components", "policyreports")}})
 	if err := cp.EnsureNamespace(ctx, webhook.DefaultPolicyNamespace, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -204,14 +211,18 @@ func TestPodControllers(t *testing.T) {
 
 	t.Run("an old Deployment can be scaled, paused and deleted", func(t *testing.T) {
 		deployments := e.client.AppsV1().Deployments(ns)
+		// kube-controller-manager writes the Deployment too (its revision
+		// annotation): an update that lost that race is tried again.
 		update := func(edit func(*appsv1.Deployment)) error {
-			d, err := deployments.Get(ctx, "old", metav1.GetOptions{})
-			if err != nil {
+			return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+				d, err := deployments.Get(ctx, "old", metav1.GetOptions{})
+				if err != nil {
+					return err
+				}
+				edit(d)
+				_, err = deployments.Update(ctx, d, metav1.UpdateOptions{})
 				return err
-			}
-			edit(d)
-			_, err = deployments.Update(ctx, d, metav1.UpdateOptions{})
-			return err
+			})
 		}
 		for _, replicas := range []int32{5, 1} {
 			wantAdmitted(t, update(func(d *appsv1.Deployment) { d.Spec.Replicas = ptr.To(replicas) }))

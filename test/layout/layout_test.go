@@ -116,6 +116,13 @@ func writes(t *testing.T, path string) []string {
 		if id, ok := sel.X.(*ast.Ident); ok && imported[id.Name] {
 			return true
 		}
+		// A review (SelfSubjectReviews().Create, TokenReviews().Create) is
+		// a question the API server answers; it stores nothing.
+		if inner, ok := sel.X.(*ast.CallExpr); ok {
+			if f, ok := inner.Fun.(*ast.SelectorExpr); ok && strings.HasSuffix(f.Sel.Name, "Reviews") {
+				return true
+			}
+		}
 		out = append(out, fset.Position(call.Pos()).String())
 		return true
 	})
@@ -128,7 +135,7 @@ func TestWritesFound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := writes(t, filepath.Join(root, "controllers", "lastgood.go")); len(got) != 2 {
-		t.Errorf("writes in controllers/lastgood.go: %v, want its Create and Update", got)
+	if got := writes(t, filepath.Join(root, "controllers", "lastgood.go")); len(got) != 3 {
+		t.Errorf("writes in controllers/lastgood.go: %v, want its Create and Update of the ConfigMap and Create of the key", got)
 	}
 }
