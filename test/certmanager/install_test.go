@@ -154,9 +154,9 @@ func checkRBAC(t *testing.T, objs []*unstructured.Unstructured) {
 	}
 
 	// The quota ledgers: ConfigMaps written only in the webhook's own
-	// namespace.
+	// namespace, and deleted by the leader once their namespace is gone.
 	quotaRole := findTyped[rbacv1.Role](t, objs, "Role", "policy-webhook-quota")
-	wantQuota := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "create", "update"}}}
+	wantQuota := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "create", "update", "delete"}}}
 	if quotaRole.Namespace != installNamespace || !equality.Semantic.DeepEqual(quotaRole.Rules, wantQuota) {
 		t.Errorf("Role %s/%s rules %+v, want %+v in %s", quotaRole.Namespace, quotaRole.Name, quotaRole.Rules, wantQuota, installNamespace)
 	}
@@ -166,12 +166,15 @@ func checkRBAC(t *testing.T, objs []*unstructured.Unstructured) {
 		t.Errorf("RoleBinding binds %+v to %+v, want the quota Role to %+v", qrb.RoleRef, qrb.Subjects, subject)
 	}
 
-	// The last good versions: create ConfigMaps, update that one, only in
-	// the webhook's own namespace.
+	// The last good versions: create ConfigMaps, update that one, and the
+	// Secret of the key they are signed with, only in the webhook's own
+	// namespace.
 	lg := findTyped[rbacv1.Role](t, objs, "Role", "policy-webhook-last-good")
 	wantLG := []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create"}},
 		{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{cache.LastGoodConfigMap}, Verbs: []string{"update"}},
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{cache.LastGoodKeySecret}, Verbs: []string{"get", "list", "watch"}},
 	}
 	if lg.Namespace != installNamespace || !equality.Semantic.DeepEqual(lg.Rules, wantLG) {
 		t.Errorf("Role %s/%s rules %+v, want %+v in %s", lg.Namespace, lg.Name, lg.Rules, wantLG, installNamespace)
