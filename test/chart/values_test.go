@@ -190,6 +190,16 @@ func TestEveryValueTakesEffect(t *testing.T) {
 				wantExcluded = append(wantExcluded, namespace)
 			case strings.HasPrefix(wh.Name, "admissionpolicies."):
 				wantExcluded = nil
+			case strings.HasPrefix(wh.Name, "state."):
+				// The webhook's own state is in its namespace alone, by
+				// name: excluding namespaces does not apply to it.
+				want := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
+					Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpIn, Values: []string{namespace},
+				}}}
+				if *wh.FailurePolicy != admissionregistrationv1.Fail || !equality.Semantic.DeepEqual(wh.NamespaceSelector, want) {
+					t.Errorf("%s: failurePolicy %s, namespaceSelector %+v; want Fail, in %s alone", wh.Name, *wh.FailurePolicy, wh.NamespaceSelector, namespace)
+				}
+				continue
 			}
 			if *wh.FailurePolicy != wantFailure {
 				t.Errorf("%s: failurePolicy %s, want %s", wh.Name, *wh.FailurePolicy, wantFailure)
