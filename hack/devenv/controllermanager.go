@@ -162,7 +162,11 @@ func (cm *controllerManager) exited() error {
 	if cm.stopping {
 		return nil
 	}
-	return fmt.Errorf("kube-controller-manager exited on its own (%v); its output ends:\n%s", cm.err, tail(cm.log.String(), 4000))
+	why := cm.err
+	if why == nil {
+		why = errors.New("exit status 0")
+	}
+	return fmt.Errorf("kube-controller-manager exited on its own (%w); its output ends:\n%s", why, tail(cm.log.String(), 4000))
 }
 
 // stop terminates kube-controller-manager (SIGTERM, then SIGKILL after 20
