@@ -33,9 +33,9 @@ type Policy struct {
 	// controllers are the Pod controllers judged by their template; nil
 	// is all of them.
 	controllers []Kind
-	excluded     []string
-	nsSelector   labels.Selector // nil: every namespace
-	objSelector  labels.Selector // nil: every object
+	excluded    []string
+	nsSelector  labels.Selector // nil: every namespace
+	objSelector labels.Selector // nil: every object
 
 	podRules   *podRules
 	appleRules *appleRules

@@ -31,6 +31,7 @@ import (
 // so that Deployments become ReplicaSets become Pods, each judged by a
 // webhook that also audits.
 type podControllerEnv struct {
+	cp     *devenv.ControlPlane
 	client kubernetes.Interface
 	dyn    dynamic.Interface
 	reg    *prometheus.Registry
@@ -62,13 +63,14 @@ func startPodControllerEnv(t *testing.T) *podControllerEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &podControllerEnv{client: cp.Client, dyn: dyn, reg: reg}
+	return &podControllerEnv{cp: cp, client: cp.Client, dyn: dyn, reg: reg}
 }
 
+// namespace creates a namespace and waits for its default ServiceAccount,
+// which the ServiceAccount admission plugin wants of every Pod.
 func (e *podControllerEnv) namespace(t *testing.T, name string) string {
 	t.Helper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
-	if _, err := e.client.CoreV1().Namespaces().Create(testCtx(t), ns, metav1.CreateOptions{}); err != nil {
+	if err := e.cp.EnsureNamespace(testCtx(t), name, nil); err != nil {
 		t.Fatal(err)
 	}
 	return name
@@ -290,12 +292,16 @@ func TestPodControllers(t *testing.T) {
 	})
 }
 
-// eventuallyRefused waits until attempt is refused, however.
+// eventuallyRefused waits until attempt is refused by the Pods' webhook.
 func eventuallyRefused(t *testing.T, attempt func() error) {
 	t.Helper()
-	eventually(t, "a refusal", func() error {
-		if attempt() == nil {
+	eventually(t, "a refusal by the webhook", func() error {
+		err := attempt()
+		switch {
+		case err == nil:
 			return errors.New("still admitted")
+		case !strings.Contains(err.Error(), "denied the request"):
+			return fmt.Errorf("refused, not by the webhook: %w", err)
 		}
 		return nil
 	})
