@@ -88,12 +88,17 @@ func readFile(path string) ([]*object, error) {
 		if u.GetKind() == "" {
 			return nil, fmt.Errorf("document %d of %s has no kind", i+1, path)
 		}
-		replicas, found, err := unstructured.NestedInt64(u.Object, "spec", "replicas")
-		if err != nil {
-			return nil, fmt.Errorf("document %d of %s: %w", i+1, path, err)
+		var scale struct {
+			Spec struct {
+				Replicas *int32 `json:"replicas"`
+			} `json:"spec"`
 		}
-		if !found {
-			replicas = 1
+		if err := yaml.Unmarshal(doc, &scale); err != nil {
+			return nil, fmt.Errorf("parsing document %d of %s: %w", i+1, path, err)
+		}
+		replicas := int32(1)
+		if scale.Spec.Replicas != nil {
+			replicas = *scale.Spec.Replicas
 		}
 		out = append(out, &object{
 			file: path, raw: doc, kind: u.GetKind(), namespace: u.GetNamespace(), name: u.GetName(),
