@@ -93,8 +93,8 @@ func NewCompiler() (*Compiler, error) {
 }
 
 func newKindEnv(ks *kindSchema) (*kindEnv, error) {
-	req, ns, apple := requestType(), namespaceType(), appleType()
-	decls := []*apiservercel.DeclType{ks.declType, req, ns, apple}
+	req, ns, apple, stats := requestType(), namespaceType(), appleType(), appleStatsType()
+	decls := []*apiservercel.DeclType{ks.declType, req, ns, apple, stats}
 	objType := ks.declType.CelType()
 	envSet, err := environment.MustBaseEnvSet(version.MustParseGeneric(EnvironmentVersion)).Extend(environment.VersionedOptions{
 		// Present at every version, as VAP's variables are.
@@ -106,7 +106,7 @@ func newKindEnv(ks *kindSchema) (*kindEnv, error) {
 			cel.Variable(varNamespace, ns.CelType()),
 			cel.Variable(varParams, cel.DynType),
 			cel.Variable(varCluster, clusterCELType),
-			clusterLib(apple.CelType()),
+			clusterLib(apple.CelType(), stats.CelType()),
 		},
 		DeclTypes: decls,
 	})
@@ -312,6 +312,10 @@ func (cc *compilation) compile(path *field.Path, expr string, want *cel.Type) (p
 	out := ast.OutputType()
 	if want != nil && !out.IsExactType(want) {
 		return program{}, nil, field.Invalid(path, expr, fmt.Sprintf("must evaluate to %s, not %s", want, out))
+	}
+	if scanInLoop(ast.NativeRep().Expr()) {
+		return program{}, nil, field.Forbidden(path,
+			"cluster.myApples inside a loop lists the namespace once per element: list it once (as the loop's range, or in a variable), or read counts and quantity sums from cluster.myAppleStats")
 	}
 	est, err := cc.env.EstimateCost(ast, cc.est)
 	if err != nil {

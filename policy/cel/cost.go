@@ -5,6 +5,7 @@ import (
 	celast "github.com/google/cel-go/common/ast"
 	"github.com/google/cel-go/common/operators"
 	"github.com/google/cel-go/common/overloads"
+	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
 	celconfig "k8s.io/apiserver/pkg/apis/cel"
 	apiservercel "k8s.io/apiserver/pkg/cel"
@@ -122,6 +123,11 @@ const (
 )
 
 func (e *costEstimator) EstimateSize(element checker.AstNode) *checker.SizeEstimate {
+	if t := element.Type(); t != nil && t.Kind() == types.MapKind && t.Parameters()[1].TypeName() == appleTallyTypeName {
+		// cluster.myAppleStats' byColor and bySize: no more colors or
+		// sizes than MyApples.
+		return &checker.SizeEstimate{Min: 0, Max: maxApplesEstimate}
+	}
 	return e.lib.EstimateSize(element)
 }
 
