@@ -28,8 +28,8 @@ type Cluster interface {
 }
 
 const (
-	clusterTypeName     = "policywebhook.Cluster"
-	myApplesFunction    = "myApples"
+	clusterTypeName      = "policywebhook.Cluster"
+	myApplesFunction     = "myApples"
 	myAppleStatsFunction = "myAppleStats"
 	// maxApplesEstimate is how many MyApples a namespace is assumed to hold
 	// for cost estimation; more are evaluated all the same.
