@@ -207,6 +207,17 @@ func (ix *appleIndex) list(namespace string) cel.AppleList {
 	return ns.apples.List()
 }
 
+// largest is the number of MyApples of the namespace that has the most.
+func (ix *appleIndex) largest() int {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	n := 0
+	for _, ns := range ix.byNS {
+		n = max(n, ns.apples.Len())
+	}
+	return n
+}
+
 // count is the number of MyApples indexed, for logs.
 func (ix *appleIndex) count() int {
 	ix.mu.RLock()

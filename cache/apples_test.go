@@ -129,6 +129,11 @@ func TestAppleIndex(t *testing.T) {
 	if again := ix.list("ns").Apples(); &again[0] != &l[0] {
 		t.Error("an unchanged namespace's list was built again")
 	}
+	ix.set(&apple{namespace: "small", name: "x", quantity: 1})
+	if got := ix.largest(); got != 2 {
+		t.Errorf("largest = %d, want 2 (ns)", got)
+	}
+	ix.remove("small", "x")
 	if got, want := ix.tally("ns", cel.ByColor, "red", ""), (cel.Tally{Count: 1, Quantity: 1}); got != want {
 		t.Errorf("red tally = %+v, want %+v", got, want)
 	}

@@ -381,6 +381,10 @@ func (c *Cache) MyAppleGroups(namespace string, by cel.GroupBy) []string {
 	return c.apples.groups(namespace, by)
 }
 
+// LargestMyAppleNamespace is how many MyApples the namespace that has the
+// most holds: the size a CEL expression applied now may meet.
+func (c *Cache) LargestMyAppleNamespace() int { return c.apples.largest() }
+
 // MyAppleQuantity is the total spec.quantity of the MyApples of a namespace,
 // leaving out the one named except.
 func (c *Cache) MyAppleQuantity(namespace, except string) int64 {

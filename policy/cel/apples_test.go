@@ -140,3 +140,28 @@ func TestScanPerElementRefused(t *testing.T) {
 	}
 	mustCompile(t, KindMyApple, spec, map[string]any{"l": []any{"red"}})
 }
+
+// The estimate knows the namespaces the cache holds: a scan cheap at
+// 10,000 MyApples is refused once a namespace holds 2,000,000.
+func TestMyApplesEstimatedAtWhatTheCacheHolds(t *testing.T) {
+	spec := validations("cluster.myApples(object.metadata.namespace).filter(a, a.quantity > 1 && a.quantity < 100 && a.color == 'red').size() < 3")
+	c := compiler(t)
+	if _, errs := c.Compile(KindMyApple, spec, nil); len(errs) > 0 {
+		t.Fatalf("at 10,000: %v", errs)
+	}
+	held := 500
+	small := c.WithMyApplesBound(func() int { return held })
+	if _, errs := small.Compile(KindMyApple, spec, nil); len(errs) > 0 {
+		t.Fatalf("at 500 (estimated at 10,000 still): %v", errs)
+	}
+	held = 2_000_000
+	_, errs := small.Compile(KindMyApple, spec, nil)
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "estimated cost") {
+		t.Errorf("at 2,000,000: %v, want the estimated cost refused", errs)
+	}
+	// cluster.myAppleStats costs the same at any size.
+	stats := validations("cluster.myAppleStats(object.metadata.namespace).byColor[object.spec.color].count < 3")
+	if _, errs := small.Compile(KindMyApple, stats, nil); len(errs) > 0 {
+		t.Errorf("myAppleStats at 2,000,000: %v", errs)
+	}
+}

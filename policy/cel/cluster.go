@@ -32,7 +32,8 @@ const (
 	myApplesFunction     = "myApples"
 	myAppleStatsFunction = "myAppleStats"
 	// maxApplesEstimate is how many MyApples a namespace is assumed to hold
-	// for cost estimation; more are evaluated all the same.
+	// for cost estimation, at least (Compiler.WithMyApplesBound raises it
+	// to what the cache holds); more are evaluated all the same.
 	maxApplesEstimate = 10_000
 )
 

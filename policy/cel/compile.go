@@ -57,6 +57,30 @@ type Compiler struct {
 	kinds map[string]*kindEnv
 	// estimatedCostLimit is EstimatedCostLimit; tests raise it.
 	estimatedCostLimit uint64
+	// applesBound is the most MyApples a namespace holds now; nil: none
+	// known (see WithMyApplesBound).
+	applesBound func() int
+}
+
+// WithMyApplesBound is c estimating cluster.myApples, and the colors and
+// sizes of cluster.myAppleStats, at the most MyApples a namespace holds
+// now (bound, read at each Compile), when that is more than 10,000: what
+// an expression may meet, so that a policy applied over a large namespace
+// is estimated at its size.
+func (c *Compiler) WithMyApplesBound(bound func() int) *Compiler {
+	cc := *c
+	cc.applesBound = bound
+	return &cc
+}
+
+// myApplesEstimate is the number of MyApples a namespace is estimated to
+// hold.
+func (c *Compiler) myApplesEstimate() uint64 {
+	n := maxApplesEstimate
+	if c.applesBound != nil {
+		n = max(n, c.applesBound())
+	}
+	return uint64(n)
 }
 
 type kindEnv struct {
@@ -183,7 +207,8 @@ func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any) (
 	}
 	roots := maps.Clone(ke.roots)
 	roots[varVariables] = varsType
-	cc := &compilation{env: env, est: newCostEstimator(roots, params), costLimit: c.estimatedCostLimit}
+	apples := c.myApplesEstimate()
+	cc := &compilation{env: env, est: newCostEstimator(roots, params, apples), costLimit: c.estimatedCostLimit}
 
 	p := &Program{
 		kind:     kind,
@@ -217,7 +242,7 @@ func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any) (
 		if ferr != nil {
 			errs = append(errs, ferr)
 			dt = apiservercel.DynType
-		} else if dt = ke.pathDeclType(ast.NativeRep().Expr(), roots); dt == nil {
+		} else if dt = ke.pathDeclType(ast.NativeRep().Expr(), roots, apples); dt == nil {
 			dt = ke.declTypeOf(ast.OutputType())
 		}
 		varsType.Fields[v.Name] = apiservercel.NewDeclField(v.Name, dt, true, nil, nil)
@@ -344,7 +369,7 @@ func (cc *compilation) compile(path *field.Path, expr string, want *cel.Type) (p
 // pathDeclType is the DeclType of a variable whose expression is a path
 // from a variable or a cluster.myApples call, keeping the schema's size
 // bounds for cost estimation. Nil for any other expression.
-func (ke *kindEnv) pathDeclType(e celast.Expr, roots map[string]*apiservercel.DeclType) *apiservercel.DeclType {
+func (ke *kindEnv) pathDeclType(e celast.Expr, roots map[string]*apiservercel.DeclType, apples uint64) *apiservercel.DeclType {
 	switch e.Kind() {
 	case celast.IdentKind:
 		return roots[e.AsIdent()]
@@ -353,7 +378,7 @@ func (ke *kindEnv) pathDeclType(e celast.Expr, roots map[string]*apiservercel.De
 		if sel.IsTestOnly() {
 			return nil
 		}
-		t := ke.pathDeclType(sel.Operand(), roots)
+		t := ke.pathDeclType(sel.Operand(), roots, apples)
 		if t == nil || !t.IsObject() {
 			return nil
 		}
@@ -362,7 +387,7 @@ func (ke *kindEnv) pathDeclType(e celast.Expr, roots map[string]*apiservercel.De
 		}
 	case celast.CallKind:
 		if e.AsCall().FunctionName() == myApplesFunction {
-			return apiservercel.NewListType(ke.apple, maxApplesEstimate)
+			return apiservercel.NewListType(ke.apple, int64(apples))
 		}
 	}
 	return nil

@@ -105,15 +105,16 @@ func (e *sizeEstimator) EstimateCallCost(string, string, *checker.AstNode, []che
 }
 
 // costEstimator is library.CostEstimator plus cluster.myApples, which costs
-// one per MyApple listed.
+// one per MyApple listed, estimated at apples per namespace.
 type costEstimator struct {
-	lib   *library.CostEstimator
-	sizes *sizeEstimator
+	lib    *library.CostEstimator
+	sizes  *sizeEstimator
+	apples uint64
 }
 
-func newCostEstimator(roots map[string]*apiservercel.DeclType, params any) *costEstimator {
+func newCostEstimator(roots map[string]*apiservercel.DeclType, params any, apples uint64) *costEstimator {
 	sizes := &sizeEstimator{roots: roots, paramsSize: maxSize(params)}
-	return &costEstimator{lib: &library.CostEstimator{SizeEstimator: sizes}, sizes: sizes}
+	return &costEstimator{lib: &library.CostEstimator{SizeEstimator: sizes}, sizes: sizes, apples: apples}
 }
 
 // cel-go optional library overloads yielding the value or the default.
@@ -126,7 +127,7 @@ func (e *costEstimator) EstimateSize(element checker.AstNode) *checker.SizeEstim
 	if t := element.Type(); t != nil && t.Kind() == types.MapKind && t.Parameters()[1].TypeName() == appleTallyTypeName {
 		// cluster.myAppleStats' byColor and bySize: no more colors or
 		// sizes than MyApples.
-		return &checker.SizeEstimate{Min: 0, Max: maxApplesEstimate}
+		return &checker.SizeEstimate{Min: 0, Max: e.apples}
 	}
 	return e.lib.EstimateSize(element)
 }
@@ -134,8 +135,8 @@ func (e *costEstimator) EstimateSize(element checker.AstNode) *checker.SizeEstim
 func (e *costEstimator) EstimateCallCost(function, overloadID string, target *checker.AstNode, args []checker.AstNode) *checker.CallEstimate {
 	if function == myApplesFunction {
 		return &checker.CallEstimate{
-			CostEstimate: checker.CostEstimate{Min: 1, Max: 1 + maxApplesEstimate},
-			ResultSize:   &checker.SizeEstimate{Min: 0, Max: maxApplesEstimate},
+			CostEstimate: checker.CostEstimate{Min: 1, Max: 1 + e.apples},
+			ResultSize:   &checker.SizeEstimate{Min: 0, Max: e.apples},
 		}
 	}
 	if (function == operators.OptSelect || function == operators.OptIndex) && len(args) == 2 {
