@@ -196,7 +196,7 @@ func (g *groupVal) keys() []string {
 func (g *groupVal) Size() ref.Val { return types.Int(len(g.keys())) }
 
 func (g *groupVal) Iterator() traits.Iterator {
-	return types.NewStringList(types.DefaultTypeAdapter, g.keys()).(traits.Lister).Iterator()
+	return types.NewStringList(types.DefaultTypeAdapter, g.keys()).Iterator()
 }
 
 func (g *groupVal) ConvertToNative(t reflect.Type) (any, error) {
