@@ -1,8 +1,6 @@
 package cache
 
 import (
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -41,10 +39,11 @@ func (a *apple) GetObjectMeta() metav1.Object {
 	return &metav1.ObjectMeta{Namespace: a.namespace, Name: a.name, ResourceVersion: a.resourceVersion}
 }
 
-// appleIndex is, per namespace, each MyApple and the running total of their
-// quantities: the informer's namespace index would copy and sum them on
-// every MyApple admission. Each quantity kept beside the total leaves out
-// the one under update consistently (the store runs ahead of its handlers).
+// appleIndex is, per namespace, each MyApple kept ready for the quota rule
+// and CEL's cluster.* (cel.Apples: values built and tallies kept as
+// MyApples change), so that no admission reads in proportion to the
+// MyApples of its namespace. The tallies leave out the one under update
+// consistently (the store runs ahead of its handlers).
 type appleIndex struct {
 	mu   sync.RWMutex
 	byNS map[string]*namespaceApples
@@ -61,16 +60,11 @@ type appleIndex struct {
 const DeletedRetention = 10 * time.Minute
 
 type namespaceApples struct {
-	total  int64
-	apples map[string]cel.Apple // by name
+	apples *cel.Apples
 	// versions is, by UID, each MyApple's name and resourceVersion: what
 	// tells a quota reservation the cache has seen what it reserved for.
 	versions map[string]version
 	uids     map[string]string // by name
-	// list is apples sorted by name, built on the first read after a
-	// change and shared by every read until the next one, so that
-	// admissions reading cluster.myApples allocate nothing. Nil when stale.
-	list []cel.Apple
 }
 
 type version struct {
@@ -86,7 +80,7 @@ func (ix *appleIndex) set(a *apple) {
 	defer ix.mu.Unlock()
 	ns := ix.byNS[a.namespace]
 	if ns == nil {
-		ns = &namespaceApples{apples: map[string]cel.Apple{}, versions: map[string]version{}, uids: map[string]string{}}
+		ns = &namespaceApples{apples: cel.NewApples(), versions: map[string]version{}, uids: map[string]string{}}
 		ix.byNS[a.namespace] = ns
 	}
 	if old, ok := ns.uids[a.name]; ok && old != a.uid {
@@ -94,11 +88,9 @@ func (ix *appleIndex) set(a *apple) {
 		// unseen (a relist): the old one is gone.
 		ix.forget(ns, old)
 	}
-	ns.total += a.quantity - ns.apples[a.name].Quantity
-	ns.apples[a.name] = cel.Apple{Name: a.name, Color: a.color, Size: a.size, Quantity: a.quantity}
+	ns.apples.Set(cel.Apple{Name: a.name, Color: a.color, Size: a.size, Quantity: a.quantity})
 	ns.uids[a.name] = a.uid
 	ns.versions[a.uid] = version{name: a.name, resourceVersion: a.resourceVersion}
-	ns.list = nil
 }
 
 func (ix *appleIndex) remove(namespace, name string) {
@@ -108,16 +100,12 @@ func (ix *appleIndex) remove(namespace, name string) {
 	if ns == nil {
 		return
 	}
-	a, ok := ns.apples[name]
-	if !ok {
+	if _, ok := ns.apples.Remove(name); !ok {
 		return
 	}
-	ns.total -= a.Quantity
-	delete(ns.apples, name)
 	ix.forget(ns, ns.uids[name])
 	delete(ns.uids, name)
-	ns.list = nil
-	if len(ns.apples) == 0 {
+	if ns.apples.Len() == 0 {
 		delete(ix.byNS, namespace)
 	}
 }
@@ -160,54 +148,74 @@ func (ix *appleIndex) seen(namespace, uid string) Seen {
 	defer ix.mu.RUnlock()
 	if ns := ix.byNS[namespace]; ns != nil {
 		if v, ok := ns.versions[uid]; ok {
-			return Seen{Present: true, ResourceVersion: v.resourceVersion, Quantity: ns.apples[v.name].Quantity}
+			a, _ := ns.apples.Get(v.name)
+			return Seen{Present: true, ResourceVersion: v.resourceVersion, Quantity: a.Quantity}
 		}
 	}
 	_, deleted := ix.deleted[uid]
 	return Seen{Deleted: deleted}
 }
 
-// sum is the total quantity in a namespace, leaving out the MyApple named
-// except.
-func (ix *appleIndex) sum(namespace, except string) int64 {
+// tally is cel.Apples.Tally of a namespace.
+func (ix *appleIndex) tally(namespace string, by cel.GroupBy, value, except string) cel.Tally {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	ns := ix.byNS[namespace]
 	if ns == nil {
-		return 0
+		return cel.Tally{}
 	}
-	return ns.total - ns.apples[except].Quantity
+	return ns.apples.Tally(by, value, except)
 }
 
-// list is the MyApples of a namespace, sorted by name. The slice is shared
-// until the namespace's MyApples change: callers must not modify it.
-func (ix *appleIndex) list(namespace string) []cel.Apple {
-	ix.mu.RLock()
-	ns := ix.byNS[namespace]
-	if ns == nil || ns.list != nil {
-		defer ix.mu.RUnlock()
-		if ns == nil {
-			return nil
-		}
-		return ns.list
-	}
-	ix.mu.RUnlock()
+// sum is the total quantity in a namespace, leaving out the MyApple named
+// except.
+func (ix *appleIndex) sum(namespace, except string) int64 {
+	return ix.tally(namespace, cel.ByNamespace, "", except).Quantity
+}
 
-	ix.mu.Lock()
-	defer ix.mu.Unlock()
-	ns = ix.byNS[namespace] // changed while unlocked, perhaps
+// groups is cel.Apples.Groups of a namespace.
+func (ix *appleIndex) groups(namespace string, by cel.GroupBy) []string {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	ns := ix.byNS[namespace]
 	if ns == nil {
 		return nil
 	}
-	if ns.list == nil {
-		l := make([]cel.Apple, 0, len(ns.apples))
-		for _, a := range ns.apples {
-			l = append(l, a)
-		}
-		slices.SortFunc(l, func(a, b cel.Apple) int { return strings.Compare(a.Name, b.Name) })
-		ns.list = l
+	return ns.apples.Groups(by)
+}
+
+// list is the MyApples of a namespace, sorted by name, shared until the
+// namespace's MyApples change. The first read after a change builds it
+// (List writes), so it takes the write lock then.
+func (ix *appleIndex) list(namespace string) cel.AppleList {
+	ix.mu.RLock()
+	ns := ix.byNS[namespace]
+	if ns == nil {
+		ix.mu.RUnlock()
+		return cel.AppleList{}
 	}
-	return ns.list
+	l, ok := ns.apples.BuiltList()
+	ix.mu.RUnlock()
+	if ok {
+		return l
+	}
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if ns = ix.byNS[namespace]; ns == nil { // changed while unlocked, perhaps
+		return cel.AppleList{}
+	}
+	return ns.apples.List()
+}
+
+// largest is the number of MyApples of the namespace that has the most.
+func (ix *appleIndex) largest() int {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	n := 0
+	for _, ns := range ix.byNS {
+		n = max(n, ns.apples.Len())
+	}
+	return n
 }
 
 // count is the number of MyApples indexed, for logs.
@@ -216,7 +224,7 @@ func (ix *appleIndex) count() int {
 	defer ix.mu.RUnlock()
 	n := 0
 	for _, ns := range ix.byNS {
-		n += len(ns.apples)
+		n += ns.apples.Len()
 	}
 	return n
 }

@@ -42,10 +42,10 @@ func TestMyAppleQuota(t *testing.T) {
 		}
 	}
 	consistentWithIndex(t, c, "team-a", "team-b")
-	if got, want := c.MyApples("team-a"), []cel.Apple{{Name: "a", Color: "red", Size: "small", Quantity: 4}, {Name: "b", Color: "red", Size: "small", Quantity: 5}}; !reflect.DeepEqual(got, want) {
+	if got, want := c.MyApples("team-a").Apples(), []cel.Apple{{Name: "a", Color: "red", Size: "small", Quantity: 4}, {Name: "b", Color: "red", Size: "small", Quantity: 5}}; !reflect.DeepEqual(got, want) {
 		t.Errorf("MyApples(team-a) = %+v, want %+v", got, want)
 	}
-	if got := c.MyApples("empty"); len(got) != 0 {
+	if got := c.MyApples("empty"); got.Len() != 0 {
 		t.Errorf("MyApples(empty) = %+v", got)
 	}
 
@@ -70,7 +70,7 @@ func TestMyAppleQuota(t *testing.T) {
 	a.Object["spec"].(map[string]any)["color"] = "green"
 	f.Update(a)
 	fakecluster.Eventually(t, "team-a holds 6", func() bool { return c.MyAppleQuantity("team-a", "") == 6 })
-	if got, want := c.MyApples("team-a")[0], (cel.Apple{Name: "a", Color: "green", Size: "small", Quantity: 1}); got != want {
+	if got, want := c.MyApples("team-a").Apples()[0], (cel.Apple{Name: "a", Color: "green", Size: "small", Quantity: 1}); got != want {
 		t.Errorf("after the update, MyApples(team-a)[0] = %+v, want %+v", got, want)
 	}
 	fakecluster.Allowed(t, c, fakecluster.AppleRequest(policy.Create, "team-a", "d", 4, 0), true)
@@ -121,22 +121,36 @@ func TestAppleIndex(t *testing.T) {
 		t.Errorf("sum after delete = %d, want 4", got)
 	}
 	ix.set(&apple{namespace: "ns", name: "c", color: "red", size: "large", quantity: 1})
-	l := ix.list("ns")
+	l := ix.list("ns").Apples()
 	want := []cel.Apple{{Name: "b", Quantity: 4}, {Name: "c", Color: "red", Size: "large", Quantity: 1}}
 	if !reflect.DeepEqual(l, want) {
 		t.Errorf("list = %+v, want %+v", l, want)
 	}
-	if again := ix.list("ns"); &again[0] != &l[0] {
+	if again := ix.list("ns").Apples(); &again[0] != &l[0] {
 		t.Error("an unchanged namespace's list was built again")
 	}
+	ix.set(&apple{namespace: "small", name: "x", quantity: 1})
+	if got := ix.largest(); got != 2 {
+		t.Errorf("largest = %d, want 2 (ns)", got)
+	}
+	ix.remove("small", "x")
+	if got, want := ix.tally("ns", cel.ByColor, "red", ""), (cel.Tally{Count: 1, Quantity: 1}); got != want {
+		t.Errorf("red tally = %+v, want %+v", got, want)
+	}
 	ix.set(&apple{namespace: "ns", name: "c", color: "blue", size: "large", quantity: 1})
-	if got := ix.list("ns")[1].Color; got != "blue" || l[1].Color != "red" {
+	if got := ix.list("ns").Apples()[1].Color; got != "blue" || l[1].Color != "red" {
 		t.Errorf("after a change: color %q, and the list handed out before reads %q", got, l[1].Color)
+	}
+	if got := ix.tally("ns", cel.ByColor, "red", ""); got != (cel.Tally{}) {
+		t.Errorf("red tally after c turned blue = %+v, want none", got)
+	}
+	if got, want := ix.groups("ns", cel.ByColor), []string{"", "blue"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("colors = %q, want %q", got, want)
 	}
 	ix.remove("ns", "c")
 	ix.remove("ns", "b")
-	if ix.list("ns") != nil {
-		t.Errorf("list of an emptied namespace = %+v", ix.list("ns"))
+	if l := ix.list("ns"); l.Len() != 0 {
+		t.Errorf("list of an emptied namespace = %+v", l.Apples())
 	}
 	if len(ix.byNS) != 0 || ix.count() != 0 {
 		t.Errorf("empty namespaces kept: %v", ix.byNS)

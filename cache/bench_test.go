@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/policy-webhook/policy-webhook/policy/cel"
+
 	"github.com/policy-webhook/policy-webhook/test/fakecluster"
 )
 
@@ -18,7 +20,7 @@ func BenchmarkMyAppleQuantity(b *testing.B) {
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if ix.sum("team-7", "apple-7") == 0 {
+			if ix.tally("team-7", cel.ByNamespace, "", "apple-7").Quantity == 0 {
 				b.Fatal("empty namespace")
 			}
 		}
@@ -36,7 +38,7 @@ func BenchmarkMyApples(b *testing.B) {
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if len(ix.list("team-7")) != 500 {
+			if ix.list("team-7").Len() != 500 {
 				b.Fatal("wrong list")
 			}
 		}

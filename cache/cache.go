@@ -405,9 +405,25 @@ func (c *Cache) NamespacePolicies(namespace string) []string {
 }
 
 // MyApples lists the MyApples of a namespace, sorted by name, from memory:
-// CEL's cluster.myApples. The slice is shared until the namespace's
-// MyApples change; callers only read it.
-func (c *Cache) MyApples(namespace string) []cel.Apple { return c.apples.list(namespace) }
+// CEL's cluster.myApples. The list is shared until the namespace's
+// MyApples change.
+func (c *Cache) MyApples(namespace string) cel.AppleList { return c.apples.list(namespace) }
+
+// MyAppleTally counts the MyApples of a namespace (of one color or size)
+// and sums their quantities, leaving out the one named except: CEL's
+// cluster.myAppleStats, read from tallies the informer keeps.
+func (c *Cache) MyAppleTally(namespace string, by cel.GroupBy, value, except string) cel.Tally {
+	return c.apples.tally(namespace, by, value, except)
+}
+
+// MyAppleGroups lists the colors or sizes the MyApples of a namespace have.
+func (c *Cache) MyAppleGroups(namespace string, by cel.GroupBy) []string {
+	return c.apples.groups(namespace, by)
+}
+
+// LargestMyAppleNamespace is how many MyApples the namespace that has the
+// most holds: the size a CEL expression applied now may meet.
+func (c *Cache) LargestMyAppleNamespace() int { return c.apples.largest() }
 
 // MyAppleQuantity is the total spec.quantity of the MyApples of a namespace,
 // leaving out the one named except.

@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/policy-webhook/policy-webhook/policy"
+	"github.com/policy-webhook/policy-webhook/policy/carrier"
 	"github.com/policy-webhook/policy-webhook/test/fakecluster"
 )
 
@@ -20,6 +21,8 @@ type fixture struct {
 	reg   *prometheus.Registry
 	cache *Cache
 	stop  func() // stops what start started
+	// compiler compiles the cache's policies; nil: the default.
+	compiler *carrier.Compiler
 }
 
 // newFixture makes a Cache whose fake cluster starts with objs.
@@ -40,6 +43,7 @@ func (f *fixture) newCache(replica string, reg prometheus.Registerer) *Cache {
 		PolicyNamespace: fakecluster.PolicyNamespace,
 		Log:             testr.NewWithInterface(f.T, testr.Options{Verbosity: 1}).WithName(replica),
 		Metrics:         reg,
+		Compiler:        f.compiler,
 	})
 	if err != nil {
 		f.T.Fatalf("New: %v", err)

@@ -2,8 +2,6 @@ package check
 
 import (
 	"maps"
-	"slices"
-	"strings"
 
 	"github.com/policy-webhook/policy-webhook/policy/cel"
 )
@@ -13,7 +11,7 @@ import (
 type Cluster struct {
 	namespaces  map[string]map[string]string
 	annotations map[string]map[string]string
-	apples      map[string]map[string]cel.Apple // namespace → name → apple
+	apples      map[string]*cel.Apples // by namespace
 }
 
 // NewCluster returns an empty cluster.
@@ -21,7 +19,7 @@ func NewCluster() *Cluster {
 	return &Cluster{
 		namespaces:  map[string]map[string]string{},
 		annotations: map[string]map[string]string{},
-		apples:      map[string]map[string]cel.Apple{},
+		apples:      map[string]*cel.Apples{},
 	}
 }
 
@@ -50,34 +48,46 @@ func (c *Cluster) NamespaceAnnotations(name string) map[string]string {
 func (c *Cluster) SetMyApple(namespace string, a cel.Apple) {
 	ns := c.apples[namespace]
 	if ns == nil {
-		ns = map[string]cel.Apple{}
+		ns = cel.NewApples()
 		c.apples[namespace] = ns
 	}
-	ns[a.Name] = a
+	ns.Set(a)
 }
 
 // DeleteMyApple forgets a MyApple.
 func (c *Cluster) DeleteMyApple(namespace, name string) {
-	delete(c.apples[namespace], name)
+	if ns := c.apples[namespace]; ns != nil {
+		ns.Remove(name)
+	}
 }
 
 // MyAppleQuantity implements policy.Cluster.
 func (c *Cluster) MyAppleQuantity(namespace, except string) int64 {
-	var sum int64
-	for name, a := range c.apples[namespace] {
-		if name != except {
-			sum += a.Quantity
-		}
-	}
-	return sum
+	return c.MyAppleTally(namespace, cel.ByNamespace, "", except).Quantity
 }
 
 // MyApples implements cel.Cluster, sorted by name as the webhook's cache is.
-func (c *Cluster) MyApples(namespace string) []cel.Apple {
-	ns := c.apples[namespace]
-	list := slices.AppendSeq(make([]cel.Apple, 0, len(ns)), maps.Values(ns))
-	slices.SortFunc(list, func(a, b cel.Apple) int { return strings.Compare(a.Name, b.Name) })
-	return list
+func (c *Cluster) MyApples(namespace string) cel.AppleList {
+	if ns := c.apples[namespace]; ns != nil {
+		return ns.List()
+	}
+	return cel.AppleList{}
+}
+
+// MyAppleTally implements cel.Cluster.
+func (c *Cluster) MyAppleTally(namespace string, by cel.GroupBy, value, except string) cel.Tally {
+	if ns := c.apples[namespace]; ns != nil {
+		return ns.Tally(by, value, except)
+	}
+	return cel.Tally{}
+}
+
+// MyAppleGroups implements cel.Cluster.
+func (c *Cluster) MyAppleGroups(namespace string, by cel.GroupBy) []string {
+	if ns := c.apples[namespace]; ns != nil {
+		return ns.Groups(by)
+	}
+	return nil
 }
 
 var _ cel.Cluster = (*Cluster)(nil)

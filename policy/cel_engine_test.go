@@ -28,7 +28,19 @@ func (celCluster) NamespaceAnnotations(string) map[string]string {
 	return map[string]string{"allow-blue": "no"}
 }
 func (celCluster) MyAppleQuantity(string, string) int64 { return 0 }
-func (c celCluster) MyApples(ns string) []cel.Apple     { return c.apples[ns] }
+func (c celCluster) MyApples(ns string) cel.AppleList   { return c.set(ns).List() }
+func (c celCluster) MyAppleTally(ns string, by cel.GroupBy, value, except string) cel.Tally {
+	return c.set(ns).Tally(by, value, except)
+}
+func (c celCluster) MyAppleGroups(ns string, by cel.GroupBy) []string { return c.set(ns).Groups(by) }
+
+func (c celCluster) set(ns string) *cel.Apples {
+	s := cel.NewApples()
+	for _, a := range c.apples[ns] {
+		s.Set(a)
+	}
+	return s
+}
 
 func compileCM(t testing.TB, name, yaml string) *policy.Policy {
 	t.Helper()

@@ -25,11 +25,13 @@ type seen struct {
 	deleted  bool
 }
 
-func (c *cacheView) NamespaceLabels(string) (map[string]string, bool) { return nil, true }
-func (c *cacheView) NamespaceAnnotations(string) map[string]string    { return nil }
-func (c *cacheView) MyApples(string) []cel.Apple                      { return nil }
-func (c *cacheView) HasSynced() bool                                  { return true }
-func (c *cacheView) Evaluate(*policy.Request) policy.Decision         { return policy.Decision{Allowed: true} }
+func (c *cacheView) NamespaceLabels(string) (map[string]string, bool)           { return nil, true }
+func (c *cacheView) NamespaceAnnotations(string) map[string]string              { return nil }
+func (c *cacheView) MyApples(string) cel.AppleList                              { return cel.AppleList{} }
+func (c *cacheView) MyAppleTally(string, cel.GroupBy, string, string) cel.Tally { return cel.Tally{} }
+func (c *cacheView) MyAppleGroups(string, cel.GroupBy) []string                 { return nil }
+func (c *cacheView) HasSynced() bool                                            { return true }
+func (c *cacheView) Evaluate(*policy.Request) policy.Decision                   { return policy.Decision{Allowed: true} }
 func (c *cacheView) EvaluateIn(*policy.Request, policy.Cluster) policy.Decision {
 	return policy.Decision{Allowed: true}
 }

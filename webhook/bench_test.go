@@ -26,9 +26,11 @@ var benchNamespaceLabels = map[string]string{"env": "prod", "kubernetes.io/metad
 func (benchCluster) NamespaceLabels(string) (map[string]string, bool) {
 	return benchNamespaceLabels, true
 }
-func (benchCluster) MyAppleQuantity(string, string) int64          { return 0 }
-func (benchCluster) NamespaceAnnotations(string) map[string]string { return nil }
-func (benchCluster) MyApples(string) []cel.Apple                   { return nil }
+func (benchCluster) MyAppleQuantity(string, string) int64                       { return 0 }
+func (benchCluster) NamespaceAnnotations(string) map[string]string              { return nil }
+func (benchCluster) MyApples(string) cel.AppleList                              { return cel.AppleList{} }
+func (benchCluster) MyAppleTally(string, cel.GroupBy, string, string) cel.Tally { return cel.Tally{} }
+func (benchCluster) MyAppleGroups(string, cel.GroupBy) []string                 { return nil }
 
 // benchPolicyYAML is the policy platform teams write; every third one
 // also selects namespaces by label.

@@ -27,7 +27,13 @@ const (
 	DefaultDebounce = 2 * time.Second
 	// DefaultSweepTimeout bounds one sweep, listing and writing included.
 	DefaultSweepTimeout = 5 * time.Minute
+	// DefaultSweepShare is the share of one CPU a sweep's judging may take:
+	// admissions on the same replica keep the rest.
+	DefaultSweepShare = 0.25
 )
+
+// errPoliciesChanged cancels a sweep whose policies are no longer in force.
+var errPoliciesChanged = errors.New("the policies changed")
 
 // Policies is what the audit needs of the live policy cache.
 type Policies interface {
@@ -54,6 +60,10 @@ type Config struct {
 	Debounce time.Duration
 	// SweepTimeout bounds one sweep; 0 is DefaultSweepTimeout.
 	SweepTimeout time.Duration
+	// SweepShare is the share of one CPU, in (0, 1], that judging objects
+	// may take during a sweep: it pauses in between to leave the rest to
+	// admissions. 0 is DefaultSweepShare.
+	SweepShare float64
 	// PageSize of the lists; 0 is audit.DefaultPageSize.
 	PageSize int64
 	// Log receives the audit's messages.
@@ -95,6 +105,9 @@ func New(cfg Config) (*Auditor, error) {
 	if cfg.Interval < 0 || cfg.Debounce < 0 || cfg.SweepTimeout < 0 {
 		errs = append(errs, errors.New("the interval, debounce and sweep timeout must not be negative"))
 	}
+	if cfg.SweepShare < 0 || cfg.SweepShare > 1 {
+		errs = append(errs, fmt.Errorf("the sweep's CPU share must be in (0, 1], not %g", cfg.SweepShare))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("configuring the audit: %w", err)
 	}
@@ -106,6 +119,9 @@ func New(cfg Config) (*Auditor, error) {
 	}
 	if cfg.SweepTimeout == 0 {
 		cfg.SweepTimeout = DefaultSweepTimeout
+	}
+	if cfg.SweepShare == 0 {
+		cfg.SweepShare = DefaultSweepShare
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}
@@ -127,10 +143,12 @@ func New(cfg Config) (*Auditor, error) {
 func (a *Auditor) NeedLeaderElection() bool { return true }
 
 // Start sweeps once the policy cache has synced, then every Interval and
-// Debounce after each policy change, until ctx is done. A failed sweep is
-// logged and counted; the next one starts afresh.
+// Debounce after each policy change, until ctx is done. A policy change
+// cancels the sweep in flight at once (its results would be about policies
+// no longer in force) and starts another against the new ones. A failed
+// sweep is logged and counted; the next one starts afresh.
 func (a *Auditor) Start(ctx context.Context) error {
-	a.log.Info("Starting the audit", "interval", a.cfg.Interval, "debounce", a.cfg.Debounce)
+	a.log.Info("Starting the audit", "interval", a.cfg.Interval, "debounce", a.cfg.Debounce, "cpuShare", a.cfg.SweepShare)
 	if !a.cfg.Policies.WaitForSync(ctx) {
 		return nil
 	}
@@ -141,23 +159,53 @@ func (a *Auditor) Start(ctx context.Context) error {
 	}
 	ticker := time.NewTicker(a.cfg.Interval)
 	defer ticker.Stop()
-	var debounce <-chan time.Time
-	a.sweepAndLog(ctx, "start")
+	var (
+		debounce <-chan time.Time
+		// The sweep in flight: its end, and how to cancel it; nil when none.
+		done   chan struct{}
+		cancel context.CancelCauseFunc
+	)
+	sweep := func(why string) {
+		if done != nil {
+			// Cancelled (or about to end): the next waits for it, so
+			// that one sweep at a time touches the Auditor's state.
+			<-done
+		}
+		var sctx context.Context
+		sctx, cancel = context.WithCancelCause(ctx)
+		d := make(chan struct{})
+		done = d
+		go func() {
+			defer close(d)
+			a.sweepAndLog(sctx, why)
+		}()
+	}
+	sweep("start")
 	for {
 		select {
 		case <-ctx.Done():
+			if done != nil {
+				<-done
+			}
 			a.log.Info("Audit stopped")
 			return nil
+		case <-done:
+			done, cancel = nil, nil
 		case <-a.cfg.Policies.Swapped():
+			if cancel != nil {
+				cancel(errPoliciesChanged)
+			}
 			if debounce == nil {
 				debounce = time.After(a.cfg.Debounce)
 			}
 		case <-debounce:
 			debounce = nil
-			a.sweepAndLog(ctx, "policy change")
+			sweep("policy change")
 			ticker.Reset(a.cfg.Interval)
 		case <-ticker.C:
-			a.sweepAndLog(ctx, "interval")
+			if done == nil {
+				sweep("interval")
+			}
 		}
 	}
 }
@@ -180,12 +228,16 @@ func (a *Auditor) sweepAndLog(ctx context.Context, why string) {
 	s, err := a.Sweep(ctx)
 	took := a.cfg.Clock.Since(begun)
 	a.metrics.duration.Observe(took.Seconds())
-	if err != nil {
+	switch {
+	case err != nil && errors.Is(context.Cause(ctx), errPoliciesChanged):
+		a.metrics.sweeps.WithLabelValues("cancelled").Inc()
+		a.log.Info("Audit sweep cancelled: the policies changed", "trigger", why, "took", took)
+	case err != nil:
 		a.metrics.sweeps.WithLabelValues("failed").Inc()
 		if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			a.log.Error(err, "Audit sweep failed", "trigger", why, "took", took)
 		}
-	} else {
+	default:
 		a.metrics.sweeps.WithLabelValues("ok").Inc()
 		a.log.Info("Audit sweep done", "trigger", why, "took", took, "judged", s.Totals.Judged,
 			"violations", s.Violations, "namespacesWithViolations", s.Namespaces)
@@ -207,12 +259,21 @@ func (a *Auditor) Sweep(ctx context.Context) (SweepSummary, error) {
 	now := metav1.NewTime(a.cfg.Clock.Now())
 	f := newFindings(metav1.Timestamp{Seconds: now.Unix()})
 	violations := 0
+	p := newPacer(a.cfg.SweepShare)
 	totals, err := audit.Sweep(ctx, a.lister, func(r *policy.Request) policy.Decision {
+		p.begin()
+		// CEL stops with the sweep.
+		r.Context = ctx
 		return snap.Set.Evaluate(r, a.cfg.Policies)
 	}, func(o *audit.Object, d *policy.Decision) error {
 		violations += len(d.Violations)
 		f.add(o, d, a.firstSeen)
-		return nil
+		// Cancelled between two pages is not soon enough: a page of
+		// costly objects takes long.
+		if err := ctx.Err(); err != nil {
+			return context.Cause(ctx)
+		}
+		return p.end(ctx)
 	})
 	for kind, n := range totals.Judged {
 		a.metrics.judged.WithLabelValues(kind).Add(float64(n))

@@ -42,7 +42,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"kind"}),
 		sweeps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricSweeps,
-			Help: "Audit sweeps, by result (ok, failed).",
+			Help: "Audit sweeps, by result (ok, failed, cancelled: the policies changed during it).",
 		}, []string{"result"}),
 		reportWrites: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: MetricReportWrites,
@@ -53,7 +53,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, kind := range audit.Kinds() {
 		m.judged.WithLabelValues(kind)
 	}
-	for _, result := range []string{"ok", "failed"} {
+	for _, result := range []string{"ok", "failed", "cancelled"} {
 		m.sweeps.WithLabelValues(result)
 	}
 	if reg == nil {

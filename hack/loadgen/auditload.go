@@ -22,8 +22,8 @@ type auditLoadResult struct {
 	Concurrency int        `json:"concurrency"`
 	Quiet       loadResult `json:"quiet"`
 	Sweeping    loadResult `json:"sweeping"`
-	// Sweeps counts the sweeps finished in the sweeping windows, and in
-	// the quiet ones (the periodic sweep may fall in one).
+	// Sweeps counts the sweeps finished (or cancelled) in the sweeping
+	// windows, and in the quiet ones (the periodic sweep may fall in one).
 	Sweeps      float64 `json:"sweeps"`
 	QuietSweeps float64 `json:"quietSweeps"`
 	// ObjectsPerSweep is the Pods and MyApples each sweep judged.
@@ -36,10 +36,10 @@ const (
 )
 
 // measureAuditLoad alternates quiet and sweeping windows of direct
-// allowed-Pod admissions. In a sweeping window an Audit policy for
-// MyApples is edited every 2.5 s: each edit makes the elected replica
-// sweep every existing Pod and MyApple (after its 2 s debounce), while
-// the Pods admitted are not judged by it.
+// allowed-Pod admissions. Before a sweeping window an Audit policy for
+// MyApples is edited: the edit makes the elected replica sweep every
+// existing Pod and MyApple (after its 2 s debounce), while the Pods
+// admitted are not judged by it.
 func measureAuditLoad(ctx context.Context, f benchFlags, c clients, s *server, tlsConfig *tls.Config) (auditLoadResult, error) {
 	res := auditLoadResult{Concurrency: 8}
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: auditLoadNamespace}}
@@ -118,40 +118,18 @@ func measureAuditLoad(ctx context.Context, f benchFlags, c clients, s *server, t
 		}
 		res.QuietSweeps += mid - before
 
-		editCtx, stop := context.WithCancel(ctx)
-		edits := make(chan error, 1)
-		go func() {
-			tick := time.NewTicker(2500 * time.Millisecond)
-			defer tick.Stop()
-			for {
-				edit++
-				cm.Data[policy.ConfigMapDataKey] = spec(edit)
-				updated, err := cms.Update(editCtx, cm, metav1.UpdateOptions{})
-				switch {
-				case err == nil:
-					cm = updated
-				case editCtx.Err() != nil:
-					edits <- nil
-					return
-				default:
-					edits <- fmt.Errorf("editing the audited policy: %w", err)
-					return
-				}
-				select {
-				case <-editCtx.Done():
-					edits <- nil
-					return
-				case <-tick.C:
-				}
-			}
-		}()
-		// The first sweep starts after the debounce: count from then.
-		time.Sleep(2 * time.Second)
-		busy = append(busy, closedLoop(ctx, lspec, attempts, nil))
-		stop()
-		if err := <-edits; err != nil {
+		// One edit per round: a policy change cancels the sweep in
+		// flight, so edits closer than a sweep would measure sweeps cut
+		// short. The window starts once the debounce has passed.
+		edit++
+		cm.Data[policy.ConfigMapDataKey] = spec(edit)
+		if cm, err = cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+			return res, fmt.Errorf("editing the audited policy: %w", err)
+		}
+		if err := sleepCtx(ctx, 2200*time.Millisecond); err != nil {
 			return res, err
 		}
+		busy = append(busy, closedLoop(ctx, lspec, attempts, nil))
 		after, err := sweeps()
 		if err != nil {
 			return res, err

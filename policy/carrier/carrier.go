@@ -104,6 +104,20 @@ func (c *Compiler) TooManyPolicies(src policy.Source, policyNamespace string, ex
 		src.Namespace, n)
 }
 
+// WithMyApplesBound is c with CEL costs estimated at the most MyApples a
+// namespace holds now (see cel.Compiler.WithMyApplesBound): what the
+// admission of a policy object uses, so that an expression is estimated
+// at the sizes it will meet.
+func (c *Compiler) WithMyApplesBound(bound func() int) *Compiler {
+	return &Compiler{cel: sync.OnceValues(func() (*cel.Compiler, error) {
+		cc, err := c.cel()
+		if err != nil {
+			return nil, err
+		}
+		return cc.WithMyApplesBound(bound), nil
+	})}
+}
+
 // Compile reads and compiles the policy an object carries, at Version(u).
 // A policy that does not compile is a *policy.InvalidError (see
 // CompileDocument).

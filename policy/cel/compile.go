@@ -59,6 +59,30 @@ type Compiler struct {
 	kinds  map[string]*kindEnv
 	limits Limits
 	gate   *Gate // of every program compiled here
+	// applesBound is the most MyApples a namespace holds now; nil: none
+	// known (see WithMyApplesBound).
+	applesBound func() int
+}
+
+// WithMyApplesBound is c estimating cluster.myApples, and the colors and
+// sizes of cluster.myAppleStats, at the most MyApples a namespace holds
+// now (bound, read at each Compile), when that is more than 10,000: what
+// an expression may meet, so that a policy applied over a large namespace
+// is estimated at its size.
+func (c *Compiler) WithMyApplesBound(bound func() int) *Compiler {
+	cc := *c
+	cc.applesBound = bound
+	return &cc
+}
+
+// myApplesEstimate is the number of MyApples a namespace is estimated to
+// hold.
+func (c *Compiler) myApplesEstimate() uint64 {
+	n := maxApplesEstimate
+	if c.applesBound != nil {
+		n = max(n, c.applesBound())
+	}
+	return uint64(n)
 }
 
 type kindEnv struct {
@@ -103,8 +127,8 @@ func NewCompilerWithLimits(limits Limits) (*Compiler, error) {
 }
 
 func newKindEnv(ks *kindSchema) (*kindEnv, error) {
-	req, ns, apple := requestType(), namespaceType(), appleType()
-	decls := []*apiservercel.DeclType{ks.declType, req, ns, apple}
+	req, ns, apple, stats := requestType(), namespaceType(), appleType(), appleStatsType()
+	decls := []*apiservercel.DeclType{ks.declType, req, ns, apple, stats}
 	objType := ks.declType.CelType()
 	envSet, err := environment.MustBaseEnvSet(version.MustParseGeneric(EnvironmentVersion)).Extend(environment.VersionedOptions{
 		// Present at every version, as VAP's variables are.
@@ -116,7 +140,7 @@ func newKindEnv(ks *kindSchema) (*kindEnv, error) {
 			cel.Variable(varNamespace, ns.CelType()),
 			cel.Variable(varParams, cel.DynType),
 			cel.Variable(varCluster, clusterCELType),
-			clusterLib(apple.CelType()),
+			clusterLib(apple.CelType(), stats.CelType()),
 		},
 		DeclTypes: decls,
 	})
@@ -212,10 +236,11 @@ func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any, o
 	roots := maps.Clone(ke.roots)
 	roots[varVariables] = varsType
 	aliases := map[string][]string{}
+	apples := c.myApplesEstimate()
 	cc := &compilation{
 		env:        env,
-		worst:      newCostEstimator(roots, params, aliases, false),
-		sure:       newCostEstimator(roots, params, aliases, true),
+		worst:      newCostEstimator(roots, params, aliases, false, apples),
+		sure:       newCostEstimator(roots, params, aliases, true, apples),
 		costLimit:  c.limits.expressionCost(o.namespaced),
 		namespaced: o.namespaced,
 	}
@@ -257,7 +282,7 @@ func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any, o
 			if path := exprPath(ast.NativeRep().Expr()); len(path) > 0 && path[0] == varParams {
 				aliases[v.Name] = path
 			}
-			if dt = ke.pathDeclType(ast.NativeRep().Expr(), roots); dt == nil {
+			if dt = ke.pathDeclType(ast.NativeRep().Expr(), roots, apples); dt == nil {
 				dt = ke.declTypeOf(ast.OutputType())
 			}
 		}
@@ -355,6 +380,10 @@ func (cc *compilation) compile(path *field.Path, expr string, want *cel.Type) (p
 	if want != nil && !out.IsExactType(want) {
 		return program{}, nil, field.Invalid(path, expr, fmt.Sprintf("must evaluate to %s, not %s", want, out))
 	}
+	if scanInLoop(ast.NativeRep().Expr()) {
+		return program{}, nil, field.Forbidden(path,
+			"cluster.myApples inside a loop lists the namespace once per element: list it once (as the loop's range, or in a variable), or read counts and quantity sums from cluster.myAppleStats")
+	}
 	// What the object makes an expression cost is held at runtime, by the
 	// per-expression limit and the admission's budget, as VAP holds it: a
 	// worst case no real object reaches refuses nothing. What its params
@@ -398,7 +427,7 @@ func scopeName(namespaced bool) string {
 // pathDeclType is the DeclType of a variable whose expression is a path
 // from a variable or a cluster.myApples call, keeping the schema's size
 // bounds for cost estimation. Nil for any other expression.
-func (ke *kindEnv) pathDeclType(e celast.Expr, roots map[string]*apiservercel.DeclType) *apiservercel.DeclType {
+func (ke *kindEnv) pathDeclType(e celast.Expr, roots map[string]*apiservercel.DeclType, apples uint64) *apiservercel.DeclType {
 	switch e.Kind() {
 	case celast.IdentKind:
 		return roots[e.AsIdent()]
@@ -407,7 +436,7 @@ func (ke *kindEnv) pathDeclType(e celast.Expr, roots map[string]*apiservercel.De
 		if sel.IsTestOnly() {
 			return nil
 		}
-		t := ke.pathDeclType(sel.Operand(), roots)
+		t := ke.pathDeclType(sel.Operand(), roots, apples)
 		if t == nil || !t.IsObject() {
 			return nil
 		}
@@ -416,7 +445,7 @@ func (ke *kindEnv) pathDeclType(e celast.Expr, roots map[string]*apiservercel.De
 		}
 	case celast.CallKind:
 		if e.AsCall().FunctionName() == myApplesFunction {
-			return apiservercel.NewListType(ke.apple, maxApplesEstimate)
+			return apiservercel.NewListType(ke.apple, int64(apples))
 		}
 	}
 	return nil

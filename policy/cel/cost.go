@@ -8,6 +8,7 @@ import (
 	celast "github.com/google/cel-go/common/ast"
 	"github.com/google/cel-go/common/operators"
 	"github.com/google/cel-go/common/overloads"
+	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
 	celconfig "k8s.io/apiserver/pkg/apis/cel"
 	apiservercel "k8s.io/apiserver/pkg/cel"
@@ -148,15 +149,16 @@ func (e *sizeEstimator) EstimateCallCost(string, string, *checker.AstNode, []che
 }
 
 // costEstimator is library.CostEstimator plus cluster.myApples, which costs
-// one per MyApple listed.
+// one per MyApple listed, estimated at apples per namespace.
 type costEstimator struct {
-	lib   *library.CostEstimator
-	sizes *sizeEstimator
+	lib    *library.CostEstimator
+	sizes  *sizeEstimator
+	apples uint64
 }
 
-func newCostEstimator(roots map[string]*apiservercel.DeclType, params any, aliases map[string][]string, sure bool) *costEstimator {
+func newCostEstimator(roots map[string]*apiservercel.DeclType, params any, aliases map[string][]string, sure bool, apples uint64) *costEstimator {
 	sizes := &sizeEstimator{roots: roots, params: params, aliases: aliases, sure: sure}
-	return &costEstimator{lib: &library.CostEstimator{SizeEstimator: sizes}, sizes: sizes}
+	return &costEstimator{lib: &library.CostEstimator{SizeEstimator: sizes}, sizes: sizes, apples: apples}
 }
 
 // cel-go optional library overloads yielding the value or the default.
@@ -166,6 +168,11 @@ const (
 )
 
 func (e *costEstimator) EstimateSize(element checker.AstNode) *checker.SizeEstimate {
+	if t := element.Type(); t != nil && t.Kind() == types.MapKind && t.Parameters()[1].TypeName() == appleTallyTypeName {
+		// cluster.myAppleStats' byColor and bySize: no more colors or
+		// sizes than MyApples.
+		return &checker.SizeEstimate{Min: 0, Max: e.apples}
+	}
 	return e.lib.EstimateSize(element)
 }
 
@@ -175,8 +182,8 @@ func (e *costEstimator) EstimateCallCost(function, overloadID string, target *ch
 			return &checker.CallEstimate{CostEstimate: checker.CostEstimate{Min: 1, Max: 1}, ResultSize: &checker.SizeEstimate{}}
 		}
 		return &checker.CallEstimate{
-			CostEstimate: checker.CostEstimate{Min: 1, Max: 1 + maxApplesEstimate},
-			ResultSize:   &checker.SizeEstimate{Min: 0, Max: maxApplesEstimate},
+			CostEstimate: checker.CostEstimate{Min: 1, Max: 1 + e.apples},
+			ResultSize:   &checker.SizeEstimate{Min: 0, Max: e.apples},
 		}
 	}
 	if (function == operators.OptSelect || function == operators.OptIndex) && len(args) == 2 {

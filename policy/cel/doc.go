@@ -14,7 +14,11 @@
 // Expressions see what a VAP expression sees, with the same names and
 // shapes: object, oldObject (null on CREATE), request, namespaceObject,
 // params, variables; and cluster, the caller's view of cluster state:
-// cluster.myApples(namespace) lists the MyApples of a namespace.
+// cluster.myApples(namespace) lists the MyApples of a namespace, and
+// cluster.myAppleStats(namespace[, except]) reads their counts and quantity
+// sums, in all and by color and size. The caller keeps both ready (Apples),
+// so that reading them costs the same at any number of MyApples; a
+// cluster.myApples call inside a loop is refused.
 //
 // Program.Evaluate never returns an error: an expression that fails is a
 // violation of its validation, or nothing under failurePolicy: Ignore.

@@ -118,15 +118,40 @@ func appleObject(name, color, size string, quantity int64) map[string]any {
 	}
 }
 
-// fakeCluster answers MyApples from a fixed list and counts the calls.
+// fakeCluster answers from fixed MyApples and counts the calls of
+// MyApples.
 type fakeCluster struct {
 	apples map[string][]Apple
 	calls  int
+	sets   map[string]*Apples
 }
 
-func (f *fakeCluster) MyApples(namespace string) []Apple {
+func (f *fakeCluster) set(namespace string) *Apples {
+	if f.sets == nil {
+		f.sets = map[string]*Apples{}
+	}
+	s := f.sets[namespace]
+	if s == nil {
+		s = NewApples()
+		for _, a := range f.apples[namespace] {
+			s.Set(a)
+		}
+		f.sets[namespace] = s
+	}
+	return s
+}
+
+func (f *fakeCluster) MyApples(namespace string) AppleList {
 	f.calls++
-	return f.apples[namespace]
+	return f.set(namespace).List()
+}
+
+func (f *fakeCluster) MyAppleTally(namespace string, by GroupBy, value, except string) Tally {
+	return f.set(namespace).Tally(by, value, except)
+}
+
+func (f *fakeCluster) MyAppleGroups(namespace string, by GroupBy) []string {
+	return f.set(namespace).Groups(by)
 }
 
 // evaluate judges in as the only policy of an admission.

@@ -206,10 +206,27 @@ func namespaceType() *apiservercel.DeclType {
 	return objectType("kubernetes.Namespace", declField("metadata", md))
 }
 
+const appleTypeName = "policywebhook.MyApple"
+
 // appleType is an element of cluster.myApples(namespace).
 func appleType() *apiservercel.DeclType {
 	str := apiservercel.StringType
-	return objectType("policywebhook.MyApple",
+	return objectType(appleTypeName,
 		declField("name", str), declField("color", str), declField("size", str),
 		declField("quantity", apiservercel.IntType))
+}
+
+const appleTallyTypeName = "policywebhook.MyAppleTally"
+
+// appleStatsType is what cluster.myAppleStats(namespace) gives: the count
+// and quantity sum of the namespace's MyApples, in all and by color and
+// size.
+func appleStatsType() *apiservercel.DeclType {
+	integer := apiservercel.IntType
+	tally := objectType(appleTallyTypeName, declField("count", integer), declField("quantity", integer))
+	// A namespace has at most as many colors (sizes) as MyApples.
+	groups := apiservercel.NewMapType(apiservercel.StringType, tally, maxApplesEstimate)
+	return objectType("policywebhook.MyAppleStats",
+		declField("count", integer), declField("quantity", integer),
+		declField("byColor", groups), declField("bySize", groups))
 }

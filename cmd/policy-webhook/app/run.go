@@ -96,7 +96,11 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	for path, h := range webhook.Handlers(pc, ledger, pc, webhook.NewImpact(kube.CoreV1().RESTClient(), pc), compiler, opts.PolicyNamespace, opts.FailOpenBeforeSync, m, log.WithName("admission")) {
+	// A policy object is judged with its CEL estimated at the namespaces it
+	// will meet; the cache compiles what is in force with the same floor
+	// whatever it holds, so that a namespace's growth evicts no policy.
+	applied := compiler.WithMyApplesBound(pc.LargestMyAppleNamespace)
+	for path, h := range webhook.Handlers(pc, ledger, pc, webhook.NewImpact(kube.CoreV1().RESTClient(), pc), applied, opts.PolicyNamespace, opts.FailOpenBeforeSync, m, log.WithName("admission")) {
 		server.Register(path, h)
 	}
 	state, err := newStateHandler(ctx, kube, opts, m)
