@@ -1,0 +1,106 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestImportVAPCommand converts a corpus policy and has check judge with the
+// result, and names what it cannot carry.
+func TestImportVAPCommand(t *testing.T) {
+	corpus := filepath.Join("..", "..", "test", "vap", "corpus")
+	dir := t.TempDir()
+	unlabelled := writeFile(t, dir, "unlabelled.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: bare, namespace: team-a}\nspec:\n  containers: [{name: a, image: registry.example.com/app:1}]\n")
+	labelled := writeFile(t, dir, "labelled.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: named, namespace: team-a, labels: {app.kubernetes.io/name: web}}\nspec:\n  containers: [{name: a, image: registry.example.com/app:1}]\n")
+	withAudit := writeFile(t, dir, "audit.yaml", `apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: audited}
+spec:
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: ["", apps], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [pods, deployments]}
+  validations:
+  - expression: "true"
+  auditAnnotations:
+  - {key: seen, valueExpression: "'yes'"}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: audited}
+spec: {policyName: audited, validationActions: [Deny]}
+`)
+	for _, tc := range []struct {
+		name      string
+		args      []string
+		code      int
+		stdout    []string
+		stderr    []string
+		thenCheck string // a Pod file check judges with stdout as policy
+		checkCode int
+		checkSays string
+	}{{
+		name:      "AdmissionPolicy, and check denies with the VAP's message",
+		args:      []string{filepath.Join(corpus, "25-require-labels.yaml")},
+		stdout:    []string{"kind: AdmissionPolicy", "name: require-labels", "policy.example.com/imported-from: ValidatingAdmissionPolicy require-labels"},
+		thenCheck: unlabelled, checkCode: exitDenied, checkSays: "The label `app.kubernetes.io/name` is required.",
+	}, {
+		name:      "check admits what the VAP admits",
+		args:      []string{filepath.Join(corpus, "25-require-labels.yaml")},
+		stdout:    []string{"kind: AdmissionPolicy"},
+		thenCheck: labelled, checkCode: exitAdmitted,
+	}, {
+		name:      "a policy ConfigMap of team-a",
+		args:      []string{"--configmap", "team-a", filepath.Join(corpus, "19-docs-max-containers.yaml")},
+		stdout:    []string{"kind: ConfigMap", "namespace: team-a", "policy.example.com/policy: \"true\"", "policy.yaml: |", "maxContainers: \"2\""},
+		stderr:    []string{"note: ", "reason Invalid is not carried"},
+		thenCheck: labelled, checkCode: exitAdmitted,
+	}, {
+		name:   "what is not carried is named, exit 2",
+		args:   []string{withAudit},
+		code:   exitNotCarried,
+		stdout: []string{"name: audited"},
+		stderr: []string{`not carried: ` + withAudit + `: document 1: ValidatingAdmissionPolicy audited (binding audited): spec.matchConstraints.resourceRules[0] matches deployments in API group ""`, "auditAnnotations are not carried", "things not carried"},
+	}, {
+		name:   "no FILE",
+		args:   nil,
+		code:   exitUsage,
+		stderr: []string{"at least one FILE"},
+	}, {
+		name:   "no VAP in the input",
+		args:   []string{unlabelled},
+		code:   exitNotCarried,
+		stderr: []string{"no ValidatingAdmissionPolicy with a binding"},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(context.Background(), append([]string{"import-vap"}, tc.args...), nil, &stdout, &stderr)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tc.code, &stdout, &stderr)
+			}
+			for _, want := range tc.stdout {
+				if !strings.Contains(stdout.String(), want) {
+					t.Errorf("stdout lacks %q:\n%s", want, &stdout)
+				}
+			}
+			for _, want := range tc.stderr {
+				if !strings.Contains(stderr.String(), want) {
+					t.Errorf("stderr lacks %q:\n%s", want, &stderr)
+				}
+			}
+			if tc.thenCheck == "" {
+				return
+			}
+			policy := writeFile(t, t.TempDir(), "imported.yaml", stdout.String())
+			var out, errOut bytes.Buffer
+			if code := run(context.Background(), []string{"check", "-p", policy, tc.thenCheck}, nil, &out, &errOut); code != tc.checkCode {
+				t.Fatalf("check: exit %d, want %d\n%s%s", code, tc.checkCode, &out, &errOut)
+			}
+			if !strings.Contains(out.String(), tc.checkSays) {
+				t.Errorf("check says %q, want %q", &out, tc.checkSays)
+			}
+		})
+	}
+}
