@@ -54,11 +54,7 @@ type divergence struct {
 	// estimate on worst-case params and objects, branch celcost; the typing
 	// of list concatenations). Nothing else of the case is compared.
 	refused []string
-	// code: the HTTP status the API server answers with under the VAP,
-	// where it differs from the webhook's 403 on purpose (a validation's
-	// reason; import-vap notes it).
-	code int32
-	why  string
+	why     string
 }
 
 const (
@@ -85,7 +81,6 @@ var divergences = map[string]divergence{
 	"16-pss-restricted-seccomp.yaml":                   {refused: []string{noOverload}, why: whyTyping},
 	"17-pss-restricted-capabilities.yaml":              {refused: []string{noOverload, estimated}, why: whyTyping + "; " + whyCost},
 	"18-allowed-registries.yaml":                       {refused: []string{estimated}, why: whyCost},
-	"19-docs-max-containers.yaml":                      {code: 422, why: "reason: Invalid makes the API server answer 422; the webhook refuses with 403 Forbidden"},
 	"20-docs-image-matches-namespace-environment.yaml": {refused: []string{estimated}, why: whyCost},
 	"21-disallow-latest-tag.yaml":                      {refused: []string{noOverload, estimated}, why: whyTyping + "; " + whyCost},
 	"22-require-requests-limits.yaml":                  {refused: []string{estimated}, why: whyCost},
@@ -94,6 +89,15 @@ var divergences = map[string]divergence{
 	"30-imagepullpolicy-always.yaml":                   {refused: []string{estimated}, why: whyCost},
 	"35-require-image-digest.yaml":                     {refused: []string{estimated}, why: whyCost},
 }
+
+// The HTTP status of a refusal differs on purpose: the API server answers
+// 422 Invalid for a ValidatingAdmissionPolicy's validation without a
+// reason (19-docs-max-containers names Forbidden: 403 there), the webhook and check 403
+// Forbidden whatever the reason.
+const (
+	vapCode  = 422
+	oursCode = 403
+)
 
 // verdict is what one judge said of one Pod.
 type verdict struct {
@@ -177,12 +181,12 @@ func TestVAPDifferential(t *testing.T) {
 	if err != nil || len(files) < 25 {
 		t.Fatalf("%d corpus files (%v), want at least 25", len(files), err)
 	}
-	compared := 0
+	compared, refused := 0, 0
 	for _, file := range files {
 		t.Run(filepath.Base(file), func(t *testing.T) {
 			j.t = t
 			defer func() { j.t = nil }()
-			div, known := divergences[filepath.Base(file)]
+			div := divergences[filepath.Base(file)]
 			caseDocs, err := check.ReadPaths([]string{file}, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -191,6 +195,14 @@ func TestVAPDifferential(t *testing.T) {
 
 			// The API server's ValidatingAdmissionPolicy.
 			var created []*unstructured.Unstructured
+			t.Cleanup(func() {
+				// A case that stopped half-way leaves nothing to judge the next.
+				j.t = t
+				defer func() { j.t = nil }()
+				for _, u := range created {
+					_ = j.resource(u).Delete(context.Background(), u.GetName(), metav1.DeleteOptions{})
+				}
+			})
 			for _, d := range caseDocs {
 				created = append(created, j.apply(d))
 			}
@@ -199,6 +211,7 @@ func TestVAPDifferential(t *testing.T) {
 			for i := len(created) - 1; i >= 0; i-- {
 				j.remove(created[i])
 			}
+			created = nil
 			sentinel.bump(t)
 			denied := 0
 			for _, r := range byVAP {
@@ -224,6 +237,7 @@ func TestVAPDifferential(t *testing.T) {
 					}
 				}
 				t.Logf("known divergence: the webhook refuses the policy at apply: %s", div.why)
+				refused++
 				return
 			}
 			if err != nil {
@@ -249,7 +263,6 @@ func TestVAPDifferential(t *testing.T) {
 				}
 			}
 
-			codeDiffers := false
 			for i, d := range defaulted {
 				res, err := checker.Judge(d)
 				if err != nil {
@@ -258,8 +271,7 @@ func TestVAPDifferential(t *testing.T) {
 				byCheck := checkVerdict(res)
 				vap, ours := byVAP[i].v, byWebhook[i].v
 				name := object(t, d.Raw).GetName()
-				if vap.denied && known && div.code != 0 && vap.code == div.code && ours.code == 403 {
-					codeDiffers = true
+				if vap.denied && vap.code == vapCode && ours.code == oursCode {
 					vap.code = ours.code
 				}
 				if vap != ours || vap.denied != byCheck.denied || vap.message != byCheck.message {
@@ -267,13 +279,10 @@ func TestVAPDifferential(t *testing.T) {
 						name, object(t, d.Raw).GetAnnotations()["vap.test/why"], vap, ours, byCheck)
 				}
 			}
-			if known && div.code != 0 && !codeDiffers {
-				t.Errorf("listed divergence did not happen: %s", div.why)
-			}
 			compared++
 		})
 	}
-	t.Logf("%d corpus policies x %d Pods compared; %d refused by the webhook at apply (listed)", compared, len(pods), len(files)-compared)
+	t.Logf("%d corpus policies x %d Pods compared; %d refused by the webhook at apply (listed)", compared, len(pods), refused)
 }
 
 type imported struct{ yaml []byte }
@@ -371,7 +380,7 @@ func checkVerdict(r *check.Result) verdict {
 	if r.Allowed {
 		return verdict{}
 	}
-	return verdict{denied: true, code: 403, message: r.Violations[0].Message}
+	return verdict{denied: true, code: oursCode, message: r.Violations[0].Message}
 }
 
 // apply creates a corpus object.
