@@ -364,6 +364,21 @@ func (c *Cache) namespace(name string) (*metav1.PartialObjectMetadata, bool) {
 	return m, ok
 }
 
+// NamespacePolicies names the policy ConfigMaps a namespace holds.
+func (c *Cache) NamespacePolicies(namespace string) []string {
+	objs, err := c.configMapInformer.GetIndexer().ByIndex(toolscache.NamespaceIndex, namespace)
+	if err != nil {
+		return nil
+	}
+	names := make([]string, 0, len(objs))
+	for _, o := range objs {
+		if _, name, ok := objectKey(o); ok {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
 // MyApples lists the MyApples of a namespace, sorted by name, from memory:
 // CEL's cluster.myApples. The slice is shared until the namespace's
 // MyApples change; callers only read it.

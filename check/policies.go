@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 
@@ -24,6 +25,9 @@ type Options struct {
 	DefaultNamespace string
 	// Notes receives what was skipped and why; nil discards it.
 	Notes io.Writer
+	// Limits are those the webhook holds policies to; zero fields are the
+	// defaults, as they are the webhook's.
+	Limits carrier.Limits
 }
 
 func (o *Options) notef(format string, args ...any) {
@@ -49,7 +53,8 @@ func loadPolicies(docs []Document, opts *Options, cluster *Cluster) ([]*policy.P
 	var order []policy.Source
 	compiled := map[policy.Source]*policy.Policy{}
 	skipped := map[string]int{}
-	compiler := carrier.New()
+	compiler := carrier.New(carrier.WithLimits(opts.Limits))
+	inNamespace := map[string][]string{} // policy ConfigMaps by namespace, as the webhook counts them
 	for _, d := range docs {
 		var m objectMeta
 		if err := json.Unmarshal(d.Raw, &m); err != nil {
@@ -74,9 +79,15 @@ func loadPolicies(docs []Document, opts *Options, cluster *Cluster) ([]*policy.P
 			if u.GetName() == "" {
 				return nil, nil, fmt.Errorf("%s: %s: metadata.name: required", d.Where, src.Kind)
 			}
+			if why := compiler.TooManyPolicies(src, opts.PolicyNamespace, inNamespace[src.Namespace]); why != "" {
+				return nil, nil, fmt.Errorf("%s: %s is refused: %s", d.Where, src, why)
+			}
 			p, err := compiler.Compile(u, opts.PolicyNamespace)
 			if err != nil {
 				return nil, nil, fmt.Errorf("%s: %w", d.Where, err)
+			}
+			if src.Kind == policy.SourceConfigMap && !slices.Contains(inNamespace[src.Namespace], src.Name) {
+				inNamespace[src.Namespace] = append(inNamespace[src.Namespace], src.Name)
 			}
 			if _, seen := compiled[src]; !seen {
 				order = append(order, src)

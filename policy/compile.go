@@ -141,7 +141,7 @@ func (p *Policy) compileCEL(spec *v1alpha1.PolicySpec, o *compileOptions) field.
 		if !matchesKind(spec.Match.Kinds, k) {
 			continue
 		}
-		prog, kerrs := o.cel.Compile(string(k), spec, o.params)
+		prog, kerrs := o.cel.Compile(string(k), spec, o.params, cel.Namespaced(p.Scope != ""))
 		for _, e := range kerrs {
 			if both { // an expression may be right of a Pod and wrong of a MyApple
 				e.Detail += fmt.Sprintf(" (judging a %s: set match.kinds to judge one kind only)", k)

@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"context"
 	"errors"
 	"slices"
 	"unicode/utf8"
@@ -29,11 +28,17 @@ func (s *Set) Evaluate(req *Request, cluster Cluster) Decision {
 		e.oldLabels, e.hasOld = req.oldLabels()
 	}
 	e.cur = facts{pod: req.Pod, apple: req.MyApple, images: s.images}
+	// Cluster-wide policies first: the namespace's own then spend only
+	// their part of the CEL budget, never the cluster's.
 	for _, p := range ix.cluster {
 		e.policy(p, &d)
 	}
 	for _, p := range ix.byNamespace[req.Namespace] {
 		e.policy(p, &d)
+	}
+	if e.budget != nil {
+		e.budget.Stop()
+		e.outOfBudget(&d)
 	}
 	return d
 }
@@ -59,6 +64,11 @@ type evaluation struct {
 	celIn       *cel.Input
 	celOld      *cel.Input
 	celInputErr error
+
+	// budget is the CEL budget of the whole request, started by the first
+	// CEL program; exhaustedBy is the policy in which it ran out.
+	budget      *cel.Budget
+	exhaustedBy *Policy
 }
 
 func (e *evaluation) policy(p *Policy, d *Decision) {
@@ -154,15 +164,41 @@ func (e *evaluation) celRules(prog *cel.Program, out *sink, current bool) (judge
 			return false
 		}
 	}
-	ctx := e.req.Context
-	if ctx == nil {
-		ctx = context.Background()
+	if e.budget == nil {
+		e.budget = prog.NewBudget(e.req.Context)
 	}
-	res := prog.Evaluate(ctx, in)
+	if e.exhaustedBy != nil {
+		return true // the request is refused already: nothing more runs
+	}
+	res := prog.Evaluate(e.budget, in)
 	for _, v := range res.Violations {
 		out.add(v.Rule, v.Field, v.Message)
 	}
+	if res.Exhausted != "" {
+		e.exhaustedBy = out.p
+	}
 	return res.Judged
+}
+
+// RuleBudget is the rule of the violation that refuses a request whose CEL
+// budget ran out: it was not judged in full, so it fails closed.
+const RuleBudget = "celBudget"
+
+// outOfBudget refuses the request if its CEL budget ran out, naming the
+// policy it ran out in and the budget, whatever that policy's enforcement.
+func (e *evaluation) outOfBudget(d *Decision) {
+	p := e.exhaustedBy
+	if p == nil {
+		return
+	}
+	d.Allowed = false
+	d.Violations = append(d.Violations, Violation{
+		Source:      p.sourceName,
+		Rule:        RuleBudget,
+		Enforcement: v1alpha1.Deny,
+		Message: truncate(e.budget.Exhausted()+" ran out while this policy's expressions were evaluated, so the request "+
+			"is refused without being judged in full: the policy's expressions must cost less", MaxMessageBytes),
+	})
 }
 
 // loadCEL builds the CEL inputs once per request, decoding the object.

@@ -26,6 +26,19 @@ func Handlers(judge, apples Judge, im *Impact, compiler *carrier.Compiler, polic
 	return map[string]http.Handler{
 		PathPods:     newReviewHandler(&admitHandler{policy.KindPod, judge, failOpen, m, log.WithName("pods")}, m, log),
 		PathMyApples: newReviewHandler(&admitHandler{policy.KindMyApple, apples, failOpen, m, log.WithName("myapples")}, m, log),
-		PathPolicies: newReviewHandler(newPolicyHandler(compiler, policyNamespace, im, m, log.WithName("policies")), m, log),
+		PathPolicies: newReviewHandler(newPolicyHandler(compiler, policyNamespace, im, counterOf(judge), m, log.WithName("policies")), m, log),
 	}
+}
+
+// PolicyCounter names the policy ConfigMaps a namespace holds, as the cache
+// knows them, so that one too many is refused.
+type PolicyCounter interface {
+	NamespacePolicies(namespace string) []string
+}
+
+// counterOf is judge's PolicyCounter, nil if it is none (then any number
+// of policies is accepted).
+func counterOf(judge Judge) PolicyCounter {
+	c, _ := judge.(PolicyCounter)
+	return c
 }

@@ -30,6 +30,7 @@ type policyHandler struct {
 	wait     time.Duration     // how long a request waits for a token
 	compiler *carrier.Compiler // the cache's, so a policy is compiled alike at admission and in force
 	impact   *Impact           // nil: no impact warnings
+	counter  PolicyCounter     // nil: a namespace's policies are not counted
 }
 
 // Bounds of the work policy objects can cause on a replica.
@@ -39,8 +40,8 @@ const (
 	parseWait = 3 * time.Second
 )
 
-func newPolicyHandler(compiler *carrier.Compiler, policyNamespace string, im *Impact, m *Metrics, log logr.Logger) *policyHandler {
-	return &policyHandler{policyNamespace: policyNamespace, impact: im, metrics: m, log: log,
+func newPolicyHandler(compiler *carrier.Compiler, policyNamespace string, im *Impact, counter PolicyCounter, m *Metrics, log logr.Logger) *policyHandler {
+	return &policyHandler{policyNamespace: policyNamespace, impact: im, counter: counter, metrics: m, log: log,
 		parses: make(chan struct{}, maxConcurrentParses), wait: parseWait, compiler: compiler}
 }
 
@@ -79,9 +80,16 @@ func (h *policyHandler) decide(ctx context.Context, r *admissionv1.AdmissionRequ
 	if err != nil {
 		return errored(http.StatusBadRequest, "policy-webhook: cannot read request.object: "+err.Error()), verdictError
 	}
-	if _, ours := carrier.SourceOf(u); !ours {
+	src, ours := carrier.SourceOf(u)
+	if !ours {
 		// Any ConfigMap may pass: only labelled ones carry policy.
 		return allowed(nil), verdictSkipped
+	}
+	if h.counter != nil {
+		if why := h.compiler.TooManyPolicies(src, h.policyNamespace, h.counter.NamespacePolicies(src.Namespace)); why != "" {
+			h.log.V(1).Info("Refused a policy over the namespace's limit", "source", src.String(), "user", r.UserInfo.Username)
+			return invalid(src.String() + " is refused: " + why), verdictDenied
+		}
 	}
 	p, err := h.compiler.Compile(u, h.policyNamespace)
 	if err != nil {

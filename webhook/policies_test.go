@@ -3,6 +3,7 @@ package webhook
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/policy-webhook/policy-webhook/policy/carrier"
 )
 
 func labelledConfigMap(ns, name string, labelled bool, data map[string]string) *corev1.ConfigMap {
@@ -218,5 +221,79 @@ func TestPolicyParsingIsBounded(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(srv.metrics.admissions.WithLabelValues("ConfigMap", "CREATE", "busy")); got != 1 {
 		t.Errorf("admissions_total{busy} = %v, want 1", got)
+	}
+}
+
+// countingJudge holds the policy ConfigMaps of each namespace.
+type countingJudge struct {
+	setJudge
+	names map[string][]string
+}
+
+func (j *countingJudge) NamespacePolicies(ns string) []string { return j.names[ns] }
+
+func TestPoliciesPerNamespace(t *testing.T) {
+	full := make([]string, carrier.DefaultPoliciesPerNamespace)
+	for i := range full {
+		full[i] = "p" + strconv.Itoa(i)
+	}
+	srv := newTestServer(t, &countingJudge{names: map[string][]string{"team-b": full, testPolicyNamespace: full}}, false)
+	policyYAML := map[string]string{"policy.yaml": "pods:\n  allowedRegistries: [registry.example.com/]\n"}
+	for _, tt := range []struct {
+		ns, name string
+		allowed  bool
+	}{
+		{"team-b", "one-more", false},
+		{"team-b", "p3", true},              // a change to one it holds
+		{"team-a", "one-more", true},        // another namespace's count
+		{testPolicyNamespace, "more", true}, // cluster-wide ones are not counted
+	} {
+		resp := srv.review(t, PathPolicies, configMapRequest(t, admissionv1.Create, labelledConfigMap(tt.ns, tt.name, true, policyYAML)))
+		if resp.Allowed != tt.allowed {
+			t.Errorf("%s/%s: allowed %v, want %v (%+v)", tt.ns, tt.name, resp.Allowed, tt.allowed, resp.Result)
+		}
+		if want := "ConfigMap team-b/one-more is refused: namespace team-b already holds 32 policy ConfigMaps, the most a namespace may hold"; !tt.allowed &&
+			(resp.Result == nil || !strings.HasPrefix(resp.Result.Message, want)) {
+			t.Errorf("%s/%s: got %+v, want %q", tt.ns, tt.name, resp.Result, want)
+		}
+	}
+}
+
+// TestPolicyCostAtApply is issue 22 at the policy path: the VAP-style
+// registries rule is accepted in either carrier, and a namespace's loop
+// over 300 params in a loop over them is refused naming its estimate.
+func TestPolicyCostAtApply(t *testing.T) {
+	registries := `match: {kinds: [Pod]}
+params: {allowed: [registry.example.com/, ghcr.io/acme/]}
+variables:
+- name: images
+  expression: "object.spec.containers.map(c, c.image) + (has(object.spec.initContainers) ? object.spec.initContainers.map(c, c.image) : [])"
+- name: bad
+  expression: "variables.images.filter(i, !params.allowed.exists(p, i.startsWith(p)))"
+validations:
+- name: registries
+  expression: "size(variables.bad) == 0"
+  messageExpression: "'denied: images not from an allowed registry: ' + variables.bad.join(', ')"
+`
+	specJSON := `{"match":{"kinds":["Pod"]},"params":{"allowed":["registry.example.com/","ghcr.io/acme/"]},
+"variables":[{"name":"images","expression":"object.spec.containers.map(c, c.image) + (has(object.spec.initContainers) ? object.spec.initContainers.map(c, c.image) : [])"},
+{"name":"bad","expression":"variables.images.filter(i, !params.allowed.exists(p, i.startsWith(p)))"}],
+"validations":[{"name":"registries","expression":"size(variables.bad) == 0","messageExpression":"'denied: images not from an allowed registry: ' + variables.bad.join(', ')"}]}`
+	square := "match: {kinds: [Pod]}\nparams: {l: [" + strings.TrimSuffix(strings.Repeat("same, ", 300), ", ") + "]}\n" +
+		"validations:\n- expression: \"params.l.all(x, params.l.all(y, x == y))\"\n"
+
+	srv := newTestServer(t, &setJudge{}, false)
+	for name, req := range map[string]*admissionv1.AdmissionRequest{
+		"a team's ConfigMap":       configMapRequest(t, admissionv1.Create, labelledConfigMap("team-a", "registries", true, map[string]string{"policy.yaml": registries})),
+		"a cluster-wide ConfigMap": configMapRequest(t, admissionv1.Create, labelledConfigMap(testPolicyNamespace, "registries", true, map[string]string{"policy.yaml": registries})),
+		"an AdmissionPolicy":       admissionPolicyRequest(t, admissionv1.Create, "registries", specJSON),
+	} {
+		if resp := srv.review(t, PathPolicies, req); !resp.Allowed {
+			t.Errorf("%s: refused: %+v", name, resp.Result)
+		}
+	}
+	resp := srv.review(t, PathPolicies, configMapRequest(t, admissionv1.Create, labelledConfigMap("team-b", "square", true, map[string]string{"policy.yaml": square})))
+	if want := "policy.yaml: validations[0].expression: Forbidden: estimated cost 541502, with these params and whatever the object, exceeds the limit of 100000 per expression of a namespace's own policy"; resp.Allowed || resp.Result == nil || !strings.Contains(resp.Result.Message, want) {
+		t.Errorf("the 300² loop in team-b: got %+v, want refused with %q", resp.Result, want)
 	}
 }

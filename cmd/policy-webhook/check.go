@@ -38,6 +38,7 @@ func runCheck(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	policyNamespace := fs.String("policy-namespace", "policy-system", "the webhook's namespace: ConfigMap policies there apply cluster-wide")
 	inCluster := fs.Bool("cluster", false, "judge the Pods and MyApples that exist in the cluster of the kubeconfig (read in pages), instead of FILEs")
 	kubeconfig := fs.String("kubeconfig", "", "with --cluster: the kubeconfig to use (default $KUBECONFIG, then ~/.kube/config), at its current context")
+	policyLimits := bindPolicyLimits(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: policy-webhook check -p PATH [-p PATH ...] [-n NAMESPACE] [-o text|json] FILE ...\n"+
 			"       policy-webhook check -p PATH [-p PATH ...] [-o text|json] --cluster [--kubeconfig FILE]\n\n"+
@@ -74,6 +75,7 @@ func runCheck(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		PolicyNamespace:  *policyNamespace,
 		DefaultNamespace: *namespace,
 		Notes:            stderr,
+		Limits:           policyLimits(),
 	})
 	if err != nil {
 		return failf(stderr, "invalid policy: %v", err)

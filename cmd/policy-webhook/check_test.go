@@ -85,3 +85,63 @@ func TestCheckCommand(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckVAPStyleCEL is issue 22's allowed-registries rule, written as
+// VAP users write it, through check: accepted, and the VAP's verdicts.
+func TestCheckVAPStyleCEL(t *testing.T) {
+	dir := t.TempDir()
+	policies := writeFile(t, dir, "registries.yaml", `apiVersion: policy.example.com/v1alpha1
+kind: AdmissionPolicy
+metadata: {name: registries}
+spec:
+  match: {kinds: [Pod]}
+  params: {allowed: [registry.example.com/, ghcr.io/acme/]}
+  variables:
+  - name: images
+    expression: "object.spec.containers.map(c, c.image) + (has(object.spec.initContainers) ? object.spec.initContainers.map(c, c.image) : [])"
+  - name: bad
+    expression: "variables.images.filter(i, !params.allowed.exists(p, i.startsWith(p)))"
+  validations:
+  - name: registries
+    expression: "size(variables.bad) == 0"
+    messageExpression: "'denied: images not from an allowed registry: ' + variables.bad.join(', ')"
+`)
+	pods := writeFile(t, dir, "pods.yaml", `apiVersion: v1
+kind: Pod
+metadata: {name: envoy}
+spec:
+  containers: [{name: a, image: registry.example.com/app:1}]
+  initContainers: [{name: b, image: docker.io/library/envoy:v1.31.0}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: ours}
+spec:
+  containers: [{name: a, image: registry.example.com/app:1}, {name: b, image: ghcr.io/acme/proxy:2}]
+`)
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"check", "-p", policies, pods}, strings.NewReader(""), &stdout, &stderr)
+	want := "DENY Pod default/envoy\n  AdmissionPolicy registries validations.registries: denied: images not from an allowed registry: docker.io/library/envoy:v1.31.0\nALLOW Pod default/ours\n"
+	if code != 1 || stdout.String() != want {
+		t.Errorf("exit code %d, stdout:\n%s\nwant 1 and:\n%s\nstderr: %s", code, stdout.String(), want, stderr.String())
+	}
+
+	// A namespace's own policy looping over 300 params in a loop over them
+	// is refused, as the webhook refuses it.
+	square := writeFile(t, dir, "square.yaml", `apiVersion: v1
+kind: ConfigMap
+metadata: {name: square, namespace: team-b, labels: {policy.example.com/policy: "true"}}
+data:
+  policy.yaml: |
+    match: {kinds: [Pod]}
+    params: {l: [`+strings.TrimSuffix(strings.Repeat("same, ", 300), ", ")+`]}
+    validations:
+    - expression: "params.l.all(x, params.l.all(y, x == y))"
+`)
+	stdout.Reset()
+	stderr.Reset()
+	code = run(context.Background(), []string{"check", "-p", square, pods}, strings.NewReader(""), &stdout, &stderr)
+	if want := "estimated cost 541502, with these params and whatever the object, exceeds the limit of 100000"; code != 2 || !strings.Contains(stderr.String(), want) {
+		t.Errorf("exit code %d, stderr %s; want 2 and %q", code, stderr.String(), want)
+	}
+}

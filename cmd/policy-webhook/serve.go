@@ -77,6 +77,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		quotaTTL      = fs.Duration("quota-reservation-ttl", quota.DefaultTTL, "how long a MyApple's reserved quantity counts against its namespace's quota when the MyApple never appears (refused after this webhook allowed it); at most 10m")
 		auditEvery    = fs.Duration("audit-interval", reports.DefaultInterval, "how often the elected replica judges every existing Pod and MyApple into PolicyReports and AdmissionPolicy status (also right after a policy change); 0 for no audit")
 	)
+	policyLimits := bindPolicyLimits(fs)
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -143,6 +144,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		ReplicaName:             *replicaName,
 		QuotaReservationTTL:     *quotaTTL,
 		AuditInterval:           *auditEvery,
+		PolicyLimits:            policyLimits(),
 		Log:                     log.WithName("policy-webhook"),
 	})
 	if err != nil {

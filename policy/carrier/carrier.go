@@ -6,6 +6,7 @@ package carrier
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -43,13 +44,64 @@ func SourceOf(u *unstructured.Unstructured) (src policy.Source, ok bool) {
 // environments on first use and keeps them, so share one rather than make
 // one per policy. Safe for concurrent use; the zero Compiler is not usable.
 type Compiler struct {
-	cel func() (*cel.Compiler, error)
+	cel    func() (*cel.Compiler, error)
+	limits Limits
+}
+
+// Limits bound the policies a Compiler reads and what they may cost.
+type Limits struct {
+	// CEL bounds expressions; zero fields are cel.DefaultLimits.
+	CEL cel.Limits
+	// PoliciesPerNamespace is how many policy ConfigMaps a namespace other
+	// than the policy namespace may hold: each adds to what every admission
+	// there costs. 0 is DefaultPoliciesPerNamespace.
+	PoliciesPerNamespace int
+}
+
+// DefaultPoliciesPerNamespace bounds a namespace's own policies unless
+// configured otherwise: far more than a team needs, few enough that their
+// CEL fits the namespace's budget.
+const DefaultPoliciesPerNamespace = 32
+
+// Option configures New.
+type Option func(*Compiler)
+
+// WithLimits sets the limits policies are held to.
+func WithLimits(l Limits) Option {
+	return func(c *Compiler) { c.limits = l }
 }
 
 // New returns a Compiler whose CEL environments are built when a policy
 // first needs them.
-func New() *Compiler {
-	return &Compiler{cel: sync.OnceValues(cel.NewCompiler)}
+func New(opts ...Option) *Compiler {
+	c := &Compiler{}
+	for _, o := range opts {
+		o(c)
+	}
+	c.limits.CEL = c.limits.CEL.WithDefaults()
+	if c.limits.PoliciesPerNamespace <= 0 {
+		c.limits.PoliciesPerNamespace = DefaultPoliciesPerNamespace
+	}
+	l := c.limits.CEL
+	c.cel = sync.OnceValues(func() (*cel.Compiler, error) { return cel.NewCompilerWithLimits(l) })
+	return c
+}
+
+// Limits are the limits the Compiler holds policies to, defaults filled in.
+func (c *Compiler) Limits() Limits { return c.limits }
+
+// TooManyPolicies is the problem with a policy ConfigMap new to its
+// namespace, which holds the policy ConfigMaps named existing: "" when it
+// may have one more, or src is one of them (it may always be changed). The
+// policy namespace's are cluster-wide, and not counted.
+func (c *Compiler) TooManyPolicies(src policy.Source, policyNamespace string, existing []string) string {
+	if src.Kind != policy.SourceConfigMap || src.Namespace == policyNamespace ||
+		len(existing) < c.limits.PoliciesPerNamespace || slices.Contains(existing, src.Name) {
+		return ""
+	}
+	n := len(existing)
+	return fmt.Sprintf("namespace %s already holds %d policy ConfigMaps, the most a namespace may hold (every one adds to what each admission there costs): delete one, or merge this policy into one of them",
+		src.Namespace, n)
 }
 
 // Compile reads and compiles the policy an object carries, at Version(u).

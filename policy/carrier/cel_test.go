@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
+	"sigs.k8s.io/yaml"
 
 	"github.com/policy-webhook/policy-webhook/policy"
 )
@@ -74,5 +76,58 @@ validations:
 `), "policy-webhook")
 	if err == nil || !strings.Contains(err.Error(), "judging a MyApple") {
 		t.Errorf("got %v, want an error naming MyApple", err)
+	}
+}
+
+// registriesYAML is issue 22's allowed-registries rule, as VAP users write it.
+const registriesYAML = `
+match: {kinds: [Pod]}
+params: {allowed: [registry.example.com/, ghcr.io/acme/]}
+variables:
+- name: images
+  expression: "object.spec.containers.map(c, c.image) + (has(object.spec.initContainers) ? object.spec.initContainers.map(c, c.image) : [])"
+- name: bad
+  expression: "variables.images.filter(i, !params.allowed.exists(p, i.startsWith(p)))"
+validations:
+- name: registries
+  expression: "size(variables.bad) == 0"
+  messageExpression: "'denied: images not from an allowed registry: ' + variables.bad.join(', ')"
+`
+
+// square is issue 22's loop over 300 params in a loop over them.
+func square() string {
+	return "match: {kinds: [Pod]}\nparams: {l: [" + strings.TrimSuffix(strings.Repeat("same, ", 300), ", ") + "]}\n" +
+		"validations:\n- expression: \"params.l.all(x, params.l.all(y, x == y))\"\n"
+}
+
+func TestCostAtApply(t *testing.T) {
+	c := New()
+	inPolicyNamespace := func(u *unstructured.Unstructured) *unstructured.Unstructured {
+		u.SetNamespace("policy-system")
+		return u
+	}
+	js, err := yaml.YAMLToJSON([]byte(registriesYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	asAdmissionPolicy := map[string]any{}
+	if err := utiljson.Unmarshal(js, &asAdmissionPolicy); err != nil {
+		t.Fatal(err)
+	}
+	for name, u := range map[string]*unstructured.Unstructured{
+		"a namespace's ConfigMap":    celConfigMap(registriesYAML),
+		"a cluster-wide ConfigMap":   inPolicyNamespace(celConfigMap(registriesYAML)),
+		"an AdmissionPolicy":         celAdmissionPolicy(asAdmissionPolicy),
+		"cluster-wide, the 300² one": inPolicyNamespace(celConfigMap(square())),
+	} {
+		if _, err := c.Compile(u, "policy-system"); err != nil {
+			t.Errorf("%s: got %v, want accepted", name, err)
+		}
+	}
+
+	_, err = c.Compile(celConfigMap(square()), "policy-system")
+	want := "ConfigMap team-a/probes is not a valid policy: policy.yaml: validations[0].expression: Forbidden: estimated cost 541502, with these params and whatever the object, exceeds the limit of 100000 per expression of a namespace's own policy"
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("a namespace's 300² loop: got %v, want %q", err, want)
 	}
 }

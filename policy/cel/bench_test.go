@@ -1,7 +1,6 @@
 package cel
 
 import (
-	"context"
 	"fmt"
 	"testing"
 
@@ -54,13 +53,12 @@ func BenchmarkNewCompiler(b *testing.B) {
 
 func benchEvaluate(b *testing.B, spec *v1alpha1.PolicySpec, in *Input, wantViolations int) {
 	p := mustCompile(b, KindPod, spec, benchParams)
-	ctx := context.Background()
-	if res := p.Evaluate(ctx, in); len(res.Violations) != wantViolations {
+	if res := p.evaluate(in); len(res.Violations) != wantViolations {
 		b.Fatalf("got %+v, want %d violations", res, wantViolations)
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		p.Evaluate(ctx, in)
+		p.evaluate(in)
 	}
 }
 

@@ -3,12 +3,14 @@ package cel
 import (
 	"fmt"
 	"maps"
+	"math"
 	"regexp"
 	"strings"
 
 	"github.com/google/cel-go/cel"
 	celast "github.com/google/cel-go/common/ast"
 	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/ref"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/apimachinery/pkg/util/version"
@@ -54,9 +56,9 @@ var identifier = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
 // Compiler compiles the CEL parts of policies, with one environment per
 // kind built by NewCompiler. It is safe for concurrent use.
 type Compiler struct {
-	kinds map[string]*kindEnv
-	// estimatedCostLimit is EstimatedCostLimit; tests raise it.
-	estimatedCostLimit uint64
+	kinds  map[string]*kindEnv
+	limits Limits
+	gate   *Gate // of every program compiled here
 }
 
 type kindEnv struct {
@@ -67,8 +69,16 @@ type kindEnv struct {
 	types  map[string]*apiservercel.DeclType // every named type, by name
 }
 
-// NewCompiler builds the environments of every kind.
-func NewCompiler() (*Compiler, error) {
+// NewCompiler builds the environments of every kind, with DefaultLimits.
+func NewCompiler() (*Compiler, error) { return NewCompilerWithLimits(DefaultLimits()) }
+
+// NewCompilerWithLimits builds the environments of every kind; its
+// programs are held to limits (zero fields are the defaults).
+func NewCompilerWithLimits(limits Limits) (*Compiler, error) {
+	limits = limits.WithDefaults()
+	if err := limits.Validate(); err != nil {
+		return nil, err
+	}
 	pod, err := podSchema()
 	if err != nil {
 		return nil, err
@@ -77,7 +87,7 @@ func NewCompiler() (*Compiler, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Compiler{kinds: map[string]*kindEnv{}, estimatedCostLimit: EstimatedCostLimit}
+	c := &Compiler{kinds: map[string]*kindEnv{}, limits: limits, gate: newGate(limits.NamespaceConcurrency)}
 	for kind, s := range map[string]*spec.Schema{KindPod: pod, KindMyApple: apple} {
 		ks, err := newKindSchema(kind, s)
 		if err != nil {
@@ -134,11 +144,29 @@ func HasCEL(spec *v1alpha1.PolicySpec) bool {
 		spec.Params != nil || spec.FailurePolicy != nil
 }
 
+// Limits are the limits the compiler holds programs to.
+func (c *Compiler) Limits() Limits { return c.limits }
+
+// CompileOption configures one Compile.
+type CompileOption func(*compileOptions)
+
+type compileOptions struct{ namespaced bool }
+
+// Namespaced compiles a namespace's own policy (a ConfigMap outside the
+// policy namespace), held to the tighter limits of Limits.
+func Namespaced(namespaced bool) CompileOption {
+	return func(o *compileOptions) { o.namespaced = namespaced }
+}
+
 // Compile compiles the CEL parts of spec for objects of kind, with params
 // the policy's params as k8s.io/apimachinery/pkg/util/json decodes them.
 // Every problem is returned, by field path relative to the spec. A spec
 // without validations compiles to a nil Program.
-func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any) (*Program, field.ErrorList) {
+func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any, opts ...CompileOption) (*Program, field.ErrorList) {
+	var o compileOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	ke := c.kinds[kind]
 	if ke == nil {
 		return nil, field.ErrorList{field.NotSupported(field.NewPath("match", "kinds"), kind, []string{KindPod, KindMyApple})}
@@ -183,22 +211,30 @@ func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any) (
 	}
 	roots := maps.Clone(ke.roots)
 	roots[varVariables] = varsType
-	cc := &compilation{env: env, est: newCostEstimator(roots, params), costLimit: c.estimatedCostLimit}
+	aliases := map[string][]string{}
+	cc := &compilation{
+		env:        env,
+		worst:      newCostEstimator(roots, params, aliases, false),
+		sure:       newCostEstimator(roots, params, aliases, true),
+		costLimit:  c.limits.expressionCost(o.namespaced),
+		namespaced: o.namespaced,
+	}
 
 	p := &Program{
-		kind:     kind,
-		schema:   ke.schema,
-		varsType: varsType,
-		failOpen: failurePolicy == v1alpha1.Ignore,
-		budget:   RuntimeCostBudget,
-		timeout:  Timeout,
-		params:   types.NullValue,
+		kind:       kind,
+		schema:     ke.schema,
+		varsType:   varsType,
+		failOpen:   failurePolicy == v1alpha1.Ignore,
+		namespaced: o.namespaced,
+		limits:     &c.limits,
+		gate:       c.gate,
+		params:     types.NullValue,
 	}
 	if params != nil {
 		if err := checkJSONValue(params); err != nil {
 			errs = append(errs, field.Invalid(field.NewPath("params"), field.OmitValueType{}, err.Error()))
 		} else {
-			p.params = types.DefaultTypeAdapter.NativeToValue(params)
+			p.params = paramsVal(params)
 		}
 	}
 
@@ -217,8 +253,13 @@ func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any) (
 		if ferr != nil {
 			errs = append(errs, ferr)
 			dt = apiservercel.DynType
-		} else if dt = ke.pathDeclType(ast.NativeRep().Expr(), roots); dt == nil {
-			dt = ke.declTypeOf(ast.OutputType())
+		} else {
+			if path := exprPath(ast.NativeRep().Expr()); len(path) > 0 && path[0] == varParams {
+				aliases[v.Name] = path
+			}
+			if dt = ke.pathDeclType(ast.NativeRep().Expr(), roots); dt == nil {
+				dt = ke.declTypeOf(ast.OutputType())
+			}
 		}
 		varsType.Fields[v.Name] = apiservercel.NewDeclField(v.Name, dt, true, nil, nil)
 		p.variables = append(p.variables, compiledVariable{name: v.Name, prog: prog})
@@ -284,17 +325,18 @@ func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any) (
 	if len(p.validations) == 0 {
 		return nil, nil
 	}
-	p.timed = cc.timed
 	return p, nil
 }
 
 // compilation is the state of one Compile call.
 type compilation struct {
-	env         *cel.Env
-	est         *costEstimator
-	costLimit   uint64
+	env *cel.Env
+	// worst sizes the object as large as a request can make it; sure sizes
+	// only what is known (params), everything else empty.
+	worst, sure *costEstimator
+	costLimit   uint64 // per expression, of the policy's scope
+	namespaced  bool
 	untimedCost uint64 // estimated worst case of the untimed expressions
-	timed       bool
 }
 
 // compile compiles one expression; want nil accepts any result type.
@@ -313,17 +355,26 @@ func (cc *compilation) compile(path *field.Path, expr string, want *cel.Type) (p
 	if want != nil && !out.IsExactType(want) {
 		return program{}, nil, field.Invalid(path, expr, fmt.Sprintf("must evaluate to %s, not %s", want, out))
 	}
-	est, err := cc.env.EstimateCost(ast, cc.est)
+	// What the object makes an expression cost is held at runtime, by the
+	// per-expression limit and the admission's budget, as VAP holds it: a
+	// worst case no real object reaches refuses nothing. What its params
+	// alone make it cost is known now, and refused if over the limit.
+	sure, err := cc.env.EstimateCost(ast, cc.sure)
+	if err != nil {
+		return program{}, nil, field.InternalError(path, fmt.Errorf("estimating the cost with the params: %w", err))
+	}
+	if sure.Max != math.MaxUint64 && sure.Max > cc.costLimit {
+		return program{}, nil, field.Forbidden(path, fmt.Sprintf(
+			"estimated cost %d, with these params and whatever the object, exceeds the limit of %d per expression of %s: no evaluation could finish; loop over fewer params, or not over params within a loop over params",
+			sure.Max, cc.costLimit, scopeName(cc.namespaced)))
+	}
+	est, err := cc.env.EstimateCost(ast, cc.worst)
 	if err != nil {
 		return program{}, nil, field.InternalError(path, fmt.Errorf("estimating the cost: %w", err))
 	}
-	if est.Max > cc.costLimit {
-		return program{}, nil, field.Forbidden(path, fmt.Sprintf(
-			"estimated cost %s exceeds the limit of %d per expression on a worst-case (3 MiB) object: iterate over less (no loop nested in another over the object's lists) or simplify it",
-			costString(est.Max), cc.costLimit))
-	}
 	prog, err := cc.env.Program(ast,
-		cel.CostTracking(cc.est),
+		cel.CostTracking(cc.worst),
+		cel.CostLimit(cc.costLimit),
 		cel.InterruptCheckFrequency(celconfig.CheckFrequency))
 	if err != nil {
 		return program{}, nil, field.InternalError(path, fmt.Errorf("planning the program: %w", err))
@@ -332,9 +383,16 @@ func (cc *compilation) compile(path *field.Path, expr string, want *cel.Type) (p
 	if est.Max <= untimedCostLimit-cc.untimedCost {
 		cc.untimedCost += est.Max
 	} else {
-		p.timed, cc.timed = true, true
+		p.timed = true
 	}
 	return p, ast, nil
+}
+
+func scopeName(namespaced bool) string {
+	if namespaced {
+		return "a namespace's own policy"
+	}
+	return "a cluster-wide policy"
 }
 
 // pathDeclType is the DeclType of a variable whose expression is a path
@@ -376,13 +434,6 @@ func issuesDetail(iss *cel.Issues) string {
 		}
 	}
 	return strings.Join(msgs, "; ")
-}
-
-func costString(c uint64) string {
-	if c == ^uint64(0) {
-		return "unbounded"
-	}
-	return fmt.Sprintf("%d", c)
 }
 
 // declTypeOf is the DeclType a variable of CEL type t has for the
@@ -445,4 +496,25 @@ func checkJSONValue(v any) error {
 		return nil
 	}
 	return fmt.Errorf("a %T is not a JSON value", v)
+}
+
+// paramsVal converts params to CEL values once, when the policy compiles:
+// a native list or map would be converted again on every read of every
+// element, in every admission.
+func paramsVal(v any) ref.Val {
+	switch v := v.(type) {
+	case []any:
+		elems := make([]ref.Val, len(v))
+		for i, e := range v {
+			elems[i] = paramsVal(e)
+		}
+		return types.NewRefValList(types.DefaultTypeAdapter, elems)
+	case map[string]any:
+		m := make(map[ref.Val]ref.Val, len(v))
+		for k, e := range v {
+			m[types.String(k)] = paramsVal(e)
+		}
+		return types.NewRefValMap(types.DefaultTypeAdapter, m)
+	}
+	return types.DefaultTypeAdapter.NativeToValue(v)
 }

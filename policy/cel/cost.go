@@ -1,6 +1,9 @@
 package cel
 
 import (
+	"slices"
+	"unicode/utf8"
+
 	"github.com/google/cel-go/checker"
 	celast "github.com/google/cel-go/common/ast"
 	"github.com/google/cel-go/common/operators"
@@ -11,27 +14,16 @@ import (
 	"k8s.io/apiserver/pkg/cel/library"
 )
 
-// The cost limits, in CEL cost units, are Kubernetes' own.
-const (
-	// PerExpressionCostLimit is VAP's per-call limit: an evaluation of one
-	// expression that reaches it is stopped.
-	PerExpressionCostLimit = celconfig.PerCallLimit
-	// EstimatedCostLimit refuses, at compile time, an expression whose
-	// estimated worst case (a 3 MiB object) is higher: the API server's
-	// limit for CRD validation rules, with the same estimator.
-	EstimatedCostLimit = 10_000_000
-	// RuntimeCostBudget is what all expressions of a policy may cost
-	// together in one admission, VAP's budget per policy binding.
-	RuntimeCostBudget = celconfig.RuntimeCELCostBudget
-)
-
-// sizeEstimator bounds the size of what a path from a variable reaches,
-// from the variable's DeclType, as CRD validation does for `self`. Unbounded
-// types are as large as a whole request; anything under params is at most
-// as large as the largest value in the policy's params.
+// sizeEstimator bounds the size of what a path from a variable reaches.
+// Params are known: a path under them (or a variable naming one) has the
+// exact sizes of what it reaches. Anything else depends on the object: sure
+// estimates take it empty; the others size it from its DeclType, as CRD
+// validation sizes `self`, unbounded types as large as a whole request.
 type sizeEstimator struct {
-	roots      map[string]*apiservercel.DeclType
-	paramsSize uint64
+	roots   map[string]*apiservercel.DeclType
+	params  any                 // the policy's params, nil for none
+	aliases map[string][]string // variables whose expression is a path under params, to it
+	sure    bool
 }
 
 func (e *sizeEstimator) EstimateSize(element checker.AstNode) *checker.SizeEstimate {
@@ -41,10 +33,27 @@ func (e *sizeEstimator) EstimateSize(element checker.AstNode) *checker.SizeEstim
 // sizeOf is nil when it cannot tell.
 func (e *sizeEstimator) sizeOf(path []string) *checker.SizeEstimate {
 	if len(path) == 0 {
+		if e.sure {
+			// A computed value of unknown size: what its parts cost is
+			// counted where they are computed.
+			return &checker.SizeEstimate{}
+		}
 		return nil
 	}
+	if len(path) > 1 && path[0] == varVariables {
+		if alias, ok := e.aliases[path[1]]; ok {
+			path = append(slices.Clone(alias), path[2:]...)
+		}
+	}
 	if path[0] == varParams {
-		return &checker.SizeEstimate{Min: 0, Max: e.paramsSize}
+		if size := paramsSize(e.params, path[1:]); size != nil {
+			return size
+		}
+		// Nothing sized there: reading it fails, or yields a scalar.
+		return &checker.SizeEstimate{}
+	}
+	if e.sure {
+		return &checker.SizeEstimate{}
 	}
 	t := e.roots[path[0]]
 	if t == nil {
@@ -78,25 +87,60 @@ func (e *sizeEstimator) sizeOf(path []string) *checker.SizeEstimate {
 	return &checker.SizeEstimate{Min: 0, Max: uint64(t.MaxElements)}
 }
 
-// maxSize is the size of the largest string, list or map in v.
-func maxSize(v any) uint64 {
-	switch v := v.(type) {
-	case string:
-		return uint64(len(v))
-	case []any:
-		n := uint64(len(v))
-		for _, e := range v {
-			n = max(n, maxSize(e))
+// paramsSize is the exact size range of what path reaches in params: the
+// smallest and largest of the strings, lists or maps it may be (a path
+// through @items reaches every element). Nil when it reaches nothing sized.
+func paramsSize(params any, path []string) *checker.SizeEstimate {
+	vals := []any{params}
+	for _, step := range path {
+		var next []any
+		for _, v := range vals {
+			switch v := v.(type) {
+			case []any:
+				// cel-go names the elements of a dyn list @keys, as
+				// if it were a map.
+				if step == "@items" || step == "@keys" {
+					next = append(next, v...)
+				}
+			case map[string]any:
+				switch step {
+				case "@items", "@values":
+					for _, e := range v {
+						next = append(next, e)
+					}
+				case "@keys":
+					for k := range v {
+						next = append(next, k)
+					}
+				default:
+					if e, ok := v[step]; ok {
+						next = append(next, e)
+					}
+				}
+			}
 		}
-		return n
-	case map[string]any:
-		n := uint64(len(v))
-		for k, e := range v {
-			n = max(n, uint64(len(k)), maxSize(e))
-		}
-		return n
+		vals = next
 	}
-	return 0
+	var est *checker.SizeEstimate
+	for _, v := range vals {
+		var lo, hi uint64
+		switch v := v.(type) {
+		case string:
+			lo, hi = uint64(utf8.RuneCountInString(v)), uint64(len(v))
+		case []any:
+			lo, hi = uint64(len(v)), uint64(len(v))
+		case map[string]any:
+			lo, hi = uint64(len(v)), uint64(len(v))
+		default:
+			continue
+		}
+		if est == nil {
+			est = &checker.SizeEstimate{Min: lo, Max: hi}
+			continue
+		}
+		est.Min, est.Max = min(est.Min, lo), max(est.Max, hi)
+	}
+	return est
 }
 
 func (e *sizeEstimator) EstimateCallCost(string, string, *checker.AstNode, []checker.AstNode) *checker.CallEstimate {
@@ -110,8 +154,8 @@ type costEstimator struct {
 	sizes *sizeEstimator
 }
 
-func newCostEstimator(roots map[string]*apiservercel.DeclType, params any) *costEstimator {
-	sizes := &sizeEstimator{roots: roots, paramsSize: maxSize(params)}
+func newCostEstimator(roots map[string]*apiservercel.DeclType, params any, aliases map[string][]string, sure bool) *costEstimator {
+	sizes := &sizeEstimator{roots: roots, params: params, aliases: aliases, sure: sure}
 	return &costEstimator{lib: &library.CostEstimator{SizeEstimator: sizes}, sizes: sizes}
 }
 
@@ -127,6 +171,9 @@ func (e *costEstimator) EstimateSize(element checker.AstNode) *checker.SizeEstim
 
 func (e *costEstimator) EstimateCallCost(function, overloadID string, target *checker.AstNode, args []checker.AstNode) *checker.CallEstimate {
 	if function == myApplesFunction {
+		if e.sizes.sure {
+			return &checker.CallEstimate{CostEstimate: checker.CostEstimate{Min: 1, Max: 1}, ResultSize: &checker.SizeEstimate{}}
+		}
 		return &checker.CallEstimate{
 			CostEstimate: checker.CostEstimate{Min: 1, Max: 1 + maxApplesEstimate},
 			ResultSize:   &checker.SizeEstimate{Min: 0, Max: maxApplesEstimate},

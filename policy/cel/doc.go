@@ -8,7 +8,8 @@
 // version (EnvironmentVersion) with VAP's libraries. `object` and
 // `oldObject` are typed from the kind's schema (schemas/, kept by `make
 // generate`). Compile parses, type-checks and estimates the cost of every
-// expression, refusing one that could cost more than EstimatedCostLimit.
+// expression, refusing one that its params alone make cost more than its
+// per-expression limit (Limits).
 //
 // Expressions see what a VAP expression sees, with the same names and
 // shapes: object, oldObject (null on CREATE), request, namespaceObject,
@@ -18,8 +19,12 @@
 // Program.Evaluate never returns an error: an expression that fails is a
 // violation of its validation, or nothing under failurePolicy: Ignore.
 //
-// Cost estimation sizes everything from the 3 MiB request limit, as CRD
-// validation rules are sized, so a loop nested in another over an object's
-// lists is refused. The runtime limits are the guarantee; the estimate
-// refuses what could not run within them.
+// Cost is held as VAP holds it, at runtime: each evaluation of an
+// expression by a per-expression limit, and (unlike VAP, which gives each
+// binding its own) all the CEL of one admission by one Budget, of cost and
+// time, within which a namespace's own policies have a smaller part. What
+// an expression costs through the object is not refused at compile time,
+// since VAP accepts it; what its params make it cost is known exactly then
+// (they are sized as they are), so an expression that with them must exceed
+// its limit, whatever the object, is refused with its estimate.
 package cel

@@ -1,11 +1,9 @@
 package cel
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 	"unicode/utf8"
 
 	"github.com/google/cel-go/cel"
@@ -19,16 +17,11 @@ import (
 	"k8s.io/apiserver/pkg/cel/lazy"
 )
 
-// Timeout bounds the evaluation of one policy in one admission, far under
-// the webhook's 10 s. The cost budget stops runaway expressions first; the
-// timeout covers time the budget does not count (a slow Cluster, a starved
-// CPU).
-const Timeout = 250 * time.Millisecond
-
 // untimedCostLimit is the estimated worst case, summed over a policy's
 // expressions, under which they run without a timer: such expressions cannot
 // run long, and an interruptible evaluation is most of what a simple
-// validation costs. The expressions past it run under the policy's Timeout.
+// validation costs. The expressions past it run under the admission's
+// deadline (see Budget); the others are held to it between evaluations.
 const untimedCostLimit = 10_000
 
 // Program is a policy's compiled CEL for one kind, safe for concurrent use.
@@ -38,9 +31,9 @@ type Program struct {
 	varsType    *apiservercel.DeclType
 	params      ref.Val
 	failOpen    bool
-	budget      int64         // RuntimeCostBudget; tests lower it
-	timeout     time.Duration // Timeout; tests raise it
-	timed       bool          // some expressions run under the timeout
+	namespaced  bool // a namespace's own policy, held to its tighter limits
+	limits      *Limits
+	gate        *Gate
 	variables   []compiledVariable
 	conditions  []compiledCondition
 	validations []compiledValidation
@@ -49,7 +42,7 @@ type Program struct {
 // program is one compiled expression.
 type program struct {
 	cel.Program
-	timed bool // runs under the policy's timeout (see untimedCostLimit)
+	timed bool // runs under the admission's deadline (see untimedCostLimit)
 }
 
 type compiledVariable struct {
@@ -73,6 +66,10 @@ type compiledValidation struct {
 
 // Kind is the kind the program judges.
 func (p *Program) Kind() string { return p.kind }
+
+// Limits are the limits the program was compiled under, which an
+// admission's Budget takes.
+func (p *Program) Limits() Limits { return *p.limits }
 
 // Input is one admission as expressions see it.
 type Input struct {
@@ -118,24 +115,33 @@ type Result struct {
 	// evaluate under failurePolicy Ignore: the policy has no say.
 	Judged     bool
 	Violations []Violation
+	// Exhausted names the budget of the admission that ran out in this
+	// policy, whatever its failurePolicy: the object was not judged in
+	// full, and the caller must refuse it (fail closed).
+	Exhausted string
 }
 
-// Evaluate judges one admission. It never fails: an expression that fails
-// is a violation with the error as message, unless failurePolicy is Ignore.
-// Once the budget or time is spent, the validations left are skipped.
-func (p *Program) Evaluate(ctx context.Context, in *Input) Result {
-	a := p.activation(ctx, in)
-	defer a.stopTimer()
-
+// Evaluate judges one admission within what is left of its budget, which
+// it spends. It never fails: an expression that fails is a violation with
+// the error as message, unless failurePolicy is Ignore. Once the budget is
+// spent, the rest is skipped and the Result says which budget ran out.
+func (p *Program) Evaluate(b *Budget, in *Input) Result {
+	a := &activation{p: p, in: in, b: b}
+	if !b.begin(p.namespaced, in.Request.Namespace) {
+		return Result{Judged: true, Exhausted: b.out}
+	}
 	for _, c := range p.conditions {
 		v, err := a.eval(c.prog)
+		if b.out != "" {
+			return Result{Judged: true, Exhausted: b.out}
+		}
 		if err != nil {
 			if p.failOpen {
 				return Result{}
 			}
 			return Result{Judged: true, Violations: []Violation{{
 				Rule:    c.rule,
-				Message: cut("match condition resulted in error: " + a.describe(err)),
+				Message: cut("match condition resulted in error: " + err.Error()),
 			}}}
 		}
 		if v != types.True {
@@ -147,23 +153,29 @@ func (p *Program) Evaluate(ctx context.Context, in *Input) Result {
 	for i := range p.validations {
 		v := &p.validations[i]
 		val, err := a.eval(v.prog)
+		if b.out != "" {
+			res.Exhausted = b.out
+			return res
+		}
 		if err != nil {
 			if !p.failOpen {
 				res.Violations = append(res.Violations, Violation{
 					Rule:    v.rule,
 					Field:   v.field,
-					Message: cut(fmt.Sprintf("expression '%s' resulted in error: %s", strings.TrimSpace(v.expression), a.describe(err))),
+					Message: cut(fmt.Sprintf("expression '%s' resulted in error: %s", strings.TrimSpace(v.expression), err)),
 				})
-			}
-			if a.spent() {
-				break
 			}
 			continue
 		}
 		if val == types.True {
 			continue
 		}
-		res.Violations = append(res.Violations, Violation{Rule: v.rule, Field: v.field, Message: a.message(v)})
+		msg := a.message(v)
+		if b.out != "" {
+			res.Exhausted = b.out
+			return res
+		}
+		res.Violations = append(res.Violations, Violation{Rule: v.rule, Field: v.field, Message: msg})
 	}
 	return res
 }
@@ -171,7 +183,7 @@ func (p *Program) Evaluate(ctx context.Context, in *Input) Result {
 // message is a failed validation's message: its messageExpression's result
 // if that is a non-empty single line, else its message, else VAP's default.
 func (a *activation) message(v *compiledValidation) string {
-	if v.messageProg.Program != nil && !a.spent() {
+	if v.messageProg.Program != nil {
 		if val, err := a.eval(v.messageProg); err == nil {
 			if s, ok := val.(types.String); ok && strings.TrimSpace(string(s)) != "" && !strings.ContainsAny(string(s), "\r\n") {
 				return cut(string(s))
@@ -197,19 +209,14 @@ func cut(s string) string {
 	return s[:n] + more
 }
 
-var errBudget = errors.New("running out of cost budget: no further expressions of this policy are evaluated")
+var errBudget = errors.New("the CEL budget of the admission ran out")
 
-// activation resolves the variables of one evaluation lazily, and keeps the
-// cost budget and the policy's deadline.
+// activation resolves the variables of one evaluation lazily, and spends
+// the admission's budget.
 type activation struct {
-	p         *Program
-	in        *Input
-	ctx       context.Context
-	remaining int64
-
-	deadline time.Time          // of the timed expressions
-	timedCtx context.Context    // ctx up to deadline, armed by the first timed expression
-	cancel   context.CancelFunc // of timedCtx
+	p  *Program
+	in *Input
+	b  *Budget
 
 	object, oldObject, request, namespace ref.Val
 	vars                                  *lazy.MapValue
@@ -271,67 +278,34 @@ func (a *activation) variables() *lazy.MapValue {
 }
 
 // eval runs one program within what is left of the budget and the time;
-// the budget is checked between evaluations, as VAP does.
+// cost is charged between evaluations, as VAP does, each evaluation being
+// stopped by its per-expression limit. When the budget runs out, b.out
+// says which, and every evaluation after fails.
 func (a *activation) eval(prog program) (ref.Val, error) {
-	if a.remaining <= 0 {
+	b, ns := a.b, a.p.namespaced
+	if !b.begin(ns, a.in.Request.Namespace) {
 		return nil, errBudget
 	}
 	var val ref.Val
 	var det *cel.EvalDetails
 	var err error
 	if prog.timed {
-		val, det, err = prog.ContextEval(a.timer(), a)
+		val, det, err = prog.ContextEval(b.context(ns), a)
 	} else {
 		val, det, err = prog.Eval(a)
 	}
 	if det != nil {
-		if c := det.ActualCost(); c != nil {
-			a.remaining -= int64(min(*c, uint64(RuntimeCostBudget)+1))
+		if c := det.ActualCost(); c != nil && !b.charge(ns, *c) {
+			return nil, errBudget
 		}
 	}
 	if err != nil {
+		if prog.timed && b.timedOut(ns) {
+			return nil, errBudget
+		}
 		return nil, err
 	}
-	if a.remaining < 0 {
-		return nil, errBudget
-	}
 	return val, nil
-}
-
-// activation starts the evaluation of in, and the policy's time.
-func (p *Program) activation(ctx context.Context, in *Input) *activation {
-	a := &activation{p: p, in: in, ctx: ctx, remaining: p.budget}
-	if p.timed {
-		a.deadline = time.Now().Add(p.timeout)
-	}
-	return a
-}
-
-// timer is the context timed expressions run under, armed once.
-func (a *activation) timer() context.Context {
-	if a.timedCtx == nil {
-		a.timedCtx, a.cancel = context.WithDeadline(a.ctx, a.deadline)
-	}
-	return a.timedCtx
-}
-
-func (a *activation) stopTimer() {
-	if a.cancel != nil {
-		a.cancel()
-	}
-}
-
-// spent says whether nothing more can be evaluated.
-func (a *activation) spent() bool {
-	return a.remaining <= 0 || a.timedCtx != nil && a.timedCtx.Err() != nil
-}
-
-// describe words an evaluation error, naming the timeout when it was one.
-func (a *activation) describe(err error) string {
-	if a.timedCtx != nil && errors.Is(a.timedCtx.Err(), context.DeadlineExceeded) {
-		return fmt.Sprintf("timed out after %s", a.p.timeout)
-	}
-	return err.Error()
 }
 
 // val wraps an object without copying it, as the VAP plugin does.

@@ -3,8 +3,8 @@ package cel
 import (
 	"context"
 	"fmt"
+	"math"
 	"reflect"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -72,14 +72,14 @@ func TestVariables(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := mustCompile(t, KindPod, validations(tt.expr), params)
-			res := p.Evaluate(context.Background(), tt.in)
+			res := p.evaluate(tt.in)
 			if !res.Judged || len(res.Violations) != 0 {
 				t.Fatalf("got %+v, want the expression to hold", res)
 			}
 			// The same expression negated must fail: the test cannot pass by
 			// an evaluation that always says true.
 			p = mustCompile(t, KindPod, validations("!("+tt.expr+")"), params)
-			if res := p.Evaluate(context.Background(), tt.in); len(res.Violations) != 1 {
+			if res := p.evaluate(tt.in); len(res.Violations) != 1 {
 				t.Fatalf("negated: got %+v, want one violation", res)
 			}
 		})
@@ -112,7 +112,7 @@ func TestMyAppleWithCluster(t *testing.T) {
 		{appleObject("a", "red", "small", 7), nil}, // an update of a leaves a's own quantity out
 	}
 	for _, tt := range tests {
-		res := p.Evaluate(context.Background(), &Input{Object: tt.obj, Cluster: cluster})
+		res := p.evaluate(&Input{Object: tt.obj, Cluster: cluster})
 		if !reflect.DeepEqual(res.Violations, tt.want) {
 			t.Errorf("%v: got %+v, want %+v", tt.obj["spec"], res.Violations, tt.want)
 		}
@@ -129,16 +129,16 @@ func TestMyApplesCluster(t *testing.T) {
 		"cluster.myApples(object.metadata.namespace).all(a, a.size != 'huge')",
 	)
 	p := mustCompile(t, KindMyApple, spec, nil)
-	if res := p.Evaluate(context.Background(), &Input{Object: appleObject("n", "red", "small", 6), Cluster: cluster}); len(res.Violations) != 0 {
+	if res := p.evaluate(&Input{Object: appleObject("n", "red", "small", 6), Cluster: cluster}); len(res.Violations) != 0 {
 		t.Errorf("6 more: got %+v", res)
 	}
-	res := p.Evaluate(context.Background(), &Input{Object: appleObject("n", "red", "small", 7), Cluster: cluster})
+	res := p.evaluate(&Input{Object: appleObject("n", "red", "small", 7), Cluster: cluster})
 	want := []Violation{{Rule: "validations[0]", Message: "failed expression: " + spec.Validations[0].Expression}}
 	if !reflect.DeepEqual(res.Violations, want) {
 		t.Errorf("7 more: got %+v, want %+v", res.Violations, want)
 	}
 	// Without a cluster the call fails, and fails closed.
-	res = p.Evaluate(context.Background(), &Input{Object: appleObject("n", "red", "small", 1)})
+	res = p.evaluate(&Input{Object: appleObject("n", "red", "small", 1)})
 	if len(res.Violations) != 2 || !strings.Contains(res.Violations[0].Message, "cluster state is not available") {
 		t.Errorf("no cluster: got %+v", res)
 	}
@@ -159,7 +159,7 @@ func TestVariablesLazyOnce(t *testing.T) {
 	}
 	p := mustCompile(t, KindPod, spec, nil)
 	cluster := &fakeCluster{apples: map[string][]Apple{"shop": {{Name: "a", Quantity: 1}}}}
-	res := p.Evaluate(context.Background(), &Input{Object: podObject(t, 1), Cluster: cluster})
+	res := p.evaluate(&Input{Object: podObject(t, 1), Cluster: cluster})
 	if len(res.Violations) != 0 {
 		t.Fatalf("got %+v", res)
 	}
@@ -167,14 +167,14 @@ func TestVariablesLazyOnce(t *testing.T) {
 		t.Errorf("myApples called %d times, want once: variables.apples is evaluated at most once and variables.unused never", cluster.calls)
 	}
 	// Each admission evaluates afresh.
-	p.Evaluate(context.Background(), &Input{Object: podObject(t, 1), Cluster: cluster})
+	p.evaluate(&Input{Object: podObject(t, 1), Cluster: cluster})
 	if cluster.calls != 2 {
 		t.Errorf("after a second admission: %d calls, want 2", cluster.calls)
 	}
 	// A policy whose validations read no variable evaluates none.
 	cluster.calls = 0
 	spec.Validations = []v1alpha1.Validation{{Expression: "true"}}
-	mustCompile(t, KindPod, spec, nil).Evaluate(context.Background(), &Input{Object: podObject(t, 1), Cluster: cluster})
+	mustCompile(t, KindPod, spec, nil).evaluate(&Input{Object: podObject(t, 1), Cluster: cluster})
 	if cluster.calls != 0 {
 		t.Errorf("unread variables evaluated: %d calls", cluster.calls)
 	}
@@ -211,7 +211,7 @@ func TestMatchConditions(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := mustCompile(t, KindPod, tt.spec, nil).Evaluate(context.Background(), &Input{Object: tt.obj})
+			got := mustCompile(t, KindPod, tt.spec, nil).evaluate(&Input{Object: tt.obj})
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("got %+v, want %+v", got, tt.want)
 			}
@@ -237,7 +237,7 @@ func TestMessages(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := mustCompile(t, KindPod, &v1alpha1.PolicySpec{Validations: []v1alpha1.Validation{tt.v}}, nil)
-			res := p.Evaluate(context.Background(), &Input{Object: podObject(t, 1)})
+			res := p.evaluate(&Input{Object: podObject(t, 1)})
 			if len(res.Violations) != 1 || res.Violations[0].Message != tt.want {
 				t.Errorf("got %+v, want message %q", res.Violations, tt.want)
 			}
@@ -261,80 +261,144 @@ func TestFailurePolicy(t *testing.T) {
 		{Rule: "validations.false", Message: "always"},
 	}
 	for _, fp := range []*v1alpha1.FailurePolicy{nil, &fail} {
-		res := mustCompile(t, KindPod, spec(fp), nil).Evaluate(context.Background(), &Input{Object: podObject(t, 1)})
+		res := mustCompile(t, KindPod, spec(fp), nil).evaluate(&Input{Object: podObject(t, 1)})
 		if !reflect.DeepEqual(res.Violations, want) {
 			t.Errorf("failurePolicy %v: got %+v, want %+v", fp, res.Violations, want)
 		}
 	}
-	res := mustCompile(t, KindPod, spec(&ignore), nil).Evaluate(context.Background(), &Input{Object: podObject(t, 1)})
+	res := mustCompile(t, KindPod, spec(&ignore), nil).evaluate(&Input{Object: podObject(t, 1)})
 	if !reflect.DeepEqual(res.Violations, want[1:]) {
 		t.Errorf("Ignore: got %+v, want %+v", res.Violations, want[1:])
 	}
 }
 
-// unlimitedCompiler compiles what the estimate would refuse, to reach the
-// runtime limits.
-func unlimitedCompiler(t *testing.T) *Compiler {
+// limitedCompiler is the test compiler with other limits.
+func limitedCompiler(t *testing.T, l Limits) *Compiler {
 	c := *compiler(t)
-	c.estimatedCostLimit = ^uint64(0)
+	c.limits = l.WithDefaults()
+	if err := c.limits.Validate(); err != nil {
+		t.Fatal(err)
+	}
 	return &c
 }
 
 const nested = "object.spec.containers.all(c, object.spec.containers.exists(d, d.name == c.name))"
 
-func TestBudget(t *testing.T) {
-	big := &Input{Object: podObject(t, 5000)}
+// costOf is what one evaluation of p's first validation costs on in.
+func costOf(t *testing.T, p *Program, in *Input) int64 {
+	t.Helper()
+	b := NewBudget(context.Background(), Limits{AdmissionCost: math.MaxInt64 / 2, AdmissionTime: time.Hour})
+	defer b.Stop()
+	a := &activation{p: p, in: in, b: b}
+	if _, err := a.eval(p.validations[0].prog); err != nil {
+		t.Fatal(err)
+	}
+	return b.Spent()
+}
 
-	// Refused when the policy is written...
-	if _, errs := compiler(t).Compile(KindPod, validations(nested), nil); len(errs) != 1 || errs[0].Type != "FieldValueForbidden" {
-		t.Fatalf("nested loops over containers: got %v, want refused", errs)
+func TestPerExpressionLimit(t *testing.T) {
+	// Accepted, as VAP accepts it, and stopped at runtime by the limit of
+	// one expression: 5,000 containers make 12.5 million comparisons.
+	p := mustCompile(t, KindPod, validations(nested, "false"), nil)
+	res := p.evaluate(&Input{Object: podObject(t, 5000)})
+	if len(res.Violations) != 2 || !strings.Contains(res.Violations[0].Message, "cost limit exceeded") || res.Exhausted != "" {
+		// On a starved machine the admission's time may run out first.
+		if !strings.Contains(res.Exhausted, "time budget") {
+			t.Fatalf("got %+v, want the nested loop stopped by its cost limit, and the next validation evaluated", res)
+		}
 	}
 
-	// ...and, were it not, stopped by the per-expression limit: 5,000
-	// containers make 12.5 million comparisons.
-	p, errs := unlimitedCompiler(t).Compile(KindPod, validations(nested, "false"), nil)
+	// A namespace's own policy is stopped at its tighter limit.
+	c := limitedCompiler(t, Limits{AdmissionTime: time.Hour, NamespaceTime: time.Hour})
+	p, errs := c.Compile(KindPod, validations(nested), nil, Namespaced(true))
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}
-	res := p.Evaluate(context.Background(), big)
-	if stopped := len(res.Violations) == 1 && (strings.Contains(res.Violations[0].Message, "cost limit exceeded") || strings.Contains(res.Violations[0].Message, "timed out")); !stopped {
-		t.Fatalf("got %+v, want the nested loop stopped, by its cost limit or the timeout, and nothing more evaluated", res)
+	b := NewBudget(context.Background(), c.Limits())
+	defer b.Stop()
+	res = p.Evaluate(b, &Input{Object: podObject(t, 5000)})
+	if len(res.Violations) != 1 || !strings.Contains(res.Violations[0].Message, "cost limit exceeded") ||
+		b.Spent() > int64(DefaultNamespaceExpressionCost)*11/10 {
+		t.Fatalf("got %+v after spending %d, want the loop stopped at %d", res, b.Spent(), DefaultNamespaceExpressionCost)
 	}
-	t.Logf("stopped: %s", res.Violations[0].Message)
+}
 
-	// The budget of the admission: expressions each under the
-	// per-expression limit that together are above the budget. At VAP's
-	// budget that takes longer than Timeout (cel-go spends one to two
-	// microseconds per cost unit on these objects), so the budget is
-	// lowered to what two and a half of these loops over 5,000 containers
-	// cost, and the timeout raised out of the way.
+func TestAdmissionBudget(t *testing.T) {
+	big := &Input{Object: podObject(t, 1000)}
 	each := "object.spec.containers.all(c, c.image.startsWith('registry.example.com/'))"
 	exprs := []string{"true"}
 	for i := range 5 {
 		exprs = append(exprs, fmt.Sprintf("%s && %d >= 0", each, i))
 	}
-	p = mustCompile(t, KindPod, validations(exprs...), nil)
-	one := RuntimeCostBudget - func() int64 {
-		a := p.activation(context.Background(), big)
-		defer a.stopTimer()
-		if _, err := a.eval(p.validations[1].prog); err != nil {
-			t.Fatal(err)
-		}
-		return a.remaining
-	}()
-	t.Logf("one loop over 5,000 containers costs %d", one)
-	p.budget = 2*one + one/2
-	p.timeout = time.Hour
-	res = p.Evaluate(context.Background(), big)
-	want := []Violation{{Rule: "validations[3]", Message: "expression '" + exprs[3] + "' resulted in error: " + errBudget.Error()}}
-	if !reflect.DeepEqual(res.Violations, want) {
-		t.Fatalf("got %+v, want %+v: the third loop runs out of budget and nothing runs after it", res.Violations, want)
+	one := costOf(t, mustCompile(t, KindPod, validations(exprs[1]), nil), big)
+	t.Logf("one loop over 1,000 containers costs %d", one)
+
+	ignore := v1alpha1.Ignore
+	for _, tt := range []struct {
+		name       string
+		limits     Limits
+		namespaced bool
+		want       string
+	}{
+		{"the admission's cost", Limits{AdmissionCost: 2*one + one/2, AdmissionTime: time.Hour}, false,
+			fmt.Sprintf("the CEL cost budget of one admission (%d)", 2*one+one/2)},
+		{"a namespace's cost", Limits{NamespaceCost: 2*one + one/2, AdmissionTime: time.Hour, NamespaceTime: time.Hour}, true,
+			fmt.Sprintf("the CEL cost budget of a namespace's own policies in one admission (%d)", 2*one+one/2)},
+		{"a namespace's time", Limits{NamespaceTime: time.Nanosecond}, true,
+			"the CEL time budget of a namespace's own policies in one admission (1ns)"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := limitedCompiler(t, tt.limits)
+			for _, fp := range []*v1alpha1.FailurePolicy{nil, &ignore} {
+				spec := validations(exprs...)
+				spec.FailurePolicy = fp
+				// Three programs sharing one budget, as the policies of one
+				// admission do: the budget runs out in the second, and the
+				// third runs nothing.
+				half := validations(exprs[:3]...)
+				half.FailurePolicy = fp
+				p1, errs := c.Compile(KindPod, half, nil, Namespaced(tt.namespaced))
+				if len(errs) > 0 {
+					t.Fatal(errs)
+				}
+				p2, _ := c.Compile(KindPod, spec, nil, Namespaced(tt.namespaced))
+				b := NewBudget(context.Background(), c.Limits())
+				defer b.Stop()
+				res1 := p1.Evaluate(b, big)
+				res2 := p2.Evaluate(b, big)
+				res3 := p1.Evaluate(b, big)
+				if tt.limits.NamespaceTime == time.Nanosecond {
+					// Out before anything runs.
+					if res1.Exhausted != tt.want || len(res1.Violations) != 0 {
+						t.Errorf("failurePolicy %v: got %+v, want out of %q", fp, res1, tt.want)
+					}
+					continue
+				}
+				if res1.Exhausted != "" || len(res1.Violations) != 0 {
+					t.Errorf("failurePolicy %v: first program: got %+v, want it judged within the budget", fp, res1)
+				}
+				if res2.Exhausted != tt.want || !res2.Judged || len(res2.Violations) != 0 {
+					t.Errorf("failurePolicy %v: second program: got %+v, want out of %q whatever the failurePolicy", fp, res2, tt.want)
+				}
+				if res3.Exhausted != tt.want {
+					t.Errorf("failurePolicy %v: third program: got %+v, want nothing run", fp, res3)
+				}
+			}
+		})
 	}
 
-	// Ignore passes over it.
-	p.failOpen = true
-	if res := p.Evaluate(context.Background(), big); len(res.Violations) != 0 {
-		t.Errorf("Ignore: got %+v", res)
+	// A namespace's part is its own: cluster-wide programs still run once
+	// it is spent, within the admission's budget.
+	c := limitedCompiler(t, Limits{NamespaceCost: one / 2, AdmissionTime: time.Hour, NamespaceTime: time.Hour})
+	team, _ := c.Compile(KindPod, validations(exprs[1]), nil, Namespaced(true))
+	cluster, _ := c.Compile(KindPod, validations(exprs[2]), nil)
+	b := NewBudget(context.Background(), c.Limits())
+	defer b.Stop()
+	if res := cluster.Evaluate(b, big); res.Exhausted != "" {
+		t.Fatalf("cluster-wide: %+v", res)
+	}
+	if res := team.Evaluate(b, big); !strings.Contains(res.Exhausted, "namespace's own policies") {
+		t.Fatalf("namespace: got %+v, want its budget spent", res)
 	}
 }
 
@@ -358,18 +422,20 @@ func TestTimeout(t *testing.T) {
 		for _, v := range p.validations {
 			got = append(got, v.prog.timed)
 		}
-		if !reflect.DeepEqual(got, tt.timed) || p.timed != slices.Contains(tt.timed, true) {
-			t.Errorf("%q: timed %v (policy %v), want %v", tt.exprs, got, p.timed, tt.timed)
+		if !reflect.DeepEqual(got, tt.timed) {
+			t.Errorf("%q: timed %v, want %v", tt.exprs, got, tt.timed)
 		}
 	}
 
+	// A request whose own time is up stops the timed expressions.
 	p := mustCompile(t, KindPod, validations("object.spec.containers.all(c, c.name != '')"), nil)
 	ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
 	defer cancel()
-	res := p.Evaluate(ctx, &Input{Object: podObject(t, 500)})
-	want := "timed out after " + Timeout.String()
-	if len(res.Violations) != 1 || !strings.Contains(res.Violations[0].Message, want) {
-		t.Fatalf("got %+v, want %q", res, want)
+	b := NewBudget(ctx, p.Limits())
+	defer b.Stop()
+	res := p.Evaluate(b, &Input{Object: podObject(t, 500)})
+	if want := "the time of the request (context deadline exceeded)"; res.Exhausted != want {
+		t.Fatalf("got %+v, want out of %q", res, want)
 	}
 }
 
@@ -382,7 +448,7 @@ func TestConcurrentEvaluate(t *testing.T) {
 	done := make(chan string)
 	for i := range 8 {
 		go func() {
-			res := p.Evaluate(context.Background(), &Input{Object: podObject(t, 1+i%2)})
+			res := p.evaluate(&Input{Object: podObject(t, 1+i%2)})
 			if i%2 == 0 {
 				done <- fmt.Sprint(len(res.Violations) == 0)
 			} else {
@@ -394,5 +460,46 @@ func TestConcurrentEvaluate(t *testing.T) {
 		if ok := <-done; ok != "true" {
 			t.Error("wrong result under concurrency")
 		}
+	}
+}
+
+func TestNamespaceTurns(t *testing.T) {
+	c, err := NewCompilerWithLimits(Limits{NamespaceTime: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, errs := c.Compile(KindPod, validations("object.metadata.name != ''"), nil, Namespaced(true))
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	in := func(ns string) *Input {
+		return &Input{Object: podObject(t, 1), Request: Request{Namespace: ns}}
+	}
+	holder := p.NewBudget(context.Background())
+	if res := p.Evaluate(holder, in("team-b")); res.Exhausted != "" || len(res.Violations) != 0 {
+		t.Fatalf("first: %+v", res)
+	}
+	// team-b's turn is taken until the holder's admission ends: another
+	// waits within its namespace's time, then is refused saying why.
+	waiter := p.NewBudget(context.Background())
+	res := p.Evaluate(waiter, in("team-b"))
+	waiter.Stop()
+	if !strings.Contains(res.Exhausted, "spent waiting for its turn (1 admissions of a namespace at a time evaluate its policies)") {
+		t.Fatalf("second in team-b: got %+v, want refused waiting for its turn", res)
+	}
+	// Another namespace has turns of its own.
+	other := p.NewBudget(context.Background())
+	if res := p.Evaluate(other, in("team-a")); res.Exhausted != "" {
+		t.Fatalf("team-a: %+v", res)
+	}
+	other.Stop()
+	holder.Stop()
+	next := p.NewBudget(context.Background())
+	defer next.Stop()
+	if res := p.Evaluate(next, in("team-b")); res.Exhausted != "" {
+		t.Fatalf("team-b after the holder: %+v", res)
+	}
+	if n := len(c.gate.turns); n != 1 {
+		t.Errorf("%d namespaces hold turns, want 1 (team-b's next)", n)
 	}
 }

@@ -1,7 +1,6 @@
 package cel
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -59,7 +58,7 @@ func FuzzCompile(f *testing.F) {
 			if p == nil {
 				t.Fatalf("%s: neither a program nor errors", kind)
 			}
-			res := p.Evaluate(context.Background(), &Input{Object: obj, Cluster: cluster})
+			res := p.evaluate(&Input{Object: obj, Cluster: cluster})
 			for _, v := range res.Violations {
 				if len(v.Message) > MaxMessageLength || !utf8.ValidString(v.Message) && utf8.ValidString(validation+message) {
 					t.Fatalf("%s: message of %d bytes or broken UTF-8: %q", kind, len(v.Message), v.Message)

@@ -1,6 +1,7 @@
 package cel
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"testing"
@@ -126,4 +127,11 @@ type fakeCluster struct {
 func (f *fakeCluster) MyApples(namespace string) []Apple {
 	f.calls++
 	return f.apples[namespace]
+}
+
+// evaluate judges in as the only policy of an admission.
+func (p *Program) evaluate(in *Input) Result {
+	b := NewBudget(context.Background(), p.Limits())
+	defer b.Stop()
+	return p.Evaluate(b, in)
 }

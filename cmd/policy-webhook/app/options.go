@@ -14,6 +14,7 @@ import (
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/policy-webhook/policy-webhook/cache"
+	"github.com/policy-webhook/policy-webhook/policy/carrier"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
@@ -115,6 +116,10 @@ type Options struct {
 	// sweep it triggers; 0 is the audit's default (2s).
 	AuditDebounce time.Duration
 
+	// PolicyLimits bound what policies may cost (CEL) and how many a
+	// namespace may hold; zero fields are the defaults.
+	PolicyLimits carrier.Limits
+
 	// QuotaReservationTTL bounds how long a reservation counts when its
 	// MyApple never appears; 0 is quota.DefaultTTL.
 	QuotaReservationTTL time.Duration
@@ -163,6 +168,12 @@ func (o Options) validate() error {
 	}
 	if o.ShutdownDelay < 0 {
 		errs = append(errs, fmt.Errorf("ShutdownDelay %s is negative", o.ShutdownDelay))
+	}
+	if err := o.PolicyLimits.CEL.WithDefaults().Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if o.PolicyLimits.PoliciesPerNamespace < 0 {
+		errs = append(errs, fmt.Errorf("PoliciesPerNamespace %d is negative", o.PolicyLimits.PoliciesPerNamespace))
 	}
 	if o.QuotaReservationTTL < 0 || o.QuotaReservationTTL >= cache.DeletedRetention {
 		errs = append(errs, fmt.Errorf("QuotaReservationTTL %s must be between 0 and %s", o.QuotaReservationTTL, cache.DeletedRetention))

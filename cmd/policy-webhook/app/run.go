@@ -39,7 +39,7 @@ func Run(ctx context.Context, opts Options) error {
 	log := opts.Log
 	log.Info("Starting policy-webhook", "policyNamespace", opts.PolicyNamespace, "host", opts.Host, "port", opts.Port,
 		"certDir", opts.CertDir, "http2", opts.EnableHTTP2, "failOpenBeforeSync", opts.FailOpenBeforeSync, "shutdownDelay", opts.ShutdownDelay.String(), "maxCacheStaleness", opts.MaxCacheStaleness.String(),
-		"replica", opts.ReplicaName, "leaderElection", opts.LeaderElection)
+		"replica", opts.ReplicaName, "leaderElection", opts.LeaderElection, "policyLimits", opts.PolicyLimits)
 
 	cfg := rest.CopyConfig(opts.RestConfig)
 	if cfg.QPS == 0 {
@@ -55,7 +55,7 @@ func Run(ctx context.Context, opts Options) error {
 
 	reg := &registrations{Registerer: opts.MetricsRegistry}
 	defer reg.unregisterAll()
-	compiler := carrier.New()
+	compiler := carrier.New(carrier.WithLimits(opts.PolicyLimits))
 	pc, cs, auditor, kube, err := newCache(cfg, opts, compiler, reg)
 	if err != nil {
 		return err
