@@ -50,44 +50,33 @@ const propagation = 30 * time.Second
 // stays true.
 type divergence struct {
 	// refused: the webhook refuses the imported policy at apply, with an
-	// error containing each of these. Not on purpose: issue 22 (the cost
-	// estimate on worst-case params and objects, branch celcost; the typing
-	// of list concatenations). Nothing else of the case is compared.
+	// error containing each of these. Not on purpose: issue 22 (the typing
+	// of list concatenations and orValue on typed fields). Nothing else of
+	// the case is compared.
 	refused []string
 	why     string
 }
 
 const (
-	whyCost    = "issue 22: the cost estimate refuses what VAP accepts (params and lists estimated at worst case); branch celcost"
 	whyTyping  = "issue 22: `object.spec.containers + object.spec.?initContainers.orValue([])` is a type error here (two list types), dynamic in VAP"
-	estimated  = "estimated cost"
 	noOverload = "found no matching overload"
 )
 
 var divergences = map[string]divergence{
-	"02-pss-baseline-privileged.yaml":                  {refused: []string{noOverload, estimated}, why: whyTyping + "; " + whyCost},
-	"03-pss-baseline-capabilities.yaml":                {refused: []string{noOverload, estimated}, why: whyTyping + "; " + whyCost},
-	"05-pss-baseline-host-ports.yaml":                  {refused: []string{noOverload}, why: whyTyping},
-	"06-pss-baseline-apparmor.yaml":                    {refused: []string{noOverload}, why: whyTyping},
-	"07-pss-baseline-selinux.yaml":                     {refused: []string{noOverload, estimated}, why: whyTyping + "; " + whyCost},
-	"08-pss-baseline-proc-mount.yaml":                  {refused: []string{noOverload}, why: whyTyping},
-	"09-pss-baseline-seccomp.yaml":                     {refused: []string{noOverload}, why: whyTyping},
-	"10-pss-baseline-sysctls.yaml":                     {refused: []string{estimated}, why: whyCost},
-	"11-pss-baseline-host-process.yaml":                {refused: []string{noOverload}, why: whyTyping},
-	"12-pss-restricted-volume-types.yaml":              {refused: []string{estimated}, why: whyCost},
-	"13-pss-restricted-privilege-escalation.yaml":      {refused: []string{noOverload}, why: whyTyping},
-	"14-pss-restricted-run-as-non-root.yaml":           {refused: []string{noOverload}, why: whyTyping},
-	"15-pss-restricted-run-as-user.yaml":               {refused: []string{noOverload}, why: whyTyping},
-	"16-pss-restricted-seccomp.yaml":                   {refused: []string{noOverload}, why: whyTyping},
-	"17-pss-restricted-capabilities.yaml":              {refused: []string{noOverload, estimated}, why: whyTyping + "; " + whyCost},
-	"18-allowed-registries.yaml":                       {refused: []string{estimated}, why: whyCost},
-	"20-docs-image-matches-namespace-environment.yaml": {refused: []string{estimated}, why: whyCost},
-	"21-disallow-latest-tag.yaml":                      {refused: []string{noOverload, estimated}, why: whyTyping + "; " + whyCost},
-	"22-require-requests-limits.yaml":                  {refused: []string{estimated}, why: whyCost},
-	"23-require-probes.yaml":                           {refused: []string{estimated}, why: whyCost},
-	"28-disallow-secrets-from-env.yaml":                {refused: []string{estimated}, why: whyCost},
-	"30-imagepullpolicy-always.yaml":                   {refused: []string{estimated}, why: whyCost},
-	"35-require-image-digest.yaml":                     {refused: []string{estimated}, why: whyCost},
+	"02-pss-baseline-privileged.yaml":             {refused: []string{noOverload}, why: whyTyping},
+	"03-pss-baseline-capabilities.yaml":           {refused: []string{noOverload}, why: whyTyping},
+	"05-pss-baseline-host-ports.yaml":             {refused: []string{noOverload}, why: whyTyping},
+	"06-pss-baseline-apparmor.yaml":               {refused: []string{noOverload}, why: whyTyping},
+	"07-pss-baseline-selinux.yaml":                {refused: []string{noOverload}, why: whyTyping},
+	"08-pss-baseline-proc-mount.yaml":             {refused: []string{noOverload}, why: whyTyping},
+	"09-pss-baseline-seccomp.yaml":                {refused: []string{noOverload}, why: whyTyping},
+	"11-pss-baseline-host-process.yaml":           {refused: []string{noOverload}, why: whyTyping},
+	"13-pss-restricted-privilege-escalation.yaml": {refused: []string{noOverload}, why: whyTyping},
+	"14-pss-restricted-run-as-non-root.yaml":      {refused: []string{noOverload}, why: whyTyping},
+	"15-pss-restricted-run-as-user.yaml":          {refused: []string{noOverload}, why: whyTyping},
+	"16-pss-restricted-seccomp.yaml":              {refused: []string{noOverload}, why: whyTyping},
+	"17-pss-restricted-capabilities.yaml":         {refused: []string{noOverload}, why: whyTyping},
+	"21-disallow-latest-tag.yaml":                 {refused: []string{noOverload}, why: whyTyping},
 }
 
 // The HTTP status of a refusal differs on purpose: the API server answers
