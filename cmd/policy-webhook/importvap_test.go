@@ -15,6 +15,8 @@ func TestImportVAPCommand(t *testing.T) {
 	dir := t.TempDir()
 	unlabelled := writeFile(t, dir, "unlabelled.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: bare, namespace: team-a}\nspec:\n  containers: [{name: a, image: registry.example.com/app:1}]\n")
 	labelled := writeFile(t, dir, "labelled.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: named, namespace: team-a, labels: {app.kubernetes.io/name: web}}\nspec:\n  containers: [{name: a, image: registry.example.com/app:1}]\n")
+	envoy := writeFile(t, dir, "envoy.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: envoy, namespace: team-a}\nspec:\n  containers: [{name: a, image: registry.example.com/app:1}]\n  initContainers: [{name: b, image: docker.io/library/envoy:v1.31.0}]\n")
+	latest := writeFile(t, dir, "latest.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: latest, namespace: team-a}\nspec:\n  containers: [{name: a, image: registry.example.com/app:1}]\n  initContainers: [{name: b, image: ghcr.io/acme/setup:latest}]\n")
 	withAudit := writeFile(t, dir, "audit.yaml", `apiVersion: admissionregistration.k8s.io/v1
 kind: ValidatingAdmissionPolicy
 metadata: {name: audited}
@@ -51,6 +53,28 @@ spec: {policyName: audited, validationActions: [Deny]}
 		args:      []string{filepath.Join(corpus, "25-require-labels.yaml")},
 		stdout:    []string{"kind: AdmissionPolicy"},
 		thenCheck: labelled, checkCode: exitAdmitted,
+	}, {
+		// Issue 22's rule, params from a ConfigMap.
+		name:      "allowed registries: check denies an image from elsewhere with the VAP's message",
+		args:      []string{filepath.Join(corpus, "18-allowed-registries.yaml")},
+		stdout:    []string{"kind: AdmissionPolicy", "allowed: registry.example.com/,ghcr.io/acme/"},
+		thenCheck: envoy, checkCode: exitDenied, checkSays: "denied: images not from an allowed registry: docker.io/library/envoy:v1.31.0",
+	}, {
+		name:      "allowed registries: check admits the allowed registries",
+		args:      []string{filepath.Join(corpus, "18-allowed-registries.yaml")},
+		stdout:    []string{"kind: AdmissionPolicy"},
+		thenCheck: labelled, checkCode: exitAdmitted,
+	}, {
+		// Typed dyn, as VAP types it: containers + init containers.
+		name:      "containers + initContainers: check denies an init container's latest tag",
+		args:      []string{filepath.Join(corpus, "21-disallow-latest-tag.yaml")},
+		stdout:    []string{"kind: AdmissionPolicy"},
+		thenCheck: latest, checkCode: exitDenied, checkSays: "Using a mutable image tag e.g. latest is not allowed: ghcr.io/acme/setup:latest",
+	}, {
+		name:      "containers + initContainers: check admits tagged images",
+		args:      []string{filepath.Join(corpus, "21-disallow-latest-tag.yaml")},
+		stdout:    []string{"kind: AdmissionPolicy"},
+		thenCheck: envoy, checkCode: exitAdmitted,
 	}, {
 		name:      "a policy ConfigMap of team-a",
 		args:      []string{"--configmap", "team-a", filepath.Join(corpus, "19-docs-max-containers.yaml")},
