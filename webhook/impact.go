@@ -35,7 +35,7 @@ func NewImpact(client rest.Interface, cluster policy.Cluster) *Impact {
 }
 
 // warnings tells a policy's author what it would do to existing objects:
-// `this policy would deny 12 existing objects: Pod team-b/web (pods.allowedRegistries), ...`.
+// `this policy would deny 2 Deployments and 12 Pods among existing objects: Deployment team-b/web (pods.allowedRegistries), ...`.
 func (i *Impact) warnings(ctx context.Context, p *policy.Policy) []string {
 	ctx, cancel := context.WithTimeout(ctx, i.budget)
 	defer cancel()

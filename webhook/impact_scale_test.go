@@ -75,7 +75,7 @@ func TestImpactCountsEveryMyAppleOfABusyNamespace(t *testing.T) {
 	begun := time.Now()
 	got := im.warnings(context.Background(), p)
 	t.Logf("%d MyApples checked in %s", n, time.Since(begun).Round(time.Millisecond))
-	want := fmt.Sprintf("this policy would deny %d existing objects: MyApple %s/apple-00000 (validations.maxPerColor)", n, ns)
+	want := fmt.Sprintf("this policy would deny %d MyApples among existing objects: MyApple %s/apple-00000 (validations.maxPerColor)", n, ns)
 	if len(got) != 1 || !strings.HasPrefix(got[0], want) {
 		t.Fatalf("warnings %q, want one starting %q", got, want)
 	}

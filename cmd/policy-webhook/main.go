@@ -1,6 +1,7 @@
-// Command policy-webhook is the admission webhook (`serve`) and its offline
+// Command policy-webhook is the admission webhook (`serve`), its offline
 // twin (`check`), which judges manifests against policy files the way the
-// webhook would judge them in a cluster.
+// webhook would judge them in a cluster, and `import-vap`, which converts
+// ValidatingAdmissionPolicies into its policies.
 package main
 
 import (
@@ -20,6 +21,7 @@ const usage = `policy-webhook judges Pod and MyApple admissions against policy.
 Usage:
   policy-webhook check -p PATH [-p PATH ...] [-n NAMESPACE] [-o text|json] FILE ...
   policy-webhook check -p PATH [-p PATH ...] [-o text|json] --cluster [--kubeconfig FILE]
+  policy-webhook import-vap [--configmap NAMESPACE] FILE ...
   policy-webhook serve [flags]
   policy-webhook version
 
@@ -41,6 +43,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	switch args[0] {
 	case "check":
 		return runCheck(ctx, args[1:], stdin, stdout, stderr)
+	case "import-vap":
+		return runImportVAP(args[1:], stdin, stdout, stderr)
 	case "serve":
 		return runServe(ctx, args[1:], stderr)
 	case "version", "--version":

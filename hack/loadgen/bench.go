@@ -68,7 +68,7 @@ func parseFlags(args []string) (benchFlags, error) {
 	fs.IntVar(&f.apiRounds, "apiserver-rounds", 15, "windows per contender through the API server, each as long as a direct run's")
 	fs.IntVar(&f.containers, "containers", 2, "containers in the load Pod (2 makes the 3.7 KB review)")
 	fs.StringVar(&f.profile, "cpu-profile", "", "if set, write policy-webhook's CPU profile under direct load (allowed Pods, c=8, 10 s) to this file")
-	stages := fs.String("stages", "direct,apiserver,propagation,memory,quota,audit,rollout", "which load stages to run")
+	stages := fs.String("stages", "direct,apiserver,registries,propagation,memory,quota,audit,rollout", "which load stages to run")
 	fs.BoolVar(&f.goBench, "go-bench", true, "run the in-process Go benchmarks first")
 	fs.StringVar(&f.benchtime, "benchtime", "1s", "go test -benchtime")
 	fs.IntVar(&f.edits, "edits", 50, "policy edits timed for propagation")
@@ -83,7 +83,7 @@ func parseFlags(args []string) (benchFlags, error) {
 	f.stages = map[string]bool{}
 	for _, st := range strings.Split(*stages, ",") {
 		switch st = strings.TrimSpace(st); st {
-		case "direct", "apiserver", "propagation", "quota", "memory", "audit", "rollout":
+		case "direct", "apiserver", "registries", "propagation", "quota", "memory", "audit", "rollout":
 			f.stages[st] = true
 		default:
 			return f, fmt.Errorf("-stages: unknown stage %q", st)
@@ -215,6 +215,12 @@ func runStages(ctx context.Context, f benchFlags, rep *report, c clients, ours, 
 	}
 	if f.stages["apiserver"] {
 		if err := apiserverRuns(ctx, f, rep, c, ours, noop, caPEM, logf); err != nil {
+			return err
+		}
+	}
+	if f.stages["registries"] {
+		logf("registries: dry-run Pod creates through the API server, the registries rule as none, VAP, built-in, CEL, c=%d", f.apiConcurrency)
+		if err := registriesRuns(ctx, f, rep, c, ours, caPEM, logf); err != nil {
 			return err
 		}
 	}

@@ -50,7 +50,10 @@ type report struct {
 	IdleRSS      map[string]int64  `json:"idleRssBytes"`
 	Direct       []directRow       `json:"direct"`
 	APIServer    []apiRow          `json:"apiserver"`
-	Propagation  propagationResult `json:"propagation"`
+	// Registries is issue 22's allowed-registries rule through the API
+	// server, by enforcement (Webhook: none, vap, builtin, cel).
+	Registries  []apiRow          `json:"registries"`
+	Propagation propagationResult `json:"propagation"`
 	// PropagationCEL is the same with a policy of CEL validations.
 	PropagationCEL propagationResult `json:"propagationCEL"`
 	Quota          quotaResult       `json:"quota"`
@@ -156,6 +159,21 @@ func (r *report) print(w io.Writer) {
 			fmt.Fprintf(tw, "webhook=%s c=%d\t%.0f\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t%d\t%.0f\t\n", a.Webhook, a.Concurrency,
 				a.Load.PerSecond, ratio(a.Load.PerSecond, base), ratio(a.Load.PerSecond, floor), a.Load.TotalPerSecond,
 				ms(a.Load.P50), ms(a.Load.P99), ms(a.Load.Max), us(a.Cost.CPUPerRequest), a.Load.Errors, a.Load.WrongVerdict, a.Cost.APIRequests)
+		}
+		fmt.Fprintln(tw)
+	}
+	if len(r.Registries) > 0 {
+		var none float64
+		for _, a := range r.Registries {
+			if a.Webhook == "none" {
+				none = a.Load.PerSecond
+			}
+		}
+		fmt.Fprintf(tw, "the registries rule through the API server (dry-run Pod create, %s rounds)\treq/s median\t×none\ttotal req/s\tp50\tp99\tmax\twebhook CPU/req\terrors\twrong\t\n", r.Settings["apiserverRounds"])
+		for _, a := range r.Registries {
+			fmt.Fprintf(tw, "%s c=%d\t%.0f\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t%d\t\n", registriesName(a.Webhook), a.Concurrency,
+				a.Load.PerSecond, ratio(a.Load.PerSecond, none), a.Load.TotalPerSecond,
+				ms(a.Load.P50), ms(a.Load.P99), ms(a.Load.Max), us(a.Cost.CPUPerRequest), a.Load.Errors, a.Load.WrongVerdict)
 		}
 		fmt.Fprintln(tw)
 	}

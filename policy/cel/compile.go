@@ -88,9 +88,14 @@ func (c *Compiler) myApplesEstimate() uint64 {
 type kindEnv struct {
 	schema *kindSchema
 	apple  *apiservercel.DeclType
-	envSet *environment.EnvSet
-	roots  map[string]*apiservercel.DeclType // for cost estimation
-	types  map[string]*apiservercel.DeclType // every named type, by name
+	// envSet types object and oldObject by the kind's schema; dynEnvSet
+	// types them dyn, as VAP does (see Compile).
+	envSet, dynEnvSet *environment.EnvSet
+	roots             map[string]*apiservercel.DeclType // for cost estimation
+	types             map[string]*apiservercel.DeclType // every named type, by name
+	// schemaTyping matches a CEL issue that is a mismatch of the kind's
+	// schema object types (see Compile).
+	schemaTyping *regexp.Regexp
 }
 
 // NewCompiler builds the environments of every kind, with DefaultLimits.
@@ -129,21 +134,27 @@ func NewCompilerWithLimits(limits Limits) (*Compiler, error) {
 func newKindEnv(ks *kindSchema) (*kindEnv, error) {
 	req, ns, apple, stats := requestType(), namespaceType(), appleType(), appleStatsType()
 	decls := []*apiservercel.DeclType{ks.declType, req, ns, apple, stats}
-	objType := ks.declType.CelType()
-	envSet, err := environment.MustBaseEnvSet(version.MustParseGeneric(EnvironmentVersion)).Extend(environment.VersionedOptions{
-		// Present at every version, as VAP's variables are.
-		IntroducedVersion: version.MajorMinor(1, 0),
-		EnvOptions: []cel.EnvOption{
-			cel.Variable(varObject, objType),
-			cel.Variable(varOldObject, objType),
-			cel.Variable(varRequest, req.CelType()),
-			cel.Variable(varNamespace, ns.CelType()),
-			cel.Variable(varParams, cel.DynType),
-			cel.Variable(varCluster, clusterCELType),
-			clusterLib(apple.CelType(), stats.CelType()),
-		},
-		DeclTypes: decls,
-	})
+	envSet := func(objType *cel.Type) (*environment.EnvSet, error) {
+		return environment.MustBaseEnvSet(version.MustParseGeneric(EnvironmentVersion)).Extend(environment.VersionedOptions{
+			// Present at every version, as VAP's variables are.
+			IntroducedVersion: version.MajorMinor(1, 0),
+			EnvOptions: []cel.EnvOption{
+				cel.Variable(varObject, objType),
+				cel.Variable(varOldObject, objType),
+				cel.Variable(varRequest, req.CelType()),
+				cel.Variable(varNamespace, ns.CelType()),
+				cel.Variable(varParams, cel.DynType),
+				cel.Variable(varCluster, clusterCELType),
+				clusterLib(apple.CelType(), stats.CelType()),
+			},
+			DeclTypes: decls,
+		})
+	}
+	typed, err := envSet(ks.declType.CelType())
+	if err != nil {
+		return nil, err
+	}
+	dyn, err := envSet(cel.DynType)
 	if err != nil {
 		return nil, err
 	}
@@ -151,14 +162,19 @@ func newKindEnv(ks *kindSchema) (*kindEnv, error) {
 	for _, d := range decls {
 		maps.Copy(named, apiservercel.FieldTypeMap(d.TypeName(), d))
 	}
+	name := regexp.QuoteMeta(ks.declType.TypeName())
 	return &kindEnv{
-		schema: ks,
-		apple:  apple,
-		envSet: envSet,
+		schema:    ks,
+		apple:     apple,
+		envSet:    typed,
+		dynEnvSet: dyn,
 		roots: map[string]*apiservercel.DeclType{
 			varObject: ks.declType, varOldObject: ks.declType, varRequest: req, varNamespace: ns,
 		},
 		types: named,
+		// cel-go: found no matching overload for '_+_' applied to
+		// '(list(Pod.spec.containers.@idx), list(Pod.spec.initContainers.@idx))'
+		schemaTyping: regexp.MustCompile(`^found no matching overload for '[^']*' applied to '.*[(, ]` + name + `[.,)]`),
 	}, nil
 }
 
@@ -186,6 +202,22 @@ func Namespaced(namespaced bool) CompileOption {
 // the policy's params as k8s.io/apimachinery/pkg/util/json decodes them.
 // Every problem is returned, by field path relative to the spec. A spec
 // without validations compiles to a nil Program.
+//
+// Expressions are checked with object and oldObject typed by the kind's
+// schema, which finds unknown fields and type mistakes when the policy is
+// applied. VAP types them dyn (its schema check only warns), and some
+// idioms of VAP policies type-check only so:
+// `object.spec.containers + object.spec.?initContainers.orValue([])` (two
+// list types) or `c.?securityContext.orValue({})` (an object type and a
+// map). When the only problems of a policy are such mismatches of the
+// schema's object types, which an object, being JSON, does not have, the
+// policy is compiled again as VAP compiles it, object and oldObject dyn
+// and evaluated as plain JSON values, as VAP evaluates them, and its
+// errors, if any, are returned (the mismatches forgiven, what else is
+// wrong: a cost, a result type). Unknown fields, mismatches of scalars,
+// and every other error of the typed check are refused as they are. Within
+// the expression of a mismatch the schema checks no more than VAP: a field
+// of `c` in `(a + b).all(c, ...)` is known at runtime.
 func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any, opts ...CompileOption) (*Program, field.ErrorList) {
 	var o compileOptions
 	for _, opt := range opts {
@@ -217,24 +249,49 @@ func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any, o
 	if len(errs) > 0 {
 		return nil, errs
 	}
+	p, errs, typingOnly := c.compile(kind, ke, spec, params, failurePolicy, &o, false)
+	if len(errs) == 0 || !typingOnly {
+		return p, errs
+	}
+	p, errs, _ = c.compile(kind, ke, spec, params, failurePolicy, &o, true)
+	return p, errs
+}
 
+// compile compiles spec once, object and oldObject typed by the schema or
+// dyn. typingOnly says that the errors, if any, are all mismatches of the
+// schema's object types.
+func (c *Compiler) compile(kind string, ke *kindEnv, spec *v1alpha1.PolicySpec, params any, failurePolicy v1alpha1.FailurePolicy, o *compileOptions, dynamic bool) (*Program, field.ErrorList, bool) {
+	var errs field.ErrorList
 	// variables gets a field per variable as each compiles, so that an
 	// expression sees only the variables before it, as in VAP.
 	varsType := apiservercel.NewObjectType("kubernetes.variables", map[string]*apiservercel.DeclField{})
-	envSet, err := ke.envSet.Extend(environment.VersionedOptions{
+	base := ke.envSet
+	if dynamic {
+		base = ke.dynEnvSet
+	}
+	envSet, err := base.Extend(environment.VersionedOptions{
 		IntroducedVersion: version.MajorMinor(1, 0),
 		EnvOptions:        []cel.EnvOption{cel.Variable(varVariables, varsType.CelType())},
 		DeclTypes:         []*apiservercel.DeclType{varsType},
 	})
 	if err != nil {
-		return nil, field.ErrorList{field.InternalError(nil, fmt.Errorf("extending the CEL environment: %w", err))}
+		return nil, field.ErrorList{field.InternalError(nil, fmt.Errorf("extending the CEL environment: %w", err))}, false
 	}
 	env, err := envSet.Env(environment.NewExpressions)
 	if err != nil {
-		return nil, field.ErrorList{field.InternalError(nil, fmt.Errorf("loading the CEL environment: %w", err))}
+		return nil, field.ErrorList{field.InternalError(nil, fmt.Errorf("loading the CEL environment: %w", err))}, false
 	}
 	roots := maps.Clone(ke.roots)
 	roots[varVariables] = varsType
+	// A variable that is a path from a root has that root's type for the
+	// expressions after it; from a dyn object, dyn. Its size is the path's
+	// either way, by its alias.
+	typeRoots := roots
+	if dynamic {
+		typeRoots = maps.Clone(roots)
+		delete(typeRoots, varObject)
+		delete(typeRoots, varOldObject)
+	}
 	aliases := map[string][]string{}
 	apples := c.myApplesEstimate()
 	cc := &compilation{
@@ -243,6 +300,9 @@ func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any, o
 		sure:       newCostEstimator(roots, params, aliases, true, apples),
 		costLimit:  c.limits.expressionCost(o.namespaced),
 		namespaced: o.namespaced,
+	}
+	if !dynamic {
+		cc.schemaTyping = ke.schemaTyping
 	}
 
 	p := &Program{
@@ -254,6 +314,7 @@ func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any, o
 		limits:     &c.limits,
 		gate:       c.gate,
 		params:     types.NullValue,
+		dynamic:    dynamic,
 	}
 	if params != nil {
 		if err := checkJSONValue(params); err != nil {
@@ -279,10 +340,10 @@ func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any, o
 			errs = append(errs, ferr)
 			dt = apiservercel.DynType
 		} else {
-			if path := exprPath(ast.NativeRep().Expr()); len(path) > 0 && path[0] == varParams {
+			if path := exprPath(ast.NativeRep().Expr()); len(path) > 0 && (path[0] == varParams || path[0] == varObject || path[0] == varOldObject) {
 				aliases[v.Name] = path
 			}
-			if dt = ke.pathDeclType(ast.NativeRep().Expr(), roots, apples); dt == nil {
+			if dt = ke.pathDeclType(ast.NativeRep().Expr(), typeRoots, apples); dt == nil {
 				dt = ke.declTypeOf(ast.OutputType())
 			}
 		}
@@ -345,12 +406,12 @@ func (c *Compiler) Compile(kind string, spec *v1alpha1.PolicySpec, params any, o
 		p.validations = append(p.validations, cv)
 	}
 	if len(errs) > 0 {
-		return nil, errs
+		return nil, errs, cc.typingErrs == len(errs)
 	}
 	if len(p.validations) == 0 {
-		return nil, nil
+		return nil, nil, false
 	}
-	return p, nil
+	return p, nil, false
 }
 
 // compilation is the state of one Compile call.
@@ -362,6 +423,11 @@ type compilation struct {
 	costLimit   uint64 // per expression, of the policy's scope
 	namespaced  bool
 	untimedCost uint64 // estimated worst case of the untimed expressions
+	// schemaTyping matches an issue that is a mismatch of the schema's
+	// object types; typingErrs counts the expressions whose every issue
+	// is one.
+	schemaTyping *regexp.Regexp
+	typingErrs   int
 }
 
 // compile compiles one expression; want nil accepts any result type.
@@ -374,6 +440,9 @@ func (cc *compilation) compile(path *field.Path, expr string, want *cel.Type) (p
 	}
 	ast, iss := cc.env.Compile(expr)
 	if iss != nil && iss.Err() != nil {
+		if cc.schemaTypingOnly(iss) {
+			cc.typingErrs++
+		}
 		return program{}, nil, field.Invalid(path, expr, issuesDetail(iss))
 	}
 	out := ast.OutputType()
@@ -415,6 +484,20 @@ func (cc *compilation) compile(path *field.Path, expr string, want *cel.Type) (p
 		p.timed = true
 	}
 	return p, ast, nil
+}
+
+// schemaTypingOnly says whether every issue is a mismatch of the schema's
+// object types.
+func (cc *compilation) schemaTypingOnly(iss *cel.Issues) bool {
+	if cc.schemaTyping == nil {
+		return false
+	}
+	for _, e := range iss.Errors() {
+		if !cc.schemaTyping.MatchString(e.Message) {
+			return false
+		}
+	}
+	return true
 }
 
 func scopeName(namespaced bool) string {

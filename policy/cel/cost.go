@@ -65,7 +65,13 @@ func (e *sizeEstimator) sizeOf(path []string) *checker.SizeEstimate {
 		case "@items", "@values":
 			t = t.ElemType
 		case "@keys":
-			t = t.KeyType
+			// An element of a list typed dyn, as object's are in a
+			// dyn compilation (see paramsSize).
+			if t.IsList() {
+				t = t.ElemType
+			} else {
+				t = t.KeyType
+			}
 		default:
 			if t.IsMap() {
 				// labels.team selects a value of the map.

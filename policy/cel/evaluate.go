@@ -26,12 +26,16 @@ const untimedCostLimit = 10_000
 
 // Program is a policy's compiled CEL for one kind, safe for concurrent use.
 type Program struct {
-	kind        string
-	schema      *kindSchema
-	varsType    *apiservercel.DeclType
-	params      ref.Val
-	failOpen    bool
-	namespaced  bool // a namespace's own policy, held to its tighter limits
+	kind       string
+	schema     *kindSchema
+	varsType   *apiservercel.DeclType
+	params     ref.Val
+	failOpen   bool
+	namespaced bool // a namespace's own policy, held to its tighter limits
+	// dynamic: object and oldObject were typed dyn (see Compile), and are
+	// plain JSON values, as VAP evaluates them, not values of the schema
+	// (whose map lists merge when added and compare regardless of order).
+	dynamic     bool
 	limits      *Limits
 	gate        *Gate
 	variables   []compiledVariable
@@ -228,12 +232,12 @@ func (a *activation) ResolveName(name string) (any, bool) {
 	switch name {
 	case varObject:
 		if a.object == nil {
-			a.object = a.p.schema.val(a.in.Object)
+			a.object = a.p.objectVal(a.in.Object)
 		}
 		return a.object, true
 	case varOldObject:
 		if a.oldObject == nil {
-			a.oldObject = a.p.schema.val(a.in.OldObject)
+			a.oldObject = a.p.objectVal(a.in.OldObject)
 		}
 		return a.oldObject, true
 	case varRequest:
@@ -306,6 +310,17 @@ func (a *activation) eval(prog program) (ref.Val, error) {
 		return nil, err
 	}
 	return val, nil
+}
+
+// objectVal is obj as the program's expressions read it.
+func (p *Program) objectVal(obj map[string]any) ref.Val {
+	if !p.dynamic {
+		return p.schema.val(obj)
+	}
+	if obj == nil {
+		return types.NullValue
+	}
+	return types.DefaultTypeAdapter.NativeToValue(obj)
 }
 
 // val wraps an object without copying it, as the VAP plugin does.

@@ -26,6 +26,7 @@ func FuzzCompile(f *testing.F) {
 		{"{'a': 1}", "(", "object.spec.containers[0].image.startsWith(", "'\\u00e9'"},
 		{"object.spec.containers", "size(variables.v) > 0", "variables.v.exists(c, c.ports.exists(p, p.containerPort == 8080))", "variables.v[0].name"},
 		{"object.metadata.labels", "'app' in variables.v", "object.spec.containers[0].resources.limits == {'cpu': '500m'}", "object.metadata.?annotations.orValue({}).size() > 0 ? 'a' : 'b'"},
+		{"object.spec.containers + object.spec.?initContainers.orValue([])", "object.spec.?securityContext.?seLinuxOptions.orValue({}).?type.orValue('') == ''", "variables.v.all(c, c.?securityContext.?privileged.orValue(false) == false)", "variables.v.map(c, c.image).join(', ')"},
 		{"object.spec.?containers.orValue([])", "has(object.metadata.labels.app)", "object.spec.containers.all(i, c, i == 0 || c.image == object.spec.containers[0].image)", "object.spec.containers.map(c, c.name).join(',')"},
 	} {
 		f.Add(seed.variable, seed.condition, seed.validation, seed.message)

@@ -90,7 +90,7 @@ func TestBusyNamespace(t *testing.T) {
 	begun := time.Now()
 	warnings := h.policyWarnings(t, ns, "colors", quotaByColor)
 	t.Logf("impact warnings of the policy, %s: %.200q", time.Since(begun).Round(time.Millisecond), warnings)
-	want := fmt.Sprintf("this policy would deny %d existing objects", n)
+	want := fmt.Sprintf("this policy would deny %d MyApples among existing objects", n)
 	if len(warnings) != 1 || !strings.HasPrefix(warnings[0], want) {
 		t.Errorf("impact warnings %q, want one starting %q", warnings, want)
 	}
