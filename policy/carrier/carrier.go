@@ -109,7 +109,7 @@ func (c *Compiler) TooManyPolicies(src policy.Source, policyNamespace string, ex
 // admission of a policy object uses, so that an expression is estimated
 // at the sizes it will meet.
 func (c *Compiler) WithMyApplesBound(bound func() int) *Compiler {
-	return &Compiler{cel: sync.OnceValues(func() (*cel.Compiler, error) {
+	return &Compiler{limits: c.limits, cel: sync.OnceValues(func() (*cel.Compiler, error) {
 		cc, err := c.cel()
 		if err != nil {
 			return nil, err

@@ -131,3 +131,12 @@ func TestCostAtApply(t *testing.T) {
 		t.Errorf("a namespace's 300² loop: got %v, want %q", err, want)
 	}
 }
+
+// A compiler estimating at the cache's namespaces holds policies to the
+// same limits as the one it comes from.
+func TestWithMyApplesBoundKeepsLimits(t *testing.T) {
+	c := New(WithLimits(Limits{PoliciesPerNamespace: 3}))
+	if got := c.WithMyApplesBound(func() int { return 1 }).Limits(); got != c.Limits() {
+		t.Errorf("limits %+v, want %+v", got, c.Limits())
+	}
+}
