@@ -245,6 +245,9 @@ func (f *fixture) lastGoodKey() []byte {
 		"metadata": map[string]any{"name": cache.LastGoodKeySecret, "namespace": fakecluster.PolicyNamespace},
 		"data":     map[string]any{cache.LastGoodKeyData: base64.StdEncoding.EncodeToString(key)},
 	}})
+	// Entries written before the cache holds the key would not verify, and
+	// the leader would remove them as forged.
+	fakecluster.Eventually(f.T, "the cache holds the key", func() bool { return f.cache.LastGoodKey() != nil })
 	return key
 }
 
