@@ -46,8 +46,8 @@ func main() {
 	flag.StringVar(&o.crdDir, "crd-dir", "manifests/crds", "directory of the CRD manifests to install")
 	flag.StringVar(&o.policyNamespace, "policy-namespace", webhook.DefaultPolicyNamespace, "the webhook's namespace, whose policy ConfigMaps apply cluster-wide")
 	flag.DurationVar(&o.startupTimeout, "startup-timeout", 2*time.Minute, "how long the control plane and the webhook may take to come up")
-	flag.StringVar(&o.reportCRDDir, "report-crd-dir", "manifests/components/policyreports", "directory of the PolicyReport CRDs the audit writes into; empty: not installed")
-	flag.DurationVar(&o.auditInterval, "audit-interval", 5*time.Second, "how often the webhook audits the existing objects into PolicyReports (kubectl get polr -A); 0: no audit")
+	flag.StringVar(&o.reportCRDDir, "report-crd-dir", "manifests/components/openreports", "directory of the report CRDs the audit writes into (manifests/components/policyreports with --report-format=wgpolicyk8s among the webhook's arguments); empty: not installed")
+	flag.DurationVar(&o.auditInterval, "audit-interval", 5*time.Second, "how often the webhook audits the existing objects into reports (kubectl get reports -A); 0: no audit")
 	flag.BoolVar(&o.verbose, "v", false, "debug logs")
 	flag.Parse()
 

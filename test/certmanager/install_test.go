@@ -101,6 +101,7 @@ func checkRBAC(t *testing.T, objs []*unstructured.Unstructured) {
 		{APIGroups: []string{"policy.example.com"}, Resources: []string{"admissionpolicies/status"}, Verbs: []string{"patch"}},
 		{APIGroups: []string{"stable.example.com"}, Resources: []string{"myapples"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"list"}},
+		{APIGroups: []string{"openreports.io"}, Resources: []string{"reports"}, Verbs: []string{"get", "list", "create", "patch", "delete"}},
 		{APIGroups: []string{"wgpolicyk8s.io"}, Resources: []string{"policyreports"}, Verbs: []string{"get", "list", "create", "patch", "delete"}},
 	}
 	if !equality.Semantic.DeepEqual(cr.Rules, wantCluster) {
