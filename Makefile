@@ -23,7 +23,7 @@ CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@$(CO
 GOLANGCI_LINT_VERSION := $(shell sed -n 's|^require github.com/golangci/golangci-lint/v2 ||p' hack/tools/lint/go.mod)
 GOLANGCI_LINT := $(TOOLS_CACHE)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 # What make generate and make manifests write, diffed by make verify.
-GENERATED := apis/policy/v1alpha1/zz_generated.deepcopy.go apis/wgpolicyk8s/v1alpha2/zz_generated.deepcopy.go manifests/crds manifests/components/policyreports policy/cel/schemas
+GENERATED := apis/policy/v1alpha1/zz_generated.deepcopy.go apis/wgpolicyk8s/v1alpha2/zz_generated.deepcopy.go manifests/crds manifests/components/policyreports manifests/components/openreports policy/cel/schemas
 
 .PHONY: help
 help: ## Show the targets.
@@ -68,9 +68,12 @@ generate: ## Regenerate deepcopy code and the schemas CEL expressions are typed 
 	cp manifests/crds/stable.example.com_myapples.yaml policy/cel/schemas/myapples.yaml
 
 .PHONY: manifests
-manifests: ## Regenerate the AdmissionPolicy CRD into manifests/crds and the PolicyReport CRDs into manifests/components/policyreports.
+manifests: ## Regenerate the AdmissionPolicy CRD into manifests/crds and the PolicyReport CRDs into manifests/components/policyreports; copy the OpenReports CRDs of the go.mod version into manifests/components/openreports.
 	$(CONTROLLER_GEN) crd paths=./apis/policy/v1alpha1/... output:crd:artifacts:config=manifests/crds
 	$(CONTROLLER_GEN) crd paths=./apis/wgpolicyk8s/... output:crd:artifacts:config=manifests/components/policyreports
+	# The module's own CRDs, so that the schema the API server checks is the
+	# one its Go types were written for (install: the module cache is read only).
+	install -m 0644 "$$($(GO) list -m -f '{{.Dir}}' github.com/openreports/reports-api)"/config/crd/openreports.io_{clusterreports,reports}.yaml manifests/components/openreports/
 
 .PHONY: tools
 tools: $(TOOLS_DIR)/.complete ## Build kube-apiserver, kube-controller-manager, kubectl and etcd into the tools cache.

@@ -81,6 +81,12 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		auditEvery    = fs.Duration("audit-interval", reports.DefaultInterval, "how often the elected replica judges every existing Pod and MyApple into PolicyReports and AdmissionPolicy status (also right after a policy change); 0 for no audit")
 	)
 	policyLimits := bindPolicyLimits(fs)
+	reportFormat := reports.FormatOpenReports
+	fs.Var(&reportFormat, "report-format", fmt.Sprintf("the API the audit writes its reports in, one per namespace with violations: %s (openreports.io/v1alpha1 Reports) or %s (wgpolicyk8s.io/v1alpha2 PolicyReports)", reports.FormatOpenReports, reports.FormatWGPolicy))
+	var (
+		reportMax    = fs.Int("report-max-results", reports.DefaultMaxResults, "how many results a report lists at most (its summary counts them all); fewer when they would take a report over 1 MiB")
+		reportPasses = fs.Bool("report-passes", false, "list a pass result in the reports for each policy an object passes (off: only violations are listed, passes counted in the summary)")
+	)
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -150,6 +156,9 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		LedgerCleanupInterval:   *ledgerSweep,
 		AuditInterval:           *auditEvery,
 		PolicyLimits:            policyLimits(),
+		ReportFormat:            reportFormat,
+		ReportMaxResults:        *reportMax,
+		ReportPasses:            *reportPasses,
 		Log:                     log.WithName("policy-webhook"),
 	})
 	if err != nil {

@@ -49,10 +49,18 @@ type Config struct {
 	Policies Policies
 	// REST lists Pods and MyApples in pages.
 	REST rest.Interface
-	// Dynamic writes PolicyReports.
+	// Dynamic writes the reports.
 	Dynamic dynamic.Interface
-	// Discovery tells whether the PolicyReport CRDs are installed.
+	// Discovery tells whether the CRDs of the reports are installed.
 	Discovery discovery.DiscoveryInterface
+	// Format of the reports; "" is FormatOpenReports.
+	Format Format
+	// MaxResults a report lists, the summary counting them all; 0 is
+	// DefaultMaxResults.
+	MaxResults int
+	// Passes lists a pass result for each policy an object passes, off by
+	// default: they would outnumber the violations by far.
+	Passes bool
 	// Interval between sweeps; 0 is DefaultInterval.
 	Interval time.Duration
 	// Debounce is how long a policy change waits for more before the sweep
@@ -108,6 +116,15 @@ func New(cfg Config) (*Auditor, error) {
 	if cfg.SweepShare < 0 || cfg.SweepShare > 1 {
 		errs = append(errs, fmt.Errorf("the sweep's CPU share must be in (0, 1], not %g", cfg.SweepShare))
 	}
+	if cfg.Format == "" {
+		cfg.Format = FormatOpenReports
+	}
+	if err := new(Format).Set(string(cfg.Format)); err != nil {
+		errs = append(errs, err)
+	}
+	if cfg.MaxResults < 0 {
+		errs = append(errs, fmt.Errorf("the maximum of results per report %d must not be negative", cfg.MaxResults))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("configuring the audit: %w", err)
 	}
@@ -122,6 +139,9 @@ func New(cfg Config) (*Auditor, error) {
 	}
 	if cfg.SweepShare == 0 {
 		cfg.SweepShare = DefaultSweepShare
+	}
+	if cfg.MaxResults == 0 {
+		cfg.MaxResults = DefaultMaxResults
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}
@@ -257,7 +277,7 @@ type SweepSummary struct {
 func (a *Auditor) Sweep(ctx context.Context) (SweepSummary, error) {
 	snap := a.cfg.Policies.Snapshot()
 	now := metav1.NewTime(a.cfg.Clock.Now())
-	f := newFindings(metav1.Timestamp{Seconds: now.Unix()})
+	f := newFindings(metav1.Timestamp{Seconds: now.Unix()}, a.cfg.MaxResults, a.cfg.Passes)
 	violations := 0
 	p := newPacer(a.cfg.SweepShare)
 	totals, err := audit.Sweep(ctx, a.lister, func(r *policy.Request) policy.Decision {
@@ -283,7 +303,7 @@ func (a *Auditor) Sweep(ctx context.Context) (SweepSummary, error) {
 	}
 	a.firstSeen = f.firstSeen
 	a.metrics.setViolations(f.counts)
-	byNamespace := f.withViolations()
+	byNamespace := f.reported()
 	a.publish(snap.Policies(), f.policies, now)
 	err = a.writeReports(ctx, byNamespace)
 	return SweepSummary{Totals: totals, Violations: violations, Namespaces: len(byNamespace)}, err

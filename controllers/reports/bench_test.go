@@ -118,7 +118,7 @@ func BenchmarkSweep(b *testing.B) {
 		"pods":     map[string]any{"allowedRegistries": []any{"registry.example.com/"}, "disallowedTags": []any{"latest"}},
 		"myApples": map[string]any{"allowedColors": []any{"red", "green"}, "maxTotalQuantityPerNamespace": int64(1000)},
 	})
-	e.installReportCRDs(b)
+	e.installReportCRDs(b, reports.FormatOpenReports)
 
 	c, err := cache.New(cache.Config{Dynamic: e.dyn, Metadata: e.meta, PolicyNamespace: "policy-system"})
 	if err != nil {

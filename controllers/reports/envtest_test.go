@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/testr"
+	openreports "github.com/openreports/reports-api/apis/openreports.io/v1alpha1"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
@@ -64,17 +65,26 @@ func newEnvFor(t testing.TB, cfg *rest.Config, cp *devenv.ControlPlane) *env {
 	return e
 }
 
-// installReportCRDs installs the CRDs of manifests/components/policyreports.
-func (e *env) installReportCRDs(t testing.TB) {
+// reportComponent is the kustomize component of format's CRDs.
+func reportComponent(format reports.Format) string {
+	if format == reports.FormatWGPolicy {
+		return "policyreports"
+	}
+	return "openreports"
+}
+
+// installReportCRDs installs the CRDs of format's component: for
+// OpenReports, those of the reports-api module, copied by make manifests.
+func (e *env) installReportCRDs(t testing.TB, format reports.Format) {
 	t.Helper()
 	root, err := devenv.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := envtest.InstallCRDs(e.cp.Config, envtest.CRDInstallOptions{
-		Paths: []string{filepath.Join(root, "manifests", "components", "policyreports")}, ErrorIfPathMissing: true,
+		Paths: []string{filepath.Join(root, "manifests", "components", reportComponent(format))}, ErrorIfPathMissing: true,
 	}); err != nil {
-		t.Fatalf("installing the PolicyReport CRDs: %v", err)
+		t.Fatalf("installing the %s CRDs: %v", format, err)
 	}
 }
 
@@ -127,14 +137,39 @@ func (e *env) touchPolicy(t *testing.T, ctx context.Context, ns, name string, n 
 	}
 }
 
-func (e *env) report(ctx context.Context, ns string) (*report.PolicyReport, error) {
-	u, err := e.dyn.Resource(report.PolicyReportResource).Namespace(ns).Get(ctx, reports.ReportName, metav1.GetOptions{})
+// report reads the report of namespace ns in format, seen as a PolicyReport
+// (an OpenReports Report has the same results under other Go names).
+func (e *env) report(ctx context.Context, format reports.Format, ns string) (*report.PolicyReport, error) {
+	gvr := report.PolicyReportResource
+	if format == reports.FormatOpenReports {
+		gvr = reports.OpenReportsResource
+	}
+	u, err := e.dyn.Resource(gvr).Namespace(ns).Get(ctx, reports.ReportName, metav1.GetOptions{})
 	if err != nil {
 		return nil, err
 	}
 	var r report.PolicyReport
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &r); err != nil {
+	if format == reports.FormatWGPolicy {
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &r); err != nil {
+			return nil, err
+		}
+		return &r, nil
+	}
+	var or openreports.Report
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &or); err != nil {
 		return nil, err
+	}
+	if or.Kind != "Report" || or.Source != reports.ReportSource || or.Configuration == nil || or.Configuration.Limits.MaxResults != reports.DefaultMaxResults {
+		return nil, fmt.Errorf("report %s/%s: kind %q, source %q, configuration %+v", ns, or.Name, or.Kind, or.Source, or.Configuration)
+	}
+	r.ObjectMeta = or.ObjectMeta
+	r.Summary = report.PolicyReportSummary{Pass: or.Summary.Pass, Fail: or.Summary.Fail, Warn: or.Summary.Warn, Error: or.Summary.Error, Skip: or.Summary.Skip}
+	for _, x := range or.Results {
+		r.Results = append(r.Results, report.PolicyReportResult{
+			Source: x.Source, Policy: x.Policy, Rule: x.Rule, Category: x.Category, Severity: report.Severity(x.Severity),
+			Timestamp: x.Timestamp, Result: report.Result(x.Result), Scored: x.Scored, Resources: x.Subjects,
+			Message: x.Description, Properties: x.Properties,
+		})
 	}
 	return &r, nil
 }
@@ -160,9 +195,17 @@ func poll(t *testing.T, ctx context.Context, what string, cond func(context.Cont
 }
 
 // TestAuditOnAPIServer: objects created before the policies appear in the
-// AdmissionPolicy status and, once their CRDs exist, in PolicyReports; a
-// policy change sweeps; fixed and deleted objects leave the reports.
+// AdmissionPolicy status and, once their CRDs exist, in the reports; a
+// policy change sweeps; fixed and deleted objects leave the reports. In
+// each format: OpenReports Reports (the default) checked by the schema of
+// the reports-api module's CRDs, and wgpolicyk8s PolicyReports.
 func TestAuditOnAPIServer(t *testing.T) {
+	for _, format := range reports.Formats() {
+		t.Run(string(format), func(t *testing.T) { testAuditOnAPIServer(t, format) })
+	}
+}
+
+func testAuditOnAPIServer(t *testing.T, format reports.Format) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	e := startEnv(t)
@@ -196,7 +239,7 @@ func TestAuditOnAPIServer(t *testing.T) {
 	// audit publishes.
 	var cs *controllers.Controllers
 	a, err := reports.New(reports.Config{
-		Policies: cache, REST: e.kube.CoreV1().RESTClient(), Dynamic: e.dyn, Discovery: e.kube.Discovery(),
+		Policies: cache, REST: e.kube.CoreV1().RESTClient(), Dynamic: e.dyn, Discovery: e.kube.Discovery(), Format: format,
 		Interval: time.Hour, // only policy changes sweep here, after the first
 		Debounce: 100 * time.Millisecond, PageSize: 1, Log: testr.New(t), Metrics: reg,
 		Swept: func() { cs.Status.AuditSwept() },
@@ -250,16 +293,16 @@ func TestAuditOnAPIServer(t *testing.T) {
 	if n := promtest.One(t, reg, reports.MetricViolations, map[string]string{"source": "AdmissionPolicy registries", "rule": "pods.allowedRegistries", "enforcement": "Deny"}); n != 1 {
 		t.Errorf("violations gauge = %v, want 1", n)
 	}
-	if _, err := e.report(ctx, "team-a"); !apierrors.IsNotFound(err) {
+	if _, err := e.report(ctx, format, "team-a"); !apierrors.IsNotFound(err) {
 		t.Fatalf("a report without its CRD: %v", err)
 	}
 
 	// With the CRDs, a policy change sweeps and writes the reports.
-	e.installReportCRDs(t)
+	e.installReportCRDs(t, format)
 	changed := time.Now()
 	e.touchPolicy(t, ctx, "policy-system", "tags", 1)
 	poll(t, ctx, "the PolicyReports", func(ctx context.Context) error {
-		ra, err := e.report(ctx, "team-a")
+		ra, err := e.report(ctx, format, "team-a")
 		if err != nil {
 			return err
 		}
@@ -279,7 +322,7 @@ func TestAuditOnAPIServer(t *testing.T) {
 		if warn.Policy != "ConfigMap policy-system/tags" || warn.Rule != "pods.disallowedTags" || warn.Properties[reports.PropertyEnforcement] != "Warn" {
 			return fmt.Errorf("warn result %+v", warn)
 		}
-		rb, err := e.report(ctx, "team-b")
+		rb, err := e.report(ctx, format, "team-b")
 		if err != nil {
 			return err
 		}
@@ -290,7 +333,7 @@ func TestAuditOnAPIServer(t *testing.T) {
 	})
 	// Report freshness: from the policy change to reports that reflect it,
 	// a debounce (100 ms here, 2 s by default) and one sweep.
-	t.Logf("PolicyReports reflected the policy change %s after it", time.Since(changed).Round(time.Millisecond))
+	t.Logf("reports reflected the policy change %s after it", time.Since(changed).Round(time.Millisecond))
 
 	// Fixed (the MyApple) and deleted (the Pod): their results go, and so
 	// do the reports of namespaces left with none.
@@ -301,7 +344,7 @@ func TestAuditOnAPIServer(t *testing.T) {
 	e.touchPolicy(t, ctx, "policy-system", "tags", 2)
 	poll(t, ctx, "the reports to go", func(ctx context.Context) error {
 		for _, ns := range []string{"team-a", "team-b"} {
-			if _, err := e.report(ctx, ns); !apierrors.IsNotFound(err) {
+			if _, err := e.report(ctx, format, ns); !apierrors.IsNotFound(err) {
 				return fmt.Errorf("report in %s: %w", ns, err)
 			}
 		}

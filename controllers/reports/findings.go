@@ -1,6 +1,9 @@
 package reports
 
 import (
+	"slices"
+	"unicode/utf8"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -13,16 +16,30 @@ import (
 
 // Bounds of what a sweep writes, however many objects break a rule.
 const (
-	// MaxResultsPerReport keeps a namespace's PolicyReport within etcd's
-	// object size: results past it are counted in the summary, not listed.
-	MaxResultsPerReport = 1000
+	// DefaultMaxResults is how many results a namespace's report lists by
+	// default: those past it are counted in the summary, not listed.
+	DefaultMaxResults = 1000
+	// MaxReportBytes bounds a report object as the API server stores it,
+	// well under etcd's 1.5 MiB request limit: results are dropped from the
+	// end of the list until the encoding fits, whatever the input.
+	MaxReportBytes = 1 << 20
+	// reportHeadroom is left under MaxReportBytes for what the API server
+	// adds to what the audit sends (uid, resourceVersion, creation time,
+	// managedFields: under 1 KiB, the results list being atomic).
+	reportHeadroom = 16 << 10
+	// MaxMessageBytes bounds a result's message and each of its
+	// properties, so that no one result takes much of a report.
+	MaxMessageBytes = 1024
 	// MaxStatusViolations is how many violations an AdmissionPolicy's
 	// status.audit lists; totalViolations counts them all.
 	MaxStatusViolations = 20
 )
 
-// ReportSource is the source a PolicyReport result names: the engine.
+// ReportSource is the source a report and its results name: the engine.
 const ReportSource = "policy-webhook"
+
+// Category of every result the audit writes.
+const Category = "Admission policy"
 
 // Properties of a report result that carry what the schema has no field for.
 const (
@@ -44,11 +61,22 @@ type resultKey struct {
 	source, rule, field string
 }
 
-// namespaceFindings are the results of one namespace, as its report holds them.
+// namespaceFindings are the results of one namespace, as its report holds
+// them: violations first, then passes (when listed), so that passes never
+// crowd a violation out of the report.
 type namespaceFindings struct {
 	summary report.PolicyReportSummary
 	results []report.PolicyReportResult
-	omitted int
+	passes  []report.PolicyReportResult
+}
+
+// listed are the results a report lists, at most max of them.
+func (nf *namespaceFindings) listed(maxResults int) []report.PolicyReportResult {
+	out := nf.results[:min(len(nf.results), maxResults)]
+	if room := maxResults - len(out); room > 0 && len(nf.passes) > 0 {
+		out = append(out[:len(out):len(out)], nf.passes[:min(len(nf.passes), room)]...)
+	}
+	return out
 }
 
 // policyFindings are one policy source's violations, as its status holds them.
@@ -59,6 +87,10 @@ type policyFindings struct {
 
 // findings are what one sweep found.
 type findings struct {
+	// maxResults is how many results of a namespace are kept to list;
+	// passes whether objects' passes are listed too.
+	maxResults int
+	passes     bool
 	namespaces map[string]*namespaceFindings
 	policies   map[string]*policyFindings // by policy.Source.String()
 	counts     map[metricKey]int
@@ -66,8 +98,10 @@ type findings struct {
 	now        metav1.Timestamp
 }
 
-func newFindings(now metav1.Timestamp) *findings {
+func newFindings(now metav1.Timestamp, maxResults int, passes bool) *findings {
 	return &findings{
+		maxResults: maxResults,
+		passes:     passes,
 		namespaces: map[string]*namespaceFindings{},
 		policies:   map[string]*policyFindings{},
 		counts:     map[metricKey]int{},
@@ -80,20 +114,19 @@ func newFindings(now metav1.Timestamp) *findings {
 // each violation the previous sweep found.
 func (f *findings) add(o *audit.Object, d *policy.Decision, seen map[resultKey]metav1.Timestamp) {
 	ns := f.namespaces[o.Namespace]
-	if len(d.Violations) == 0 {
-		if ns != nil {
-			ns.summary.Pass++
-		} else {
-			// Counted once the namespace has a report, see passes.
-			f.namespaces[o.Namespace] = &namespaceFindings{summary: report.PolicyReportSummary{Pass: 1}}
-		}
-		return
-	}
 	if ns == nil {
 		ns = &namespaceFindings{}
 		f.namespaces[o.Namespace] = ns
 	}
 	ref := objectReference(o)
+	if f.passes {
+		f.addPasses(ns, o, d, ref, seen)
+	}
+	if len(d.Violations) == 0 {
+		// Counted whether or not the namespace gets a report: see reported.
+		ns.summary.Pass++
+		return
+	}
 	for i := range d.Violations {
 		v := &d.Violations[i]
 		f.counts[metricKey{v.Source, v.Rule, v.Enforcement}]++
@@ -123,24 +156,66 @@ func (f *findings) add(o *audit.Object, d *policy.Decision, seen map[resultKey]m
 			ts = f.now
 		}
 		f.firstSeen[key] = ts
-		if len(ns.results) >= MaxResultsPerReport {
-			ns.omitted++
-			continue
+		if len(ns.results) >= f.maxResults {
+			continue // counted in the summary only
 		}
 		ns.results = append(ns.results, report.PolicyReportResult{
 			Source:     ReportSource,
 			Policy:     v.Source,
 			Rule:       v.Rule,
-			Category:   "Admission policy",
+			Category:   Category,
 			Severity:   severity,
 			Timestamp:  ts,
 			Result:     r,
 			Scored:     true,
 			Resources:  []corev1.ObjectReference{ref},
-			Message:    v.Field + ": " + v.Message,
-			Properties: map[string]string{PropertyField: v.Field, PropertyEnforcement: string(v.Enforcement)},
+			Message:    truncate(v.Field+": "+v.Message, MaxMessageBytes),
+			Properties: map[string]string{PropertyField: truncate(v.Field, MaxMessageBytes), PropertyEnforcement: string(v.Enforcement)},
 		})
 	}
+}
+
+// addPasses lists a pass result for each policy that judged o and found
+// nothing, keeping the time it was first found so that an unchanged
+// report is not written again. The summary counts objects, not these.
+func (f *findings) addPasses(ns *namespaceFindings, o *audit.Object, d *policy.Decision, ref corev1.ObjectReference, seen map[resultKey]metav1.Timestamp) {
+	for _, p := range d.Applied {
+		if len(ns.passes) >= f.maxResults {
+			return
+		}
+		source := p.Source.String()
+		if slices.ContainsFunc(d.Violations, func(v policy.Violation) bool { return v.Source == source }) {
+			continue
+		}
+		key := resultKey{uid: o.UID, source: source}
+		ts, ok := seen[key]
+		if !ok {
+			ts = f.now
+		}
+		f.firstSeen[key] = ts
+		ns.passes = append(ns.passes, report.PolicyReportResult{
+			Source:    ReportSource,
+			Policy:    source,
+			Category:  Category,
+			Timestamp: ts,
+			Result:    report.ResultPass,
+			Scored:    true,
+			Resources: []corev1.ObjectReference{ref},
+		})
+	}
+}
+
+// truncate cuts s to at most n bytes, on a rune boundary, marking the cut.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const mark = "..."
+	cut := n - len(mark)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + mark
 }
 
 // resultOf maps an enforcement to a report result: Deny is a failure, as
@@ -161,12 +236,13 @@ func objectReference(o *audit.Object) corev1.ObjectReference {
 	return corev1.ObjectReference{APIVersion: audit.APIVersion(o.Kind), Kind: o.Kind, Namespace: o.Namespace, Name: o.Name, UID: o.UID}
 }
 
-// withViolations are the namespaces whose report has results: a namespace
-// whose objects all pass gets no report (and loses the one it had).
-func (f *findings) withViolations() map[string]*namespaceFindings {
+// reported are the namespaces that get a report: those with violations,
+// and with passes listed those with any result. A namespace whose objects
+// all pass gets no report otherwise (and loses the one it had).
+func (f *findings) reported() map[string]*namespaceFindings {
 	out := make(map[string]*namespaceFindings, len(f.namespaces))
 	for ns, nf := range f.namespaces {
-		if nf.summary.Fail+nf.summary.Warn > 0 {
+		if nf.summary.Fail+nf.summary.Warn > 0 || len(nf.passes) > 0 {
 			out[ns] = nf
 		}
 	}

@@ -18,14 +18,14 @@ func violation(e v1alpha1.Enforcement) policy.Violation {
 }
 
 func TestFindingsByEnforcement(t *testing.T) {
-	f := newFindings(metav1.Timestamp{Seconds: 100})
+	f := newFindings(metav1.Timestamp{Seconds: 100}, DefaultMaxResults, false)
 	seen := map[resultKey]metav1.Timestamp{}
 	o := &audit.Object{Kind: policy.KindPod, Namespace: "ns", Name: "a", UID: "u1"}
 	f.add(o, &policy.Decision{Violations: []policy.Violation{violation(v1alpha1.Deny), violation(v1alpha1.Warn), violation(v1alpha1.Audit)}}, seen)
 	f.add(&audit.Object{Kind: policy.KindPod, Namespace: "ns", Name: "b"}, &policy.Decision{Allowed: true}, seen)
 	f.add(&audit.Object{Kind: policy.KindPod, Namespace: "clean", Name: "c"}, &policy.Decision{Allowed: true}, seen)
 
-	nf := f.withViolations()
+	nf := f.reported()
 	if len(nf) != 1 || nf["ns"] == nil {
 		t.Fatalf("namespaces with violations %v, want ns only", nf)
 	}
@@ -57,30 +57,34 @@ func TestFindingsByEnforcement(t *testing.T) {
 func TestFindingsKeepFirstSeen(t *testing.T) {
 	o := &audit.Object{Kind: policy.KindPod, Namespace: "ns", Name: "a", UID: "u1"}
 	d := &policy.Decision{Violations: []policy.Violation{violation(v1alpha1.Deny)}}
-	first := newFindings(metav1.Timestamp{Seconds: 100})
-	first.add(o, d, nil)
-	second := newFindings(metav1.Timestamp{Seconds: 200})
-	second.add(o, d, first.firstSeen)
-	h1, err := contentHash(buildReport("ns", first.namespaces["ns"]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h2, _ := contentHash(buildReport("ns", second.namespaces["ns"]))
-	if h1 != h2 || second.namespaces["ns"].results[0].Timestamp.Seconds != 100 {
-		t.Errorf("the second sweep's report differs: timestamp %v", second.namespaces["ns"].results[0].Timestamp)
+	for _, format := range Formats() {
+		for _, passes := range []bool{false, true} {
+			first := newFindings(metav1.Timestamp{Seconds: 100}, DefaultMaxResults, passes)
+			first.add(o, d, nil)
+			second := newFindings(metav1.Timestamp{Seconds: 200}, DefaultMaxResults, passes)
+			second.add(o, d, first.firstSeen)
+			r1, err := encodeReport(format, "ns", first.namespaces["ns"], DefaultMaxResults, passes, MaxReportBytes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r2, _ := encodeReport(format, "ns", second.namespaces["ns"], DefaultMaxResults, passes, MaxReportBytes)
+			if r1.hash != r2.hash || second.namespaces["ns"].results[0].Timestamp.Seconds != 100 {
+				t.Errorf("%s, passes %v: the second sweep's report differs: timestamp %v", format, passes, second.namespaces["ns"].results[0].Timestamp)
+			}
+		}
 	}
 }
 
 func TestFindingsBounded(t *testing.T) {
-	f := newFindings(metav1.Timestamp{Seconds: 1})
-	n := MaxResultsPerReport + 5
+	f := newFindings(metav1.Timestamp{Seconds: 1}, DefaultMaxResults, false)
+	n := DefaultMaxResults + 5
 	for i := range n {
 		o := &audit.Object{Kind: policy.KindPod, Namespace: "ns", Name: fmt.Sprint(i), UID: types.UID(fmt.Sprint(i))}
 		f.add(o, &policy.Decision{Violations: []policy.Violation{violation(v1alpha1.Deny)}}, nil)
 	}
 	nf := f.namespaces["ns"]
-	if len(nf.results) != MaxResultsPerReport || nf.omitted != 5 || nf.summary.Fail != n {
-		t.Errorf("%d results, %d omitted, %d fail; want %d, 5, %d", len(nf.results), nf.omitted, nf.summary.Fail, MaxResultsPerReport, n)
+	if len(nf.results) != DefaultMaxResults || nf.summary.Fail != n {
+		t.Errorf("%d results, %d fail; want %d, %d", len(nf.results), nf.summary.Fail, DefaultMaxResults, n)
 	}
 	p := f.policies["AdmissionPolicy p"]
 	if p.total != int64(n) || len(p.violations) != MaxStatusViolations {

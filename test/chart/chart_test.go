@@ -32,7 +32,7 @@ func TestLint(t *testing.T) {
 	for name, vals := range map[string]map[string]any{
 		"defaults": nil,
 		"every option on": setValues(t, "metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true",
-			"metrics.dashboard.enabled=true", "audit.installPolicyReportCRDs=true"),
+			"metrics.dashboard.enabled=true", "audit.installOpenReportsCRDs=true", "audit.installPolicyReportCRDs=true"),
 	} {
 		t.Run(name, func(t *testing.T) {
 			lint := action.NewLint()
@@ -143,33 +143,28 @@ func TestDefaultsRenderTheKustomizeInstall(t *testing.T) {
 
 // The chart's copies of CRDs that `make chart-crds` writes.
 const (
-	crdsFile         = chartDir + "/crds/crds.yaml"
-	policyReportCRDs = chartDir + "/files/policyreport-crds.yaml"
-	// keepAnnotation keeps the templated PolicyReport CRDs on uninstall.
+	crdsFile = chartDir + "/crds/crds.yaml"
+	// keepAnnotation keeps the templated report CRDs on uninstall.
 	keepAnnotation = "helm.sh/resource-policy"
 )
 
+// optionalCRDs are the report CRDs the chart templates from a kustomize
+// component's, when a value asks for them.
+var optionalCRDs = []struct{ component, group, file, value string }{
+	{"openreports", "openreports.io", chartDir + "/files/openreports-crds.yaml", "audit.installOpenReportsCRDs"},
+	{"policyreports", "wgpolicyk8s.io", chartDir + "/files/policyreport-crds.yaml", "audit.installPolicyReportCRDs"},
+}
+
 // TestChartCRDsAreTheInstalls checks that the chart's crds/ hold exactly
-// the CRDs manifests/default renders, and its files/policyreport-crds.yaml
-// those manifests/components/policyreports adds to it, labels included.
+// the CRDs manifests/default renders, and its files/openreports-crds.yaml
+// and files/policyreport-crds.yaml those manifests/components/openreports
+// and manifests/components/policyreports add to it, labels included.
 // `make chart-crds` writes them; UPDATE_CHART_CRDS=1 makes this test do it.
 func TestChartCRDsAreTheInstalls(t *testing.T) {
 	isCRD := func(o *unstructured.Unstructured) bool { return o.GetKind() == "CustomResourceDefinition" }
 	want := slices.DeleteFunc(renderKustomize(t, filepath.Join(manifestsDir, "default")), func(o *unstructured.Unstructured) bool { return !isCRD(o) })
-	wantReports := slices.DeleteFunc(renderWithDefault(t, "policyreports"), func(o *unstructured.Unstructured) bool {
-		return !isCRD(o) || !strings.HasSuffix(o.GetName(), ".wgpolicyk8s.io")
-	})
-	if len(wantReports) != 2 {
-		t.Fatalf("manifests/components/policyreports adds %s, want the two report CRDs", strings.Join(keys(wantReports), ", "))
-	}
 	if os.Getenv("UPDATE_CHART_CRDS") != "" {
-		kept := make([]*unstructured.Unstructured, len(wantReports))
-		for i, o := range wantReports {
-			kept[i] = o.DeepCopy()
-			kept[i].SetAnnotations(merge(o.GetAnnotations(), map[string]string{keepAnnotation: "keep"}))
-		}
 		writeObjects(t, crdsFile, "the CRDs of `kubectl kustomize manifests/default`", want)
-		writeObjects(t, policyReportCRDs, "the CRDs manifests/components/policyreports adds, kept on uninstall", kept)
 	}
 	got := chartCRDs(t, loadChart(t))
 	if len(got) != len(want) {
@@ -180,29 +175,44 @@ func TestChartCRDsAreTheInstalls(t *testing.T) {
 			t.Errorf("%s differs from manifests/crds' %s: run `make chart-crds`", key(got[i]), key(want[i]))
 		}
 	}
-
-	// The PolicyReport CRDs are rendered only when asked for, as the
-	// component's, kept on uninstall.
+	// The report CRDs are rendered only when asked for, as the
+	// components', kept on uninstall.
 	if has(mustRender(t, installNamespace, nil).objects, "CustomResourceDefinition") {
 		t.Error("CRDs are rendered from templates with the default values")
 	}
-	r := mustRender(t, installNamespace, setValues(t, "audit.installPolicyReportCRDs=true"))
-	var gotReports []*unstructured.Unstructured
-	for _, o := range r.objects {
-		if isCRD(o) {
-			gotReports = append(gotReports, o)
+	for _, opt := range optionalCRDs {
+		wantReports := slices.DeleteFunc(renderWithDefault(t, opt.component), func(o *unstructured.Unstructured) bool {
+			return !isCRD(o) || !strings.HasSuffix(o.GetName(), "."+opt.group)
+		})
+		if len(wantReports) != 2 {
+			t.Fatalf("manifests/components/%s adds %s, want the two report CRDs", opt.component, strings.Join(keys(wantReports), ", "))
 		}
-	}
-	if g, w := keys(gotReports), keys(wantReports); !slices.Equal(g, w) {
-		t.Fatalf("audit.installPolicyReportCRDs renders %q, want %q", g, w)
-	}
-	for i, o := range gotReports {
-		if o.GetAnnotations()[keepAnnotation] != "keep" {
-			t.Errorf("%s: no %s: keep annotation, so helm uninstall would delete every report", key(o), keepAnnotation)
+		if os.Getenv("UPDATE_CHART_CRDS") != "" {
+			kept := make([]*unstructured.Unstructured, len(wantReports))
+			for i, o := range wantReports {
+				kept[i] = o.DeepCopy()
+				kept[i].SetAnnotations(merge(o.GetAnnotations(), map[string]string{keepAnnotation: "keep"}))
+			}
+			writeObjects(t, opt.file, "the CRDs manifests/components/"+opt.component+" adds, kept on uninstall", kept)
 		}
-		if !equality.Semantic.DeepEqual(stripHelm(o).Object, wantReports[i].Object) {
-			t.Errorf("%s differs from manifests/components/policyreports' (-component +chart), run `make chart-crds`:\n%s",
-				key(o), cmp.Diff(wantReports[i].Object, stripHelm(o).Object))
+		r := mustRender(t, installNamespace, setValues(t, opt.value+"=true"))
+		var gotReports []*unstructured.Unstructured
+		for _, o := range r.objects {
+			if isCRD(o) {
+				gotReports = append(gotReports, o)
+			}
+		}
+		if g, w := keys(gotReports), keys(wantReports); !slices.Equal(g, w) {
+			t.Fatalf("%s renders %q, want %q", opt.value, g, w)
+		}
+		for i, o := range gotReports {
+			if o.GetAnnotations()[keepAnnotation] != "keep" {
+				t.Errorf("%s: no %s: keep annotation, so helm uninstall would delete every report", key(o), keepAnnotation)
+			}
+			if !equality.Semantic.DeepEqual(stripHelm(o).Object, wantReports[i].Object) {
+				t.Errorf("%s differs from manifests/components/%s' (-component +chart), run `make chart-crds`:\n%s",
+					key(o), opt.component, cmp.Diff(wantReports[i].Object, stripHelm(o).Object))
+			}
 		}
 	}
 }
@@ -332,6 +342,7 @@ func TestSchemaRefusesBadValues(t *testing.T) {
 		{"audit.interval=hourly", "interval"},
 		{"audit.enable=false", "enable"},
 		{"audit.installPolicyReportCRDs=yes", "installPolicyReportCRDs"},
+		{"audit.reportFormat=policyreports", "reportFormat"},
 		{"extraArgs={-v}", "extraArgs"},
 		{"resources.limits.cpu=lots", "cpu"},
 		{"tolerations[0].keys=x", "keys"},

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	openreports "github.com/openreports/reports-api/apis/openreports.io/v1alpha1"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -52,7 +53,6 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	report "github.com/policy-webhook/policy-webhook/apis/wgpolicyk8s/v1alpha2"
 	"github.com/policy-webhook/policy-webhook/certs"
 	"github.com/policy-webhook/policy-webhook/cmd/policy-webhook/app"
 	"github.com/policy-webhook/policy-webhook/controllers/reports"
@@ -173,8 +173,9 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	c := loadChart(t)
 	ac := helmConfig(t, cfg, installNamespace)
 	image := []string{"image.repository=registry.example.com/policy-webhook", "image.tag=v1.0.0"}
-	// The audit writes PolicyReports: install their CRDs with the chart.
-	values := append(slices.Clone(image), "audit.installPolicyReportCRDs=true")
+	// The audit writes OpenReports Reports by default: install their CRDs
+	// with the chart (and the PolicyReport ones, kept on uninstall too).
+	values := append(slices.Clone(image), "audit.installOpenReportsCRDs=true", "audit.installPolicyReportCRDs=true")
 
 	// helm install policy-webhook manifests/chart/policy-webhook -n policy-system --create-namespace --wait --set ...
 	inst := action.NewInstall(ac)
@@ -190,7 +191,7 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	if img := deploy.Spec.Template.Spec.Containers[0].Image; img != "registry.example.com/policy-webhook:v1.0.0" {
 		t.Errorf("Deployment image %q", img)
 	}
-	for _, crd := range []string{"admissionpolicies.policy.example.com", "myapples.stable.example.com", "policyreports.wgpolicyk8s.io"} {
+	for _, crd := range []string{"admissionpolicies.policy.example.com", "myapples.stable.example.com", "reports.openreports.io", "policyreports.wgpolicyk8s.io"} {
 		if _, err := dynamicGet(ctx, cfg, crdResource, "", crd); err != nil {
 			t.Errorf("CRD %s from the chart: %v", crd, err)
 		}
@@ -359,7 +360,7 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	if err := wh.stop(); err != nil {
 		t.Errorf("webhook: %v", err)
 	}
-	t.Run("uninstall removes the registration and keeps the CRDs, the PolicyReport ones too", func(t *testing.T) {
+	t.Run("uninstall removes the registration and keeps the CRDs, the report ones too", func(t *testing.T) {
 		list, err := cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().List(ctx, metav1.ListOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -372,7 +373,7 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 		if _, err := cs.AppsV1().Deployments(installNamespace).Get(ctx, appName, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 			t.Errorf("the Deployment after helm uninstall: %v, want not found", err)
 		}
-		for _, crd := range []string{"admissionpolicies.policy.example.com", "policyreports.wgpolicyk8s.io"} {
+		for _, crd := range []string{"admissionpolicies.policy.example.com", "reports.openreports.io", "policyreports.wgpolicyk8s.io"} {
 			if _, err := dynamicGet(ctx, cfg, crdResource, "", crd); err != nil {
 				t.Errorf("CRD %s after helm uninstall: %v, want kept", crd, err)
 			}
@@ -999,23 +1000,23 @@ func metricsReaderToken(t *testing.T, cs kubernetes.Interface) string {
 }
 
 // checkAuditReport waits for the audit, run by the elected replica with the
-// chart's RBAC, to report pod in its namespace's PolicyReport as failing the
-// cluster-wide policy.
+// chart's RBAC, to report pod in its namespace's OpenReports Report as
+// failing the cluster-wide policy.
 func checkAuditReport(t *testing.T, cfg *rest.Config, pod *corev1.Pod) {
 	t.Helper()
 	var last string
 	err := devenv.Poll(t.Context(), 30*time.Second, func(ctx context.Context) error {
-		obj, err := dynamicGet(ctx, cfg, report.PolicyReportResource, pod.Namespace, reports.ReportName)
+		obj, err := dynamicGet(ctx, cfg, reports.OpenReportsResource, pod.Namespace, reports.ReportName)
 		if err != nil {
 			return err
 		}
-		var r report.PolicyReport
+		var r openreports.Report
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj, &r); err != nil {
-			return devenv.Final(fmt.Errorf("decoding PolicyReport %s/%s: %w", pod.Namespace, reports.ReportName, err))
+			return devenv.Final(fmt.Errorf("decoding Report %s/%s: %w", pod.Namespace, reports.ReportName, err))
 		}
 		last = fmt.Sprintf("%+v", r.Results)
 		for _, res := range r.Results {
-			if res.Result == report.ResultFail && slices.ContainsFunc(res.Resources, func(o corev1.ObjectReference) bool {
+			if res.Result == "fail" && slices.ContainsFunc(res.Subjects, func(o corev1.ObjectReference) bool {
 				return o.Kind == "Pod" && o.Name == pod.Name
 			}) {
 				return nil

@@ -47,6 +47,8 @@ var changed = []string{
 	"webhook.timeoutSeconds=3",
 	"webhook.excludedNamespaces={kube-system,gatekeeper-system}",
 	"audit.interval=5m",
+	"audit.reportFormat=wgpolicyk8s",
+	"audit.installOpenReportsCRDs=true",
 	"audit.installPolicyReportCRDs=true",
 	"certManager.issuerRef.name=corp-ca",
 	"certManager.issuerRef.kind=ClusterIssuer",
@@ -161,7 +163,7 @@ func TestEveryValueTakesEffect(t *testing.T) {
 	}
 	wantArgs := []string{
 		"serve", "--policy-namespace=" + namespace, "--port=9443", "--cert-dir=/etc/policy-webhook/serving-certs",
-		"--metrics-bind-address=:8443", "--health-probe-bind-address=:8081", "--leader-elect=true", "--audit-interval=5m",
+		"--metrics-bind-address=:8443", "--health-probe-bind-address=:8081", "--leader-elect=true", "--audit-interval=5m", "--report-format=wgpolicyk8s",
 		"--fail-open-before-sync", "--zap-log-level=debug", "--shutdown-delay=10s",
 	}
 	if !slices.Equal(ctr.Args, wantArgs) {
@@ -290,8 +292,8 @@ func TestEveryValueTakesEffect(t *testing.T) {
 			}
 		}
 		slices.Sort(crds)
-		if want := []string{"clusterpolicyreports.wgpolicyk8s.io", "policyreports.wgpolicyk8s.io"}; !slices.Equal(crds, want) {
-			t.Errorf("CRDs rendered %q, want %q (audit.installPolicyReportCRDs)", crds, want)
+		if want := []string{"clusterpolicyreports.wgpolicyk8s.io", "clusterreports.openreports.io", "policyreports.wgpolicyk8s.io", "reports.openreports.io"}; !slices.Equal(crds, want) {
+			t.Errorf("CRDs rendered %q, want %q (audit.installOpenReportsCRDs, audit.installPolicyReportCRDs)", crds, want)
 		}
 		// The audit's RBAC stays.
 		role := findTyped[rbacv1.ClusterRole](t, objs, "ClusterRole", appName)
@@ -300,13 +302,17 @@ func TestEveryValueTakesEffect(t *testing.T) {
 				t.Errorf("the ClusterRole grants nothing on %s, which the audit reads or writes", r)
 			}
 		}
+		d := findTyped[appsv1.Deployment](t, objs, "Deployment", appName)
+		if args := d.Spec.Template.Spec.Containers[0].Args; !slices.Contains(args, "--report-format=wgpolicyk8s") {
+			t.Errorf("args %q, want --report-format=wgpolicyk8s", args)
+		}
 	})
 }
 
 // auditResources are the resources only the background audit reads or writes.
 var auditResources = []string{
 	"pods", "deployments", "replicasets", "statefulsets", "daemonsets", "jobs", "cronjobs", "replicationcontrollers",
-	"policyreports",
+	"reports", "policyreports",
 }
 
 // grants reports whether role has a rule on resource.
@@ -328,6 +334,9 @@ func TestAuditOff(t *testing.T) {
 		if grants(role, res) {
 			t.Errorf("the ClusterRole grants %s without the audit", res)
 		}
+	}
+	if slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--report-format") }) {
+		t.Errorf("args %q: a report format without the audit", args)
 	}
 	if !grants(role, "admissionpolicies/status") || !grants(role, "configmaps") {
 		t.Errorf("the ClusterRole lost rules the webhook needs: %+v", role.Rules)

@@ -45,7 +45,7 @@ func startPodControllerEnv(t *testing.T) *podControllerEnv {
 		t.Fatal(err)
 	}
 	cp := testenv.ControlPlaneForTest(t, devenv.ControlPlaneOptions{Log: env.log.WithName("podcontrollers"), ControllerManager: true,
-		ExtraCRDDirs: []string{filepath.Join(root, "manifests", "components", "policyreports")}})
+		ExtraCRDDirs: []string{filepath.Join(root, "manifests", "components", "openreports")}})
 	if err := cp.EnsureNamespace(ctx, webhook.DefaultPolicyNamespace, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -268,8 +268,8 @@ func TestPodControllers(t *testing.T) {
 			t.Fatal(err)
 		}
 		e.policy(t, audited, "registries", "enforcement: Audit\nmatch:\n  kinds: [Pod]\npods:\n  allowedRegistries: [registry.example.com/]\n")
-		reports := schema.GroupVersionResource{Group: "wgpolicyk8s.io", Version: "v1alpha2", Resource: "policyreports"}
-		testenv.Eventually(t, 30*time.Second, "a PolicyReport result for Deployment legacy", func() error {
+		reports := schema.GroupVersionResource{Group: "openreports.io", Version: "v1alpha1", Resource: "reports"}
+		testenv.Eventually(t, 30*time.Second, "a Report result for Deployment legacy", func() error {
 			list, err := e.dyn.Resource(reports).Namespace(audited).List(ctx, metav1.ListOptions{})
 			if err != nil {
 				return err

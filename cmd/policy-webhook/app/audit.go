@@ -27,14 +27,17 @@ func newAuditor(cfg *rest.Config, opts Options, pc *cache.Cache, reg prometheus.
 		return nil, fmt.Errorf("creating the audit's dynamic client: %w", err)
 	}
 	return reports.New(reports.Config{
-		Policies:  pc,
-		REST:      kube.CoreV1().RESTClient(),
-		Dynamic:   dyn,
-		Discovery: kube.Discovery(),
-		Interval:  opts.AuditInterval,
-		Debounce:  opts.AuditDebounce,
-		Log:       opts.Log.WithName("audit"),
-		Metrics:   reg,
-		Swept:     swept,
+		Policies:   pc,
+		REST:       kube.CoreV1().RESTClient(),
+		Dynamic:    dyn,
+		Discovery:  kube.Discovery(),
+		Interval:   opts.AuditInterval,
+		Debounce:   opts.AuditDebounce,
+		Format:     opts.ReportFormat,
+		MaxResults: opts.ReportMaxResults,
+		Passes:     opts.ReportPasses,
+		Log:        opts.Log.WithName("audit"),
+		Metrics:    reg,
+		Swept:      swept,
 	})
 }

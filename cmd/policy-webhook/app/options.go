@@ -14,6 +14,7 @@ import (
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/policy-webhook/policy-webhook/cache"
+	"github.com/policy-webhook/policy-webhook/controllers/reports"
 	"github.com/policy-webhook/policy-webhook/policy/carrier"
 	"github.com/policy-webhook/policy-webhook/webhook"
 )
@@ -117,6 +118,13 @@ type Options struct {
 	// AuditDebounce is how long a policy change waits for more before the
 	// sweep it triggers; 0 is the audit's default (2s).
 	AuditDebounce time.Duration
+	// ReportFormat is the API of the audit's reports; "" is OpenReports.
+	ReportFormat reports.Format
+	// ReportMaxResults is how many results a report lists, the summary
+	// counting them all; 0 is reports.DefaultMaxResults.
+	ReportMaxResults int
+	// ReportPasses lists pass results too.
+	ReportPasses bool
 
 	// PolicyLimits bound what policies may cost (CEL) and how many a
 	// namespace may hold; zero fields are the defaults.
@@ -181,6 +189,14 @@ func (o Options) validate() error {
 	}
 	if o.LedgerCleanupInterval < 0 {
 		errs = append(errs, fmt.Errorf("LedgerCleanupInterval %s is negative", o.LedgerCleanupInterval))
+	}
+	if o.ReportMaxResults < 0 {
+		errs = append(errs, fmt.Errorf("ReportMaxResults %d is negative", o.ReportMaxResults))
+	}
+	if o.ReportFormat != "" {
+		if err := new(reports.Format).Set(string(o.ReportFormat)); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if o.ShutdownDelay < 0 {
 		errs = append(errs, fmt.Errorf("ShutdownDelay %s is negative", o.ShutdownDelay))

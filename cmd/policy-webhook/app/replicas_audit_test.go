@@ -44,6 +44,9 @@ func startAuditingReplica(t *testing.T, cp *devenv.ControlPlane, name string) *a
 		o.MetricsRegistry = r.metrics
 		o.AuditInterval = time.Second
 		o.AuditDebounce = 100 * time.Millisecond
+		// The wgpolicyk8s format, which the flag keeps; the default
+		// (OpenReports) is controllers/reports' envtest's.
+		o.ReportFormat = reports.FormatWGPolicy
 	})
 	return r
 }
