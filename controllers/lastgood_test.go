@@ -272,8 +272,8 @@ func TestLastGoodArrivingLater(t *testing.T) {
 		"apiVersion": "v1", "kind": "ConfigMap",
 		"metadata": map[string]any{"name": cache.LastGoodConfigMap, "namespace": fakecluster.PolicyNamespace},
 		"data": map[string]any{
-			cache.LastGoodKey(src):       string(entry),
-			"configmap.team-a.elsewhere": string(other),
+			cache.LastGoodKey(src):       entry,
+			"configmap.team-a.elsewhere": other,
 			"configmap.team-c.garbage":   "kind: [",
 		},
 	}})

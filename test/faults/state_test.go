@@ -44,7 +44,6 @@ func TestStateOnlyTheWebhookWrites(t *testing.T) {
 	team := namespace(t, "forged", nil)
 	quotaNS := namespace(t, "ledger", nil)
 	const strict = "pods:\n  allowedRegistries: [registry.example.com/]\n"
-	const lax = "pods:\n  allowedRegistries: [docker.io/]\n"
 	if err := putPolicy(ctx, team, "registries", strict); err != nil {
 		t.Fatal(err)
 	}
