@@ -258,6 +258,8 @@ func TestAlertsFire(t *testing.T) {
 		{"admissions erroring", "PolicyWebhookAdmissionErrors",
 			without(healthy, `verdict="error"`, "policy-webhook-a") +
 				"\npolicy_webhook_admissions_total{" + p + `, kind="MyApple", operation="CREATE", verdict="error"} 0+2x180`},
+		{"namespaces that cannot be confirmed", "PolicyWebhookAdmissionErrors",
+			healthy + "\npolicy_webhook_admissions_total{" + p + `, kind="Pod", operation="CREATE", verdict="unknown_namespace"} 0+2x180`},
 		{"requests refused before judging", "PolicyWebhookAdmissionErrors",
 			without(healthy, "request_errors", "policy-webhook-a") +
 				"\npolicy_webhook_request_errors_total{" + p + `, reason="too_large"} 0+1x180`},
