@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/policy-webhook/policy-webhook/hack/devenv"
+	"github.com/policy-webhook/policy-webhook/policy/carrier"
 )
 
 // memoryStage is the webhook's memory after one batch of objects was put
@@ -34,7 +35,10 @@ const memNamespaces = 10
 // first (the webhook must not even see them), then policy ConfigMaps, then
 // MyApples, and reads the webhook's RSS and live heap after each.
 func measureMemory(ctx context.Context, c clients, s *server, n memoryCounts, logf func(string, ...any)) ([]memoryStage, error) {
-	for i := range memNamespaces {
+	// Policies are spread so that no namespace holds more than a namespace
+	// may (--max-policies-per-namespace, left at its default).
+	policyNamespaces := max(memNamespaces, (n.policies+carrier.DefaultPoliciesPerNamespace-1)/carrier.DefaultPoliciesPerNamespace)
+	for i := range policyNamespaces {
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("mem-%d", i)}}
 		if err := ignoreExists(c.kube.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{})); err != nil {
 			return nil, fmt.Errorf("creating namespace %s: %w", ns.Name, err)
@@ -88,9 +92,10 @@ func measureMemory(ctx context.Context, c clients, s *server, n memoryCounts, lo
 
 	t0 = time.Now()
 	fill, err = createMany(ctx, n.policies, n.workers, func(ctx context.Context, i int) error {
-		cm := devenv.PolicyConfigMap(ns(i), fmt.Sprintf("policy-%d", i), fmt.Sprintf(
+		pns := fmt.Sprintf("mem-%d", i%policyNamespaces)
+		cm := devenv.PolicyConfigMap(pns, fmt.Sprintf("policy-%d", i), fmt.Sprintf(
 			"pods:\n  allowedRegistries: [registry.example.com/, ghcr.io/acme/]\n  disallowedTags: [latest]\n  requiredLabels: [app]\n  forbidPrivileged: true\n  requireResourceLimits: [cpu, memory]\nmatch:\n  objectSelector:\n    matchLabels: {team: t%d}\n", i))
-		_, err := c.kube.CoreV1().ConfigMaps(ns(i)).Create(ctx, cm, metav1.CreateOptions{})
+		_, err := c.kube.CoreV1().ConfigMaps(pns).Create(ctx, cm, metav1.CreateOptions{})
 		return err
 	})
 	if err != nil {
