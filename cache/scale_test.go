@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 
+	"github.com/policy-webhook/policy-webhook/hack/workload"
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/carrier"
 	"github.com/policy-webhook/policy-webhook/policy/cel"
@@ -20,16 +21,7 @@ import (
 )
 
 // quotaByColor is the quota-by-colour example of README.md and docs/cel.md.
-const quotaByColor = `match: {kinds: [MyApple]}
-params: {maxPerColor: 2}
-validations:
-- name: maxPerColor
-  expression: >-
-    cluster.myAppleStats(object.metadata.namespace, object.metadata.name)
-      .byColor[object.spec.color].count < params.maxPerColor
-  message: "at most 2 MyApples of one color per namespace"
-  fieldPath: spec.color
-`
+const quotaByColor = workload.QuotaByColorPolicy
 
 // quotaByColorList is the same rule as the example read before
 // cluster.myAppleStats: a scan of the namespace per admission.

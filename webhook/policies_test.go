@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
+	"github.com/policy-webhook/policy-webhook/hack/workload"
 	"github.com/policy-webhook/policy-webhook/policy/carrier"
 )
 
@@ -263,18 +264,7 @@ func TestPoliciesPerNamespace(t *testing.T) {
 // registries rule is accepted in either carrier, and a namespace's loop
 // over 300 params in a loop over them is refused naming its estimate.
 func TestPolicyCostAtApply(t *testing.T) {
-	registries := `match: {kinds: [Pod]}
-params: {allowed: [registry.example.com/, ghcr.io/acme/]}
-variables:
-- name: images
-  expression: "object.spec.containers.map(c, c.image) + (has(object.spec.initContainers) ? object.spec.initContainers.map(c, c.image) : [])"
-- name: bad
-  expression: "variables.images.filter(i, !params.allowed.exists(p, i.startsWith(p)))"
-validations:
-- name: registries
-  expression: "size(variables.bad) == 0"
-  messageExpression: "'denied: images not from an allowed registry: ' + variables.bad.join(', ')"
-`
+	registries := workload.RegistriesCELPolicy
 	specJSON := `{"match":{"kinds":["Pod"]},"params":{"allowed":["registry.example.com/","ghcr.io/acme/"]},
 "variables":[{"name":"images","expression":"object.spec.containers.map(c, c.image) + (has(object.spec.initContainers) ? object.spec.initContainers.map(c, c.image) : [])"},
 {"name":"bad","expression":"variables.images.filter(i, !params.allowed.exists(p, i.startsWith(p)))"}],

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/policy-webhook/policy-webhook/hack/workload"
 )
 
 const cliPolicy = `apiVersion: v1
@@ -147,22 +149,8 @@ func TestCheckCommand(t *testing.T) {
 // VAP users write it, through check: accepted, and the VAP's verdicts.
 func TestCheckVAPStyleCEL(t *testing.T) {
 	dir := t.TempDir()
-	policies := writeFile(t, dir, "registries.yaml", `apiVersion: policy.example.com/v1alpha1
-kind: AdmissionPolicy
-metadata: {name: registries}
-spec:
-  match: {kinds: [Pod]}
-  params: {allowed: [registry.example.com/, ghcr.io/acme/]}
-  variables:
-  - name: images
-    expression: "object.spec.containers.map(c, c.image) + (has(object.spec.initContainers) ? object.spec.initContainers.map(c, c.image) : [])"
-  - name: bad
-    expression: "variables.images.filter(i, !params.allowed.exists(p, i.startsWith(p)))"
-  validations:
-  - name: registries
-    expression: "size(variables.bad) == 0"
-    messageExpression: "'denied: images not from an allowed registry: ' + variables.bad.join(', ')"
-`)
+	policies := writeFile(t, dir, "registries.yaml", "apiVersion: policy.example.com/v1alpha1\nkind: AdmissionPolicy\nmetadata: {name: registries}\nspec:\n"+
+		indent(workload.RegistriesCELPolicy, "  "))
 	pods := writeFile(t, dir, "pods.yaml", `apiVersion: v1
 kind: Pod
 metadata: {name: envoy}
@@ -201,4 +189,9 @@ data:
 	if want := "estimated cost 541502, with these params and whatever the object, exceeds the limit of 100000"; code != 2 || !strings.Contains(stderr.String(), want) {
 		t.Errorf("exit code %d, stderr %s; want 2 and %q", code, stderr.String(), want)
 	}
+}
+
+// indent prefixes every line of s.
+func indent(s, prefix string) string {
+	return prefix + strings.ReplaceAll(strings.TrimSuffix(s, "\n"), "\n", "\n"+prefix) + "\n"
 }

@@ -25,22 +25,14 @@ import (
 	"github.com/policy-webhook/policy-webhook/cache"
 	"github.com/policy-webhook/policy-webhook/check"
 	"github.com/policy-webhook/policy-webhook/controllers/reports"
+	"github.com/policy-webhook/policy-webhook/hack/workload"
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/carrier"
 	"github.com/policy-webhook/policy-webhook/policy/cel"
 )
 
 // quotaByColor is the quota-by-colour example of README.md and docs/cel.md.
-const quotaByColor = `match: {kinds: [MyApple]}
-params: {maxPerColor: 2}
-validations:
-- name: maxPerColor
-  expression: >-
-    cluster.myAppleStats(object.metadata.namespace, object.metadata.name)
-      .byColor[object.spec.color].count < params.maxPerColor
-  message: "at most 2 MyApples of one color per namespace"
-  fieldPath: spec.color
-`
+const quotaByColor = workload.QuotaByColorPolicy
 
 // livePolicies is the policy cache as the audit sees it: a snapshot that
 // tests swap, and cluster state with the MyApples listClient serves.

@@ -24,19 +24,8 @@ import (
 // params from a ConfigMap, comma-separated). registryPolicy is the same
 // rule built in.
 const (
-	registriesCELPolicy = `match: {kinds: [Pod]}
-params: {allowed: [registry.example.com/, ghcr.io/acme/]}
-variables:
-- name: images
-  expression: "object.spec.containers.map(c, c.image) + (has(object.spec.initContainers) ? object.spec.initContainers.map(c, c.image) : [])"
-- name: bad
-  expression: "variables.images.filter(i, !params.allowed.exists(p, i.startsWith(p)))"
-validations:
-- name: registries
-  expression: "size(variables.bad) == 0"
-  messageExpression: "'denied: images not from an allowed registry: ' + variables.bad.join(', ')"
-`
-	registriesVAP = "loadgen-registries"
+	registriesCELPolicy = workload.RegistriesCELPolicy
+	registriesVAP       = "loadgen-registries"
 	// What each enforcement's denial of the denied Pod says.
 	celDenial     = "validations.registries: denied: images not from an allowed registry: " + deniedImage
 	builtinDenial = "pods.allowedRegistries"

@@ -187,3 +187,32 @@ validations:
 - name: apples
   expression: "cluster.myApples(request.namespace).size() < 100"
 `
+
+// RegistriesCELPolicy is the allowed-registries rule as ValidatingAdmissionPolicy
+// users write it (variables, params, messageExpression): the rule a VAP user
+// brings, which benchmarks and tests compare with the built-in allowedRegistries.
+const RegistriesCELPolicy = `match: {kinds: [Pod]}
+params: {allowed: [registry.example.com/, ghcr.io/acme/]}
+variables:
+- name: images
+  expression: "object.spec.containers.map(c, c.image) + (has(object.spec.initContainers) ? object.spec.initContainers.map(c, c.image) : [])"
+- name: bad
+  expression: "variables.images.filter(i, !params.allowed.exists(p, i.startsWith(p)))"
+validations:
+- name: registries
+  expression: "size(variables.bad) == 0"
+  messageExpression: "'denied: images not from an allowed registry: ' + variables.bad.join(', ')"
+`
+
+// QuotaByColorPolicy is the quota-by-colour example of README.md and
+// docs/cel.md, read in O(1) from cluster.myAppleStats.
+const QuotaByColorPolicy = `match: {kinds: [MyApple]}
+params: {maxPerColor: 2}
+validations:
+- name: maxPerColor
+  expression: >-
+    cluster.myAppleStats(object.metadata.namespace, object.metadata.name)
+      .byColor[object.spec.color].count < params.maxPerColor
+  message: "at most 2 MyApples of one color per namespace"
+  fieldPath: spec.color
+`

@@ -9,6 +9,7 @@ import (
 	utiljson "k8s.io/apimachinery/pkg/util/json"
 	"sigs.k8s.io/yaml"
 
+	"github.com/policy-webhook/policy-webhook/hack/workload"
 	"github.com/policy-webhook/policy-webhook/policy"
 )
 
@@ -80,19 +81,7 @@ validations:
 }
 
 // registriesYAML is issue 22's allowed-registries rule, as VAP users write it.
-const registriesYAML = `
-match: {kinds: [Pod]}
-params: {allowed: [registry.example.com/, ghcr.io/acme/]}
-variables:
-- name: images
-  expression: "object.spec.containers.map(c, c.image) + (has(object.spec.initContainers) ? object.spec.initContainers.map(c, c.image) : [])"
-- name: bad
-  expression: "variables.images.filter(i, !params.allowed.exists(p, i.startsWith(p)))"
-validations:
-- name: registries
-  expression: "size(variables.bad) == 0"
-  messageExpression: "'denied: images not from an allowed registry: ' + variables.bad.join(', ')"
-`
+const registriesYAML = workload.RegistriesCELPolicy
 
 // square is issue 22's loop over 300 params in a loop over them.
 func square() string {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/controllers/reports"
 	"github.com/policy-webhook/policy-webhook/hack/devenv"
+	"github.com/policy-webhook/policy-webhook/hack/workload"
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/test/inprocess"
 	"github.com/policy-webhook/policy-webhook/test/promtest"
@@ -27,16 +28,7 @@ import (
 )
 
 // quotaByColor is the quota-by-colour example of README.md and docs/cel.md.
-const quotaByColor = `match: {kinds: [MyApple]}
-params: {maxPerColor: 2}
-validations:
-- name: maxPerColor
-  expression: >-
-    cluster.myAppleStats(object.metadata.namespace, object.metadata.name)
-      .byColor[object.spec.color].count < params.maxPerColor
-  message: "at most 2 MyApples of one color per namespace"
-  fieldPath: spec.color
-`
+const quotaByColor = workload.QuotaByColorPolicy
 
 var busyColors = []string{"red", "green", "blue", "yellow"}
 
