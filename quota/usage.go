@@ -23,23 +23,31 @@ func (l *Ledger) view(namespace string, rs []Reservation, now time.Time) *view {
 
 // MyAppleQuantity adds to the cache's total what pending reservations hold
 // beyond it; except (the MyApple under admission) is left out of both.
+//
+// The reservations are read before the total: the informer may store a
+// MyApple between the two reads. Read in this order, one it stores then is
+// counted twice (a refusal too many, for a moment); in the other order it
+// would be counted nowhere, and the quota exceeded.
 func (v *view) MyAppleQuantity(namespace, except string) int64 {
-	total := v.Cache.MyAppleQuantity(namespace, except)
-	if namespace != v.namespace {
-		return total
-	}
-	for i := range v.reserved {
-		r := &v.reserved[i]
-		if r.Name == except {
-			continue
+	var extra int64
+	if namespace == v.namespace {
+		for i := range v.reserved {
+			r := &v.reserved[i]
+			if r.Name == except {
+				continue
+			}
+			extra = saturatingAdd(extra, pending(v.Cache, namespace, r, v.now, v.ttl))
 		}
-		extra := pending(v.Cache, namespace, r, v.now, v.ttl)
-		if extra > math.MaxInt64-total {
-			return math.MaxInt64
-		}
-		total += extra
 	}
-	return total
+	return saturatingAdd(extra, v.Cache.MyAppleQuantity(namespace, except))
+}
+
+// saturatingAdd adds two quantities, neither negative, stopping at MaxInt64.
+func saturatingAdd(a, b int64) int64 {
+	if b > math.MaxInt64-a {
+		return math.MaxInt64
+	}
+	return a + b
 }
 
 // pending is what a reservation holds beyond what the cache counts for its

@@ -16,6 +16,16 @@ type cacheView struct {
 	byName map[string]int64 // namespace/name → quantity
 	seen   map[string]seen  // by UID
 	stale  time.Duration
+	// moves, if set, runs once after the first read of the MyApple
+	// index: the informer storing an event between two reads.
+	moves func(*cacheView)
+}
+
+func (c *cacheView) read() {
+	if m := c.moves; m != nil {
+		c.moves = nil
+		m(c)
+	}
 }
 
 // seen is what the cache has seen of a MyApple: held at rv, or deleted.
@@ -36,9 +46,11 @@ func (c *cacheView) EvaluateIn(*policy.Request, policy.Cluster) policy.Decision 
 	return policy.Decision{Allowed: true}
 }
 func (c *cacheView) MyAppleQuantity(ns, except string) int64 {
+	defer c.read()
 	return c.total[ns] - c.byName[ns+"/"+except]
 }
 func (c *cacheView) MyAppleSeen(_, uid string) (string, int64, bool) {
+	defer c.read()
 	s := c.seen[uid]
 	return s.rv, s.quantity, s.deleted
 }
@@ -113,6 +125,36 @@ func TestViewQuantity(t *testing.T) {
 	}}
 	if got := huge.MyAppleQuantity("a", ""); got != math.MaxInt64 {
 		t.Errorf("a total past int64 = %d, want it saturated at %d", got, int64(math.MaxInt64))
+	}
+}
+
+// TestViewQuantityWhileTheCacheMoves: the informer stores a MyApple, or
+// the growth of one, between the view's reads of the index. It may be
+// counted twice, never not at all: the quota would be exceeded.
+func TestViewQuantityWhileTheCacheMoves(t *testing.T) {
+	now := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name     string
+		reserved Reservation
+		before   seen  // the reserved MyApple as the cache held it
+		after    seen  // as the event stores it
+		grows    int64 // what the event adds to the namespace's total
+		want     int64 // the least the view may count: 30 stored + what is reserved
+	}{
+		{"a create stored", Reservation{UID: "u", Name: "n", Quantity: 10, At: now}, seen{}, seen{rv: "7", quantity: 10}, 10, 40},
+		{"an update stored", Reservation{UID: "u", Name: "n", Quantity: 25, Replaces: "5", At: now}, seen{rv: "5", quantity: 5}, seen{rv: "8", quantity: 25}, 20, 50},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &cacheView{
+				total: map[string]int64{"a": 30},
+				seen:  map[string]seen{"u": tc.before},
+				moves: func(c *cacheView) { c.seen["u"], c.total["a"] = tc.after, c.total["a"]+tc.grows },
+			}
+			v := &view{Cache: c, namespace: "a", now: now, ttl: time.Minute, reserved: []Reservation{tc.reserved}}
+			if got := v.MyAppleQuantity("a", "new"); got < tc.want {
+				t.Errorf("MyAppleQuantity = %d while the cache stored the reserved MyApple, want at least %d", got, tc.want)
+			}
+		})
 	}
 }
 
