@@ -137,6 +137,32 @@ func TestBusyNamespace(t *testing.T) {
 		}
 	}
 
+	// The same through the API server: MyApple creates (dry run) in both
+	// namespaces, the webhook registered as a cluster registers it. None
+	// may fail for want of an answer in time.
+	vwc := devenv.WebhookConfiguration(h.URL, h.CA.CertPEM(), webhook.DefaultPolicyNamespace)
+	if err := devenv.Register(ctx, env.client, vwc); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = devenv.Unregister(context.Background(), env.client, devenv.ConfigurationName) })
+	if err := devenv.WaitCalled(ctx, env.client, empty); err != nil {
+		t.Fatal(err)
+	}
+	throughAPI := map[string]time.Duration{}
+	for _, space := range []string{empty, ns} {
+		r := measureCreates(ctx, space, 2, 3*time.Second, space == empty)
+		throughAPI[space] = r.p(0.99)
+		t.Logf("MyApple creates through the API server in %s (%s MyApples): %s", space, map[bool]string{true: "10,000", false: "no"}[space == ns], r)
+		if r.failed > 0 || r.timedOut > 0 {
+			t.Errorf("%s through the API server: %d failed, %d timed out; first: %s", space, r.failed, r.timedOut, r.firstErr)
+		}
+	}
+	t.Logf("through the API server, p99 in the busy namespace %s, %.2f× the empty one's %s",
+		throughAPI[ns], float64(throughAPI[ns])/float64(throughAPI[empty]), throughAPI[empty])
+	if err := devenv.Unregister(ctx, env.client, devenv.ConfigurationName); err != nil {
+		t.Fatal(err)
+	}
+
 	// A sweep in flight stops within 1 s of the policy's deletion.
 	cancelled := func() float64 {
 		return promtest.Sum(t, h.reg, reports.MetricSweeps, map[string]string{"result": "cancelled"})
@@ -183,6 +209,47 @@ func TestBusyNamespace(t *testing.T) {
 		}
 		break
 	}
+}
+
+// measureCreates creates MyApples in space through the API server, dry
+// run, from workers for d: each must be admitted if allowed, else refused
+// by the quota-by-colour rule; anything else fails, a timeout counted apart.
+func measureCreates(ctx context.Context, space string, workers int, d time.Duration, allowed bool) admissionFigures {
+	var (
+		mu  sync.Mutex
+		out admissionFigures
+		wg  sync.WaitGroup
+	)
+	api := env.dyn.Resource(myApples).Namespace(space)
+	deadline := time.Now().Add(d)
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; time.Now().Before(deadline); i += workers {
+				begun := time.Now()
+				_, err := api.Create(ctx, apple(space, fmt.Sprintf("new-%d", i), busyColors[i%len(busyColors)], 1), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+				took := time.Since(begun)
+				mu.Lock()
+				out.latencies = append(out.latencies, took)
+				var what string
+				switch {
+				case err == nil && allowed, err != nil && !allowed && strings.Contains(err.Error(), "at most 2 MyApples of one color"):
+				case err != nil && (strings.Contains(err.Error(), "timed out") || strings.Contains(err.Error(), "deadline")):
+					out.timedOut++
+					what = err.Error()
+				default:
+					out.failed++
+					what = fmt.Sprintf("create %d: %v, want allowed=%t", i, err, allowed)
+				}
+				if what != "" && out.firstErr == "" {
+					out.firstErr = what
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	slices.Sort(out.latencies)
+	return out
 }
 
 // createApples creates n MyApples in ns, in the four colors.
