@@ -69,6 +69,9 @@ type Cache struct {
 	synced   atomic.Bool
 	syncedCh chan struct{}
 
+	// candidates tallies the candidate outcomes of this replica's admissions.
+	candidates *CandidateTally
+
 	// The writers (package controllers) hearing of changes.
 	onSnapshot      []func(*Snapshot)
 	policyListeners []func(name string)
@@ -104,6 +107,7 @@ func New(cfg Config) (*Cache, error) {
 		return nil, fmt.Errorf("configuring the policy cache: %w", err)
 	}
 	c.metrics = m
+	c.candidates = newCandidateTally(c.Snapshot)
 	c.snapshot.Store(&Snapshot{Set: policy.NewSet(nil, policy.WithImageCache(c.images))})
 
 	selector := labels.SelectorFromSet(labels.Set{policy.PolicyLabel: "true"}).String()

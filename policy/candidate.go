@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"time"
+
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 )
 
@@ -20,6 +22,13 @@ type CandidateResult struct {
 	// violation (would_deny), the policy's first (would_allow), the first
 	// warning that differs (would_warn); nil for same.
 	Violation *Violation
+}
+
+// Admission names the object of one admission, for the record of what a
+// candidate would have denied.
+type Admission struct {
+	Kind, Namespace, Name, Operation string
+	Time                             time.Time
 }
 
 // WithCandidates has the set judge each of candidates beside the policy of

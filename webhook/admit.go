@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"time"
 
+	"github.com/go-json-experiment/json"
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
 
@@ -37,6 +39,7 @@ type admitHandler struct {
 	failOpen   bool
 	metrics    *Metrics
 	log        logr.Logger
+	candidates CandidateRecorder // nil: outcomes are only counted and annotated
 }
 
 func (h *admitHandler) Handle(ctx context.Context, r *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, error) {
@@ -84,6 +87,7 @@ func (h *admitHandler) decide(ctx context.Context, kind policy.Kind, r *admissio
 	req.Context = ctx
 	d := h.judge.Evaluate(req)
 	h.record(r, &d)
+	h.recordCandidates(r, kind, &d)
 	var resp *admissionv1.AdmissionResponse
 	verdict := verdictAllowed
 	if d.Allowed {
@@ -98,6 +102,44 @@ func (h *admitHandler) decide(ctx context.Context, kind policy.Kind, r *admissio
 	}
 	resp.AuditAnnotations = auditAnnotations(&d)
 	return resp, verdict
+}
+
+// recordCandidates counts the candidate outcomes of a decision and has the
+// replica's tally keep them. Nothing here changes the verdict.
+func (h *admitHandler) recordCandidates(r *admissionv1.AdmissionRequest, kind policy.Kind, d *policy.Decision) {
+	if len(d.Candidates) == 0 {
+		return
+	}
+	for i := range d.Candidates {
+		h.metrics.candidate(&d.Candidates[i])
+	}
+	if h.candidates != nil {
+		h.candidates.RecordCandidates(policy.Admission{Kind: string(kind), Namespace: r.Namespace, Name: objectName(r),
+			Operation: string(r.Operation), Time: time.Now()}, d.Candidates)
+	}
+}
+
+// objectName is the request's name, or the object's generateName with a
+// "*" when the API server has yet to choose one.
+func objectName(r *admissionv1.AdmissionRequest) string {
+	if r.Name != "" {
+		return r.Name
+	}
+	var meta struct {
+		Metadata struct {
+			Name         string `json:"name"`
+			GenerateName string `json:"generateName"`
+		} `json:"metadata"`
+	}
+	if json.Unmarshal(r.Object.Raw, &meta) == nil {
+		if meta.Metadata.Name != "" {
+			return meta.Metadata.Name
+		}
+		if meta.Metadata.GenerateName != "" {
+			return meta.Metadata.GenerateName + "*"
+		}
+	}
+	return ""
 }
 
 // record counts every violation and logs those users do not see, one line
