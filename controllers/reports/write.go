@@ -246,6 +246,25 @@ func (a *Auditor) loadWritten(ctx context.Context) error {
 	}
 }
 
+// publishCandidates makes what a sweep found each AdmissionPolicy's
+// candidate would deny its status.candidate.existing; publish tells the
+// writer.
+func (a *Auditor) publishCandidates(candidates []*policy.Policy, found map[string]*policyFindings, at metav1.Time) {
+	results := map[string]*v1alpha1.AuditStatus{}
+	for _, c := range candidates {
+		if c.Source.Kind != policy.SourceAdmissionPolicy {
+			continue
+		}
+		st := &v1alpha1.AuditStatus{LastAuditTime: at}
+		if f := found[c.Source.String()]; f != nil {
+			st.TotalViolations = f.total
+			st.Violations = f.violations
+		}
+		results[c.Source.Name] = st
+	}
+	a.candidates.Store(&results)
+}
+
 // publish makes what a sweep found of each AdmissionPolicy in force its
 // status.audit, and tells whoever writes it.
 func (a *Auditor) publish(policies []*policy.Policy, found map[string]*policyFindings, at metav1.Time) {
