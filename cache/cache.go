@@ -107,7 +107,7 @@ func New(cfg Config) (*Cache, error) {
 		return nil, fmt.Errorf("configuring the policy cache: %w", err)
 	}
 	c.metrics = m
-	c.candidates = newCandidateTally(c.Snapshot)
+	c.candidates = NewCandidateTally(c.Snapshot)
 	c.snapshot.Store(&Snapshot{Set: policy.NewSet(nil, policy.WithImageCache(c.images))})
 
 	selector := labels.SelectorFromSet(labels.Set{policy.PolicyLabel: "true"}).String()

@@ -32,7 +32,9 @@ type candidateEntry struct {
 	denials []v1alpha1.CandidateDenial // oldest first
 }
 
-func newCandidateTally(snapshot func() *Snapshot) *CandidateTally {
+// NewCandidateTally is a tally whose candidates are those of the snapshot
+// that snapshot returns: the cache keeps one for its own snapshots.
+func NewCandidateTally(snapshot func() *Snapshot) *CandidateTally {
 	return &CandidateTally{snapshot: snapshot, m: map[policy.Source]*candidateEntry{}}
 }
 
