@@ -1,7 +1,11 @@
 package controllers
 
 import (
+	"context"
 	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
 	"slices"
 	"strconv"
 
@@ -9,11 +13,63 @@ import (
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/cache"
+	"github.com/policy-webhook/policy-webhook/policy"
 )
 
 // ReasonInvalidCandidate is the reason of the Warning Event on a policy
 // whose candidate is invalid: the policy in force is untouched.
 const ReasonInvalidCandidate = "InvalidCandidate"
+
+// ReasonCandidateOutcomes is the reason of the Normal Event that
+// summarises a ConfigMap candidate's outcomes: ConfigMaps have no status.
+const ReasonCandidateOutcomes = "CandidateOutcomes"
+
+// candidateEventsTick is the queue key that has the worker summarise the
+// outcomes of ConfigMap candidates in Events.
+const candidateEventsTick = "<candidate-events>"
+
+// candidateEvents writes, for each policy ConfigMap whose candidate's
+// outcomes changed since its last Event, an Event summarising them, as
+// this replica (the leader) saw them; the metric has every replica's.
+// It runs every CandidateEventInterval, so a ConfigMap gets at most one
+// such Event per interval, and none while nothing changes.
+func (r *Status) candidateEvents(ctx context.Context) error {
+	cfg := r.w.cfg
+	snap := cfg.Cache.Snapshot()
+	for src := range r.summarised {
+		if cs, ok := snap.Candidates[src]; !ok || cs.Candidate == nil {
+			delete(r.summarised, src)
+		}
+	}
+	for src, cs := range snap.Candidates {
+		if src.Kind != policy.SourceConfigMap || cs.Candidate == nil {
+			continue
+		}
+		now, ok := cfg.Cache.CandidateTally().Read(src)
+		if !ok || now.Judged == 0 {
+			continue
+		}
+		if last, seen := r.summarised[src]; seen && last.Hash == now.Hash && last.CandidateCounts == now.CandidateCounts {
+			continue
+		}
+		u, ok := cfg.Cache.ConfigMap(src.Namespace, src.Name)
+		if !ok {
+			continue
+		}
+		msg := fmt.Sprintf("Candidate %s (resourceVersion %s), judged by replica %s since %s: %d admissions, %d same, %d would deny, %d would allow, %d would warn",
+			now.Hash, cs.Candidate.Policy.Version, cfg.Replica, now.Since.UTC().Format(time.RFC3339), now.Judged, now.Same, now.WouldDeny, now.WouldAllow, now.WouldWarn)
+		if len(now.Denials) > 0 {
+			d := now.Denials[0]
+			msg += fmt.Sprintf("; last it would deny: %s %s/%s (%s): %s", d.Kind, d.Namespace, d.Name, d.Operation, d.Violation)
+		}
+		key := eventKey{uid: u.GetUID(), version: fmt.Sprintf("outcomes/%s/%d", now.Hash, cfg.Clock.Now().UnixNano())}
+		if err := r.recordEvent(ctx, src, u, key, corev1.EventTypeNormal, ReasonCandidateOutcomes, msg); err != nil {
+			return err
+		}
+		r.summarised[src] = now
+	}
+	return nil
+}
 
 // CandidateAudit is what an Audit that also judges candidates offers: the
 // existing objects each AdmissionPolicy's candidate would deny.

@@ -46,6 +46,9 @@ type Status struct {
 	alive   map[string]bool
 	emitted map[eventKey]bool
 	written written
+	// summarised is, per ConfigMap with a candidate, what its last
+	// outcomes Event said.
+	summarised map[policy.Source]v1alpha1.ReplicaCandidate
 }
 
 // eventKey is one invalid version of one object.
@@ -86,6 +89,7 @@ func (r *Status) Start(ctx context.Context) error {
 	q := workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[policy.Source](),
 		workqueue.TypedRateLimitingQueueConfig[policy.Source]{Name: "leader-status"})
 	r.alive, r.emitted, r.written = nil, map[eventKey]bool{}, written{}
+	r.summarised = map[policy.Source]v1alpha1.ReplicaCandidate{}
 	r.queue.Store(&q)
 	defer r.queue.Store(nil)
 
@@ -95,12 +99,20 @@ func (r *Status) Start(ctx context.Context) error {
 		r.work(ctx, q)
 	}()
 
+	events := make(chan struct{})
+	go func() {
+		defer close(events)
+		wait.JitterUntilWithContext(ctx, func(context.Context) {
+			q.Add(policy.Source{Kind: candidateEventsTick})
+		}, cfg.CandidateEventInterval, 0, true)
+	}()
 	wait.JitterUntilWithContext(ctx, func(ctx context.Context) {
 		// Through the queue, so that alive is only touched by the worker.
 		q.Add(policy.Source{Kind: aliveRefresh})
 	}, cfg.HeartbeatInterval, 0.1, true)
 	q.ShutDown()
 	<-done
+	<-events
 	r.w.log.Info("No longer writing policy Events and AdmissionPolicy status", "replica", cfg.Replica)
 	return nil
 }
@@ -119,6 +131,8 @@ func (r *Status) work(ctx context.Context, q workqueue.TypedRateLimitingInterfac
 		switch src.Kind {
 		case aliveRefresh:
 			err = r.refreshAlive(ctx, q)
+		case candidateEventsTick:
+			err = r.candidateEvents(ctx)
 		case policy.SourceConfigMap:
 			err = r.syncConfigMap(ctx, src)
 		case policy.SourceAdmissionPolicy:
@@ -355,6 +369,11 @@ func candidateStillJudged(cs cache.CandidateState) string {
 
 // recordWarning writes a Warning Event on a policy source, once per key.
 func (r *Status) recordWarning(ctx context.Context, src policy.Source, u *unstructured.Unstructured, key eventKey, reason, message string) error {
+	return r.recordEvent(ctx, src, u, key, corev1.EventTypeWarning, reason, message)
+}
+
+// recordEvent writes an Event on a policy source, once per key.
+func (r *Status) recordEvent(ctx context.Context, src policy.Source, u *unstructured.Unstructured, key eventKey, eventType, reason, message string) error {
 	cfg := r.w.cfg
 	se := cache.SourceError{Version: key.version}
 	if r.emitted[key] {
@@ -385,7 +404,7 @@ func (r *Status) recordWarning(ctx context.Context, src policy.Source, u *unstru
 		InvolvedObject: ref,
 		Reason:         reason,
 		Message:        msg,
-		Type:           corev1.EventTypeWarning,
+		Type:           eventType,
 		Source:         corev1.EventSource{Component: eventComponent, Host: cfg.Replica},
 		FirstTimestamp: now,
 		LastTimestamp:  now,
@@ -394,11 +413,11 @@ func (r *Status) recordWarning(ctx context.Context, src policy.Source, u *unstru
 	_, err := cfg.Kube.CoreV1().Events(ns).Create(ctx, ev, metav1.CreateOptions{})
 	switch {
 	case apierrors.IsAlreadyExists(err):
-		r.w.log.V(1).Info("Warning Event already written by an earlier leader", "source", src.String(), "version", se.Version)
+		r.w.log.V(1).Info("Event already written by an earlier leader", "source", src.String(), "reason", reason, "version", se.Version)
 	case err != nil:
 		return fmt.Errorf("writing the Warning Event on %s version %s: %w", src, se.Version, err)
 	default:
-		r.w.log.V(1).Info("Warning Event written", "source", src.String(), "version", se.Version, "event", ev.Name)
+		r.w.log.V(1).Info("Event written", "source", src.String(), "reason", reason, "version", se.Version, "event", ev.Name)
 	}
 	r.emitted[key] = true
 	return nil
