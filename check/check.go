@@ -245,7 +245,11 @@ func newResult(kind, namespace, name string, d *policy.Decision) *Result {
 		if c.Outcome == v1alpha1.OutcomeSame {
 			continue
 		}
-		r.Candidate = append(r.Candidate, Disagreement{Source: c.Candidate.SourceName(), Version: c.Candidate.Version, Outcome: c.Outcome, Violation: c.Violation})
+		version := c.Candidate.Version
+		if version == "0" {
+			version = "" // a file's AdmissionPolicy has no generation yet
+		}
+		r.Candidate = append(r.Candidate, Disagreement{Source: c.Candidate.SourceName(), Version: version, Outcome: c.Outcome, Violation: c.Violation})
 	}
 	return r
 }
