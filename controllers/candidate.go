@@ -3,12 +3,11 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"slices"
-	"strconv"
-
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"

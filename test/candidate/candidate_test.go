@@ -373,7 +373,7 @@ func TestCandidateThroughTheAPIServer(t *testing.T) {
 	testenv.Eventually(t, 15*time.Second, "the promoted candidate in force", func() error {
 		err := createPod("next", "registry.example.com/app:latest", true)
 		if err == nil || !strings.Contains(err.Error(), "pods.disallowedTags") {
-			return fmt.Errorf("a :latest Pod after the promotion: %v", err)
+			return fmt.Errorf("a :latest Pod after the promotion: %w", err)
 		}
 		return nil
 	})
