@@ -13,6 +13,7 @@ import (
 	"github.com/policy-webhook/policy-webhook/cache"
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/carrier"
+	"github.com/policy-webhook/policy-webhook/test/fakecluster"
 )
 
 func TestSumCandidate(t *testing.T) {
@@ -83,3 +84,63 @@ func TestSumCandidate(t *testing.T) {
 }
 
 func timePtr(v metav1.Time) *metav1.Time { return &v }
+
+// A ConfigMap has no status: the leader summarises its candidate's
+// outcomes in an Event, at most every CandidateEventInterval and only when
+// they changed, and warns of an invalid candidate.
+func TestCandidateEventsOnConfigMap(t *testing.T) {
+	spec := "pods:\n  allowedRegistries: [registry.example.com/]\n"
+	cm := fakecluster.PolicyConfigMap("team-a", "registries", spec)
+	cm.Object["data"].(map[string]any)[policy.ConfigMapCandidateKey] = spec + "  disallowedTags: [latest]\n"
+	f := &fixture{Cluster: fakecluster.New(t, cm), candidateEvents: 200 * time.Millisecond}
+	f.newReplica()
+	f.start()
+	src := policy.Source{Kind: policy.SourceConfigMap, Namespace: "team-a", Name: "registries"}
+	fakecluster.Eventually(t, "the candidate judged", func() bool {
+		cs, ok := f.cache.Snapshot().Candidates[src]
+		return ok && cs.Candidate != nil
+	})
+	admit := func(name string) {
+		d := f.cache.Evaluate(fakecluster.PodRequest("team-a", "registry.example.com/app:latest"))
+		f.cache.RecordCandidates(policy.Admission{Kind: "Pod", Namespace: "team-a", Name: name, Operation: "CREATE", Time: time.Now()}, d.Candidates)
+	}
+	outcomes := func() []string {
+		var out []string
+		for _, e := range f.Events("team-a", "registries") {
+			if e.Reason == ReasonCandidateOutcomes {
+				out = append(out, e.Message)
+			}
+		}
+		return out
+	}
+	admit("first")
+	fakecluster.Eventually(t, "an Event summarising one admission", func() bool {
+		got := outcomes()
+		return len(got) == 1 && strings.Contains(got[0], "1 admissions, 0 same, 1 would deny, 0 would allow, 0 would warn") &&
+			strings.Contains(got[0], "last it would deny: Pod team-a/first (CREATE): pods.disallowedTags spec.containers[0].image")
+	})
+	// Nothing changes: no more Events, however many intervals pass.
+	time.Sleep(5 * f.candidateEvents)
+	if got := outcomes(); len(got) != 1 {
+		t.Fatalf("%d Events while nothing changed: %q", len(got), got)
+	}
+	admit("second")
+	fakecluster.Eventually(t, "a second Event once the outcomes changed", func() bool {
+		got := outcomes()
+		return len(got) == 2 && (strings.Contains(got[0], "2 admissions") || strings.Contains(got[1], "2 admissions"))
+	})
+
+	// An invalid candidate is warned of, the last good one still judged.
+	cm = cm.DeepCopy()
+	cm.Object["data"].(map[string]any)[policy.ConfigMapCandidateKey] = fakecluster.InvalidPolicy
+	f.Update(cm)
+	fakecluster.Eventually(t, "a Warning Event on the invalid candidate", func() bool {
+		for _, e := range f.Events("team-a", "registries") {
+			if e.Reason == ReasonInvalidCandidate && e.Type == "Warning" && strings.Contains(e.Message, "candidate.yaml: pods.allowedRegistries[0]") &&
+				strings.Contains(e.Message, "its last good candidate") && strings.Contains(e.Message, "the policy in force is untouched") {
+				return true
+			}
+		}
+		return false
+	})
+}
