@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/go-json-experiment/json"
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
 
@@ -87,7 +86,7 @@ func (h *admitHandler) decide(ctx context.Context, kind policy.Kind, r *admissio
 	req.Context = ctx
 	d := h.judge.Evaluate(req)
 	h.record(r, &d)
-	h.recordCandidates(r, kind, &d)
+	h.recordCandidates(r, req, kind, &d)
 	var resp *admissionv1.AdmissionResponse
 	verdict := verdictAllowed
 	if d.Allowed {
@@ -106,7 +105,7 @@ func (h *admitHandler) decide(ctx context.Context, kind policy.Kind, r *admissio
 
 // recordCandidates counts the candidate outcomes of a decision and has the
 // replica's tally keep them. Nothing here changes the verdict.
-func (h *admitHandler) recordCandidates(r *admissionv1.AdmissionRequest, kind policy.Kind, d *policy.Decision) {
+func (h *admitHandler) recordCandidates(r *admissionv1.AdmissionRequest, req *policy.Request, kind policy.Kind, d *policy.Decision) {
 	if len(d.Candidates) == 0 {
 		return
 	}
@@ -114,32 +113,11 @@ func (h *admitHandler) recordCandidates(r *admissionv1.AdmissionRequest, kind po
 		h.metrics.candidate(&d.Candidates[i])
 	}
 	if h.candidates != nil {
-		h.candidates.RecordCandidates(policy.Admission{Kind: string(kind), Namespace: r.Namespace, Name: objectName(r),
+		// The name as decoded: the generateName and a "*" while the API
+		// server has yet to choose one.
+		h.candidates.RecordCandidates(policy.Admission{Kind: string(kind), Namespace: r.Namespace, Name: req.Name(),
 			Operation: string(r.Operation), Time: time.Now()}, d.Candidates)
 	}
-}
-
-// objectName is the request's name, or the object's generateName with a
-// "*" when the API server has yet to choose one.
-func objectName(r *admissionv1.AdmissionRequest) string {
-	if r.Name != "" {
-		return r.Name
-	}
-	var meta struct {
-		Metadata struct {
-			Name         string `json:"name"`
-			GenerateName string `json:"generateName"`
-		} `json:"metadata"`
-	}
-	if json.Unmarshal(r.Object.Raw, &meta) == nil {
-		if meta.Metadata.Name != "" {
-			return meta.Metadata.Name
-		}
-		if meta.Metadata.GenerateName != "" {
-			return meta.Metadata.GenerateName + "*"
-		}
-	}
-	return ""
 }
 
 // record counts every violation and logs those users do not see, one line
