@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -67,7 +68,10 @@ type Result struct {
 
 // Promote copies the candidate of t into its spec and removes it, in one
 // update conditioned on the resourceVersion read: a concurrent edit makes
-// it fail with ErrConflict, writing nothing.
+// it fail with ErrConflict, writing nothing. An AdmissionPolicy whose
+// status alone changed meanwhile (the replicas write it as they count) is
+// promoted from its new resourceVersion, its spec and metadata being those
+// read.
 func Promote(ctx context.Context, dyn dynamic.Interface, kube kubernetes.Interface, t Target) (Result, error) {
 	if t.Kind == policy.SourceConfigMap {
 		return promoteConfigMap(ctx, kube, t)
@@ -75,33 +79,73 @@ func Promote(ctx context.Context, dyn dynamic.Interface, kube kubernetes.Interfa
 	return promoteAdmissionPolicy(ctx, dyn, t)
 }
 
+// statusRetries bounds how often a promotion is tried again when what
+// changed meanwhile is only the status, which the webhook's replicas write
+// as they count a candidate's outcomes: that is no edit of the policy.
+const statusRetries = 5
+
 func promoteAdmissionPolicy(ctx context.Context, dyn dynamic.Interface, t Target) (Result, error) {
 	client := dyn.Resource(v1alpha1.Resource)
+	read, err := readAdmissionPolicy(ctx, client, t)
+	if err != nil {
+		return Result{Target: t}, err
+	}
+	res := Result{Target: t, From: read.ResourceVersion}
+	if read.Spec.Candidate == nil {
+		return res, fmt.Errorf("%s %w", t, ErrNoCandidate)
+	}
+	cur := read
+	for attempt := 0; ; attempt++ {
+		ap := cur.DeepCopy()
+		ap.Spec.PolicySpec, ap.Spec.Candidate = *ap.Spec.Candidate, nil
+		obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(ap)
+		if err != nil {
+			return res, fmt.Errorf("writing %s: %w", t, err)
+		}
+		// The status is the subresource's: an update of the object ignores it.
+		delete(obj, "status")
+		out, err := client.Update(ctx, &unstructured.Unstructured{Object: obj}, metav1.UpdateOptions{FieldManager: FieldManager})
+		if err == nil {
+			res.To = out.GetResourceVersion()
+			return res, nil
+		}
+		if !apierrors.IsConflict(err) || attempt == statusRetries {
+			return res, updateError(t, cur.ResourceVersion, err)
+		}
+		// Conditioned on the resourceVersion read, the update fails on any
+		// change; go on only if nothing but the status changed.
+		next, rerr := readAdmissionPolicy(ctx, client, t)
+		if rerr != nil {
+			return res, updateError(t, cur.ResourceVersion, err)
+		}
+		if !sameButStatus(read, next) {
+			return res, updateError(t, read.ResourceVersion, err)
+		}
+		cur = next
+	}
+}
+
+func readAdmissionPolicy(ctx context.Context, client dynamic.NamespaceableResourceInterface, t Target) (*v1alpha1.AdmissionPolicy, error) {
 	u, err := client.Get(ctx, t.Name, metav1.GetOptions{})
 	if err != nil {
-		return Result{Target: t}, fmt.Errorf("reading %s: %w", t, err)
+		return nil, fmt.Errorf("reading %s: %w", t, err)
 	}
 	var ap v1alpha1.AdmissionPolicy
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(u.Object, &ap, true); err != nil {
-		return Result{Target: t}, fmt.Errorf("reading %s: %w", t, err)
+		return nil, fmt.Errorf("reading %s: %w", t, err)
 	}
-	res := Result{Target: t, From: ap.ResourceVersion}
-	if ap.Spec.Candidate == nil {
-		return res, fmt.Errorf("%s %w", t, ErrNoCandidate)
-	}
-	ap.Spec.PolicySpec, ap.Spec.Candidate = *ap.Spec.Candidate, nil
-	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&ap)
-	if err != nil {
-		return res, fmt.Errorf("writing %s: %w", t, err)
-	}
-	// The status is the subresource's: an update of the object ignores it.
-	delete(obj, "status")
-	out, err := client.Update(ctx, &unstructured.Unstructured{Object: obj}, metav1.UpdateOptions{FieldManager: FieldManager})
-	if err != nil {
-		return res, updateError(t, ap.ResourceVersion, err)
-	}
-	res.To = out.GetResourceVersion()
-	return res, nil
+	return &ap, nil
+}
+
+// sameButStatus reports whether b is a as read but for its status: same
+// object, generation (the spec), labels, annotations, finalizers and owners.
+func sameButStatus(a, b *v1alpha1.AdmissionPolicy) bool {
+	return a.UID == b.UID && a.Generation == b.Generation &&
+		equality.Semantic.DeepEqual(a.Spec, b.Spec) &&
+		equality.Semantic.DeepEqual(a.Labels, b.Labels) &&
+		equality.Semantic.DeepEqual(a.Annotations, b.Annotations) &&
+		equality.Semantic.DeepEqual(a.Finalizers, b.Finalizers) &&
+		equality.Semantic.DeepEqual(a.OwnerReferences, b.OwnerReferences)
 }
 
 func promoteConfigMap(ctx context.Context, kube kubernetes.Interface, t Target) (Result, error) {

@@ -31,6 +31,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/controllers"
@@ -346,15 +347,20 @@ func TestCandidateThroughTheAPIServer(t *testing.T) {
 				if err := edit(ctx, aps, func(u *unstructured.Unstructured) {
 					u.SetAnnotations(map[string]string{"edited": "meanwhile"})
 				}); err != nil {
-					return nil, err
+					t.Errorf("editing the policy meanwhile: %v", err)
 				}
 			}
 			return rt.RoundTrip(r)
 		})
 	})
-	_, err = promote.Promote(ctx, dynamic.NewForConfigOrDie(racing), kubernetes.NewForConfigOrDie(racing), promote.Target{Kind: "AdmissionPolicy", Name: policyName})
+	raceRes, err := promote.Promote(ctx, dynamic.NewForConfigOrDie(racing), kubernetes.NewForConfigOrDie(racing), promote.Target{Kind: "AdmissionPolicy", Name: policyName})
+	if !raced.Load() {
+		t.Fatal("the edit did not race the promote: the test proves nothing")
+	}
 	if !errors.Is(err, promote.ErrConflict) || !strings.Contains(err.Error(), "nothing was written") {
-		t.Fatalf("a promote racing an edit: %v, want ErrConflict", err)
+		cur, _ := aps.Get(ctx, policyName, metav1.GetOptions{})
+		t.Fatalf("a promote racing an edit: %v (%+v), want ErrConflict; now annotations %v rv %s spec %v; before rv %s annotations %v", err, raceRes,
+			cur.GetAnnotations(), cur.GetResourceVersion(), cur.Object["spec"], before.GetResourceVersion(), before.GetAnnotations())
 	}
 	after, err := aps.Get(ctx, policyName, metav1.GetOptions{})
 	if err != nil {
@@ -365,9 +371,32 @@ func TestCandidateThroughTheAPIServer(t *testing.T) {
 	}
 
 	// Promoted, the candidate is the spec: the next :latest Pod is denied.
-	res, err := promote.Promote(ctx, dyn, kube, promote.Target{Kind: "AdmissionPolicy", Name: policyName})
+	// A status write between its read and its write (the replicas write
+	// theirs as they count) is no edit: the promotion goes through.
+	var statusWritten atomic.Bool
+	statusRace := testenv.WithTransport(cfg, func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			if r.Method == http.MethodPut && statusWritten.CompareAndSwap(false, true) {
+				u, err := aps.Get(ctx, policyName, metav1.GetOptions{})
+				if err != nil {
+					return nil, err
+				}
+				if err := unstructured.SetNestedField(u.Object, "0/9", "status", "inForce"); err != nil {
+					return nil, err
+				}
+				if _, err := aps.UpdateStatus(ctx, u, metav1.UpdateOptions{}); err != nil {
+					t.Errorf("writing the status meanwhile: %v", err)
+				}
+			}
+			return rt.RoundTrip(r)
+		})
+	})
+	res, err := promote.Promote(ctx, dynamic.NewForConfigOrDie(statusRace), kubernetes.NewForConfigOrDie(statusRace), promote.Target{Kind: "AdmissionPolicy", Name: policyName})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !statusWritten.Load() {
+		t.Error("the status was not written between promote's read and write: the test proves nothing")
 	}
 	t.Logf("promoted: %+v", res)
 	testenv.Eventually(t, 15*time.Second, "the promoted candidate in force", func() error {
@@ -389,15 +418,18 @@ func TestCandidateThroughTheAPIServer(t *testing.T) {
 	})
 }
 
-// edit reads the AdmissionPolicy, changes it and writes it back.
+// edit reads the AdmissionPolicy, changes it and writes it back, again
+// while the replicas' status writes make it conflict.
 func edit(ctx context.Context, aps dynamic.NamespaceableResourceInterface, change func(*unstructured.Unstructured)) error {
-	u, err := aps.Get(ctx, policyName, metav1.GetOptions{})
-	if err != nil {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		u, err := aps.Get(ctx, policyName, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		change(u)
+		_, err = aps.Update(ctx, u, metav1.UpdateOptions{})
 		return err
-	}
-	change(u)
-	_, err = aps.Update(ctx, u, metav1.UpdateOptions{})
-	return err
+	})
 }
 
 // candidateAnnotations reads the API server's audit log: the candidate
