@@ -29,7 +29,8 @@ const candidateEventsTick = "<candidate-events>"
 
 // candidateEvents writes, for each policy ConfigMap whose candidate's
 // outcomes changed since its last Event, an Event summarising them, as
-// this replica (the leader) saw them; the metric has every replica's.
+// this replica (the leader) saw them (the metric has every replica's), with
+// the existing objects the last audit sweep found it would deny.
 // It runs every CandidateEventInterval, so a ConfigMap gets at most one
 // such Event per interval, and none while nothing changes.
 func (r *Status) candidateEvents(ctx context.Context) error {
@@ -45,10 +46,19 @@ func (r *Status) candidateEvents(ctx context.Context) error {
 			continue
 		}
 		now, ok := cfg.Cache.CandidateTally().Read(src)
-		if !ok || now.Judged == 0 {
+		if !ok {
 			continue
 		}
-		if last, seen := r.summarised[src]; seen && last.Hash == now.Hash && last.CandidateCounts == now.CandidateCounts {
+		existing := int64(-1)
+		if ca, ok := cfg.Audit.(CandidateAudit); ok {
+			if a, ok := ca.CandidateExisting(src); ok {
+				existing = a.TotalViolations
+			}
+		}
+		if now.Judged == 0 && existing <= 0 {
+			continue // nothing to say yet
+		}
+		if last, seen := r.summarised[src]; seen && last.hash == now.Hash && last.counts == now.CandidateCounts && last.existing == existing {
 			continue
 		}
 		u, ok := cfg.Cache.ConfigMap(src.Namespace, src.Name)
@@ -61,19 +71,30 @@ func (r *Status) candidateEvents(ctx context.Context) error {
 			d := now.Denials[0]
 			msg += fmt.Sprintf("; last it would deny: %s %s/%s (%s): %s", d.Kind, d.Namespace, d.Name, d.Operation, d.Violation)
 		}
+		if existing >= 0 {
+			msg += fmt.Sprintf("; the last audit found %d existing objects it would deny that the policy admits", existing)
+		}
 		key := eventKey{uid: u.GetUID(), version: fmt.Sprintf("outcomes/%s/%d", now.Hash, cfg.Clock.Now().UnixNano())}
 		if err := r.recordEvent(ctx, src, u, key, corev1.EventTypeNormal, ReasonCandidateOutcomes, msg); err != nil {
 			return err
 		}
-		r.summarised[src] = now
+		r.summarised[src] = summarised{hash: now.Hash, counts: now.CandidateCounts, existing: existing}
 	}
 	return nil
 }
 
+// summarised is what a ConfigMap's last outcomes Event said.
+type summarised struct {
+	hash     string
+	counts   v1alpha1.CandidateCounts
+	existing int64 // -1: no sweep known
+}
+
 // CandidateAudit is what an Audit that also judges candidates offers: the
-// existing objects each AdmissionPolicy's candidate would deny.
+// existing objects each policy's candidate would deny.
 type CandidateAudit interface {
 	CandidateAuditStatus(name string) (*v1alpha1.AuditStatus, bool)
+	CandidateExisting(src policy.Source) (*v1alpha1.AuditStatus, bool)
 }
 
 // candidateExisting is what the last sweep found the candidate of an

@@ -48,7 +48,7 @@ type Status struct {
 	written written
 	// summarised is, per ConfigMap with a candidate, what its last
 	// outcomes Event said.
-	summarised map[policy.Source]v1alpha1.ReplicaCandidate
+	summarised map[policy.Source]summarised
 }
 
 // eventKey is one invalid version of one object.
@@ -89,7 +89,7 @@ func (r *Status) Start(ctx context.Context) error {
 	q := workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[policy.Source](),
 		workqueue.TypedRateLimitingQueueConfig[policy.Source]{Name: "leader-status"})
 	r.alive, r.emitted, r.written = nil, map[eventKey]bool{}, written{}
-	r.summarised = map[policy.Source]v1alpha1.ReplicaCandidate{}
+	r.summarised = map[policy.Source]summarised{}
 	r.queue.Store(&q)
 	defer r.queue.Store(nil)
 

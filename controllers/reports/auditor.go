@@ -101,7 +101,7 @@ type Auditor struct {
 	results atomic.Pointer[map[string]*v1alpha1.AuditStatus]
 	// candidates is status.candidate.existing by AdmissionPolicy name: the
 	// existing objects its candidate would deny and its spec admits.
-	candidates atomic.Pointer[map[string]*v1alpha1.AuditStatus]
+	candidates atomic.Pointer[map[policy.Source]*v1alpha1.AuditStatus]
 }
 
 // New checks the configuration and registers the metrics.
@@ -248,11 +248,18 @@ func (a *Auditor) AuditStatus(name string) (*v1alpha1.AuditStatus, bool) {
 // AdmissionPolicy would deny among the existing objects; false before the
 // first sweep, or for a policy without a candidate.
 func (a *Auditor) CandidateAuditStatus(name string) (*v1alpha1.AuditStatus, bool) {
+	return a.CandidateExisting(policy.Source{Kind: policy.SourceAdmissionPolicy, Name: name})
+}
+
+// CandidateExisting is what the last sweep found the candidate of a
+// policy source would deny among the existing objects; false before the
+// first sweep, or for a source without a candidate.
+func (a *Auditor) CandidateExisting(src policy.Source) (*v1alpha1.AuditStatus, bool) {
 	r := a.candidates.Load()
 	if r == nil {
 		return nil, false
 	}
-	st, ok := (*r)[name]
+	st, ok := (*r)[src]
 	return st, ok
 }
 

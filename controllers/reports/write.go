@@ -246,21 +246,18 @@ func (a *Auditor) loadWritten(ctx context.Context) error {
 	}
 }
 
-// publishCandidates makes what a sweep found each AdmissionPolicy's
-// candidate would deny its status.candidate.existing; publish tells the
-// writer.
+// publishCandidates makes what a sweep found each candidate would deny
+// its AdmissionPolicy's status.candidate.existing (a ConfigMap's outcomes
+// Event counts them); publish tells the writer.
 func (a *Auditor) publishCandidates(candidates []*policy.Policy, found map[string]*policyFindings, at metav1.Time) {
-	results := map[string]*v1alpha1.AuditStatus{}
+	results := map[policy.Source]*v1alpha1.AuditStatus{}
 	for _, c := range candidates {
-		if c.Source.Kind != policy.SourceAdmissionPolicy {
-			continue
-		}
 		st := &v1alpha1.AuditStatus{LastAuditTime: at}
 		if f := found[c.Source.String()]; f != nil {
 			st.TotalViolations = f.total
 			st.Violations = f.violations
 		}
-		results[c.Source.Name] = st
+		results[c.Source] = st
 	}
 	a.candidates.Store(&results)
 }
