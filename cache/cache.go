@@ -69,6 +69,9 @@ type Cache struct {
 	synced   atomic.Bool
 	syncedCh chan struct{}
 
+	// candidates tallies the candidate outcomes of this replica's admissions.
+	candidates *CandidateTally
+
 	// The writers (package controllers) hearing of changes.
 	onSnapshot      []func(*Snapshot)
 	policyListeners []func(name string)
@@ -104,6 +107,7 @@ func New(cfg Config) (*Cache, error) {
 		return nil, fmt.Errorf("configuring the policy cache: %w", err)
 	}
 	c.metrics = m
+	c.candidates = NewCandidateTally(c.Snapshot)
 	c.snapshot.Store(&Snapshot{Set: policy.NewSet(nil, policy.WithImageCache(c.images))})
 
 	selector := labels.SelectorFromSet(labels.Set{policy.PolicyLabel: "true"}).String()
@@ -447,14 +451,21 @@ func (c *Cache) buildLoop(ctx context.Context) {
 // the build loop.
 func (c *Cache) rebuild(observe bool) *Snapshot {
 	since := c.pendingSince.Swap(0)
-	policies, errs := c.sources.collect(c.lastGood.lookup)
+	policies, errs, cands := c.sources.collect(c.lastGood.lookup)
 	prev := c.snapshot.Load()
+	var candidates []*policy.Policy
+	for _, cs := range cands {
+		if cs.Candidate != nil {
+			candidates = append(candidates, cs.Candidate.Policy)
+		}
+	}
 	s := &Snapshot{
-		Set:      policy.NewSet(policies, policy.WithImageCache(c.images)),
-		Errors:   errs,
-		Version:  prev.Version + 1,
-		Built:    time.Now(),
-		bySource: make(map[policy.Source]*policy.Policy, len(policies)),
+		Set:        policy.NewSet(policies, policy.WithImageCache(c.images), policy.WithCandidates(candidates)),
+		Errors:     errs,
+		Candidates: cands,
+		Version:    prev.Version + 1,
+		Built:      time.Now(),
+		bySource:   make(map[policy.Source]*policy.Policy, len(policies)),
 	}
 	byKind := map[string]int{policy.SourceConfigMap: 0, policy.SourceAdmissionPolicy: 0}
 	for _, p := range policies {

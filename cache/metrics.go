@@ -9,14 +9,16 @@ import (
 
 // Metric names, for dashboards, alerts and tests.
 const (
-	MetricPolicies       = "policy_webhook_policies"
-	MetricPolicyErrors   = "policy_webhook_policy_errors"
-	MetricSnapshotBuilds = "policy_webhook_snapshot_builds_total"
-	MetricPropagation    = "policy_webhook_policy_propagation_seconds"
-	MetricCacheSynced    = "policy_webhook_cache_synced"
-	MetricCachedMyApples = "policy_webhook_cached_myapples"
-	MetricWatchErrors    = "policy_webhook_cache_watch_errors_total"
-	MetricCacheStale     = "policy_webhook_cache_stale_seconds"
+	MetricPolicies     = "policy_webhook_policies"
+	MetricPolicyErrors = "policy_webhook_policy_errors"
+	// MetricCandidateErrors: 1 for each source whose newest candidate is invalid.
+	MetricCandidateErrors = "policy_webhook_candidate_errors"
+	MetricSnapshotBuilds  = "policy_webhook_snapshot_builds_total"
+	MetricPropagation     = "policy_webhook_policy_propagation_seconds"
+	MetricCacheSynced     = "policy_webhook_cache_synced"
+	MetricCachedMyApples  = "policy_webhook_cached_myapples"
+	MetricWatchErrors     = "policy_webhook_cache_watch_errors_total"
+	MetricCacheStale      = "policy_webhook_cache_stale_seconds"
 	// MetricUnseenNamespaces counts admissions for a namespace the
 	// informer did not hold (EnsureNamespace), by outcome.
 	MetricUnseenNamespaces = "policy_webhook_unseen_namespaces_total"
@@ -36,11 +38,13 @@ const (
 type metrics struct {
 	policies     *prometheus.GaugeVec
 	policyErrors *prometheus.GaugeVec
-	builds       prometheus.Counter
-	propagation  prometheus.Histogram
-	synced       prometheus.Gauge
-	apples       prometheus.GaugeFunc
-	watchErrors  *prometheus.CounterVec
+	// candidateErrors: 1 for each source whose newest candidate is invalid.
+	candidateErrors *prometheus.GaugeVec
+	builds          prometheus.Counter
+	propagation     prometheus.Histogram
+	synced          prometheus.Gauge
+	apples          prometheus.GaugeFunc
+	watchErrors     *prometheus.CounterVec
 	// unseenNamespaces by outcome (namespaces.go).
 	unseenNamespaces *prometheus.CounterVec
 
@@ -56,6 +60,10 @@ func newMetrics(reg prometheus.Registerer, apples func() float64) (*metrics, err
 		policyErrors: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: MetricPolicyErrors,
 			Help: "1 for each policy source whose newest version is invalid and not in force (its last good version, if any, stays in force).",
+		}, []string{metricLabelKind, metricLabelNamespace, metricLabelName}),
+		candidateErrors: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: MetricCandidateErrors,
+			Help: "1 for each policy source whose newest candidate is invalid and not judged (its last good candidate, if any, still is; the policy in force is untouched).",
 		}, []string{metricLabelKind, metricLabelNamespace, metricLabelName}),
 		builds: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: MetricSnapshotBuilds,
@@ -88,7 +96,7 @@ func newMetrics(reg prometheus.Registerer, apples func() float64) (*metrics, err
 		return m, nil
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.policies, m.policyErrors, m.builds, m.propagation, m.synced, m.apples, m.watchErrors, m.unseenNamespaces} {
+	for _, c := range []prometheus.Collector{m.policies, m.policyErrors, m.candidateErrors, m.builds, m.propagation, m.synced, m.apples, m.watchErrors, m.unseenNamespaces} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}

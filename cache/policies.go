@@ -47,7 +47,7 @@ func (c *Cache) onConfigMap(obj any) {
 		return
 	}
 	p, err := c.compiler.Compile(u, c.cfg.PolicyNamespace)
-	c.applySource(src, u, u.GetResourceVersion(), p, err, received)
+	c.applySource(src, u, u.GetResourceVersion(), p, err, c.compileCandidate(u), received)
 }
 
 func (c *Cache) onAdmissionPolicy(obj any) {
@@ -68,19 +68,26 @@ func (c *Cache) onAdmissionPolicy(obj any) {
 		return
 	}
 	p, err := c.compiler.Compile(u, c.cfg.PolicyNamespace)
-	c.applySource(src, u, version, p, err, received)
+	c.applySource(src, u, version, p, err, c.compileCandidate(u), received)
 }
 
 // applySource records a new version of a source, logs it if invalid, and
 // has a new snapshot built.
-func (c *Cache) applySource(src policy.Source, u *unstructured.Unstructured, version string, p *policy.Policy, err error, received time.Time) {
+func (c *Cache) applySource(src policy.Source, u *unstructured.Unstructured, version string, p *policy.Policy, err error, cand candidateVersion, received time.Time) {
 	var standIn *policy.Policy
 	if err != nil {
 		standIn = carrier.StandIn(u, c.cfg.PolicyNamespace, func(e v1alpha1.Enforcement) string {
 			return standInMessage(src.Kind, version, e, err)
 		})
 	}
-	st := c.sources.set(src, u, version, p, standIn, err)
+	st := c.sources.set(src, u, version, p, standIn, err, cand)
+	if cand.err == nil {
+		c.metrics.candidateErrors.DeleteLabelValues(src.Kind, src.Namespace, src.Name)
+	} else {
+		c.metrics.candidateErrors.WithLabelValues(src.Kind, src.Namespace, src.Name).Set(1)
+		c.log.Error(cand.err, "Candidate is invalid and not judged: the policy in force is untouched", "source", src.String(), "version", version,
+			"candidateJudged", st.candidate != nil)
+	}
 	if err == nil {
 		c.metrics.policyErrors.DeleteLabelValues(src.Kind, src.Namespace, src.Name)
 		c.log.V(1).Info("Policy in force", "source", src.String(), "version", version)
@@ -96,6 +103,7 @@ func (c *Cache) removeSource(src policy.Source, received time.Time) {
 		return
 	}
 	c.metrics.policyErrors.DeleteLabelValues(src.Kind, src.Namespace, src.Name)
+	c.metrics.candidateErrors.DeleteLabelValues(src.Kind, src.Namespace, src.Name)
 	c.log.Info("Policy source deleted, no longer in force", "source", src.String())
 	c.changed(received)
 }
@@ -181,4 +189,10 @@ func objectKey(obj any) (namespace, name string, ok bool) {
 		return "", "", false
 	}
 	return m.GetNamespace(), m.GetName(), true
+}
+
+// compileCandidate compiles the candidate u carries beside its policy.
+func (c *Cache) compileCandidate(u *unstructured.Unstructured) candidateVersion {
+	cand, present, err := c.compiler.CompileCandidate(u, c.cfg.PolicyNamespace)
+	return candidateVersion{present: present, c: cand, err: err}
 }

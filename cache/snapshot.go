@@ -18,6 +18,10 @@ type Snapshot struct {
 	// with a last good version keeps it in force (it is in Set), and one
 	// without has a stand-in there instead.
 	Errors map[policy.Source]SourceError
+	// Candidates holds, for each source whose newest version carries a
+	// candidate (or whose candidate is invalid), the candidate judged
+	// beside it (its last good one) and why the newest is not.
+	Candidates map[policy.Source]CandidateState
 	// Version counts the snapshots this Cache has built. 0 is the empty
 	// snapshot held before the first build.
 	Version uint64

@@ -7,6 +7,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/policy-webhook/policy-webhook/policy"
+	"github.com/policy-webhook/policy-webhook/policy/carrier"
 )
 
 // sourceState is what the cache knows of one policy source: the last good
@@ -26,6 +27,12 @@ type sourceState struct {
 	version string
 	uid     types.UID
 	err     error // why the newest version is not in force; nil when it is
+
+	// candidate is the last good candidate, judged beside the version in
+	// force; nil when the newest version carries none, or none compiled.
+	candidate *carrier.Candidate
+	// candidateErr is why the newest version's candidate is not judged.
+	candidateErr error
 }
 
 // sourceTable maps each source to its compiled policy or error. Only
@@ -43,7 +50,7 @@ func newSourceTable() *sourceTable {
 // set records a new version u of a source. Compiled (p non-nil), it goes
 // in force; invalid, whatever was in force stays, and standIn is what
 // stands in when nothing is. It returns the new state.
-func (t *sourceTable) set(src policy.Source, u *unstructured.Unstructured, version string, p, standIn *policy.Policy, err error) sourceState {
+func (t *sourceTable) set(src policy.Source, u *unstructured.Unstructured, version string, p, standIn *policy.Policy, err error, cand candidateVersion) sourceState {
 	uid := u.GetUID()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -59,7 +66,31 @@ func (t *sourceTable) set(src policy.Source, u *unstructured.Unstructured, versi
 	} else {
 		st.standIn = standIn
 	}
+	// A candidate has its own last good version: an invalid one keeps the
+	// one before it judged, and never touches the version in force.
+	st.candidateErr = cand.err
+	switch {
+	case !cand.present:
+		st.candidate = nil
+	case cand.err == nil:
+		st.candidate = cand.c
+	}
 	return *st
+}
+
+// candidateVersion is the candidate a version of a source carries.
+type candidateVersion struct {
+	present bool
+	c       *carrier.Candidate // compiled, when valid
+	err     error
+}
+
+// CandidateState is what a snapshot holds of a source's candidate.
+type CandidateState struct {
+	// Candidate is the candidate judged: the last good one, nil if none.
+	Candidate *carrier.Candidate
+	// Err is why the newest candidate is not judged, nil when it is.
+	Err error
 }
 
 // remove forgets a deleted source, so it stops applying.
@@ -85,12 +116,19 @@ func (t *sourceTable) get(src policy.Source) (sourceState, bool) {
 // whose newest version is not, for a new snapshot. An invalid source keeps
 // its last good version in force: the one in memory, else the persisted
 // one (if it belongs to the object uid), else its stand-in.
-func (t *sourceTable) collect(persisted func(policy.Source, types.UID) (*policy.Policy, bool)) ([]*policy.Policy, map[policy.Source]SourceError) {
+func (t *sourceTable) collect(persisted func(policy.Source, types.UID) (*policy.Policy, bool)) ([]*policy.Policy, map[policy.Source]SourceError, map[policy.Source]CandidateState) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	policies := make([]*policy.Policy, 0, len(t.m))
 	var errs map[policy.Source]SourceError
+	var cands map[policy.Source]CandidateState
 	for src, st := range t.m {
+		if st.candidate != nil || st.candidateErr != nil {
+			if cands == nil {
+				cands = map[policy.Source]CandidateState{}
+			}
+			cands[src] = CandidateState{Candidate: st.candidate, Err: st.candidateErr}
+		}
 		p := st.inForce
 		if st.err == nil {
 			policies = append(policies, p)
@@ -112,7 +150,7 @@ func (t *sourceTable) collect(persisted func(policy.Source, types.UID) (*policy.
 		}
 		errs[src] = se
 	}
-	return policies, errs
+	return policies, errs, cands
 }
 
 func inForceVersion(st *sourceState) string {

@@ -28,7 +28,7 @@ func trimMetadata(u *unstructured.Unstructured) {
 }
 
 // transformConfigMap keeps a policy ConfigMap's identity, labels and the
-// policy.yaml key. Other keys (notes, examples) are never read.
+// policy.yaml and candidate.yaml keys. Other keys (notes, examples) are never read.
 func transformConfigMap(obj any) (any, error) {
 	u, ok := obj.(*unstructured.Unstructured)
 	if !ok {
@@ -37,7 +37,7 @@ func transformConfigMap(obj any) (any, error) {
 	trimMetadata(u)
 	if data, ok := u.Object["data"].(map[string]any); ok {
 		for k := range data {
-			if k != policy.ConfigMapDataKey {
+			if k != policy.ConfigMapDataKey && k != policy.ConfigMapCandidateKey {
 				delete(data, k)
 			}
 		}

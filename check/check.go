@@ -7,6 +7,7 @@ import (
 
 	admissionv1 "k8s.io/api/admission/v1"
 
+	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/cel"
 	"github.com/policy-webhook/policy-webhook/review"
@@ -22,6 +23,48 @@ type Result struct {
 	Warnings []string `json:"warnings"`
 	// Violations lists every violation, of every enforcement.
 	Violations []policy.Violation `json:"violations"`
+	// Candidate lists, with Options.Candidate, where a policy's candidate
+	// would decide otherwise than the policy (never "same").
+	Candidate []Disagreement `json:"candidate,omitempty"`
+}
+
+// Disagreement is one policy whose candidate would decide an object
+// otherwise than the policy does.
+type Disagreement struct {
+	// Source is the policy's, as in a violation; Version the candidate's.
+	Source  string `json:"source"`
+	Version string `json:"version,omitempty"`
+	// Outcome is would_deny, would_allow or would_warn.
+	Outcome string `json:"outcome"`
+	// Violation is what the outcome rests on (see policy.CandidateResult).
+	Violation *policy.Violation `json:"violation,omitempty"`
+}
+
+// String is `<source>@<version> would deny: <violation>`.
+func (d *Disagreement) String() string {
+	s := d.Source
+	if d.Version != "" {
+		s += "@" + d.Version
+	}
+	s += " " + strings.ReplaceAll(d.Outcome, "_", " ")
+	if d.Violation != nil {
+		s += ": " + d.Violation.Rule
+		if d.Violation.Field != "" {
+			s += " " + d.Violation.Field
+		}
+		s += ": " + d.Violation.Message
+	}
+	return s
+}
+
+// WouldDeny reports whether a candidate would deny what the policies admit.
+func (r *Result) WouldDeny() bool {
+	for i := range r.Candidate {
+		if r.Candidate[i].Outcome == v1alpha1.OutcomeWouldDeny {
+			return true
+		}
+	}
+	return false
 }
 
 // Verdict is DENY, WARN or ALLOW.
@@ -59,13 +102,13 @@ func New(policyDocs []Document, opts Options) (*Checker, error) {
 		opts.DefaultNamespace = "default"
 	}
 	cluster := NewCluster()
-	policies, loaded, err := loadPolicies(policyDocs, &opts, cluster)
+	policies, candidates, loaded, err := loadPolicies(policyDocs, &opts, cluster)
 	if err != nil {
 		return nil, err
 	}
 	return &Checker{
 		opts:    opts,
-		set:     policy.NewSet(policies),
+		set:     policy.NewSet(policies, policy.WithCandidates(candidates)),
 		loaded:  loaded,
 		cluster: cluster,
 		applied: map[objectKey][]byte{},
@@ -197,6 +240,16 @@ func newResult(kind, namespace, name string, d *policy.Decision) *Result {
 	}
 	if r.Violations == nil {
 		r.Violations = []policy.Violation{}
+	}
+	for _, c := range d.Candidates {
+		if c.Outcome == v1alpha1.OutcomeSame {
+			continue
+		}
+		version := c.Candidate.Version
+		if version == "0" {
+			version = "" // a file's AdmissionPolicy has no generation yet
+		}
+		r.Candidate = append(r.Candidate, Disagreement{Source: c.Candidate.SourceName(), Version: version, Outcome: c.Outcome, Violation: c.Violation})
 	}
 	return r
 }

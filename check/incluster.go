@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/audit"
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/cel"
@@ -58,7 +59,7 @@ func (c *Checker) JudgeCluster(ctx context.Context, kube kubernetes.Interface, p
 	t, err := audit.Sweep(ctx, lister, func(r *policy.Request) policy.Decision {
 		return c.set.Evaluate(r, c.cluster)
 	}, func(o *audit.Object, d *policy.Decision) error {
-		if len(d.Violations) == 0 {
+		if len(d.Violations) == 0 && !disagrees(d) {
 			totals.Admitted++
 			return nil
 		}
@@ -70,4 +71,14 @@ func (c *Checker) JudgeCluster(ctx context.Context, kube kubernetes.Interface, p
 		return nil, totals, err
 	}
 	return results, totals, nil
+}
+
+// disagrees reports whether a candidate would decide d otherwise.
+func disagrees(d *policy.Decision) bool {
+	for _, c := range d.Candidates {
+		if c.Outcome != v1alpha1.OutcomeSame {
+			return true
+		}
+	}
+	return false
 }

@@ -28,6 +28,26 @@ func WriteText(w io.Writer, results []*Result) error {
 	return nil
 }
 
+// WriteCandidateText writes, for each object a candidate would decide
+// otherwise, its verdict under the policies and then one line per
+// disagreement; objects all agree on are left out.
+func WriteCandidateText(w io.Writer, results []*Result) error {
+	for _, r := range results {
+		if len(r.Candidate) == 0 {
+			continue
+		}
+		if _, err := fmt.Fprintf(w, "%s %s %s/%s\n", r.Verdict(), r.Kind, r.Namespace, r.Name); err != nil {
+			return err
+		}
+		for i := range r.Candidate {
+			if _, err := fmt.Fprintf(w, "  candidate %s\n", r.Candidate[i].String()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // WriteJSON writes {"results":[...]}.
 func WriteJSON(w io.Writer, results []*Result) error {
 	if results == nil {

@@ -28,6 +28,10 @@ type Options struct {
 	// Limits are those the webhook holds policies to; zero fields are the
 	// defaults, as they are the webhook's.
 	Limits carrier.Limits
+	// Candidate judges each policy's candidate beside it (its spec still
+	// decides): Result.Candidate lists where they disagree. An invalid
+	// candidate is an error, as an invalid policy is.
+	Candidate bool
 }
 
 func (o *Options) notef(format string, args ...any) {
@@ -50,16 +54,17 @@ type objectMeta struct {
 // loadPolicies compiles the policy carriers among docs and records Namespaces
 // in cluster; the rest is skipped with one note. A later version of a source
 // replaces an earlier one, as a second apply would.
-func loadPolicies(docs []Document, opts *Options, cluster *Cluster) ([]*policy.Policy, map[policy.Source]bool, error) {
+func loadPolicies(docs []Document, opts *Options, cluster *Cluster) ([]*policy.Policy, []*policy.Policy, map[policy.Source]bool, error) {
 	var order []policy.Source
 	compiled := map[policy.Source]*policy.Policy{}
+	candidates := map[policy.Source]*policy.Policy{}
 	skipped := map[string]int{}
 	compiler := carrier.New(carrier.WithLimits(opts.Limits))
 	inNamespace := map[string][]string{} // policy ConfigMaps by namespace, as the webhook counts them
 	for _, d := range docs {
 		var m objectMeta
 		if err := json.Unmarshal(d.Raw, &m); err != nil {
-			return nil, nil, fmt.Errorf("%s: reading metadata: %w", d.Where, err)
+			return nil, nil, nil, fmt.Errorf("%s: reading metadata: %w", d.Where, err)
 		}
 		var src policy.Source
 		switch {
@@ -67,7 +72,7 @@ func loadPolicies(docs []Document, opts *Options, cluster *Cluster) ([]*policy.P
 			(d.Kind == policy.SourceAdmissionPolicy && d.APIVersion == v1alpha1.GroupVersion.String()):
 			u := &unstructured.Unstructured{}
 			if err := utiljson.Unmarshal(d.Raw, &u.Object); err != nil {
-				return nil, nil, fmt.Errorf("%s: %w", d.Where, err)
+				return nil, nil, nil, fmt.Errorf("%s: %w", d.Where, err)
 			}
 			if d.Kind == policy.SourceConfigMap && u.GetNamespace() == "" {
 				u.SetNamespace(opts.DefaultNamespace)
@@ -78,14 +83,14 @@ func loadPolicies(docs []Document, opts *Options, cluster *Cluster) ([]*policy.P
 				continue
 			}
 			if u.GetName() == "" {
-				return nil, nil, fmt.Errorf("%s: %s: metadata.name: required", d.Where, src.Kind)
+				return nil, nil, nil, fmt.Errorf("%s: %s: metadata.name: required", d.Where, src.Kind)
 			}
 			if why := compiler.TooManyPolicies(src, opts.PolicyNamespace, inNamespace[src.Namespace]); why != "" {
-				return nil, nil, fmt.Errorf("%s: %s is refused: %s", d.Where, src, why)
+				return nil, nil, nil, fmt.Errorf("%s: %s is refused: %s", d.Where, src, why)
 			}
 			p, err := compiler.Compile(u, opts.PolicyNamespace)
 			if err != nil {
-				return nil, nil, fmt.Errorf("%s: %w", d.Where, err)
+				return nil, nil, nil, fmt.Errorf("%s: %w", d.Where, err)
 			}
 			if src.Kind == policy.SourceConfigMap && !slices.Contains(inNamespace[src.Namespace], src.Name) {
 				inNamespace[src.Namespace] = append(inNamespace[src.Namespace], src.Name)
@@ -94,6 +99,16 @@ func loadPolicies(docs []Document, opts *Options, cluster *Cluster) ([]*policy.P
 				order = append(order, src)
 			}
 			compiled[src] = p
+			delete(candidates, src)
+			if opts.Candidate {
+				cand, present, err := compiler.CompileCandidate(u, opts.PolicyNamespace)
+				if err != nil {
+					return nil, nil, nil, fmt.Errorf("%s: %w", d.Where, err)
+				}
+				if present {
+					candidates[src] = cand.Policy
+				}
+			}
 		case d.Kind == "Namespace" && d.APIVersion == "v1":
 			cluster.SetNamespace(m.Metadata.Name, m.Metadata.Labels, m.Metadata.Annotations)
 		default:
@@ -109,10 +124,17 @@ func loadPolicies(docs []Document, opts *Options, cluster *Cluster) ([]*policy.P
 		opts.notef("policy paths: skipped objects that carry no policy (%s)", strings.Join(kinds, ", "))
 	}
 	out := make([]*policy.Policy, 0, len(order))
+	var cands []*policy.Policy
 	loaded := make(map[policy.Source]bool, len(order))
 	for _, src := range order {
 		out = append(out, compiled[src])
+		if c := candidates[src]; c != nil {
+			cands = append(cands, c)
+		}
 		loaded[src] = true
 	}
-	return out, loaded, nil
+	if opts.Candidate && len(cands) == 0 {
+		opts.notef("--candidate: no policy carries a candidate (spec.candidate, or a ConfigMap's %s): nothing to compare", policy.ConfigMapCandidateKey)
+	}
+	return out, cands, loaded, nil
 }

@@ -52,9 +52,23 @@ type Config struct {
 	// LedgerCleanupInterval is how often the leader removes the quota
 	// ledgers of deleted namespaces; 0 is DefaultLedgerCleanupInterval.
 	LedgerCleanupInterval time.Duration
+	// CandidateInterval is the least time between two writes of this
+	// replica's candidate counts; 0 is DefaultCandidateInterval.
+	CandidateInterval time.Duration
+	// CandidateEventInterval is the least time between two Events
+	// summarising the outcomes of a ConfigMap's candidate; 0 is
+	// DefaultCandidateEventInterval.
+	CandidateEventInterval time.Duration
 	// Clock is the controllers' clock; nil is the real one.
 	Clock clock.PassiveClock
 }
+
+// DefaultCandidateInterval is Config.CandidateInterval's default: a
+// replica writes its candidate counts at most this often while they change.
+const DefaultCandidateInterval = 10 * time.Second
+
+// DefaultCandidateEventInterval is Config.CandidateEventInterval's default.
+const DefaultCandidateEventInterval = 10 * time.Minute
 
 // MaxReplicaNameLength bounds a replica name so that the field manager and
 // Lease names made from it stay within the API's limits.
@@ -112,6 +126,12 @@ func New(cfg Config) (*Controllers, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}
 	}
+	if cfg.CandidateEventInterval <= 0 {
+		cfg.CandidateEventInterval = DefaultCandidateEventInterval
+	}
+	if cfg.CandidateInterval <= 0 {
+		cfg.CandidateInterval = DefaultCandidateInterval
+	}
 	if cfg.LedgerCleanupInterval == 0 {
 		cfg.LedgerCleanupInterval = DefaultLedgerCleanupInterval
 	}
@@ -137,6 +157,9 @@ func New(cfg Config) (*Controllers, error) {
 			if src.Kind == policy.SourceAdmissionPolicy {
 				cs.Replica.enqueue(src.Name)
 			}
+			cs.Status.enqueue(src)
+		}
+		for src := range s.Candidates {
 			cs.Status.enqueue(src)
 		}
 		cs.LastGood.enqueue()

@@ -3,6 +3,7 @@ package controllers
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr/testr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +24,8 @@ type fixture struct {
 	cache *cache.Cache
 	cs    *Controllers
 	stop  func() // stops what start started
+	// candidateEvents is Config.CandidateEventInterval; 0: the default.
+	candidateEvents time.Duration
 }
 
 func newFixture(t testing.TB, objs ...runtime.Object) *fixture {
@@ -56,6 +59,8 @@ func (f *fixture) newReplica() {
 		PolicyNamespace: fakecluster.PolicyNamespace,
 		Log:             log,
 		Metrics:         f.reg,
+
+		CandidateEventInterval: f.candidateEvents,
 	})
 	if err != nil {
 		f.T.Fatalf("New: %v", err)

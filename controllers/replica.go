@@ -6,8 +6,10 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
@@ -22,7 +24,14 @@ type ReplicaStatus struct {
 	// Only the worker goroutine touches these.
 	effects map[string]replicaEffect
 	written written
+	// published is, per AdmissionPolicy, what this replica last decided to
+	// report of its candidate: refreshed from the tally at most every
+	// CandidateInterval, so that counts are written at most that often.
+	published map[string]v1alpha1.ReplicaCandidate
 }
+
+// candidatesTick is the queue key that has the worker refresh published.
+const candidatesTick = "<candidates>"
 
 // replicaEffect is what this replica enforces of an AdmissionPolicy, and
 // since when.
@@ -38,8 +47,9 @@ func newReplicaStatus(w *writer) *ReplicaStatus {
 		w: w,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "replica-status"}),
-		effects: map[string]replicaEffect{},
-		written: written{},
+		effects:   map[string]replicaEffect{},
+		written:   written{},
+		published: map[string]v1alpha1.ReplicaCandidate{},
 	}
 }
 
@@ -63,12 +73,20 @@ func (r *ReplicaStatus) Start(ctx context.Context) error {
 	if !r.w.cfg.Cache.WaitForSync(ctx) {
 		return nil
 	}
+	wg.Go(func() {
+		wait.UntilWithContext(ctx, func(context.Context) { r.queue.Add(candidatesTick) }, r.w.cfg.CandidateInterval)
+	})
 	for {
 		name, shutdown := r.queue.Get()
 		if shutdown || ctx.Err() != nil {
 			return nil
 		}
-		err := r.sync(ctx, name)
+		var err error
+		if name == candidatesTick {
+			r.refreshCandidates()
+		} else {
+			err = r.sync(ctx, name)
+		}
 		switch {
 		case err == nil:
 			r.queue.Forget(name)
@@ -113,12 +131,14 @@ func (r *ReplicaStatus) sync(ctx context.Context, name string) error {
 	if !inForce {
 		want.Message = fmt.Sprintf("generation %d is invalid (%s)", gen, se.StillInForce(policy.SourceAdmissionPolicy, cfg.PolicyNamespace))
 	}
+	want.Candidate = r.candidate(name)
 	for _, have := range statusOf(u).Replicas {
-		if have.Name == want.Name && have.ObservedGeneration == want.ObservedGeneration && have.InForce == want.InForce && have.Message == want.Message {
+		if have.Name == want.Name && have.ObservedGeneration == want.ObservedGeneration && have.InForce == want.InForce && have.Message == want.Message &&
+			equality.Semantic.DeepEqual(have.Candidate, want.Candidate) {
 			return nil
 		}
 	}
-	content := replicaContent{gen: gen, inForce: inForce, message: want.Message}
+	content := replicaContent{gen: gen, inForce: inForce, message: want.Message, candidate: candidateFingerprint(want.Candidate)}
 	if r.written.pending(u, content) {
 		return nil
 	}
@@ -132,7 +152,60 @@ func (r *ReplicaStatus) sync(ctx context.Context, name string) error {
 
 // replicaContent is what a replica entry says, for written.
 type replicaContent struct {
-	gen     int64
-	inForce bool
-	message string
+	gen       int64
+	inForce   bool
+	message   string
+	candidate string
+}
+
+// candidate is what this replica's entry says of the candidate of an
+// AdmissionPolicy: what was published, or, for a candidate new since,
+// the tally now. nil without a candidate judged.
+func (r *ReplicaStatus) candidate(name string) *v1alpha1.ReplicaCandidate {
+	src := policy.Source{Kind: policy.SourceAdmissionPolicy, Name: name}
+	cs, ok := r.w.cfg.Cache.Snapshot().Candidates[src]
+	if !ok || cs.Candidate == nil {
+		delete(r.published, name)
+		return nil
+	}
+	pub, ok := r.published[name]
+	if !ok || pub.Hash != cs.Candidate.Hash {
+		if pub, ok = r.w.cfg.Cache.CandidateTally().Read(src); !ok {
+			return nil
+		}
+		r.published[name] = pub
+	}
+	return &pub
+}
+
+// refreshCandidates publishes the tally of every candidate whose counts
+// changed since last published, and has its entry written.
+func (r *ReplicaStatus) refreshCandidates() {
+	snap := r.w.cfg.Cache.Snapshot()
+	for src := range snap.Candidates {
+		if src.Kind != policy.SourceAdmissionPolicy {
+			continue
+		}
+		now, ok := r.w.cfg.Cache.CandidateTally().Read(src)
+		if !ok {
+			continue
+		}
+		if pub, seen := r.published[src.Name]; seen && equality.Semantic.DeepEqual(pub, now) {
+			continue
+		}
+		r.published[src.Name] = now
+		r.queue.Add(src.Name)
+	}
+}
+
+// candidateFingerprint summarises a replica's candidate report, for written.
+func candidateFingerprint(c *v1alpha1.ReplicaCandidate) string {
+	if c == nil {
+		return ""
+	}
+	last := ""
+	if len(c.Denials) > 0 {
+		last = c.Denials[0].Time.UTC().String() + c.Denials[0].Name
+	}
+	return fmt.Sprintf("%s %v %d %s", c.Hash, c.CandidateCounts, len(c.Denials), last)
 }

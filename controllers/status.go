@@ -46,12 +46,16 @@ type Status struct {
 	alive   map[string]bool
 	emitted map[eventKey]bool
 	written written
+	// summarised is, per ConfigMap with a candidate, what its last
+	// outcomes Event said.
+	summarised map[policy.Source]summarised
 }
 
 // eventKey is one invalid version of one object.
 type eventKey struct {
-	uid     types.UID
-	version string
+	uid       types.UID
+	version   string
+	candidate bool
 }
 
 // NeedLeaderElection makes controller-runtime's manager run it on the
@@ -85,6 +89,7 @@ func (r *Status) Start(ctx context.Context) error {
 	q := workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[policy.Source](),
 		workqueue.TypedRateLimitingQueueConfig[policy.Source]{Name: "leader-status"})
 	r.alive, r.emitted, r.written = nil, map[eventKey]bool{}, written{}
+	r.summarised = map[policy.Source]summarised{}
 	r.queue.Store(&q)
 	defer r.queue.Store(nil)
 
@@ -94,12 +99,20 @@ func (r *Status) Start(ctx context.Context) error {
 		r.work(ctx, q)
 	}()
 
+	events := make(chan struct{})
+	go func() {
+		defer close(events)
+		wait.JitterUntilWithContext(ctx, func(context.Context) {
+			q.Add(policy.Source{Kind: candidateEventsTick})
+		}, cfg.CandidateEventInterval, 0, true)
+	}()
 	wait.JitterUntilWithContext(ctx, func(ctx context.Context) {
 		// Through the queue, so that alive is only touched by the worker.
 		q.Add(policy.Source{Kind: aliveRefresh})
 	}, cfg.HeartbeatInterval, 0.1, true)
 	q.ShutDown()
 	<-done
+	<-events
 	r.w.log.Info("No longer writing policy Events and AdmissionPolicy status", "replica", cfg.Replica)
 	return nil
 }
@@ -118,6 +131,8 @@ func (r *Status) work(ctx context.Context, q workqueue.TypedRateLimitingInterfac
 		switch src.Kind {
 		case aliveRefresh:
 			err = r.refreshAlive(ctx, q)
+		case candidateEventsTick:
+			err = r.candidateEvents(ctx)
 		case policy.SourceConfigMap:
 			err = r.syncConfigMap(ctx, src)
 		case policy.SourceAdmissionPolicy:
@@ -160,8 +175,14 @@ func (r *Status) sourcesToReport() []policy.Source {
 	for _, name := range r.w.cfg.Cache.AdmissionPolicyNames() {
 		out = append(out, policy.Source{Kind: policy.SourceAdmissionPolicy, Name: name})
 	}
-	for src := range r.w.cfg.Cache.Snapshot().Errors {
+	snap := r.w.cfg.Cache.Snapshot()
+	for src := range snap.Errors {
 		if src.Kind == policy.SourceConfigMap {
+			out = append(out, src)
+		}
+	}
+	for src, cs := range snap.Candidates {
+		if _, dup := snap.Errors[src]; src.Kind == policy.SourceConfigMap && cs.Err != nil && !dup {
 			out = append(out, src)
 		}
 	}
@@ -170,16 +191,32 @@ func (r *Status) sourcesToReport() []policy.Source {
 
 // syncConfigMap writes the Event of an invalid ConfigMap version.
 func (r *Status) syncConfigMap(ctx context.Context, src policy.Source) error {
-	se, invalid := r.w.cfg.Cache.Snapshot().Errors[src]
-	if !invalid {
+	snap := r.w.cfg.Cache.Snapshot()
+	u, ok := r.w.cfg.Cache.ConfigMap(src.Namespace, src.Name)
+	if !ok {
 		return nil
 	}
-	u, ok := r.w.cfg.Cache.ConfigMap(src.Namespace, src.Name)
-	if !ok || u.GetResourceVersion() != se.Version {
+	if cs, has := snap.Candidates[src]; has && cs.Err != nil && candidateCurrent(snap, src, u.GetResourceVersion()) {
+		if err := r.recordInvalidCandidate(ctx, src, u, cs); err != nil {
+			return err
+		}
+	}
+	se, invalid := snap.Errors[src]
+	if !invalid || u.GetResourceVersion() != se.Version {
 		// The snapshot lags the store: the next one enqueues it again.
 		return nil
 	}
 	return r.recordInvalid(ctx, src, u, se)
+}
+
+// candidateCurrent says whether the snapshot has caught up with version of
+// src, so that what it holds of the candidate is of that version.
+func candidateCurrent(snap *cache.Snapshot, src policy.Source, version string) bool {
+	if se, invalid := snap.Errors[src]; invalid {
+		return se.Version == version
+	}
+	p := snap.Policy(src)
+	return p != nil && p.Version == version
 }
 
 // syncAdmissionPolicy writes the Event of an invalid generation, prunes
@@ -241,6 +278,18 @@ func (r *Status) syncAdmissionPolicy(ctx context.Context, q workqueue.TypedRateL
 	}
 	summary := strconv.Itoa(inForceCount) + "/" + strconv.Itoa(len(members))
 
+	src := policy.Source{Kind: policy.SourceAdmissionPolicy, Name: name}
+	cs, hasCandidate := cfg.Cache.Snapshot().Candidates[src]
+	if hasCandidate && cs.Err != nil {
+		if err := r.recordInvalidCandidate(ctx, src, u, cs); err != nil {
+			return err
+		}
+	}
+	var candidate *v1alpha1.CandidateStatus
+	if hasCandidate {
+		candidate = sumCandidate(cs, st.Replicas, r.candidateExisting(name), cfg.PolicyNamespace)
+	}
+
 	ready := readyCondition(inForce, se, gen, cfg.PolicyNamespace)
 	conditions := slices.Clone(st.Conditions)
 	changed := meta.SetStatusCondition(&conditions, ready)
@@ -252,10 +301,11 @@ func (r *Status) syncAdmissionPolicy(ctx context.Context, q workqueue.TypedRateL
 			audit = a
 		}
 	}
-	if !changed && st.ObservedGeneration == gen && st.InForce == summary && equality.Semantic.DeepEqual(st.Audit, audit) {
+	if !changed && st.ObservedGeneration == gen && st.InForce == summary && equality.Semantic.DeepEqual(st.Audit, audit) &&
+		equality.Semantic.DeepEqual(st.Candidate, candidate) {
 		return nil
 	}
-	content := leaderContent{gen: gen, status: ready.Status, message: ready.Message, summary: summary, audit: audit}
+	content := leaderContent{gen: gen, status: ready.Status, message: ready.Message, summary: summary, audit: audit, candidate: candidateSummary(candidate)}
 	if r.written.pending(u, content) {
 		return nil
 	}
@@ -266,6 +316,7 @@ func (r *Status) syncAdmissionPolicy(ctx context.Context, q workqueue.TypedRateL
 		Conditions:         []metav1.Condition{*meta.FindStatusCondition(conditions, ConditionReady)},
 		InForce:            summary,
 		Audit:              audit,
+		Candidate:          candidate,
 	}); err != nil {
 		return err
 	}
@@ -276,11 +327,12 @@ func (r *Status) syncAdmissionPolicy(ctx context.Context, q workqueue.TypedRateL
 
 // leaderContent is what the leader's part of the status says, for written.
 type leaderContent struct {
-	audit   *v1alpha1.AuditStatus
-	gen     int64
-	status  metav1.ConditionStatus
-	message string
-	summary string
+	audit     *v1alpha1.AuditStatus
+	candidate string
+	gen       int64
+	status    metav1.ConditionStatus
+	message   string
+	summary   string
 }
 
 // recordInvalid writes the Warning Event on an invalid version of a
@@ -291,8 +343,39 @@ type leaderContent struct {
 // overlapping leader wrote it, so there is exactly one Event per invalid
 // version with no watch of Events and no mark on the user's object.
 func (r *Status) recordInvalid(ctx context.Context, src policy.Source, u *unstructured.Unstructured, se cache.SourceError) error {
+	msg := fmt.Sprintf("Policy not in force: %s %s is invalid: %s (%s)", cache.VersionName(src.Kind), se.Version, cache.Problems(se.Err), se.StillInForce(src.Kind, r.w.cfg.PolicyNamespace))
+	return r.recordWarning(ctx, src, u, eventKey{uid: u.GetUID(), version: se.Version}, ReasonInvalidPolicy, msg)
+}
+
+// recordInvalidCandidate writes the Warning Event on an invalid candidate,
+// once per version of the object that carries it.
+func (r *Status) recordInvalidCandidate(ctx context.Context, src policy.Source, u *unstructured.Unstructured, cs cache.CandidateState) error {
+	version := u.GetResourceVersion()
+	if src.Kind == policy.SourceAdmissionPolicy {
+		version = strconv.FormatInt(u.GetGeneration(), 10)
+	}
+	msg := fmt.Sprintf("Candidate not judged: %s %s carries an invalid candidate: %s (%s; the policy in force is untouched)",
+		cache.VersionName(src.Kind), version, cache.Problems(cs.Err), candidateStillJudged(cs))
+	return r.recordWarning(ctx, src, u, eventKey{uid: u.GetUID(), version: version, candidate: true}, ReasonInvalidCandidate, msg)
+}
+
+// candidateStillJudged says which candidate is judged instead of an invalid one.
+func candidateStillJudged(cs cache.CandidateState) string {
+	if cs.Candidate == nil {
+		return "no candidate is judged"
+	}
+	return "its last good candidate (" + cs.Candidate.Hash + ") is still judged"
+}
+
+// recordWarning writes a Warning Event on a policy source, once per key.
+func (r *Status) recordWarning(ctx context.Context, src policy.Source, u *unstructured.Unstructured, key eventKey, reason, message string) error {
+	return r.recordEvent(ctx, src, u, key, corev1.EventTypeWarning, reason, message)
+}
+
+// recordEvent writes an Event on a policy source, once per key.
+func (r *Status) recordEvent(ctx context.Context, src policy.Source, u *unstructured.Unstructured, key eventKey, eventType, reason, message string) error {
 	cfg := r.w.cfg
-	key := eventKey{uid: u.GetUID(), version: se.Version}
+	se := cache.SourceError{Version: key.version}
 	if r.emitted[key] {
 		return nil
 	}
@@ -308,7 +391,7 @@ func (r *Status) recordInvalid(ctx context.Context, src policy.Source, u *unstru
 	case policy.SourceAdmissionPolicy:
 		ref.APIVersion, ref.Kind = v1alpha1.GroupVersion.String(), "AdmissionPolicy"
 	}
-	msg := truncate(fmt.Sprintf("Policy not in force: %s %s is invalid: %s (%s)", cache.VersionName(src.Kind), se.Version, cache.Problems(se.Err), se.StillInForce(src.Kind, cfg.PolicyNamespace)), eventMessageLimit)
+	msg := truncate(message, eventMessageLimit)
 	// Events on a cluster-scoped object go to the default namespace, as
 	// client-go's recorder puts them.
 	ns := ref.Namespace
@@ -317,11 +400,11 @@ func (r *Status) recordInvalid(ctx context.Context, src policy.Source, u *unstru
 	}
 	now := metav1.NewTime(cfg.Clock.Now())
 	ev := &corev1.Event{
-		ObjectMeta:     metav1.ObjectMeta{Name: invalidEventName(ref.Name, ref.UID, se.Version), Namespace: ns},
+		ObjectMeta:     metav1.ObjectMeta{Name: invalidEventName(ref.Name, ref.UID, eventVersion(key)), Namespace: ns},
 		InvolvedObject: ref,
-		Reason:         ReasonInvalidPolicy,
+		Reason:         reason,
 		Message:        msg,
-		Type:           corev1.EventTypeWarning,
+		Type:           eventType,
 		Source:         corev1.EventSource{Component: eventComponent, Host: cfg.Replica},
 		FirstTimestamp: now,
 		LastTimestamp:  now,
@@ -330,14 +413,23 @@ func (r *Status) recordInvalid(ctx context.Context, src policy.Source, u *unstru
 	_, err := cfg.Kube.CoreV1().Events(ns).Create(ctx, ev, metav1.CreateOptions{})
 	switch {
 	case apierrors.IsAlreadyExists(err):
-		r.w.log.V(1).Info("Warning Event already written by an earlier leader", "source", src.String(), "version", se.Version)
+		r.w.log.V(1).Info("Event already written by an earlier leader", "source", src.String(), "reason", reason, "version", se.Version)
 	case err != nil:
 		return fmt.Errorf("writing the Warning Event on %s version %s: %w", src, se.Version, err)
 	default:
-		r.w.log.V(1).Info("Warning Event written", "source", src.String(), "version", se.Version, "event", ev.Name)
+		r.w.log.V(1).Info("Event written", "source", src.String(), "reason", reason, "version", se.Version, "event", ev.Name)
 	}
 	r.emitted[key] = true
 	return nil
+}
+
+// eventVersion is what, beside the UID, names an Event: the version, or
+// for a candidate's, the version marked as the candidate's.
+func eventVersion(k eventKey) string {
+	if k.candidate {
+		return "candidate/" + k.version
+	}
+	return k.version
 }
 
 // invalidEventName is the object's name, for people listing Events, then a

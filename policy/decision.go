@@ -40,6 +40,9 @@ type Decision struct {
 	// exceed it, so the webhook records it before allowing the request.
 	Reserve    int64
 	ReserveFor string
+	// Candidates are the outcomes of the candidates judged beside the
+	// policies in force (candidate.go); they never change the verdict.
+	Candidates []CandidateResult
 }
 
 // RefuseReservation turns an allowed decision into a refusal by the quota

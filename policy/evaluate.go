@@ -40,6 +40,7 @@ func (s *Set) Evaluate(req *Request, cluster Cluster) Decision {
 		e.budget.Stop()
 		e.outOfBudget(&d)
 	}
+	e.judgeCandidates(s, &d)
 	return d
 }
 

@@ -34,6 +34,10 @@ const PolicyLabel = "policy.example.com/policy"
 // ConfigMapDataKey is the ConfigMap data key that carries a policy spec.
 const ConfigMapDataKey = "policy.yaml"
 
+// ConfigMapCandidateKey is the ConfigMap data key that carries a candidate:
+// the next version of the policy, judged beside it without enforcing.
+const ConfigMapCandidateKey = "candidate.yaml"
+
 // DefaultPolicyNamespace is the webhook's own namespace unless configured
 // otherwise: its ConfigMap policies apply to every namespace.
 const DefaultPolicyNamespace = "policy-system"

@@ -9,6 +9,12 @@ type Set struct {
 	all    []*Policy
 	pods   index
 	apple  index
+
+	// Candidates (candidate.go), indexed by kind, and the policies in
+	// force of their sources.
+	candidates           []*Policy
+	candPods, candApples index
+	inForce              map[Source]*Policy
 }
 
 type index struct {
@@ -33,6 +39,7 @@ func NewSet(policies []*Policy, opts ...SetOption) *Set {
 			s.apple.add(p)
 		}
 	}
+	s.indexCandidates()
 	return s
 }
 

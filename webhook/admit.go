@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -37,6 +38,7 @@ type admitHandler struct {
 	failOpen   bool
 	metrics    *Metrics
 	log        logr.Logger
+	candidates CandidateRecorder // nil: outcomes are only counted and annotated
 }
 
 func (h *admitHandler) Handle(ctx context.Context, r *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, error) {
@@ -84,6 +86,7 @@ func (h *admitHandler) decide(ctx context.Context, kind policy.Kind, r *admissio
 	req.Context = ctx
 	d := h.judge.Evaluate(req)
 	h.record(r, &d)
+	h.recordCandidates(r, req, kind, &d)
 	var resp *admissionv1.AdmissionResponse
 	verdict := verdictAllowed
 	if d.Allowed {
@@ -98,6 +101,23 @@ func (h *admitHandler) decide(ctx context.Context, kind policy.Kind, r *admissio
 	}
 	resp.AuditAnnotations = auditAnnotations(&d)
 	return resp, verdict
+}
+
+// recordCandidates counts the candidate outcomes of a decision and has the
+// replica's tally keep them. Nothing here changes the verdict.
+func (h *admitHandler) recordCandidates(r *admissionv1.AdmissionRequest, req *policy.Request, kind policy.Kind, d *policy.Decision) {
+	if len(d.Candidates) == 0 {
+		return
+	}
+	for i := range d.Candidates {
+		h.metrics.candidate(&d.Candidates[i])
+	}
+	if h.candidates != nil {
+		// The name as decoded: the generateName and a "*" while the API
+		// server has yet to choose one.
+		h.candidates.RecordCandidates(policy.Admission{Kind: string(kind), Namespace: r.Namespace, Name: req.Name(),
+			Operation: string(r.Operation), Time: time.Now()}, d.Candidates)
+	}
 }
 
 // record counts every violation and logs those users do not see, one line

@@ -14,7 +14,14 @@ const (
 	// `ConfigMap policy-system/baseline@4711` or `AdmissionPolicy production@3`.
 	annotationPolicies   = "policies"
 	annotationViolations = "violations" // rules violated, with enforcement and source
+	// annotationCandidate says how each candidate judged beside its policy
+	// would have decided: `AdmissionPolicy baseline@7 would deny:
+	// pods.disallowedTags spec.containers[0].image`.
+	annotationCandidate = "candidate"
 )
+
+// maxCandidateAnnotation bounds the candidate annotation's value.
+const maxCandidateAnnotation = 1024
 
 // annotatedEntries bounds each annotation's list; the rest is counted.
 const annotatedEntries = 20
@@ -23,7 +30,10 @@ const annotatedEntries = 20
 // their rules it broke; nil when no policy applied.
 func auditAnnotations(d *policy.Decision) map[string]string {
 	if len(d.Applied) == 0 {
-		return nil
+		if len(d.Candidates) == 0 {
+			return nil
+		}
+		return map[string]string{annotationCandidate: candidateAnnotation(d.Candidates)}
 	}
 	var b strings.Builder
 	for i, p := range d.Applied[:min(len(d.Applied), annotatedEntries)] {
@@ -38,6 +48,9 @@ func auditAnnotations(d *policy.Decision) map[string]string {
 	}
 	more(&b, len(d.Applied))
 	out := map[string]string{annotationPolicies: b.String()}
+	if len(d.Candidates) > 0 {
+		out[annotationCandidate] = candidateAnnotation(d.Candidates)
+	}
 	if len(d.Violations) == 0 {
 		return out
 	}
@@ -74,4 +87,38 @@ func more(b *strings.Builder, n int) {
 	if n > annotatedEntries {
 		fmt.Fprintf(b, " and %d more", n-annotatedEntries)
 	}
+}
+
+// candidateAnnotation is each candidate's outcome, "; " between them:
+// `<source>@<version> same`, or `... would deny: <rule> <field>`, bounded.
+func candidateAnnotation(results []policy.CandidateResult) string {
+	var b strings.Builder
+	for i := range results {
+		r := &results[i]
+		var one strings.Builder
+		if i > 0 {
+			one.WriteString("; ")
+		}
+		one.WriteString(r.Candidate.SourceName())
+		if r.Candidate.Version != "" {
+			one.WriteByte('@')
+			one.WriteString(r.Candidate.Version)
+		}
+		one.WriteByte(' ')
+		one.WriteString(strings.ReplaceAll(r.Outcome, "_", " "))
+		if v := r.Violation; v != nil {
+			one.WriteString(": ")
+			one.WriteString(v.Rule)
+			if v.Field != "" {
+				one.WriteByte(' ')
+				one.WriteString(v.Field)
+			}
+		}
+		if b.Len()+one.Len() > maxCandidateAnnotation {
+			fmt.Fprintf(&b, " and %d more", len(results)-i)
+			break
+		}
+		b.WriteString(one.String())
+	}
+	return b.String()
 }

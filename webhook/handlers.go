@@ -25,10 +25,11 @@ const (
 // MyApples by apples (the quota ledger), each in a namespace that ns makes
 // sure they know (nil: whatever they hold); a nil im gives no impact warnings.
 func Handlers(judge, apples Judge, ns Namespaces, im *Impact, compiler *carrier.Compiler, policyNamespace string, failOpen bool, m *Metrics, log logr.Logger) map[string]http.Handler {
+	rec := recorderOf(judge)
 	return map[string]http.Handler{
-		PathPods:           newReviewHandler(&admitHandler{policy.KindPod, judge, ns, failOpen, m, log.WithName("pods")}, m, log),
-		PathPodControllers: newReviewHandler(&admitHandler{"", judge, ns, failOpen, m, log.WithName("podcontrollers")}, m, log),
-		PathMyApples:       newReviewHandler(&admitHandler{policy.KindMyApple, apples, ns, failOpen, m, log.WithName("myapples")}, m, log),
+		PathPods:           newReviewHandler(&admitHandler{policy.KindPod, judge, ns, failOpen, m, log.WithName("pods"), rec}, m, log),
+		PathPodControllers: newReviewHandler(&admitHandler{"", judge, ns, failOpen, m, log.WithName("podcontrollers"), rec}, m, log),
+		PathMyApples:       newReviewHandler(&admitHandler{policy.KindMyApple, apples, ns, failOpen, m, log.WithName("myapples"), rec}, m, log),
 		PathPolicies:       newReviewHandler(newPolicyHandler(compiler, policyNamespace, im, counterOf(judge), m, log.WithName("policies")), m, log),
 	}
 }
@@ -37,6 +38,19 @@ func Handlers(judge, apples Judge, ns Namespaces, im *Impact, compiler *carrier.
 // knows them, so that one too many is refused.
 type PolicyCounter interface {
 	NamespacePolicies(namespace string) []string
+}
+
+// CandidateRecorder keeps the candidate outcomes of the admissions
+// answered, for this replica's status entry: the cache's CandidateTally.
+type CandidateRecorder interface {
+	RecordCandidates(a policy.Admission, results []policy.CandidateResult)
+}
+
+// recorderOf is the judge's CandidateRecorder, nil if it keeps none (then
+// outcomes are only counted in the metric and annotated).
+func recorderOf(judge Judge) CandidateRecorder {
+	c, _ := judge.(CandidateRecorder)
+	return c
 }
 
 // counterOf is judge's PolicyCounter, nil if it is none (then any number

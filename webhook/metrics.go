@@ -40,7 +40,11 @@ type Metrics struct {
 	durations     *prometheus.HistogramVec
 	violations    *prometheus.CounterVec
 	requestErrors *prometheus.CounterVec
+	candidates    *prometheus.CounterVec
 }
+
+// MetricCandidateEvaluations counts candidate outcomes, by source and outcome.
+const MetricCandidateEvaluations = "policy_webhook_candidate_evaluations_total"
 
 // NewMetrics registers the metrics with reg.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
@@ -65,8 +69,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "HTTP requests refused before judging, by reason " +
 				"(method_not_allowed, unsupported_media_type, too_large, malformed, panic, write, wrong_resource, overloaded).",
 		}, []string{"reason"}),
+		candidates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricCandidateEvaluations,
+			Help: "Admissions judged by a policy's candidate beside the policy in force, by source and outcome " +
+				"(same, would_deny, would_allow, would_warn); the candidate never changes the verdict.",
+		}, []string{"source", "outcome"}),
 	}
-	for _, c := range []prometheus.Collector{m.admissions, m.durations, m.violations, m.requestErrors} {
+	for _, c := range []prometheus.Collector{m.admissions, m.durations, m.violations, m.requestErrors, m.candidates} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering the webhook's metrics: %w", err)
 		}
@@ -105,4 +114,10 @@ func (m *Metrics) requestError(reason string) { m.requestErrors.WithLabelValues(
 
 func (m *Metrics) violation(v *policy.Violation) {
 	m.violations.WithLabelValues(v.Rule, string(v.Enforcement)).Inc()
+}
+
+// candidate counts one candidate outcome. Sources are bounded by the
+// policies the cluster holds; outcomes are the four of v1alpha1.
+func (m *Metrics) candidate(r *policy.CandidateResult) {
+	m.candidates.WithLabelValues(r.Candidate.SourceName(), r.Outcome).Inc()
 }

@@ -91,7 +91,7 @@ func (h *policyHandler) decide(ctx context.Context, r *admissionv1.AdmissionRequ
 			return invalid(src.String() + " is refused: " + why), verdictDenied
 		}
 	}
-	p, err := h.compiler.Compile(u, h.policyNamespace)
+	p, err := h.compiler.Validate(u, h.policyNamespace)
 	if err != nil {
 		var invalidErr *policy.InvalidError
 		if !errors.As(err, &invalidErr) {

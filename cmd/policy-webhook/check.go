@@ -11,6 +11,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/check"
 	"github.com/policy-webhook/policy-webhook/policy"
 )
@@ -38,6 +39,7 @@ func runCheck(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	policyNamespace := fs.String("policy-namespace", "policy-system", "the webhook's namespace: ConfigMap policies there apply cluster-wide")
 	inCluster := fs.Bool("cluster", false, "judge the Pods and MyApples that exist in the cluster of the kubeconfig (read in pages), instead of FILEs")
 	kubeconfig := fs.String("kubeconfig", "", "with --cluster: the kubeconfig to use (default $KUBECONFIG, then ~/.kube/config), at its current context")
+	candidate := fs.Bool("candidate", false, "judge each policy's candidate (spec.candidate, or a ConfigMap's candidate.yaml) beside it and print where they disagree; exit 1 when a candidate would deny what the policy admits")
 	policyLimits := bindPolicyLimits(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: policy-webhook check -p PATH [-p PATH ...] [-n NAMESPACE] [-o text|json] FILE ...\n"+
@@ -45,7 +47,10 @@ func runCheck(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			"Judges the Pods, MyApples and AdmissionReviews in FILEs (\"-\" is stdin) against the policy\n"+
 			"under -p, in input order, as the webhook would. With --cluster, judges the Pods and MyApples\n"+
 			"that exist in the cluster as if each were created now, and lists those with violations.\n"+
-			"Exit status: 0 all admitted, 1 any denied, 2 usage error or invalid policy or input.\n\n")
+			"With --candidate, judges each policy's candidate in its place and prints the objects on\n"+
+			"which they disagree (would deny, would allow, would warn).\n"+
+			"Exit status: 0 all admitted, 1 any denied (with --candidate: any a candidate would deny\n"+
+			"that the policy admits), 2 usage error or invalid policy or input.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -76,6 +81,7 @@ func runCheck(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		DefaultNamespace: *namespace,
 		Notes:            stderr,
 		Limits:           policyLimits(),
+		Candidate:        *candidate,
 	})
 	if err != nil {
 		return failf(stderr, "invalid policy: %v", err)
@@ -105,11 +111,17 @@ func runCheck(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 	}
 	write := check.WriteText
+	if *candidate {
+		write = check.WriteCandidateText
+	}
 	if *output == check.FormatJSON {
 		write = check.WriteJSON
 	}
 	if err := write(stdout, results); err != nil {
 		return failf(stderr, "writing the report: %v", err)
+	}
+	if *candidate {
+		return candidateExit(results, stderr)
 	}
 	for _, r := range results {
 		if !r.Allowed {
@@ -153,4 +165,23 @@ func usageError(stderr io.Writer, fs *flag.FlagSet, msg string) int {
 func failf(stderr io.Writer, format string, args ...any) int {
 	fmt.Fprintf(stderr, "policy-webhook check: "+format+"\n", args...)
 	return exitUsage
+}
+
+// candidateExit says how the candidates fared, and is 1 when one would
+// deny what its policy admits.
+func candidateExit(results []*check.Result, stderr io.Writer) int {
+	outcomes := map[string]int{}
+	wouldDeny := false
+	for _, r := range results {
+		for _, d := range r.Candidate {
+			outcomes[d.Outcome]++
+		}
+		wouldDeny = wouldDeny || r.WouldDeny()
+	}
+	fmt.Fprintf(stderr, "note: candidates: %d would deny, %d would allow, %d would warn\n",
+		outcomes[v1alpha1.OutcomeWouldDeny], outcomes[v1alpha1.OutcomeWouldAllow], outcomes[v1alpha1.OutcomeWouldWarn])
+	if wouldDeny {
+		return exitDenied
+	}
+	return exitAdmitted
 }

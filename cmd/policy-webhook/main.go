@@ -21,7 +21,9 @@ const usage = `policy-webhook judges Pod and MyApple admissions against policy.
 Usage:
   policy-webhook check -p PATH [-p PATH ...] [-n NAMESPACE] [-o text|json] FILE ...
   policy-webhook check -p PATH [-p PATH ...] [-o text|json] --cluster [--kubeconfig FILE]
+  policy-webhook check --candidate -p PATH [-p PATH ...] FILE ...
   policy-webhook import-vap [--configmap NAMESPACE] FILE ...
+  policy-webhook promote [--kubeconfig FILE] admissionpolicy/NAME | configmap/NAMESPACE/NAME
   policy-webhook serve [flags]
   policy-webhook version
 
@@ -43,6 +45,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	switch args[0] {
 	case "check":
 		return runCheck(ctx, args[1:], stdin, stdout, stderr)
+	case "promote":
+		return runPromote(ctx, args[1:], stdout, stderr)
 	case "import-vap":
 		return runImportVAP(args[1:], stdin, stdout, stderr)
 	case "serve":

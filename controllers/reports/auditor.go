@@ -99,6 +99,9 @@ type Auditor struct {
 	reportsMissingLogged bool
 	// results is status.audit by AdmissionPolicy name; nil before the first sweep.
 	results atomic.Pointer[map[string]*v1alpha1.AuditStatus]
+	// candidates is status.candidate.existing by AdmissionPolicy name: the
+	// existing objects its candidate would deny and its spec admits.
+	candidates atomic.Pointer[map[policy.Source]*v1alpha1.AuditStatus]
 }
 
 // New checks the configuration and registers the metrics.
@@ -241,6 +244,25 @@ func (a *Auditor) AuditStatus(name string) (*v1alpha1.AuditStatus, bool) {
 	return st, ok
 }
 
+// CandidateAuditStatus is what the last sweep found the candidate of an
+// AdmissionPolicy would deny among the existing objects; false before the
+// first sweep, or for a policy without a candidate.
+func (a *Auditor) CandidateAuditStatus(name string) (*v1alpha1.AuditStatus, bool) {
+	return a.CandidateExisting(policy.Source{Kind: policy.SourceAdmissionPolicy, Name: name})
+}
+
+// CandidateExisting is what the last sweep found the candidate of a
+// policy source would deny among the existing objects; false before the
+// first sweep, or for a source without a candidate.
+func (a *Auditor) CandidateExisting(src policy.Source) (*v1alpha1.AuditStatus, bool) {
+	r := a.candidates.Load()
+	if r == nil {
+		return nil, false
+	}
+	st, ok := (*r)[src]
+	return st, ok
+}
+
 func (a *Auditor) sweepAndLog(ctx context.Context, why string) {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.SweepTimeout)
 	defer cancel()
@@ -304,6 +326,7 @@ func (a *Auditor) Sweep(ctx context.Context) (SweepSummary, error) {
 	a.firstSeen = f.firstSeen
 	a.metrics.setViolations(f.counts)
 	byNamespace := f.reported()
+	a.publishCandidates(snap.Set.Candidates(), f.candidates, now)
 	a.publish(snap.Policies(), f.policies, now)
 	err = a.writeReports(ctx, byNamespace)
 	return SweepSummary{Totals: totals, Violations: violations, Namespaces: len(byNamespace)}, err

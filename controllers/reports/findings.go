@@ -93,6 +93,9 @@ type findings struct {
 	passes     bool
 	namespaces map[string]*namespaceFindings
 	policies   map[string]*policyFindings // by policy.Source.String()
+	// candidates are the existing objects each candidate would deny that
+	// its policy admits, by policy.Source.String().
+	candidates map[string]*policyFindings
 	counts     map[metricKey]int
 	firstSeen  map[resultKey]metav1.Timestamp
 	now        metav1.Timestamp
@@ -104,6 +107,7 @@ func newFindings(now metav1.Timestamp, maxResults int, passes bool) *findings {
 		passes:     passes,
 		namespaces: map[string]*namespaceFindings{},
 		policies:   map[string]*policyFindings{},
+		candidates: map[string]*policyFindings{},
 		counts:     map[metricKey]int{},
 		firstSeen:  map[resultKey]metav1.Timestamp{},
 		now:        now,
@@ -118,6 +122,7 @@ func (f *findings) add(o *audit.Object, d *policy.Decision, seen map[resultKey]m
 		ns = &namespaceFindings{}
 		f.namespaces[o.Namespace] = ns
 	}
+	f.addCandidates(o, d)
 	ref := objectReference(o)
 	if f.passes {
 		f.addPasses(ns, o, d, ref, seen)
@@ -247,4 +252,28 @@ func (f *findings) reported() map[string]*namespaceFindings {
 		}
 	}
 	return out
+}
+
+// addCandidates records the objects a candidate would deny that its policy
+// admits: at most MaxStatusViolations listed each, all counted.
+func (f *findings) addCandidates(o *audit.Object, d *policy.Decision) {
+	for i := range d.Candidates {
+		r := &d.Candidates[i]
+		if r.Outcome != v1alpha1.OutcomeWouldDeny {
+			continue
+		}
+		src := r.Candidate.SourceName()
+		p := f.candidates[src]
+		if p == nil {
+			p = &policyFindings{}
+			f.candidates[src] = p
+		}
+		p.total++
+		if len(p.violations) < v1alpha1.MaxCandidateExisting && r.Violation != nil {
+			v := r.Violation
+			p.violations = append(p.violations, v1alpha1.AuditViolation{
+				Kind: o.Kind, Namespace: o.Namespace, Name: o.Name, Rule: v.Rule, Field: v.Field, Message: truncate(v.Message, MaxMessageBytes),
+			})
+		}
+	}
 }

@@ -246,6 +246,22 @@ func (a *Auditor) loadWritten(ctx context.Context) error {
 	}
 }
 
+// publishCandidates makes what a sweep found each candidate would deny
+// its AdmissionPolicy's status.candidate.existing (a ConfigMap's outcomes
+// Event counts them); publish tells the writer.
+func (a *Auditor) publishCandidates(candidates []*policy.Policy, found map[string]*policyFindings, at metav1.Time) {
+	results := map[policy.Source]*v1alpha1.AuditStatus{}
+	for _, c := range candidates {
+		st := &v1alpha1.AuditStatus{LastAuditTime: at}
+		if f := found[c.Source.String()]; f != nil {
+			st.TotalViolations = f.total
+			st.Violations = f.violations
+		}
+		results[c.Source] = st
+	}
+	a.candidates.Store(&results)
+}
+
 // publish makes what a sweep found of each AdmissionPolicy in force its
 // status.audit, and tells whoever writes it.
 func (a *Auditor) publish(policies []*policy.Policy, found map[string]*policyFindings, at metav1.Time) {

@@ -108,7 +108,7 @@ func (r *report) print(w io.Writer) {
 		r.Settings["warmup"], r.Settings["duration"], r.Settings["rounds"])
 	if len(r.GoBenchmarks) > 0 {
 		fmt.Fprintln(tw, "in process\tns/op\tB/op\tallocs/op\t")
-		var withoutCEL, withCEL, pod, deployment float64
+		var withoutCEL, withCEL, pod, deployment, alone, candidate float64
 		for _, b := range r.GoBenchmarks {
 			fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.0f\t\n", b.Name, b.NsPerOp, b.BytesPerOp, b.AllocsPerOp)
 			switch {
@@ -116,6 +116,10 @@ func (r *report) print(w io.Writer) {
 				withoutCEL = b.NsPerOp
 			case strings.HasPrefix(b.Name, "BenchmarkHandlePodCEL/builtin=10,cel=5"):
 				withCEL = b.NsPerOp
+			case strings.HasPrefix(b.Name, "BenchmarkHandlePodCandidate/policy+candidate"):
+				candidate = b.NsPerOp
+			case strings.HasPrefix(b.Name, "BenchmarkHandlePodCandidate/policy"):
+				alone = b.NsPerOp
 			case strings.HasPrefix(b.Name, "BenchmarkHandlePodController/Pod"):
 				pod = b.NsPerOp
 			case strings.HasPrefix(b.Name, "BenchmarkHandlePodController/Deployment"):
@@ -124,6 +128,9 @@ func (r *report) print(w io.Writer) {
 		}
 		if withoutCEL > 0 && withCEL > 0 {
 			fmt.Fprintf(tw, "handler with 5 CEL validations ×without\t%s\t\t\t\n", ratio(withCEL, withoutCEL))
+		}
+		if alone > 0 && candidate > 0 {
+			fmt.Fprintf(tw, "policy with a candidate ×alone (issue 20: at most 2.1)\t%s\t\t\t\n", ratio(candidate, alone))
 		}
 		if pod > 0 && deployment > 0 {
 			fmt.Fprintf(tw, "Deployment ×Pod of the same template\t%s\t\t\t\n", ratio(deployment, pod))

@@ -165,11 +165,17 @@ func Document(u *unstructured.Unstructured) (policy.Source, []byte, error) {
 // version. A policy that does not compile is a *policy.InvalidError
 // listing every problem, with field paths under policy.yaml or spec.
 func (c *Compiler) CompileDocument(src policy.Source, policyNamespace, version string, doc []byte) (*policy.Policy, error) {
-	var scope string
 	prefix, sep := "spec", "."
 	if src.Kind == policy.SourceConfigMap {
-		scope = policy.ConfigMapScope(src.Namespace, policyNamespace)
 		prefix, sep = policy.ConfigMapDataKey, ": "
+	}
+	return c.compileDocument(src, policyNamespace, version, doc, prefix, sep)
+}
+
+func (c *Compiler) compileDocument(src policy.Source, policyNamespace, version string, doc []byte, prefix, sep string) (*policy.Policy, error) {
+	var scope string
+	if src.Kind == policy.SourceConfigMap {
+		scope = policy.ConfigMapScope(src.Namespace, policyNamespace)
 	}
 	spec, errs := ParseSpec(doc)
 	var opts []policy.CompileOption
@@ -223,6 +229,19 @@ func admissionPolicyDocument(u *unstructured.Unstructured) ([]byte, field.ErrorL
 	spec, ok := u.Object["spec"]
 	if !ok || spec == nil {
 		return nil, field.ErrorList{policy.FieldError("spec", "required")}
+	}
+	if m, ok := spec.(map[string]any); ok {
+		if _, has := m[CandidateField]; has {
+			// The candidate is a policy of its own (CandidateDocument):
+			// the spec is read without it.
+			rest := make(map[string]any, len(m)-1)
+			for k, v := range m {
+				if k != CandidateField {
+					rest[k] = v
+				}
+			}
+			spec = rest
+		}
 	}
 	raw, err := json.Marshal(spec)
 	if err != nil {

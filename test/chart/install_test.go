@@ -839,6 +839,9 @@ func proveCalled(t *testing.T, cs kubernetes.Interface) {
 		t.Fatalf("a policy with a typo: %v", err)
 	}
 	cm := devenv.PolicyConfigMap(installNamespace, "registries", testPolicy)
+	// A candidate beside it, judged on the Pods below: the dashboard's
+	// candidate panel has its metric to read.
+	cm.Data["candidate.yaml"] = testPolicy
 	if _, err := cs.CoreV1().ConfigMaps(installNamespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatalf("creating the policy: %v", err)
 	}

@@ -42,13 +42,14 @@ const (
 )
 
 // webhookMetrics are the metric names the webhook exports (webhook/metrics.go
-// names its four in newMetrics; cache and audit export theirs), as
+// names its five in newMetrics; cache and audit export theirs), as
 // Prometheus stores them: a histogram as its _bucket, _sum and _count.
 var webhookMetrics = func() []string {
 	names := []string{
 		"policy_webhook_admissions_total",
 		"policy_webhook_request_errors_total",
 		"policy_webhook_violations_total",
+		"policy_webhook_candidate_evaluations_total",
 		cache.MetricPolicies, cache.MetricPolicyErrors, cache.MetricSnapshotBuilds, cache.MetricCacheSynced,
 		controllers.MetricStatusUpdates, cache.MetricCachedMyApples, cache.MetricCacheStale, cache.MetricWatchErrors,
 		reports.MetricViolations, reports.MetricObjectsJudged, reports.MetricSweeps, reports.MetricReportWrites,
@@ -179,6 +180,9 @@ func healthySeries() string {
 		fmt.Fprintf(&b, "policy_webhook_admissions_total{%s, kind=\"Pod\", operation=\"CREATE\", verdict=\"error\"} 0x180\n", p)
 		fmt.Fprintf(&b, "policy_webhook_violations_total{%s, rule=\"pods.allowedRegistries\", enforcement=\"Deny\"} 0+5x180\n", p)
 		fmt.Fprintf(&b, "policy_webhook_request_errors_total{%s, reason=\"malformed\"} 0x180\n", p)
+		// A candidate beside the baseline, tried on live traffic.
+		fmt.Fprintf(&b, "policy_webhook_candidate_evaluations_total{%s, source=\"AdmissionPolicy baseline\", outcome=\"same\"} 0+95x180\n", p)
+		fmt.Fprintf(&b, "policy_webhook_candidate_evaluations_total{%s, source=\"AdmissionPolicy baseline\", outcome=\"would_deny\"} 0+5x180\n", p)
 		fmt.Fprintf(&b, "process_cpu_seconds_total{%s} 0+3x180\n", p)
 		fmt.Fprintf(&b, "process_resident_memory_bytes{%s} 50000000x180\n", p)
 		fmt.Fprintf(&b, "go_memstats_heap_inuse_bytes{%s} 20000000x180\n", p)

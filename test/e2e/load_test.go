@@ -9,6 +9,13 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
+	"github.com/policy-webhook/policy-webhook/hack/devenv"
+	"github.com/policy-webhook/policy-webhook/policy"
+	"github.com/policy-webhook/policy-webhook/test/promtest"
+	"github.com/policy-webhook/policy-webhook/webhook"
 )
 
 // TestNoAPICallsWhileAdmitting sends 1,000 admissions through the API
@@ -72,6 +79,47 @@ validations:
 			return appleRefused, createApple(ctx, badApple, opts)
 		}
 	})
+}
+
+// The same with a candidate beside the policy (a ConfigMap's
+// candidate.yaml that also forbids latest): judging it, counting its
+// outcomes and tallying them for the replica's status costs no API call
+// either, and never changes a verdict.
+func TestNoAPICallsWhileAdmittingWithCandidate(t *testing.T) {
+	ctx := testCtx(t)
+	ns := newNamespace(t, nil)
+	cm := devenv.PolicyConfigMap(ns, "registries", "pods:\n  allowedRegistries: [registry.example.com/]\n")
+	cm.Data[policy.ConfigMapCandidateKey] = "pods:\n  allowedRegistries: [registry.example.com/]\n  disallowedTags: [latest]\n"
+	if _, err := env.client.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	opts := metav1.CreateOptions{DryRun: dryRun}
+	good := pod(ns, "good", nil, "registry.example.com/web:1.0")
+	latest := pod(ns, "latest", nil, "registry.example.com/web:latest")
+	foreign := pod(ns, "foreign", nil, "docker.io/library/nginx:1.27")
+	refused := podDenial(fmt.Sprintf("policy violation: ConfigMap %s/registries pods.allowedRegistries spec.containers[0].image: "+
+		"image \"docker.io/library/nginx:1.27\" resolves to docker.io/library/nginx:1.27, which is not under an allowed registry (registry.example.com/)", ns))
+	eventuallyDenied(t, func() error { return createPod(ctx, foreign, opts) }, refused)
+	source := map[string]string{"source": "ConfigMap " + ns + "/registries"}
+	wouldDeny := map[string]string{"source": source["source"], "outcome": v1alpha1.OutcomeWouldDeny}
+	judged0 := promtest.Sum(t, crmetrics.Registry, webhook.MetricCandidateEvaluations, source)
+	denied0 := promtest.Sum(t, crmetrics.Registry, webhook.MetricCandidateEvaluations, wouldDeny)
+
+	admitWithoutAPICalls(t, "dry-run Pod creates with a candidate beside the policy, a third refused, a third the candidate would deny", func(i int64) (string, error) {
+		switch i % 3 {
+		case 0:
+			return "", createPod(ctx, good, opts)
+		case 1:
+			return "", createPod(ctx, latest, opts)
+		default:
+			return refused, createPod(ctx, foreign, opts)
+		}
+	})
+	judged := promtest.Sum(t, crmetrics.Registry, webhook.MetricCandidateEvaluations, source) - judged0
+	denied := promtest.Sum(t, crmetrics.Registry, webhook.MetricCandidateEvaluations, wouldDeny) - denied0
+	if judged != 1000 || denied != 333 {
+		t.Errorf("the candidate judged %v admissions and would deny %v, want 1000 and 333", judged, denied)
+	}
 }
 
 // admitWithoutAPICalls runs 1,000 admissions, 16 at a time, each the i-th

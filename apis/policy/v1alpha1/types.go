@@ -212,6 +212,124 @@ type MyAppleRules struct {
 	MaxTotalQuantityPerNamespace *int64 `json:"maxTotalQuantityPerNamespace,omitempty"`
 }
 
+// AdmissionPolicySpec is the policy in force and, beside it, a candidate:
+// the next version of the policy, judged on live traffic without changing
+// a verdict until `policy-webhook promote` makes it the spec.
+type AdmissionPolicySpec struct {
+	PolicySpec `json:",inline"`
+	// Candidate is a complete policy of the same schema, evaluated beside
+	// the spec on every admission either matches and in every audit sweep;
+	// its disagreements with the spec are counted in status.candidate.
+	// +optional
+	Candidate *PolicySpec `json:"candidate,omitempty"`
+}
+
+// Candidate outcomes: how the candidate's verdict on one admission compares
+// with the spec's.
+const (
+	// OutcomeSame: the candidate decides as the spec does.
+	OutcomeSame = "same"
+	// OutcomeWouldDeny: the candidate denies what the spec admits.
+	OutcomeWouldDeny = "would_deny"
+	// OutcomeWouldAllow: the candidate admits what the spec denies.
+	OutcomeWouldAllow = "would_allow"
+	// OutcomeWouldWarn: both admit (or both deny), but the warnings differ.
+	OutcomeWouldWarn = "would_warn"
+)
+
+// MaxCandidateDenials bounds the recent would-deny examples a status lists.
+const MaxCandidateDenials = 10
+
+// MaxCandidateExisting bounds the existing objects status.candidate lists.
+const MaxCandidateExisting = 20
+
+// CandidateCounts are the admissions a candidate judged, by outcome.
+type CandidateCounts struct {
+	// Judged counts the admissions either the spec or the candidate matched.
+	Judged int64 `json:"judged"`
+	// Same counts those the candidate decided as the spec did.
+	Same int64 `json:"same"`
+	// WouldDeny counts those the candidate would deny and the spec admitted.
+	WouldDeny int64 `json:"wouldDeny"`
+	// WouldAllow counts those the candidate would admit and the spec denied.
+	WouldAllow int64 `json:"wouldAllow"`
+	// WouldWarn counts those whose warnings the candidate would change.
+	WouldWarn int64 `json:"wouldWarn"`
+}
+
+// CandidateDenial is one admission the candidate would have denied.
+type CandidateDenial struct {
+	// Kind of the object: Pod, MyApple or a Pod controller.
+	Kind string `json:"kind"`
+	// Namespace of the object.
+	// +optional
+	Namespace string `json:"namespace,omitempty"`
+	// Name of the object.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name,omitempty"`
+	// Operation: CREATE or UPDATE.
+	Operation string `json:"operation"`
+	// Time of the admission.
+	Time metav1.Time `json:"time"`
+	// Violation is the candidate's first Deny violation: rule, field, message.
+	// +kubebuilder:validation:MaxLength=1024
+	Violation string `json:"violation"`
+}
+
+// ReplicaCandidate is what one replica saw of the candidate: written by the
+// replica itself in its status.replicas entry.
+type ReplicaCandidate struct {
+	// Hash identifies the candidate judged (sha256 of its document, 16 hex digits).
+	// +kubebuilder:validation:MaxLength=64
+	Hash string `json:"hash"`
+	// Since is when this replica started judging it.
+	Since metav1.Time `json:"since"`
+	// Counts of the admissions this replica judged with it.
+	CandidateCounts `json:",inline"`
+	// Denials are the last admissions this replica saw it would deny.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=10
+	Denials []CandidateDenial `json:"denials,omitempty"`
+}
+
+// CandidateStatus is how the candidate fared beside the spec, summed over
+// the replicas by the elected one.
+type CandidateStatus struct {
+	// Generation of the AdmissionPolicy the candidate was read from.
+	// +optional
+	Generation int64 `json:"generation,omitempty"`
+	// Hash identifies the candidate (sha256 of its document, 16 hex digits).
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	Hash string `json:"hash,omitempty"`
+	// Valid is false when the candidate is invalid: Message says why, and
+	// the counts are those of its last good version, if any.
+	Valid bool `json:"valid"`
+	// Message says why the candidate is invalid.
+	// +optional
+	// +kubebuilder:validation:MaxLength=32768
+	Message string `json:"message,omitempty"`
+	// Since is when the first replica started judging it.
+	// +optional
+	Since *metav1.Time `json:"since,omitempty"`
+	// Counts of the admissions judged, summed over the replicas.
+	CandidateCounts `json:",inline"`
+	// Summary is "+<would deny> deny / -<would allow>", for `kubectl get`.
+	// +optional
+	Summary string `json:"summary,omitempty"`
+	// RecentDenials are the last admissions it would have denied, newest first.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=10
+	RecentDenials []CandidateDenial `json:"recentDenials,omitempty"`
+	// Existing is what the last audit sweep found the candidate would deny
+	// among the existing objects that the spec admits.
+	// +optional
+	Existing *AuditStatus `json:"existing,omitempty"`
+}
+
 // AdmissionPolicyStatus says whether the policy is in force, and on which
 // replicas of the webhook.
 type AdmissionPolicyStatus struct {
@@ -244,6 +362,13 @@ type AdmissionPolicyStatus struct {
 	// objects, written by the elected replica after each sweep.
 	// +optional
 	Audit *AuditStatus `json:"audit,omitempty"`
+
+	// Candidate is how spec.candidate fares beside the spec: admissions
+	// judged and each outcome summed over the replicas, the last it would
+	// have denied, and the existing objects it would deny. Written by the
+	// elected (leader) replica; absent without a candidate.
+	// +optional
+	Candidate *CandidateStatus `json:"candidate,omitempty"`
 }
 
 // ReplicaStatus is what one replica of the webhook enforces of a policy.
@@ -265,6 +390,10 @@ type ReplicaStatus struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=32768
 	Message string `json:"message,omitempty"`
+	// Candidate is what this replica saw of spec.candidate since it last
+	// changed, written at most every 10 s while it changes.
+	// +optional
+	Candidate *ReplicaCandidate `json:"candidate,omitempty"`
 }
 
 // AuditStatus is the outcome of the last background audit for one policy.
@@ -306,12 +435,13 @@ type AuditViolation struct {
 // +kubebuilder:printcolumn:name="Enforcement",type=string,JSONPath=`.spec.enforcement`
 // +kubebuilder:printcolumn:name="In Force",type=string,JSONPath=`.status.inForce`,description="Replicas enforcing the current generation / replicas alive"
 // +kubebuilder:printcolumn:name="Violations",type=integer,JSONPath=`.status.audit.totalViolations`
+// +kubebuilder:printcolumn:name="Candidate",type=string,JSONPath=`.status.candidate.summary`,description="Admissions the candidate would deny (+) and admit (-) that the spec decides otherwise"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type AdmissionPolicy struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
-	Spec   PolicySpec            `json:"spec,omitempty"`
+	Spec   AdmissionPolicySpec   `json:"spec,omitempty"`
 	Status AdmissionPolicyStatus `json:"status,omitempty"`
 }
 
