@@ -6,9 +6,11 @@ import "sort"
 // namespace. It is replaced whole on every policy change, so readers never lock.
 type Set struct {
 	images *ImageCache // nil: parse every image anew
-	all    []*Policy
-	pods   index
-	apple  index
+	// exceptions lift violations while active; nil: none.
+	exceptions *ExceptionSet
+	all        []*Policy
+	pods       index
+	apple      index
 }
 
 type index struct {
