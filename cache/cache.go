@@ -344,6 +344,9 @@ func (c *Cache) Snapshot() *Snapshot { return c.snapshot.Load() }
 // received coalesce into one. It has one reader: the background audit.
 func (c *Cache) Swapped() <-chan struct{} { return c.swapped }
 
+// PolicySet is the current snapshot's policies and exceptions.
+func (c *Cache) PolicySet() *policy.Set { return c.snapshot.Load().Set }
+
 // Evaluate judges a request against the current snapshot, with the cache
 // as the cluster state rules read. Callers check HasSynced first.
 func (c *Cache) Evaluate(req *policy.Request) policy.Decision {

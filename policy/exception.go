@@ -502,3 +502,9 @@ func (x *Exception) covers(e *evaluation, v *Violation) bool {
 	}
 	return true
 }
+
+// MayCover reports whether the exception's match.kinds lets it cover an
+// object of kind.
+func (x *Exception) MayCover(kind Kind) bool {
+	return x.kinds == nil || slices.Contains(x.kinds, kind)
+}

@@ -74,6 +74,16 @@ func (ix *index) add(p *Policy) {
 // Policies returns every policy of the set, in evaluation order.
 func (s *Set) Policies() []*Policy { return s.all }
 
+// Policy is the policy of a source in the set, or nil.
+func (s *Set) Policy(src Source) *Policy {
+	for _, p := range s.all {
+		if p.Source == src {
+			return p
+		}
+	}
+	return nil
+}
+
 // Len is the number of policies in the set.
 func (s *Set) Len() int { return len(s.all) }
 

@@ -14,6 +14,10 @@ const (
 	// `ConfigMap policy-system/baseline@4711` or `AdmissionPolicy production@3`.
 	annotationPolicies   = "policies"
 	annotationViolations = "violations" // rules violated, with enforcement and source
+	// annotationExceptions lists the PolicyExceptions that lifted a
+	// violation, each with its generation and expiry:
+	// `PolicyException team-a/legacy-root@1 until 2027-01-31`.
+	annotationExceptions = "exceptions"
 )
 
 // annotatedEntries bounds each annotation's list; the rest is counted.
@@ -55,15 +59,29 @@ func auditAnnotations(d *policy.Decision) map[string]string {
 			b.WriteString(", ")
 		}
 		fmt.Fprintf(&b, "%s %s by %s", v.Enforcement, v.Rule, v.Source)
+		if v.ExceptedBy != "" {
+			fmt.Fprintf(&b, " excepted by %s", v.ExceptedBy)
+		}
 	}
 	more(&b, listed)
 	out[annotationViolations] = b.String()
+	if len(d.Exceptions) > 0 {
+		b.Reset()
+		for i, x := range d.Exceptions[:min(len(d.Exceptions), annotatedEntries)] {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "%s@%s until %s", x, x.Version, x.Expiry())
+		}
+		more(&b, len(d.Exceptions))
+		out[annotationExceptions] = b.String()
+	}
 	return out
 }
 
 func repeated(before []policy.Violation, v *policy.Violation) bool {
 	for i := range before {
-		if before[i].Rule == v.Rule && before[i].Source == v.Source {
+		if before[i].Rule == v.Rule && before[i].Source == v.Source && before[i].ExceptedBy == v.ExceptedBy {
 			return true
 		}
 	}

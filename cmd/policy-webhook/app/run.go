@@ -100,7 +100,8 @@ func Run(ctx context.Context, opts Options) error {
 	// will meet; the cache compiles what is in force with the same floor
 	// whatever it holds, so that a namespace's growth evicts no policy.
 	applied := compiler.WithMyApplesBound(pc.LargestMyAppleNamespace)
-	for path, h := range webhook.Handlers(pc, ledger, pc, webhook.NewImpact(kube.CoreV1().RESTClient(), pc), applied, opts.PolicyNamespace, opts.FailOpenBeforeSync, m, log.WithName("admission")) {
+	for path, h := range webhook.Handlers(pc, ledger, pc, webhook.NewImpact(kube.CoreV1().RESTClient(), pc), applied, opts.PolicyNamespace, opts.FailOpenBeforeSync, m, log.WithName("admission"),
+		webhook.WithMaxExceptionDuration(opts.MaxExceptionDuration)) {
 		server.Register(path, h)
 	}
 	state, err := newStateHandler(ctx, kube, opts, m)
