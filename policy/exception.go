@@ -326,7 +326,7 @@ func (x *Exception) CheckRules(entries []v1alpha1.ExceptionEntry, policyOf func(
 		have := pol.Rules()
 		for j, r := range e.Rules {
 			if r != "" && !slices.Contains(have, r) {
-				errs = append(errs, field.NotFound(p.Index(i).Child("rules").Index(j), fmt.Sprintf("%s: %s has no such rule (it has %s)", r, src, ruleList(have))))
+				errs = append(errs, field.Invalid(p.Index(i).Child("rules").Index(j), r, fmt.Sprintf("%s has no such rule (it has %s)", src, ruleList(have))))
 			}
 		}
 	}
