@@ -508,3 +508,25 @@ func (x *Exception) covers(e *evaluation, v *Violation) bool {
 func (x *Exception) MayCover(kind Kind) bool {
 	return x.kinds == nil || slices.Contains(x.kinds, kind)
 }
+
+// JudgeException is what writing a PolicyException must pass, at now: a
+// valid spec, an expiry after now and at most maxDuration ahead, and rules
+// the policies of set have (set nil: not checked). It returns the
+// compiled exception, warnings (a policy not there yet), and field errors.
+// The webhook and `check` judge exceptions written with it alike.
+func JudgeException(x *v1alpha1.PolicyException, policyNamespace string, now time.Time, maxDuration time.Duration, set *Set) (*Exception, []string, field.ErrorList) {
+	compiled, errs := CompileException(x.Namespace, x.Name, fmt.Sprint(x.Generation), &x.Spec, policyNamespace)
+	if !x.Spec.ExpiresAt.IsZero() {
+		errs = append(errs, ValidateExpiry(x.Spec.ExpiresAt.Time, now, maxDuration)...)
+	}
+	var warnings []string
+	if compiled != nil && set != nil {
+		rerrs, w := compiled.CheckRules(x.Spec.Exceptions, set.Policy)
+		errs = append(errs, rerrs...)
+		warnings = w
+	}
+	if len(errs) > 0 {
+		return nil, warnings, errs
+	}
+	return compiled, warnings, nil
+}

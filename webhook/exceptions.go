@@ -13,7 +13,6 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	utiljson "k8s.io/apimachinery/pkg/util/json"
-	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/utils/clock"
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
@@ -109,7 +108,7 @@ func (h *exceptionHandler) decide(ctx context.Context, r *admissionv1.AdmissionR
 	if h.policies != nil {
 		set = h.policies.PolicySet()
 	}
-	compiled, warnings, errs := JudgeException(x, h.policyNamespace, now, h.maxDuration, set)
+	compiled, warnings, errs := policy.JudgeException(x, h.policyNamespace, now, h.maxDuration, set)
 	if len(errs) > 0 {
 		invalidErr := &policy.InvalidError{Source: policy.Source{Kind: policy.SourcePolicyException, Namespace: x.Namespace, Name: x.Name}, Errs: errs}
 		h.log.V(1).Info("Refused an invalid PolicyException", "exception", x.Namespace+"/"+x.Name, "operation", r.Operation,
@@ -122,28 +121,6 @@ func (h *exceptionHandler) decide(ctx context.Context, r *admissionv1.AdmissionR
 		warnings = append(warnings, h.impact.exceptionWarnings(ctx, compiled, set, now)...)
 	}
 	return allowed(warnings), verdictAllowed
-}
-
-// JudgeException is what writing a PolicyException must pass, at now: a
-// valid spec, an expiry after now and at most maxDuration ahead, and rules
-// the policies of set have (set nil: not checked). It returns the
-// compiled exception, warnings (a policy not there yet), and field errors.
-// The webhook and `check` judge exceptions with it alike.
-func JudgeException(x *v1alpha1.PolicyException, policyNamespace string, now time.Time, maxDuration time.Duration, set *policy.Set) (*policy.Exception, []string, field.ErrorList) {
-	compiled, errs := policy.CompileException(x.Namespace, x.Name, fmt.Sprint(x.Generation), &x.Spec, policyNamespace)
-	if !x.Spec.ExpiresAt.IsZero() {
-		errs = append(errs, policy.ValidateExpiry(x.Spec.ExpiresAt.Time, now, maxDuration)...)
-	}
-	var warnings []string
-	if compiled != nil && set != nil {
-		rerrs, w := compiled.CheckRules(x.Spec.Exceptions, set.Policy)
-		errs = append(errs, rerrs...)
-		warnings = w
-	}
-	if len(errs) > 0 {
-		return nil, warnings, errs
-	}
-	return compiled, warnings, nil
 }
 
 // decodeException reads a PolicyException, by its JSON struct tags, taking
