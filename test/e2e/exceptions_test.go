@@ -234,6 +234,36 @@ func TestPolicyExceptions(t *testing.T) {
 	})
 	t.Logf("the report's result turned to fail %s after expiresAt (%s polling)", time.Since(expiresAt), took)
 
+	// The leader's status and Event: the expired exception is inactive;
+	// the one in force covers the Pod the audit found.
+	xs := e.dyn.Resource(v1alpha1.ExceptionResource).Namespace(teamA)
+	testenv.Eventually(t, 30*time.Second, "the status of the exceptions", func() error {
+		for name, want := range map[string]string{"soon": "False", "legacy-root": "True"} {
+			u, err := xs.Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			active, _, _ := unstructured.NestedString(u.Object, "status", "active")
+			covered, found, _ := unstructured.NestedInt64(u.Object, "status", "coveredObjects")
+			switch {
+			case active != want:
+				return fmt.Errorf("%s: status.active %q, want %q", name, active, want)
+			case name == "legacy-root" && (!found || covered != 1):
+				return fmt.Errorf("%s: status.coveredObjects %d (%v), want 1 (Pod legacy-1)", name, covered, found)
+			}
+		}
+		events, err := e.client.CoreV1().Events(teamA).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=soon"})
+		if err != nil {
+			return err
+		}
+		for _, ev := range events.Items {
+			if ev.Reason == "ExceptionExpired" {
+				return nil
+			}
+		}
+		return fmt.Errorf("no ExceptionExpired Event on soon yet (%d Events)", len(events.Items))
+	})
+
 	t.Run("invalid exceptions are refused with their field paths", func(t *testing.T) {
 		now := time.Now()
 		for _, tt := range []struct {
