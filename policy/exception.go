@@ -416,9 +416,13 @@ func WithExceptions(x *ExceptionSet) SetOption {
 func (s *Set) Exceptions() *ExceptionSet { return s.exceptions }
 
 // WithoutExceptions is the same policies with no exception, sharing everything.
-func (s *Set) WithoutExceptions() *Set {
+func (s *Set) WithoutExceptions() *Set { return s.Excepting(nil) }
+
+// Excepting is the same policies with the exceptions x instead of the
+// set's own, sharing everything else.
+func (s *Set) Excepting(x *ExceptionSet) *Set {
 	c := *s
-	c.exceptions = nil
+	c.exceptions = x
 	return &c
 }
 
