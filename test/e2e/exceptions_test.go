@@ -94,7 +94,8 @@ func startExceptionEnv(t *testing.T) *exceptionEnv {
 	if wc.Interface, err = kubernetes.NewForConfig(cfg); err != nil {
 		t.Fatal(err)
 	}
-	dyn, err := dynamic.NewForConfig(cp.Config)
+	// Its warnings are kept too: impact warnings come with a write.
+	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,6 +171,21 @@ func TestPolicyExceptions(t *testing.T) {
 	// Team B's exception, in the cache by now, does not cover team A.
 	wantDenied(t, e.createPod(ctx, rootPod(teamA, "web"), metav1.CreateOptions{}),
 		strings.Replace(refusal, "legacy-0", "web", 1))
+
+	// Impact at apply: an exception that would cover legacy-1 says so.
+	wc.take()
+	if err := e.createException(ctx, policyException(teamA, "impact", "r", far, teamA, "baseline", []string{rule}, "legacy-*")); err != nil {
+		t.Fatalf("creating the impact exception: %v", err)
+	}
+	wantImpact := fmt.Sprintf("this exception would exempt 1 existing object: Pod %s/legacy-1 (pods.requireRunAsNonRoot)", teamA)
+	if w := wc.take(); len(w) != 1 || w[0] != wantImpact {
+		t.Errorf("warnings %q, want %q", w, wantImpact)
+	}
+	// Of two exceptions covering one violation, the first by namespace and
+	// name lifts it: this one goes, so that legacy-root covers legacy-1.
+	if err := e.dyn.Resource(v1alpha1.ExceptionResource).Namespace(teamA).Delete(ctx, "impact", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
 
 	// Expiry is exact: 20 s ahead, in whole seconds as the API stores it.
 	expiresAt := time.Now().Add(20 * time.Second).Truncate(time.Second).Add(time.Second)
