@@ -13,6 +13,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
+	"github.com/policy-webhook/policy-webhook/audit"
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/carrier"
 )
@@ -155,5 +156,46 @@ func TestAdmissionWithException(t *testing.T) {
 				t.Errorf("%s = %v, want 1", MetricExceptedViolations, got)
 			}
 		})
+	}
+}
+
+// Impact at apply, both ways: a new exception names the existing objects it
+// would exempt; a new policy does not count the objects an exception in
+// force covers.
+func TestExceptionImpact(t *testing.T) {
+	now := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	var pods []corev1.Pod
+	for _, name := range []string{"legacy-1", "legacy-2", "web"} {
+		pods = append(pods, existingPod(t, "team-a", name, "evil.io/x:1"))
+	}
+	pods = append(pods, existingPod(t, "team-b", "legacy-3", "evil.io/x:1"))
+	lister := &audit.Lister{Client: listClient(t, pods, nil)}
+	const registries = "pods:\n  allowedRegistries: [registry.example.com/]\n"
+	set := compileSet(t, testPolicyNamespace, testPolicy{testPolicyNamespace, "registries", registries})
+	spec := &v1alpha1.PolicyExceptionSpec{
+		Reason: "r", ExpiresAt: metav1.NewTime(time.Date(2027, 1, 31, 0, 0, 0, 0, time.UTC)),
+		Exceptions: []v1alpha1.ExceptionEntry{{Policy: v1alpha1.PolicyReference{Kind: "ConfigMap", Namespace: testPolicyNamespace, Name: "registries"}, Rules: []string{"pods.allowedRegistries"}}},
+		Match:      &v1alpha1.ExceptionMatch{Names: []string{"legacy-*"}},
+	}
+
+	srv := exceptionServer(t, now, set)
+	srv.handlers[PathExceptions].(*reviewHandler).handler.(*exceptionHandler).impact = &Impact{lister: lister, budget: time.Minute}
+	resp := srv.review(t, PathExceptions, exceptionRequest(t, admissionv1.Create, "team-a", "legacy", spec, nil))
+	want := "this exception would exempt 2 existing objects: Pod team-a/legacy-1 (pods.allowedRegistries), Pod team-a/legacy-2 (pods.allowedRegistries)"
+	if !resp.Allowed || len(resp.Warnings) != 1 || resp.Warnings[0] != want {
+		t.Errorf("allowed %v, warnings %q; want %q", resp.Allowed, resp.Warnings, want)
+	}
+
+	x, errs := policy.CompileException("team-a", "legacy", "1", spec, testPolicyNamespace)
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	im := &Impact{lister: lister, budget: time.Minute,
+		exceptions: func() *policy.ExceptionSet { return policy.NewExceptionSet([]*policy.Exception{x}) },
+		now:        func() time.Time { return now }}
+	got := im.warnings(t.Context(), compileSet(t, testPolicyNamespace, testPolicy{testPolicyNamespace, "registries", registries}).Policies()[0])
+	want = "this policy would deny 2 Pods among existing objects: Pod team-a/web (pods.allowedRegistries), Pod team-b/legacy-3 (pods.allowedRegistries)"
+	if len(got) != 1 || got[0] != want {
+		t.Errorf("policy impact %q, want %q", got, want)
 	}
 }

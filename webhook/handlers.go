@@ -35,6 +35,10 @@ func Handlers(judge, apples Judge, ns Namespaces, im *Impact, compiler *carrier.
 		opt(&o)
 	}
 	setter, _ := judge.(PolicySetter)
+	if im != nil && setter != nil {
+		im.exceptions = func() *policy.ExceptionSet { return setter.PolicySet().Exceptions() }
+		im.now = o.clock.Now
+	}
 	return map[string]http.Handler{
 		PathPods:           newReviewHandler(&admitHandler{policy.KindPod, judge, ns, failOpen, m, log.WithName("pods"), o.clock}, m, log),
 		PathPodControllers: newReviewHandler(&admitHandler{"", judge, ns, failOpen, m, log.WithName("podcontrollers"), o.clock}, m, log),
