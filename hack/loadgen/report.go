@@ -108,7 +108,7 @@ func (r *report) print(w io.Writer) {
 		r.Settings["warmup"], r.Settings["duration"], r.Settings["rounds"])
 	if len(r.GoBenchmarks) > 0 {
 		fmt.Fprintln(tw, "in process\tns/op\tB/op\tallocs/op\t")
-		var withoutCEL, withCEL, pod, deployment float64
+		var withoutCEL, withCEL, pod, deployment, noExceptions, exceptions float64
 		for _, b := range r.GoBenchmarks {
 			fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.0f\t\n", b.Name, b.NsPerOp, b.BytesPerOp, b.AllocsPerOp)
 			switch {
@@ -120,6 +120,10 @@ func (r *report) print(w io.Writer) {
 				pod = b.NsPerOp
 			case strings.HasPrefix(b.Name, "BenchmarkHandlePodController/Deployment"):
 				deployment = b.NsPerOp
+			case strings.HasPrefix(b.Name, "BenchmarkHandlePodExceptions/lifting=false/exceptions=0"):
+				noExceptions = b.NsPerOp
+			case strings.HasPrefix(b.Name, "BenchmarkHandlePodExceptions/lifting=false/exceptions=10"):
+				exceptions = b.NsPerOp
 			}
 		}
 		if withoutCEL > 0 && withCEL > 0 {
@@ -127,6 +131,9 @@ func (r *report) print(w io.Writer) {
 		}
 		if pod > 0 && deployment > 0 {
 			fmt.Fprintf(tw, "Deployment ×Pod of the same template\t%s\t\t\t\n", ratio(deployment, pod))
+		}
+		if noExceptions > 0 && exceptions > 0 {
+			fmt.Fprintf(tw, "handler with 10 PolicyExceptions in force ×without\t%s\t\t\t\n", ratio(exceptions, noExceptions))
 		}
 		fmt.Fprintln(tw)
 	}
