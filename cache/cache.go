@@ -41,9 +41,11 @@ type Cache struct {
 	compiler *carrier.Compiler
 
 	configMapInformer, policyInformer, appleInformer, namespaceInformer toolscache.SharedIndexInformer
+	exceptionInformer                                                   toolscache.SharedIndexInformer
+	exceptions                                                          *exceptionTable
 	handlers                                                            []toolscache.ResourceEventHandlerRegistration
 
-	informers []watchedInformer // all six, in start order
+	informers []watchedInformer // all seven, in start order
 	sources   *sourceTable
 	apples    *appleIndex
 	// Namespaces read from the API server for admissions the informer had
@@ -90,19 +92,20 @@ func New(cfg Config) (*Cache, error) {
 		cfg.Compiler = carrier.New()
 	}
 	c := &Cache{
-		cfg:      cfg,
-		log:      cfg.Log,
-		images:   policy.NewImageCache(imageCacheSize),
-		compiler: cfg.Compiler,
-		sources:  newSourceTable(),
-		apples:   newAppleIndex(),
-		nsReads:  newNamespaceReads(),
-		lastGood: newLastGoodTable(),
-		dirty:    make(chan struct{}, 1),
-		swapped:  make(chan struct{}, 1),
-		syncedCh: make(chan struct{}),
+		cfg:        cfg,
+		log:        cfg.Log,
+		images:     policy.NewImageCache(imageCacheSize),
+		compiler:   cfg.Compiler,
+		sources:    newSourceTable(),
+		exceptions: newExceptionTable(),
+		apples:     newAppleIndex(),
+		nsReads:    newNamespaceReads(),
+		lastGood:   newLastGoodTable(),
+		dirty:      make(chan struct{}, 1),
+		swapped:    make(chan struct{}, 1),
+		syncedCh:   make(chan struct{}),
 	}
-	m, err := newMetrics(cfg.Metrics, func() float64 { return float64(c.apples.count()) })
+	m, err := newMetrics(cfg.Metrics, func() float64 { return float64(c.apples.count()) }, c.exceptionsInForce)
 	if err != nil {
 		return nil, fmt.Errorf("configuring the policy cache: %w", err)
 	}
@@ -113,6 +116,7 @@ func New(cfg Config) (*Cache, error) {
 	selector := labels.SelectorFromSet(labels.Set{policy.PolicyLabel: "true"}).String()
 	configMaps := cfg.Dynamic.Resource(corev1.SchemeGroupVersion.WithResource("configmaps"))
 	policies := cfg.Dynamic.Resource(v1alpha1.Resource)
+	exceptions := cfg.Dynamic.Resource(v1alpha1.ExceptionResource)
 	apples := cfg.Dynamic.Resource(MyAppleResource())
 	namespaces := cfg.Metadata.Resource(corev1.SchemeGroupVersion.WithResource("namespaces"))
 	lastGood := configMaps.Namespace(cfg.PolicyNamespace)
@@ -173,6 +177,11 @@ func New(cfg Config) (*Cache, error) {
 				return lastGoodKey.Watch(ctx, o)
 			},
 			&unstructured.Unstructured{}, nil, c.lastGoodKeyHandler()},
+		{"policyexceptions", "PolicyExceptions", &c.exceptionInformer, cfg.Dynamic,
+			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				return exceptions.List(ctx, o)
+			},
+			exceptions.Watch, &unstructured.Unstructured{}, transformAdmissionPolicy, c.exceptionHandler()},
 	} {
 		health := newInformerHealth(s.resource, s.what, c.log, c.metrics, clock.RealClock{})
 		if s.informer == &c.namespaceInformer {
@@ -339,6 +348,9 @@ func (c *Cache) Snapshot() *Snapshot { return c.snapshot.Load() }
 // received coalesce into one. It has one reader: the background audit.
 func (c *Cache) Swapped() <-chan struct{} { return c.swapped }
 
+// PolicySet is the current snapshot's policies and exceptions.
+func (c *Cache) PolicySet() *policy.Set { return c.snapshot.Load().Set }
+
 // Evaluate judges a request against the current snapshot, with the cache
 // as the cluster state rules read. Callers check HasSynced first.
 func (c *Cache) Evaluate(req *policy.Request) policy.Decision {
@@ -460,7 +472,7 @@ func (c *Cache) rebuild(observe bool) *Snapshot {
 		}
 	}
 	s := &Snapshot{
-		Set:        policy.NewSet(policies, policy.WithImageCache(c.images), policy.WithCandidates(candidates)),
+		Set:        policy.NewSet(policies, policy.WithImageCache(c.images), policy.WithCandidates(candidates), policy.WithExceptions(policy.NewExceptionSet(c.exceptions.list()))),
 		Errors:     errs,
 		Candidates: cands,
 		Version:    prev.Version + 1,

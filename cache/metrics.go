@@ -22,6 +22,8 @@ const (
 	// MetricUnseenNamespaces counts admissions for a namespace the
 	// informer did not hold (EnsureNamespace), by outcome.
 	MetricUnseenNamespaces = "policy_webhook_unseen_namespaces_total"
+	// MetricExceptionsInForce counts the PolicyExceptions active now.
+	MetricExceptionsInForce = "policy_webhook_exceptions_in_force"
 )
 
 const (
@@ -44,6 +46,7 @@ type metrics struct {
 	propagation     prometheus.Histogram
 	synced          prometheus.Gauge
 	apples          prometheus.GaugeFunc
+	exceptions      prometheus.GaugeFunc
 	watchErrors     *prometheus.CounterVec
 	// unseenNamespaces by outcome (namespaces.go).
 	unseenNamespaces *prometheus.CounterVec
@@ -51,7 +54,7 @@ type metrics struct {
 	reg prometheus.Registerer // nil: none
 }
 
-func newMetrics(reg prometheus.Registerer, apples func() float64) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, apples, exceptions func() float64) (*metrics, error) {
 	m := &metrics{
 		policies: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: MetricPolicies,
@@ -82,6 +85,10 @@ func newMetrics(reg prometheus.Registerer, apples func() float64) (*metrics, err
 			Name: MetricCachedMyApples,
 			Help: "MyApples held in the cache for the namespace quota rule.",
 		}, apples),
+		exceptions: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: MetricExceptionsInForce,
+			Help: "PolicyExceptions in force now: valid, and before their expiresAt (read against the clock when scraped).",
+		}, exceptions),
 		watchErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricWatchErrors,
 			Help: "Failed lists and watches of the cache's informers, and error events on their watches, by informer and reason (unavailable: the API server did not answer or answered 404/429/5xx, and the call is retried within 2 s; expired: 410 Gone, the informer relists; other).",
@@ -96,7 +103,7 @@ func newMetrics(reg prometheus.Registerer, apples func() float64) (*metrics, err
 		return m, nil
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.policies, m.policyErrors, m.candidateErrors, m.builds, m.propagation, m.synced, m.apples, m.watchErrors, m.unseenNamespaces} {
+	for _, c := range []prometheus.Collector{m.policies, m.policyErrors, m.candidateErrors, m.builds, m.propagation, m.synced, m.apples, m.exceptions, m.watchErrors, m.unseenNamespaces} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}

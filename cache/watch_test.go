@@ -90,7 +90,7 @@ func TestInformerStaleness(t *testing.T) {
 
 func mustMetrics(t *testing.T) *metrics {
 	t.Helper()
-	m, err := newMetrics(nil, func() float64 { return 0 })
+	m, err := newMetrics(nil, func() float64 { return 0 }, func() float64 { return 0 })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
 
@@ -101,14 +102,37 @@ func New(policyDocs []Document, opts Options) (*Checker, error) {
 	if opts.DefaultNamespace == "" {
 		opts.DefaultNamespace = "default"
 	}
+	if opts.Now.IsZero() {
+		opts.Now = time.Now()
+	}
+	if opts.MaxExceptionDuration == 0 {
+		opts.MaxExceptionDuration = DefaultMaxExceptionDuration
+	}
 	cluster := NewCluster()
-	policies, candidates, loaded, err := loadPolicies(policyDocs, &opts, cluster)
+	policies, candidates, exceptions, loaded, err := loadPolicies(policyDocs, &opts, cluster)
 	if err != nil {
 		return nil, err
 	}
+	bare := policy.NewSet(policies)
+	compiled := make([]*policy.Exception, 0, len(exceptions))
+	for _, x := range exceptions {
+		// A rule the named policy does not have is as invalid here as it is
+		// refused by the webhook; a policy not given is only noted.
+		errs, warnings := x.compiled.CheckRules(x.spec.Spec.Exceptions, bare.Policy)
+		if len(errs) > 0 {
+			return nil, fmt.Errorf("%s: %w", x.where, &policy.InvalidError{Source: policy.Source{Kind: policy.SourcePolicyException, Namespace: x.spec.Namespace, Name: x.spec.Name}, Errs: errs})
+		}
+		for _, w := range warnings {
+			opts.notef("%s: %s", x.where, w)
+		}
+		if !x.compiled.Active(opts.Now) {
+			opts.notef("%s: %s expired at %s: it lifts nothing", x.where, x.compiled, x.compiled.ExpiresAt.UTC().Format(time.RFC3339))
+		}
+		compiled = append(compiled, x.compiled)
+	}
 	return &Checker{
 		opts:    opts,
-		set:     policy.NewSet(policies, policy.WithCandidates(candidates)),
+		set:     policy.NewSet(policies, policy.WithCandidates(candidates), policy.WithExceptions(policy.NewExceptionSet(compiled))),
 		loaded:  loaded,
 		cluster: cluster,
 		applied: map[objectKey][]byte{},
@@ -129,6 +153,8 @@ func (c *Checker) Judge(d Document) (*Result, error) {
 		return c.judgeObject(d)
 	case d.Kind == "AdmissionReview" && d.APIVersion == admissionv1.SchemeGroupVersion.String():
 		return c.judgeReview(d)
+	case d.Kind == policy.SourcePolicyException && d.APIVersion == v1alpha1.GroupVersion.String() && !c.isLoadedPolicy(d):
+		return c.judgeException(d)
 	case d.Kind == "Namespace" && d.APIVersion == "v1":
 		var m objectMeta
 		if err := json.Unmarshal(d.Raw, &m); err != nil {
@@ -151,7 +177,7 @@ func (c *Checker) isLoadedPolicy(d Document) bool {
 		return false
 	}
 	src := policy.Source{Kind: d.Kind, Name: m.Metadata.Name}
-	if d.Kind == policy.SourceConfigMap {
+	if d.Kind == policy.SourceConfigMap || d.Kind == policy.SourcePolicyException {
 		src.Namespace = m.Metadata.Namespace
 		if src.Namespace == "" {
 			src.Namespace = c.opts.DefaultNamespace
@@ -213,8 +239,32 @@ func (c *Checker) judgeReview(d Document) (*Result, error) {
 	return c.decide(req, ar.Object.Raw), nil
 }
 
+// judgeException judges a PolicyException as the webhook judges its
+// creation at Options.Now: refused, with its field paths, when invalid,
+// expiring in the past or too far ahead, or naming a rule the policy does
+// not have.
+func (c *Checker) judgeException(d Document) (*Result, error) {
+	x, err := readException(d, c.opts.DefaultNamespace)
+	if err != nil {
+		return nil, err
+	}
+	_, warnings, errs := policy.JudgeException(x, c.opts.PolicyNamespace, c.opts.Now, c.opts.MaxExceptionDuration, c.set.WithoutExceptions())
+	src := policy.Source{Kind: policy.SourcePolicyException, Namespace: x.Namespace, Name: x.Name}
+	r := &Result{Kind: policy.SourcePolicyException, Namespace: x.Namespace, Name: x.Name, Allowed: len(errs) == 0, Warnings: warnings, Violations: []policy.Violation{}}
+	if r.Warnings == nil {
+		r.Warnings = []string{}
+	}
+	for _, e := range errs {
+		r.Violations = append(r.Violations, policy.Violation{
+			Source: src.String(), Rule: policy.RuleInvalid, Enforcement: v1alpha1.Deny, Field: e.Field, Message: e.ErrorBody(),
+		})
+	}
+	return r, nil
+}
+
 // decide judges req and records what it admits, raw being the object as given.
 func (c *Checker) decide(req *policy.Request, raw []byte) *Result {
+	req.Now = c.opts.Now
 	d := c.set.Evaluate(req, c.cluster)
 	if name := req.Name(); d.Allowed && name != "" && !strings.HasSuffix(name, "*") {
 		c.applied[objectKey{req.ObjectKind(), req.Namespace, name}] = raw

@@ -57,6 +57,7 @@ func (c *Checker) JudgeCluster(ctx context.Context, kube kubernetes.Interface, p
 
 	var results []*Result
 	t, err := audit.Sweep(ctx, lister, func(r *policy.Request) policy.Decision {
+		r.Now = c.opts.Now
 		return c.set.Evaluate(r, c.cluster)
 	}, func(o *audit.Object, d *policy.Decision) error {
 		if len(d.Violations) == 0 && !disagrees(d) {

@@ -13,14 +13,20 @@ const (
 )
 
 // WriteText writes a line per result, `DENY|WARN|ALLOW <Kind> <namespace>/<name>`,
-// then an indented line per violation.
+// then an indented line per violation (an excepted one says by which
+// exception and until when).
 func WriteText(w io.Writer, results []*Result) error {
 	for _, r := range results {
 		if _, err := fmt.Fprintf(w, "%s %s %s/%s\n", r.Verdict(), r.Kind, r.Namespace, r.Name); err != nil {
 			return err
 		}
 		for i := range r.Violations {
-			if _, err := fmt.Fprintf(w, "  %s\n", r.Violations[i].String()); err != nil {
+			v := &r.Violations[i]
+			line := v.String()
+			if v.ExceptedBy != "" {
+				line = v.ExceptedString()
+			}
+			if _, err := fmt.Fprintf(w, "  %s\n", line); err != nil {
 				return err
 			}
 		}

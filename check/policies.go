@@ -2,14 +2,17 @@ package check
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utiljson "k8s.io/apimachinery/pkg/util/json"
+	sigsjson "sigs.k8s.io/json"
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/policy"
@@ -32,7 +35,17 @@ type Options struct {
 	// decides): Result.Candidate lists where they disagree. An invalid
 	// candidate is an error, as an invalid policy is.
 	Candidate bool
+	// Now is the instant objects are judged at: PolicyExceptions apply
+	// until their expiresAt by it. Zero is the moment New is called.
+	Now time.Time
+	// MaxExceptionDuration bounds how far ahead a PolicyException judged
+	// as a write may expire, as the webhook's --max-exception-duration;
+	// 0 is 90 days.
+	MaxExceptionDuration time.Duration
 }
+
+// DefaultMaxExceptionDuration is the webhook's default.
+const DefaultMaxExceptionDuration = 90 * 24 * time.Hour
 
 func (o *Options) notef(format string, args ...any) {
 	if o.Notes != nil {
@@ -54,8 +67,10 @@ type objectMeta struct {
 // loadPolicies compiles the policy carriers among docs and records Namespaces
 // in cluster; the rest is skipped with one note. A later version of a source
 // replaces an earlier one, as a second apply would.
-func loadPolicies(docs []Document, opts *Options, cluster *Cluster) ([]*policy.Policy, []*policy.Policy, map[policy.Source]bool, error) {
+func loadPolicies(docs []Document, opts *Options, cluster *Cluster) ([]*policy.Policy, []*policy.Policy, []*loadedException, map[policy.Source]bool, error) {
 	var order []policy.Source
+	var exceptions []*loadedException
+	exceptionAt := map[policy.Source]int{}
 	compiled := map[policy.Source]*policy.Policy{}
 	candidates := map[policy.Source]*policy.Policy{}
 	skipped := map[string]int{}
@@ -64,7 +79,7 @@ func loadPolicies(docs []Document, opts *Options, cluster *Cluster) ([]*policy.P
 	for _, d := range docs {
 		var m objectMeta
 		if err := json.Unmarshal(d.Raw, &m); err != nil {
-			return nil, nil, nil, fmt.Errorf("%s: reading metadata: %w", d.Where, err)
+			return nil, nil, nil, nil, fmt.Errorf("%s: reading metadata: %w", d.Where, err)
 		}
 		var src policy.Source
 		switch {
@@ -72,7 +87,7 @@ func loadPolicies(docs []Document, opts *Options, cluster *Cluster) ([]*policy.P
 			(d.Kind == policy.SourceAdmissionPolicy && d.APIVersion == v1alpha1.GroupVersion.String()):
 			u := &unstructured.Unstructured{}
 			if err := utiljson.Unmarshal(d.Raw, &u.Object); err != nil {
-				return nil, nil, nil, fmt.Errorf("%s: %w", d.Where, err)
+				return nil, nil, nil, nil, fmt.Errorf("%s: %w", d.Where, err)
 			}
 			if d.Kind == policy.SourceConfigMap && u.GetNamespace() == "" {
 				u.SetNamespace(opts.DefaultNamespace)
@@ -83,14 +98,14 @@ func loadPolicies(docs []Document, opts *Options, cluster *Cluster) ([]*policy.P
 				continue
 			}
 			if u.GetName() == "" {
-				return nil, nil, nil, fmt.Errorf("%s: %s: metadata.name: required", d.Where, src.Kind)
+				return nil, nil, nil, nil, fmt.Errorf("%s: %s: metadata.name: required", d.Where, src.Kind)
 			}
 			if why := compiler.TooManyPolicies(src, opts.PolicyNamespace, inNamespace[src.Namespace]); why != "" {
-				return nil, nil, nil, fmt.Errorf("%s: %s is refused: %s", d.Where, src, why)
+				return nil, nil, nil, nil, fmt.Errorf("%s: %s is refused: %s", d.Where, src, why)
 			}
 			p, err := compiler.Compile(u, opts.PolicyNamespace)
 			if err != nil {
-				return nil, nil, nil, fmt.Errorf("%s: %w", d.Where, err)
+				return nil, nil, nil, nil, fmt.Errorf("%s: %w", d.Where, err)
 			}
 			if src.Kind == policy.SourceConfigMap && !slices.Contains(inNamespace[src.Namespace], src.Name) {
 				inNamespace[src.Namespace] = append(inNamespace[src.Namespace], src.Name)
@@ -103,11 +118,29 @@ func loadPolicies(docs []Document, opts *Options, cluster *Cluster) ([]*policy.P
 			if opts.Candidate {
 				cand, present, err := compiler.CompileCandidate(u, opts.PolicyNamespace)
 				if err != nil {
-					return nil, nil, nil, fmt.Errorf("%s: %w", d.Where, err)
+					return nil, nil, nil, nil, fmt.Errorf("%s: %w", d.Where, err)
 				}
 				if present {
 					candidates[src] = cand.Policy
 				}
+			}
+		case d.Kind == policy.SourcePolicyException && d.APIVersion == v1alpha1.GroupVersion.String():
+			x, err := readException(d, opts.DefaultNamespace)
+			if err != nil {
+				return nil, nil, nil, nil, err
+			}
+			// As stored: an expired exception is inactive, not invalid.
+			compiled, errs := policy.CompileException(x.Namespace, x.Name, fmt.Sprint(x.Generation), &x.Spec, opts.PolicyNamespace)
+			src := policy.Source{Kind: policy.SourcePolicyException, Namespace: x.Namespace, Name: x.Name}
+			if len(errs) > 0 {
+				return nil, nil, nil, nil, fmt.Errorf("%s: %w", d.Where, &policy.InvalidError{Source: src, Errs: errs})
+			}
+			le := &loadedException{where: d.Where, spec: x, compiled: compiled}
+			if i, seen := exceptionAt[src]; seen {
+				exceptions[i] = le
+			} else {
+				exceptionAt[src] = len(exceptions)
+				exceptions = append(exceptions, le)
 			}
 		case d.Kind == "Namespace" && d.APIVersion == "v1":
 			cluster.SetNamespace(m.Metadata.Name, m.Metadata.Labels, m.Metadata.Annotations)
@@ -125,7 +158,7 @@ func loadPolicies(docs []Document, opts *Options, cluster *Cluster) ([]*policy.P
 	}
 	out := make([]*policy.Policy, 0, len(order))
 	var cands []*policy.Policy
-	loaded := make(map[policy.Source]bool, len(order))
+	loaded := make(map[policy.Source]bool, len(order)+len(exceptions))
 	for _, src := range order {
 		out = append(out, compiled[src])
 		if c := candidates[src]; c != nil {
@@ -133,8 +166,47 @@ func loadPolicies(docs []Document, opts *Options, cluster *Cluster) ([]*policy.P
 		}
 		loaded[src] = true
 	}
+	for src := range exceptionAt {
+		loaded[src] = true
+	}
 	if opts.Candidate && len(cands) == 0 {
 		opts.notef("--candidate: no policy carries a candidate (spec.candidate, or a ConfigMap's %s): nothing to compare", policy.ConfigMapCandidateKey)
 	}
-	return out, cands, loaded, nil
+	return out, cands, exceptions, loaded, nil
+}
+
+// loadedException is a PolicyException read from the policy paths.
+type loadedException struct {
+	where    string
+	spec     *v1alpha1.PolicyException
+	compiled *policy.Exception
+}
+
+// readException decodes a PolicyException document by its struct tags,
+// strictly, in namespace ns when it names none.
+func readException(d Document, ns string) (*v1alpha1.PolicyException, error) {
+	var x v1alpha1.PolicyException
+	if err := strictUnmarshal(d.Raw, &x); err != nil {
+		return nil, fmt.Errorf("%s: PolicyException: %w", d.Where, err)
+	}
+	if x.Namespace == "" {
+		x.Namespace = ns
+	}
+	if x.Name == "" {
+		return nil, fmt.Errorf("%s: PolicyException: metadata.name: required", d.Where)
+	}
+	return &x, nil
+}
+
+// strictUnmarshal decodes JSON into v as the API server would, refusing
+// unknown and duplicate fields.
+func strictUnmarshal(raw []byte, v any) error {
+	strict, err := sigsjson.UnmarshalStrict(raw, v)
+	if err != nil {
+		return err
+	}
+	if len(strict) > 0 {
+		return errors.Join(strict...)
+	}
+	return nil
 }

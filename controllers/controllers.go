@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -61,6 +62,10 @@ type Config struct {
 	CandidateEventInterval time.Duration
 	// Clock is the controllers' clock; nil is the real one.
 	Clock clock.PassiveClock
+	// ExceptionCoverage, if set, is how many existing objects each
+	// PolicyException (namespace/name) covered in the last audit sweep, and
+	// when it ended; ok false before the first.
+	ExceptionCoverage func() (objects map[string]int64, at time.Time, ok bool)
 }
 
 // DefaultCandidateInterval is Config.CandidateInterval's default: a
@@ -112,6 +117,8 @@ type Controllers struct {
 	Status   *Status
 	LastGood *LastGood
 	Ledgers  *Ledgers
+	// Exceptions writes PolicyException status and expiry Events.
+	Exceptions *ExceptionStatus
 }
 
 // New makes the controllers and has the cache tell them of changes. Call it
@@ -141,10 +148,11 @@ func New(cfg Config) (*Controllers, error) {
 	}
 	w := &writer{cfg: cfg, log: cfg.Log, metrics: m}
 	cs := &Controllers{
-		Replica:  newReplicaStatus(w),
-		Status:   &Status{w: w},
-		LastGood: &LastGood{w: w, max: lastGoodMaxBytes},
-		Ledgers:  &Ledgers{w: w, interval: cfg.LedgerCleanupInterval},
+		Replica:    newReplicaStatus(w),
+		Status:     &Status{w: w},
+		LastGood:   &LastGood{w: w, max: lastGoodMaxBytes},
+		Ledgers:    &Ledgers{w: w, interval: cfg.LedgerCleanupInterval},
+		Exceptions: &ExceptionStatus{w: w, wake: make(chan struct{}, 1), emitted: map[types.UID]string{}},
 	}
 	cfg.Cache.OnSnapshot(func(s *cache.Snapshot) {
 		for _, p := range s.Policies() {
@@ -163,6 +171,7 @@ func New(cfg Config) (*Controllers, error) {
 			cs.Status.enqueue(src)
 		}
 		cs.LastGood.enqueue()
+		cs.Exceptions.Poke()
 	})
 	cfg.Cache.OnAdmissionPolicy(func(name string) {
 		cs.Replica.enqueue(name)

@@ -43,6 +43,9 @@ type Policy struct {
 	// nil when the policy has no CEL validations for the kind.
 	podCEL, appleCEL *cel.Program
 
+	// rules are the names of the rules it has, as violations carry them.
+	rules []string
+
 	// refusal, when set, makes this a stand-in for an invalid policy
 	// (StandIn): every object it covers breaks RuleInvalid, saying this.
 	refusal string
@@ -129,6 +132,7 @@ func Compile(src Source, scope string, spec *v1alpha1.PolicySpec, opts ...Compil
 			return nil, errs
 		}
 	}
+	p.rules = ruleNames(spec)
 	p.controllers = controllerKinds(spec.Match.PodControllers)
 	p.pods = matchesKind(spec.Match.Kinds, KindPod) && (p.podRules != nil || p.podCEL != nil)
 	p.apples = matchesKind(spec.Match.Kinds, KindMyApple) && (p.appleRules != nil || p.appleCEL != nil)
@@ -294,4 +298,44 @@ func (p *Policy) String() string {
 		scope = "namespace " + p.Scope
 	}
 	return fmt.Sprintf("%s (%s, %s)", p.Source, p.Enforcement, scope)
+}
+
+// Rules are the names of the rules the policy has, as its violations carry
+// them: pods.requireRunAsNonRoot, validations.require-probes, ...
+func (p *Policy) Rules() []string { return p.rules }
+
+// ruleNames lists the rules a spec sets, in the order they are judged.
+func ruleNames(spec *v1alpha1.PolicySpec) []string {
+	var out []string
+	add := func(set bool, rule string) {
+		if set {
+			out = append(out, rule)
+		}
+	}
+	if r := spec.Pods; r != nil {
+		add(len(r.AllowedRegistries) > 0, ruleRegistries)
+		add(len(r.DisallowedTags) > 0, ruleTags)
+		add(r.RequireDigest, ruleDigest)
+		add(len(r.RequiredLabels) > 0, ruleLabels)
+		add(r.ForbidPrivileged, rulePrivileged)
+		add(r.ForbidHostNamespaces, ruleHostNamespaces)
+		add(r.ForbidHostPath, ruleHostPath)
+		add(r.RequireRunAsNonRoot, ruleRunAsNonRoot)
+		add(len(r.RequireResourceLimits) > 0, ruleLimits)
+	}
+	if r := spec.MyApples; r != nil {
+		add(len(r.AllowedColors) > 0, ruleColors)
+		add(len(r.AllowedSizes) > 0, ruleSizes)
+		add(r.MinQuantity != nil, ruleMin)
+		add(r.MaxQuantity != nil, ruleMax)
+		add(r.MaxTotalQuantityPerNamespace != nil, ruleMaxTotal)
+	}
+	for i, v := range spec.Validations {
+		if v.Name != "" {
+			out = append(out, "validations."+v.Name)
+		} else {
+			out = append(out, fmt.Sprintf("validations[%d]", i))
+		}
+	}
+	return out
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 )
@@ -16,6 +17,17 @@ type Violation struct {
 	Enforcement v1alpha1.Enforcement `json:"enforcement"`
 	Field       string               `json:"field"`
 	Message     string               `json:"message"`
+	// ExceptedBy names the PolicyException (namespace/name) that lifts
+	// this violation, "" if none does: it is then not enforced.
+	ExceptedBy string `json:"exceptedBy,omitempty"`
+	// ExceptedUntil is that exception's expiresAt.
+	ExceptedUntil time.Time `json:"exceptedUntil,omitzero"`
+}
+
+// ExceptedString is the warning an excepted violation gives:
+// `excepted by PolicyException team-a/legacy-root until 2027-01-31: <violation>`.
+func (v *Violation) ExceptedString() string {
+	return "excepted by " + SourcePolicyException + " " + v.ExceptedBy + " until " + FormatExpiry(v.ExceptedUntil) + ": " + v.String()
 }
 
 // String is the one-line form used in denials, warnings and `check`:
@@ -43,6 +55,8 @@ type Decision struct {
 	// Candidates are the outcomes of the candidates judged beside the
 	// policies in force (candidate.go); they never change the verdict.
 	Candidates []CandidateResult
+	// Exceptions are those that lifted a violation, in the order met.
+	Exceptions []*Exception
 }
 
 // RefuseReservation turns an allowed decision into a refusal by the quota
@@ -71,24 +85,49 @@ const (
 	MaxMessageBytes = 512
 )
 
-// Warnings are the Warn violations, as AdmissionResponse warnings: at most
-// MaxListed, then one saying how many more there are.
+// Warnings are the excepted Deny and Warn violations, each saying which
+// exception lifts it and until when, then the Warn violations, as
+// AdmissionResponse warnings: at most MaxListed, then one saying how many
+// more there are.
 func (d *Decision) Warnings() []string {
-	warn := d.only(v1alpha1.Warn)
 	var out []string
-	for i := range warn[:min(len(warn), MaxListed)] {
-		out = append(out, warn[i].String())
+	n := 0
+	for i := range d.Violations {
+		v := &d.Violations[i]
+		if v.ExceptedBy == "" || v.Enforcement == v1alpha1.Audit {
+			continue
+		}
+		if n++; n <= MaxListed {
+			out = append(out, v.ExceptedString())
+		}
 	}
-	if len(warn) > MaxListed {
-		out = append(out, fmt.Sprintf("and %d more policy warnings", len(warn)-MaxListed))
+	for _, v := range d.only(v1alpha1.Warn) {
+		if n++; n <= MaxListed {
+			out = append(out, v.String())
+		}
+	}
+	if n > MaxListed {
+		out = append(out, fmt.Sprintf("and %d more policy warnings", n-MaxListed))
 	}
 	return out
 }
 
+// Excepted are the violations an exception lifts, of every enforcement.
+func (d *Decision) Excepted() []Violation {
+	var out []Violation
+	for _, v := range d.Violations {
+		if v.ExceptedBy != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// only are the violations of enforcement e that no exception lifts.
 func (d *Decision) only(e v1alpha1.Enforcement) []Violation {
 	var out []Violation
 	for _, v := range d.Violations {
-		if v.Enforcement == e {
+		if v.Enforcement == e && v.ExceptedBy == "" {
 			out = append(out, v)
 		}
 	}

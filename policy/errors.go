@@ -82,7 +82,11 @@ type InvalidError struct {
 func (e *InvalidError) Error() string {
 	var b strings.Builder
 	b.WriteString(e.Source.String())
-	b.WriteString(" is not a valid policy: ")
+	if e.Source.Kind == SourcePolicyException {
+		b.WriteString(" is not a valid exception: ")
+	} else {
+		b.WriteString(" is not a valid policy: ")
+	}
 	if len(e.Errs) == 1 {
 		b.WriteString(ErrorLine(e.Errs[0]))
 		return b.String()

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -123,6 +124,11 @@ type Request struct {
 
 	MyApple    *MyApple
 	OldMyApple *MyApple
+
+	// Now is the instant the request is judged at: exceptions apply while
+	// it is before their expiresAt. Zero applies none. Callers read their
+	// clock once per request, so that the verdict is that of one instant.
+	Now time.Time
 
 	// Controller, when set, is the Pod controller being admitted: Pod and
 	// OldPod are its template's Pods, in its namespace, and violations

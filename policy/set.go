@@ -6,9 +6,11 @@ import "sort"
 // namespace. It is replaced whole on every policy change, so readers never lock.
 type Set struct {
 	images *ImageCache // nil: parse every image anew
-	all    []*Policy
-	pods   index
-	apple  index
+	// exceptions lift violations while active; nil: none.
+	exceptions *ExceptionSet
+	all        []*Policy
+	pods       index
+	apple      index
 
 	// Candidates (candidate.go), indexed by kind, and the policies in
 	// force of their sources.
@@ -78,6 +80,16 @@ func (ix *index) add(p *Policy) {
 
 // Policies returns every policy of the set, in evaluation order.
 func (s *Set) Policies() []*Policy { return s.all }
+
+// Policy is the policy of a source in the set, or nil.
+func (s *Set) Policy(src Source) *Policy {
+	for _, p := range s.all {
+		if p.Source == src {
+			return p
+		}
+	}
+	return nil
+}
 
 // Len is the number of policies in the set.
 func (s *Set) Len() int { return len(s.all) }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
+	"k8s.io/utils/clock"
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/policy"
@@ -38,7 +39,8 @@ type admitHandler struct {
 	failOpen   bool
 	metrics    *Metrics
 	log        logr.Logger
-	candidates CandidateRecorder // nil: outcomes are only counted and annotated
+	candidates CandidateRecorder  // nil: outcomes are only counted and annotated
+	clock      clock.PassiveClock // exceptions apply until their expiresAt by it
 }
 
 func (h *admitHandler) Handle(ctx context.Context, r *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, error) {
@@ -84,6 +86,7 @@ func (h *admitHandler) decide(ctx context.Context, kind policy.Kind, r *admissio
 		}
 	}
 	req.Context = ctx
+	req.Now = h.clock.Now()
 	d := h.judge.Evaluate(req)
 	h.record(r, &d)
 	h.recordCandidates(r, req, kind, &d)

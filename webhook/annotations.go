@@ -18,6 +18,10 @@ const (
 	// would have decided: `AdmissionPolicy baseline@7 would deny:
 	// pods.disallowedTags spec.containers[0].image`.
 	annotationCandidate = "candidate"
+	// annotationExceptions lists the PolicyExceptions that lifted a
+	// violation, each with its generation and expiry:
+	// `PolicyException team-a/legacy-root@1 until 2027-01-31`.
+	annotationExceptions = "exceptions"
 )
 
 // maxCandidateAnnotation bounds the candidate annotation's value.
@@ -68,15 +72,29 @@ func auditAnnotations(d *policy.Decision) map[string]string {
 			b.WriteString(", ")
 		}
 		fmt.Fprintf(&b, "%s %s by %s", v.Enforcement, v.Rule, v.Source)
+		if v.ExceptedBy != "" {
+			fmt.Fprintf(&b, " excepted by %s", v.ExceptedBy)
+		}
 	}
 	more(&b, listed)
 	out[annotationViolations] = b.String()
+	if len(d.Exceptions) > 0 {
+		b.Reset()
+		for i, x := range d.Exceptions[:min(len(d.Exceptions), annotatedEntries)] {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "%s@%s until %s", x, x.Version, x.Expiry())
+		}
+		more(&b, len(d.Exceptions))
+		out[annotationExceptions] = b.String()
+	}
 	return out
 }
 
 func repeated(before []policy.Violation, v *policy.Violation) bool {
 	for i := range before {
-		if before[i].Rule == v.Rule && before[i].Source == v.Source {
+		if before[i].Rule == v.Rule && before[i].Source == v.Source && before[i].ExceptedBy == v.ExceptedBy {
 			return true
 		}
 	}

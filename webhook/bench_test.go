@@ -8,9 +8,12 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 	"github.com/policy-webhook/policy-webhook/hack/workload"
 	"github.com/policy-webhook/policy-webhook/policy"
 	"github.com/policy-webhook/policy-webhook/policy/cel"
@@ -225,5 +228,73 @@ func BenchmarkEvaluateOnly(b *testing.B) {
 				set.Evaluate(req, benchCluster{})
 			}
 		})
+	}
+}
+
+// BenchmarkHandlePodExceptions is BenchmarkHandlePod's admission against 10
+// policies, without and with 10 PolicyExceptions in force (5 in the Pod's
+// namespace, 5 in the policy namespace), each naming two rules of one of
+// the policies and narrowed by kind, name and labels: what exceptions cost
+// an admission. With denied, the Pod breaks allowedRegistries and every
+// policy's violation is lifted: what lifting costs.
+func BenchmarkHandlePodExceptions(b *testing.B) {
+	expires := time.Now().Add(24 * time.Hour)
+	exceptions := make([]*policy.Exception, 10)
+	for i := range exceptions {
+		ns := testPolicyNamespace
+		if i%2 == 1 {
+			ns = workload.Namespace
+		}
+		policyNS := testPolicyNamespace
+		if i%2 == 1 {
+			policyNS = "team-a"
+		}
+		spec := &v1alpha1.PolicyExceptionSpec{
+			Reason:    "bench",
+			ExpiresAt: metav1.NewTime(expires),
+			Exceptions: []v1alpha1.ExceptionEntry{{
+				Policy: v1alpha1.PolicyReference{Kind: v1alpha1.PolicyKindConfigMap, Namespace: policyNS, Name: fmt.Sprintf("policy-%d", i)},
+				Rules:  []string{"pods.allowedRegistries", "pods.requireRunAsNonRoot"},
+			}},
+			Match: &v1alpha1.ExceptionMatch{Kinds: []string{"Pod", "Deployment"}, Names: []string{"web-*"},
+				ObjectSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}},
+		}
+		x, errs := policy.CompileException(ns, fmt.Sprintf("exception-%d", i), "1", spec, testPolicyNamespace)
+		if len(errs) > 0 {
+			b.Fatal(errs.ToAggregate())
+		}
+		exceptions[i] = x
+	}
+	for _, denied := range []bool{false, true} {
+		body, err := workload.CreateReview(workload.DeploymentPod(denied, 2), "bench")
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, n := range []int{0, 10} {
+			if denied && n == 0 {
+				continue // refused: another path
+			}
+			b.Run(fmt.Sprintf("lifting=%v/exceptions=%d", denied, n), func(b *testing.B) {
+				set := compileSet(b, testPolicyNamespace, benchPolicies(10)...)
+				if n > 0 {
+					set = set.Excepting(policy.NewExceptionSet(exceptions[:n]))
+				}
+				srv := newTestServer(b, &setJudge{set: set, synced: true, cluster: benchCluster{}}, false)
+				var out admissionv1.AdmissionReview
+				rec := srv.post(b, PathPods, body)
+				if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || !out.Response.Allowed {
+					b.Fatalf("bench pod not allowed: %s", rec.Body)
+				}
+				if denied && !strings.Contains(out.Response.AuditAnnotations["exceptions"], "exception-") {
+					b.Fatalf("no exception lifted the violations: %q", out.Response.AuditAnnotations)
+				}
+				serve := benchServe(b, srv.handlers[PathPods], body)
+				b.SetBytes(int64(len(body)))
+				b.ReportAllocs()
+				for b.Loop() {
+					serve()
+				}
+			})
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,6 +28,10 @@ type Impact struct {
 	lister  *audit.Lister
 	cluster policy.Cluster // namespace labels and quotas, from the cache
 	budget  time.Duration
+	// exceptions in force and the clock they apply by, so that an object
+	// an exception covers is not counted (set by Handlers); nil: none.
+	exceptions func() *policy.ExceptionSet
+	now        func() time.Time
 }
 
 // NewImpact reads objects through client, a core/v1 REST client.
@@ -40,6 +45,10 @@ func (i *Impact) warnings(ctx context.Context, p *policy.Policy) []string {
 	ctx, cancel := context.WithTimeout(ctx, i.budget)
 	defer cancel()
 	set := policy.NewSet([]*policy.Policy{p})
+	var now time.Time
+	if i.exceptions != nil && i.now != nil {
+		set, now = set.Excepting(i.exceptions()), i.now()
+	}
 	var (
 		hits           []string
 		count, checked int
@@ -54,12 +63,14 @@ func (i *Impact) warnings(ctx context.Context, p *policy.Policy) []string {
 		// forgive. A cluster without the MyApple CRD has none to judge.
 		err = i.lister.Each(ctx, kind, p.Scope, func(o *audit.Object) error {
 			req := o.Request
-			req.Context = ctx
+			req.Context, req.Now = ctx, now
 			checked++
-			if d := set.Evaluate(req, i.cluster); len(d.Violations) > 0 {
+			d := set.Evaluate(req, i.cluster)
+			// What an exception in force lifts, the policy would not do.
+			if j := slices.IndexFunc(d.Violations, func(v policy.Violation) bool { return v.ExceptedBy == "" }); j >= 0 {
 				byKind[o.Kind]++
 				if count++; len(hits) < impactNamed {
-					hits = append(hits, fmt.Sprintf("%s %s/%s (%s)", o.Kind, o.Namespace, o.Name, d.Violations[0].Rule))
+					hits = append(hits, fmt.Sprintf("%s %s/%s (%s)", o.Kind, o.Namespace, o.Name, d.Violations[j].Rule))
 				}
 			}
 			return nil

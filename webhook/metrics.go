@@ -39,6 +39,7 @@ type Metrics struct {
 	admissions    *prometheus.CounterVec
 	durations     *prometheus.HistogramVec
 	violations    *prometheus.CounterVec
+	excepted      *prometheus.CounterVec
 	requestErrors *prometheus.CounterVec
 	candidates    *prometheus.CounterVec
 }
@@ -64,6 +65,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "policy_webhook_violations_total",
 			Help: "Policy violations found in admitted or refused objects, by rule and enforcement (Deny, Warn, Audit).",
 		}, []string{"rule", "enforcement"}),
+		excepted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricExceptedViolations,
+			Help: "Policy violations a PolicyException lifted at admission (not enforced), by policy and rule.",
+		}, []string{"policy", "rule"}),
 		requestErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "policy_webhook_request_errors_total",
 			Help: "HTTP requests refused before judging, by reason " +
@@ -75,7 +80,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 				"(same, would_deny, would_allow, would_warn); the candidate never changes the verdict.",
 		}, []string{"source", "outcome"}),
 	}
-	for _, c := range []prometheus.Collector{m.admissions, m.durations, m.violations, m.requestErrors, m.candidates} {
+	for _, c := range []prometheus.Collector{m.admissions, m.durations, m.violations, m.excepted, m.requestErrors, m.candidates} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering the webhook's metrics: %w", err)
 		}
@@ -101,7 +106,7 @@ func (m *Metrics) admission(kind string, op admissionv1.Operation, verdict strin
 // the kinds judged here get a series of their own.
 func (m *Metrics) duration(kind string, d time.Duration) {
 	switch kind {
-	case policy.KindPod, policy.KindMyApple, policy.SourceConfigMap, policy.SourceAdmissionPolicy:
+	case policy.KindPod, policy.KindMyApple, policy.SourceConfigMap, policy.SourceAdmissionPolicy, policy.SourcePolicyException:
 	default:
 		if _, ok := policy.PodControllerOf(policy.Kind(kind)); !ok {
 			kind = "other"
@@ -113,6 +118,10 @@ func (m *Metrics) duration(kind string, d time.Duration) {
 func (m *Metrics) requestError(reason string) { m.requestErrors.WithLabelValues(reason).Inc() }
 
 func (m *Metrics) violation(v *policy.Violation) {
+	if v.ExceptedBy != "" {
+		m.excepted.WithLabelValues(v.Source, v.Rule).Inc()
+		return
+	}
 	m.violations.WithLabelValues(v.Rule, string(v.Enforcement)).Inc()
 }
 
@@ -121,3 +130,6 @@ func (m *Metrics) violation(v *policy.Violation) {
 func (m *Metrics) candidate(r *policy.CandidateResult) {
 	m.candidates.WithLabelValues(r.Candidate.SourceName(), r.Outcome).Inc()
 }
+
+// MetricExceptedViolations counts the violations exceptions lifted.
+const MetricExceptedViolations = "policy_webhook_excepted_violations_total"

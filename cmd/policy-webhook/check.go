@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -33,18 +34,21 @@ func runCheck(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var policies pathsFlag
-	fs.Var(&policies, "p", "policy file or directory (recursive) of policy ConfigMaps and AdmissionPolicies; repeatable")
+	fs.Var(&policies, "p", "policy file or directory (recursive) of policy ConfigMaps, AdmissionPolicies and PolicyExceptions; repeatable")
 	namespace := fs.String("n", "default", "namespace of objects that name none")
 	output := fs.String("o", check.FormatText, "output format: text or json")
 	policyNamespace := fs.String("policy-namespace", "policy-system", "the webhook's namespace: ConfigMap policies there apply cluster-wide")
 	inCluster := fs.Bool("cluster", false, "judge the Pods and MyApples that exist in the cluster of the kubeconfig (read in pages), instead of FILEs")
 	kubeconfig := fs.String("kubeconfig", "", "with --cluster: the kubeconfig to use (default $KUBECONFIG, then ~/.kube/config), at its current context")
 	candidate := fs.Bool("candidate", false, "judge each policy's candidate (spec.candidate, or a ConfigMap's candidate.yaml) beside it and print where they disagree; exit 1 when a candidate would deny what the policy admits")
+	var now timeFlag
+	fs.Var(&now, "now", "judge at this instant (RFC3339), for PolicyExceptions' expiry: what the webhook would answer then (default: the current time)")
+	maxException := fs.Duration("max-exception-duration", check.DefaultMaxExceptionDuration, "as the webhook's flag: how far ahead a PolicyException judged as a FILE may expire")
 	policyLimits := bindPolicyLimits(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: policy-webhook check -p PATH [-p PATH ...] [-n NAMESPACE] [-o text|json] FILE ...\n"+
 			"       policy-webhook check -p PATH [-p PATH ...] [-o text|json] --cluster [--kubeconfig FILE]\n\n"+
-			"Judges the Pods, MyApples and AdmissionReviews in FILEs (\"-\" is stdin) against the policy\n"+
+			"Judges the Pods, Pod controllers, MyApples, AdmissionReviews and PolicyExceptions in FILEs (\"-\" is stdin) against the policy\n"+
 			"under -p, in input order, as the webhook would. With --cluster, judges the Pods and MyApples\n"+
 			"that exist in the cluster as if each were created now, and lists those with violations.\n"+
 			"With --candidate, judges each policy's candidate in its place and prints the objects on\n"+
@@ -77,11 +81,13 @@ func runCheck(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return failf(stderr, "reading policy: %v", err)
 	}
 	checker, err := check.New(policyDocs, check.Options{
-		PolicyNamespace:  *policyNamespace,
-		DefaultNamespace: *namespace,
-		Notes:            stderr,
-		Limits:           policyLimits(),
-		Candidate:        *candidate,
+		PolicyNamespace:      *policyNamespace,
+		DefaultNamespace:     *namespace,
+		Notes:                stderr,
+		Limits:               policyLimits(),
+		Candidate:            *candidate,
+		Now:                  now.t,
+		MaxExceptionDuration: *maxException,
 	})
 	if err != nil {
 		return failf(stderr, "invalid policy: %v", err)
@@ -184,4 +190,23 @@ func candidateExit(results []*check.Result, stderr io.Writer) int {
 		return exitDenied
 	}
 	return exitAdmitted
+}
+
+// timeFlag is an RFC 3339 instant.
+type timeFlag struct{ t time.Time }
+
+func (f *timeFlag) String() string {
+	if f.t.IsZero() {
+		return ""
+	}
+	return f.t.Format(time.RFC3339)
+}
+
+func (f *timeFlag) Set(s string) error {
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return fmt.Errorf("not an RFC3339 time (2027-01-31T00:00:00Z): %w", err)
+	}
+	f.t = t
+	return nil
 }

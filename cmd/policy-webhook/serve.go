@@ -85,6 +85,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.Var(&reportFormat, "report-format", fmt.Sprintf("the API the audit writes its reports in, one per namespace with violations: %s (openreports.io/v1alpha1 Reports) or %s (wgpolicyk8s.io/v1alpha2 PolicyReports)", reports.FormatOpenReports, reports.FormatWGPolicy))
 	var (
 		reportMax    = fs.Int("report-max-results", reports.DefaultMaxResults, "how many results a report lists at most (its summary counts them all); fewer when they would take a report over 1 MiB")
+		maxException = fs.Duration("max-exception-duration", webhook.DefaultMaxExceptionDuration, "how far ahead a PolicyException may expire when it is created or its spec changes (an expired one is kept, inactive)")
 		reportPasses = fs.Bool("report-passes", false, "list a pass result in the reports for each policy an object passes (off: only violations are listed, passes counted in the summary)")
 	)
 	zapOpts := zap.Options{}
@@ -159,6 +160,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) int {
 		ReportFormat:            reportFormat,
 		ReportMaxResults:        *reportMax,
 		ReportPasses:            *reportPasses,
+		MaxExceptionDuration:    *maxException,
 		Log:                     log.WithName("policy-webhook"),
 	})
 	if err != nil {

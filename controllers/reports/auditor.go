@@ -102,7 +102,20 @@ type Auditor struct {
 	// candidates is status.candidate.existing by AdmissionPolicy name: the
 	// existing objects its candidate would deny and its spec admits.
 	candidates atomic.Pointer[map[policy.Source]*v1alpha1.AuditStatus]
+	// covered is what the last sweep found of the exceptions.
+	covered atomic.Pointer[ExceptionCoverage]
 }
+
+// ExceptionCoverage is how many existing objects each PolicyException
+// (namespace/name) covered in one sweep, and when that sweep ended.
+type ExceptionCoverage struct {
+	Objects map[string]int64
+	At      time.Time
+}
+
+// Coverage is what the last sweep that judged every object found of the
+// exceptions; nil before the first.
+func (a *Auditor) Coverage() *ExceptionCoverage { return a.covered.Load() }
 
 // New checks the configuration and registers the metrics.
 func New(cfg Config) (*Auditor, error) {
@@ -204,6 +217,31 @@ func (a *Auditor) Start(ctx context.Context) error {
 		}()
 	}
 	sweep("start")
+	// An exception that expires changes verdicts with no write: the audit
+	// sweeps again at that instant.
+	var expiry *time.Timer
+	expiryC := func() <-chan time.Time {
+		if expiry == nil {
+			return nil
+		}
+		return expiry.C
+	}
+	armExpiry := func() {
+		if expiry != nil {
+			expiry.Stop()
+			expiry = nil
+		}
+		now := a.cfg.Clock.Now()
+		if next, ok := a.cfg.Policies.Snapshot().Set.Exceptions().NextExpiry(now); ok {
+			expiry = time.NewTimer(next.Sub(now))
+		}
+	}
+	armExpiry()
+	defer func() {
+		if expiry != nil {
+			expiry.Stop()
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -221,6 +259,14 @@ func (a *Auditor) Start(ctx context.Context) error {
 			if debounce == nil {
 				debounce = time.After(a.cfg.Debounce)
 			}
+			armExpiry()
+		case <-expiryC():
+			if cancel != nil {
+				cancel(errPoliciesChanged)
+			}
+			sweep("exception expired")
+			armExpiry()
+			ticker.Reset(a.cfg.Interval)
 		case <-debounce:
 			debounce = nil
 			sweep("policy change")
@@ -304,8 +350,8 @@ func (a *Auditor) Sweep(ctx context.Context) (SweepSummary, error) {
 	p := newPacer(a.cfg.SweepShare)
 	totals, err := audit.Sweep(ctx, a.lister, func(r *policy.Request) policy.Decision {
 		p.begin()
-		// CEL stops with the sweep.
-		r.Context = ctx
+		// CEL stops with the sweep; exceptions apply as at its start.
+		r.Context, r.Now = ctx, now.Time
 		return snap.Set.Evaluate(r, a.cfg.Policies)
 	}, func(o *audit.Object, d *policy.Decision) error {
 		violations += len(d.Violations)
@@ -325,6 +371,7 @@ func (a *Auditor) Sweep(ctx context.Context) (SweepSummary, error) {
 	}
 	a.firstSeen = f.firstSeen
 	a.metrics.setViolations(f.counts)
+	a.covered.Store(&ExceptionCoverage{Objects: f.excepted, At: a.cfg.Clock.Now()})
 	byNamespace := f.reported()
 	a.publishCandidates(snap.Set.Candidates(), f.candidates, now)
 	a.publish(snap.Policies(), f.policies, now)

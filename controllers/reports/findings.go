@@ -2,6 +2,7 @@ package reports
 
 import (
 	"slices"
+	"time"
 	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
@@ -45,6 +46,10 @@ const Category = "Admission policy"
 const (
 	PropertyField       = "field"
 	PropertyEnforcement = "enforcement"
+	// PropertyException names the PolicyException (namespace/name) that
+	// lifts a skip result's violation, PropertyExpiresAt until when.
+	PropertyException = "exception"
+	PropertyExpiresAt = "exceptionExpiresAt"
 )
 
 // metricKey is one series of the violations gauge.
@@ -97,8 +102,10 @@ type findings struct {
 	// its policy admits, by policy.Source.String().
 	candidates map[string]*policyFindings
 	counts     map[metricKey]int
-	firstSeen  map[resultKey]metav1.Timestamp
-	now        metav1.Timestamp
+	// excepted counts the objects each exception (namespace/name) covered.
+	excepted  map[string]int64
+	firstSeen map[resultKey]metav1.Timestamp
+	now       metav1.Timestamp
 }
 
 func newFindings(now metav1.Timestamp, maxResults int, passes bool) *findings {
@@ -109,6 +116,7 @@ func newFindings(now metav1.Timestamp, maxResults int, passes bool) *findings {
 		policies:   map[string]*policyFindings{},
 		candidates: map[string]*policyFindings{},
 		counts:     map[metricKey]int{},
+		excepted:   map[string]int64{},
 		firstSeen:  map[resultKey]metav1.Timestamp{},
 		now:        now,
 	}
@@ -124,6 +132,9 @@ func (f *findings) add(o *audit.Object, d *policy.Decision, seen map[resultKey]m
 	}
 	f.addCandidates(o, d)
 	ref := objectReference(o)
+	for _, x := range d.Exceptions {
+		f.excepted[x.Ref()]++
+	}
 	if f.passes {
 		f.addPasses(ns, o, d, ref, seen)
 	}
@@ -134,6 +145,10 @@ func (f *findings) add(o *audit.Object, d *policy.Decision, seen map[resultKey]m
 	}
 	for i := range d.Violations {
 		v := &d.Violations[i]
+		if v.ExceptedBy != "" {
+			f.addSkip(ns, o, v, ref, seen)
+			continue
+		}
 		f.counts[metricKey{v.Source, v.Rule, v.Enforcement}]++
 
 		p := f.policies[v.Source]
@@ -178,6 +193,41 @@ func (f *findings) add(o *audit.Object, d *policy.Decision, seen map[resultKey]m
 			Properties: map[string]string{PropertyField: truncate(v.Field, MaxMessageBytes), PropertyEnforcement: string(v.Enforcement)},
 		})
 	}
+}
+
+// addSkip lists a violation an exception lifts as a skip result naming the
+// exception: not enforced, and neither counted in the violations gauge nor
+// in the policy's status.audit. When the exception expires, the next sweep
+// finds it a failure (or warning) again.
+func (f *findings) addSkip(ns *namespaceFindings, o *audit.Object, v *policy.Violation, ref corev1.ObjectReference, seen map[resultKey]metav1.Timestamp) {
+	ns.summary.Skip++
+	key := resultKey{o.UID, v.Source, v.Rule, v.Field}
+	ts, ok := seen[key]
+	if !ok {
+		ts = f.now
+	}
+	f.firstSeen[key] = ts
+	if len(ns.results) >= f.maxResults {
+		return
+	}
+	_, severity := resultOf(v.Enforcement)
+	expiry := policy.FormatExpiry(v.ExceptedUntil)
+	ns.results = append(ns.results, report.PolicyReportResult{
+		Source:    ReportSource,
+		Policy:    v.Source,
+		Rule:      v.Rule,
+		Category:  Category,
+		Severity:  severity,
+		Timestamp: ts,
+		Result:    report.ResultSkip,
+		Scored:    true,
+		Resources: []corev1.ObjectReference{ref},
+		Message:   truncate("excepted by "+policy.SourcePolicyException+" "+v.ExceptedBy+" until "+expiry+": "+v.Field+": "+v.Message, MaxMessageBytes),
+		Properties: map[string]string{
+			PropertyField: truncate(v.Field, MaxMessageBytes), PropertyEnforcement: string(v.Enforcement),
+			PropertyException: v.ExceptedBy, PropertyExpiresAt: v.ExceptedUntil.UTC().Format(time.RFC3339),
+		},
+	})
 }
 
 // addPasses lists a pass result for each policy that judged o and found
@@ -247,7 +297,7 @@ func objectReference(o *audit.Object) corev1.ObjectReference {
 func (f *findings) reported() map[string]*namespaceFindings {
 	out := make(map[string]*namespaceFindings, len(f.namespaces))
 	for ns, nf := range f.namespaces {
-		if nf.summary.Fail+nf.summary.Warn > 0 || len(nf.passes) > 0 {
+		if nf.summary.Fail+nf.summary.Warn+nf.summary.Skip > 0 || len(nf.passes) > 0 {
 			out[ns] = nf
 		}
 	}

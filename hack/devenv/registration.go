@@ -26,6 +26,7 @@ const (
 	MyApplesWebhook                = "myapples.policy-webhook.policy.example.com"
 	PolicyConfigMapsWebhook        = "configmaps.policy-webhook.policy.example.com"
 	AdmissionPoliciesWebhook       = "admissionpolicies.policy-webhook.policy.example.com"
+	PolicyExceptionsWebhook        = "policyexceptions.policy-webhook.policy.example.com"
 	StateWebhook                   = "state.policy-webhook.policy.example.com"
 	webhookTimeoutSeconds    int32 = 5
 )
@@ -93,6 +94,8 @@ func WebhookConfiguration(baseURL string, caBundle []byte, policyNamespace strin
 				rule("", "v1", &namespaced, "configmaps")),
 			hook(AdmissionPoliciesWebhook, "/validate-policies", nil, nil,
 				rule("policy.example.com", "v1alpha1", &cluster, "admissionpolicies")),
+			hook(PolicyExceptionsWebhook, "/validate-policyexceptions", nil, nil,
+				rule("policy.example.com", "v1alpha1", &namespaced, "policyexceptions")),
 			stateHook(hook, policyNamespace),
 		},
 	}

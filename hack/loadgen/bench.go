@@ -116,7 +116,7 @@ func runBench(ctx context.Context, args []string) (err error) {
 	if f.goBench {
 		logf("in-process benchmarks")
 		rep.GoBenchmarks, err = runGoBenchmarks(ctx, f.goBin,
-			"^(BenchmarkEvaluatePod|BenchmarkHandlePod|BenchmarkHandlePodController|BenchmarkCacheEvaluatePod|BenchmarkMyAppleQuantity|BenchmarkHandlePodCEL|BenchmarkHandlePodCandidate|BenchmarkEvaluateHas|BenchmarkCompile10Expressions)$", f.benchtime,
+			"^(BenchmarkEvaluatePod|BenchmarkHandlePod|BenchmarkHandlePodController|BenchmarkHandlePodExceptions|BenchmarkCacheEvaluatePod|BenchmarkMyAppleQuantity|BenchmarkHandlePodCEL|BenchmarkHandlePodCandidate|BenchmarkEvaluateHas|BenchmarkCompile10Expressions)$", f.benchtime,
 			[]string{"./policy", "./policy/cel", "./cache", "./webhook"}, os.Stderr)
 		if err != nil {
 			return err

@@ -26,7 +26,7 @@ func startControlPlane(t *testing.T) *rest.Config {
 	t.Helper()
 	cmCRDs := filepath.Join(moduleDir(t, certManagerModule), "deploy", "crds")
 	cp := testenv.ControlPlaneForTest(t, devenv.ControlPlaneOptions{ExtraCRDDirs: []string{cmCRDs}})
-	for _, want := range []string{"certificates.cert-manager.io", "issuers.cert-manager.io", "admissionpolicies.policy.example.com", "myapples.stable.example.com"} {
+	for _, want := range []string{"certificates.cert-manager.io", "issuers.cert-manager.io", "admissionpolicies.policy.example.com", "policyexceptions.policy.example.com", "myapples.stable.example.com"} {
 		if !slices.Contains(cp.CRDs(), want) {
 			t.Fatalf("CRD %s was not installed (from manifests/crds and %s)", want, cmCRDs)
 		}

@@ -46,6 +46,7 @@ func TestDefaultRendersTheInstall(t *testing.T) {
 	want := []string{
 		"Namespace/policy-system",
 		"CustomResourceDefinition/admissionpolicies.policy.example.com",
+		"CustomResourceDefinition/policyexceptions.policy.example.com",
 		"CustomResourceDefinition/myapples.stable.example.com",
 		"ServiceAccount/policy-system/policy-webhook",
 		"ClusterRole/policy-webhook",
@@ -53,6 +54,7 @@ func TestDefaultRendersTheInstall(t *testing.T) {
 		"ClusterRole/policy-webhook-metrics-auth",
 		"ClusterRoleBinding/policy-webhook-metrics-auth",
 		"ClusterRole/policy-webhook-metrics-reader",
+		"ClusterRole/policy-webhook-exception-editor",
 		"Role/policy-system/policy-webhook-leases",
 		"RoleBinding/policy-system/policy-webhook-leases",
 		"Role/policy-system/policy-webhook-quota",
@@ -99,6 +101,8 @@ func checkRBAC(t *testing.T, objs []*unstructured.Unstructured) {
 		{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}},
 		{APIGroups: []string{"policy.example.com"}, Resources: []string{"admissionpolicies"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{"policy.example.com"}, Resources: []string{"admissionpolicies/status"}, Verbs: []string{"patch"}},
+		{APIGroups: []string{"policy.example.com"}, Resources: []string{"policyexceptions"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{"policy.example.com"}, Resources: []string{"policyexceptions/status"}, Verbs: []string{"patch"}},
 		{APIGroups: []string{"stable.example.com"}, Resources: []string{"myapples"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"list"}},
 		{APIGroups: []string{"apps"}, Resources: []string{"deployments", "replicasets", "statefulsets", "daemonsets"}, Verbs: []string{"list"}},
@@ -427,6 +431,10 @@ func checkWebhooks(t *testing.T, objs []*unstructured.Unstructured, workloads ad
 		"admissionpolicies.policy-webhook.policy.example.com": {
 			path: "/validate-policies", failure: admissionregistrationv1.Fail,
 			rules: rules(rule("policy.example.com", "v1alpha1", cluster, "admissionpolicies")),
+		},
+		"policyexceptions.policy-webhook.policy.example.com": {
+			path: "/validate-policyexceptions", failure: admissionregistrationv1.Fail,
+			rules: rules(rule("policy.example.com", "v1alpha1", namespaced, "policyexceptions")),
 		},
 		// The webhook's own state: its namespace only, by name, writes by
 		// others than the webhook (matchConditions).

@@ -191,7 +191,7 @@ func TestInstallUpgradeUninstall(t *testing.T) {
 	if img := deploy.Spec.Template.Spec.Containers[0].Image; img != "registry.example.com/policy-webhook:v1.0.0" {
 		t.Errorf("Deployment image %q", img)
 	}
-	for _, crd := range []string{"admissionpolicies.policy.example.com", "myapples.stable.example.com", "reports.openreports.io", "policyreports.wgpolicyk8s.io"} {
+	for _, crd := range []string{"admissionpolicies.policy.example.com", "policyexceptions.policy.example.com", "myapples.stable.example.com", "reports.openreports.io", "policyreports.wgpolicyk8s.io"} {
 		if _, err := dynamicGet(ctx, cfg, crdResource, "", crd); err != nil {
 			t.Errorf("CRD %s from the chart: %v", crd, err)
 		}
@@ -723,6 +723,7 @@ func assertServiceRefs(t *testing.T, cs kubernetes.Interface, vwc *admissionregi
 		devenv.MyApplesWebhook:          "/validate-myapples",
 		devenv.PolicyConfigMapsWebhook:  "/validate-policies",
 		devenv.AdmissionPoliciesWebhook: "/validate-policies",
+		devenv.PolicyExceptionsWebhook:  "/validate-policyexceptions",
 		devenv.StateWebhook:             "/validate-state",
 	}
 	var names []string

@@ -190,7 +190,7 @@ func TestEveryValueTakesEffect(t *testing.T) {
 			case strings.HasPrefix(wh.Name, "pods."), strings.HasPrefix(wh.Name, "podcontrollers."), strings.HasPrefix(wh.Name, "myapples."):
 				wantFailure = admissionregistrationv1.Ignore
 				wantExcluded = append(wantExcluded, namespace)
-			case strings.HasPrefix(wh.Name, "admissionpolicies."):
+			case strings.HasPrefix(wh.Name, "admissionpolicies."), strings.HasPrefix(wh.Name, "policyexceptions."):
 				wantExcluded = nil
 			case strings.HasPrefix(wh.Name, "state."):
 				// The webhook's own state is in its namespace alone, by

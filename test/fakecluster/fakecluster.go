@@ -76,10 +76,11 @@ func New(t testing.TB, objs ...runtime.Object) *Cluster {
 		}
 	}
 	f.Dyn = dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
-		ConfigMaps:        "ConfigMapList",
-		Secrets:           "SecretList",
-		v1alpha1.Resource: "AdmissionPolicyList",
-		MyApples:          "MyAppleList",
+		ConfigMaps:                 "ConfigMapList",
+		Secrets:                    "SecretList",
+		v1alpha1.Resource:          "AdmissionPolicyList",
+		v1alpha1.ExceptionResource: "PolicyExceptionList",
+		MyApples:                   "MyAppleList",
 	}, dynObjs...)
 	f.Dyn.PrependReactor("patch", v1alpha1.Resource.Resource, f.applyStatus)
 	// The metadata tracker files a PartialObjectMetadata under its
@@ -210,6 +211,8 @@ func resourceOf(u *unstructured.Unstructured) schema.GroupVersionResource {
 		return ConfigMaps
 	case "AdmissionPolicy":
 		return v1alpha1.Resource
+	case "PolicyException":
+		return v1alpha1.ExceptionResource
 	case "MyApple":
 		return MyApples
 	case "Secret":
@@ -299,6 +302,31 @@ func AdmissionPolicy(name string, generation int64, spec map[string]any) *unstru
 		"kind":       "AdmissionPolicy",
 		"metadata":   map[string]any{"name": name},
 		"spec":       spec,
+	}}
+	u.SetGeneration(generation)
+	return u
+}
+
+// PolicyException lifts rules of one policy (kind, namespace, name) in
+// namespace until expiresAt.
+func PolicyException(namespace, name string, generation int64, expiresAt time.Time, policyKind, policyNamespace, policyName string, rules ...string) *unstructured.Unstructured {
+	ruleList := make([]any, len(rules))
+	for i, r := range rules {
+		ruleList[i] = r
+	}
+	ref := map[string]any{"kind": policyKind, "name": policyName}
+	if policyNamespace != "" {
+		ref["namespace"] = policyNamespace
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": v1alpha1.GroupVersion.String(),
+		"kind":       "PolicyException",
+		"metadata":   map[string]any{"namespace": namespace, "name": name},
+		"spec": map[string]any{
+			"reason":     "a test",
+			"expiresAt":  expiresAt.UTC().Format(time.RFC3339),
+			"exceptions": []any{map[string]any{"policy": ref, "rules": ruleList}},
+		},
 	}}
 	u.SetGeneration(generation)
 	return u

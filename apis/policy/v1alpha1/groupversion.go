@@ -12,9 +12,9 @@ var GroupVersion = schema.GroupVersion{Group: "policy.example.com", Version: "v1
 // Resource is the GroupVersionResource the informers and clients use.
 var Resource = GroupVersion.WithResource("admissionpolicies")
 
-// AddToScheme registers AdmissionPolicy and its list with a scheme.
+// AddToScheme registers AdmissionPolicy, PolicyException and their lists with a scheme.
 func AddToScheme(s *runtime.Scheme) error {
-	s.AddKnownTypes(GroupVersion, &AdmissionPolicy{}, &AdmissionPolicyList{})
+	s.AddKnownTypes(GroupVersion, &AdmissionPolicy{}, &AdmissionPolicyList{}, &PolicyException{}, &PolicyExceptionList{})
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
 }

@@ -130,6 +130,10 @@ type Options struct {
 	// namespace may hold; zero fields are the defaults.
 	PolicyLimits carrier.Limits
 
+	// MaxExceptionDuration bounds how far ahead a PolicyException may
+	// expire when it is written; 0 is webhook.DefaultMaxExceptionDuration.
+	MaxExceptionDuration time.Duration
+
 	// QuotaReservationTTL bounds how long a reservation counts when its
 	// MyApple never appears; 0 is quota.DefaultTTL.
 	QuotaReservationTTL time.Duration
@@ -162,6 +166,7 @@ func (o Options) withDefaults() Options {
 		o.ReplicaName = strings.ToLower(host)
 	}
 	o.LeaderElectionID = cmp.Or(o.LeaderElectionID, DefaultLeaderElectionID)
+	o.MaxExceptionDuration = cmp.Or(o.MaxExceptionDuration, webhook.DefaultMaxExceptionDuration)
 	return o
 }
 
@@ -186,6 +191,9 @@ func (o Options) validate() error {
 	}
 	if o.AuditInterval < 0 || o.AuditDebounce < 0 {
 		errs = append(errs, fmt.Errorf("AuditInterval %s and AuditDebounce %s must not be negative", o.AuditInterval, o.AuditDebounce))
+	}
+	if o.MaxExceptionDuration < 0 {
+		errs = append(errs, fmt.Errorf("MaxExceptionDuration %s is negative", o.MaxExceptionDuration))
 	}
 	if o.LedgerCleanupInterval < 0 {
 		errs = append(errs, fmt.Errorf("LedgerCleanupInterval %s is negative", o.LedgerCleanupInterval))

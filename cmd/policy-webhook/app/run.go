@@ -100,7 +100,8 @@ func Run(ctx context.Context, opts Options) error {
 	// will meet; the cache compiles what is in force with the same floor
 	// whatever it holds, so that a namespace's growth evicts no policy.
 	applied := compiler.WithMyApplesBound(pc.LargestMyAppleNamespace)
-	for path, h := range webhook.Handlers(pc, ledger, pc, webhook.NewImpact(kube.CoreV1().RESTClient(), pc), applied, opts.PolicyNamespace, opts.FailOpenBeforeSync, m, log.WithName("admission")) {
+	for path, h := range webhook.Handlers(pc, ledger, pc, webhook.NewImpact(kube.CoreV1().RESTClient(), pc), applied, opts.PolicyNamespace, opts.FailOpenBeforeSync, m, log.WithName("admission"),
+		webhook.WithMaxExceptionDuration(opts.MaxExceptionDuration)) {
 		server.Register(path, h)
 	}
 	state, err := newStateHandler(ctx, kube, opts, m)
@@ -116,7 +117,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err := mgr.Add(cs.Replica); err != nil {
 		return fmt.Errorf("adding a controller: %w", err)
 	}
-	leaders := []manager.Runnable{cs.Status, cs.LastGood, cs.Ledgers}
+	leaders := []manager.Runnable{cs.Status, cs.LastGood, cs.Ledgers, cs.Exceptions}
 	if auditor != nil {
 		leaders = append(leaders, auditor)
 	}
@@ -258,7 +259,10 @@ func newCache(cfg *rest.Config, opts Options, compiler *carrier.Compiler, reg pr
 		return nil, nil, nil, nil, fmt.Errorf("creating the policy cache: %w", err)
 	}
 	var cs *controllers.Controllers
-	auditor, err := newAuditor(cfg, opts, pc, reg, func() { cs.Status.AuditSwept() })
+	auditor, err := newAuditor(cfg, opts, pc, reg, func() {
+		cs.Status.AuditSwept()
+		cs.Exceptions.Poke()
+	})
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
@@ -276,6 +280,13 @@ func newCache(cfg *rest.Config, opts Options, compiler *carrier.Compiler, reg pr
 	}
 	if auditor != nil {
 		ccfg.Audit = auditor
+		ccfg.ExceptionCoverage = func() (map[string]int64, time.Time, bool) {
+			c := auditor.Coverage()
+			if c == nil {
+				return nil, time.Time{}, false
+			}
+			return c.Objects, c.At, true
+		}
 	}
 	if cs, err = controllers.New(ccfg); err != nil {
 		return nil, nil, nil, nil, fmt.Errorf("creating the controllers: %w", err)
