@@ -93,11 +93,11 @@ func (e *evaluation) judgeCandidates(s *Set, d *Decision) {
 	seen := 0
 	if ix := s.candidatesFor(e.req.Kind); ix != nil {
 		for _, c := range ix.cluster {
-			e.candidate(s.inForce[c.Source], c, d)
+			e.candidate(s, s.inForce[c.Source], c, d)
 			seen++
 		}
 		for _, c := range ix.byNamespace[e.req.Namespace] {
-			e.candidate(s.inForce[c.Source], c, d)
+			e.candidate(s, s.inForce[c.Source], c, d)
 			seen++
 		}
 	}
@@ -116,8 +116,9 @@ func (e *evaluation) judgeCandidates(s *Set, d *Decision) {
 }
 
 // candidate judges one candidate on its own (its own CEL budget: running
-// out refuses nothing but is a would_deny) and records the outcome.
-func (e *evaluation) candidate(spec, c *Policy, d *Decision) {
+// out refuses nothing but is a would_deny), with the exceptions in force
+// lifting what they would lift once it is promoted, and records the outcome.
+func (e *evaluation) candidate(s *Set, spec, c *Policy, d *Decision) {
 	ce := *e
 	ce.budget, ce.exhaustedBy = nil, nil
 	cd := Decision{Allowed: true}
@@ -130,6 +131,7 @@ func (e *evaluation) candidate(spec, c *Policy, d *Decision) {
 		ce.budget.Stop()
 		ce.outOfBudget(&cd)
 	}
+	ce.exceptIn(s, &cd)
 	e.compare(spec, c, &cd, judged, d)
 }
 
@@ -147,7 +149,7 @@ func (e *evaluation) compare(spec, c *Policy, cd *Decision, candJudged bool, d *
 	}
 	var specDeny *Violation
 	for i := range d.Violations {
-		if v := &d.Violations[i]; v.Source == c.sourceName && v.Enforcement == v1alpha1.Deny {
+		if v := &d.Violations[i]; v.Source == c.sourceName && v.Enforcement == v1alpha1.Deny && v.ExceptedBy == "" {
 			specDeny, specJudged = v, true
 			break
 		}
@@ -157,7 +159,7 @@ func (e *evaluation) compare(spec, c *Policy, cd *Decision, candJudged bool, d *
 	}
 	var candDeny *Violation
 	for i := range cd.Violations {
-		if v := &cd.Violations[i]; v.Enforcement == v1alpha1.Deny {
+		if v := &cd.Violations[i]; v.Enforcement == v1alpha1.Deny && v.ExceptedBy == "" {
 			candDeny = v
 			break
 		}

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"testing"
+	"time"
 
 	"github.com/policy-webhook/policy-webhook/apis/policy/v1alpha1"
 )
@@ -81,5 +82,39 @@ func TestCandidateScopes(t *testing.T) {
 		if len(d.Candidates) != tt.want || !d.Allowed {
 			t.Errorf("%s: candidates %+v allowed %t, want %d judged and allowed", tt.namespace, d.Candidates, d.Allowed, tt.want)
 		}
+	}
+}
+
+// An exception in force lifts what it covers from the candidate's judgement
+// too, as it will once the candidate is promoted: a rule it lifts is no
+// would_deny while it lasts, and is one again once it expires.
+func TestCandidateWithExceptions(t *testing.T) {
+	spec := admissionPolicy(t, "baseline", "pods:\n  allowedRegistries: [registry.example.com/]\n")
+	cand := admissionPolicy(t, "baseline", "pods:\n  allowedRegistries: [registry.example.com/]\n  disallowedTags: [latest]\n")
+	x := compileException(t, "team-a", "latest-ok", `reason: the nightly job pins latest until it moves (TICKET-9)
+expiresAt: "2027-01-31T00:00:00Z"
+exceptions:
+- policy: {kind: AdmissionPolicy, name: baseline}
+  rules: [pods.disallowedTags]
+`)
+	set := NewSet([]*Policy{spec}, WithCandidates([]*Policy{cand}), WithExceptions(NewExceptionSet([]*Exception{x})))
+	latest := compliantPod()
+	latest.Spec.Containers[0].Image = "registry.example.com/team-a/web:latest"
+	for _, tt := range []struct {
+		name string
+		now  time.Time
+		want string
+	}{
+		{"while the exception lasts", exceptionNow, v1alpha1.OutcomeSame},
+		{"once it has expired", x.ExpiresAt, v1alpha1.OutcomeWouldDeny},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req := podRequest(latest)
+			req.Now = tt.now
+			d := set.Evaluate(req, testCluster())
+			if !d.Allowed || len(d.Candidates) != 1 || d.Candidates[0].Outcome != tt.want {
+				t.Fatalf("allowed %v, candidates %+v, want allowed and %s", d.Allowed, d.Candidates, tt.want)
+			}
+		})
 	}
 }

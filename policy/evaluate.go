@@ -40,11 +40,8 @@ func (s *Set) Evaluate(req *Request, cluster Cluster) Decision {
 		e.budget.Stop()
 		e.outOfBudget(&d)
 	}
+	e.exceptIn(s, &d)
 	e.judgeCandidates(s, &d)
-	// Exceptions apply against the request's clock: none without one.
-	if s.exceptions != nil && len(d.Violations) > 0 && !req.Now.IsZero() {
-		e.except(s.exceptions, &d)
-	}
 	return d
 }
 

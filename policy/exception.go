@@ -428,6 +428,14 @@ func (s *Set) Excepting(x *ExceptionSet) *Set {
 
 // except marks the violations an active exception covers, and decides again
 // whether the request is allowed: an excepted Deny violation refuses nothing.
+// exceptIn lifts what the set's exceptions cover, against the request's
+// clock: none without one.
+func (e *evaluation) exceptIn(s *Set, d *Decision) {
+	if s.exceptions != nil && len(d.Violations) > 0 && !e.req.Now.IsZero() {
+		e.except(s.exceptions, d)
+	}
+}
+
 func (e *evaluation) except(xs *ExceptionSet, d *Decision) {
 	cluster, ns := xs.cluster, xs.byNamespace[e.req.Namespace]
 	if len(cluster) == 0 && len(ns) == 0 {
