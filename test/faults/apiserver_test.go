@@ -32,7 +32,7 @@ const outage = 30 * time.Second
 const currentWithin = 5 * time.Second
 
 // informers are the policy cache's informers, as its metrics label them.
-var informers = []string{"configmaps", "admissionpolicies", "myapples", "namespaces"}
+var informers = []string{"configmaps", "admissionpolicies", "myapples", "namespaces", "policyexceptions"}
 
 // carriers is one policy of each carrier and the cluster state rules read,
 // each with an admission whose verdict the test flips by an edit.
@@ -220,7 +220,7 @@ func TestAPIServerRestart(t *testing.T) {
 func serving(t *testing.T) time.Time {
 	t.Helper()
 	for _, gvr := range []schema.GroupVersionResource{
-		corev1.SchemeGroupVersion.WithResource("configmaps"), v1alpha1.Resource, myApples, corev1.SchemeGroupVersion.WithResource("namespaces"),
+		corev1.SchemeGroupVersion.WithResource("configmaps"), v1alpha1.Resource, myApples, corev1.SchemeGroupVersion.WithResource("namespaces"), v1alpha1.ExceptionResource,
 	} {
 		err := devenv.Poll(t.Context(), time.Minute, func(ctx context.Context) error {
 			w, err := env.dyn.Resource(gvr).Watch(ctx, metav1.ListOptions{})
