@@ -79,7 +79,7 @@ func (t *CandidateTally) Record(a policy.Admission, results []policy.CandidateRe
 			d := v1alpha1.CandidateDenial{Kind: a.Kind, Namespace: a.Namespace, Name: a.Name, Operation: a.Operation,
 				Time: metav1.NewTime(a.Time.Truncate(time.Second))}
 			if r.Violation != nil {
-				d.Violation = truncateBytes(r.Violation.Rule+" "+r.Violation.Field+": "+r.Violation.Message, MaxCandidateViolationBytes)
+				d.Violation = policy.Truncate(r.Violation.Rule+" "+r.Violation.Field+": "+r.Violation.Message, MaxCandidateViolationBytes)
 			}
 			if len(e.denials) == v1alpha1.MaxCandidateDenials {
 				e.denials = slices.Delete(e.denials, 0, 1)
@@ -117,16 +117,4 @@ func (t *CandidateTally) Read(src policy.Source) (v1alpha1.ReplicaCandidate, boo
 		out.Denials = append(out.Denials, e.denials[i])
 	}
 	return out, true
-}
-
-// truncateBytes cuts s to at most n bytes, at a character boundary.
-func truncateBytes(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	cut := n - 3
-	for cut > 0 && s[cut]&0xC0 == 0x80 {
-		cut--
-	}
-	return s[:cut] + "..."
 }

@@ -114,7 +114,7 @@ func (r *Status) candidateExisting(name string) *v1alpha1.AuditStatus {
 func sumCandidate(cs cache.CandidateState, replicas []v1alpha1.ReplicaStatus, existing *v1alpha1.AuditStatus, policyNamespace string) *v1alpha1.CandidateStatus {
 	out := &v1alpha1.CandidateStatus{Valid: cs.Err == nil, Existing: existing}
 	if cs.Err != nil {
-		out.Message = truncate("the newest candidate is invalid: "+cache.Problems(cs.Err)+" ("+candidateStillJudged(cs)+")", conditionMessageLimit)
+		out.Message = policy.Truncate("the newest candidate is invalid: "+cache.Problems(cs.Err)+" ("+candidateStillJudged(cs)+")", conditionMessageLimit)
 	}
 	if cs.Candidate == nil {
 		out.Summary = "invalid"

@@ -129,7 +129,7 @@ func (r *ExceptionStatus) sync(ctx context.Context, u *unstructured.Unstructured
 	active, expired := metav1.Condition{Type: v1alpha1.ConditionActive}, metav1.Condition{Type: v1alpha1.ConditionExpired}
 	switch {
 	case compileErr != nil:
-		active.Status, active.Reason, active.Message = metav1.ConditionFalse, ReasonInvalidException, truncate(cache.Problems(compileErr), eventMessageLimit)
+		active.Status, active.Reason, active.Message = metav1.ConditionFalse, ReasonInvalidException, policy.Truncate(cache.Problems(compileErr), eventMessageLimit)
 		expired.Status, expired.Reason, expired.Message = metav1.ConditionFalse, ReasonInvalidException, "the exception is invalid and lifts nothing"
 	case x.Active(now):
 		until := x.ExpiresAt.UTC().Format(time.RFC3339)
@@ -210,7 +210,7 @@ func (r *ExceptionStatus) recordExpired(ctx context.Context, u *unstructured.Uns
 			Namespace: u.GetNamespace(), Name: u.GetName(), UID: u.GetUID(), ResourceVersion: u.GetResourceVersion(),
 		},
 		Reason:         ReasonExceptionExpired,
-		Message:        truncate(fmt.Sprintf("PolicyException %s expired at %s: the rules it named are enforced again (reason was: %s)", x.Ref(), x.ExpiresAt.UTC().Format(time.RFC3339), x.Reason), eventMessageLimit),
+		Message:        policy.Truncate(fmt.Sprintf("PolicyException %s expired at %s: the rules it named are enforced again (reason was: %s)", x.Ref(), x.ExpiresAt.UTC().Format(time.RFC3339), x.Reason), eventMessageLimit),
 		Type:           corev1.EventTypeNormal,
 		Source:         corev1.EventSource{Component: eventComponent, Host: cfg.Replica},
 		FirstTimestamp: now,

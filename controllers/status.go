@@ -391,7 +391,7 @@ func (r *Status) recordEvent(ctx context.Context, src policy.Source, u *unstruct
 	case policy.SourceAdmissionPolicy:
 		ref.APIVersion, ref.Kind = v1alpha1.GroupVersion.String(), "AdmissionPolicy"
 	}
-	msg := truncate(message, eventMessageLimit)
+	msg := policy.Truncate(message, eventMessageLimit)
 	// Events on a cluster-scoped object go to the default namespace, as
 	// client-go's recorder puts them.
 	ns := ref.Namespace
@@ -457,15 +457,7 @@ func readyCondition(inForce bool, se cache.SourceError, gen int64, policyNamespa
 		Message: fmt.Sprintf("generation %d is in force", gen), ObservedGeneration: gen}
 	if !inForce {
 		c.Status, c.Reason = metav1.ConditionFalse, ReasonInvalidPolicy
-		c.Message = truncate(fmt.Sprintf("generation %d is invalid: %s (%s)", gen, cache.Problems(se.Err), se.StillInForce(policy.SourceAdmissionPolicy, policyNamespace)), conditionMessageLimit)
+		c.Message = policy.Truncate(fmt.Sprintf("generation %d is invalid: %s (%s)", gen, cache.Problems(se.Err), se.StillInForce(policy.SourceAdmissionPolicy, policyNamespace)), conditionMessageLimit)
 	}
 	return c
-}
-
-// truncate shortens msg to at most limit bytes, ending it with "...".
-func truncate(msg string, limit int) string {
-	if len(msg) > limit {
-		return msg[:limit-3] + "..."
-	}
-	return msg
 }

@@ -68,7 +68,7 @@ func (d *Decision) RefuseReservation(why string) {
 		Rule:        ruleMaxTotal,
 		Enforcement: v1alpha1.Deny,
 		Field:       "spec.quantity",
-		Message:     truncate(why, MaxMessageBytes),
+		Message:     Truncate(why, MaxMessageBytes),
 	})
 	d.Reserve = 0
 }

@@ -201,7 +201,7 @@ func (e *evaluation) outOfBudget(d *Decision) {
 		Source:      p.sourceName,
 		Rule:        RuleBudget,
 		Enforcement: v1alpha1.Deny,
-		Message: truncate(e.budget.Exhausted()+" ran out while this policy's expressions were evaluated, so the request "+
+		Message: Truncate(e.budget.Exhausted()+" ran out while this policy's expressions were evaluated, so the request "+
 			"is refused without being judged in full: the policy's expressions must cost less", MaxMessageBytes),
 	})
 }
@@ -311,12 +311,14 @@ func (s *sink) add(rule, field, msg string) {
 		Rule:        rule,
 		Enforcement: s.p.Enforcement,
 		Field:       field,
-		Message:     truncate(msg, MaxMessageBytes),
+		Message:     Truncate(msg, MaxMessageBytes),
 	})
 }
 
-// truncate cuts s to at most n bytes, at a character boundary, marking the cut.
-func truncate(s string, n int) string {
+// Truncate cuts s to at most n bytes, at a character boundary, marking the
+// cut: every message written back (responses, status, reports, Events) is
+// bounded by it.
+func Truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}

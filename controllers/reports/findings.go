@@ -3,7 +3,6 @@ package reports
 import (
 	"slices"
 	"time"
-	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -189,8 +188,8 @@ func (f *findings) add(o *audit.Object, d *policy.Decision, seen map[resultKey]m
 			Result:     r,
 			Scored:     true,
 			Resources:  []corev1.ObjectReference{ref},
-			Message:    truncate(v.Field+": "+v.Message, MaxMessageBytes),
-			Properties: map[string]string{PropertyField: truncate(v.Field, MaxMessageBytes), PropertyEnforcement: string(v.Enforcement)},
+			Message:    policy.Truncate(v.Field+": "+v.Message, MaxMessageBytes),
+			Properties: map[string]string{PropertyField: policy.Truncate(v.Field, MaxMessageBytes), PropertyEnforcement: string(v.Enforcement)},
 		})
 	}
 }
@@ -222,9 +221,9 @@ func (f *findings) addSkip(ns *namespaceFindings, o *audit.Object, v *policy.Vio
 		Result:    report.ResultSkip,
 		Scored:    true,
 		Resources: []corev1.ObjectReference{ref},
-		Message:   truncate("excepted by "+policy.SourcePolicyException+" "+v.ExceptedBy+" until "+expiry+": "+v.Field+": "+v.Message, MaxMessageBytes),
+		Message:   policy.Truncate("excepted by "+policy.SourcePolicyException+" "+v.ExceptedBy+" until "+expiry+": "+v.Field+": "+v.Message, MaxMessageBytes),
 		Properties: map[string]string{
-			PropertyField: truncate(v.Field, MaxMessageBytes), PropertyEnforcement: string(v.Enforcement),
+			PropertyField: policy.Truncate(v.Field, MaxMessageBytes), PropertyEnforcement: string(v.Enforcement),
 			PropertyException: v.ExceptedBy, PropertyExpiresAt: v.ExceptedUntil.UTC().Format(time.RFC3339),
 		},
 	})
@@ -258,19 +257,6 @@ func (f *findings) addPasses(ns *namespaceFindings, o *audit.Object, d *policy.D
 			Resources: []corev1.ObjectReference{ref},
 		})
 	}
-}
-
-// truncate cuts s to at most n bytes, on a rune boundary, marking the cut.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	const mark = "..."
-	cut := n - len(mark)
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + mark
 }
 
 // resultOf maps an enforcement to a report result: Deny is a failure, as
@@ -322,7 +308,7 @@ func (f *findings) addCandidates(o *audit.Object, d *policy.Decision) {
 		if len(p.violations) < v1alpha1.MaxCandidateExisting && r.Violation != nil {
 			v := r.Violation
 			p.violations = append(p.violations, v1alpha1.AuditViolation{
-				Kind: o.Kind, Namespace: o.Namespace, Name: o.Name, Rule: v.Rule, Field: v.Field, Message: truncate(v.Message, MaxMessageBytes),
+				Kind: o.Kind, Namespace: o.Namespace, Name: o.Name, Rule: v.Rule, Field: v.Field, Message: policy.Truncate(v.Message, MaxMessageBytes),
 			})
 		}
 	}
