@@ -3,8 +3,6 @@ package quota_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,7 +54,7 @@ func TestQuotaAcrossReplicas(t *testing.T) {
 		backends = append(backends, strings.TrimPrefix(wh.URL, "https://"))
 		caBundle = append(caBundle, wh.CA.CertPEM()...)
 	}
-	front := roundRobin(t, backends)
+	front := testenv.RoundRobin(t, backends)
 	if err := devenv.Register(ctx, cp.Client, devenv.WebhookConfiguration("https://"+front, caBundle, webhook.DefaultPolicyNamespace)); err != nil {
 		t.Fatal(err)
 	}
@@ -154,33 +152,4 @@ func apple(ns, name string, quantity int64) *unstructured.Unstructured {
 		"metadata":   map[string]any{"name": name, "namespace": ns},
 		"spec":       map[string]any{"color": "red", "size": "small", "quantity": quantity},
 	}}
-}
-
-// roundRobin listens on 127.0.0.1 and passes each connection, TLS and all,
-// to the next backend in turn: one Service in front of two replicas.
-func roundRobin(t *testing.T, backends []string) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { _ = l.Close(); wg.Wait() })
-	var next atomic.Uint64
-	wg.Go(func() {
-		for {
-			in, err := l.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", backends[next.Add(1)%uint64(len(backends))])
-			if err != nil {
-				_ = in.Close()
-				continue
-			}
-			wg.Go(func() { _, _ = io.Copy(out, in); _ = out.Close() })
-			wg.Go(func() { _, _ = io.Copy(in, out); _ = in.Close() })
-		}
-	})
-	return l.Addr().String()
 }

@@ -10,8 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -108,7 +106,7 @@ func TestCandidateThroughTheAPIServer(t *testing.T) {
 		backends = append(backends, strings.TrimPrefix(wh.URL, "https://"))
 		caBundle = append(caBundle, wh.CA.CertPEM()...)
 	}
-	front := roundRobin(t, backends)
+	front := testenv.RoundRobin(t, backends)
 	register := func() {
 		t.Helper()
 		if err := devenv.Register(ctx, cp.Client, devenv.WebhookConfiguration("https://"+front, caBundle, webhook.DefaultPolicyNamespace)); err != nil {
@@ -466,32 +464,3 @@ func candidateAnnotations(t *testing.T, path string) map[string]string {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
-
-// roundRobin listens on 127.0.0.1 and passes each connection, TLS and all,
-// to the next backend in turn: one Service in front of two replicas.
-func roundRobin(t *testing.T, backends []string) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { _ = l.Close(); wg.Wait() })
-	var next atomic.Uint64
-	wg.Go(func() {
-		for {
-			in, err := l.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", backends[next.Add(1)%uint64(len(backends))])
-			if err != nil {
-				_ = in.Close()
-				continue
-			}
-			wg.Go(func() { _, _ = io.Copy(out, in); _ = out.Close() })
-			wg.Go(func() { _, _ = io.Copy(in, out); _ = in.Close() })
-		}
-	})
-	return l.Addr().String()
-}
