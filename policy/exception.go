@@ -426,8 +426,6 @@ func (s *Set) Excepting(x *ExceptionSet) *Set {
 	return &c
 }
 
-// except marks the violations an active exception covers, and decides again
-// whether the request is allowed: an excepted Deny violation refuses nothing.
 // exceptIn lifts what the set's exceptions cover, against the request's
 // clock: none without one.
 func (e *evaluation) exceptIn(s *Set, d *Decision) {
@@ -436,6 +434,8 @@ func (e *evaluation) exceptIn(s *Set, d *Decision) {
 	}
 }
 
+// except marks the violations an active exception covers, and decides again
+// whether the request is allowed: an excepted Deny violation refuses nothing.
 func (e *evaluation) except(xs *ExceptionSet, d *Decision) {
 	cluster, ns := xs.cluster, xs.byNamespace[e.req.Namespace]
 	if len(cluster) == 0 && len(ns) == 0 {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -119,7 +118,7 @@ func (h *admitHandler) recordCandidates(r *admissionv1.AdmissionRequest, req *po
 		// The name as decoded: the generateName and a "*" while the API
 		// server has yet to choose one.
 		h.candidates.RecordCandidates(policy.Admission{Kind: string(kind), Namespace: r.Namespace, Name: req.Name(),
-			Operation: string(r.Operation), Time: time.Now()}, d.Candidates)
+			Operation: string(r.Operation), Time: req.Now}, d.Candidates)
 	}
 }
 
